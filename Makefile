@@ -1,0 +1,40 @@
+# geofm task runner. Two commands matter:
+#   make report   set up .venv (first time) and run the demo pipeline -> reports/index.html
+#   make test     the whole test suite: ruff, unit tests, notebooks under nbval, HTML reports
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PRESET ?= demo
+EXPERIMENT ?=
+CI_RUN := ci-notebooks
+
+.PHONY: report test lab data bench clean-work setup
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "geofm needs Python 3.11, found " + sys.version.split()[0] + "; set PYTHON=/path/to/python3.11"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.txt -e .
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+report: $(STAMP)
+	$(BIN)/geofm report --preset $(PRESET) $(if $(EXPERIMENT),--experiment $(EXPERIMENT))
+
+test: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash tests/run_all.sh
+
+data: $(STAMP)
+	$(BIN)/geofm data --preset $(PRESET) $(if $(EXPERIMENT),--experiment $(EXPERIMENT))
+
+bench: $(STAMP)
+	$(BIN)/geofm bench
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab notebooks/
+
+clean-work:
+	rm -rf work reports/*/ reports/index.html
