@@ -67,7 +67,7 @@ def run_record(cfg: Config, stage: str, data: dict | None = None,
         "stage": stage, "run": cfg.name, "params": cfg.to_dict(), "params_hash": cfg.hash,
         "data_hash": cfg.data_hash, "seed": cfg.seed, "git": git_state(),
         "packages": package_versions(), "data": data or {},
-        "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "finished": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
     rec["params"]["work_dir"] = _relative(rec["params"]["work_dir"])
     if with_device:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import datetime as _dt
 import zlib
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import numpy as np
 
@@ -106,7 +106,7 @@ _SAR_DB = np.array([v[1] for v in _MATERIALS.values()], float)  # (M, 2)
 _VEGETATED = np.array([v[2] for v in _MATERIALS.values()])
 
 
-@lru_cache(maxsize=None)
+@cache
 def _signature_table(sensor_key: str) -> np.ndarray:
     """Per-material signature for a sensor: reflectance at band centres, or linear sigma0."""
     sensor = SENSORS[sensor_key]
@@ -525,7 +525,7 @@ def _draw_classes(rng, names, weights, n):
     return [names[i] for i in idx]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _recipe_tables(dataset: str):
     """Context-membership matrices of a recipe, precomputed once (priors folded in)."""
     recipe = RECIPES[dataset]
@@ -598,8 +598,8 @@ def _stamp(img, sig, cy, cx, length_px, width_px, theta, cls_idx, draw=True):
         v = np.abs(-xx * s + yy * c) - width_px / 2
         cover = np.clip(0.5 - u, 0, 1) * np.clip(0.5 - v, 0, 1)
         total = cover.sum()
-        if total > 0 and area_px < total:  # sub-pixel sizes: keep the true area
-            cover *= area_px / total
+        if total > 0:  # the edge approximation is off for small objects: keep the true area
+            cover = np.minimum(cover * (area_px / total), 1.0)
         cover = cover[..., None]
         img[y0:y1, x0:x1] = img[y0:y1, x0:x1] * (1 - cover) + sig * cover
     return (cls_idx, cy, cx, hy, hx, area_px)

@@ -45,12 +45,13 @@ class SimulatorSource:
                 raise ConfigError(f"image_px/scene_px={scene_px} is too small for {key}: "
                                   f"use at least {simulate.MIN_IMAGE_PX}")
             sensor = SENSORS[DATASETS[key].sensor]
-            coarsest = max(b.gsd_m for b in sensor.bands) / DATASETS[key].gsd_m
-            if scene_px < coarsest:
+            coarsest_m = max(b.gsd_m for b in sensor.bands)
+            need = int(np.ceil(2 * coarsest_m / DATASETS[key].gsd_m))  # two coarsest pixels
+            if scene_px < need:
                 raise ConfigError(
                     f"image_px={scene_px} is too small for {key}: its coarsest band "
-                    f"({max(b.gsd_m for b in sensor.bands):g} m) needs {coarsest:g} px; "
-                    f"use image_px >= {int(np.ceil(coarsest))}")
+                    f"({coarsest_m:g} m) needs two pixels across, {need} px at "
+                    f"{DATASETS[key].gsd_m:g} m; use image_px >= {need}")
 
     def count(self, dataset: str) -> int:
         return self.cfg.samples_per_dataset

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The whole test suite (what `make test` and CI run), with a timing summary at the end:
+#   1. ruff over the library, tests and notebooks
+#   2. every notebook executed with papermill on the CI preset -> reports/ci-notebooks/ + HTML
+#   3. pytest: unit tests, plus nbval re-executing the executed notebooks; cells marked
+#      NBVAL_CHECK_OUTPUT must reproduce the first execution's output exactly
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export HF_HUB_OFFLINE=1 GEOFM_PROGRESS=text MPLBACKEND=Agg GEOFM_ROOT="$PWD"
+declare -a names times
+step() { local name=$1; shift; local t0=$SECONDS; echo "== $name"; "$@"; names+=("$name"); times+=($((SECONDS - t0))); }
+
+step "ruff" ruff check geofm_lib tests notebooks
+step "notebooks (papermill, ci preset) + HTML reports" geofm report --preset ci -p run_name=ci-notebooks
+step "pytest: unit tests + nbval" pytest -q tests reports/ci-notebooks/*.ipynb --nbval-lax --nbval-current-env -p no:cacheprovider
+
+echo "== timing summary"
+for i in "${!names[@]}"; do printf '  %-50s %5d s\n' "${names[$i]}" "${times[$i]}"; done

@@ -1,0 +1,64 @@
+"""Notebooks are committed clean, open with a description, and take literal parameters."""
+
+import ast
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def test_there_are_notebooks():
+    assert len(NOTEBOOKS) >= 2
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_committed_without_outputs(path):
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None, cell.source[:60]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_opens_with_description_and_literal_parameters(path):
+    nb = nbformat.read(path, as_version=4)
+    first = nb.cells[0]
+    assert first.cell_type == "markdown" and "Reads" in first.source and "Writes" in first.source
+    assert "Time" in first.source
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1
+    tree = ast.parse(tagged[0].source)
+    names = []
+    for node in tree.body:
+        assert isinstance(node, ast.Assign), ast.dump(node)[:80]
+        ast.literal_eval(node.value)  # literal values only: no calls, no names
+        names += [t.id for t in node.targets]
+    assert {"preset", "experiment", "group"} <= set(names)
+    for line in tagged[0].source.splitlines():
+        if "=" in line:
+            assert "#" in line, f"parameter without a comment: {line}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+@pytest.mark.parametrize("param, value, words", [
+    ("group", "D", ["'group'", "'D'", "A, B, C, all"]),
+    ("batch_size", "ten", ["'batch_size'", "'ten'", "integer"]),
+])
+def test_bad_parameters_fail_in_the_first_code_cell(path, param, value, words, tmp_path):
+    papermill = pytest.importorskip("papermill")
+    out = tmp_path / "out.ipynb"
+    with pytest.raises(papermill.PapermillExecutionError) as err:
+        papermill.execute_notebook(str(path), str(out), parameters={param: value},
+                                   progress_bar=False, cwd=str(ROOT / "notebooks"))
+    for w in words:
+        assert w in str(err.value)
+    nb = nbformat.read(out, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    failed = [i for i, c in enumerate(code)
+              if any(o.get("output_type") == "error" for o in c.outputs)]
+    tagged = [i for i, c in enumerate(code) if "parameters" in c.metadata.get("tags", [])
+              or "injected-parameters" in c.metadata.get("tags", [])]
+    assert failed == [max(tagged) + 1]  # the first cell after the parameters
