@@ -6,7 +6,9 @@ plain HTML (an iframe); base-map tiles load from the web when the page is viewed
 
 from __future__ import annotations
 
+import contextlib
 import html
+import io
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
            "#17becf", "#bcbd22", "#7f7f7f")
@@ -58,9 +60,10 @@ def footprints_map(samples: list[dict], min_size_deg: float = 0.02):
                                              [cx + hx, cy + hy], [cx - hx, cy + hy],
                                              [cx - hx, cy - hy]]]
             all_bounds.append((cx - hx, cy - hy, cx + hx, cy + hy))
-        m.add_geojson(fc, layer_name=ds, style={"color": color, "weight": 2,
-                                                "fillOpacity": 0.35, "fillColor": color},
-                      info_mode="on_click")
+        with contextlib.redirect_stdout(io.StringIO()):  # leafmap prints a CRS notice
+            m.add_geojson({**fc, "crs": "EPSG:4326"}, layer_name=ds,
+                          style={"color": color, "weight": 2, "fillOpacity": 0.35,
+                                 "fillColor": color}, info_mode="on_click")
         legend[html.escape(ds)] = color
     if all_bounds:
         m.fit_bounds([[min(b[1] for b in all_bounds), min(b[0] for b in all_bounds)],

@@ -1,11 +1,13 @@
 import os
 from pathlib import Path
 
+import matplotlib
 import pytest
+
+matplotlib.use("Agg")  # in-process plots only; notebook kernels keep their inline backend
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GEOFM_PROGRESS", "text")
-os.environ.setdefault("MPLBACKEND", "Agg")
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"

@@ -6,7 +6,7 @@
 #      NBVAL_CHECK_OUTPUT must reproduce the first execution's output exactly
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export HF_HUB_OFFLINE=1 GEOFM_PROGRESS=text MPLBACKEND=Agg GEOFM_ROOT="$PWD"
+export HF_HUB_OFFLINE=1 GEOFM_PROGRESS=text GEOFM_ROOT="$PWD"
 declare -a names times
 step() { local name=$1; shift; local t0=$SECONDS; echo "== $name"; "$@"; names+=("$name"); times+=($((SECONDS - t0))); }
 
