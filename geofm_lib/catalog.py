@@ -350,3 +350,23 @@ def get_dataset(key: str) -> Dataset:
     if key not in DATASETS:
         raise KeyError(f"unknown dataset {key!r}; choose one of {', '.join(DATASETS)}")
     return DATASETS[key]
+
+
+PAPER_TABLE_NAMES = {"compiled": "Table 2 (compiled dataset)",
+                     "groups": "Table 3 (one model per resolution group)",
+                     "group_c_metadata": "Table 4 (group C, sensor and resolution in captions)"}
+
+
+def paper_table_for(group: str, caption_metadata: bool) -> tuple[str, dict]:
+    """The seed 000 table that matches a run: (its title, {dataset: (R@1, R@5, R@10)}).
+
+    Group ``all`` is Table 2; groups A, B and C are Table 3; group C with metadata captions is
+    Table 4. Other combinations (e.g. group A with metadata) were not run in the paper and get
+    an empty table.
+    """
+    if caption_metadata:
+        if group == "C":
+            return PAPER_TABLE_NAMES["group_c_metadata"], PAPER_RESULTS["group_c_metadata"]
+        return "no paper table (the paper added metadata to group C only)", {}
+    key = "compiled" if group == "all" else "groups"
+    return PAPER_TABLE_NAMES[key], PAPER_RESULTS[key]

@@ -4,6 +4,7 @@
     geofm report --preset ci --experiment group_C -p image_px=48
     geofm data --preset demo                   # build the shards only
     geofm params --preset full --experiment group_C_metadata   # show the resolved set
+    geofm study --preset demo                  # seed 000's grouped study, side by side
     geofm bench                                # data-stage benchmarks
 """
 
@@ -42,7 +43,14 @@ def main(argv: list[str] | None = None) -> int:
         if name == "report":
             p.add_argument("--notebooks", default=None,
                            help="comma-separated prefixes, e.g. 01,02 (default: all)")
-    sub.add_parser("index", help="rebuild reports/index.html")
+    st = sub.add_parser("study", help="seed 000's study: compiled, A, B, C, C+metadata, "
+                                      "then reports/study-<preset>.html")
+    st.add_argument("--preset", default="demo", help="ci | demo | full (parameters/)")
+    st.add_argument("--experiments", default=None,
+                    help="comma-separated experiment sets (default: all five of seed 000)")
+    st.add_argument("-p", "--param", action="append", metavar="KEY=VALUE",
+                    help="override one parameter in every run (repeatable)")
+    sub.add_parser("index", help="rebuild reports/index.html (and the study pages)")
     b = sub.add_parser("bench", help="data-stage benchmarks (prints and writes numbers)")
     b.add_argument("--quick", action="store_true", help="fewer samples (seconds, for CI)")
     args = parser.parse_args(argv)
@@ -59,6 +67,12 @@ def main(argv: list[str] | None = None) -> int:
                                 **_overrides(args.param))
             print(f"report: {folder.relative_to(folder.parent.parent)}/ and "
                   f"reports/index.html")
+        elif args.cmd == "study":
+            from .reports import run_study
+
+            exps = args.experiments.split(",") if args.experiments else None
+            page = run_study(args.preset, exps, **_overrides(args.param))
+            print(f"study: reports/{page.name} (and reports/index.html)")
         elif args.cmd == "data":
             from .config import load_config
             from .shards import build_shards, load_manifest

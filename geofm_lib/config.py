@@ -61,17 +61,45 @@ class Config(BaseModel):
     seed: int = Field(0, ge=0, le=2**31 - 1, description="global random seed")
     # training (notebooks 03-06)
     model: str = Field("RN50-tiny", description="model config name (OpenCLIP registry style)")
-    batch_size: int = Field(64, ge=1, le=65536, description="samples per optimisation step")
+    pretrained: str | None = Field(
+        None, description="OpenCLIP pretrained tag (e.g. 'openai') or a local .pt file; "
+                          "None = train from scratch")
+    batch_size: int = Field(64, ge=2, le=65536, description="samples per optimisation step")
     epochs: int = Field(2, ge=1, le=10_000, description="passes over the training shards")
     lr: float = Field(5.0e-4, gt=0.0, le=1.0, description="peak learning rate")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="compute device")
-    precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="training precision")
+    weight_decay: float = Field(0.1, ge=0.0, le=10.0, description="AdamW weight decay")
+    warmup_fraction: float = Field(0.1, ge=0.0, lt=1.0,
+                                   description="share of all steps spent warming up the lr")
+    grad_clip_norm: float = Field(1.0, ge=0.0, le=1e6,
+                                  description="clip gradients to this L2 norm; 0 = off")
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field(
+        "auto", description="compute device; auto = CUDA, then MPS, then CPU")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="autocast precision; auto = bf16 on CUDA, fp32 elsewhere")
     num_workers: int = Field(0, ge=0, le=256, description="data-loader worker processes")
+    eval_split: Literal["val", "train"] = Field(
+        "val", description="split the evaluation notebooks score (train = fitted data)")
     # bookkeeping
     work_dir: str = Field("work", description="artifacts folder (relative to the project root)")
     run_name: str | None = Field(None, description="report name; None = <experiment>-<preset>")
     preset: str = Field("demo", description="name of the size preset that was applied")
     experiment: str | None = Field(None, description="name of the experiment set applied")
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, v):
+        from .models import known_model_names
+
+        if v.startswith(("hf-hub:", "local-dir:")):
+            return v
+        names = known_model_names()
+        if v not in names:
+            close = difflib.get_close_matches(v, names, n=3)
+            hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+            raise ValueError(f"unknown model {v!r}{hint} (geofm_lib/model_configs/*.json and "
+                             f"OpenCLIP's model configs are known, e.g. RN50-tiny, ViT-tiny, "
+                             f"RN50, ViT-B-32, ViT-B-16)")
+        return v
 
     @field_validator("datasets")
     @classmethod
@@ -122,6 +150,13 @@ class Config(BaseModel):
         return _digest({k: d[k] for k in DATA_KEYS})
 
     @property
+    def train_hash(self) -> str:
+        """Hash of what determines a training run (data + model + optimisation): its checkpoints
+        live under ``<work>/checkpoints/<train_hash>/``."""
+        d = self.to_dict()
+        return _digest({"data": self.data_hash, **{k: d[k] for k in TRAIN_KEYS}})
+
+    @property
     def name(self) -> str:
         return self.run_name or f"{self.experiment or 'group_' + self.group}-{self.preset}"
 
@@ -135,6 +170,8 @@ class Config(BaseModel):
 
 DATA_KEYS = ("datasets", "source", "source_path", "samples_per_dataset", "image_px", "scene_px",
              "caption_metadata", "val_fraction", "shard_size", "seed")
+TRAIN_KEYS = ("model", "pretrained", "batch_size", "epochs", "lr", "weight_decay",
+              "warmup_fraction", "grad_clip_norm", "precision", "seed")
 _NOT_HASHED = {"work_dir", "run_name", "num_workers", "device", "preset", "experiment"}
 FIELDS = tuple(Config.model_fields)
 

@@ -21,7 +21,7 @@ import yaml
 
 from .config import Config, load_config, project_root
 from .progress import get_logger
-from .runinfo import git_state, load_stages, package_versions
+from .runinfo import git_state, load_stages, package_versions, stage_dir
 from .shards import atomic_write_bytes, atomic_write_json
 
 log = get_logger()
@@ -32,8 +32,9 @@ INDEX_COLUMNS = (
     ("01_data_prep", "samples_per_s", "data prep samples/s"),
     ("02_explore_data", "mean_labels_per_image", "labels / image"),
     ("03_pretrain", "final_train_loss", "train loss"),
-    ("04_zero_shot", "mean_R@1", "mean R@1"),
-    ("04_zero_shot", "mean_R@5", "mean R@5"),
+    ("03_pretrain", "final_val_loss", "val loss"),
+    ("04_zero_shot_eval", "mean_R@1", "mean R@1"),
+    ("04_zero_shot_eval", "mean_R@5", "mean R@5"),
     ("06_features", "probe_f2_micro", "probe F2 (micro)"),
 )
 
@@ -124,6 +125,8 @@ def run_report(preset: str = "demo", experiment: str | None = None,
         "packages": package_versions(), "notebooks": [b.stem for b in books],
         "seconds": timings, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
     })
+    for page in sorted(stage_dir(cfg).glob("*.html")):  # standalone pages (maps) of the run
+        shutil.copyfile(page, tmp / page.name)
     for f in tmp.glob("*.ipynb"):  # executed notebooks: scrub paths there too
         f.write_text(scrub(f.read_text(), root))
     if final.exists():
@@ -170,6 +173,11 @@ def build_index(reports_dir: Path) -> Path:
         head=head, rows="\n".join(rows) or
         '<tr><td colspan=20>No runs yet: <code>make report</code> makes one.</td></tr>',
         n=len(runs))
+    studies = sorted(Path(reports_dir).glob("study-*.html"))
+    if studies:
+        links = " ".join(f'<a href="{html.escape(p.name)}">{html.escape(p.stem)}</a>'
+                         for p in studies)
+        page = page.replace("<table>", f"<p>Studies: {links}</p>\n<table>", 1)
     out = Path(reports_dir) / "index.html"
     atomic_write_bytes(out, page.encode())
     return out
@@ -201,6 +209,138 @@ links open the executed notebooks as HTML. Metrics are those the notebooks recor
 <tbody>
 {rows}
 </tbody></table>
+</body></html>
+"""
+
+
+# --- seed 000's grouped study ------------------------------------------------------------------
+
+STUDY_EXPERIMENTS = ("compiled", "group_A", "group_B", "group_C", "group_C_metadata")
+
+
+def run_study(preset: str = "demo", experiments=None, reports_dir: Path | None = None,
+              **overrides) -> Path:
+    """Run the report chain for each experiment of seed 000 and build the comparison page.
+
+    All parameter sets are validated before the first notebook runs.
+    """
+    experiments = list(experiments or STUDY_EXPERIMENTS)
+    for exp in experiments:
+        load_config(preset, exp, **overrides)  # every set fails here, before any work
+    reports_dir = Path(reports_dir or project_root() / "reports")
+    for exp in experiments:
+        run_report(preset, exp, reports_dir=reports_dir, **overrides)
+    return build_study(reports_dir, preset)
+
+
+def _study_runs(reports_dir: Path, preset: str) -> dict[str, dict]:
+    """{experiment: {"name", "metrics", "params"}} of the newest report of each study set."""
+    runs = {}
+    for run_json in sorted(Path(reports_dir).glob("*/run.json")):
+        info = json.loads(run_json.read_text())
+        exp = info.get("experiment")
+        metrics_path = run_json.parent / "metrics.json"
+        if info.get("preset") != preset or exp not in STUDY_EXPERIMENTS or \
+                not metrics_path.is_file():
+            continue
+        zs = json.loads(metrics_path.read_text()).get("04_zero_shot_eval")
+        if not zs:
+            continue
+        params = yaml.safe_load((run_json.parent / "params.yaml").read_text())
+        if exp not in runs or info.get("finished", "") > runs[exp]["finished"]:
+            runs[exp] = {"name": run_json.parent.name, "metrics": zs, "params": params,
+                         "finished": info.get("finished", "")}
+    return runs
+
+
+def build_study(reports_dir: Path, preset: str) -> Path:
+    """reports/study-<preset>.html: per dataset and K, R@K of every study run beside the
+    paper's Table 2/3/4 value for the same dataset and setting."""
+    from .catalog import DATASETS, paper_table_for
+
+    runs = _study_runs(reports_dir, preset)
+    exps = [e for e in STUDY_EXPERIMENTS if e in runs]
+    datasets = [d for d in DATASETS if any(d in runs[e]["metrics"]["per_dataset"] for e in exps)]
+    sections = []
+    for k in (1, 5, 10):
+        head = "".join(f"<th>{html.escape(e)}<br><span class=sub>{html.escape(runs[e]['name'])}"
+                       f"</span></th>" for e in exps)
+        body = []
+        for ds in datasets:
+            cells = []
+            for e in exps:
+                p = runs[e]["params"]
+                title, paper = paper_table_for(p["group"], p["caption_metadata"])
+                row = runs[e]["metrics"]["per_dataset"].get(ds)
+                if row is None:
+                    cells.append("<td class=na>not in this group</td>")
+                    continue
+                here, ci, chance = row.get(f"R@{k}"), row.get(f"R@{k}_ci95"), \
+                    row.get(f"chance_R@{k}")
+                ref = paper.get(ds)
+                ref_k = "not reported" if ref is None else ("-" if ref[(1, 5, 10).index(k)]
+                                                            is None else ref[(1, 5, 10).index(k)])
+                txt = "-" if here is None else f"<b>{here:.1f}</b>"
+                if ci:
+                    txt += f" <span class=ci>[{ci[0]:.0f}, {ci[1]:.0f}]</span>"
+                if chance is not None:
+                    txt += f"<br><span class=chance>chance {chance:.1f}</span>"
+                txt += (f"<br><span class=paper title='{html.escape(title)}'>paper "
+                        f"{html.escape(str(ref_k))}</span>")
+                cells.append(f"<td>{txt}</td>")
+            body.append(f"<tr><th class=ds>{html.escape(ds)}<br><span class=sub>"
+                        f"{len(DATASETS[ds].labels)} labels</span></th>{''.join(cells)}</tr>")
+        sections.append(f"<h2>R@{k}</h2><table><thead><tr><th>dataset</th>{head}</tr></thead>"
+                        f"<tbody>{''.join(body)}</tbody></table>")
+    means = "".join(
+        f"<tr><th>{html.escape(e)}</th><td>{_fmt(runs[e]['metrics'].get('mean_R@1'))}</td>"
+        f"<td>{_fmt(runs[e]['metrics'].get('mean_chance_R@1'))}</td>"
+        f"<td>{_fmt(runs[e]['metrics'].get('init_mean_R@1'))}</td>"
+        f"<td>{html.escape(paper_table_for(runs[e]['params']['group'], runs[e]['params']['caption_metadata'])[0])}</td>"  # noqa: E501
+        f"<td><a href='{html.escape(runs[e]['name'])}/04_zero_shot_eval.html'>04</a> "
+        f"<a href='{html.escape(runs[e]['name'])}/map.html'>map</a></td></tr>" for e in exps)
+    sources = sorted({f"{runs[e]['params']['source']}, {runs[e]['params']['samples_per_dataset']} "
+                      f"scenes/dataset at {runs[e]['params']['image_px']} px" for e in exps})
+    page = _STUDY_TEMPLATE.format(preset=html.escape(preset), n=len(exps),
+                                  sources=html.escape("; ".join(sources) or "-"),
+                                  means=means or "<tr><td colspan=6>no study runs yet</td></tr>",
+                                  sections="\n".join(sections))
+    out = Path(reports_dir) / f"study-{preset}.html"
+    atomic_write_bytes(out, page.encode())
+    return out
+
+
+_STUDY_TEMPLATE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<title>geofm study ({preset}): seed 000 side by side</title>
+<style>
+body {{ font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem;
+       color: #1d2433; max-width: 1400px; }}
+h1 {{ font-weight: 600; margin-bottom: .2rem; }} h2 {{ margin-top: 2rem; font-weight: 600; }}
+p {{ color: #3b4457; max-width: 70rem; }}
+table {{ border-collapse: collapse; font-size: 13px; }}
+th, td {{ padding: .4rem .7rem; border-bottom: 1px solid #e3e6ec; text-align: left;
+          vertical-align: top; }}
+thead th {{ background: #f4f6fa; font-weight: 600; }}
+th.ds {{ font-weight: 600; }}
+.sub {{ color: #7a8396; font-weight: normal; font-size: 11px; }}
+.ci {{ color: #5b6477; font-size: 11px; }} .chance {{ color: #7a8396; font-size: 11px; }}
+.paper {{ color: #8a4b08; font-size: 11px; }} td.na {{ color: #b0b6c3; }}
+a {{ color: #2457c5; text-decoration: none; margin-right: .5rem; }}
+</style></head><body>
+<h1>Seed 000 at {preset} scale: resolution groups side by side</h1>
+<p>{n} study run(s) of preset <b>{preset}</b>. Each cell: zero-shot image-to-text R@K on the
+validation split (percent of images with a true label among the top K label prompts) with its
+95&nbsp;% bootstrap interval, the exact chance level for the same label counts, and, in brown,
+the paper's value for the same dataset and setting (Table 2 compiled, Table 3 groups, Table 4
+group C with metadata). "-" where K is at least the number of labels.
+<b>Different data:</b> the paper trained on the real datasets (about 4.5 million 512&nbsp;px pairs);
+these runs used: {sources}. Compare the pattern across settings, not the numbers.</p>
+<table><thead><tr><th>experiment</th><th>mean R@1</th><th>mean chance R@1</th>
+<th>mean R@1 at init</th><th>paper table</th><th>reports</th></tr></thead>
+<tbody>{means}</tbody></table>
+{sections}
+<p><a href="index.html">all runs</a></p>
 </body></html>
 """
 

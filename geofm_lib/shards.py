@@ -140,6 +140,24 @@ def iter_shards(paths: Iterable[Path]) -> Iterator[dict]:
                              f"({type(exc).__name__}); delete it and rebuild") from exc
 
 
+def read_samples(paths: Iterable[Path], keys: Iterable[str]) -> dict[str, dict]:
+    """The decoded samples with these keys (one pass over the shards; missing keys are an
+    error naming them)."""
+    wanted = set(keys)
+    found = {}
+    for s in iter_shards(paths):
+        if s["__key__"] in wanted:
+            found[s["__key__"]] = s
+            if len(found) == len(wanted):
+                break
+    missing = wanted - set(found)
+    if missing:
+        raise ShardError(f"{len(missing)} sample(s) not found in the shards, e.g. "
+                         f"{sorted(missing)[:3]}; were the shards rebuilt after evaluation? "
+                         "Re-run the notebooks in order")
+    return found
+
+
 def verify_shards(folder: Path, manifest: dict | None = None) -> None:
     """Check every shard of a build against the sha256 in its manifest."""
     manifest = manifest or load_manifest(folder)

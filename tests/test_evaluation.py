@@ -1,0 +1,126 @@
+"""The R@K protocol of seed 000, its exact chance level, and the other zero-shot metrics."""
+
+import math
+
+import numpy as np
+import pytest
+
+from geofm_lib import evaluation as ev
+
+VOCAB = ("a", "b", "c", "d", "e", "f")
+
+
+def _scores(rankings, n_labels=6):
+    """Scores that produce the given label rankings (best first)."""
+    s = np.zeros((len(rankings), n_labels))
+    for i, order in enumerate(rankings):
+        for pos, j in enumerate(order):
+            s[i, j] = n_labels - pos
+    return s
+
+
+def test_recall_hits_when_any_true_label_is_in_the_top_k():
+    truth = ev.truth_matrix([["a"], ["b", "e"], ["f"], ["c", "d"]], VOCAB)
+    ranking = ev.rank(_scores([
+        [0, 1, 2, 3, 4, 5],   # a first: hit at 1
+        [3, 4, 0, 1, 2, 5],   # e second: hit at 2 (any true label counts)
+        [0, 1, 2, 3, 4, 5],   # f last: hit only at 6
+        [5, 4, 1, 0, 2, 3],   # c fifth: hit at 5
+    ]))
+    assert ev.hits_at_k(ranking, truth, 1).tolist() == [True, False, False, False]
+    assert ev.hits_at_k(ranking, truth, 2).tolist() == [True, True, False, False]
+    assert ev.recall_at_k(ranking, truth, 1) == pytest.approx(25.0)
+    assert ev.recall_at_k(ranking, truth, 2) == pytest.approx(50.0)
+    assert ev.recall_at_k(ranking, truth, 5) == pytest.approx(75.0)
+
+
+def test_dash_where_k_is_at_least_the_number_of_labels():
+    truth = ev.truth_matrix([["a"], ["c"]], VOCAB[:5])
+    ranking = ev.rank(np.random.default_rng(0).random((2, 5)))
+    assert ev.recall_at_k(ranking, truth, 4) is not None
+    assert ev.recall_at_k(ranking, truth, 5) is None   # k == n: trivially 100 %
+    assert ev.recall_at_k(ranking, truth, 10) is None  # k > n
+    assert ev.chance_recall_at_k(truth, 5) is None
+    table = ev.results_table({"x": ev.score_dataset("x", VOCAB[:5], np.random.default_rng(1)
+                                                    .random((2, 5)), truth, np.arange(2))})
+    assert table.loc["x", "R@5"] == "-" and table.loc["x", "R@10"] == "-"
+    assert table.loc["x", "R@1"] != "-"
+
+
+def test_images_without_labels_are_left_out_and_counted():
+    truth = ev.truth_matrix([["a"], [], []], VOCAB)
+    ranking = ev.rank(_scores([[0, 1, 2, 3, 4, 5]] * 3))
+    assert ev.recall_at_k(ranking, truth, 1) == 100.0
+    res = ev.score_dataset("x", VOCAB, _scores([[0, 1, 2, 3, 4, 5]] * 3), truth, np.arange(3))
+    assert res.no_labels == 2
+
+
+def test_chance_formula_matches_hand_values_and_simulation():
+    # one true label of n: k/n
+    assert ev.chance_hit_probability(10, 1, 3)[0] == pytest.approx(0.3)
+    # two of four, k=1: 1/2; k=2: 1 - C(2,2)/C(4,2) = 5/6
+    assert ev.chance_hit_probability(4, 2, 1)[0] == pytest.approx(0.5)
+    assert ev.chance_hit_probability(4, 2, 2)[0] == pytest.approx(5 / 6)
+    rng = np.random.default_rng(0)
+    n_labels, n_img = 13, 400
+    counts = rng.integers(1, 5, n_img)
+    truth = np.zeros((n_img, n_labels), bool)
+    for i, m in enumerate(counts):
+        truth[i, rng.choice(n_labels, m, replace=False)] = True
+    for k in (1, 5, 10):
+        exact = ev.chance_recall_at_k(truth, k)
+        sims = [ev.recall_at_k(ev.rank(rng.random((n_img, n_labels))), truth, k)
+                for _ in range(300)]
+        assert np.mean(sims) == pytest.approx(exact, abs=0.6), k
+
+
+def test_bootstrap_interval_brackets_the_mean_and_shrinks_with_n():
+    rng = np.random.default_rng(1)
+    small = rng.random(50) < 0.3
+    large = rng.random(2000) < 0.3
+    lo, hi = ev.bootstrap_ci(small.astype(float), seed=0)
+    assert lo < small.mean() < hi
+    lo2, hi2 = ev.bootstrap_ci(large.astype(float), seed=0)
+    assert (hi2 - lo2) < (hi - lo) / 3
+    assert ev.bootstrap_ci(np.ones(10)) == (1.0, 1.0)
+
+
+def test_text_to_image_recall_and_chance():
+    truth = ev.truth_matrix([["a"], ["b"], ["a", "b"], ["c"]], ("a", "b", "c"))
+    scores = np.array([[0.9, 0.1, 0.0],   # image 0 is the top image for a
+                       [0.0, 0.2, 0.9],   # image 1 is the top image for c (wrong)
+                       [0.1, 0.9, 0.1],   # image 2 is the top image for b (right)
+                       [0.2, 0.0, 0.1]])
+    r1, chance1 = ev.text_to_image_recall(scores, truth, 1)
+    assert r1 == pytest.approx(200 / 3)  # a and b hit, c misses
+    # positives per label: a 2, b 2, c 1 of 4 images -> chance at k=1: (0.5 + 0.5 + 0.25) / 3
+    assert chance1 == pytest.approx(100 * 1.25 / 3)
+
+
+def test_predicted_sets_per_class_recall_and_average_precision():
+    truth = ev.truth_matrix([["a", "b"], ["c"]], ("a", "b", "c"))
+    scores = np.array([[0.9, 0.1, 0.5], [0.1, 0.2, 0.7]])
+    pred = ev.predicted_sets(ev.rank(scores), truth)
+    assert pred.tolist() == [[True, False, True], [False, False, True]]  # top-|y| labels
+    recall, support = ev.per_class_recall(ev.rank(scores), truth)
+    assert support.tolist() == [1, 1, 1]
+    assert recall.tolist() == [100.0, 0.0, 100.0]
+    ap = ev.average_precision(scores, truth)
+    assert ap[0] == pytest.approx((1 / 1 + 2 / 3) / 2) and ap[1] == 1.0
+
+
+def test_unknown_label_is_an_error_naming_it():
+    with pytest.raises(ValueError, match="'zebra'"):
+        ev.truth_matrix([["zebra"]], VOCAB)
+
+
+def test_summary_means_only_over_defined_datasets():
+    rng = np.random.default_rng(2)
+    t5 = ev.truth_matrix([["a"], ["b"]], VOCAB[:5])
+    t6 = ev.truth_matrix([["a"], ["f"]], VOCAB)
+    res = {"five": ev.score_dataset("five", VOCAB[:5], rng.random((2, 5)), t5, np.arange(2)),
+           "six": ev.score_dataset("six", VOCAB, rng.random((2, 6)), t6, np.arange(2))}
+    s = ev.summary_metrics(res)
+    assert s["per_dataset"]["five"]["R@5"] is None
+    assert s["mean_R@5"] == pytest.approx(res["six"].recall[5])
+    assert not math.isnan(s["mean_chance_R@1"])
