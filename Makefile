@@ -9,7 +9,7 @@ PRESET ?= demo
 EXPERIMENT ?=
 CI_RUN := ci-notebooks
 
-.PHONY: report test lab data bench clean-work setup
+.PHONY: report test test-fast study lab data bench clean-work setup
 
 setup: $(STAMP)
 
@@ -26,6 +26,12 @@ report: $(STAMP)
 
 test: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash tests/run_all.sh
+
+test-fast: $(STAMP)
+	GEOFM_SKIP_DEMO=1 PATH="$(CURDIR)/$(BIN):$$PATH" bash tests/run_all.sh
+
+study: $(STAMP)
+	$(BIN)/geofm study --preset $(PRESET)
 
 data: $(STAMP)
 	$(BIN)/geofm data --preset $(PRESET) $(if $(EXPERIMENT),--experiment $(EXPERIMENT))

@@ -2,7 +2,9 @@
 # The whole test suite (what `make test` and CI run), with a timing summary at the end:
 #   1. ruff over the library, tests and notebooks
 #   2. every notebook executed with papermill on the CI preset -> reports/ci-notebooks/ + HTML
-#   3. pytest: unit tests, plus nbval re-executing the executed notebooks; cells marked
+#   3. the demo pipeline (01-05 on the demo preset, CPU, ~5 min) whose metrics the quality-bar
+#      tests check; GEOFM_SKIP_DEMO=1 skips it (`make test-fast`)
+#   4. pytest: unit tests, plus nbval re-executing the executed notebooks; cells marked
 #      NBVAL_CHECK_OUTPUT must reproduce the first execution's output exactly
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +14,9 @@ step() { local name=$1; shift; local t0=$SECONDS; echo "== $name"; "$@"; names+=
 
 step "ruff" ruff check geofm_lib tests notebooks
 step "notebooks (papermill, ci preset) + HTML reports" geofm report --preset ci -p run_name=ci-notebooks
+if [ "${GEOFM_SKIP_DEMO:-0}" != "1" ]; then
+  step "demo pipeline 01-05 (quality bars)" geofm report --preset demo
+fi
 step "pytest: unit tests + nbval" pytest -q tests reports/ci-notebooks/*.ipynb --nbval-lax --nbval-current-env -p no:cacheprovider
 
 echo "== timing summary"
