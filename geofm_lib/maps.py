@@ -224,6 +224,25 @@ def raster_overlay_layer(path, name: str | None = None, max_px: int = 1024) -> d
     return {"name": name or Path(path).stem, "image": rgb, "bounds_latlon": [[s, w], [n, e]]}
 
 
+def sample_overlays(samples: list[dict], folder) -> list[dict]:
+    """Write each decoded sample as a GeoTIFF (WGS84, bands named) under ``folder`` and read it
+    back as a map overlay, as any georeferenced raster would be."""
+    from pathlib import Path
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    overlays = []
+    for s in samples:
+        meta = s["json"]
+        bounds = (meta.get("footprint") or {}).get("bounds")
+        if not bounds:
+            continue
+        tif = folder / f"{s['__key__']}.tif"
+        write_geotiff(tif, s["img"], bounds, band_names=meta["bands"])
+        overlays.append(raster_overlay_layer(tif, name=f"image: {meta['dataset']}"))
+    return overlays
+
+
 def save_map(m, path) -> None:
     """Write a map as a standalone HTML page (atomically)."""
     from pathlib import Path

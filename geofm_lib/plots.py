@@ -177,6 +177,13 @@ class LiveLoss:
         self.epochs.append(record)
         self._refresh()
 
+    def replay(self, step_losses: list[float], history: list[dict]) -> None:
+        """Draw a finished run's curves (a re-run that loaded its checkpoint)."""
+        self.steps = list(range(1, len(step_losses) + 1))
+        self.losses = list(step_losses)
+        self.epochs = list(history)
+        self._refresh()
+
     def _refresh(self) -> None:
         import time
 

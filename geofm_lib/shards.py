@@ -140,6 +140,18 @@ def iter_shards(paths: Iterable[Path]) -> Iterator[dict]:
                              f"({type(exc).__name__}); delete it and rebuild") from exc
 
 
+def content_hashes(paths: Iterable[Path]) -> set[str]:
+    """Pixel-content hashes of every image in these shards, from their sidecars (no decoding)."""
+    out: set[str] = set()
+    for path in paths:
+        side = Path(path).with_name(Path(path).name + ".json")
+        if not side.is_file():
+            raise ShardError(f"shard {Path(path).name} has no sidecar {side.name}; rebuild the "
+                             "data")
+        out.update(json.loads(side.read_text())["content"])
+    return out
+
+
 def read_samples(paths: Iterable[Path], keys: Iterable[str]) -> dict[str, dict]:
     """The decoded samples with these keys (one pass over the shards; missing keys are an
     error naming them)."""

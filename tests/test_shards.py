@@ -34,6 +34,23 @@ def test_build_reads_back_with_manifest(cfg):
     assert not train_keys & {s["__key__"] for s in samples}
 
 
+def test_validation_images_never_occur_in_training(cfg):
+    """Disjoint pixel content between splits, recomputed from the decoded images and equal to
+    what the sidecars (used by 04_zero_shot_eval's check) record."""
+    import hashlib
+
+    folder = shards.build_shards(cfg, show_progress=False)
+
+    def hashes(split):
+        return {hashlib.sha256(s["img"].tobytes()).hexdigest()[:32]
+                for s in shards.iter_shards(shards.shard_paths(folder, split))}
+
+    train, val = hashes("train"), hashes("val")
+    assert train and val and not train & val
+    assert shards.content_hashes(shards.shard_paths(folder, "val")) == val
+    assert shards.content_hashes(shards.shard_paths(folder, "train")) == train
+
+
 def test_same_seed_gives_byte_identical_shards(tmp_path):
     a = shards.build_shards(load_config("ci", group="A", work_dir=str(tmp_path / "a")), None,
                             False)

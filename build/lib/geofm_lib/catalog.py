@@ -1,0 +1,372 @@
+"""The dataset catalog: the eight datasets of seed 000 (Table 1), their sensors and labels.
+
+One place for the facts every stage needs: which group a dataset belongs to, what sensor took
+it, at what ground sample distance (GSD), with which bands (centre wavelengths in nm) and which
+label vocabulary. The paper's own result tables (Tables 2-4, R@1/R@5/R@10 in %) are stored too,
+so evaluation notebooks can put our numbers beside the published ones.
+
+Where a label list could not be confirmed offline it is marked in ``Dataset.labels_status``;
+nothing here is silently invented. ``paper_*`` fields repeat Table 1 as printed, even where it
+differs from the dataset's own documentation (noted in ``notes``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+GROUPS = ("A", "B", "C")
+"""Resolution groups of seed 000: A = 10 m Sentinel, B = 6 cm UAV, C = 30-50 cm VHR."""
+
+
+@dataclass(frozen=True)
+class Band:
+    """One spectral band (or polarisation channel for SAR)."""
+
+    name: str
+    center_nm: float | None  # None for SAR polarisations
+    gsd_m: float  # native ground sample distance of this band
+
+
+@dataclass(frozen=True)
+class Sensor:
+    """A sensor model: band list, storage dtype and value scaling as in the real product."""
+
+    name: str
+    kind: str  # "multispectral" | "sar" | "rgb" | "panchromatic"
+    bands: tuple[Band, ...]
+    dtype: str  # numpy dtype of the stored product
+    scaling: str  # how stored values map to physical quantities
+
+    @property
+    def band_names(self) -> tuple[str, ...]:
+        return tuple(b.name for b in self.bands)
+
+
+# Sentinel-2 MSI: 13 bands (ESA). Centre wavelengths of S2A, rounded to nm.
+SENTINEL2_BANDS = (
+    Band("B01", 443, 60), Band("B02", 490, 10), Band("B03", 560, 10), Band("B04", 665, 10),
+    Band("B05", 705, 20), Band("B06", 740, 20), Band("B07", 783, 20), Band("B08", 842, 10),
+    Band("B8A", 865, 20), Band("B09", 945, 60), Band("B10", 1375, 60), Band("B11", 1610, 20),
+    Band("B12", 2190, 20),
+)
+
+SENSORS: dict[str, Sensor] = {
+    "sentinel2_l1c": Sensor(
+        "Sentinel-2 MSI L1C", "multispectral", SENTINEL2_BANDS, "uint16",
+        "top-of-atmosphere reflectance x 10000"),
+    # L2A drops B10 (cirrus): the atmospheric correction uses it up. BigEarthNet keeps these 12.
+    "sentinel2_l2a": Sensor(
+        "Sentinel-2 MSI L2A", "multispectral",
+        tuple(b for b in SENTINEL2_BANDS if b.name != "B10"), "uint16",
+        "bottom-of-atmosphere reflectance x 10000"),
+    "sentinel1_grd": Sensor(
+        "Sentinel-1 C-SAR IW GRD", "sar", (Band("VV", None, 10), Band("VH", None, 10)),
+        "float32", "backscatter coefficient sigma0 in dB"),
+    "uav_rgb": Sensor(
+        "UAV RGB camera", "rgb", (Band("R", 650, 0), Band("G", 550, 0), Band("B", 470, 0)),
+        "uint8", "8-bit display-referred RGB (gamma ~2.2)"),
+    "aerial_rgb": Sensor(
+        "Aerial RGB camera", "rgb", (Band("R", 650, 0), Band("G", 550, 0), Band("B", 470, 0)),
+        "uint8", "8-bit display-referred RGB (gamma ~2.2)"),
+    "worldview3_rgb": Sensor(
+        "WorldView-3 pan-sharpened RGB", "rgb",
+        (Band("R", 660, 0), Band("G", 545, 0), Band("B", 480, 0)), "uint8",
+        "8-bit display-referred RGB (gamma ~2.2)"),
+    "worldview2_rgb": Sensor(
+        "WorldView-2 pan-sharpened RGB", "rgb",
+        (Band("R", 660, 0), Band("G", 545, 0), Band("B", 480, 0)), "uint8",
+        "8-bit display-referred RGB (gamma ~2.2)"),
+    "aerial_pan": Sensor(
+        "Aerial panchromatic", "panchromatic", (Band("PAN", 625, 0),), "uint8",
+        "8-bit grey level"),
+}
+
+# --- label vocabularies -----------------------------------------------------------------------
+
+# BigEarthNet v1.0: the 43 CORINE Land Cover level-3 classes, in the official order.
+BIGEARTHNET_43 = (
+    "Continuous urban fabric", "Discontinuous urban fabric", "Industrial or commercial units",
+    "Road and rail networks and associated land", "Port areas", "Airports",
+    "Mineral extraction sites", "Dump sites", "Construction sites", "Green urban areas",
+    "Sport and leisure facilities", "Non-irrigated arable land", "Permanently irrigated land",
+    "Rice fields", "Vineyards", "Fruit trees and berry plantations", "Olive groves", "Pastures",
+    "Annual crops associated with permanent crops", "Complex cultivation patterns",
+    "Land principally occupied by agriculture, with significant areas of natural vegetation",
+    "Agro-forestry areas", "Broad-leaved forest", "Coniferous forest", "Mixed forest",
+    "Natural grassland", "Moors and heathland", "Sclerophyllous vegetation",
+    "Transitional woodland/shrub", "Beaches, dunes, sands", "Bare rock",
+    "Sparsely vegetated areas", "Burnt areas", "Inland marshes", "Peatbogs", "Salt marshes",
+    "Salines", "Intertidal flats", "Water courses", "Water bodies", "Coastal lagoons",
+    "Estuaries", "Sea and ocean",
+)
+
+# The 19-class nomenclature of Sumbul et al. (2020) and the 43 -> 19 mapping (by index).
+BIGEARTHNET_19 = (
+    "Urban fabric", "Industrial or commercial units", "Arable land", "Permanent crops",
+    "Pastures", "Complex cultivation patterns",
+    "Land principally occupied by agriculture, with significant areas of natural vegetation",
+    "Agro-forestry areas", "Broad-leaved forest", "Coniferous forest", "Mixed forest",
+    "Natural grassland and sparsely vegetated areas",
+    "Moors, heathland and sclerophyllous vegetation", "Transitional woodland, shrub",
+    "Beaches, dunes, sands", "Inland wetlands", "Coastal wetlands", "Inland waters",
+    "Marine waters",
+)
+BIGEARTHNET_43_TO_19 = {
+    0: 0, 1: 0, 2: 1, 11: 2, 12: 2, 13: 2, 14: 3, 15: 3, 16: 3, 18: 3, 17: 4, 19: 5, 20: 6,
+    21: 7, 22: 8, 23: 9, 24: 10, 25: 11, 31: 11, 26: 12, 27: 12, 28: 13, 29: 14, 33: 15,
+    34: 15, 35: 16, 36: 16, 38: 17, 39: 17, 40: 18, 41: 18, 42: 18,
+}  # classes 3-10, 30, 32 and 37 have no 19-class target and are dropped.
+
+# xView (Lam et al. 2018): the 60 object classes.
+XVIEW_60 = (
+    "Fixed-wing Aircraft", "Small Aircraft", "Cargo Plane", "Helicopter", "Passenger Vehicle",
+    "Small Car", "Bus", "Pickup Truck", "Utility Truck", "Truck", "Cargo Truck", "Truck w/Box",
+    "Truck Tractor", "Trailer", "Truck w/Flatbed", "Truck w/Liquid", "Crane Truck",
+    "Railway Vehicle", "Passenger Car", "Cargo Car", "Flat Car", "Tank car", "Locomotive",
+    "Maritime Vessel", "Motorboat", "Sailboat", "Tugboat", "Barge", "Fishing Vessel", "Ferry",
+    "Yacht", "Container Ship", "Oil Tanker", "Engineering Vehicle", "Tower crane",
+    "Container Crane", "Reach Stacker", "Straddle Carrier", "Mobile Crane", "Dump Truck",
+    "Haul Truck", "Scraper/Tractor", "Front loader/Bulldozer", "Excavator", "Cement Mixer",
+    "Ground Grader", "Hut/Tent", "Shed", "Building", "Aircraft Hangar", "Damaged Building",
+    "Facility", "Construction Site", "Vehicle Lot", "Helipad", "Storage Tank",
+    "Shipping container lot", "Shipping Container", "Pylon", "Tower",
+)
+
+# Agriculture-Vision (Chiu et al.): the 9 field-anomaly classes of the 2021 release.
+AGRICULTURE_VISION_9 = (
+    "Double plant", "Drydown", "Endrow", "Nutrient deficiency", "Planter skip", "Storm damage",
+    "Water", "Waterway", "Weed cluster",
+)
+
+# SeaDronesSee object detection v2 (Varga et al. 2022): 5 classes.
+SEADRONESSEE_5 = ("Swimmer", "Boat", "Jetski", "Life-saving appliance", "Buoy")
+
+# QFabric (Verma et al. 2021): change type (6) + change status (9) + land/urban context.
+QFABRIC_CHANGE_TYPE = ("Residential", "Commercial", "Industrial", "Road", "Demolition",
+                       "Mega Projects")
+QFABRIC_CHANGE_STATUS = ("Prior Construction", "Greenland", "Land Cleared", "Excavation",
+                         "Materials Dumped", "Construction Started", "Construction Midway",
+                         "Construction Done", "Operational")
+QFABRIC_LAND = ("Dense Urban", "Sparse Urban", "Rural", "Industrial Area", "Farms",
+                "Barren Land", "Sparse Forest", "Dense Forest", "Lake", "River",
+                "Coastal Region", "Desert", "Hills", "Snow", "Grassland", "Wetland", "Mangroves",
+                "Beach")
+
+# MAFAT satellite-vision challenge (2023): 13 object classes.
+MAFAT_13 = ("Small Vehicle", "Bus", "Medium Vehicle", "Large Vehicle", "Double Trailer Truck",
+            "Container", "Heavy Equipment", "Pylon", "Small Aircraft", "Large Aircraft",
+            "Small Vessel", "Medium Vessel", "Large Vessel")
+
+# Houston (Hurricane Harvey) NOAA aerial imagery, flood labels in the FloodNet style: 5 classes.
+HARVEY_5 = ("Flooded building", "Non-flooded building", "Flooded road", "Non-flooded road",
+            "Water")
+
+
+@dataclass(frozen=True)
+class Region:
+    """A named lon/lat box in which a dataset's footprints are drawn."""
+
+    name: str
+    lon_min: float
+    lat_min: float
+    lon_max: float
+    lat_max: float
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """One catalog entry: facts of the real dataset, and of seed 000's Table 1."""
+
+    key: str
+    name: str
+    group: str
+    problem: str
+    sensor: str  # key into SENSORS
+    gsd_m: float  # ground sample distance used for rendering (10 m grid for Sentinel)
+    native_px: int  # typical native image side in pixels
+    labels: tuple[str, ...]
+    labels_status: str  # "confirmed" or a sentence saying what could not be checked offline
+    regions: tuple[Region, ...]
+    date_range: tuple[str, str]  # ISO dates of acquisitions
+    paper_resolution_cm: float
+    paper_image_size: int
+    paper_n_images: int
+    paper_channels: int
+    paper_n_labels: int
+    pair_dataset: str | None = None  # the dataset imaging the same footprints (S1 <-> S2)
+    notes: str = ""
+    label_kind: str = "area"  # "area": land cover/regions; "object": discrete instances
+    extra: dict = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def sensor_spec(self) -> Sensor:
+        return SENSORS[self.sensor]
+
+    @property
+    def bands(self) -> tuple[str, ...]:
+        return self.sensor_spec.band_names
+
+
+_BIGEARTHNET_REGIONS = (
+    Region("Austria", 9.6, 46.4, 17.1, 49.0), Region("Belgium", 2.6, 49.5, 6.4, 51.5),
+    Region("Finland", 21.0, 60.0, 30.0, 68.0), Region("Ireland", -10.4, 51.5, -6.0, 55.3),
+    Region("Kosovo", 20.0, 41.9, 21.8, 43.2), Region("Lithuania", 21.0, 54.0, 26.8, 56.4),
+    Region("Luxembourg", 5.7, 49.4, 6.5, 50.2), Region("Portugal", -9.5, 37.0, -6.2, 42.1),
+    Region("Serbia", 19.0, 42.3, 22.9, 46.1), Region("Switzerland", 6.0, 45.8, 10.5, 47.8),
+)
+
+DATASETS: dict[str, Dataset] = {d.key: d for d in (
+    Dataset(
+        key="bigearthnet_s2", name="BigEarthNet-S2", group="A", problem="image classification",
+        sensor="sentinel2_l2a", gsd_m=10.0, native_px=120, labels=BIGEARTHNET_43,
+        labels_status="confirmed (BigEarthNet v1.0; cross-checked against torchgeo in tests)",
+        regions=_BIGEARTHNET_REGIONS, date_range=("2017-06-01", "2018-05-31"),
+        paper_resolution_cm=1000, paper_image_size=128, paper_n_images=590326,
+        paper_channels=3, paper_n_labels=43, pair_dataset="bigearthnet_s1",
+        notes="Table 1 lists 3 channels (the paper trained on RGB); the real product has 12 "
+              "L2A bands at 10/20/60 m, all kept here and resampled to the 10 m grid."),
+    Dataset(
+        key="bigearthnet_s1", name="BigEarthNet-S1", group="A", problem="image classification",
+        sensor="sentinel1_grd", gsd_m=10.0, native_px=120, labels=BIGEARTHNET_43,
+        labels_status="confirmed (labels of the Sentinel-2 twin patch)",
+        regions=_BIGEARTHNET_REGIONS, date_range=("2017-06-01", "2018-05-31"),
+        paper_resolution_cm=500, paper_image_size=120, paper_n_images=590326,
+        paper_channels=2, paper_n_labels=43, pair_dataset="bigearthnet_s2",
+        notes="Table 1 lists 500 cm; BigEarthNet-S1 patches are on the same 10 m grid as S2."),
+    Dataset(
+        key="agriculture_vision", name="Agriculture-Vision", group="B", problem="segmentation",
+        sensor="uav_rgb", gsd_m=0.06, native_px=512, labels=AGRICULTURE_VISION_9,
+        labels_status="confirmed (9 anomaly classes of the 2021 release, consistent with "
+                      "seed 000 Fig. 2)",
+        regions=(Region("US Midwest farmland", -96.5, 38.5, -84.5, 44.5),),
+        date_range=("2017-04-01", "2019-10-31"),
+        paper_resolution_cm=6, paper_image_size=512, paper_n_images=8345, paper_channels=3,
+        paper_n_labels=9,
+        notes="Called Agriculture-2017 in seed 000. The real imagery is aerial RGB+NIR at "
+              "10-20 cm; Table 1's 6 cm UAV RGB is what is simulated."),
+    Dataset(
+        key="seadronessee", name="SeaDronesSee v2", group="B", problem="object detection",
+        sensor="uav_rgb", gsd_m=0.06, native_px=1230, labels=SEADRONESSEE_5,
+        labels_status="confirmed (object-detection v2 classes)",
+        regions=(Region("Lake Constance", 9.0, 47.45, 9.75, 47.8),),
+        date_range=("2020-06-01", "2021-09-30"), label_kind="object",
+        paper_resolution_cm=6, paper_image_size=1230, paper_n_images=14227, paper_channels=3,
+        paper_n_labels=5),
+    Dataset(
+        key="xview", name="xView", group="C", problem="object detection",
+        sensor="worldview3_rgb", gsd_m=0.30, native_px=3320, labels=XVIEW_60,
+        labels_status="confirmed (xView's 60 classes)", label_kind="object",
+        regions=(Region("Gulf coast", -97.5, 27.5, -94.0, 30.5),
+                 Region("Eastern Mediterranean", 29.0, 30.0, 36.0, 36.0),
+                 Region("East Africa", 32.0, -6.0, 40.0, 2.0),
+                 Region("South Asia", 72.0, 18.0, 80.0, 28.0),
+                 Region("Western Europe", -1.0, 43.0, 8.0, 51.0)),
+        date_range=("2015-01-01", "2017-12-31"),
+        paper_resolution_cm=30, paper_image_size=3320, paper_n_images=5630, paper_channels=3,
+        paper_n_labels=60,
+        notes="Regions are coarse stand-ins: xView spans many countries; exact locations are "
+              "not published with the imagery."),
+    Dataset(
+        key="qfabric", name="QFabric", group="C", problem="change detection",
+        sensor="worldview2_rgb", gsd_m=0.50, native_px=20480,
+        labels=QFABRIC_CHANGE_TYPE + QFABRIC_CHANGE_STATUS + QFABRIC_LAND,
+        labels_status="partly unconfirmed: change types (6) and change statuses (9) are "
+                      "QFabric's; the 18 land/urban context classes are reconstructed so that "
+                      "the total matches the 33 labels of seed 000 Table 2 and include every "
+                      "context class seed 000 Fig. 2 shows; their exact names could not be "
+                      "checked offline",
+        regions=(Region("Indian subcontinent", 72.0, 12.0, 88.0, 29.0),
+                 Region("Middle East", 44.0, 23.0, 56.0, 30.0),
+                 Region("North America", -122.0, 30.0, -75.0, 45.0),
+                 Region("Europe", -5.0, 40.0, 25.0, 55.0)),
+        date_range=("2014-01-01", "2020-12-31"),
+        paper_resolution_cm=50, paper_image_size=20480, paper_n_images=504, paper_channels=3,
+        paper_n_labels=33,
+        notes="A change-detection dataset of 5-date series; one date is simulated."),
+    Dataset(
+        key="houston_harvey", name="Houston Harvey NOAA", group="C", problem="segmentation",
+        sensor="aerial_rgb", gsd_m=0.20, native_px=2560, labels=HARVEY_5,
+        labels_status="unconfirmed: seed 000 gives 5 labels without names; these are the "
+                      "flood classes of the FloodNet family (cited by seed 000 as [7])",
+        regions=(Region("Houston", -95.8, 29.5, -95.0, 30.1),),
+        date_range=("2017-08-27", "2017-09-07"),
+        paper_resolution_cm=20, paper_image_size=2560, paper_n_images=32818, paper_channels=3,
+        paper_n_labels=5),
+    Dataset(
+        key="mafat", name="MAFAT", group="C", problem="object detection",
+        sensor="aerial_pan", gsd_m=0.40, native_px=1280, labels=MAFAT_13,
+        labels_status="unconfirmed: 13 classes as in the MAFAT 2023 satellite-vision "
+                      "challenge, consistent with seed 000 Fig. 2 (vehicles, containers, "
+                      "vessels, aircraft); could not be checked offline",
+        regions=(Region("Eastern Mediterranean coast", 34.2, 31.0, 35.6, 33.2),),
+        date_range=("2019-01-01", "2022-12-31"), label_kind="object",
+        paper_resolution_cm=40, paper_image_size=1280, paper_n_images=9715, paper_channels=1,
+        paper_n_labels=13,
+        notes="The imagery's location is not published; the region is a stand-in."),
+)}
+
+GROUP_DATASETS: dict[str, tuple[str, ...]] = {
+    g: tuple(k for k, d in DATASETS.items() if d.group == g) for g in GROUPS
+}
+GROUP_DATASETS["all"] = tuple(DATASETS)
+
+# --- seed 000 result tables: R@1, R@5, R@10 in %, None where the paper prints "-" -------------
+PAPER_RESULTS: dict[str, dict[str, tuple[float | None, float | None, float | None]]] = {
+    # Table 2: one CLIP trained on all eight datasets compiled together.
+    "compiled": {
+        "bigearthnet_s2": (0.4, 1.6, 2.4), "bigearthnet_s1": (0.2, 5.2, 14.4),
+        "agriculture_vision": (17.0, 64.0, None), "seadronessee": (1.9, 100.0, None),
+        "xview": (1.4, 2.2, 5.6), "qfabric": (1.2, 2.4, 4.8),
+        "houston_harvey": (96.0, 100.0, None), "mafat": (5.6, 32.6, 63.0),
+    },
+    # Table 3: one CLIP per resolution group (A, B, C). BigEarthNet-S1 is not reported.
+    "groups": {
+        "bigearthnet_s2": (4.4, 35.4, 51.6), "agriculture_vision": (60.0, 93.0, None),
+        "seadronessee": (61.4, 100.0, None), "xview": (57.2, 60.4, 70.6),
+        "qfabric": (55.8, 89.8, 98.6), "houston_harvey": (90.1, 100.0, None),
+        "mafat": (22.0, 61.0, 82.2),
+    },
+    # Table 4: group C with sensor and resolution in the captions.
+    "group_c_metadata": {
+        "xview": (1.8, 83.8, 89.0), "qfabric": (28.2, 89.0, 99.6),
+        "houston_harvey": (10.0, 100.0, None), "mafat": (7.0, 41.8, 93.4),
+    },
+}
+
+
+def datasets_for(group: str) -> tuple[str, ...]:
+    """Dataset keys of a resolution group ("A", "B", "C") or of "all".
+
+    Raises:
+        ValueError: for an unknown group, naming the valid ones.
+    """
+    if group not in GROUP_DATASETS:
+        raise ValueError(f"unknown group {group!r}; choose one of {', '.join(GROUP_DATASETS)}")
+    return GROUP_DATASETS[group]
+
+
+def get_dataset(key: str) -> Dataset:
+    """Look a dataset up by key, with an error that lists the valid keys."""
+    if key not in DATASETS:
+        raise KeyError(f"unknown dataset {key!r}; choose one of {', '.join(DATASETS)}")
+    return DATASETS[key]
+
+
+PAPER_TABLE_NAMES = {"compiled": "Table 2 (compiled dataset)",
+                     "groups": "Table 3 (one model per resolution group)",
+                     "group_c_metadata": "Table 4 (group C, sensor and resolution in captions)"}
+
+
+def paper_table_for(group: str, caption_metadata: bool) -> tuple[str, dict]:
+    """The seed 000 table that matches a run: (its title, {dataset: (R@1, R@5, R@10)}).
+
+    Group ``all`` is Table 2; groups A, B and C are Table 3; group C with metadata captions is
+    Table 4. Other combinations (e.g. group A with metadata) were not run in the paper and get
+    an empty table.
+    """
+    if caption_metadata:
+        if group == "C":
+            return PAPER_TABLE_NAMES["group_c_metadata"], PAPER_RESULTS["group_c_metadata"]
+        return "no paper table (the paper added metadata to group C only)", {}
+    key = "compiled" if group == "all" else "groups"
+    return PAPER_TABLE_NAMES[key], PAPER_RESULTS[key]

@@ -1,0 +1,107 @@
+"""The ``geofm`` command: reports, data builds, parameter checks and benchmarks.
+
+    geofm report --preset demo                 # run every notebook, publish reports/
+    geofm report --preset ci --experiment group_C -p image_px=48
+    geofm data --preset demo                   # build the shards only
+    geofm params --preset full --experiment group_C_metadata   # show the resolved set
+    geofm study --preset demo                  # seed 000's grouped study, side by side
+    geofm bench                                # data-stage benchmarks
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import yaml
+
+
+def _overrides(pairs: list[str]) -> dict:
+    out = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise SystemExit(f"-p takes key=value, got {pair!r} (e.g. -p image_px=64)")
+        key, value = pair.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)  # 64 -> int, true -> bool, C -> 'C'
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="geofm", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    for name, help_ in (("report", "execute notebooks and publish HTML reports"),
+                        ("data", "build WebDataset shards for a parameter set"),
+                        ("params", "print the resolved parameters")):
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("--preset", default="demo", help="ci | demo | full (parameters/)")
+        p.add_argument("--experiment", default=None,
+                       help="group_A | group_B | group_C | compiled | group_C_metadata")
+        p.add_argument("-p", "--param", action="append", metavar="KEY=VALUE",
+                       help="override one parameter (repeatable)")
+        if name == "report":
+            p.add_argument("--notebooks", default=None,
+                           help="comma-separated prefixes, e.g. 01,02 (default: all)")
+    st = sub.add_parser("study", help="seed 000's study: compiled, A, B, C, C+metadata, "
+                                      "then reports/study-<preset>.html")
+    st.add_argument("--preset", default="demo", help="ci | demo | full (parameters/)")
+    st.add_argument("--experiments", default=None,
+                    help="comma-separated experiment sets (default: all five of seed 000)")
+    st.add_argument("-p", "--param", action="append", metavar="KEY=VALUE",
+                    help="override one parameter in every run (repeatable)")
+    sub.add_parser("index", help="rebuild reports/index.html (and the study pages)")
+    b = sub.add_parser("bench", help="data-stage benchmarks (prints and writes numbers)")
+    b.add_argument("--quick", action="store_true", help="fewer samples (seconds, for CI)")
+    args = parser.parse_args(argv)
+
+    from .config import ConfigError
+    from .shards import ShardError
+
+    try:
+        if args.cmd == "report":
+            from .reports import run_report
+
+            chain = args.notebooks.split(",") if args.notebooks else None
+            folder = run_report(args.preset, args.experiment, chain=chain,
+                                **_overrides(args.param))
+            print(f"report: {folder.relative_to(folder.parent.parent)}/ and "
+                  f"reports/index.html")
+        elif args.cmd == "study":
+            from .reports import run_study
+
+            exps = args.experiments.split(",") if args.experiments else None
+            page = run_study(args.preset, exps, **_overrides(args.param))
+            print(f"study: reports/{page.name} (and reports/index.html)")
+        elif args.cmd == "data":
+            from .config import load_config
+            from .shards import build_shards, load_manifest
+
+            cfg = load_config(args.preset, args.experiment, **_overrides(args.param))
+            folder = build_shards(cfg)
+            m = load_manifest(folder)
+            print(json.dumps({"folder": f"{cfg.work_dir}/shards/{folder.name}",
+                              "samples": m["total_samples"], "counts": m["counts"]}, indent=1))
+        elif args.cmd == "params":
+            from .config import load_config
+
+            cfg = load_config(args.preset, args.experiment, **_overrides(args.param))
+            print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+            print(f"# hash {cfg.hash}  data_hash {cfg.data_hash}  run {cfg.name}")
+        elif args.cmd == "index":
+            from .config import project_root
+            from .reports import build_index
+
+            print(build_index(project_root() / "reports"))
+        elif args.cmd == "bench":
+            from .bench import main as bench_main
+
+            bench_main(quick=args.quick)
+    except (ConfigError, ShardError) as exc:
+        print(f"geofm: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

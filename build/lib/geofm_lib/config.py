@@ -1,0 +1,339 @@
+"""Parameters: named YAML sets merged, validated and frozen before any work starts.
+
+Merge order (later wins)::
+
+    parameters/defaults.yaml  <-  parameters/<preset>.yaml  <-  parameters/<experiment>.yaml
+                              <-  notebook / papermill / command-line overrides
+
+A preset sets the size of a run (``ci``, ``demo``, ``full``); an experiment sets what is run
+(``group_A``, ``group_B``, ``group_C``, ``compiled``, ``group_C_metadata`` of seed 000).
+Overrides that are ``None`` mean "keep the value of the sets above".
+
+Every key is typed and range-checked by a pydantic model in strict mode (``"ten"`` is not an
+integer, ``"yes"`` is not a boolean); errors name the key, the value, where it came from and
+what is allowed, and are raised before any data is touched.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .catalog import DATASETS, GROUP_DATASETS
+
+
+class ConfigError(ValueError):
+    """A parameter problem, with the fix in the message."""
+
+
+class Config(BaseModel):
+    """The resolved parameters of a run. Frozen: a run cannot change its own parameters."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    # what to run
+    group: Literal["A", "B", "C", "all"] = Field(
+        "all", description="resolution group of seed 000 (A: 10 m, B: 6 cm, C: 30-50 cm)")
+    datasets: tuple[str, ...] | None = Field(
+        None, description="subset of the group's datasets (catalog keys); None = all")
+    source: Literal["simulator", "bigearthnet", "geotiff"] = Field(
+        "simulator", description="where samples come from")
+    source_path: str | None = Field(
+        None, description="folder or file for the real-data sources")
+    # data
+    samples_per_dataset: int = Field(64, ge=1, le=10_000_000,
+                                     description="scenes rendered per dataset")
+    image_px: int = Field(64, ge=8, le=4096, description="side of stored patches, pixels")
+    scene_px: int = Field(0, ge=0, le=65536,
+                          description="side of rendered scenes; cut into image_px patches; "
+                                      "0 = same as image_px")
+    caption_metadata: bool = Field(False, description="add sensor and resolution to captions")
+    val_fraction: float = Field(0.05, gt=0.0, le=0.5,
+                                description="fraction of scenes held out for validation")
+    shard_size: int = Field(512, ge=1, le=1_000_000, description="samples per shard")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="global random seed")
+    # training (notebooks 03-06)
+    model: str = Field("RN50-tiny", description="model config name (OpenCLIP registry style)")
+    pretrained: str | None = Field(
+        None, description="OpenCLIP pretrained tag (e.g. 'openai') or a local .pt file; "
+                          "None = train from scratch")
+    batch_size: int = Field(64, ge=2, le=65536, description="samples per optimisation step")
+    epochs: int = Field(2, ge=1, le=10_000, description="passes over the training shards")
+    lr: float = Field(5.0e-4, gt=0.0, le=1.0, description="peak learning rate")
+    weight_decay: float = Field(0.1, ge=0.0, le=10.0, description="AdamW weight decay")
+    warmup_fraction: float = Field(0.1, ge=0.0, lt=1.0,
+                                   description="share of all steps spent warming up the lr")
+    grad_clip_norm: float = Field(1.0, ge=0.0, le=1e6,
+                                  description="clip gradients to this L2 norm; 0 = off")
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field(
+        "auto", description="compute device; auto = CUDA, then MPS, then CPU")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="autocast precision; auto = bf16 on CUDA, fp32 elsewhere")
+    num_workers: int = Field(0, ge=0, le=256, description="data-loader worker processes")
+    eval_split: Literal["val", "train"] = Field(
+        "val", description="split the evaluation notebooks score (train = fitted data)")
+    # bookkeeping
+    work_dir: str = Field("work", description="artifacts folder (relative to the project root)")
+    run_name: str | None = Field(None, description="report name; None = <experiment>-<preset>")
+    preset: str = Field("demo", description="name of the size preset that was applied")
+    experiment: str | None = Field(None, description="name of the experiment set applied")
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, v):
+        from .models import known_model_names
+
+        if v.startswith(("hf-hub:", "local-dir:")):
+            return v
+        names = known_model_names()
+        if v not in names:
+            close = difflib.get_close_matches(v, names, n=3)
+            hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+            raise ValueError(f"unknown model {v!r}{hint} (geofm_lib/model_configs/*.json and "
+                             f"OpenCLIP's model configs are known, e.g. RN50-tiny, ViT-tiny, "
+                             f"RN50, ViT-B-32, ViT-B-16)")
+        return v
+
+    @field_validator("datasets")
+    @classmethod
+    def _known_datasets(cls, v):
+        if v is not None:
+            bad = [k for k in v if k not in DATASETS]
+            if bad:
+                raise ValueError(f"unknown dataset(s) {bad}; choose from {', '.join(DATASETS)}")
+            if not v:
+                raise ValueError("datasets is empty; give at least one key or None for all")
+        return v
+
+    # -- derived values ---------------------------------------------------------------------
+    @property
+    def dataset_keys(self) -> tuple[str, ...]:
+        """The datasets this run uses: the group's, narrowed by ``datasets`` if given."""
+        in_group = GROUP_DATASETS[self.group]
+        if self.datasets is None:
+            return in_group
+        outside = [d for d in self.datasets if d not in in_group]
+        if outside:
+            raise ConfigError(
+                f"datasets {outside} are not in group {self.group!r} ({', '.join(in_group)}); "
+                f"set group='all' or drop them")
+        return tuple(self.datasets)
+
+    @property
+    def effective_scene_px(self) -> int:
+        return self.scene_px or self.image_px
+
+    def to_dict(self) -> dict[str, Any]:
+        d = self.model_dump()
+        if d["datasets"] is not None:
+            d["datasets"] = list(d["datasets"])
+        return d
+
+    @property
+    def hash(self) -> str:
+        """Stable 12-hex hash of everything that changes results (not paths or names)."""
+        return _digest({k: v for k, v in self.to_dict().items() if k not in _NOT_HASHED})
+
+    @property
+    def data_hash(self) -> str:
+        """Hash of the keys that determine the data stage's shards."""
+        d = self.to_dict()
+        d["datasets"] = list(self.dataset_keys)
+        d["scene_px"] = self.effective_scene_px
+        return _digest({k: d[k] for k in DATA_KEYS})
+
+    @property
+    def train_hash(self) -> str:
+        """Hash of what determines a training run (data + model + optimisation): its checkpoints
+        live under ``<work>/checkpoints/<train_hash>/``."""
+        d = self.to_dict()
+        return _digest({"data": self.data_hash, **{k: d[k] for k in TRAIN_KEYS}})
+
+    @property
+    def name(self) -> str:
+        return self.run_name or f"{self.experiment or 'group_' + self.group}-{self.preset}"
+
+    def path(self, *parts: str) -> Path:
+        """A path inside the work folder (created on demand by the writers)."""
+        root = Path(self.work_dir)
+        if not root.is_absolute():
+            root = project_root() / root
+        return root.joinpath(*parts)
+
+
+DATA_KEYS = ("datasets", "source", "source_path", "samples_per_dataset", "image_px", "scene_px",
+             "caption_metadata", "val_fraction", "shard_size", "seed")
+TRAIN_KEYS = ("model", "pretrained", "batch_size", "epochs", "lr", "weight_decay",
+              "warmup_fraction", "grad_clip_norm", "precision", "seed")
+_NOT_HASHED = {"work_dir", "run_name", "num_workers", "device", "preset", "experiment"}
+FIELDS = tuple(Config.model_fields)
+
+
+def _digest(obj) -> str:
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def project_root() -> Path:
+    """The workspace root: $GEOFM_ROOT, else the nearest folder up with parameters/defaults.yaml.
+
+    Raises:
+        ConfigError: when neither is found, with the fix.
+    """
+    env = os.environ.get("GEOFM_ROOT")
+    if env:
+        return Path(env).resolve()
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / "parameters" / "defaults.yaml").is_file():
+            return folder
+    raise ConfigError(
+        f"cannot find the geofm workspace from {here.name!r}: no parameters/defaults.yaml in it "
+        "or above it; run from inside the project or set GEOFM_ROOT to the project folder")
+
+
+def parameter_sets(kind: str | None = None) -> list[str]:
+    """Names of the YAML sets in parameters/ (without .yaml); kind: 'preset' or 'experiment'."""
+    names = sorted(p.stem for p in (project_root() / "parameters").glob("*.yaml"))
+    names = [n for n in names if n != "defaults"]
+    if kind == "preset":
+        return [n for n in names if n in PRESETS]
+    if kind == "experiment":
+        return [n for n in names if n not in PRESETS]
+    return names
+
+
+PRESETS = ("ci", "demo", "full")
+
+
+def _read_set(name: str) -> dict[str, Any]:
+    path = project_root() / "parameters" / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(
+            f"unknown parameter set {name!r}; choose one of {', '.join(parameter_sets())} "
+            f"(files in parameters/)")
+    with open(path) as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"parameters/{name}.yaml must hold a mapping of key: value")
+    return data
+
+
+def _unknown_key_message(key: str, origin: str) -> str:
+    close = difflib.get_close_matches(key, FIELDS, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return (f"unknown parameter {key!r} (from {origin}){hint} "
+            f"Valid parameters: {', '.join(FIELDS)}")
+
+
+def load_config(preset: str = "demo", experiment: str | None = None,
+                **overrides: Any) -> Config:
+    """Merge defaults <- preset <- experiment <- overrides, validate, and freeze.
+
+    Args:
+        preset: size preset name (a file in parameters/), e.g. ``"ci"``, ``"demo"``, ``"full"``.
+        experiment: optional experiment set, e.g. ``"group_C_metadata"``.
+        **overrides: single keys; ``None`` keeps the value of the sets.
+
+    Raises:
+        ConfigError: naming every bad key, its value, where it came from, and what is allowed.
+    """
+    if not isinstance(preset, str):
+        raise ConfigError(f"preset must be a name such as 'demo', got {preset!r}")
+    layers = [("parameters/defaults.yaml", _read_set("defaults")),
+              (f"parameters/{preset}.yaml", _read_set(preset))]
+    if experiment is not None:
+        if not isinstance(experiment, str):
+            raise ConfigError(f"experiment must be a name such as 'group_C', got {experiment!r}")
+        layers.append((f"parameters/{experiment}.yaml", _read_set(experiment)))
+    layers.append(("overrides", {k: v for k, v in overrides.items() if v is not None}))
+
+    merged: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    problems = []
+    for where, values in layers:
+        for key, value in values.items():
+            if key not in FIELDS or key in ("preset", "experiment"):
+                problems.append(_unknown_key_message(key, where))
+                continue
+            merged[key] = value
+            origin[key] = where
+    if problems:
+        raise ConfigError("\n".join(problems))
+    merged["preset"] = preset
+    merged["experiment"] = experiment
+    if isinstance(merged.get("datasets"), list):
+        merged["datasets"] = tuple(merged["datasets"])
+    try:
+        cfg = Config(**merged)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, merged, origin)) from None
+    cfg.dataset_keys  # noqa: B018  (validates datasets against the group now, not later)
+    return cfg
+
+
+def _format_errors(exc: ValidationError, merged: dict, origin: dict) -> str:
+    lines = []
+    for err in exc.errors():
+        key = str(err["loc"][0]) if err["loc"] else "?"
+        value = merged.get(key)
+        field = Config.model_fields.get(key)
+        expected = _allowed(key)
+        where = origin.get(key, "defaults")
+        lines.append(
+            f"parameter {key!r} = {value!r} ({type(value).__name__}, from {where}) is invalid: "
+            f"{err['msg']}. Expected {expected}"
+            + (f" - {field.description}" if field is not None and field.description else ""))
+    return "\n".join(lines)
+
+
+def _allowed(key: str) -> str:
+    """Human text for what a key accepts, read off the model's schema."""
+    schema = Config.model_json_schema()["properties"].get(key, {})
+    options = schema.get("anyOf", [schema])
+    parts = []
+    for opt in options:
+        if "enum" in opt:
+            parts.append("one of " + ", ".join(map(str, opt["enum"])))
+        elif "const" in opt:
+            parts.append(repr(opt["const"]))
+        elif opt.get("type") == "null":
+            parts.append("None")
+        else:
+            bounds = [f"{sym} {opt[k]}" for k, sym in (("minimum", ">="), ("exclusiveMinimum", ">"),
+                                                     ("maximum", "<="), ("exclusiveMaximum", "<"))
+                      if k in opt]
+            t = {"integer": "an integer", "number": "a number", "string": "a string",
+                 "boolean": "True or False", "array": "a list"}.get(opt.get("type"), "a value")
+            parts.append(t + (f" ({', '.join(bounds)})" if bounds else ""))
+    return " or ".join(parts)
+
+
+_IPYTHON_NAMES = {"In", "Out", "exit", "quit", "get_ipython", "open"}
+
+
+def from_notebook(namespace: dict[str, Any], local: tuple[str, ...] = ()) -> Config:
+    """Build the config from a notebook's parameters (and papermill's injected ones).
+
+    Every public, non-callable, non-module name in ``namespace`` counts as a parameter, so a
+    misspelt ``-p batchsize 10`` is caught instead of silently ignored. Names in ``local`` are
+    the notebook's own parameters (not workspace parameters) and are skipped.
+    """
+    import types
+
+    params = {
+        k: v for k, v in namespace.items()
+        if not k.startswith("_") and not k.startswith("PAPERMILL_") and k not in _IPYTHON_NAMES
+        and k not in local
+        and not callable(v) and not isinstance(v, types.ModuleType)
+    }
+    preset = params.pop("preset", "demo")
+    experiment = params.pop("experiment", None)
+    return load_config(preset, experiment, **params)

@@ -1,0 +1,380 @@
+"""Zero-shot evaluation: label-prompt retrieval R@K with the protocol of seed 000.
+
+For every dataset, each image ranks that dataset's label prompts ("An overhead image showing
+pastures.") by cosine similarity. Protocol (seed 000, Tables 2-4):
+
+* **R@K (image to text)**: the share of images for which at least one of the top K labels is a
+  true label of the image. Images without any true label cannot score and are left out
+  (counted as ``no_labels``).
+* **"-"** where K is at least the number of labels of the dataset: every label is then in the
+  top K, so R@K is 100 % by construction and says nothing (stored as ``None``). Seed 000 printed
+  100.0 at K = 5 for its 5-label datasets; it is trivial in the same way.
+* **Chance level**: for an image with m true labels out of n, a random ranking puts at least one
+  in the top K with probability ``1 - C(n-m, K) / C(n, K)``; the dataset's chance level is the
+  mean over its images (exact, not simulated).
+* **95 % interval**: percentile bootstrap over images.
+* **Text to image R@K**: each label prompt ranks the dataset's images; a hit when one of the
+  top K images carries the label; mean over labels that occur at least once (chance likewise
+  ``1 - C(N-P, K) / C(N, K)`` for P positives among N images).
+* **Per-class recall** and Fig. 2's correct / missed / false labels use the predicted set of
+  an image = its top |y| labels, where |y| is its number of true labels.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .captions import label_prompts
+from .catalog import DATASETS
+
+KS = (1, 5, 10)
+
+
+# --- metrics on rankings (pure numpy; unit-tested against hand-computed cases) ------------------
+
+def truth_matrix(labels: Sequence[Sequence[str]], vocabulary: Sequence[str]) -> np.ndarray:
+    """(N, L) boolean: image i carries label j. Labels outside the vocabulary are an error."""
+    index = {lab: j for j, lab in enumerate(vocabulary)}
+    out = np.zeros((len(labels), len(vocabulary)), dtype=bool)
+    for i, labs in enumerate(labels):
+        for lab in labs:
+            if lab not in index:
+                raise ValueError(f"label {lab!r} of image {i} is not in the vocabulary "
+                                 f"({len(vocabulary)} labels); the shards and the catalog "
+                                 f"disagree - rebuild the shards")
+            out[i, index[lab]] = True
+    return out
+
+
+def rank(scores: np.ndarray) -> np.ndarray:
+    """(N, L) label indices sorted by descending score (ties broken by lower index)."""
+    return np.argsort(-scores, axis=1, kind="stable")
+
+
+def hits_at_k(ranking: np.ndarray, truth: np.ndarray, k: int) -> np.ndarray:
+    """(N,) bool: one of the top ``k`` ranked labels is true (seed 000's R@K hit)."""
+    top = ranking[:, :k]
+    return np.take_along_axis(truth, top, axis=1).any(axis=1)
+
+
+def recall_at_k(ranking: np.ndarray, truth: np.ndarray, k: int) -> float | None:
+    """R@K in percent over images with at least one label; None where k >= number of labels."""
+    n_labels = truth.shape[1]
+    if k >= n_labels:
+        return None
+    has = truth.any(axis=1)
+    if not has.any():
+        return None
+    return 100.0 * float(hits_at_k(ranking[has], truth[has], k).mean())
+
+
+def chance_hit_probability(n_labels: int, n_true: np.ndarray | int, k: int) -> np.ndarray:
+    """P(at least one of m true labels in a random top k of n) = 1 - C(n-m, k) / C(n, k)."""
+    n_true = np.atleast_1d(np.asarray(n_true, dtype=int))
+    total = math.comb(n_labels, k)
+    return np.array([1.0 - math.comb(n_labels - m, k) / total for m in n_true])
+
+
+def chance_recall_at_k(truth: np.ndarray, k: int) -> float | None:
+    """Exact chance level of R@K (percent) for these images' label counts."""
+    n_labels = truth.shape[1]
+    counts = truth.sum(axis=1)
+    counts = counts[counts > 0]
+    if k >= n_labels or counts.size == 0:
+        return None
+    return 100.0 * float(chance_hit_probability(n_labels, counts, k).mean())
+
+
+def bootstrap_ci(values: np.ndarray, n_boot: int = 2000, seed: int = 0,
+                 level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``values`` (resampling items), in the
+    values' units."""
+    values = np.asarray(values, dtype=float)
+    if values.size == 0:
+        return (math.nan, math.nan)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, values.size, size=(n_boot, values.size))
+    means = np.take(values, idx).mean(axis=1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return float(lo), float(hi)
+
+
+def text_to_image_recall(scores: np.ndarray, truth: np.ndarray, k: int) -> tuple[float, float]:
+    """(R@K, chance) in percent for label prompts retrieving images, over labels present.
+
+    ``scores`` is (N images, L labels). A hit when one of the top k images has the label.
+    """
+    n = scores.shape[0]
+    present = np.flatnonzero(truth.any(axis=0))
+    if present.size == 0 or k >= n:
+        return (math.nan, math.nan)
+    order = np.argsort(-scores[:, present], axis=0, kind="stable")[:k]  # (k, P)
+    hit = np.take_along_axis(truth[:, present], order, axis=0).any(axis=0)
+    positives = truth[:, present].sum(axis=0)
+    chance = 1.0 - np.array([math.comb(n - p, k) / math.comb(n, k) for p in positives])
+    return 100.0 * float(hit.mean()), 100.0 * float(chance.mean())
+
+
+def predicted_sets(ranking: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """(N, L) bool: the top |y_i| labels of each image (its predicted label set)."""
+    counts = truth.sum(axis=1)
+    pos = np.empty_like(ranking)
+    np.put_along_axis(pos, ranking, np.arange(ranking.shape[1])[None, :].repeat(len(ranking), 0),
+                      axis=1)
+    return pos < counts[:, None]
+
+
+def per_class_recall(ranking: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(recall per label in percent (nan where absent), support per label)."""
+    pred = predicted_sets(ranking, truth)
+    support = truth.sum(axis=0)
+    correct = (pred & truth).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        recall = np.where(support > 0, 100.0 * correct / np.maximum(support, 1), np.nan)
+    return recall, support
+
+
+def average_precision(scores: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """(N,) average precision of each image's label ranking (nan without labels)."""
+    order = rank(scores)
+    rel = np.take_along_axis(truth, order, axis=1).astype(float)
+    cum = np.cumsum(rel, axis=1)
+    prec = cum / np.arange(1, truth.shape[1] + 1)[None, :]
+    n = truth.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, (prec * rel).sum(axis=1) / np.maximum(n, 1), np.nan)
+
+
+# --- encoding ---------------------------------------------------------------------------------
+
+@dataclass
+class Encoded:
+    """Image (and caption) embeddings of one split, with what is needed to score and map them."""
+
+    image_features: np.ndarray  # (N, D) float32, L2-normalised
+    keys: list[str]
+    datasets: np.ndarray  # (N,) str
+    labels: list[list[str]]
+    captions: list[str]
+    meta: list[dict]  # footprint, date, sensor, gsd_m, shard file
+    caption_features: np.ndarray | None = None  # (N, D) when captions were encoded
+    logit_scale: float = 1.0
+
+
+def encode_texts(model, tokenizer, texts: Sequence[str], device: str = "cpu",
+                 batch_size: int = 256) -> np.ndarray:
+    """(len(texts), D) L2-normalised text embeddings."""
+    import torch
+
+    out = []
+    model.eval()
+    with torch.no_grad():
+        for i in range(0, len(texts), batch_size):
+            tokens = tokenizer(list(texts[i:i + batch_size])).to(device)
+            f = model.encode_text(tokens, normalize=True)
+            out.append(f.float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+
+
+def encode_split(model, tokenizer, paths, channel_stats: dict, device: str = "cpu",
+                 batch_size: int = 128, image_px: int | None = None,
+                 with_captions: bool = False, limit: int | None = None,
+                 show_progress: bool = True) -> Encoded:
+    """Embed every image of some shards (and optionally their captions), streaming."""
+    import torch
+
+    from .models import to_model_input
+    from .progress import progress
+    from .shards import iter_shards
+
+    model.eval()
+    feats, cap_feats = [], []
+    keys, dsets, labels, captions, meta = [], [], [], [], []
+    batch_imgs, batch_txt = [], []
+
+    def flush():
+        if not batch_imgs:
+            return
+        x = torch.from_numpy(np.stack(batch_imgs)).to(device)
+        if image_px and x.shape[-1] != image_px:
+            x = torch.nn.functional.interpolate(x, size=(image_px, image_px), mode="bilinear",
+                                                antialias=True, align_corners=False)
+        with torch.no_grad():
+            feats.append(model.encode_image(x, normalize=True).float().cpu().numpy())
+            if with_captions:
+                tokens = tokenizer(batch_txt).to(device)
+                cap_feats.append(model.encode_text(tokens, normalize=True).float().cpu().numpy())
+        batch_imgs.clear()
+        batch_txt.clear()
+
+    bar = progress(desc="encoding", unit="img", disable=not show_progress)
+    for n, s in enumerate(iter_shards(paths)):
+        if limit is not None and n >= limit:
+            break
+        m = s["json"]
+        batch_imgs.append(to_model_input(s["img"], m["bands"], channel_stats[m["dataset"]]))
+        batch_txt.append(s["txt"])
+        keys.append(s["__key__"])
+        dsets.append(m["dataset"])
+        labels.append(list(m["labels"]))
+        captions.append(s["txt"])
+        meta.append({"footprint": m.get("footprint"), "date": m.get("date"),
+                     "sensor": m.get("sensor"), "gsd_m": m.get("gsd_m"),
+                     "pair_id": m.get("pair_id"), "split": m.get("split"),
+                     "shard": str(s["__url__"]).rsplit("/", 1)[-1]})
+        if len(batch_imgs) == batch_size:
+            flush()
+        bar.update(1)
+    flush()
+    bar.close()
+    d = feats[0].shape[1] if feats else 0
+    return Encoded(
+        image_features=np.concatenate(feats) if feats else np.zeros((0, d), np.float32),
+        keys=keys, datasets=np.array(dsets), labels=labels, captions=captions, meta=meta,
+        caption_features=np.concatenate(cap_feats) if cap_feats else None,
+        logit_scale=float(model.logit_scale.exp().item()))
+
+
+# --- the zero-shot evaluation -------------------------------------------------------------------
+
+@dataclass
+class DatasetResult:
+    dataset: str
+    vocabulary: tuple[str, ...]
+    n_images: int
+    no_labels: int
+    scores: np.ndarray  # (N, L) cosine similarities
+    truth: np.ndarray  # (N, L)
+    index: np.ndarray  # positions in the Encoded arrays
+    recall: dict = field(default_factory=dict)  # k -> percent or None
+    chance: dict = field(default_factory=dict)
+    ci: dict = field(default_factory=dict)  # k -> (lo, hi)
+    t2i: dict = field(default_factory=dict)  # k -> (R@K, chance)
+
+    @property
+    def ranking(self) -> np.ndarray:
+        return rank(self.scores)
+
+
+def zero_shot(model, tokenizer, enc: Encoded, metadata: bool = False, ks=KS,
+              n_boot: int = 2000, seed: int = 0, device: str = "cpu"
+              ) -> dict[str, DatasetResult]:
+    """Per-dataset label-prompt retrieval for an encoded split (see the module docstring).
+
+    Args:
+        metadata: use prompts with sensor and resolution (for models trained on such captions).
+    """
+    results = {}
+    for ds in dict.fromkeys(enc.datasets.tolist()):
+        vocab = DATASETS[ds].labels
+        prompts = label_prompts(ds, metadata=metadata)
+        text = encode_texts(model, tokenizer, prompts, device=device)
+        idx = np.flatnonzero(enc.datasets == ds)
+        scores = enc.image_features[idx] @ text.T
+        truth = truth_matrix([enc.labels[i] for i in idx], vocab)
+        results[ds] = score_dataset(ds, vocab, scores, truth, idx, ks, n_boot, seed)
+    return results
+
+
+def score_dataset(dataset: str, vocabulary, scores: np.ndarray, truth: np.ndarray,
+                  index: np.ndarray, ks=KS, n_boot: int = 2000, seed: int = 0) -> DatasetResult:
+    """All metrics of one dataset from its (N, L) scores and truth."""
+    res = DatasetResult(dataset, tuple(vocabulary), len(truth), int((~truth.any(1)).sum()),
+                        scores, truth, index)
+    ranking = rank(scores)
+    has = truth.any(axis=1)
+    for k in ks:
+        res.recall[k] = recall_at_k(ranking, truth, k)
+        res.chance[k] = chance_recall_at_k(truth, k)
+        if res.recall[k] is not None:
+            hits = hits_at_k(ranking[has], truth[has], k).astype(float) * 100.0
+            res.ci[k] = bootstrap_ci(hits, n_boot=n_boot, seed=seed + k)
+        res.t2i[k] = text_to_image_recall(scores, truth, k)
+    return res
+
+
+def results_table(results: dict[str, DatasetResult], ks=KS):
+    """One row per dataset: labels, images, R@K with 95 % interval and chance."""
+    import pandas as pd
+
+    rows = []
+    for ds, r in results.items():
+        row = {"dataset": ds, "labels": len(r.vocabulary), "images": r.n_images - r.no_labels,
+               "no labels": r.no_labels}
+        for k in ks:
+            v = r.recall[k]
+            row[f"R@{k}"] = "-" if v is None else round(v, 1)
+            row[f"R@{k} 95% CI"] = ("-" if v is None else
+                                   f"{r.ci[k][0]:.1f}-{r.ci[k][1]:.1f}")
+            row[f"chance R@{k}"] = "-" if r.chance[k] is None else round(r.chance[k], 1)
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("dataset")
+
+
+def summary_metrics(results: dict[str, DatasetResult], ks=KS) -> dict:
+    """Flat metrics for metrics.json: per dataset and means (over datasets where defined)."""
+    out: dict = {"per_dataset": {}}
+    for ds, r in results.items():
+        out["per_dataset"][ds] = {
+            "labels": len(r.vocabulary), "images": r.n_images, "no_labels": r.no_labels,
+            **{f"R@{k}": _r(r.recall[k]) for k in ks},
+            **{f"chance_R@{k}": _r(r.chance[k]) for k in ks},
+            **{f"R@{k}_ci95": [round(x, 2) for x in r.ci[k]] for k in ks if k in r.ci},
+            **{f"t2i_R@{k}": _r(r.t2i[k][0]) for k in ks},
+            **{f"t2i_chance_R@{k}": _r(r.t2i[k][1]) for k in ks},
+        }
+    for k in ks:
+        vals = [r.recall[k] for r in results.values() if r.recall[k] is not None]
+        chance = [r.chance[k] for r in results.values() if r.recall[k] is not None]
+        out[f"mean_R@{k}"] = _r(float(np.mean(vals))) if vals else None
+        out[f"mean_chance_R@{k}"] = _r(float(np.mean(chance))) if chance else None
+    return out
+
+
+def _r(v):
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else round(float(v), 2)
+
+
+def predictions(results: dict[str, DatasetResult], enc: Encoded, top: int = 5) -> list[dict]:
+    """Per-image records (the file the map notebook reads)."""
+    records = []
+    for ds, r in results.items():
+        ranking = r.ranking
+        pred = predicted_sets(ranking, r.truth)
+        ap = average_precision(r.scores, r.truth)
+        n_labels = len(r.vocabulary)
+        for row, i in enumerate(r.index):
+            true = [r.vocabulary[j] for j in np.flatnonzero(r.truth[row])]
+            predicted = [r.vocabulary[j] for j in np.flatnonzero(pred[row])]
+            first = (int(np.flatnonzero(r.truth[row][ranking[row]])[0]) + 1
+                     if true else None)
+            rec = {
+                "key": enc.keys[i], "dataset": ds, "caption": enc.captions[i],
+                "labels": true,
+                "top": [{"label": r.vocabulary[j], "score": round(float(r.scores[row, j]), 4)}
+                        for j in ranking[row, :top]],
+                "predicted": predicted,
+                "correct": [x for x in predicted if x in true],
+                "missed": [x for x in true if x not in predicted],
+                "false": [x for x in predicted if x not in true],
+                "first_true_rank": first,
+                "average_precision": None if not true else round(float(ap[row]), 4),
+                **{f"hit@{k}": (None if not true or k >= n_labels
+                                else bool(first is not None and first <= k)) for k in KS},
+                **enc.meta[i],
+            }
+            records.append(rec)
+    return records
+
+
+def best_and_worst(records: list[dict], dataset: str, n: int = 2) -> tuple[list, list]:
+    """The n best and n worst images of a dataset by the average precision of their ranking."""
+    scored = [r for r in records if r["dataset"] == dataset and r["average_precision"] is not None]
+    scored.sort(key=lambda r: (r["average_precision"], r["key"]))
+    best = scored[::-1][:n]
+    worst = [r for r in scored if r not in best][:n]  # disjoint when there are few images
+    return best, worst

@@ -1,0 +1,45 @@
+"""Progress bars and logging that read well in JupyterLab and in papermill/CI logs.
+
+In JupyterLab a widget bar (tqdm.auto). In batch runs (papermill driven by ``geofm report``,
+CI, or ``GEOFM_PROGRESS=text``) plain text lines at most every 10 s, because widget bars
+are stored in executed notebooks as widget JSON that an HTML report cannot render.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+
+def batch_mode() -> bool:
+    """True when output goes to a log or a stored notebook rather than a live frontend."""
+    if os.environ.get("GEOFM_PROGRESS") == "text" or os.environ.get("CI"):
+        return True
+    return "ipykernel" not in sys.modules and not sys.stderr.isatty()
+
+
+def progress(iterable=None, desc: str = "", total: int | None = None, unit: str = "it",
+             disable: bool = False):
+    """A tqdm bar suited to where the code runs."""
+    if batch_mode():
+        from tqdm import tqdm
+
+        return tqdm(iterable, desc=desc, total=total, unit=unit, disable=disable,
+                    file=sys.stdout, mininterval=10.0, ascii=True, dynamic_ncols=False,
+                    ncols=90)
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, total=total, unit=unit, disable=disable)
+
+
+def get_logger(name: str = "geofm") -> logging.Logger:
+    """A logger that prints 'HH:MM:SS geofm: message' once to stdout (shown by papermill)."""
+    logger = logging.getLogger(name)
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    return logger
