@@ -76,6 +76,9 @@ SENSORS: dict[str, Sensor] = {
         "WorldView-2 pan-sharpened RGB", "rgb",
         (Band("R", 660, 0), Band("G", 545, 0), Band("B", 480, 0)), "uint8",
         "8-bit display-referred RGB (gamma ~2.2)"),
+    "google_earth_rgb": Sensor(
+        "Google Earth RGB", "rgb", (Band("R", 650, 0), Band("G", 550, 0), Band("B", 470, 0)),
+        "uint8", "8-bit display-referred RGB (mosaics of several providers)"),
     "aerial_pan": Sensor(
         "Aerial panchromatic", "panchromatic", (Band("PAN", 625, 0),), "uint8",
         "8-bit grey level"),
@@ -188,14 +191,15 @@ class Dataset:
     labels_status: str  # "confirmed" or a sentence saying what could not be checked offline
     regions: tuple[Region, ...]
     date_range: tuple[str, str]  # ISO dates of acquisitions
-    paper_resolution_cm: float
-    paper_image_size: int
-    paper_n_images: int
-    paper_channels: int
-    paper_n_labels: int
+    paper_resolution_cm: float | None = None  # seed 000 Table 1 (None: not in the paper)
+    paper_image_size: int | None = None
+    paper_n_images: int | None = None
+    paper_channels: int | None = None
+    paper_n_labels: int | None = None
     pair_dataset: str | None = None  # the dataset imaging the same footprints (S1 <-> S2)
     notes: str = ""
-    label_kind: str = "area"  # "area": land cover/regions; "object": discrete instances
+    label_kind: str = "area"  # "area": land cover/regions; "object": discrete instances;
+    #                           "scene": one class per image; "caption": captions, no labels
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     @property
@@ -305,10 +309,70 @@ DATASETS: dict[str, Dataset] = {d.key: d for d in (
         notes="The imagery's location is not published; the region is a stand-in."),
 )}
 
+# --- real datasets read from disk (issue 5); not part of seed 000's groups --------------------
+
+EUROSAT_10 = ("Annual crop", "Forest", "Herbaceous vegetation", "Highway", "Industrial",
+              "Pasture", "Permanent crop", "Residential", "River", "Sea or lake")
+UCMERCED_21 = ("Agricultural", "Airplane", "Baseball diamond", "Beach", "Buildings",
+               "Chaparral", "Dense residential", "Forest", "Freeway", "Golf course", "Harbor",
+               "Intersection", "Medium residential", "Mobile home park", "Overpass",
+               "Parking lot", "River", "Runway", "Sparse residential", "Storage tanks",
+               "Tennis court")
+RESISC45_45 = (
+    "Airplane", "Airport", "Baseball diamond", "Basketball court", "Beach", "Bridge",
+    "Chaparral", "Church", "Circular farmland", "Cloud", "Commercial area", "Dense residential",
+    "Desert", "Forest", "Freeway", "Golf course", "Ground track field", "Harbor",
+    "Industrial area", "Intersection", "Island", "Lake", "Meadow", "Medium residential",
+    "Mobile home park", "Mountain", "Overpass", "Palace", "Parking lot", "Railway",
+    "Railway station", "Rectangular farmland", "River", "Roundabout", "Runway", "Sea ice",
+    "Ship", "Snowberg", "Sparse residential", "Stadium", "Storage tank", "Tennis court",
+    "Terrace", "Thermal power station", "Wetland")
+
+_WORLD = (Region("World", -180.0, -60.0, 180.0, 75.0),)
+_EUROPE = (Region("Europe", -10.0, 35.0, 30.0, 60.0),)
+_USA = (Region("USA", -125.0, 25.0, -67.0, 49.0),)
+
+
+def _real(key, name, problem, sensor, gsd_m, native_px, labels, regions, kind, notes=""):
+    return Dataset(key=key, name=name, group="real", problem=problem, sensor=sensor,
+                   gsd_m=gsd_m, native_px=native_px, labels=labels,
+                   labels_status="confirmed (class list of the dataset; cross-checked against "
+                                 "torchgeo in tests)" if labels else "captions only",
+                   regions=regions, date_range=("", ""), label_kind=kind, notes=notes)
+
+
+REAL_DATASETS: dict[str, Dataset] = {d.key: d for d in (
+    _real("bigearthnet_s2_19", "BigEarthNet-S2 (19 classes)", "multi-label classification",
+          "sentinel2_l2a", 10.0, 120, BIGEARTHNET_19, _EUROPE, "area",
+          "The 19-class nomenclature of Sumbul et al. (2020)."),
+    _real("bigearthnet_s1_19", "BigEarthNet-S1 (19 classes)", "multi-label classification",
+          "sentinel1_grd", 10.0, 120, BIGEARTHNET_19, _EUROPE, "area"),
+    _real("eurosat", "EuroSAT (13 bands)", "scene classification", "sentinel2_l1c", 10.0, 64,
+          EUROSAT_10, _EUROPE, "scene", "Band order in the files: B01-B12, then B8A."),
+    _real("eurosat_rgb", "EuroSAT (RGB)", "scene classification", "sentinel2_l1c", 10.0, 64,
+          EUROSAT_10, _EUROPE, "scene", "B04, B03, B02 of the 13-band files."),
+    _real("ucmerced", "UC Merced Land Use", "scene classification", "aerial_rgb", 0.3048, 256,
+          UCMERCED_21, _USA, "scene", "USGS National Map orthoimagery, 1 ft."),
+    _real("resisc45", "NWPU-RESISC45", "scene classification", "google_earth_rgb", 0.5, 256,
+          RESISC45_45, _WORLD, "scene", "Google Earth; 0.2-30 m per image (0.5 m nominal)."),
+    _real("rsicd", "RSICD", "image captioning", "google_earth_rgb", 0.5, 224, (), _WORLD,
+          "caption", "10,921 images, 5 captions each (Lu et al. 2017)."),
+    _real("ucm_captions", "UCM-Captions", "image captioning", "aerial_rgb", 0.3048, 256, (),
+          _USA, "caption", "UC Merced images with 5 captions each (Qu et al. 2016)."),
+    _real("sydney_captions", "Sydney-Captions", "image captioning", "google_earth_rgb", 0.5, 500,
+          (), (Region("Sydney", 150.5, -34.2, 151.5, -33.5),), "caption"),
+    _real("rsitmd", "RSITMD", "image-text retrieval", "google_earth_rgb", 0.5, 256, (),
+          _WORLD, "caption", "4,743 images, 5 captions each (Yuan et al. 2022)."),
+)}
+
+PAPER_DATASETS = dict(DATASETS)
+DATASETS.update(REAL_DATASETS)
+
 GROUP_DATASETS: dict[str, tuple[str, ...]] = {
     g: tuple(k for k, d in DATASETS.items() if d.group == g) for g in GROUPS
 }
-GROUP_DATASETS["all"] = tuple(DATASETS)
+GROUP_DATASETS["all"] = tuple(PAPER_DATASETS)  # the compiled dataset of seed 000
+GROUP_DATASETS["custom"] = tuple(DATASETS)  # any catalog dataset, named in `datasets`
 
 # --- seed 000 result tables: R@1, R@5, R@10 in %, None where the paper prints "-" -------------
 PAPER_RESULTS: dict[str, dict[str, tuple[float | None, float | None, float | None]]] = {

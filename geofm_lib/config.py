@@ -33,16 +33,53 @@ class ConfigError(ValueError):
     """A parameter problem, with the fix in the message."""
 
 
+class SourceSpec(BaseModel):
+    """Where one dataset's samples come from (an entry of the ``sources`` parameter).
+
+    Readers:
+
+    * ``simulator``: the embedded scene simulator (default for the 8 datasets of seed 000);
+    * ``torchgeo``: a torchgeo dataset class on a local root (``dataset_class`` e.g.
+      ``BigEarthNet``, ``EuroSAT``, ``UCMerced``, ``RESISC45``; ``options`` are passed to it,
+      e.g. ``{bands: s2, num_classes: 43}``); ``download: true`` lets torchgeo download;
+    * ``karpathy``: an image-text corpus with a Karpathy-style JSON (RSICD, UCM-captions,
+      RSITMD, Sydney-captions): ``root`` holds ``captions_file`` and the ``images_dir``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    reader: Literal["simulator", "torchgeo", "karpathy"]
+    root: str | None = None
+    dataset_class: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+    download: bool = False
+    splits: Literal["official", "random"] = "random"
+    captions_file: str | None = None
+    images_dir: str | None = None
+
+    @field_validator("options")
+    @classmethod
+    def _plain_options(cls, v):
+        for k, x in v.items():
+            if not isinstance(x, str | int | float | bool | list | type(None)):
+                raise ValueError(f"option {k!r} must be a plain value, got {type(x).__name__}")
+        return v
+
+
 class Config(BaseModel):
     """The resolved parameters of a run. Frozen: a run cannot change its own parameters."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     # what to run
-    group: Literal["A", "B", "C", "all"] = Field(
-        "all", description="resolution group of seed 000 (A: 10 m, B: 6 cm, C: 30-50 cm)")
+    group: Literal["A", "B", "C", "all", "custom"] = Field(
+        "all", description="resolution group of seed 000 (A: 10 m, B: 6 cm, C: 30-50 cm), all "
+                           "(compiled), or custom (exactly the `datasets` listed)")
     datasets: tuple[str, ...] | None = Field(
         None, description="subset of the group's datasets (catalog keys); None = all")
+    sources: dict[str, SourceSpec] | None = Field(
+        None, description="per-dataset sources (reader, root, ...); datasets not listed come "
+                          "from the simulator")
     source: Literal["simulator", "bigearthnet", "geotiff"] = Field(
         "simulator", description="where samples come from")
     source_path: str | None = Field(
@@ -117,6 +154,10 @@ class Config(BaseModel):
     def dataset_keys(self) -> tuple[str, ...]:
         """The datasets this run uses: the group's, narrowed by ``datasets`` if given."""
         in_group = GROUP_DATASETS[self.group]
+        if self.group == "custom" and self.datasets is None:
+            if self.sources:
+                return tuple(self.sources)
+            raise ConfigError("group='custom' needs `datasets` (catalog keys) or `sources`")
         if self.datasets is None:
             return in_group
         outside = [d for d in self.datasets if d not in in_group]
@@ -134,7 +175,16 @@ class Config(BaseModel):
         d = self.model_dump()
         if d["datasets"] is not None:
             d["datasets"] = list(d["datasets"])
+        if d["sources"] is not None:  # only what was set, so YAML round trips stay short
+            d["sources"] = {k: v.model_dump(exclude_defaults=True)
+                            for k, v in self.sources.items()}
         return d
+
+    def source_for(self, dataset: str) -> SourceSpec:
+        """The source spec of a dataset: from ``sources``, else the simulator."""
+        if self.sources and dataset in self.sources:
+            return self.sources[dataset]
+        return SourceSpec(reader="simulator")
 
     @property
     def hash(self) -> str:
@@ -168,8 +218,8 @@ class Config(BaseModel):
         return root.joinpath(*parts)
 
 
-DATA_KEYS = ("datasets", "source", "source_path", "samples_per_dataset", "image_px", "scene_px",
-             "caption_metadata", "val_fraction", "shard_size", "seed")
+DATA_KEYS = ("datasets", "source", "source_path", "sources", "samples_per_dataset", "image_px",
+             "scene_px", "caption_metadata", "val_fraction", "shard_size", "seed")
 TRAIN_KEYS = ("model", "pretrained", "batch_size", "epochs", "lr", "weight_decay",
               "warmup_fraction", "grad_clip_norm", "precision", "seed")
 _NOT_HASHED = {"work_dir", "run_name", "num_workers", "device", "preset", "experiment"}
@@ -271,6 +321,15 @@ def load_config(preset: str = "demo", experiment: str | None = None,
     merged["experiment"] = experiment
     if isinstance(merged.get("datasets"), list):
         merged["datasets"] = tuple(merged["datasets"])
+    if isinstance(merged.get("sources"), dict):
+        try:
+            merged["sources"] = {k: v if isinstance(v, SourceSpec) else SourceSpec(**v)
+                                 for k, v in merged["sources"].items()}
+        except (TypeError, ValidationError) as exc:
+            raise ConfigError(
+                f"parameter 'sources' (from {origin.get('sources')}) is invalid: {exc}. Each "
+                f"entry maps a dataset key to {{reader: simulator|torchgeo|karpathy, root: "
+                f"..., ...}}") from None
     try:
         cfg = Config(**merged)
     except ValidationError as exc:

@@ -163,6 +163,7 @@ class Encoded:
     meta: list[dict]  # footprint, date, sensor, gsd_m, shard file
     caption_features: np.ndarray | None = None  # (N, D) when captions were encoded
     logit_scale: float = 1.0
+    all_captions: list[list[str]] = field(default_factory=list)  # every caption of each image
 
 
 def encode_texts(model, tokenizer, texts: Sequence[str], device: str = "cpu",
@@ -193,7 +194,7 @@ def encode_split(model, tokenizer, paths, channel_stats: dict, device: str = "cp
 
     model.eval()
     feats, cap_feats = [], []
-    keys, dsets, labels, captions, meta = [], [], [], [], []
+    keys, dsets, labels, captions, meta, all_captions = [], [], [], [], [], []
     batch_imgs, batch_txt = [], []
 
     def flush():
@@ -222,6 +223,7 @@ def encode_split(model, tokenizer, paths, channel_stats: dict, device: str = "cp
         dsets.append(m["dataset"])
         labels.append(list(m["labels"]))
         captions.append(s["txt"])
+        all_captions.append(list(m.get("captions") or [s["txt"]]))
         meta.append({"footprint": m.get("footprint"), "date": m.get("date"),
                      "sensor": m.get("sensor"), "gsd_m": m.get("gsd_m"),
                      "pair_id": m.get("pair_id"), "split": m.get("split"),
@@ -236,7 +238,7 @@ def encode_split(model, tokenizer, paths, channel_stats: dict, device: str = "cp
         image_features=np.concatenate(feats) if feats else np.zeros((0, d), np.float32),
         keys=keys, datasets=np.array(dsets), labels=labels, captions=captions, meta=meta,
         caption_features=np.concatenate(cap_feats) if cap_feats else None,
-        logit_scale=float(model.logit_scale.exp().item()))
+        logit_scale=float(model.logit_scale.exp().item()), all_captions=all_captions)
 
 
 # --- the zero-shot evaluation -------------------------------------------------------------------
@@ -271,6 +273,8 @@ def zero_shot(model, tokenizer, enc: Encoded, metadata: bool = False, ks=KS,
     results = {}
     for ds in dict.fromkeys(enc.datasets.tolist()):
         vocab = DATASETS[ds].labels
+        if not vocab:  # an image-text corpus without labels: see caption_retrieval
+            continue
         prompts = label_prompts(ds, metadata=metadata)
         text = encode_texts(model, tokenizer, prompts, device=device)
         idx = np.flatnonzero(enc.datasets == ds)
@@ -378,3 +382,91 @@ def best_and_worst(records: list[dict], dataset: str, n: int = 2) -> tuple[list,
     best = scored[::-1][:n]
     worst = [r for r in scored if r not in best][:n]  # disjoint when there are few images
     return best, worst
+
+
+# --- multi-caption retrieval (image-text corpora: RSICD, UCM-captions, RSITMD, Sydney) ----------
+
+@dataclass
+class CaptionResult:
+    """Image-text retrieval of one dataset with several captions per image.
+
+    Protocol of RemoteCLIP and clip_benchmark: image to text, a hit when any of the image's own
+    captions is among the top K of all captions of the dataset; text to image, per caption, a
+    hit when its image is among the top K images; mean recall = mean of the six R@K.
+    """
+
+    dataset: str
+    n_images: int
+    n_captions: int
+    i2t: dict  # k -> percent
+    t2i: dict
+    i2t_hits: np.ndarray  # (N, len(ks)) bool, per image
+    index: np.ndarray
+    top_captions: list[list[str]]
+
+    @property
+    def mean_recall(self) -> float:
+        return float(np.mean([*self.i2t.values(), *self.t2i.values()]))
+
+
+def caption_recall(sim: np.ndarray, owner: np.ndarray, ks=KS) -> tuple[dict, dict, np.ndarray]:
+    """(i2t R@K, t2i R@K, per-image i2t hits) from an (N images, M captions) similarity matrix
+    and the image index of each caption."""
+    n, m = sim.shape
+    order_t = np.argsort(-sim, axis=1, kind="stable")  # captions per image
+    own = owner[order_t] == np.arange(n)[:, None]
+    first = np.where(own.any(axis=1), own.argmax(axis=1), m)
+    order_i = np.argsort(-sim.T, axis=1, kind="stable")  # images per caption
+    rank_img = (order_i == owner[:, None]).argmax(axis=1)
+    i2t = {k: 100.0 * float((first < k).mean()) for k in ks}
+    t2i = {k: 100.0 * float((rank_img < k).mean()) for k in ks}
+    hits = np.stack([first < k for k in ks], axis=1)
+    return i2t, t2i, hits
+
+
+def caption_retrieval(model, tokenizer, enc: Encoded, ks=KS, device: str = "cpu"
+                      ) -> dict[str, CaptionResult]:
+    """Multi-caption retrieval for every dataset of ``enc`` whose images carry captions of
+    their own (corpora read with the karpathy reader)."""
+    out = {}
+    for ds in dict.fromkeys(enc.datasets.tolist()):
+        if DATASETS[ds].labels:
+            continue
+        idx = np.flatnonzero(enc.datasets == ds)
+        texts, owner = [], []
+        for row, i in enumerate(idx):
+            texts += enc.all_captions[i]
+            owner += [row] * len(enc.all_captions[i])
+        feats = encode_texts(model, tokenizer, texts, device=device)
+        sim = enc.image_features[idx] @ feats.T
+        owner = np.array(owner)
+        i2t, t2i, hits = caption_recall(sim, owner, ks)
+        top = [[texts[j] for j in np.argsort(-sim[r])[:3]] for r in range(len(idx))]
+        out[ds] = CaptionResult(ds, len(idx), len(texts), i2t, t2i, hits, idx, top)
+    return out
+
+
+def caption_table(results: dict[str, CaptionResult]):
+    import pandas as pd
+
+    rows = [{"dataset": ds, "images": r.n_images, "captions": r.n_captions,
+             **{f"image->text R@{k}": round(r.i2t[k], 1) for k in r.i2t},
+             **{f"text->image R@{k}": round(r.t2i[k], 1) for k in r.t2i},
+             "mean recall": round(r.mean_recall, 1)} for ds, r in results.items()]
+    return pd.DataFrame(rows).set_index("dataset") if rows else pd.DataFrame()
+
+
+def caption_predictions(results: dict[str, CaptionResult], enc: Encoded) -> list[dict]:
+    """Per-image records of caption datasets, in the schema of ``predictions`` (labels empty,
+    ``hit@K`` = the image's own caption in the top K)."""
+    records = []
+    for ds, r in results.items():
+        for row, i in enumerate(r.index):
+            records.append({
+                "key": enc.keys[i], "dataset": ds, "caption": enc.captions[i], "labels": [],
+                "top": [{"label": t, "score": 0.0} for t in r.top_captions[row]],
+                "predicted": r.top_captions[row][:1], "correct": [], "missed": [], "false": [],
+                "first_true_rank": None, "average_precision": None,
+                **{f"hit@{k}": bool(r.i2t_hits[row, j]) for j, k in enumerate(KS)},
+                **enc.meta[i]})
+    return records

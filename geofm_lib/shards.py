@@ -231,15 +231,40 @@ def plan_units(cfg: Config, source) -> list[Unit]:
     units = []
     for dataset in source.datasets:
         n = source.count(dataset)
-        for split, idx in split_scenes(n, cfg.val_fraction, cfg.seed, dataset).items():
+        official = getattr(source, "splits", lambda _ds: None)(dataset)
+        plan = official or split_scenes(n, cfg.val_fraction, cfg.seed, dataset)
+        for split, idx in plan.items():
             for k in range(0, len(idx), scenes_per_shard):
                 units.append(Unit(split, dataset, k // scenes_per_shard,
                                   tuple(idx[k:k + scenes_per_shard])))
     return units
 
 
+def resize_image(image: np.ndarray, px: int) -> np.ndarray:
+    """(C, H, W) -> (C, px, px), band by band with PIL (box filter when shrinking, bilinear
+    when enlarging), back in the product's dtype (integers rounded)."""
+    from PIL import Image
+
+    c, h, w = image.shape
+    if (h, w) == (px, px):
+        return image
+    method = Image.BOX if px < min(h, w) else Image.BILINEAR
+    out = np.empty((c, px, px), dtype=np.float32)
+    for b in range(c):
+        out[b] = np.asarray(Image.fromarray(image[b].astype(np.float32), mode="F")
+                            .resize((px, px), method))
+    if np.issubdtype(image.dtype, np.integer):
+        info = np.iinfo(image.dtype)
+        return np.clip(np.rint(out), info.min, info.max).astype(image.dtype)
+    return out.astype(image.dtype)
+
+
 def _patches(cfg: Config, scene, split: str) -> Iterator[dict]:
     p = cfg.image_px
+    if scene.meta.get("whole_image"):  # labels/captions describe the whole image: resize
+        native = list(scene.image.shape[1:])
+        scene.image = resize_image(scene.image, p)
+        scene.meta = dict(scene.meta, native_px=native)
     _, h, w = scene.image.shape
     if h < p or w < p:
         raise ShardError(f"scene {scene.dataset}/{scene.index} is {h}x{w} px, smaller than "
@@ -261,7 +286,9 @@ def _patches(cfg: Config, scene, split: str) -> Iterator[dict]:
                     lon0 + (lon1 - lon0) * (x + p) / w, lat1 - (lat1 - lat0) * y / h])
             if meta.get("pair_id"):
                 meta["pair_id"] = f"{scene.meta['pair_id']}-p{k}"
-        if scene.dataset in DATASETS:
+        if meta.get("captions"):  # an image-text corpus: its own captions, the first as txt
+            text = meta["captions"][0]
+        elif scene.dataset in DATASETS:
             text = caption(scene.dataset, labels, cfg.caption_metadata, cfg.seed,
                            scene.index * 4096 + k)
         else:  # a custom source (e.g. a GeoTIFF scene) has no catalog entry for sensor phrases

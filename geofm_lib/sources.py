@@ -19,6 +19,7 @@ import numpy as np
 from . import simulate
 from .catalog import DATASETS, SENSORS, get_dataset
 from .config import Config, ConfigError
+from .shards import ShardError
 
 
 @dataclass
@@ -255,6 +256,369 @@ class GeoTiffSource:
 
 
 def open_source(cfg: Config):
-    """The scene source named by ``cfg.source``."""
+    """The scene source of a configuration: ``sources`` per dataset (the rest simulated), or
+    the single ``source`` (simulator, BigEarthNet folders, a GeoTIFF scene)."""
+    if cfg.sources:
+        return MultiSource(cfg)
     return {"simulator": SimulatorSource, "bigearthnet": BigEarthNetSource,
             "geotiff": GeoTiffSource}[cfg.source](cfg)
+
+
+# --- torchgeo datasets (issue 5) ------------------------------------------------------------------
+
+# What each supported torchgeo class expects under its root (shown when the root is incomplete).
+TORCHGEO_LAYOUTS = {
+    "BigEarthNet": "BigEarthNet-v1.0/<S2 patch>/<patch>_B01.tif ... and "
+                   "<patch>_labels_metadata.json, BigEarthNet-S1-v1.0/<S1 patch>/<patch>_VV.tif, "
+                   "_VH.tif and labels json, and bigearthnet-{train,val,test}.csv with rows "
+                   "'<S2 patch>,<S1 patch>'",
+    "EuroSAT": "ds/images/remote_sensing/otherDatasets/sentinel_2/tif/<Class>/<Class>_<n>.tif "
+               "(13-band GeoTIFFs) and eurosat-{train,val,test}.txt (file names)",
+    "UCMerced": "UCMerced_LandUse/Images/<class>/<class><NN>.tif and "
+                "uc_merced-{train,val,test}.txt (file names)",
+    "RESISC45": "NWPU-RESISC45/<class>/<class>_<NNN>.jpg and resisc45-{train,val,test}.txt",
+}
+# product dtype of each class's pixels (torchgeo hands out float tensors)
+_TORCHGEO_DTYPE = {"EuroSAT": np.uint16, "UCMerced": np.uint8, "RESISC45": np.uint8}
+_LABEL_ALIASES = {"sealake": "Sea or lake"}
+
+
+def _norm(name: str) -> str:
+    import re
+
+    return re.sub(r"[^a-z]", "", name.lower())
+
+
+def label_mapping(source_names, vocabulary) -> list[str]:
+    """Catalog label for each class name of a reader ('AnnualCrop' -> 'Annual crop')."""
+    by_norm = {_norm(v): v for v in vocabulary}
+    out = []
+    for name in source_names:
+        key = _norm(name)
+        target = _LABEL_ALIASES.get(key) or by_norm.get(key)
+        if target is None:
+            raise ConfigError(f"class {name!r} of the reader has no label in the catalog "
+                              f"({', '.join(vocabulary)}); the dataset version differs from "
+                              "the one the catalog describes")
+        out.append(target)
+    return out
+
+
+def _bigearthnet_class():
+    """torchgeo's BigEarthNet, reading Sentinel-1 as float32 dB.
+
+    torchgeo 0.8.1 reads every band with ``out_dtype='int32'``, which truncates Sentinel-1
+    backscatter (-12.7 dB -> -12), and orders the polarisations VH, VV (sorted file names);
+    this subclass reads the same files at full precision in the order VV, VH and keeps
+    torchgeo's folder handling, splits, labels and Sentinel-2 reading.
+    """
+    import rasterio
+    import torch
+    from rasterio.enums import Resampling
+    from torchgeo.datasets import BigEarthNet
+
+    class BigEarthNetFloat(BigEarthNet):
+        def _load_image(self, index):
+            if self.bands == "s2":
+                return super()._load_image(index)
+            arrays = []  # VV first, then VH (torchgeo's sorted glob gives VH, VV)
+            paths = sorted(self._load_paths(index), key=lambda q: not q.endswith("_VV.tif"))
+            for path in paths:
+                with rasterio.open(path) as src:
+                    dtype = "float32" if src.dtypes[0].startswith("float") else "int32"
+                    arrays.append(src.read(1, out_shape=self.image_size, out_dtype=dtype,
+                                           resampling=Resampling.bilinear))
+            return torch.from_numpy(np.stack(arrays).astype(np.float32))
+
+    return BigEarthNetFloat
+
+
+def _resolve_root(root: str | None) -> str | None:
+    """A source root as given, or relative to the project root when not absolute."""
+    if root is None:
+        return None
+    from .config import project_root
+
+    path = Path(root).expanduser()
+    return str(path if path.is_absolute() else project_root() / path)
+
+
+class TorchGeoSource:
+    """One catalog dataset read through a torchgeo dataset class on a local root.
+
+    Pixels and labels come from torchgeo; geometry comes from the files where they carry it
+    (BigEarthNet's metadata JSON, EuroSAT's GeoTIFF transforms). Downloading is off unless the
+    spec says ``download: true``.
+    """
+
+    def __init__(self, dataset: str, spec, cfg: Config):
+        self.dataset, self.spec, self.cfg = dataset, spec, cfg
+        cls_name = spec.dataset_class
+        if cls_name not in TORCHGEO_LAYOUTS:
+            raise ConfigError(f"sources.{dataset}.dataset_class={cls_name!r} is not supported; "
+                              f"choose one of {', '.join(TORCHGEO_LAYOUTS)}")
+        if not spec.root:
+            raise ConfigError(f"sources.{dataset} needs root: the folder holding "
+                              f"{TORCHGEO_LAYOUTS[cls_name]}")
+        self.ds_info = get_dataset(dataset)
+        opts = dict(spec.options)
+        if cls_name == "BigEarthNet":
+            want = 19 if dataset.endswith("_19") else 43
+            opts.setdefault("num_classes", want)
+            opts.setdefault("bands", "s1" if "_s1" in dataset else "s2")
+            if opts["num_classes"] != want or opts["bands"] not in ("s1", "s2"):
+                raise ConfigError(f"sources.{dataset}: options {opts} do not fit the dataset "
+                                  f"key (bands s1 or s2, {want} classes)")
+        if cls_name == "EuroSAT" and dataset == "eurosat_rgb":
+            opts.setdefault("bands", ("B04", "B03", "B02"))
+        if "bands" in opts and isinstance(opts["bands"], list):
+            opts["bands"] = tuple(opts["bands"])
+        split_opt = opts.pop("split", "train")
+        names = ("train", "val") if spec.splits == "official" else (split_opt,)
+        self.parts = {n: self._open(cls_name, n, opts) for n in names}
+        first = next(iter(self.parts.values()))
+        if cls_name == "BigEarthNet":
+            raw_names = first.class_sets[opts["num_classes"]]
+        else:
+            raw_names = first.classes
+        self.labels = label_mapping(raw_names, self.ds_info.labels)
+        self.bands = self._band_names(first, cls_name, opts)
+        self.datasets = (dataset,)
+        self._index = self._plan()
+
+    def _open(self, cls_name: str, split: str, opts: dict):
+        import torchgeo.datasets as tgd
+        from torchgeo.datasets.errors import DatasetNotFoundError
+
+        cls = _bigearthnet_class() if cls_name == "BigEarthNet" else getattr(tgd, cls_name)
+        try:
+            return cls(root=_resolve_root(self.spec.root), split=split,
+                       download=self.spec.download, **opts)
+        except DatasetNotFoundError as exc:
+            raise ConfigError(
+                f"sources.{self.dataset}: torchgeo's {cls_name} found no complete dataset in "
+                f"root {Path(self.spec.root).name!r} ({exc}). Expected layout under root: "
+                f"{TORCHGEO_LAYOUTS[cls_name]}. Set download: true in the source spec to let "
+                f"torchgeo download it (needs internet)") from None
+        except (FileNotFoundError, AssertionError, KeyError, ValueError) as exc:
+            raise ConfigError(
+                f"sources.{self.dataset}: {cls_name}(split={split!r}, {opts}) failed: "
+                f"{type(exc).__name__}: {exc}. Expected layout under root: "
+                f"{TORCHGEO_LAYOUTS[cls_name]}") from None
+
+    @staticmethod
+    def _band_names(ds, cls_name: str, opts: dict) -> list[str]:
+        if cls_name == "BigEarthNet":
+            return list(BIGEARTHNET_S2_BANDS) if opts["bands"] == "s2" else ["VV", "VH"]
+        if cls_name == "EuroSAT":
+            return list(ds.bands)
+        return ["R", "G", "B"]
+
+    def _plan(self) -> dict[str, list[tuple[str, int]]]:
+        """(part, index) of every scene, per split of the shards, capped and seeded."""
+        rng = np.random.default_rng([self.cfg.seed, 11, *self.dataset.encode()])
+        n = self.cfg.samples_per_dataset
+        if self.spec.splits == "official":
+            caps = {"train": max(n - max(int(round(n * self.cfg.val_fraction)), 1), 1),
+                    "val": max(int(round(n * self.cfg.val_fraction)), 1)}
+            out = {}
+            for split, part in self.parts.items():
+                take = min(len(part), caps[split])
+                out[split] = [(split, int(i)) for i in sorted(rng.choice(len(part), take,
+                                                                         replace=False))]
+            return out
+        (name, part), = self.parts.items()
+        take = min(len(part), n)
+        chosen = sorted(rng.choice(len(part), take, replace=False).tolist())
+        return {"all": [(name, i) for i in chosen]}
+
+    def count(self, dataset: str) -> int:
+        return sum(len(v) for v in self._index.values())
+
+    def splits(self, dataset: str) -> dict[str, list[int]] | None:
+        """Official train/val membership when asked for, else None (random split by scene)."""
+        if self.spec.splits != "official":
+            return None
+        out, k = {}, 0
+        for split in ("train", "val"):
+            out[split] = list(range(k, k + len(self._index[split])))
+            k += len(self._index[split])
+        return out
+
+    def _locate(self, index: int) -> tuple[str, int]:
+        flat = [x for v in self._index.values() for x in v]
+        return flat[index]
+
+    def scene(self, dataset: str, index: int) -> Scene:
+        part_name, i = self._locate(index)
+        part = self.parts[part_name]
+        sample = part[i]
+        image = sample["image"].numpy()
+        cls_name = self.spec.dataset_class
+        if cls_name == "BigEarthNet":
+            image = image.astype(np.uint16 if self.bands[0] != "VV" else np.float32)
+            hot = sample["label"].numpy().nonzero()[0]
+            labels = [self.labels[j] for j in hot]
+        else:
+            image = np.clip(np.rint(image), 0, np.iinfo(_TORCHGEO_DTYPE[cls_name]).max).astype(
+                _TORCHGEO_DTYPE[cls_name])
+            labels = [self.labels[int(sample["label"])]]
+        meta = self._meta(part, i, cls_name, index)
+        order = [lab for lab in self.ds_info.labels if lab in labels]
+        meta.update(scene_labels=order, whole_image=True)
+        return Scene(dataset, index, np.ascontiguousarray(image), meta, self.ds_info.labels,
+                     lambda y0, x0, h, w: list(order))
+
+    def _meta(self, part, i: int, cls_name: str, index: int) -> dict:
+        ds = self.ds_info
+        meta = {"dataset": self.dataset, "group": ds.group, "sensor": SENSORS[ds.sensor].name,
+                "bands": list(self.bands), "gsd_m": ds.gsd_m, "index": index,
+                "source": f"torchgeo.{cls_name}", "date": None, "pair_id": None,
+                "footprint": {"bounds": None, "date": None}}
+        if cls_name == "BigEarthNet":
+            key = "s1" if self.bands[0] == "VV" else "s2"
+            folder = Path(part.folders[i][key])
+            raw = json.loads(next(folder.glob("*labels_metadata.json")).read_text())
+            date = (raw.get("acquisition_date") or raw.get("acquisition_time") or "")[:10]
+            meta.update(patch_name=folder.name, date=date or None,
+                        pair_id=Path(part.folders[i]["s2"]).name,
+                        footprint={"bounds": _utm_bounds_to_lonlat(raw), "date": date or None})
+        else:
+            path = part.samples[i][0]
+            meta["file"] = Path(path).name
+            meta["footprint"]["bounds"] = _file_bounds_lonlat(path)
+        return meta
+
+
+def _file_bounds_lonlat(path) -> list[float] | None:
+    """WGS84 bounds of a georeferenced image file, or None when it has no CRS."""
+    try:
+        import warnings
+
+        import rasterio
+        from rasterio.errors import NotGeoreferencedWarning
+        from rasterio.warp import transform_bounds
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            src = rasterio.open(path)
+        with src:
+            if src.crs is None:
+                return None
+            return [round(v, 6) for v in transform_bounds(src.crs, "EPSG:4326", *src.bounds)]
+    except Exception:  # noqa: BLE001 - a footprint is optional metadata
+        return None
+
+
+# --- image-text corpora in the Karpathy JSON format -----------------------------------------------
+
+class KarpathySource:
+    """RSICD, UCM-captions, RSITMD, Sydney-captions: ``captions_file`` (Karpathy-style JSON:
+    ``{"images": [{"filename", "sentences": [{"raw"}], "split"}, ...]}``) and ``images_dir``
+    under ``root``. Several captions per image; the JSON's ``split`` field gives the splits
+    (``test`` counts as validation) when ``splits: official``."""
+
+    def __init__(self, dataset: str, spec, cfg: Config):
+        self.dataset, self.spec, self.cfg = dataset, spec, cfg
+        if not spec.root or not spec.captions_file:
+            raise ConfigError(f"sources.{dataset} (karpathy) needs root and captions_file, "
+                              "e.g. {reader: karpathy, root: /data/RSICD, captions_file: "
+                              "dataset_rsicd.json, images_dir: RSICD_images}")
+        root = Path(_resolve_root(spec.root))
+        cap_path = root / spec.captions_file
+        self.images = root / (spec.images_dir or "images")
+        if not cap_path.is_file():
+            raise ConfigError(f"sources.{dataset}: no captions file {spec.captions_file!r} in "
+                              f"root {root.name!r}; expected <root>/{spec.captions_file} and "
+                              f"<root>/{spec.images_dir or 'images'}/<filename>")
+        if not self.images.is_dir():
+            raise ConfigError(f"sources.{dataset}: no images folder {self.images.name!r} in "
+                              f"root {root.name!r}")
+        try:
+            entries = json.loads(cap_path.read_text())["images"]
+        except (ValueError, KeyError) as exc:
+            raise ConfigError(f"sources.{dataset}: {cap_path.name} is not a Karpathy-style "
+                              f"caption file (a JSON object with an 'images' list): {exc}") \
+                from None
+        bad = [e.get("filename", "?") for e in entries
+               if not e.get("filename") or not [s for s in e.get("sentences", [])
+                                                 if str(s.get("raw", "")).strip()]]
+        if bad:
+            raise ConfigError(f"sources.{dataset}: {len(bad)} entries of {cap_path.name} have "
+                              f"no filename or no caption, e.g. {bad[:3]}")
+        missing = [e["filename"] for e in entries if not (self.images / e["filename"]).is_file()]
+        if missing:
+            raise ConfigError(f"sources.{dataset}: {len(missing)} images listed in "
+                              f"{cap_path.name} are missing from {self.images.name}/, e.g. "
+                              f"{missing[:3]}")
+        rng = np.random.default_rng([cfg.seed, 13, *dataset.encode()])
+        take = sorted(rng.choice(len(entries), min(len(entries), cfg.samples_per_dataset),
+                                 replace=False).tolist())
+        self.entries = [entries[i] for i in take]
+        self.ds_info = get_dataset(dataset)
+        self.datasets = (dataset,)
+
+    def count(self, dataset: str) -> int:
+        return len(self.entries)
+
+    def splits(self, dataset: str) -> dict[str, list[int]] | None:
+        if self.spec.splits != "official":
+            return None
+        out = {"train": [], "val": []}
+        for i, e in enumerate(self.entries):
+            out["train" if e.get("split", "train") == "train" else "val"].append(i)
+        return out
+
+    def scene(self, dataset: str, index: int) -> Scene:
+        from PIL import Image
+
+        e = self.entries[index]
+        path = self.images / e["filename"]
+        try:
+            with Image.open(path) as im:
+                rgb = np.asarray(im.convert("RGB"))
+        except OSError as exc:
+            raise ShardError(f"{dataset}: image {path.name} cannot be read ({exc})") from exc
+        captions = [str(s["raw"]).strip() for s in e["sentences"] if str(s["raw"]).strip()]
+        ds = self.ds_info
+        meta = {"dataset": dataset, "group": ds.group, "sensor": SENSORS[ds.sensor].name,
+                "bands": ["R", "G", "B"], "gsd_m": ds.gsd_m, "index": index,
+                "source": "karpathy", "file": e["filename"], "date": None, "pair_id": None,
+                "footprint": {"bounds": _file_bounds_lonlat(path), "date": None},
+                "scene_labels": [], "whole_image": True, "captions": captions}
+        return Scene(dataset, index, np.ascontiguousarray(np.moveaxis(rgb, -1, 0)), meta, (),
+                     lambda y0, x0, h, w: [])
+
+
+class MultiSource:
+    """Datasets from several sources (the ``sources`` parameter); the rest from the simulator."""
+
+    def __init__(self, cfg: Config):
+        readers = {"torchgeo": TorchGeoSource, "karpathy": KarpathySource}
+        self.by_dataset = {}
+        simulated = []
+        for ds in cfg.dataset_keys:
+            spec = cfg.source_for(ds)
+            if spec.reader == "simulator":
+                if ds not in simulate.RECIPES:
+                    raise ConfigError(f"{ds} has no simulator; give it a source in `sources`, "
+                                      f"e.g. {{reader: torchgeo, dataset_class: ..., root: ...}}")
+                simulated.append(ds)
+            else:
+                self.by_dataset[ds] = readers[spec.reader](ds, spec, cfg)
+        if simulated:
+            sim = SimulatorSource(cfg.model_copy(update={"datasets": tuple(simulated),
+                                                         "group": "custom"}))
+            for ds in simulated:
+                self.by_dataset[ds] = sim
+        self.datasets = tuple(cfg.dataset_keys)
+
+    def count(self, dataset: str) -> int:
+        return self.by_dataset[dataset].count(dataset)
+
+    def splits(self, dataset: str):
+        fn = getattr(self.by_dataset[dataset], "splits", None)
+        return fn(dataset) if fn else None
+
+    def scene(self, dataset: str, index: int) -> Scene:
+        return self.by_dataset[dataset].scene(dataset, index)

@@ -62,9 +62,12 @@ def _preprocess(channel_stats: dict, train: bool, seed: int):
         s = decode_sample(raw)
         m = s["json"]
         x = to_model_input(s["img"], m["bands"], channel_stats[m["dataset"]])
+        text = s["txt"]
         if train:
             x = augment(x, rng)
-        return x, s["txt"]
+            if len(m.get("captions") or ()) > 1:  # corpora with several captions per image
+                text = m["captions"][rng.randrange(len(m["captions"]))]
+        return x, text
 
     return fn
 

@@ -124,3 +124,18 @@ def test_summary_means_only_over_defined_datasets():
     assert s["per_dataset"]["five"]["R@5"] is None
     assert s["mean_R@5"] == pytest.approx(res["six"].recall[5])
     assert not math.isnan(s["mean_chance_R@1"])
+
+
+def test_multi_caption_recall_counts_any_own_caption():
+    # 3 images, captions owned 0,0,1,1,2 (two images with two captions)
+    owner = np.array([0, 0, 1, 1, 2])
+    sim = np.array([[0.1, 0.9, 0.0, 0.2, 0.3],   # image 0: its 2nd caption first -> i2t hit@1
+                    [0.9, 0.0, 0.1, 0.2, 0.3],   # image 1: own captions ranked 4th and 3rd
+                    [0.0, 0.1, 0.2, 0.3, 0.05]])  # image 2: own caption ranked last (5th)
+    i2t, t2i, hits = ev.caption_recall(sim, owner, ks=(1, 3))
+    assert i2t == {1: pytest.approx(100 / 3), 3: pytest.approx(200 / 3)}
+    assert hits[:, 0].tolist() == [True, False, False]
+    # text to image @1: only caption 1 ranks its own image (0) first; @3 every image is in
+    # the top 3 of 3
+    assert t2i[1] == pytest.approx(20.0)
+    assert t2i[3] == pytest.approx(100.0)

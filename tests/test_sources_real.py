@@ -1,0 +1,272 @@
+"""Real on-disk layouts through the source adapters into shards: torchgeo dataset classes
+(BigEarthNet on the real patches in ../shared/data; EuroSAT, UC Merced and RESISC45 on seeded
+fixture files in their real formats) and Karpathy-style image-text corpora."""
+
+import bz2
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from geofm_lib import shards
+from geofm_lib.config import ConfigError, load_config
+
+rasterio = pytest.importorskip("rasterio")
+pytest.importorskip("torchgeo")
+
+
+def _cfg(tmp_path, sources, **kw):
+    base = dict(group="custom", datasets=list(sources), sources=sources, image_px=64,
+                samples_per_dataset=50, val_fraction=0.25, shard_size=16,
+                work_dir=str(tmp_path / "work"))
+    return load_config("ci", **{**base, **kw})
+
+
+def _all(folder):
+    return [s for split in ("train", "val") for s in
+            shards.iter_shards(shards.shard_paths(folder, split))]
+
+
+# --- BigEarthNet v1 (real files) ---------------------------------------------------------------
+
+def _bigearthnet_root(shared: Path, root: Path, sensor: str) -> Path:
+    """torchgeo's layout built from the shared sample folders (symlinks, nothing copied)."""
+    src = shared / "bigearthnet-v1-examples"
+    root.mkdir()
+    (root / "BigEarthNet-v1.0").symlink_to(src / "BigEarthNet-S2")
+    (root / "BigEarthNet-S1-v1.0").symlink_to(src / "BigEarthNet-S1")
+    rows = []
+    if sensor == "s2":
+        rows = [f"{p.name},none" for p in sorted((src / "BigEarthNet-S2").iterdir())]
+    else:
+        for p in sorted((src / "BigEarthNet-S1").iterdir()):
+            meta = json.loads(next(p.glob("*labels_metadata.json")).read_text())
+            rows.append(f"{meta['corresponding_s2_patch']},{p.name}")
+    for split in ("train", "val", "test"):
+        (root / f"bigearthnet-{split}.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+@pytest.mark.parametrize("sensor", ["s2", "s1"])
+def test_bigearthnet_real_patches_through_torchgeo(shared_data, tmp_path, sensor):
+    root = _bigearthnet_root(shared_data, tmp_path / "ben", sensor)
+    key = f"bigearthnet_{sensor}"
+    cfg = _cfg(tmp_path, {key: {"reader": "torchgeo", "dataset_class": "BigEarthNet",
+                                "root": str(root)}}, image_px=120)
+    folder = shards.build_shards(cfg, show_progress=False)
+    samples = _all(folder)
+    src = shared_data / "bigearthnet-v1-examples" / f"BigEarthNet-{sensor.upper()}"
+    assert len(samples) == len(list(src.iterdir()))
+    for s in samples:
+        m = s["json"]
+        raw = json.loads((src / m["patch_name"] / f"{m['patch_name']}_labels_metadata.json")
+                         .read_text())
+        assert sorted(m["labels"]) == sorted(raw["labels"])  # real labels, 43 classes
+        lon0, lat0, lon1, lat1 = m["footprint"]["bounds"]
+        assert -11 < lon0 < lon1 < 32 and 35 < lat0 < lat1 < 71  # Europe
+        assert 1100 < (lon1 - lon0) * 111e3 * np.cos(np.radians(lat0)) < 1300  # 1.2 km
+        assert m["source"] == "torchgeo.BigEarthNet" and m["date"].startswith("201")
+    img = samples[0]["img"]
+    if sensor == "s2":
+        assert img.dtype == np.uint16 and img.shape == (12, 120, 120)
+    else:
+        assert img.dtype == np.float32 and img.shape == (2, 120, 120)
+        assert samples[0]["json"]["bands"] == ["VV", "VH"]
+        assert (np.abs(img - np.round(img)) > 1e-3).mean() > 0.5  # dB not truncated
+        assert img[0].mean() > img[1].mean()  # VV backscatter above VH
+        with rasterio.open(src / samples[0]["json"]["patch_name"] /
+                           f"{samples[0]['json']['patch_name']}_VV.tif") as f:
+            assert np.allclose(img[0], f.read(1), atol=1e-5)
+        s2_names = {p.name for p in (src.parent / "BigEarthNet-S2").iterdir()}
+        assert sum(s["json"]["pair_id"] in s2_names for s in samples) == 6  # real S1/S2 pairs
+
+
+def test_bigearthnet_official_splits_from_the_csv_files(shared_data, tmp_path):
+    root = _bigearthnet_root(shared_data, tmp_path / "ben", "s2")
+    lines = (root / "bigearthnet-train.csv").read_text().split()
+    (root / "bigearthnet-train.csv").write_text("\n".join(lines[:10]) + "\n")
+    (root / "bigearthnet-val.csv").write_text("\n".join(lines[10:]) + "\n")
+    cfg = _cfg(tmp_path, {"bigearthnet_s2": {"reader": "torchgeo", "dataset_class": "BigEarthNet",
+                                             "root": str(root), "splits": "official"}},
+               samples_per_dataset=100, val_fraction=0.5, image_px=120)
+    m = shards.load_manifest(shards.build_shards(cfg, show_progress=False))
+    assert m["counts"]["bigearthnet_s2"] == {"train": 10, "val": len(lines) - 10}
+    # the official split files name the patches each split holds
+    folder = shards.build_folder(cfg)
+    val_names = {s["json"]["patch_name"] for s in shards.iter_shards(
+        shards.shard_paths(folder, "val"))}
+    assert val_names == {x.split(",")[0] for x in lines[10:]}
+    assert bz2  # the shared split lists are bzip2 CSVs; the fixture writes plain ones
+
+
+# --- EuroSAT, UC Merced, RESISC45 (fixture files in the real formats) ----------------------------
+
+EUROSAT_DIR = ("ds", "images", "remote_sensing", "otherDatasets", "sentinel_2", "tif")
+
+
+def _write_eurosat(root: Path, per_class: int = 4) -> dict:
+    from rasterio.transform import from_origin
+
+    rng = np.random.default_rng(0)
+    names = {}
+    for c, cls in enumerate(("AnnualCrop", "SeaLake")):
+        d = root.joinpath(*EUROSAT_DIR, cls)
+        d.mkdir(parents=True)
+        for i in range(per_class):
+            name = f"{cls}_{i + 1}.tif"
+            img = rng.integers(500 + 2000 * c, 1500 + 2000 * c, (13, 64, 64)).astype(np.uint16)
+            with rasterio.open(d / name, "w", driver="GTiff", width=64, height=64, count=13,
+                               dtype="uint16", crs="EPSG:32633",
+                               transform=from_origin(400000 + 640 * i, 5500000, 10, 10)) as f:
+                f.write(img)
+            names[name] = (cls, img)
+    files = sorted(names)
+    (root / "eurosat-train.txt").write_text("\n".join(files[::2]) + "\n")
+    (root / "eurosat-val.txt").write_text("\n".join(files[1::2]) + "\n")
+    (root / "eurosat-test.txt").write_text("")
+    return names
+
+
+def test_eurosat_13_bands_with_georeferenced_footprints(tmp_path):
+    names = _write_eurosat(tmp_path / "eurosat")
+    cfg = _cfg(tmp_path, {"eurosat": {"reader": "torchgeo", "dataset_class": "EuroSAT",
+                                      "root": str(tmp_path / "eurosat"), "splits": "official"}})
+    samples = _all(shards.build_shards(cfg, show_progress=False))
+    assert len(samples) == 8  # 4 official train files, 4 official val files
+    for s in samples:
+        cls, img = names[s["json"]["file"]]
+        assert s["img"].dtype == np.uint16 and np.array_equal(s["img"], img)  # lossless
+        assert s["json"]["labels"] == [{"AnnualCrop": "Annual crop",
+                                        "SeaLake": "Sea or lake"}[cls]]
+        assert s["json"]["bands"][-1] == "B8A" and len(s["json"]["bands"]) == 13
+        lon0, lat0, lon1, lat1 = s["json"]["footprint"]["bounds"]
+        assert 13 < lon0 < lon1 < 16 and 49 < lat0 < lat1 < 50  # UTM 33N reprojected
+    splits = {s["json"]["file"]: s["json"]["split"] for s in samples}
+    train_files = (tmp_path / "eurosat" / "eurosat-train.txt").read_text().split()
+    assert all(splits[f] == "train" for f in train_files if f in splits)
+
+
+def test_eurosat_rgb_keeps_three_bands(tmp_path):
+    _write_eurosat(tmp_path / "eurosat")
+    cfg = _cfg(tmp_path, {"eurosat_rgb": {"reader": "torchgeo", "dataset_class": "EuroSAT",
+                                          "root": str(tmp_path / "eurosat")}})
+    s = _all(shards.build_shards(cfg, show_progress=False))[0]
+    assert s["json"]["bands"] == ["B04", "B03", "B02"] and s["img"].shape == (3, 64, 64)
+
+
+def _write_image_folder(base: Path, classes, per_class, size, ext, split_prefix, root):
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    files = []
+    for c, cls in enumerate(classes):
+        d = base / cls
+        d.mkdir(parents=True)
+        for i in range(per_class):
+            name = f"{cls}{i:02d}.{ext}" if ext == "tif" else f"{cls}_{i + 1:03d}.{ext}"
+            arr = rng.integers(40 * c, 40 * c + 60, (size, size, 3)).astype(np.uint8)
+            Image.fromarray(arr).save(d / name)
+            files.append(name)
+    for split in ("train", "val", "test"):
+        (root / f"{split_prefix}-{split}.txt").write_text("\n".join(files) + "\n")
+
+
+def test_ucmerced_resized_to_image_px_and_labelled(tmp_path):
+    root = tmp_path / "ucm"
+    _write_image_folder(root / "UCMerced_LandUse" / "Images", ["baseballdiamond", "storagetanks"],
+                        3, 256, "tif", "uc_merced", root)
+    cfg = _cfg(tmp_path, {"ucmerced": {"reader": "torchgeo", "dataset_class": "UCMerced",
+                                       "root": str(root)}})
+    samples = _all(shards.build_shards(cfg, show_progress=False))
+    assert len(samples) == 6
+    assert {s["json"]["labels"][0] for s in samples} == {"Baseball diamond", "Storage tanks"}
+    s = samples[0]
+    assert s["img"].dtype == np.uint8 and s["img"].shape == (3, 64, 64)
+    assert s["json"]["native_px"] == [256, 256] and s["json"]["footprint"]["bounds"] is None
+    assert "baseball diamond" in s["txt"].lower() or "storage tanks" in s["txt"].lower()
+
+
+def test_resisc45_jpgs(tmp_path):
+    root = tmp_path / "resisc"
+    _write_image_folder(root / "NWPU-RESISC45", ["sea_ice", "thermal_power_station"], 2, 256,
+                        "jpg", "resisc45", root)
+    cfg = _cfg(tmp_path, {"resisc45": {"reader": "torchgeo", "dataset_class": "RESISC45",
+                                       "root": str(root)}})
+    samples = _all(shards.build_shards(cfg, show_progress=False))
+    assert {s["json"]["labels"][0] for s in samples} == {"Sea ice", "Thermal power station"}
+
+
+def test_incomplete_root_names_the_expected_layout(tmp_path):
+    (tmp_path / "empty").mkdir()
+    cfg = _cfg(tmp_path, {"eurosat": {"reader": "torchgeo", "dataset_class": "EuroSAT",
+                                      "root": str(tmp_path / "empty")}})
+    with pytest.raises(ConfigError, match=r"eurosat-\{train,val,test\}.txt.*download: true"):
+        shards.build_shards(cfg, show_progress=False)
+    with pytest.raises(ConfigError, match="not supported"):
+        shards.build_shards(_cfg(tmp_path, {"eurosat": {"reader": "torchgeo",
+                                                        "dataset_class": "SEN99",
+                                                        "root": "x"}}), show_progress=False)
+    assert not (cfg.path("shards", cfg.data_hash) / "manifest.json").exists()
+
+
+def test_real_source_mixed_with_the_simulator(tmp_path):
+    _write_eurosat(tmp_path / "eurosat")
+    cfg = _cfg(tmp_path, {"eurosat": {"reader": "torchgeo", "dataset_class": "EuroSAT",
+                                      "root": str(tmp_path / "eurosat")}},
+               datasets=["eurosat", "bigearthnet_s2"], samples_per_dataset=8)
+    m = shards.load_manifest(shards.build_shards(cfg, show_progress=False))
+    assert set(m["counts"]) == {"eurosat", "bigearthnet_s2"}
+    assert sum(m["counts"]["bigearthnet_s2"].values()) == 8  # simulated
+    assert m["band_stats"]["eurosat"]["bands"][-1] == "B8A"
+
+
+# --- Karpathy-style image-text corpora ------------------------------------------------------------
+
+def write_karpathy(root: Path, n: int = 8, sizes=(224, 256)) -> list[dict]:
+    from PIL import Image
+
+    rng = np.random.default_rng(2)
+    (root / "images").mkdir(parents=True)
+    entries = []
+    for i in range(n):
+        size = sizes[i % len(sizes)]
+        Image.fromarray(rng.integers(0, 255, (size, size, 3)).astype(np.uint8)).save(
+            root / "images" / f"img_{i}.jpg")
+        entries.append({"filename": f"img_{i}.jpg", "imgid": i,
+                        "split": "train" if i % 4 else "test",
+                        "sentences": [{"raw": f"caption {j} of image {i} .", "tokens": []}
+                                      for j in range(5)]})
+    (root / "dataset_rsicd.json").write_text(json.dumps({"images": entries, "dataset": "rsicd"}))
+    return entries
+
+
+def test_karpathy_corpus_keeps_every_caption_and_the_splits(tmp_path):
+    entries = write_karpathy(tmp_path / "rsicd")
+    spec = {"reader": "karpathy", "root": str(tmp_path / "rsicd"),
+            "captions_file": "dataset_rsicd.json", "images_dir": "images", "splits": "official"}
+    samples = _all(shards.build_shards(_cfg(tmp_path, {"rsicd": spec}), show_progress=False))
+    assert len(samples) == 8
+    by_file = {e["filename"]: e for e in entries}
+    for s in samples:
+        e = by_file[s["json"]["file"]]
+        assert s["json"]["captions"] == [x["raw"] for x in e["sentences"]]
+        assert s["txt"] == e["sentences"][0]["raw"]
+        assert s["json"]["split"] == ("train" if e["split"] == "train" else "val")
+        assert s["img"].shape == (3, 64, 64)  # 224 and 256 px inputs, resized
+        assert s["json"]["labels"] == []
+
+
+def test_karpathy_bad_input_is_named(tmp_path):
+    entries = write_karpathy(tmp_path / "c")
+    spec = {"reader": "karpathy", "root": str(tmp_path / "c"),
+            "captions_file": "dataset_rsicd.json", "images_dir": "images"}
+    (tmp_path / "c" / "images" / "img_3.jpg").unlink()
+    with pytest.raises(ConfigError, match="missing from images/.*img_3.jpg"):
+        shards.build_shards(_cfg(tmp_path, {"rsicd": spec}), show_progress=False)
+    write_karpathy(tmp_path / "d")
+    entries[0]["sentences"] = []
+    (tmp_path / "d" / "dataset_rsicd.json").write_text(json.dumps({"images": entries}))
+    with pytest.raises(ConfigError, match="no filename or no caption.*img_0.jpg"):
+        shards.build_shards(_cfg(tmp_path, {"rsicd": {**spec, "root": str(tmp_path / "d")}}),
+                            show_progress=False)
