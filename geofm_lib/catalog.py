@@ -363,6 +363,10 @@ REAL_DATASETS: dict[str, Dataset] = {d.key: d for d in (
           (), (Region("Sydney", 150.5, -34.2, 151.5, -33.5),), "caption"),
     _real("rsitmd", "RSITMD", "image-text retrieval", "google_earth_rgb", 0.5, 256, (),
           _WORLD, "caption", "4,743 images, 5 captions each (Yuan et al. 2022)."),
+    _real("example_captions", "Example image-text corpus", "image-text retrieval",
+          "aerial_rgb", 0.3, 96, (), _WORLD, "caption",
+          "Written by `geofm example-corpus` from the simulator in the Karpathy format, to run "
+          "the image-text path without downloading a corpus."),
 )}
 
 PAPER_DATASETS = dict(DATASETS)

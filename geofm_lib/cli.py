@@ -5,6 +5,7 @@
     geofm data --preset demo                   # build the shards only
     geofm params --preset full --experiment group_C_metadata   # show the resolved set
     geofm study --preset demo                  # seed 000's grouped study, side by side
+    geofm example-corpus                       # a Karpathy-style image-text corpus to try
     geofm bench                                # data-stage benchmarks
 """
 
@@ -51,6 +52,13 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument("-p", "--param", action="append", metavar="KEY=VALUE",
                     help="override one parameter in every run (repeatable)")
     sub.add_parser("index", help="rebuild reports/index.html (and the study pages)")
+    ex = sub.add_parser("example-corpus", help="write a Karpathy-style image-text corpus "
+                                               "(images/ + dataset.json) from the simulator")
+    ex.add_argument("folder", nargs="?", default="work/examples/captions",
+                    help="output folder (default: work/examples/captions, as "
+                         "parameters/captions_example.yaml expects)")
+    ex.add_argument("--images", type=int, default=1200, help="number of images")
+    ex.add_argument("--seed", type=int, default=0)
     b = sub.add_parser("bench", help="data-stage benchmarks (prints and writes numbers)")
     b.add_argument("--quick", action="store_true", help="fewer samples (seconds, for CI)")
     args = parser.parse_args(argv)
@@ -67,6 +75,16 @@ def main(argv: list[str] | None = None) -> int:
                                 **_overrides(args.param))
             print(f"report: {folder.relative_to(folder.parent.parent)}/ and "
                   f"reports/index.html")
+        elif args.cmd == "example-corpus":
+            from pathlib import Path
+
+            from .config import project_root
+            from .examples import write_karpathy_corpus
+
+            folder = Path(args.folder)
+            folder = folder if folder.is_absolute() else project_root() / folder
+            cap = write_karpathy_corpus(folder, n_images=args.images, seed=args.seed)
+            print(f"corpus: {args.folder}/ ({cap.name} and images/)")
         elif args.cmd == "study":
             from .reports import run_study
 

@@ -316,7 +316,7 @@ def results_table(results: dict[str, DatasetResult], ks=KS):
                                    f"{r.ci[k][0]:.1f}-{r.ci[k][1]:.1f}")
             row[f"chance R@{k}"] = "-" if r.chance[k] is None else round(r.chance[k], 1)
         rows.append(row)
-    return pd.DataFrame(rows).set_index("dataset")
+    return pd.DataFrame(rows).set_index("dataset") if rows else pd.DataFrame()
 
 
 def summary_metrics(results: dict[str, DatasetResult], ks=KS) -> dict:
@@ -403,6 +403,8 @@ class CaptionResult:
     i2t_hits: np.ndarray  # (N, len(ks)) bool, per image
     index: np.ndarray
     top_captions: list[list[str]]
+    i2t_chance: dict = field(default_factory=dict)  # k -> percent, exact for random rankings
+    t2i_chance: dict = field(default_factory=dict)
 
     @property
     def mean_recall(self) -> float:
@@ -442,7 +444,12 @@ def caption_retrieval(model, tokenizer, enc: Encoded, ks=KS, device: str = "cpu"
         owner = np.array(owner)
         i2t, t2i, hits = caption_recall(sim, owner, ks)
         top = [[texts[j] for j in np.argsort(-sim[r])[:3]] for r in range(len(idx))]
-        out[ds] = CaptionResult(ds, len(idx), len(texts), i2t, t2i, hits, idx, top)
+        own = np.bincount(owner, minlength=len(idx))
+        out[ds] = CaptionResult(
+            ds, len(idx), len(texts), i2t, t2i, hits, idx, top,
+            i2t_chance={k: 100.0 * float(chance_hit_probability(len(texts), own, k).mean())
+                        if k < len(texts) else None for k in ks},
+            t2i_chance={k: 100.0 * min(k, len(idx)) / len(idx) for k in ks})
     return out
 
 
@@ -452,7 +459,9 @@ def caption_table(results: dict[str, CaptionResult]):
     rows = [{"dataset": ds, "images": r.n_images, "captions": r.n_captions,
              **{f"image->text R@{k}": round(r.i2t[k], 1) for k in r.i2t},
              **{f"text->image R@{k}": round(r.t2i[k], 1) for k in r.t2i},
-             "mean recall": round(r.mean_recall, 1)} for ds, r in results.items()]
+             "mean recall": round(r.mean_recall, 1),
+             "chance image->text R@1": _r(r.i2t_chance.get(1)),
+             "chance text->image R@1": _r(r.t2i_chance.get(1))} for ds, r in results.items()]
     return pd.DataFrame(rows).set_index("dataset") if rows else pd.DataFrame()
 
 

@@ -79,6 +79,11 @@ def footprints_map(samples: list[dict], min_size_deg: float = 0.02):
 HIT_COLOR, MISS_COLOR, NA_COLOR = "#1a9850", "#d73027", "#808080"
 
 
+def has_footprint(footprint) -> bool:
+    """True when a sample's footprint has lon/lat bounds (real images may have none)."""
+    return bool(isinstance(footprint, dict) and footprint.get("bounds"))
+
+
 def _box(bounds, min_size_deg: float):
     x0, y0, x1, y1 = bounds
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
