@@ -29,7 +29,7 @@ def _one_core():
 
 def simulator_throughput(px: int, seconds: float = 2.0, max_n: int = 2000) -> dict:
     from . import simulate
-    from .catalog import DATASETS
+    from .catalog import PAPER_DATASETS as DATASETS
 
     out = {}
     for key in DATASETS:

@@ -13,7 +13,7 @@ import zlib
 
 import numpy as np
 
-from .catalog import SENSORS, get_dataset
+from .catalog import DATASETS, SENSORS, get_dataset
 
 # {image} is the image phrase, {labels} the joined label list.
 TEMPLATES = (
@@ -65,9 +65,15 @@ def caption(dataset: str, labels: list[str], metadata: bool = False, seed: int =
     return text[0].upper() + text[1:]
 
 
-def label_prompts(dataset: str, metadata: bool = False) -> list[str]:
-    """One zero-shot prompt per label of the dataset, in vocabulary order."""
-    ds = get_dataset(dataset)
-    image = sensor_phrase(dataset) if metadata else _PLAIN_IMAGE[0]
-    prompts = [PROMPT_TEMPLATE.format(image=image, labels=label.lower()) for label in ds.labels]
+def label_prompts(dataset: str, metadata: bool = False,
+                  vocabulary: tuple[str, ...] | None = None) -> list[str]:
+    """One zero-shot prompt per label of the dataset, in vocabulary order.
+
+    ``vocabulary`` serves datasets outside the catalog (e.g. a GeoTIFF scene whose labels come
+    from its vector file); their prompts have no sensor phrase.
+    """
+    known = dataset in DATASETS
+    labels = vocabulary if vocabulary is not None else get_dataset(dataset).labels
+    image = sensor_phrase(dataset) if metadata and known else _PLAIN_IMAGE[0]
+    prompts = [PROMPT_TEMPLATE.format(image=image, labels=label.lower()) for label in labels]
     return [p[0].upper() + p[1:] for p in prompts]

@@ -24,7 +24,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .catalog import DATASETS, GROUP_DATASETS
 
@@ -43,12 +50,16 @@ class SourceSpec(BaseModel):
       ``BigEarthNet``, ``EuroSAT``, ``UCMerced``, ``RESISC45``; ``options`` are passed to it,
       e.g. ``{bands: s2, num_classes: 43}``); ``download: true`` lets torchgeo download;
     * ``karpathy``: an image-text corpus with a Karpathy-style JSON (RSICD, UCM-captions,
-      RSITMD, Sydney-captions): ``root`` holds ``captions_file`` and the ``images_dir``.
+      RSITMD, Sydney-captions): ``root`` holds ``captions_file`` and the ``images_dir``;
+    * ``geotiff``: a large scene (``root`` is the .tif, any CRS) cut into patches; ``options``:
+      ``labels`` (GeoPackage/GeoJSON polygons or points), ``label_column``, ``stride_px``,
+      ``band_names``, ``max_nodata``. Its dataset key may be any name (labels come from the
+      vector file).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    reader: Literal["simulator", "torchgeo", "karpathy"]
+    reader: Literal["simulator", "torchgeo", "karpathy", "geotiff"]
     root: str | None = None
     dataset_class: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)
@@ -138,16 +149,29 @@ class Config(BaseModel):
                              f"RN50, ViT-B-32, ViT-B-16)")
         return v
 
-    @field_validator("datasets")
+    @field_validator("sources")
     @classmethod
-    def _known_datasets(cls, v):
+    def _known_source_keys(cls, v):
         if v is not None:
-            bad = [k for k in v if k not in DATASETS]
+            bad = [k for k, spec in v.items() if k not in DATASETS and spec.reader != "geotiff"]
             if bad:
-                raise ValueError(f"unknown dataset(s) {bad}; choose from {', '.join(DATASETS)}")
+                raise ValueError(f"sources for unknown dataset(s) {bad}: keys must be catalog "
+                                 f"datasets ({', '.join(DATASETS)}) unless the reader is "
+                                 f"geotiff")
+        return v
+
+    @model_validator(mode="after")
+    def _known_datasets(self):
+        v = self.datasets
+        if v is not None:
+            scenes = {k for k, spec in (self.sources or {}).items() if spec.reader == "geotiff"}
+            bad = [k for k in v if k not in DATASETS and k not in scenes]
+            if bad:
+                raise ValueError(f"unknown dataset(s) {bad} in datasets; choose from "
+                                 f"{', '.join(DATASETS)} (or name a geotiff source)")
             if not v:
                 raise ValueError("datasets is empty; give at least one key or None for all")
-        return v
+        return self
 
     # -- derived values ---------------------------------------------------------------------
     @property
@@ -160,7 +184,9 @@ class Config(BaseModel):
             raise ConfigError("group='custom' needs `datasets` (catalog keys) or `sources`")
         if self.datasets is None:
             return in_group
-        outside = [d for d in self.datasets if d not in in_group]
+        scenes = {k for k, spec in (self.sources or {}).items() if spec.reader == "geotiff"}
+        outside = [d for d in self.datasets if d not in in_group and not
+                   (self.group == "custom" and d in scenes)]
         if outside:
             raise ConfigError(
                 f"datasets {outside} are not in group {self.group!r} ({', '.join(in_group)}); "

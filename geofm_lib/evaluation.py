@@ -262,20 +262,29 @@ class DatasetResult:
         return rank(self.scores)
 
 
+def vocabulary_of(dataset: str, vocabularies: dict | None = None) -> tuple[str, ...]:
+    """A dataset's labels: from the shard manifest when given there, else from the catalog."""
+    if vocabularies and dataset in vocabularies:
+        return tuple(vocabularies[dataset])
+    return DATASETS[dataset].labels if dataset in DATASETS else ()
+
+
 def zero_shot(model, tokenizer, enc: Encoded, metadata: bool = False, ks=KS,
-              n_boot: int = 2000, seed: int = 0, device: str = "cpu"
-              ) -> dict[str, DatasetResult]:
+              n_boot: int = 2000, seed: int = 0, device: str = "cpu",
+              vocabularies: dict | None = None) -> dict[str, DatasetResult]:
     """Per-dataset label-prompt retrieval for an encoded split (see the module docstring).
 
     Args:
         metadata: use prompts with sensor and resolution (for models trained on such captions).
+        vocabularies: labels per dataset from the shard manifest (datasets outside the
+            catalog, e.g. GeoTIFF scenes labelled by their vector files, need them).
     """
     results = {}
     for ds in dict.fromkeys(enc.datasets.tolist()):
-        vocab = DATASETS[ds].labels
+        vocab = vocabulary_of(ds, vocabularies)
         if not vocab:  # an image-text corpus without labels: see caption_retrieval
             continue
-        prompts = label_prompts(ds, metadata=metadata)
+        prompts = label_prompts(ds, metadata=metadata, vocabulary=vocab)
         text = encode_texts(model, tokenizer, prompts, device=device)
         idx = np.flatnonzero(enc.datasets == ds)
         scores = enc.image_features[idx] @ text.T
@@ -426,13 +435,13 @@ def caption_recall(sim: np.ndarray, owner: np.ndarray, ks=KS) -> tuple[dict, dic
     return i2t, t2i, hits
 
 
-def caption_retrieval(model, tokenizer, enc: Encoded, ks=KS, device: str = "cpu"
-                      ) -> dict[str, CaptionResult]:
+def caption_retrieval(model, tokenizer, enc: Encoded, ks=KS, device: str = "cpu",
+                      vocabularies: dict | None = None) -> dict[str, CaptionResult]:
     """Multi-caption retrieval for every dataset of ``enc`` whose images carry captions of
-    their own (corpora read with the karpathy reader)."""
+    their own and no labels (corpora read with the karpathy reader)."""
     out = {}
     for ds in dict.fromkeys(enc.datasets.tolist()):
-        if DATASETS[ds].labels:
+        if vocabulary_of(ds, vocabularies):
             continue
         idx = np.flatnonzero(enc.datasets == ds)
         texts, owner = [], []

@@ -248,6 +248,21 @@ def sample_overlays(samples: list[dict], folder) -> list[dict]:
     return overlays
 
 
+def scene_files(cfg) -> list:
+    """The GeoTIFF scenes a run's samples were cut from (``geotiff`` sources)."""
+    from pathlib import Path
+
+    from .sources import _resolve_root
+
+    files = []
+    if cfg.source == "geotiff" and cfg.source_path and not cfg.sources:
+        files.append(Path(_resolve_root(cfg.source_path)))
+    for spec in (cfg.sources or {}).values():
+        if spec.reader == "geotiff" and spec.root:
+            files.append(Path(_resolve_root(spec.root)))
+    return [f for f in files if f.is_file()]
+
+
 def save_map(m, path) -> None:
     """Write a map as a standalone HTML page (atomically)."""
     from pathlib import Path

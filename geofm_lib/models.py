@@ -172,6 +172,9 @@ def input_bands(bands: list[str]) -> tuple[list[int], str]:
         return [bands.index(b) for b in ("B04", "B03", "B02")], "sentinel2_true_colour"
     if bands[:2] == ["VV", "VH"] or ("VV" in bands and "VH" in bands):
         return [bands.index("VV"), bands.index("VH")], "sar_vv_vh_ratio"
+    lower = [b.lower() for b in bands]
+    if {"red", "green", "blue"} <= set(lower):  # named colour bands in any order
+        return [lower.index(c) for c in ("red", "green", "blue")], "rgb"
     if len(bands) >= 3:
         return [0, 1, 2], "rgb"
     if len(bands) == 1:

@@ -26,6 +26,21 @@ def display_rgb(image: np.ndarray, bands: list[str]) -> np.ndarray:
     if "VV" in bands:
         vv = np.clip((image[bands.index("VV")] + 25) / 25, 0, 1)
         return np.repeat(vv[..., None], 3, axis=-1)
+    lower = [b.lower() for b in bands]
+    if {"red", "green", "blue"} <= set(lower):  # e.g. a Landsat scene: named bands, any order
+        image = image[[lower.index(c) for c in ("red", "green", "blue")]]
+    if image.dtype.kind in "iuf" and image.size and float(np.nanmax(image)) > 255:
+        # other products with more than 8 bits: each band stretched between its 2nd and
+        # 98th percentile (ignoring zeros, the usual fill value)
+        rgb = image[:3].astype(np.float32) if image.shape[0] >= 3 else \
+            np.repeat(image[:1].astype(np.float32), 3, axis=0)
+        out = np.zeros_like(rgb)
+        for b in range(3):
+            valid = rgb[b][rgb[b] > 0]
+            if valid.size:
+                lo, hi = np.percentile(valid, [2, 98])
+                out[b] = np.clip((rgb[b] - lo) / max(hi - lo, 1e-6), 0, 1)
+        return np.moveaxis(out, 0, -1)
     img = image.astype(np.float32)
     if img.max() > 1.5:
         img = img / 255.0

@@ -360,9 +360,10 @@ def build_shards(cfg: Config, source=None, show_progress: bool = True) -> Path:
             if side.get("sha256") == file_sha256(tar_path):
                 sidecars[unit.file] = side
                 continue
-        samples = [s for i in unit.scenes
-                   for s in _patches(cfg, source.scene(unit.dataset, i), unit.split)]
+        scenes = [source.scene(unit.dataset, i) for i in unit.scenes]
+        samples = [s for sc in scenes for s in _patches(cfg, sc, unit.split)]
         side = write_shard(tar_path, samples)
+        side["vocabulary"] = list(scenes[0].vocabulary) if scenes else []
         # normalisation statistics come from train only; val keeps just its label counts
         side.update(split=unit.split, dataset=unit.dataset,
                     stats=_unit_stats(samples if unit.split == "train" else []),
@@ -371,7 +372,9 @@ def build_shards(cfg: Config, source=None, show_progress: bool = True) -> Path:
         atomic_write_json(side_path, side)
         sidecars[unit.file] = side
     removed = _drop_val_duplicates(folder, sidecars)
-    manifest = _manifest(cfg, units, sidecars, removed)
+    reports = {ds: source.report(ds) for ds in source.datasets} if hasattr(source, "report") \
+        else {}
+    manifest = _manifest(cfg, units, sidecars, removed, reports)
     atomic_write_json(folder / "manifest.json", manifest)
     return folder
 
@@ -390,6 +393,7 @@ def _drop_val_duplicates(folder: Path, sidecars: dict) -> int:
         new = write_shard(folder / name, ({"__key__": s["__key__"], "img": s["img"],
                                            "txt": s["txt"], "json": s["json"]} for s in kept))
         new.update(split="val", dataset=side["dataset"], stats=side["stats"],
+                   vocabulary=side.get("vocabulary", []),
                    val_labels=dict(Counter(lab for s in kept for lab in s["json"]["labels"])))
         atomic_write_json(folder / (name + ".json"), new)
         sidecars[name] = new
@@ -397,7 +401,18 @@ def _drop_val_duplicates(folder: Path, sidecars: dict) -> int:
     return removed
 
 
-def _manifest(cfg: Config, units: list[Unit], sidecars: dict, removed: int) -> dict:
+def _vocabularies(units: list[Unit], sidecars: dict) -> dict[str, list[str]]:
+    """Each dataset's label vocabulary as its source gave it (catalog or vector file)."""
+    out: dict[str, list[str]] = {}
+    for u in units:
+        vocab = sidecars[u.file].get("vocabulary") or []
+        if vocab or u.dataset not in out:
+            out[u.dataset] = vocab
+    return out
+
+
+def _manifest(cfg: Config, units: list[Unit], sidecars: dict, removed: int,
+              source_reports: dict | None = None) -> dict:
     counts: dict = defaultdict(lambda: {"train": 0, "val": 0})
     freq: dict = defaultdict(lambda: {"train": Counter(), "val": Counter()})
     sums: dict = {}
@@ -437,6 +452,8 @@ def _manifest(cfg: Config, units: list[Unit], sidecars: dict, removed: int) -> d
         "label_frequencies": {ds: {sp: dict(sorted(c.items())) for sp, c in f.items()}
                               for ds, f in freq.items()},
         "band_stats": band_stats,
+        "vocabularies": _vocabularies(units, sidecars),
+        "source_reports": source_reports or {},
         "val_duplicates_removed": removed,
         "duplicates_across_splits": len(all_train & all_val),
         "shards": shards,

@@ -31,7 +31,7 @@ from functools import cache, lru_cache
 
 import numpy as np
 
-from .catalog import DATASETS, SENSORS, Dataset, get_dataset
+from .catalog import SENSORS, Dataset, get_dataset
 
 # --- materials ------------------------------------------------------------------------------
 
@@ -796,6 +796,7 @@ def render_many(dataset: str, indices, seed: int = 0, image_px: int = 64) -> lis
 
 def check_dataset_keys(keys) -> None:
     """Fail early on unknown dataset keys, naming the valid ones."""
-    bad = [k for k in keys if k not in DATASETS]
+    bad = [k for k in keys if k not in RECIPES]
     if bad:
-        raise ValueError(f"unknown dataset(s) {bad}; choose from {', '.join(DATASETS)}")
+        raise ValueError(f"no simulator for dataset(s) {bad}; the simulator renders "
+                         f"{', '.join(RECIPES)}")

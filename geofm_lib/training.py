@@ -245,10 +245,20 @@ def preflight(cfg: Config) -> tuple[Path, dict]:
     if n_train < cfg.batch_size:
         raise ValueError(f"batch_size={cfg.batch_size} is larger than the {n_train} training "
                          f"samples; lower batch_size or raise samples_per_dataset")
+    from .models import input_bands
+
     for ds in cfg.dataset_keys:
         if ds not in manifest["band_stats"]:
             raise ShardError(f"manifest of {folder.name} has no band statistics for {ds}; "
                              f"rebuild the shards")
+        bands = manifest["band_stats"][ds]["bands"]
+        try:
+            input_bands(bands)
+        except ValueError as exc:
+            raise ValueError(f"{ds}: its {len(bands)} bands {bands} do not fit the 3-channel "
+                             f"image tower of {cfg.model}: {exc}. Name the bands (e.g. "
+                             f"options.band_names: [red, green, blue]) or drop the dataset") \
+                from None
     return folder, manifest
 
 
@@ -377,7 +387,8 @@ def train(cfg: Config, on_step: Callable | None = None, on_epoch: Callable | Non
         enc = encode_split(model, tokenizer, val, stats, device, batch_size=256,
                            image_px=cfg.image_px, with_captions=True, show_progress=False)
         zs = summary_metrics(zero_shot(model, tokenizer, enc, cfg.caption_metadata,
-                                       n_boot=200, seed=cfg.seed, device=device))
+                                       n_boot=200, seed=cfg.seed, device=device,
+                                       vocabularies=manifest.get("vocabularies")))
         record = {
             "epoch": epoch + 1, "step": step, "train_loss": float(np.mean(losses)),
             "train_loss_last": losses[-1], "val_loss": val_loss(enc, cfg.batch_size, cfg.seed),

@@ -15,7 +15,7 @@ step() { local name=$1; shift; local t0=$SECONDS; echo "== $name"; "$@"; names+=
 step "ruff" ruff check geofm_lib tests notebooks
 step "notebooks (papermill, ci preset) + HTML reports" geofm report --preset ci -p run_name=ci-notebooks
 step "image-text corpus: example corpus + notebooks (ci)" bash -c \
-  "geofm example-corpus && geofm report --preset ci --experiment captions_example -p run_name=ci-captions"
+  "geofm example-corpus && geofm report --preset ci --experiment captions_example -p samples_per_dataset=64 -p run_name=ci-captions"
 if [ "${GEOFM_SKIP_DEMO:-0}" != "1" ]; then
   step "demo pipeline 01-05 (quality bars)" geofm report --preset demo
 fi

@@ -4,11 +4,11 @@ from geofm_lib import captions, catalog
 
 
 def test_catalog_matches_seed_000_table_1():
-    assert len(catalog.DATASETS) == 8
+    assert len(catalog.PAPER_DATASETS) == 8
     assert catalog.GROUP_DATASETS["A"] == ("bigearthnet_s2", "bigearthnet_s1")
     assert set(catalog.GROUP_DATASETS["B"]) == {"agriculture_vision", "seadronessee"}
     assert set(catalog.GROUP_DATASETS["C"]) == {"xview", "qfabric", "houston_harvey", "mafat"}
-    for ds in catalog.DATASETS.values():
+    for ds in catalog.PAPER_DATASETS.values():
         assert len(ds.labels) == ds.paper_n_labels, ds.key
         assert len(set(ds.labels)) == len(ds.labels), ds.key
         assert ds.labels_status

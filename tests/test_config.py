@@ -64,7 +64,7 @@ def test_hash_is_stable_and_tracks_results_not_paths():
     assert a.data_hash != load_config("ci", image_px=48).data_hash
     assert a.data_hash == load_config("ci", lr=0.1, epochs=9).data_hash  # training keys
     # group 'all' and the explicit list of all datasets are the same data
-    from geofm_lib.catalog import DATASETS
+    from geofm_lib.catalog import PAPER_DATASETS as DATASETS
     assert a.data_hash == load_config("ci", datasets=list(DATASETS)).data_hash
 
 

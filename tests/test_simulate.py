@@ -14,10 +14,10 @@ def test_deterministic_per_seed_dataset_index():
     assert not np.array_equal(a.image, c.image)
 
 
-@pytest.mark.parametrize("key", list(catalog.DATASETS))
+@pytest.mark.parametrize("key", list(catalog.PAPER_DATASETS))
 def test_products_have_real_dtypes_ranges_and_metadata(key):
     s = simulate.render(key, 0, seed=0, image_px=24)
-    ds = catalog.DATASETS[key]
+    ds = catalog.PAPER_DATASETS[key]
     assert s.image.shape == (len(ds.bands), 24, 24)
     assert s.image.dtype == np.dtype(ds.sensor_spec.dtype)
     if key == "bigearthnet_s1":
@@ -85,12 +85,12 @@ def _heldout_auc(x, y, n_train):
     return roc_auc_score(y[n_train:], clf.decision_function((x[n_train:] - mean) / std))
 
 
-@pytest.mark.parametrize("key", list(catalog.DATASETS))
+@pytest.mark.parametrize("key", list(catalog.PAPER_DATASETS))
 def test_labels_are_learnable_from_band_statistics(key):
     """A logistic probe on per-band statistics beats chance (AUC 0.5) on held-out samples."""
     samples = [simulate.render(key, i, seed=0, image_px=64) for i in range(400)]
     x = np.stack([_band_stats(s.image) for s in samples])
-    vocab = catalog.DATASETS[key].labels
+    vocab = catalog.PAPER_DATASETS[key].labels
     y = np.array([[lab in s.labels for lab in vocab] for s in samples])
     aucs = [_heldout_auc(x, y[:, j], 300) for j in range(len(vocab))
             if y[:300, j].sum() >= 8 and 3 <= y[300:, j].sum() <= 97]

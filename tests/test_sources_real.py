@@ -270,3 +270,101 @@ def test_karpathy_bad_input_is_named(tmp_path):
     with pytest.raises(ConfigError, match="no filename or no caption.*img_0.jpg"):
         shards.build_shards(_cfg(tmp_path, {"rsicd": {**spec, "root": str(tmp_path / "d")}}),
                             show_progress=False)
+
+
+# --- large GeoTIFF scenes with vector labels -------------------------------------------------
+
+def _write_scene(root: Path) -> tuple[Path, Path]:
+    """A 3-band UTM scene (blue, green, red order) with a nodata band on the right, and a
+    GeoJSON in WGS84 with one polygon and two points."""
+    from rasterio.transform import from_origin
+    from rasterio.warp import transform as warp
+
+    root.mkdir()
+    tif = root / "scene.tif"
+    img = np.random.default_rng(3).integers(900, 1100, (3, 96, 128)).astype(np.uint16)
+    img[:, :, 96:] = 0  # outside the acquisition
+    img[2, :48, :48] += 2000  # bright red in the top-left corner (where the polygon is)
+    transform = from_origin(600000, 4000000, 10, 10)
+    with rasterio.open(tif, "w", driver="GTiff", width=128, height=96, count=3, dtype="uint16",
+                       crs="EPSG:32610", transform=transform, nodata=0) as f:
+        f.write(img)
+        f.descriptions = ("blue", "green", "red")
+
+    def lonlat(x, y):
+        lon, lat = warp("EPSG:32610", "EPSG:4326", [x], [y])
+        return [lon[0], lat[0]]
+
+    poly = [lonlat(600000, 4000000), lonlat(600480, 4000000), lonlat(600480, 3999520),
+            lonlat(600000, 3999520), lonlat(600000, 4000000)]  # the top-left 48 x 48 px
+    features = [
+        {"type": "Feature", "properties": {"kind": "field"},
+         "geometry": {"type": "Polygon", "coordinates": [poly]}},
+        {"type": "Feature", "properties": {"kind": "well"},  # pixel (row 40, col 70)
+         "geometry": {"type": "Point", "coordinates": lonlat(600705, 3999595)}},
+        {"type": "Feature", "properties": {"kind": "well"},  # in the nodata band: never seen
+         "geometry": {"type": "Point", "coordinates": lonlat(601105, 3999595)}},
+    ]
+    labels = root / "labels.geojson"
+    labels.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    return tif, labels
+
+
+def test_geotiff_scene_with_polygons_and_points_any_crs(tmp_path):
+    tif, labels = _write_scene(tmp_path / "scene")
+    spec = {"reader": "geotiff", "root": str(tif),
+            "options": {"labels": str(labels), "label_column": "kind", "stride_px": 16}}
+    cfg = _cfg(tmp_path, {"my_scene": spec}, image_px=32, samples_per_dataset=1000,
+               val_fraction=0.2)
+    folder = shards.build_shards(cfg, show_progress=False)
+    m = shards.load_manifest(folder)
+    assert m["vocabularies"]["my_scene"] == ["field", "well"]
+    # origins every 16 px: 5 rows x 7 columns = 35; windows more than half in nodata skipped
+    report = m["source_reports"]["my_scene"]
+    assert report["patches"] + report["skipped_mostly_nodata"] == 35
+    assert report["skipped_mostly_nodata"] == 5 * 1  # x0=96 is all nodata; x0=80 half -> kept
+    samples = {tuple(s["json"]["origin_px"]): s for s in _all(folder)}
+    assert samples[(0, 0)]["json"]["labels"] == ["field"]  # polygon covers the patch
+    assert samples[(32, 64)]["json"]["labels"] == ["well"]  # the point at row 40, col 70
+    assert "field" in samples[(32, 32)]["json"]["labels"]  # 16 x 16 px of the polygon inside
+    assert samples[(64, 64)]["json"]["labels"] == []
+    assert samples[(0, 80)]["json"]["nodata_pixels"] == 32 * 16
+    assert samples[(0, 0)]["json"]["bands"] == ["blue", "green", "red"]
+    lon0, lat0, lon1, lat1 = samples[(0, 0)]["json"]["footprint"]["bounds"]
+    assert -122 < lon0 < lon1 < -120 and 36 < lat0 < lat1 < 37  # UTM 10N to WGS84
+    from geofm_lib import models
+
+    idx, rule = models.input_bands(["blue", "green", "red"])
+    assert idx == [2, 1, 0] and rule == "rgb"
+
+
+def test_geotiff_bad_inputs(tmp_path):
+    tif, labels = _write_scene(tmp_path / "scene")
+    bad = {"reader": "geotiff", "root": str(tif), "options": {"labels": str(labels)}}
+    with pytest.raises(ConfigError, match="no column 'name'.*kind"):
+        shards.build_shards(_cfg(tmp_path, {"s": bad}, image_px=32), show_progress=False)
+    with pytest.raises(ConfigError, match="smaller than image_px=128"):
+        shards.build_shards(_cfg(tmp_path, {"s": {**bad, "options": {
+            "labels": str(labels), "label_column": "kind"}}}, image_px=128),
+            show_progress=False)
+    with pytest.raises(ConfigError, match="unknown dataset.*unless the reader is geotiff"):
+        _cfg(tmp_path, {"my_scene": {"reader": "karpathy", "root": "x"}})
+
+
+def test_landsat_scene_with_point_labels_through_sources(shared_data, tmp_path):
+    tif = shared_data / "landsat8-scene" / "LC08_L1TP_224078_20200518_20200518_01_RT.TIF"
+    spec = {"reader": "geotiff", "root": str(tif),
+            "options": {"labels": str(tif.with_name(tif.stem + "_points.gpkg")),
+                        "band_names": ["blue", "green", "red"]}}
+    cfg = _cfg(tmp_path, {"landsat": spec}, image_px=128, samples_per_dataset=1000,
+               val_fraction=0.1)
+    folder = shards.build_shards(cfg, show_progress=False)
+    m = shards.load_manifest(folder)
+    samples = _all(folder)
+    labelled = [s for s in samples if s["json"]["labels"]]
+    # six labelled points: at most six patches carry a label, and every point's class shows up
+    assert 1 <= len(labelled) <= 6
+    assert {lab for s in labelled for lab in s["json"]["labels"]} <= set(m["vocabularies"]
+                                                                          ["landsat"])
+    assert m["vocabularies"]["landsat"] == ["crop", "developed", "tree", "water"]
+    assert m["source_reports"]["landsat"]["crs"] == "EPSG:32621"
