@@ -55,11 +55,17 @@ class SourceSpec(BaseModel):
       ``labels`` (GeoPackage/GeoJSON polygons or points), ``label_column``, ``stride_px``,
       ``band_names``, ``max_nodata``. Its dataset key may be any name (labels come from the
       vector file).
+    * ``table``: a CSV or Parquet file (``captions_file`` under ``root``) with columns
+      ``image`` (path, relative to ``images_dir``), ``caption`` or ``captions`` ("|"-separated),
+      optional ``labels`` ("|"-separated), ``lon``/``lat`` and ``split``.
+
+    ``on_bad``: ``error`` (default) stops on an unreadable image or a row without caption or
+    label; ``skip`` leaves such items out and counts them in the shard manifest.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    reader: Literal["simulator", "torchgeo", "karpathy", "geotiff"]
+    reader: Literal["simulator", "torchgeo", "karpathy", "geotiff", "table"]
     root: str | None = None
     dataset_class: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)
@@ -67,6 +73,7 @@ class SourceSpec(BaseModel):
     splits: Literal["official", "random"] = "random"
     captions_file: str | None = None
     images_dir: str | None = None
+    on_bad: Literal["error", "skip"] = "error"
 
     @field_validator("options")
     @classmethod
@@ -153,18 +160,20 @@ class Config(BaseModel):
     @classmethod
     def _known_source_keys(cls, v):
         if v is not None:
-            bad = [k for k, spec in v.items() if k not in DATASETS and spec.reader != "geotiff"]
+            bad = [k for k, spec in v.items()
+                   if k not in DATASETS and spec.reader not in ("geotiff", "table")]
             if bad:
                 raise ValueError(f"sources for unknown dataset(s) {bad}: keys must be catalog "
                                  f"datasets ({', '.join(DATASETS)}) unless the reader is "
-                                 f"geotiff")
+                                 f"geotiff or table")
         return v
 
     @model_validator(mode="after")
     def _known_datasets(self):
         v = self.datasets
         if v is not None:
-            scenes = {k for k, spec in (self.sources or {}).items() if spec.reader == "geotiff"}
+            scenes = {k for k, spec in (self.sources or {}).items()
+                      if spec.reader in ("geotiff", "table")}
             bad = [k for k in v if k not in DATASETS and k not in scenes]
             if bad:
                 raise ValueError(f"unknown dataset(s) {bad} in datasets; choose from "
@@ -184,7 +193,8 @@ class Config(BaseModel):
             raise ConfigError("group='custom' needs `datasets` (catalog keys) or `sources`")
         if self.datasets is None:
             return in_group
-        scenes = {k for k, spec in (self.sources or {}).items() if spec.reader == "geotiff"}
+        scenes = {k for k, spec in (self.sources or {}).items()
+                  if spec.reader in ("geotiff", "table")}
         outside = [d for d in self.datasets if d not in in_group and not
                    (self.group == "custom" and d in scenes)]
         if outside:

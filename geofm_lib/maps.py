@@ -151,7 +151,7 @@ def prediction_layers(records: list[dict], thumbnails: dict[str, bytes] | None =
 
 
 def predictions_map(records: list[dict], thumbnails: dict[str, bytes] | None = None,
-                    overlays: list[dict] | None = None, min_size_deg: float = 0.05):
+                    overlays: list[dict] | None = None, min_size_deg: float = 0.02):
     """A leafmap map: one layer per dataset of footprints coloured by R@1 hit (green) or miss
     (red), popups with thumbnail, caption, true and predicted labels; plus raster overlays
     (dicts from ``raster_overlay_layer``) and a layer switcher."""
@@ -222,11 +222,17 @@ def raster_overlay_layer(path, name: str | None = None, max_px: int = 1024) -> d
         scale = max(src.width, src.height) / max_px
         shape = (src.count, max(1, int(src.height / max(scale, 1))),
                  max(1, int(src.width / max(scale, 1))))
-        data = src.read(out_shape=shape, resampling=Resampling.average)
+        data = src.read(out_shape=shape, resampling=Resampling.nearest)
         bands = [d or f"band{i + 1}" for i, d in enumerate(src.descriptions)]
         w, s, e, n = transform_bounds(src.crs, "EPSG:4326", *src.bounds)
+        fill = src.nodata
     rgb = (display_rgb(data, bands) * 255).clip(0, 255).astype(np.uint8)
-    return {"name": name or Path(path).stem, "image": rgb, "bounds_latlon": [[s, w], [n, e]]}
+    empty = (data == fill).all(axis=0) if fill is not None else ~data.any(axis=0)
+    if data.dtype.kind == "f":
+        empty |= ~np.isfinite(data).all(axis=0)
+    alpha = np.where(empty, 0, 255).astype(np.uint8)  # nodata is transparent on the map
+    return {"name": name or Path(path).stem, "image": np.dstack([rgb, alpha]),
+            "bounds_latlon": [[s, w], [n, e]]}
 
 
 def sample_overlays(samples: list[dict], folder) -> list[dict]:

@@ -210,6 +210,8 @@ def to_model_input(img: np.ndarray, bands: list[str], stats: tuple[np.ndarray, n
         x = img[idx].astype(np.float32)
     mean, std = stats
     x = (x - mean[:, None, None]) / std[:, None, None]
-    if not np.isfinite(x).all():  # nodata in real products: zero is the mean after scaling
+    if not np.isfinite(x).all():
+        # NaN/inf nodata pixels of real products (counted per dataset in the manifest's
+        # band_stats as nonfinite_values) are masked with the band mean, 0 after scaling
         x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
     return x

@@ -64,7 +64,7 @@ def sample_grid(samples_by_dataset: dict[str, list[dict]], n: int = 6, title_cha
             s = samples[c]
             ax.imshow(display_rgb(s["img"], s["json"]["bands"]), interpolation="nearest")
             labels = ", ".join(s["json"]["labels"]) or "(no labels)"
-            ax.set_title(textwrap.shorten(labels, title_chars), fontsize=7, wrap=True)
+            ax.set_title(textwrap.fill(textwrap.shorten(labels, title_chars), 34), fontsize=7)
             if c == 0:
                 ax.text(-0.08, 0.5, ds, transform=ax.transAxes, rotation=90, va="center",
                         ha="right", fontsize=9, fontweight="bold")

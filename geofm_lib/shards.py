@@ -303,7 +303,12 @@ def _unit_stats(samples: list[dict]) -> dict:
         return {"pixels": 0, "sum": [], "sumsq": [], "labels": {}}
     imgs = np.stack([s["img"] for s in samples]).astype(np.float64)
     labels = Counter(lab for s in samples for lab in s["json"]["labels"])
+    finite = np.isfinite(imgs)
+    nonfinite = int(finite.size - finite.sum())
+    if nonfinite:  # NaN/inf pixels (nodata of float products) stay out of the statistics
+        imgs = np.where(finite, imgs, 0.0)
     return {"pixels": int(imgs.shape[0] * imgs.shape[2] * imgs.shape[3]),
+            "band_pixels": finite.sum(axis=(0, 2, 3)).tolist(), "nonfinite": nonfinite,
             "sum": imgs.sum(axis=(0, 2, 3)).tolist(),
             "sumsq": (imgs ** 2).sum(axis=(0, 2, 3)).tolist(),
             "labels": dict(labels), "bands": samples[0]["json"]["bands"],
@@ -425,8 +430,11 @@ def _manifest(cfg: Config, units: list[Unit], sidecars: dict, removed: int,
                                               else side.get("val_labels", {}))
         if st.get("pixels"):
             acc = sums.setdefault(unit.dataset, {"pixels": 0, "sum": 0, "sumsq": 0,
+                                                 "band_pixels": 0, "nonfinite": 0,
                                                  "bands": st["bands"], "empty": 0})
             acc["pixels"] += st["pixels"]
+            acc["band_pixels"] = np.add(acc["band_pixels"], st.get("band_pixels", st["pixels"]))
+            acc["nonfinite"] += st.get("nonfinite", 0)
             acc["sum"] = np.add(acc["sum"], st["sum"])
             acc["sumsq"] = np.add(acc["sumsq"], st["sumsq"])
             acc["empty"] += st["empty_label_sets"]
@@ -434,10 +442,12 @@ def _manifest(cfg: Config, units: list[Unit], sidecars: dict, removed: int,
                        "n": side["n"], "sha256": side["sha256"], "bytes": side["bytes"]})
     band_stats = {}
     for ds, acc in sums.items():
-        mean = acc["sum"] / acc["pixels"]
-        std = np.sqrt(np.maximum(acc["sumsq"] / acc["pixels"] - mean ** 2, 0))
+        n = np.maximum(np.asarray(acc["band_pixels"], dtype=np.float64), 1)
+        mean = acc["sum"] / n
+        std = np.sqrt(np.maximum(acc["sumsq"] / n - mean ** 2, 0))
         band_stats[ds] = {"bands": acc["bands"], "mean": np.round(mean, 4).tolist(),
                           "std": np.round(std, 4).tolist(), "pixels": acc["pixels"],
+                          "nonfinite_values": int(acc["nonfinite"]),
                           "from_split": "train"}
     all_train = {h for s in sidecars.values() if s["split"] == "train" for h in s["content"]}
     all_val = {h for s in sidecars.values() if s["split"] == "val" for h in s["content"]}

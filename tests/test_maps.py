@@ -60,7 +60,7 @@ def test_overlay_bounds_are_reprojected_to_wgs84(tmp_path):
     (s, w), (n, e) = ov["bounds_latlon"]
     # UTM 32N, easting 500 km is the 9 degree E central meridian; northing 5000 km ~ 45.1 N
     assert 8.99 < w <= 9.0 < e < 9.01 and 45.0 < s < n < 45.2
-    assert ov["image"].shape == (10, 20, 3)
+    assert ov["image"].shape == (10, 20, 4) and (ov["image"][..., 3] == 255).all()
 
 
 def test_ci_report_holds_the_map():

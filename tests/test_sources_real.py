@@ -368,3 +368,84 @@ def test_landsat_scene_with_point_labels_through_sources(shared_data, tmp_path):
                                                                           ["landsat"])
     assert m["vocabularies"]["landsat"] == ["crop", "developed", "tree", "water"]
     assert m["source_reports"]["landsat"]["crs"] == "EPSG:32621"
+
+
+def test_karpathy_skip_counts_bad_entries(tmp_path):
+    write_karpathy(tmp_path / "c")
+    (tmp_path / "c" / "images" / "img_3.jpg").unlink()
+    spec = {"reader": "karpathy", "root": str(tmp_path / "c"), "on_bad": "skip",
+            "captions_file": "dataset_rsicd.json", "images_dir": "images"}
+    m = shards.load_manifest(shards.build_shards(_cfg(tmp_path, {"rsicd": spec}),
+                                                 show_progress=False))
+    assert sum(m["counts"]["rsicd"].values()) == 7
+    assert m["source_reports"]["rsicd"]["skipped"] == {"no_caption": 0, "missing_image": 1}
+
+
+# --- CSV / Parquet tables -------------------------------------------------------------------------
+
+def _write_table(root: Path, fmt: str) -> Path:
+    import pandas as pd
+    from PIL import Image
+
+    rng = np.random.default_rng(4)
+    (root / "img").mkdir(parents=True)
+    rows = []
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 255, (80, 80, 3)).astype(np.uint8)).save(
+            root / "img" / f"{i}.png")
+        rows.append({"image": f"{i}.png", "captions": f"a field number {i}|crops in row {i}",
+                     "labels": "crop|road" if i % 2 else "crop", "lon": 10.0 + i,
+                     "lat": 45.0, "split": "train" if i < 4 else "val"})
+    rows.append({"image": "6.png", "captions": None, "labels": None, "lon": None, "lat": None,
+                 "split": "train"})  # neither caption nor label, and no file
+    df = pd.DataFrame(rows)
+    path = root / f"pairs.{fmt}"
+    df.to_parquet(path) if fmt == "parquet" else df.to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_table_of_images_captions_labels_and_points(tmp_path, fmt):
+    table = _write_table(tmp_path / "t", fmt)
+    spec = {"reader": "table", "root": str(tmp_path / "t"), "captions_file": table.name,
+            "images_dir": "img", "splits": "official"}
+    with pytest.raises(ConfigError, match="1 bad rows.*row 6: no caption or label.*on_bad"):
+        shards.build_shards(_cfg(tmp_path, {"my_pairs": spec}), show_progress=False)
+    cfg = _cfg(tmp_path, {"my_pairs": {**spec, "on_bad": "skip"}})
+    folder = shards.build_shards(cfg, show_progress=False)
+    m = shards.load_manifest(folder)
+    assert m["counts"]["my_pairs"] == {"train": 4, "val": 2}
+    assert m["vocabularies"]["my_pairs"] == ["crop", "road"]
+    assert m["source_reports"]["my_pairs"]["skipped"]["no_caption_or_label"] == 1
+    for s in _all(folder):
+        i = int(s["json"]["file"].split(".")[0])
+        assert s["json"]["captions"] == [f"a field number {i}", f"crops in row {i}"]
+        assert s["json"]["labels"] == (["crop", "road"] if i % 2 else ["crop"])
+        assert s["json"]["footprint"]["bounds"] == [10.0 + i, 45.0, 10.0 + i, 45.0]
+        assert s["img"].shape == (3, 64, 64)
+
+
+def test_nan_pixels_are_counted_and_kept_out_of_band_statistics(tmp_path):
+    from rasterio.transform import from_origin
+
+    root = tmp_path / "nan"
+    root.mkdir()
+    img = np.random.default_rng(5).normal(-12, 2, (2, 64, 64)).astype(np.float32)
+    img[:, :8, :] = np.nan  # 8 rows of NaN in both bands
+    with rasterio.open(root / "s1.tif", "w", driver="GTiff", width=64, height=64, count=2,
+                       dtype="float32", crs="EPSG:32633",
+                       transform=from_origin(400000, 5500000, 10, 10)) as f:
+        f.write(img)
+        f.descriptions = ("VV", "VH")
+    spec = {"reader": "geotiff", "root": str(root / "s1.tif")}
+    cfg = _cfg(tmp_path, {"sar_scene": spec}, image_px=32, samples_per_dataset=100,
+               val_fraction=0.25)
+    m = shards.load_manifest(shards.build_shards(cfg, show_progress=False))
+    st = m["band_stats"]["sar_scene"]
+    assert st["nonfinite_values"] > 0 and np.isfinite(st["mean"]).all()
+    assert abs(st["mean"][0] + 12) < 0.5  # NaN kept out of the mean
+    from geofm_lib import models
+
+    stats = models.channel_stats({"sar_scene": st})["sar_scene"]
+    x = models.to_model_input(img[:, :32, :32], ["VV", "VH"], stats)
+    assert np.isfinite(x).all() and (x[:, :8] == 0).all()  # masked with the band mean
