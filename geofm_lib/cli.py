@@ -59,6 +59,14 @@ def main(argv: list[str] | None = None) -> int:
                          "parameters/captions_example.yaml expects)")
     ex.add_argument("--images", type=int, default=1200, help="number of images")
     ex.add_argument("--seed", type=int, default=0)
+    bl = sub.add_parser("bigearthnet-root", help="make torchgeo's BigEarthNet root layout "
+                                                  "(symlinks + split CSVs) from patch folders")
+    bl.add_argument("out", help="the root folder to create (source root for dataset_class "
+                                "BigEarthNet)")
+    bl.add_argument("--s2", help="folder of Sentinel-2 patch folders")
+    bl.add_argument("--s1", help="folder of Sentinel-1 patch folders")
+    bl.add_argument("--splits", help="folder with the official {train,val,test}.csv[.bz2]")
+    bl.add_argument("--sensor", default="s2", choices=["s1", "s2", "pairs"])
     b = sub.add_parser("bench", help="data-stage benchmarks (prints and writes numbers)")
     b.add_argument("--quick", action="store_true", help="fewer samples (seconds, for CI)")
     args = parser.parse_args(argv)
@@ -85,6 +93,12 @@ def main(argv: list[str] | None = None) -> int:
             folder = folder if folder.is_absolute() else project_root() / folder
             cap = write_karpathy_corpus(folder, n_images=args.images, seed=args.seed)
             print(f"corpus: {args.folder}/ ({cap.name} and images/)")
+        elif args.cmd == "bigearthnet-root":
+            from .examples import bigearthnet_torchgeo_root
+
+            counts = bigearthnet_torchgeo_root(args.out, args.s2, args.s1, args.splits,
+                                               args.sensor)
+            print(json.dumps(counts))
         elif args.cmd == "study":
             from .reports import run_study
 

@@ -16,6 +16,13 @@ step "ruff" ruff check geofm_lib tests notebooks
 step "notebooks (papermill, ci preset) + HTML reports" geofm report --preset ci -p run_name=ci-notebooks
 step "image-text corpus: example corpus + notebooks (ci)" bash -c \
   "geofm example-corpus && geofm report --preset ci --experiment captions_example -p samples_per_dataset=64 -p run_name=ci-captions"
+SHARED_BEN=../shared/data/bigearthnet-v1-examples
+if [ -d "$SHARED_BEN" ]; then  # real BigEarthNet patches beside the project (not in a user's clone)
+  step "real BigEarthNet via torchgeo: notebooks 01-02 (ci)" bash -c "
+    geofm bigearthnet-root work/data/bigearthnet-s2 --s2 $SHARED_BEN/BigEarthNet-S2 --s1 $SHARED_BEN/BigEarthNet-S1 &&
+    geofm bigearthnet-root work/data/bigearthnet-s1 --s2 $SHARED_BEN/BigEarthNet-S2 --s1 $SHARED_BEN/BigEarthNet-S1 --sensor s1 &&
+    geofm report --preset ci --experiment bigearthnet_torchgeo --notebooks 01,02 -p run_name=ci-bigearthnet-real"
+fi
 if [ "${GEOFM_SKIP_DEMO:-0}" != "1" ]; then
   step "demo pipeline 01-05 (quality bars)" geofm report --preset demo
 fi

@@ -30,21 +30,13 @@ def _all(folder):
 
 # --- BigEarthNet v1 (real files) ---------------------------------------------------------------
 
-def _bigearthnet_root(shared: Path, root: Path, sensor: str) -> Path:
+def _bigearthnet_root(shared: Path, root: Path, sensor: str, splits: bool = False) -> Path:
     """torchgeo's layout built from the shared sample folders (symlinks, nothing copied)."""
+    from geofm_lib.examples import bigearthnet_torchgeo_root
+
     src = shared / "bigearthnet-v1-examples"
-    root.mkdir()
-    (root / "BigEarthNet-v1.0").symlink_to(src / "BigEarthNet-S2")
-    (root / "BigEarthNet-S1-v1.0").symlink_to(src / "BigEarthNet-S1")
-    rows = []
-    if sensor == "s2":
-        rows = [f"{p.name},none" for p in sorted((src / "BigEarthNet-S2").iterdir())]
-    else:
-        for p in sorted((src / "BigEarthNet-S1").iterdir()):
-            meta = json.loads(next(p.glob("*labels_metadata.json")).read_text())
-            rows.append(f"{meta['corresponding_s2_patch']},{p.name}")
-    for split in ("train", "val", "test"):
-        (root / f"bigearthnet-{split}.csv").write_text("\n".join(rows) + "\n")
+    bigearthnet_torchgeo_root(root, src / "BigEarthNet-S2", src / "BigEarthNet-S1",
+                              src / "splits" if splits else None, sensor)
     return root
 
 
@@ -82,22 +74,20 @@ def test_bigearthnet_real_patches_through_torchgeo(shared_data, tmp_path, sensor
         assert sum(s["json"]["pair_id"] in s2_names for s in samples) == 6  # real S1/S2 pairs
 
 
-def test_bigearthnet_official_splits_from_the_csv_files(shared_data, tmp_path):
-    root = _bigearthnet_root(shared_data, tmp_path / "ben", "s2")
-    lines = (root / "bigearthnet-train.csv").read_text().split()
-    (root / "bigearthnet-train.csv").write_text("\n".join(lines[:10]) + "\n")
-    (root / "bigearthnet-val.csv").write_text("\n".join(lines[10:]) + "\n")
+def test_bigearthnet_official_splits_from_the_official_lists(shared_data, tmp_path):
+
+    root = _bigearthnet_root(shared_data, tmp_path / "ben", "s2", splits=True)
     cfg = _cfg(tmp_path, {"bigearthnet_s2": {"reader": "torchgeo", "dataset_class": "BigEarthNet",
                                              "root": str(root), "splits": "official"}},
                samples_per_dataset=100, val_fraction=0.5, image_px=120)
-    m = shards.load_manifest(shards.build_shards(cfg, show_progress=False))
-    assert m["counts"]["bigearthnet_s2"] == {"train": 10, "val": len(lines) - 10}
-    # the official split files name the patches each split holds
-    folder = shards.build_folder(cfg)
-    val_names = {s["json"]["patch_name"] for s in shards.iter_shards(
-        shards.shard_paths(folder, "val"))}
-    assert val_names == {x.split(",")[0] for x in lines[10:]}
-    assert bz2  # the shared split lists are bzip2 CSVs; the fixture writes plain ones
+    folder = shards.build_shards(cfg, show_progress=False)
+    lists = {split: set(bz2.decompress((shared_data / "bigearthnet-v1-examples" / "splits" /
+                                        f"{split}.csv.bz2").read_bytes()).decode().split())
+             for split in ("train", "val")}
+    for split in ("train", "val"):
+        names = {s["json"]["patch_name"] for s in shards.iter_shards(
+            shards.shard_paths(folder, split))}
+        assert names and names <= lists[split]  # each patch in the split its official list says
 
 
 # --- EuroSAT, UC Merced, RESISC45 (fixture files in the real formats) ----------------------------
