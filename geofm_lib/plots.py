@@ -326,3 +326,97 @@ def thumbnail_png(image: np.ndarray, bands: list[str], px: int = 96) -> bytes:
     buf = io.BytesIO()
     im.save(buf, format="PNG", optimize=True)
     return buf.getvalue()
+
+
+# --- frozen-feature figures (notebook 06) -----------------------------------------------------
+
+def umap_scatter(xy: np.ndarray, categories, title: str = "", ax=None):
+    """2-D embedding coloured by a categorical variable (dataset, group), with a legend."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 5))
+    cats = np.asarray(categories)
+    for i, c in enumerate(dict.fromkeys(cats.tolist())):
+        m = cats == c
+        ax.scatter(xy[m, 0], xy[m, 1], s=3, alpha=0.6, color=f"C{i % 10}", label=str(c),
+                   rasterized=True)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7, markerscale=3, loc="best", frameon=False)
+    return ax
+
+
+def umap_one_vs_rest(xy: np.ndarray, y: np.ndarray, vocabulary, max_classes: int = 12,
+                     title: str = ""):
+    """Seed 002 Fig. 3 style: one panel per class, its images highlighted against the rest."""
+    import matplotlib.pyplot as plt
+
+    order = [i for i in np.argsort(-y.sum(axis=0)) if y[:, i].any()][:max_classes]
+    cols = 4
+    rows = max(1, int(np.ceil(len(order) / cols)))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.0 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, j in zip(axes.flat, order, strict=False):
+        pos = y[:, j]
+        ax.scatter(xy[~pos, 0], xy[~pos, 1], s=2, color="#c9ced8", rasterized=True)
+        ax.scatter(xy[pos, 0], xy[pos, 1], s=3, color="#d62728", rasterized=True)
+        ax.set_title(f"{textwrap.shorten(vocabulary[j], 30)} (n={int(pos.sum())})", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def per_class_bars(values: dict[str, list[float]], vocabulary, support=None, title: str = ""):
+    """Grouped horizontal bars of a per-class metric for several encoders/probes."""
+    import matplotlib.pyplot as plt
+
+    names = list(values)
+    order = list(range(len(vocabulary)))
+    if support is not None:
+        order = [i for i in np.argsort(-np.asarray(support)) if support[i] > 0]
+    fig, ax = plt.subplots(figsize=(7.5, 0.3 * max(len(order), 3) * len(names) / 1.5 + 1))
+    h = 0.8 / len(names)
+    for k, name in enumerate(names):
+        ax.barh(np.arange(len(order)) + k * h, [values[name][i] for i in order], h,
+                label=name, color=f"C{k}")
+    labels = [textwrap.shorten(vocabulary[i], 38) + (f" (n={int(support[i])})"
+                                                     if support is not None else "")
+              for i in order]
+    ax.set_yticks(np.arange(len(order)) + h * (len(names) - 1) / 2, labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("F2, percent")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def per_class_confusion(y_true: np.ndarray, y_pred: np.ndarray, vocabulary, max_classes: int = 12,
+                        title: str = ""):
+    """Seed 002 Fig. 5 style: a 2x2 confusion matrix per class (rows true, columns predicted)."""
+    import matplotlib.pyplot as plt
+
+    order = [i for i in np.argsort(-y_true.sum(axis=0)) if y_true[:, i].any()][:max_classes]
+    cols = 6
+    rows = max(1, int(np.ceil(len(order) / cols)))
+    fig, axes = plt.subplots(rows, cols, figsize=(2.1 * cols, 2.3 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, j in zip(axes.flat, order, strict=False):
+        t, p = y_true[:, j].astype(bool), y_pred[:, j].astype(bool)
+        cm = np.array([[(~t & ~p).sum(), (~t & p).sum()], [(t & ~p).sum(), (t & p).sum()]])
+        ax.imshow(cm, cmap="Blues")
+        for (r, c), v in np.ndenumerate(cm):
+            ax.text(c, r, str(v), ha="center", va="center", fontsize=8,
+                    color="white" if v > cm.max() / 2 else "black")
+        ax.set_title(textwrap.shorten(vocabulary[j], 22), fontsize=7)
+        ax.axis("on")
+        ax.set_xticks([0, 1], ["no", "yes"], fontsize=6)
+        ax.set_yticks([0, 1], ["no", "yes"], fontsize=6)
+    fig.suptitle(title + " (rows: true, columns: predicted)", fontsize=9)
+    fig.tight_layout()
+    return fig

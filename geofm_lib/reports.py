@@ -35,7 +35,7 @@ INDEX_COLUMNS = (
     ("03_pretrain", "final_val_loss", "val loss"),
     ("04_zero_shot_eval", "mean_R@1", "mean R@1"),
     ("04_zero_shot_eval", "mean_R@5", "mean R@5"),
-    ("06_features", "probe_f2_micro", "probe F2 (micro)"),
+    ("06_feature_probes", "probe_f2_micro", "linear probe F2 micro"),
 )
 
 

@@ -42,5 +42,16 @@ def test_demo_ran_all_five_notebooks():
         pytest.skip("no demo report")
     seconds = json.loads(run.read_text())["seconds"]
     assert list(seconds) == ["01_data_prep", "02_explore_data", "03_pretrain",
-                             "04_zero_shot_eval", "05_map_viz"]
+                             "04_zero_shot_eval", "05_map_viz", "06_feature_probes"]
     print(f"demo pipeline: {sum(seconds.values()):.0f} s {seconds}")
+
+
+def test_trained_encoder_beats_its_random_init_twin_with_the_linear_probe():
+    path = DEMO / "metrics.json"
+    if not path.is_file():
+        pytest.skip("no demo report")
+    probes = json.loads(path.read_text())["06_feature_probes"]
+    means = probes["mean_f2_micro"]
+    assert means["trained/linear"] > means["init/linear"], means
+    ben = probes["per_dataset"]
+    print({k: v for k, v in ben.items() if k.endswith("/linear")})

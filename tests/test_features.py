@@ -1,0 +1,95 @@
+"""Frozen-feature probes: metrics agree with scikit-learn, probes never see test data, caches
+are reused only when the encoder and data hashes match."""
+
+import numpy as np
+import pytest
+from sklearn.metrics import fbeta_score, hamming_loss, precision_score
+
+from geofm_lib import features
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_metrics_agree_with_scikit_learn(seed):
+    rng = np.random.default_rng(seed)
+    y = rng.random((40, 6)) < 0.3
+    p = rng.random((40, 6)) < 0.3
+    y[:, 5] = False  # a class absent from truth but predicted: counts in macro as sklearn does
+    m = features.multilabel_metrics(y, p)
+    assert m["f2_micro"] == pytest.approx(100 * fbeta_score(y, p, beta=2, average="micro",
+                                                            zero_division=0))
+    assert m["hamming_loss"] == pytest.approx(hamming_loss(y, p))
+    assert m["precision_micro"] == pytest.approx(100 * precision_score(
+        y, p, average="micro", zero_division=0))
+    active = (y | p).any(axis=0)
+    assert m["f2_macro"] == pytest.approx(100 * fbeta_score(
+        y[:, active], p[:, active], beta=2, average="macro", zero_division=0))
+    assert m["f2_per_class"] == pytest.approx(list(100 * fbeta_score(
+        y, p, beta=2, average=None, zero_division=0)))
+
+
+def test_hand_made_case():
+    y = np.array([[1, 0], [1, 1]], bool)
+    p = np.array([[1, 1], [0, 1]], bool)
+    m = features.multilabel_metrics(y, p)
+    # tp=2, fp=1, fn=1: F2 = 5*2 / (5*2 + 4*1 + 1) = 10/15
+    assert m["f2_micro"] == pytest.approx(100 * 10 / 15)
+    assert m["hamming_loss"] == pytest.approx(0.5)
+
+
+def _emb(keys, feats, labels, ds="d"):
+    return features.Embeddings(np.asarray(feats, np.float32), np.array(keys),
+                               np.array([ds] * len(keys)), labels, "x")
+
+
+def test_probes_learn_separable_labels_and_never_see_test_data():
+    rng = np.random.default_rng(0)
+    n = 200
+    y = rng.random((n, 3)) < 0.4
+    x = y.astype(float) * 2 + rng.normal(0, 0.5, (n, 3))
+    vocab = ("a", "b", "c")
+    labels = [[vocab[j] for j in np.flatnonzero(r)] for r in y]
+    train = _emb([f"k{i}" for i in range(150)], x[:150], labels[:150])
+    test = _emb([f"k{i}" for i in range(150, n)], x[150:], labels[150:])
+    res = features.probe_dataset(train, test, "d", vocab, n_boot=50)
+    for kind, r in res.items():
+        assert r.test["f2_micro"] > 80, kind
+        lo, hi = r.ci["f2_micro"]
+        assert lo <= r.test["f2_micro"] <= hi
+        assert r.n_test == 50
+    leaked = _emb([f"k{i}" for i in range(140, n)], x[140:], labels[140:])
+    with pytest.raises(AssertionError, match="occur in the probe's training data"):
+        features.probe_dataset(train, leaked, "d", vocab, n_boot=10)
+
+
+def test_label_efficiency_uses_fewer_samples():
+    rng = np.random.default_rng(1)
+    y = rng.random((300, 2)) < 0.5
+    x = y.astype(float) + rng.normal(0, 0.3, (300, 2))
+    r = features.run_probe("linear", x[:250], y[:250], x[250:], y[250:], fit_fraction=0.1,
+                           n_boot=10)
+    assert r.n_train == 25
+
+
+def test_unknown_encoder_names_the_fix(tmp_path):
+    from geofm_lib.config import load_config
+
+    cfg = load_config("ci", work_dir=str(tmp_path))
+    with pytest.raises(features.EncoderError, match="use 'trained', 'init'"):
+        features.load_encoder(cfg, "dino")
+    with pytest.raises(features.EncoderError, match="did you mean"):
+        features.load_encoder(cfg, "open_clip:ViT-B-23:openai")
+
+
+def test_cache_reused_only_when_hashes_match(tmp_path, monkeypatch):
+    from geofm_lib import shards
+    from geofm_lib.config import load_config
+
+    cfg = load_config("ci", group="B", work_dir=str(tmp_path))
+    shards.build_shards(cfg, show_progress=False)
+    first = features.embed(cfg, "init", "val", show_progress=False)
+    assert not first.cached and features.cache_path(cfg, "init", "val").is_file()
+    again = features.embed(cfg, "init", "val", show_progress=False)
+    assert again.cached and np.array_equal(again.features, first.features)
+    other = load_config("ci", group="B", work_dir=str(tmp_path), model="ViT-tiny")
+    assert features.cache_path(other, "init", "val") != features.cache_path(cfg, "init", "val")
+    assert not features.embed(other, "init", "val", show_progress=False).cached
