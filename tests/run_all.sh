@@ -2,7 +2,7 @@
 # The whole test suite (what `make test` and CI run), with a timing summary at the end:
 #   1. ruff over the library, tests and notebooks
 #   2. every notebook executed with papermill on the CI preset -> reports/ci-notebooks/ + HTML
-#   3. the demo pipeline (01-05 on the demo preset, CPU, ~5 min) whose metrics the quality-bar
+#   3. the demo pipeline (01-06 on the demo preset, CPU, ~7 min) whose metrics the quality-bar
 #      tests check; GEOFM_SKIP_DEMO=1 skips it (`make test-fast`)
 #   4. pytest: unit tests, plus nbval re-executing the executed notebooks; cells marked
 #      NBVAL_CHECK_OUTPUT must reproduce the first execution's output exactly
@@ -24,7 +24,7 @@ if [ -d "$SHARED_BEN" ]; then  # real BigEarthNet patches beside the project (no
     geofm report --preset ci --experiment bigearthnet_torchgeo --notebooks 01,02 -p run_name=ci-bigearthnet-real"
 fi
 if [ "${GEOFM_SKIP_DEMO:-0}" != "1" ]; then
-  step "demo pipeline 01-05 (quality bars)" geofm report --preset demo
+  step "demo pipeline 01-06 (quality bars)" geofm report --preset demo
 fi
 step "pytest: unit tests + nbval" pytest -q tests reports/ci-notebooks/*.ipynb --nbval-lax --nbval-current-env -p no:cacheprovider
 
