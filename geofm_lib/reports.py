@@ -116,13 +116,29 @@ def run_report(preset: str = "demo", experiment: str | None = None,
     stages = load_stages(cfg)
     metrics = {name: rec.get("metrics", {}) for name, rec in stages.items()
                if name in timings}
+    previous = {}
+    if chain and (final / "run.json").is_file():
+        # part of the chain re-run: keep the other notebooks' pages, metrics and timings
+        prev_info = json.loads((final / "run.json").read_text())
+        if prev_info.get("params_hash") == cfg.hash:
+            for f in final.iterdir():
+                if f.is_file() and not (tmp / f.name).exists() and f.suffix in (".html",
+                                                                                ".ipynb"):
+                    shutil.copyfile(f, tmp / f.name)
+            old_metrics = json.loads((final / "metrics.json").read_text()) \
+                if (final / "metrics.json").is_file() else {}
+            metrics = {**{k: v for k, v in old_metrics.items() if k not in timings}, **metrics}
+            previous = {k: v for k, v in (prev_info.get("seconds") or {}).items()
+                        if k not in timings}
+    timings = {**previous, **timings}
+    timings = {b.stem: timings[b.stem] for b in notebooks(root) if b.stem in timings}
     atomic_write_json(tmp / "metrics.json", metrics)
     atomic_write_bytes(tmp / "params.yaml", yaml.safe_dump(
         {k: v for k, v in cfg.to_dict().items()}, sort_keys=False).encode())
     atomic_write_json(tmp / "run.json", {
         "run": cfg.name, "preset": preset, "experiment": experiment,
         "params_hash": cfg.hash, "data_hash": cfg.data_hash, "git": git_state(root),
-        "packages": package_versions(), "notebooks": [b.stem for b in books],
+        "packages": package_versions(), "notebooks": list(timings),
         "seconds": timings, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
     })
     for page in sorted(stage_dir(cfg).glob("*.html")):  # standalone pages (maps) of the run
