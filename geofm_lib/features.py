@@ -4,6 +4,8 @@ Encoders (by name, the ``encoders`` list of notebook 06):
 
 * ``trained``: the CLIP image tower this run trained in ``03_pretrain`` (its checkpoint);
 * ``init``: the same architecture at its random initialisation (same seed): the floor;
+* ``checkpoint:<path>``: the image tower of another geofm checkpoint (``last.pt`` of any run,
+  e.g. group A's model probed on group C data); its architecture comes from the file;
 * ``open_clip:<model>:<tag>``: an OpenCLIP model with pretrained weights (downloaded once,
   offline it fails with the reason).
 
@@ -55,6 +57,10 @@ def _encoder_hash(cfg: Config, encoder: str) -> str:
     elif encoder == "init":
         basis = {"model": cfg.model, "image_px": cfg.image_px, "seed": cfg.seed,
                  "pretrained": cfg.pretrained}
+    elif encoder.startswith("checkpoint:"):
+        from .shards import file_sha256
+
+        basis = {"checkpoint": file_sha256(Path(encoder.split(":", 1)[1]).expanduser())}
     else:
         basis = {"name": encoder, "image_px": cfg.image_px}
     return hashlib.sha256(json.dumps(basis, sort_keys=True).encode()).hexdigest()[:12]
@@ -75,9 +81,34 @@ def load_encoder(cfg: Config, encoder: str, device: str = "cpu"):
     if encoder == "init":
         model, _ = create_model(cfg.model, cfg.image_px, cfg.pretrained, device, cfg.seed)
         return model, stats
+    if encoder.startswith("checkpoint:"):
+        return _from_checkpoint(cfg, encoder.split(":", 1)[1], device, stats)
     _, name, tag = encoder.split(":")
     model, _ = create_model(name, cfg.image_px, tag, device, cfg.seed)
     return model, stats
+
+
+def _from_checkpoint(cfg: Config, path: str, device: str, stats: dict):
+    """The image tower of a geofm checkpoint from another run (e.g. group A's on this data)."""
+    from .models import create_model
+    from .training import load_checkpoint
+
+    state = load_checkpoint(Path(path).expanduser(), map_location=device)
+    if state["image_px"] != cfg.image_px:
+        raise EncoderError(f"checkpoint {Path(path).name} was trained at {state['image_px']} px, "
+                           f"this data is {cfg.image_px} px; use data of the same image_px")
+    model, _ = create_model(state["model_name"], state["image_px"], None, device, cfg.seed)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        raise EncoderError(f"checkpoint {Path(path).name} does not fit architecture "
+                           f"{state['model_name']!r}: {str(exc)[:200]}") from None
+    missing = [ds for ds in cfg.dataset_keys if ds not in state["channel_stats"]]
+    if missing:  # normalise unseen datasets with this data's own training statistics
+        log.info("checkpoint has no input statistics for %s; using this data's", missing)
+    from .training import stats_from_checkpoint
+
+    return model, {**stats, **stats_from_checkpoint(state)}
 
 
 def check_encoder_name(encoder: str) -> None:
@@ -85,6 +116,11 @@ def check_encoder_name(encoder: str) -> None:
     from .models import known_model_names
 
     if encoder in ("trained", "init"):
+        return
+    if encoder.startswith("checkpoint:"):
+        if not Path(encoder.split(":", 1)[1]).expanduser().is_file():
+            raise EncoderError(f"encoder {encoder!r}: no such checkpoint file (give the path of "
+                               f"a last.pt under work/checkpoints/<train_hash>/)")
         return
     if encoder.startswith("open_clip:"):
         parts = encoder.split(":")
@@ -99,8 +135,8 @@ def check_encoder_name(encoder: str) -> None:
             raise EncoderError(f"unknown OpenCLIP model {name!r} in encoder {encoder!r}"
                                + (f"; did you mean {', '.join(close)}?" if close else ""))
         return
-    raise EncoderError(f"unknown encoder {encoder!r}; use 'trained', 'init' or "
-                       f"'open_clip:<model>:<tag>'")
+    raise EncoderError(f"unknown encoder {encoder!r}; use 'trained', 'init', "
+                       f"'checkpoint:<path to last.pt>' or 'open_clip:<model>:<tag>'")
 
 
 def embed(cfg: Config, encoder: str, split: str, device: str = "cpu",

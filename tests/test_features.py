@@ -93,3 +93,30 @@ def test_cache_reused_only_when_hashes_match(tmp_path, monkeypatch):
     other = load_config("ci", group="B", work_dir=str(tmp_path), model="ViT-tiny")
     assert features.cache_path(other, "init", "val") != features.cache_path(cfg, "init", "val")
     assert not features.embed(other, "init", "val", show_progress=False).cached
+
+
+def test_checkpoint_encoder_of_another_run_and_mismatches(tmp_path):
+    import torch
+
+    from geofm_lib import shards, training
+    from geofm_lib.config import load_config
+
+    cfg = load_config("ci", group="B", work_dir=str(tmp_path), run_name="a")
+    shards.build_shards(cfg, show_progress=False)
+    training.train(cfg, show_progress=False)
+    ckpt = training.checkpoint_dir(cfg) / "last.pt"
+    e = features.embed(cfg, f"checkpoint:{ckpt}", "val", show_progress=False)
+    t = features.embed(cfg, "trained", "val", show_progress=False)
+    assert np.allclose(e.features, t.features, atol=1e-5)  # the same weights, the same features
+    other = load_config("ci", group="B", work_dir=str(tmp_path), image_px=48)
+    shards.build_shards(other, show_progress=False)
+    with pytest.raises(features.EncoderError, match="trained at 32 px, this data is 48 px"):
+        features.load_encoder(other, f"checkpoint:{ckpt}")
+    state = torch.load(ckpt, weights_only=True)
+    state["model_name"] = "ViT-tiny"  # another architecture than the weights
+    bad = tmp_path / "bad.pt"
+    training.save_checkpoint(bad, state)
+    with pytest.raises(features.EncoderError, match="does not fit architecture 'ViT-tiny'"):
+        features.load_encoder(cfg, f"checkpoint:{bad}")
+    with pytest.raises(features.EncoderError, match="no such checkpoint"):
+        features.check_encoder_name(f"checkpoint:{tmp_path / 'nope.pt'}")
