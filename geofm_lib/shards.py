@@ -365,10 +365,18 @@ def build_shards(cfg: Config, source=None, show_progress: bool = True) -> Path:
             if side.get("sha256") == file_sha256(tar_path):
                 sidecars[unit.file] = side
                 continue
-        scenes = [source.scene(unit.dataset, i) for i in unit.scenes]
+        scenes, unreadable = [], []
+        for i in unit.scenes:
+            try:
+                scenes.append(source.scene(unit.dataset, i))
+            except ShardError as exc:  # an image that exists but cannot be decoded
+                if cfg.source_for(unit.dataset).on_bad != "skip":
+                    raise
+                unreadable.append(str(exc)[:200])
         samples = [s for sc in scenes for s in _patches(cfg, sc, unit.split)]
         side = write_shard(tar_path, samples)
         side["vocabulary"] = list(scenes[0].vocabulary) if scenes else []
+        side["unreadable_skipped"] = unreadable
         # normalisation statistics come from train only; val keeps just its label counts
         side.update(split=unit.split, dataset=unit.dataset,
                     stats=_unit_stats(samples if unit.split == "train" else []),
@@ -399,6 +407,7 @@ def _drop_val_duplicates(folder: Path, sidecars: dict) -> int:
                                            "txt": s["txt"], "json": s["json"]} for s in kept))
         new.update(split="val", dataset=side["dataset"], stats=side["stats"],
                    vocabulary=side.get("vocabulary", []),
+                   unreadable_skipped=side.get("unreadable_skipped", []),
                    val_labels=dict(Counter(lab for s in kept for lab in s["json"]["labels"])))
         atomic_write_json(folder / (name + ".json"), new)
         sidecars[name] = new
@@ -464,6 +473,9 @@ def _manifest(cfg: Config, units: list[Unit], sidecars: dict, removed: int,
         "band_stats": band_stats,
         "vocabularies": _vocabularies(units, sidecars),
         "source_reports": source_reports or {},
+        "unreadable_skipped": {ds: n for ds, n in Counter(
+            u.dataset for u in units for _ in sidecars[u.file].get("unreadable_skipped", [])
+        ).items()},
         "val_duplicates_removed": removed,
         "duplicates_across_splits": len(all_train & all_val),
         "shards": shards,

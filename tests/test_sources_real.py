@@ -439,3 +439,16 @@ def test_nan_pixels_are_counted_and_kept_out_of_band_statistics(tmp_path):
     stats = models.channel_stats({"sar_scene": st})["sar_scene"]
     x = models.to_model_input(img[:, :32, :32], ["VV", "VH"], stats)
     assert np.isfinite(x).all() and (x[:, :8] == 0).all()  # masked with the band mean
+
+
+def test_undecodable_image_stops_or_is_skipped_and_counted(tmp_path):
+    write_karpathy(tmp_path / "c")
+    (tmp_path / "c" / "images" / "img_5.jpg").write_bytes(b"not a jpeg at all")
+    spec = {"reader": "karpathy", "root": str(tmp_path / "c"),
+            "captions_file": "dataset_rsicd.json", "images_dir": "images"}
+    with pytest.raises(shards.ShardError, match="img_5.jpg cannot be read"):
+        shards.build_shards(_cfg(tmp_path, {"rsicd": spec}), show_progress=False)
+    cfg = _cfg(tmp_path, {"rsicd": {**spec, "on_bad": "skip"}}, work_dir=str(tmp_path / "w2"))
+    m = shards.load_manifest(shards.build_shards(cfg, show_progress=False))
+    assert m["unreadable_skipped"] == {"rsicd": 1}
+    assert sum(m["counts"]["rsicd"].values()) == 7
