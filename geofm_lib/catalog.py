@@ -79,6 +79,13 @@ SENSORS: dict[str, Sensor] = {
     "google_earth_rgb": Sensor(
         "Google Earth RGB", "rgb", (Band("R", 650, 0), Band("G", 550, 0), Band("B", 470, 0)),
         "uint8", "8-bit display-referred RGB (mosaics of several providers)"),
+    # BigEarthNet's S1 + S2 pairs stacked (torchgeo bands='all'): float32, VV/VH in dB first,
+    # then the 12 L2A bands as reflectance x 10000
+    "sentinel1_sentinel2": Sensor(
+        "Sentinel-1 GRD and Sentinel-2 MSI L2A", "multimodal",
+        (Band("VV", None, 10), Band("VH", None, 10),
+         *(b for b in SENTINEL2_BANDS if b.name != "B10")), "float32",
+        "VV, VH backscatter in dB, then reflectance x 10000"),
     "aerial_pan": Sensor(
         "Aerial panchromatic", "panchromatic", (Band("PAN", 625, 0),), "uint8",
         "8-bit grey level"),
@@ -347,6 +354,9 @@ REAL_DATASETS: dict[str, Dataset] = {d.key: d for d in (
           "The 19-class nomenclature of Sumbul et al. (2020)."),
     _real("bigearthnet_s1_19", "BigEarthNet-S1 (19 classes)", "multi-label classification",
           "sentinel1_grd", 10.0, 120, BIGEARTHNET_19, _EUROPE, "area"),
+    _real("bigearthnet_s1s2", "BigEarthNet S1+S2 pairs", "multi-label classification",
+          "sentinel1_sentinel2", 10.0, 120, BIGEARTHNET_43, _EUROPE, "area",
+          "Co-registered Sentinel-1 and Sentinel-2 patches stacked (14 bands)."),
     _real("eurosat", "EuroSAT (13 bands)", "scene classification", "sentinel2_l1c", 10.0, 64,
           EUROSAT_10, _EUROPE, "scene", "Band order in the files: B01-B12, then B8A."),
     _real("eurosat_rgb", "EuroSAT (RGB)", "scene classification", "sentinel2_l1c", 10.0, 64,

@@ -386,8 +386,11 @@ def _bigearthnet_class():
         def _load_image(self, index):
             if self.bands == "s2":
                 return super()._load_image(index)
-            arrays = []  # VV first, then VH (torchgeo's sorted glob gives VH, VV)
-            paths = sorted(self._load_paths(index), key=lambda q: not q.endswith("_VV.tif"))
+            arrays = []  # VV first, then VH (torchgeo's sorted glob gives VH, VV), then S2
+            paths = self._load_paths(index)
+            s1 = sorted((q for q in paths if q.endswith(("_VV.tif", "_VH.tif"))),
+                        key=lambda q: not q.endswith("_VV.tif"))
+            paths = s1 + [q for q in paths if q not in s1]
             for path in paths:
                 with rasterio.open(path) as src:
                     dtype = "float32" if src.dtypes[0].startswith("float") else "int32"
@@ -429,11 +432,12 @@ class TorchGeoSource:
         opts = dict(spec.options)
         if cls_name == "BigEarthNet":
             want = 19 if dataset.endswith("_19") else 43
+            bands = "all" if "_s1s2" in dataset else ("s1" if "_s1" in dataset else "s2")
             opts.setdefault("num_classes", want)
-            opts.setdefault("bands", "s1" if "_s1" in dataset else "s2")
-            if opts["num_classes"] != want or opts["bands"] not in ("s1", "s2"):
+            opts.setdefault("bands", bands)
+            if opts["num_classes"] != want or opts["bands"] != bands:
                 raise ConfigError(f"sources.{dataset}: options {opts} do not fit the dataset "
-                                  f"key (bands s1 or s2, {want} classes)")
+                                  f"key (bands {bands}, {want} classes)")
         if cls_name == "EuroSAT" and dataset == "eurosat_rgb":
             opts.setdefault("bands", ("B04", "B03", "B02"))
         if "bands" in opts and isinstance(opts["bands"], list):
@@ -474,7 +478,8 @@ class TorchGeoSource:
     @staticmethod
     def _band_names(ds, cls_name: str, opts: dict) -> list[str]:
         if cls_name == "BigEarthNet":
-            return list(BIGEARTHNET_S2_BANDS) if opts["bands"] == "s2" else ["VV", "VH"]
+            return {"s2": list(BIGEARTHNET_S2_BANDS), "s1": ["VV", "VH"],
+                    "all": ["VV", "VH", *BIGEARTHNET_S2_BANDS]}[opts["bands"]]
         if cls_name == "EuroSAT":
             return list(ds.bands)
         return ["R", "G", "B"]
@@ -522,6 +527,10 @@ class TorchGeoSource:
         cls_name = self.spec.dataset_class
         if cls_name == "BigEarthNet":
             image = image.astype(np.uint16 if self.bands[0] != "VV" else np.float32)
+            if len(image) != len(self.bands):
+                raise ShardError(f"{dataset}: patch {index} has {len(image)} bands, expected "
+                                 f"{len(self.bands)} ({', '.join(self.bands)}); a band file is "
+                                 "missing from its folder")
             hot = sample["label"].numpy().nonzero()[0]
             labels = [self.labels[j] for j in hot]
         else:
@@ -541,7 +550,7 @@ class TorchGeoSource:
                 "source": f"torchgeo.{cls_name}", "date": None, "pair_id": None,
                 "footprint": {"bounds": None, "date": None}}
         if cls_name == "BigEarthNet":
-            key = "s1" if self.bands[0] == "VV" else "s2"
+            key = "s2" if "B02" in self.bands else "s1"
             folder = Path(part.folders[i][key])
             raw = json.loads(next(folder.glob("*labels_metadata.json")).read_text())
             date = (raw.get("acquisition_date") or raw.get("acquisition_time") or "")[:10]

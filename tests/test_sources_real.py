@@ -452,3 +452,22 @@ def test_undecodable_image_stops_or_is_skipped_and_counted(tmp_path):
     m = shards.load_manifest(shards.build_shards(cfg, show_progress=False))
     assert m["unreadable_skipped"] == {"rsicd": 1}
     assert sum(m["counts"]["rsicd"].values()) == 7
+
+
+def test_bigearthnet_s1_and_s2_stacked(shared_data, tmp_path):
+    root = _bigearthnet_root(shared_data, tmp_path / "ben", "pairs")
+    cfg = _cfg(tmp_path, {"bigearthnet_s1s2": {"reader": "torchgeo", "dataset_class": "BigEarthNet",
+                                               "root": str(root)}}, image_px=120)
+    samples = _all(shards.build_shards(cfg, show_progress=False))
+    assert len(samples) == 6  # the six real S1/S2 pairs
+    s = samples[0]
+    assert s["img"].dtype == np.float32 and s["img"].shape == (14, 120, 120)
+    assert s["json"]["bands"][:3] == ["VV", "VH", "B01"]
+    assert s["img"][0].mean() < 0 < s["img"][2:].mean()  # dB first, then reflectance
+    src = shared_data / "bigearthnet-v1-examples" / "BigEarthNet-S2" / s["json"]["patch_name"]
+    with rasterio.open(src / f"{s['json']['patch_name']}_B04.tif") as f:
+        assert np.array_equal(s["img"][2 + 3], f.read(1).astype(np.float32))  # B04, exact
+    with pytest.raises(ConfigError, match="do not fit the dataset key"):
+        shards.build_shards(_cfg(tmp_path, {"bigearthnet_s1s2": {
+            "reader": "torchgeo", "dataset_class": "BigEarthNet", "root": str(root),
+            "options": {"bands": "s2"}}}, image_px=120), show_progress=False)
