@@ -86,6 +86,11 @@ SENSORS: dict[str, Sensor] = {
         (Band("VV", None, 10), Band("VH", None, 10),
          *(b for b in SENTINEL2_BANDS if b.name != "B10")), "float32",
         "VV, VH backscatter in dB, then reflectance x 10000"),
+    # SEN12MS: Sentinel-1 (VV, VH in dB) and Sentinel-2 L1C (13 bands) stacked, float32
+    "sentinel1_sentinel2_l1c": Sensor(
+        "Sentinel-1 GRD and Sentinel-2 MSI L1C", "multimodal",
+        (Band("VV", None, 10), Band("VH", None, 10), *SENTINEL2_BANDS), "float32",
+        "VV, VH backscatter in dB, then top-of-atmosphere reflectance x 10000"),
     "aerial_pan": Sensor(
         "Aerial panchromatic", "panchromatic", (Band("PAN", 625, 0),), "uint8",
         "8-bit grey level"),
@@ -335,6 +340,14 @@ RESISC45_45 = (
     "Ship", "Snowberg", "Sparse residential", "Stadium", "Storage tank", "Tennis court",
     "Terrace", "Thermal power station", "Wetland")
 
+# IGBP land-cover classes of MODIS MCD12Q1 (codes 1-17), as used by SEN12MS.
+IGBP_17 = ("Evergreen needleleaf forests", "Evergreen broadleaf forests",
+           "Deciduous needleleaf forests", "Deciduous broadleaf forests", "Mixed forests",
+           "Closed shrublands", "Open shrublands", "Woody savannas", "Savannas", "Grasslands",
+           "Permanent wetlands", "Croplands", "Urban and built-up lands",
+           "Cropland/natural vegetation mosaics", "Permanent snow and ice", "Barren",
+           "Water bodies")
+
 _WORLD = (Region("World", -180.0, -60.0, 180.0, 75.0),)
 _EUROPE = (Region("Europe", -10.0, 35.0, 30.0, 60.0),)
 _USA = (Region("USA", -125.0, 25.0, -67.0, 49.0),)
@@ -357,6 +370,10 @@ REAL_DATASETS: dict[str, Dataset] = {d.key: d for d in (
     _real("bigearthnet_s1s2", "BigEarthNet S1+S2 pairs", "multi-label classification",
           "sentinel1_sentinel2", 10.0, 120, BIGEARTHNET_43, _EUROPE, "area",
           "Co-registered Sentinel-1 and Sentinel-2 patches stacked (14 bands)."),
+    _real("sen12ms", "SEN12MS", "multi-label classification", "sentinel1_sentinel2_l1c", 10.0,
+          256, IGBP_17, _WORLD, "area",
+          "Labels: the IGBP classes of the MODIS land-cover layer covering at least 1 % of a "
+          "patch (the layer is 500 m data resampled to 10 m)."),
     _real("eurosat", "EuroSAT (13 bands)", "scene classification", "sentinel2_l1c", 10.0, 64,
           EUROSAT_10, _EUROPE, "scene", "Band order in the files: B01-B12, then B8A."),
     _real("eurosat_rgb", "EuroSAT (RGB)", "scene classification", "sentinel2_l1c", 10.0, 64,

@@ -342,6 +342,10 @@ TORCHGEO_LAYOUTS = {
     "UCMerced": "UCMerced_LandUse/Images/<class>/<class><NN>.tif and "
                 "uc_merced-{train,val,test}.txt (file names)",
     "RESISC45": "NWPU-RESISC45/<class>/<class>_<NNN>.jpg and resisc45-{train,val,test}.txt",
+    "SEN12MS": "ROIs1158_spring/, ROIs1868_summer/, ROIs1970_fall/, ROIs2017_winter/ each with "
+               "{lc,s1,s2}_<scene>/ROIs<...>_{lc,s1,s2}_<scene>_p<patch>.tif, and "
+               "{train,test}_list.txt naming the s2 files (torchgeo cannot download SEN12MS; "
+               "its docstring gives the wget script)",
 }
 # product dtype of each class's pixels (torchgeo hands out float tensors)
 _TORCHGEO_DTYPE = {"EuroSAT": np.uint16, "UCMerced": np.uint8, "RESISC45": np.uint8}
@@ -443,11 +447,14 @@ class TorchGeoSource:
         if "bands" in opts and isinstance(opts["bands"], list):
             opts["bands"] = tuple(opts["bands"])
         split_opt = opts.pop("split", "train")
-        names = ("train", "val") if spec.splits == "official" else (split_opt,)
+        val_name = "test" if cls_name == "SEN12MS" else "val"  # SEN12MS has train/test only
+        names = ("train", val_name) if spec.splits == "official" else (split_opt,)
         self.parts = {n: self._open(cls_name, n, opts) for n in names}
         first = next(iter(self.parts.values()))
         if cls_name == "BigEarthNet":
             raw_names = first.class_sets[opts["num_classes"]]
+        elif cls_name == "SEN12MS":
+            raw_names = self.ds_info.labels  # IGBP codes 1-17 in catalog order
         else:
             raw_names = first.classes
         self.labels = label_mapping(raw_names, self.ds_info.labels)
@@ -456,13 +463,20 @@ class TorchGeoSource:
         self._index = self._plan()
 
     def _open(self, cls_name: str, split: str, opts: dict):
+        import inspect
+
         import torchgeo.datasets as tgd
         from torchgeo.datasets.errors import DatasetNotFoundError
 
         cls = _bigearthnet_class() if cls_name == "BigEarthNet" else getattr(tgd, cls_name)
+        kwargs = dict(opts)
+        if "download" in inspect.signature(cls.__init__).parameters:
+            kwargs["download"] = self.spec.download
+        elif self.spec.download:
+            raise ConfigError(f"sources.{self.dataset}: torchgeo's {cls_name} cannot download; "
+                              f"fetch it as its documentation says, then point root at it")
         try:
-            return cls(root=_resolve_root(self.spec.root), split=split,
-                       download=self.spec.download, **opts)
+            return cls(root=_resolve_root(self.spec.root), split=split, **kwargs)
         except DatasetNotFoundError as exc:
             raise ConfigError(
                 f"sources.{self.dataset}: torchgeo's {cls_name} found no complete dataset in "
@@ -480,7 +494,7 @@ class TorchGeoSource:
         if cls_name == "BigEarthNet":
             return {"s2": list(BIGEARTHNET_S2_BANDS), "s1": ["VV", "VH"],
                     "all": ["VV", "VH", *BIGEARTHNET_S2_BANDS]}[opts["bands"]]
-        if cls_name == "EuroSAT":
+        if cls_name in ("EuroSAT", "SEN12MS"):
             return list(ds.bands)
         return ["R", "G", "B"]
 
@@ -492,10 +506,11 @@ class TorchGeoSource:
             caps = {"train": max(n - max(int(round(n * self.cfg.val_fraction)), 1), 1),
                     "val": max(int(round(n * self.cfg.val_fraction)), 1)}
             out = {}
-            for split, part in self.parts.items():
+            for split, part_name in zip(("train", "val"), self.parts, strict=True):
+                part = self.parts[part_name]
                 take = min(len(part), caps[split])
-                out[split] = [(split, int(i)) for i in sorted(rng.choice(len(part), take,
-                                                                         replace=False))]
+                out[split] = [(part_name, int(i)) for i in sorted(rng.choice(len(part), take,
+                                                                             replace=False))]
             return out
         (name, part), = self.parts.items()
         take = min(len(part), n)
@@ -525,7 +540,12 @@ class TorchGeoSource:
         sample = part[i]
         image = sample["image"].numpy()
         cls_name = self.spec.dataset_class
-        if cls_name == "BigEarthNet":
+        if cls_name == "SEN12MS":
+            image = image.astype(np.float32)
+            codes = np.bincount(sample["mask"].numpy().ravel(), minlength=18)
+            area = codes[1:18] / max(codes.sum(), 1)
+            labels = [self.labels[j] for j in np.flatnonzero(area >= 0.01)]
+        elif cls_name == "BigEarthNet":
             image = image.astype(np.uint16 if self.bands[0] != "VV" else np.float32)
             if len(image) != len(self.bands):
                 raise ShardError(f"{dataset}: patch {index} has {len(image)} bands, expected "
@@ -533,7 +553,7 @@ class TorchGeoSource:
                                  "missing from its folder")
             hot = sample["label"].numpy().nonzero()[0]
             labels = [self.labels[j] for j in hot]
-        else:
+        if cls_name not in ("SEN12MS", "BigEarthNet"):
             image = np.clip(np.rint(image), 0, np.iinfo(_TORCHGEO_DTYPE[cls_name]).max).astype(
                 _TORCHGEO_DTYPE[cls_name])
             labels = [self.labels[int(sample["label"])]]
@@ -557,6 +577,12 @@ class TorchGeoSource:
             meta.update(patch_name=folder.name, date=date or None,
                         pair_id=Path(part.folders[i]["s2"]).name,
                         footprint={"bounds": _utm_bounds_to_lonlat(raw), "date": date or None})
+        elif cls_name == "SEN12MS":
+            name = part.ids[i]  # ROIs1158_spring_s2_1_p30.tif
+            roi, season, _, scene, _ = name.split("_", 4)
+            path = Path(part.root) / f"{roi}_{season}" / f"s2_{scene}" / name
+            meta.update(file=name, season=season, scene=f"{roi}_{season}_{scene}",
+                        footprint={"bounds": _file_bounds_lonlat(path), "date": None})
         else:
             path = part.samples[i][0]
             meta["file"] = Path(path).name

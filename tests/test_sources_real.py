@@ -471,3 +471,53 @@ def test_bigearthnet_s1_and_s2_stacked(shared_data, tmp_path):
         shards.build_shards(_cfg(tmp_path, {"bigearthnet_s1s2": {
             "reader": "torchgeo", "dataset_class": "BigEarthNet", "root": str(root),
             "options": {"bands": "s2"}}}, image_px=120), show_progress=False)
+
+
+def _write_sen12ms(root: Path, n: int = 4) -> None:
+    """SEN12MS's layout with n patches of scene 1 in spring: georeferenced lc/s1/s2 GeoTIFFs."""
+    from rasterio.transform import from_origin
+
+    rng = np.random.default_rng(6)
+    for season in ("ROIs1158_spring", "ROIs1868_summer", "ROIs1970_fall", "ROIs2017_winter"):
+        (root / season).mkdir(parents=True)
+    names = []
+    for p in range(n):
+        for src, count, dtype in (("lc", 4, "uint16"), ("s1", 2, "float32"), ("s2", 13, "uint16")):
+            d = root / "ROIs1158_spring" / f"{src}_1"
+            d.mkdir(exist_ok=True)
+            if src == "lc":
+                data = np.zeros((4, 32, 32), np.uint16)
+                data[0] = 12  # croplands
+                data[0, :16, :] = 17 if p % 2 else 10  # water bodies or grasslands
+            elif src == "s1":
+                data = rng.normal(-14, 3, (2, 32, 32)).astype(np.float32)
+            else:
+                data = rng.integers(500, 3000, (13, 32, 32)).astype(np.uint16)
+            with rasterio.open(d / f"ROIs1158_spring_{src}_1_p{p}.tif", "w", driver="GTiff",
+                               width=32, height=32, count=count, dtype=dtype, crs="EPSG:32631",
+                               transform=from_origin(500000 + 320 * p, 5000000, 10, 10)) as f:
+                f.write(data)
+        names.append(f"ROIs1158_spring_s2_1_p{p}.tif")
+    (root / "train_list.txt").write_text("\n".join(names[:3]) + "\n")
+    (root / "test_list.txt").write_text(names[3] + "\n")
+
+
+def test_sen12ms_s1_s2_with_igbp_labels(tmp_path):
+    _write_sen12ms(tmp_path / "sen12ms")
+    spec = {"reader": "torchgeo", "dataset_class": "SEN12MS", "root": str(tmp_path / "sen12ms"),
+            "splits": "official"}
+    folder = shards.build_shards(_cfg(tmp_path, {"sen12ms": spec}, image_px=32),
+                                 show_progress=False)
+    m = shards.load_manifest(folder)
+    assert m["counts"]["sen12ms"] == {"train": 3, "val": 1}  # the official test list
+    for s in _all(folder):
+        p = int(s["json"]["file"].split("_p")[1].split(".")[0])
+        assert s["json"]["labels"] == (["Croplands", "Water bodies"] if p % 2 else
+                                       ["Grasslands", "Croplands"])
+        assert s["img"].dtype == np.float32 and s["img"].shape == (15, 32, 32)
+        assert s["json"]["bands"][:3] == ["VV", "VH", "B01"] and s["img"][0].mean() < 0
+        lon0, lat0, lon1, lat1 = s["json"]["footprint"]["bounds"]
+        assert 2.9 < lon0 < lon1 < 3.2 and 45 < lat0 < lat1 < 45.2  # UTM 31N
+    with pytest.raises(ConfigError, match="cannot download"):
+        shards.build_shards(_cfg(tmp_path, {"sen12ms": {**spec, "download": True}},
+                                 image_px=32), show_progress=False)
