@@ -370,6 +370,11 @@ REAL_DATASETS: dict[str, Dataset] = {d.key: d for d in (
     _real("bigearthnet_s1s2", "BigEarthNet S1+S2 pairs", "multi-label classification",
           "sentinel1_sentinel2", 10.0, 120, BIGEARTHNET_43, _EUROPE, "area",
           "Co-registered Sentinel-1 and Sentinel-2 patches stacked (14 bands)."),
+    _real("bigearthnet_v2_s2", "BigEarthNet v2 (reBEN) Sentinel-2", "multi-label classification",
+          "sentinel2_l2a", 10.0, 120, BIGEARTHNET_19, _EUROPE, "area",
+          "Improved labels and geographic splits (Clasen et al. 2024); 19 classes."),
+    _real("bigearthnet_v2_s1", "BigEarthNet v2 (reBEN) Sentinel-1", "multi-label classification",
+          "sentinel1_grd", 10.0, 120, BIGEARTHNET_19, _EUROPE, "area"),
     _real("sen12ms", "SEN12MS", "multi-label classification", "sentinel1_sentinel2_l1c", 10.0,
           256, IGBP_17, _WORLD, "area",
           "Labels: the IGBP classes of the MODIS land-cover layer covering at least 1 % of a "

@@ -342,6 +342,10 @@ TORCHGEO_LAYOUTS = {
     "UCMerced": "UCMerced_LandUse/Images/<class>/<class><NN>.tif and "
                 "uc_merced-{train,val,test}.txt (file names)",
     "RESISC45": "NWPU-RESISC45/<class>/<class>_<NNN>.jpg and resisc45-{train,val,test}.txt",
+    "BigEarthNetV2": "BigEarthNet-S2/<tile>/<patch>/<patch>_B02.tif ..., BigEarthNet-S1/<tile>/"
+                     "<S1 patch>/<S1 patch>_VV.tif and _VH.tif, Reference_Maps/<tile>/<patch>/"
+                     "<patch>_reference_map.tif and metadata.parquet (patch_id, s1_name, split, "
+                     "labels)",
     "SEN12MS": "ROIs1158_spring/, ROIs1868_summer/, ROIs1970_fall/, ROIs2017_winter/ each with "
                "{lc,s1,s2}_<scene>/ROIs<...>_{lc,s1,s2}_<scene>_p<patch>.tif, and "
                "{train,test}_list.txt naming the s2 files (torchgeo cannot download SEN12MS; "
@@ -405,6 +409,36 @@ def _bigearthnet_class():
     return BigEarthNetFloat
 
 
+def _bigearthnet_v2_class():
+    """torchgeo's BigEarthNetV2 with Sentinel-1 read as float32 dB in VV, VH order (0.8.1 reads
+    int32, truncating the dB values, in sorted VH, VV order)."""
+    import glob
+    import os
+
+    import rasterio
+    import torch
+    from rasterio.enums import Resampling
+    from torchgeo.datasets import BigEarthNetV2
+
+    class BigEarthNetV2Float(BigEarthNetV2):
+        def _load_image(self, index, sensor):
+            if sensor == "s2":
+                return super()._load_image(index, sensor)
+            s1_name = self.metadata_df.loc[index]["s1_name"]
+            folder = os.path.join(self.root, self.dir_file_names["s1"],
+                                  "_".join(s1_name.split("_")[0:-3]), s1_name)
+            paths = sorted(glob.glob(os.path.join(folder, "*.tif")),
+                           key=lambda q: not q.endswith("_VV.tif"))
+            arrays = []
+            for path in paths:
+                with rasterio.open(path) as src:
+                    arrays.append(src.read(1, out_shape=self.image_size, out_dtype="float32",
+                                           resampling=Resampling.bilinear))
+            return torch.from_numpy(np.stack(arrays))
+
+    return BigEarthNetV2Float
+
+
 def _resolve_root(root: str | None) -> str | None:
     """A source root as given, or relative to the project root when not absolute."""
     if root is None:
@@ -442,6 +476,12 @@ class TorchGeoSource:
             if opts["num_classes"] != want or opts["bands"] != bands:
                 raise ConfigError(f"sources.{dataset}: options {opts} do not fit the dataset "
                                   f"key (bands {bands}, {want} classes)")
+        if cls_name == "BigEarthNetV2":
+            bands = "s1" if "_s1" in dataset else "s2"
+            opts.setdefault("bands", bands)
+            if opts["bands"] != bands:
+                raise ConfigError(f"sources.{dataset}: options {opts} do not fit the dataset "
+                                  f"key (bands {bands})")
         if cls_name == "EuroSAT" and dataset == "eurosat_rgb":
             opts.setdefault("bands", ("B04", "B03", "B02"))
         if "bands" in opts and isinstance(opts["bands"], list):
@@ -453,6 +493,8 @@ class TorchGeoSource:
         first = next(iter(self.parts.values()))
         if cls_name == "BigEarthNet":
             raw_names = first.class_sets[opts["num_classes"]]
+        elif cls_name == "BigEarthNetV2":
+            raw_names = first.class_set
         elif cls_name == "SEN12MS":
             raw_names = self.ds_info.labels  # IGBP codes 1-17 in catalog order
         else:
@@ -468,7 +510,8 @@ class TorchGeoSource:
         import torchgeo.datasets as tgd
         from torchgeo.datasets.errors import DatasetNotFoundError
 
-        cls = _bigearthnet_class() if cls_name == "BigEarthNet" else getattr(tgd, cls_name)
+        cls = {"BigEarthNet": _bigearthnet_class, "BigEarthNetV2": _bigearthnet_v2_class}.get(
+            cls_name, lambda: getattr(tgd, cls_name))()
         kwargs = dict(opts)
         if "download" in inspect.signature(cls.__init__).parameters:
             kwargs["download"] = self.spec.download
@@ -491,7 +534,7 @@ class TorchGeoSource:
 
     @staticmethod
     def _band_names(ds, cls_name: str, opts: dict) -> list[str]:
-        if cls_name == "BigEarthNet":
+        if cls_name in ("BigEarthNet", "BigEarthNetV2"):
             return {"s2": list(BIGEARTHNET_S2_BANDS), "s1": ["VV", "VH"],
                     "all": ["VV", "VH", *BIGEARTHNET_S2_BANDS]}[opts["bands"]]
         if cls_name in ("EuroSAT", "SEN12MS"):
@@ -545,7 +588,7 @@ class TorchGeoSource:
             codes = np.bincount(sample["mask"].numpy().ravel(), minlength=18)
             area = codes[1:18] / max(codes.sum(), 1)
             labels = [self.labels[j] for j in np.flatnonzero(area >= 0.01)]
-        elif cls_name == "BigEarthNet":
+        elif cls_name in ("BigEarthNet", "BigEarthNetV2"):
             image = image.astype(np.uint16 if self.bands[0] != "VV" else np.float32)
             if len(image) != len(self.bands):
                 raise ShardError(f"{dataset}: patch {index} has {len(image)} bands, expected "
@@ -553,7 +596,7 @@ class TorchGeoSource:
                                  "missing from its folder")
             hot = sample["label"].numpy().nonzero()[0]
             labels = [self.labels[j] for j in hot]
-        if cls_name not in ("SEN12MS", "BigEarthNet"):
+        if cls_name not in ("SEN12MS", "BigEarthNet", "BigEarthNetV2"):
             image = np.clip(np.rint(image), 0, np.iinfo(_TORCHGEO_DTYPE[cls_name]).max).astype(
                 _TORCHGEO_DTYPE[cls_name])
             labels = [self.labels[int(sample["label"])]]
@@ -577,6 +620,14 @@ class TorchGeoSource:
             meta.update(patch_name=folder.name, date=date or None,
                         pair_id=Path(part.folders[i]["s2"]).name,
                         footprint={"bounds": _utm_bounds_to_lonlat(raw), "date": date or None})
+        elif cls_name == "BigEarthNetV2":
+            row = part.metadata_df.loc[i]
+            patch = str(row["patch_id"])
+            tif = Path(part.root) / "BigEarthNet-S2" / "_".join(patch.split("_")[0:-2]) / patch
+            band = next(iter(sorted(tif.glob("*.tif"))), None)
+            meta.update(patch_name=patch, pair_id=patch, s1_name=str(row["s1_name"]),
+                        footprint={"bounds": _file_bounds_lonlat(band) if band else None,
+                                   "date": None})
         elif cls_name == "SEN12MS":
             name = part.ids[i]  # ROIs1158_spring_s2_1_p30.tif
             roi, season, _, scene, _ = name.split("_", 4)

@@ -521,3 +521,68 @@ def test_sen12ms_s1_s2_with_igbp_labels(tmp_path):
     with pytest.raises(ConfigError, match="cannot download"):
         shards.build_shards(_cfg(tmp_path, {"sen12ms": {**spec, "download": True}},
                                  image_px=32), show_progress=False)
+
+
+def _write_bigearthnet_v2(root: Path) -> list[dict]:
+    """reBEN's layout: S2/S1 tile folders, reference maps and metadata.parquet (19 classes)."""
+    import pandas as pd
+    from rasterio.transform import from_origin
+
+    rng = np.random.default_rng(7)
+    rows = []
+    res = {"B01": 60, "B02": 10, "B03": 10, "B04": 10, "B05": 20, "B06": 20, "B07": 20,
+           "B08": 10, "B8A": 20, "B09": 60, "B11": 20, "B12": 20}
+    for i, split in enumerate(("train", "train", "validation", "test")):
+        tile = "S2A_MSIL2A_20170613T101031_N9999_R022_T33UUP"
+        patch = f"{tile}_26_{50 + i}"
+        s1_tile = "S1A_IW_GRDH_1SDV_20170613T165043"
+        s1_name = f"{s1_tile}_33UUP_61_{40 + i}"
+        origin = (400000 + 1200 * i, 5400000)
+        for band, m in res.items():
+            d = root / "BigEarthNet-S2" / tile / patch
+            d.mkdir(parents=True, exist_ok=True)
+            px = 1200 // m
+            with rasterio.open(d / f"{patch}_{band}.tif", "w", driver="GTiff", width=px,
+                               height=px, count=1, dtype="uint16", crs="EPSG:32633",
+                               transform=from_origin(*origin, m, m)) as f:
+                f.write(rng.integers(100, 4000, (1, px, px)).astype(np.uint16))
+        d = root / "BigEarthNet-S1" / s1_tile / s1_name
+        d.mkdir(parents=True)
+        for pol, mean in (("VV", -9.0), ("VH", -16.0)):
+            with rasterio.open(d / f"{s1_name}_{pol}.tif", "w", driver="GTiff", width=120,
+                               height=120, count=1, dtype="float32", crs="EPSG:32633",
+                               transform=from_origin(*origin, 10, 10)) as f:
+                f.write(rng.normal(mean, 2, (1, 120, 120)).astype(np.float32))
+        d = root / "Reference_Maps" / tile / patch
+        d.mkdir(parents=True)
+        with rasterio.open(d / f"{patch}_reference_map.tif", "w", driver="GTiff", width=120,
+                           height=120, count=1, dtype="uint16", crs="EPSG:32633",
+                           transform=from_origin(*origin, 10, 10)) as f:
+            f.write(np.full((1, 120, 120), 312, np.uint16))
+        labels = ["Coniferous forest"] + (["Inland waters"] if i % 2 else [])
+        rows.append({"patch_id": patch, "s1_name": s1_name, "split": split,
+                     "labels": labels, "country": "Austria"})
+    pd.DataFrame(rows).to_parquet(root / "metadata.parquet")
+    return rows
+
+
+@pytest.mark.parametrize("sensor", ["s2", "s1"])
+def test_bigearthnet_v2_through_torchgeo(tmp_path, sensor):
+    rows = _write_bigearthnet_v2(tmp_path / "reben")
+    spec = {"reader": "torchgeo", "dataset_class": "BigEarthNetV2",
+            "root": str(tmp_path / "reben"), "splits": "official"}
+    key = f"bigearthnet_v2_{sensor}"
+    folder = shards.build_shards(_cfg(tmp_path, {key: spec}, image_px=120), show_progress=False)
+    m = shards.load_manifest(folder)
+    assert m["counts"][key] == {"train": 2, "val": 1}  # 'validation' rows; test left out
+    by_patch = {r["patch_id"]: r for r in rows}
+    for s in _all(folder):
+        assert sorted(s["json"]["labels"]) == sorted(by_patch[s["json"]["patch_name"]]["labels"])
+        lon0, lat0, lon1, lat1 = s["json"]["footprint"]["bounds"]
+        assert 13 < lon0 < lon1 < 14 and 48 < lat0 < lat1 < 49
+        if sensor == "s1":
+            assert s["img"].dtype == np.float32 and s["json"]["bands"] == ["VV", "VH"]
+            assert s["img"][0].mean() > s["img"][1].mean()  # VV above VH, not swapped
+            assert (np.abs(s["img"] - np.round(s["img"])) > 1e-3).mean() > 0.5  # not truncated
+        else:
+            assert s["img"].dtype == np.uint16 and s["img"].shape == (12, 120, 120)
