@@ -375,6 +375,11 @@ REAL_DATASETS: dict[str, Dataset] = {d.key: d for d in (
           "Improved labels and geographic splits (Clasen et al. 2024); 19 classes."),
     _real("bigearthnet_v2_s1", "BigEarthNet v2 (reBEN) Sentinel-1", "multi-label classification",
           "sentinel1_grd", 10.0, 120, BIGEARTHNET_19, _EUROPE, "area"),
+    _real("ssl4eo_s12_s2c", "SSL4EO-S12 Sentinel-2 L1C", "self-supervised pretraining",
+          "sentinel2_l1c", 10.0, 264, (), _WORLD, "unlabelled",
+          "Unlabelled: for self-supervised encoders (issue 8); 4 seasons per location."),
+    _real("ssl4eo_s12_s1", "SSL4EO-S12 Sentinel-1 GRD", "self-supervised pretraining",
+          "sentinel1_grd", 10.0, 264, (), _WORLD, "unlabelled"),
     _real("sen12ms", "SEN12MS", "multi-label classification", "sentinel1_sentinel2_l1c", 10.0,
           256, IGBP_17, _WORLD, "area",
           "Labels: the IGBP classes of the MODIS land-cover layer covering at least 1 % of a "

@@ -346,6 +346,8 @@ TORCHGEO_LAYOUTS = {
                      "<S1 patch>/<S1 patch>_VV.tif and _VH.tif, Reference_Maps/<tile>/<patch>/"
                      "<patch>_reference_map.tif and metadata.parquet (patch_id, s1_name, split, "
                      "labels)",
+    "SSL4EOS12": "<split: s1|s2c|s2a>/<location, 7 digits>/<season folder named by date>/"
+                 "<band>.tif (e.g. s2c/0000000/20200101T103421_.../B04.tif)",
     "SEN12MS": "ROIs1158_spring/, ROIs1868_summer/, ROIs1970_fall/, ROIs2017_winter/ each with "
                "{lc,s1,s2}_<scene>/ROIs<...>_{lc,s1,s2}_<scene>_p<patch>.tif, and "
                "{train,test}_list.txt naming the s2 files (torchgeo cannot download SEN12MS; "
@@ -482,11 +484,21 @@ class TorchGeoSource:
             if opts["bands"] != bands:
                 raise ConfigError(f"sources.{dataset}: options {opts} do not fit the dataset "
                                   f"key (bands {bands})")
+        if cls_name == "SSL4EOS12":
+            want = "s1" if dataset.endswith("_s1") else "s2c"
+            split_opt = opts.pop("split", want)
+            if split_opt != want:
+                raise ConfigError(f"sources.{dataset}: split {split_opt!r} does not fit the "
+                                  f"dataset key (split {want})")
+            opts["split"] = want
+            if spec.splits == "official":
+                raise ConfigError(f"sources.{dataset}: SSL4EO-S12 has no official splits; use "
+                                  "splits: random")
         if cls_name == "EuroSAT" and dataset == "eurosat_rgb":
             opts.setdefault("bands", ("B04", "B03", "B02"))
         if "bands" in opts and isinstance(opts["bands"], list):
             opts["bands"] = tuple(opts["bands"])
-        split_opt = opts.pop("split", "train")
+        split_opt = opts.pop("split", "train") if cls_name != "SSL4EOS12" else opts.pop("split")
         val_name = "test" if cls_name == "SEN12MS" else "val"  # SEN12MS has train/test only
         names = ("train", val_name) if spec.splits == "official" else (split_opt,)
         self.parts = {n: self._open(cls_name, n, opts) for n in names}
@@ -497,6 +509,8 @@ class TorchGeoSource:
             raw_names = first.class_set
         elif cls_name == "SEN12MS":
             raw_names = self.ds_info.labels  # IGBP codes 1-17 in catalog order
+        elif cls_name == "SSL4EOS12":
+            raw_names = ()  # unlabelled
         else:
             raw_names = first.classes
         self.labels = label_mapping(raw_names, self.ds_info.labels)
@@ -537,7 +551,7 @@ class TorchGeoSource:
         if cls_name in ("BigEarthNet", "BigEarthNetV2"):
             return {"s2": list(BIGEARTHNET_S2_BANDS), "s1": ["VV", "VH"],
                     "all": ["VV", "VH", *BIGEARTHNET_S2_BANDS]}[opts["bands"]]
-        if cls_name in ("EuroSAT", "SEN12MS"):
+        if cls_name in ("EuroSAT", "SEN12MS", "SSL4EOS12"):
             return list(ds.bands)
         return ["R", "G", "B"]
 
@@ -556,6 +570,16 @@ class TorchGeoSource:
                                                                              replace=False))]
             return out
         (name, part), = self.parts.items()
+        if self.spec.dataset_class == "SSL4EOS12":
+            # torchgeo reports the full dataset's length (251079) whatever is on disk: count
+            # the location folders that are there
+            import os
+
+            present = sorted(int(d) for d in os.listdir(Path(part.root) / part.split)
+                             if d.isdigit())
+            take = min(len(present), n)
+            chosen = sorted(rng.choice(present, take, replace=False).tolist())
+            return {"all": [(name, i) for i in chosen]}
         take = min(len(part), n)
         chosen = sorted(rng.choice(len(part), take, replace=False).tolist())
         return {"all": [(name, i) for i in chosen]}
@@ -580,10 +604,17 @@ class TorchGeoSource:
     def scene(self, dataset: str, index: int) -> Scene:
         part_name, i = self._locate(index)
         part = self.parts[part_name]
+        if self.spec.dataset_class == "SSL4EOS12":
+            import random
+
+            random.seed(hash((self.cfg.seed, i)))  # torchgeo draws seasons with `random`
         sample = part[i]
         image = sample["image"].numpy()
         cls_name = self.spec.dataset_class
-        if cls_name == "SEN12MS":
+        if cls_name == "SSL4EOS12":
+            image = image.astype(np.float32 if self.bands[0] == "VV" else np.uint16)
+            labels = []
+        elif cls_name == "SEN12MS":
             image = image.astype(np.float32)
             codes = np.bincount(sample["mask"].numpy().ravel(), minlength=18)
             area = codes[1:18] / max(codes.sum(), 1)
@@ -596,11 +627,17 @@ class TorchGeoSource:
                                  "missing from its folder")
             hot = sample["label"].numpy().nonzero()[0]
             labels = [self.labels[j] for j in hot]
-        if cls_name not in ("SEN12MS", "BigEarthNet", "BigEarthNetV2"):
+        if cls_name not in ("SEN12MS", "BigEarthNet", "BigEarthNetV2", "SSL4EOS12"):
             image = np.clip(np.rint(image), 0, np.iinfo(_TORCHGEO_DTYPE[cls_name]).max).astype(
                 _TORCHGEO_DTYPE[cls_name])
             labels = [self.labels[int(sample["label"])]]
         meta = self._meta(part, i, cls_name, index)
+        if cls_name == "SSL4EOS12":
+            import datetime as dt
+
+            meta["date"] = dt.datetime.fromtimestamp(float(sample["t"][0]), dt.UTC).date() \
+                .isoformat()
+            meta["footprint"]["date"] = meta["date"]
         order = [lab for lab in self.ds_info.labels if lab in labels]
         meta.update(scene_labels=order, whole_image=True)
         return Scene(dataset, index, np.ascontiguousarray(image), meta, self.ds_info.labels,
@@ -627,6 +664,12 @@ class TorchGeoSource:
             band = next(iter(sorted(tif.glob("*.tif"))), None)
             meta.update(patch_name=patch, pair_id=patch, s1_name=str(row["s1_name"]),
                         footprint={"bounds": _file_bounds_lonlat(band) if band else None,
+                                   "date": None})
+        elif cls_name == "SSL4EOS12":
+            loc = Path(part.root) / part.split / f"{i:07}"
+            first = next(iter(sorted(loc.glob("*/*.tif"))), None)
+            meta.update(location=f"{i:07}", pair_id=f"ssl4eo-{i:07}",
+                        footprint={"bounds": _file_bounds_lonlat(first) if first else None,
                                    "date": None})
         elif cls_name == "SEN12MS":
             name = part.ids[i]  # ROIs1158_spring_s2_1_p30.tif

@@ -586,3 +586,48 @@ def test_bigearthnet_v2_through_torchgeo(tmp_path, sensor):
             assert (np.abs(s["img"] - np.round(s["img"])) > 1e-3).mean() > 0.5  # not truncated
         else:
             assert s["img"].dtype == np.uint16 and s["img"].shape == (12, 120, 120)
+
+
+def _write_ssl4eo(root: Path, n_locations: int = 3) -> None:
+    """SSL4EO-S12's layout for s1 and s2c: location folders with dated season folders."""
+    from rasterio.transform import from_origin
+    from torchgeo.datasets import SSL4EOS12
+
+    rng = np.random.default_rng(8)
+    for split, dtype, stamp in (("s2c", "uint16", "{d}T103021_{d}T103027_T32UMU"),
+                                ("s1", "float32", "S1A_IW_GRDH_1SDV_{d}T052153_{d}T052218")):
+        for loc in range(n_locations):
+            for d in ("20200315", "20200620"):
+                folder = root / split / f"{loc:07}" / stamp.format(d=d)
+                folder.mkdir(parents=True)
+                for band in SSL4EOS12.metadata[split]["bands"]:
+                    data = (rng.normal(-12, 3, (1, 66, 66)) if split == "s1"
+                            else rng.integers(100, 5000, (1, 66, 66))).astype(dtype)
+                    with rasterio.open(folder / f"{band}.tif", "w", driver="GTiff", width=66,
+                                       height=66, count=1, dtype=dtype, crs="EPSG:32632",
+                                       transform=from_origin(500000 + 3000 * loc, 5300000,
+                                                             40, 40)) as f:
+                        f.write(data)
+
+
+def test_ssl4eo_s12_locations_pair_s1_and_s2(tmp_path):
+    _write_ssl4eo(tmp_path / "ssl4eo")
+    spec = {"reader": "torchgeo", "dataset_class": "SSL4EOS12", "root": str(tmp_path / "ssl4eo")}
+    cfg = _cfg(tmp_path, {"ssl4eo_s12_s2c": spec, "ssl4eo_s12_s1": spec}, image_px=64)
+    samples = _all(shards.build_shards(cfg, show_progress=False))
+    assert len(samples) == 6  # 3 locations on disk (torchgeo reports 251079), two sensors
+    by = {}
+    for s in samples:
+        m = s["json"]
+        by.setdefault(m["pair_id"], set()).add(m["dataset"])
+        assert m["labels"] == [] and m["date"] in ("2020-03-15", "2020-06-20")
+        lon0, lat0, lon1, lat1 = m["footprint"]["bounds"]
+        assert 8.9 < lon0 < lon1 < 9.3 and 47.7 < lat0 < lat1 < 47.9
+    assert all(v == {"ssl4eo_s12_s2c", "ssl4eo_s12_s1"} for v in by.values())  # S1/S2 pairs
+    s1 = next(s for s in samples if s["json"]["dataset"] == "ssl4eo_s12_s1")
+    assert s1["img"].dtype == np.float32 and s1["json"]["bands"] == ["VV", "VH"]
+    again = _all(shards.build_shards(_cfg(tmp_path, {"ssl4eo_s12_s2c": spec}, image_px=64,
+                                          work_dir=str(tmp_path / "w2")), show_progress=False))
+    first = {s["__key__"]: s["json"]["date"] for s in samples
+             if s["json"]["dataset"] == "ssl4eo_s12_s2c"}
+    assert {s["__key__"]: s["json"]["date"] for s in again} == first  # seasons drawn by seed
