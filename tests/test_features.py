@@ -120,3 +120,18 @@ def test_checkpoint_encoder_of_another_run_and_mismatches(tmp_path):
         features.load_encoder(cfg, f"checkpoint:{bad}")
     with pytest.raises(features.EncoderError, match="no such checkpoint"):
         features.check_encoder_name(f"checkpoint:{tmp_path / 'nope.pt'}")
+
+
+def test_finetune_scores_the_val_split_and_refuses_unlabelled_data(tmp_path):
+    from geofm_lib import shards, training
+    from geofm_lib.config import load_config
+
+    cfg = load_config("ci", group="B", work_dir=str(tmp_path), run_name="f")
+    shards.build_shards(cfg, show_progress=False)
+    training.train(cfg, show_progress=False)
+    r = features.finetune(cfg, "init", "agriculture_vision", epochs=2, batch_size=4, n_boot=20)
+    n_val = shards.load_manifest(shards.build_folder(cfg))["counts"]["agriculture_vision"]["val"]
+    assert r.n_test == n_val and len(r.history) == 2
+    assert 0 <= r.test["f2_micro"] <= 100 and r.ci["f2_micro"][0] <= r.ci["f2_micro"][1]
+    with pytest.raises(ValueError, match="no labels to fine-tune"):
+        features.finetune(cfg, "init", "no_such_dataset", epochs=1)
