@@ -410,7 +410,7 @@ def finetune(cfg: Config, encoder: str, dataset: str, epochs: int = 5, lr: float
             opt.zero_grad()
             loss.backward()
             opt.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
         history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses))})
     tower.eval()
     with torch.no_grad():
