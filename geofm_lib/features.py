@@ -50,6 +50,12 @@ class Embeddings:
     encoder: str
     cached: bool = False
 
+    def of(self, dataset: str, vocabulary) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(features, multi-hot labels, keys) of one dataset's images."""
+        idx = np.flatnonzero(self.datasets == dataset)
+        return (self.features[idx], label_matrix([self.labels[i] for i in idx], vocabulary),
+                self.keys[idx])
+
 
 def _encoder_hash(cfg: Config, encoder: str) -> str:
     if encoder == "trained":
@@ -308,16 +314,13 @@ def label_matrix(labels: list[list[str]], vocabulary) -> np.ndarray:
 def probe_dataset(train: Embeddings, test: Embeddings, dataset: str, vocabulary,
                   probes=PROBES, seed: int = 0, n_boot: int = 500) -> dict[str, ProbeResult]:
     """All probes for one dataset: train-split embeddings fit, val-split embeddings score."""
-    tr = train.datasets == dataset
-    te = test.datasets == dataset
-    if not set(train.keys[tr]).isdisjoint(test.keys[te]):
+    x_tr, y_tr, k_tr = train.of(dataset, vocabulary)
+    x_te, y_te, k_te = test.of(dataset, vocabulary)
+    if not set(k_tr).isdisjoint(k_te):
         raise AssertionError(f"{dataset}: probe test images occur in the probe's training data")
-    y_tr = label_matrix([train.labels[i] for i in np.flatnonzero(tr)], vocabulary)
-    y_te = label_matrix([test.labels[i] for i in np.flatnonzero(te)], vocabulary)
     if not y_tr.any():
         raise ValueError(f"{dataset}: no labels in the training split; probes need labels")
-    return {k: run_probe(k, train.features[tr], y_tr, test.features[te], y_te, seed, n_boot)
-            for k in probes}
+    return {k: run_probe(k, x_tr, y_tr, x_te, y_te, seed, n_boot) for k in probes}
 
 
 def set_threads() -> None:

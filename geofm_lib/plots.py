@@ -348,18 +348,26 @@ def umap_scatter(xy: np.ndarray, categories, title: str = "", ax=None):
     return ax
 
 
-def umap_one_vs_rest(xy: np.ndarray, y: np.ndarray, vocabulary, max_classes: int = 12,
-                     title: str = ""):
-    """Seed 002 Fig. 3 style: one panel per class, its images highlighted against the rest."""
+def _class_panels(y: np.ndarray, max_classes: int, cols: int, size: tuple[float, float]):
+    """A figure with one blank panel per class present in ``y`` (most frequent first, at most
+    ``max_classes``): (figure, [(axes, class index), ...])."""
     import matplotlib.pyplot as plt
 
     order = [i for i in np.argsort(-y.sum(axis=0)) if y[:, i].any()][:max_classes]
-    cols = 4
     rows = max(1, int(np.ceil(len(order) / cols)))
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.0 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(size[0] * cols, size[1] * rows),
+                             squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, j in zip(axes.flat, order, strict=False):
+    return fig, list(zip(axes.flat, order, strict=False))
+
+
+def umap_one_vs_rest(xy: np.ndarray, y: np.ndarray, vocabulary, max_classes: int = 12,
+                     title: str = ""):
+    """Seed 002 Fig. 3 style: one panel per class, its images highlighted against the rest."""
+
+    fig, panels = _class_panels(y, max_classes, cols=4, size=(3.2, 3.0))
+    for ax, j in panels:
         pos = y[:, j]
         ax.scatter(xy[~pos, 0], xy[~pos, 1], s=2, color="#c9ced8", rasterized=True)
         ax.scatter(xy[pos, 0], xy[pos, 1], s=3, color="#d62728", rasterized=True)
@@ -398,15 +406,9 @@ def per_class_bars(values: dict[str, list[float]], vocabulary, support=None, tit
 def per_class_confusion(y_true: np.ndarray, y_pred: np.ndarray, vocabulary, max_classes: int = 12,
                         title: str = ""):
     """Seed 002 Fig. 5 style: a 2x2 confusion matrix per class (rows true, columns predicted)."""
-    import matplotlib.pyplot as plt
 
-    order = [i for i in np.argsort(-y_true.sum(axis=0)) if y_true[:, i].any()][:max_classes]
-    cols = 6
-    rows = max(1, int(np.ceil(len(order) / cols)))
-    fig, axes = plt.subplots(rows, cols, figsize=(2.1 * cols, 2.3 * rows), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, j in zip(axes.flat, order, strict=False):
+    fig, panels = _class_panels(y_true, max_classes, cols=6, size=(2.1, 2.3))
+    for ax, j in panels:
         t, p = y_true[:, j].astype(bool), y_pred[:, j].astype(bool)
         cm = np.array([[(~t & ~p).sum(), (~t & p).sum()], [(t & ~p).sum(), (t & p).sum()]])
         ax.imshow(cm, cmap="Blues")
