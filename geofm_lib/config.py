@@ -119,6 +119,10 @@ class Config(BaseModel):
     pretrained: str | None = Field(
         None, description="OpenCLIP pretrained tag (e.g. 'openai') or a local .pt file; "
                           "None = train from scratch")
+    band_adapter: Literal["rgb", "conv1x1", "first_layer", "wavelength"] = Field(
+        "rgb", description="how products enter the image tower: rgb (3 channels per product), "
+                           "conv1x1 (learned N->3), first_layer (N-channel conv1 from RGB "
+                           "weights), wavelength (DOFA-style kernels from band wavelengths)")
     batch_size: int = Field(64, ge=2, le=65536, description="samples per optimisation step")
     epochs: int = Field(2, ge=1, le=10_000, description="passes over the training shards")
     lr: float = Field(5.0e-4, gt=0.0, le=1.0, description="peak learning rate")
@@ -256,7 +260,7 @@ class Config(BaseModel):
 
 DATA_KEYS = ("datasets", "source", "source_path", "sources", "samples_per_dataset", "image_px",
              "scene_px", "caption_metadata", "val_fraction", "shard_size", "seed")
-TRAIN_KEYS = ("model", "pretrained", "batch_size", "epochs", "lr", "weight_decay",
+TRAIN_KEYS = ("model", "pretrained", "band_adapter", "batch_size", "epochs", "lr", "weight_decay",
               "warmup_fraction", "grad_clip_norm", "precision", "seed")
 _NOT_HASHED = {"work_dir", "run_name", "num_workers", "device", "preset", "experiment"}
 FIELDS = tuple(Config.model_fields)

@@ -62,7 +62,7 @@ def _encoder_hash(cfg: Config, encoder: str) -> str:
         basis = {"train_hash": cfg.train_hash}
     elif encoder == "init":
         basis = {"model": cfg.model, "image_px": cfg.image_px, "seed": cfg.seed,
-                 "pretrained": cfg.pretrained}
+                 "pretrained": cfg.pretrained, "band_adapter": cfg.band_adapter}
     elif encoder.startswith("checkpoint:"):
         from .shards import file_sha256
 
@@ -74,7 +74,7 @@ def _encoder_hash(cfg: Config, encoder: str) -> str:
 
 def load_encoder(cfg: Config, encoder: str, device: str = "cpu"):
     """(model, channel stats) for an encoder name (see the module docstring)."""
-    from .models import channel_stats, create_model
+    from .models import create_model, input_spec
     from .shards import build_folder, load_manifest
     from .training import load_trained_model, stats_from_checkpoint
 
@@ -83,27 +83,32 @@ def load_encoder(cfg: Config, encoder: str, device: str = "cpu"):
         model, _, state = load_trained_model(cfg, device)
         return model, stats_from_checkpoint(state)
     manifest = load_manifest(build_folder(cfg))
-    stats = channel_stats({ds: manifest["band_stats"][ds] for ds in cfg.dataset_keys})
-    if encoder == "init":
-        model, _ = create_model(cfg.model, cfg.image_px, cfg.pretrained, device, cfg.seed)
+    band_stats = {ds: manifest["band_stats"][ds] for ds in cfg.dataset_keys}
+    if encoder == "init":  # the twin of `trained`: same architecture and band adapter
+        stats, bands = input_spec(band_stats, cfg.band_adapter)
+        model, _ = create_model(cfg.model, cfg.image_px, cfg.pretrained, device, cfg.seed,
+                                band_adapter=cfg.band_adapter, bands=bands)
         return model, stats
+    stats, _ = input_spec(band_stats, "rgb")
     if encoder.startswith("checkpoint:"):
-        return _from_checkpoint(cfg, encoder.split(":", 1)[1], device, stats)
+        return _from_checkpoint(cfg, encoder.split(":", 1)[1], device, stats, band_stats)
     _, name, tag = encoder.split(":")
     model, _ = create_model(name, cfg.image_px, tag, device, cfg.seed)
     return model, stats
 
 
-def _from_checkpoint(cfg: Config, path: str, device: str, stats: dict):
+def _from_checkpoint(cfg: Config, path: str, device: str, stats: dict, band_stats: dict):
     """The image tower of a geofm checkpoint from another run (e.g. group A's on this data)."""
-    from .models import create_model
+    from .models import BandSlots, create_model
     from .training import load_checkpoint
 
     state = load_checkpoint(Path(path).expanduser(), map_location=device)
     if state["image_px"] != cfg.image_px:
         raise EncoderError(f"checkpoint {Path(path).name} was trained at {state['image_px']} px, "
                            f"this data is {cfg.image_px} px; use data of the same image_px")
-    model, _ = create_model(state["model_name"], state["image_px"], None, device, cfg.seed)
+    adapter, bands = state.get("band_adapter", "rgb"), state.get("model_bands")
+    model, _ = create_model(state["model_name"], state["image_px"], None, device, cfg.seed,
+                            band_adapter=adapter, bands=bands)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as exc:
@@ -112,6 +117,15 @@ def _from_checkpoint(cfg: Config, path: str, device: str, stats: dict):
     missing = [ds for ds in cfg.dataset_keys if ds not in state["channel_stats"]]
     if missing:  # normalise unseen datasets with this data's own training statistics
         log.info("checkpoint has no input statistics for %s; using this data's", missing)
+        if bands is not None:  # ... placed in the checkpoint's band layout
+            unknown = {ds: [b for b in band_stats[ds]["bands"] if b not in bands]
+                       for ds in missing}
+            unknown = {ds: b for ds, b in unknown.items() if b}
+            if unknown:
+                raise EncoderError(f"checkpoint {Path(path).name} takes bands {bands}; "
+                                   f"{unknown} are not among them (train with these datasets, "
+                                   f"or drop them)")
+            stats.update({ds: BandSlots.place(band_stats[ds], bands) for ds in missing})
     from .training import stats_from_checkpoint
 
     return model, {**stats, **stats_from_checkpoint(state)}

@@ -5,14 +5,18 @@ small ones for CPU demos (``RN50-tiny``: a one-block-per-stage ModifiedResNet, `
 a 4-layer ViT with 8 px patches; both with a 3-layer text transformer and the standard 77-token
 SimpleTokenizer) to OpenCLIP's own registry (``RN50``, ``ViT-B-32``, ``ViT-B-16``, ...).
 
-Input images: the image towers take 3 channels, so every product is mapped to 3 channels here
-(``to_model_input``), then standardised with the per-dataset band statistics of the training
-split (from the shard manifest):
+Input images (``band_adapter='rgb'``, the default): the stock image towers take 3 channels,
+so every product is mapped to 3 channels here (``to_model_input``), then standardised with the
+per-dataset band statistics of the training split (from the shard manifest):
 
 * Sentinel-2 (12/13 bands, reflectance x 10000): B04, B03, B02 (true colour), as seed 000 used
   three Sentinel-2 channels;
 * Sentinel-1 (VV, VH in dB): VV, VH and VV - VH (the cross-polarisation ratio in dB);
 * RGB cameras: R, G, B; panchromatic: the grey band three times.
+
+With a band adapter (``conv1x1``, ``first_layer``, ``wavelength``; ``geofm_lib/adapters.py``)
+the tower takes every band: the input is the ordered union of the run's bands, each sample
+filling its own bands' channels (``BandSlots``), standardised per band the same way.
 
 Pretrained weights are opt-in (``pretrained``: an OpenCLIP tag or a local file) and never
 fall back silently to random weights: when they cannot be loaded, ``PretrainedUnavailable``
@@ -24,6 +28,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -106,7 +111,8 @@ def _check_pretrained(model_name: str, pretrained: str) -> str:
 
 
 def create_model(model_name: str, image_px: int, pretrained: str | None = None,
-                 device: str = "cpu", seed: int = 0):
+                 device: str = "cpu", seed: int = 0, band_adapter: str = "rgb",
+                 bands: list[str] | None = None):
     """An OpenCLIP model and its tokenizer.
 
     Args:
@@ -116,6 +122,9 @@ def create_model(model_name: str, image_px: int, pretrained: str | None = None,
         pretrained: None (random init with ``seed``), an OpenCLIP tag, or a local file.
         device: torch device name.
         seed: seed of the random initialisation.
+        band_adapter: ``rgb`` (3-channel tower) or a band adapter (``conv1x1``,
+            ``first_layer``, ``wavelength``) that makes the tower take ``bands``.
+        bands: the model's input bands (``input_spec``); needed with a band adapter.
 
     Returns:
         (model, tokenizer)
@@ -153,6 +162,13 @@ def create_model(model_name: str, image_px: int, pretrained: str | None = None,
                 + "download them once on a machine with internet (they are cached under "
                   "~/.cache/huggingface), pass a local .pt file, or set pretrained=None to "
                   "train from scratch") from exc
+    if band_adapter != "rgb":
+        from .adapters import AdapterError, adapt_visual
+
+        if not bands:
+            raise AdapterError(f"band_adapter={band_adapter!r} needs the model's input bands "
+                               f"(models.input_spec of the shard manifest)")
+        adapt_visual(model.visual, band_adapter, list(bands))
     tokenizer = open_clip.get_tokenizer(model_name)
     return model, tokenizer
 
@@ -199,9 +215,82 @@ def channel_stats(band_stats: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return out
 
 
-def to_model_input(img: np.ndarray, bands: list[str], stats: tuple[np.ndarray, np.ndarray]
-                   ) -> np.ndarray:
-    """(3, H, W) float32 model input from a (C, H, W) product, standardised per channel."""
+@dataclass(frozen=True)
+class BandSlots:
+    """Where one dataset's bands go in a multi-band model input, with their statistics."""
+
+    source: tuple[int, ...]  # band indices in the product
+    slots: tuple[int, ...]   # channel positions in the model input
+    channels: int            # model input channels
+    mean: np.ndarray         # of the source bands (training split)
+    std: np.ndarray
+
+    def to_state(self) -> dict:
+        return {"source": list(self.source), "slots": list(self.slots),
+                "channels": self.channels, "mean": self.mean.tolist(), "std": self.std.tolist()}
+
+    @classmethod
+    def place(cls, band_stat: dict, model_bands: list[str]) -> BandSlots:
+        """A dataset's manifest band statistics placed into a model's band layout."""
+        src = band_stat["bands"]
+        return cls(tuple(range(len(src))), tuple(model_bands.index(b) for b in src),
+                   len(model_bands), np.asarray(band_stat["mean"], np.float32),
+                   np.maximum(np.asarray(band_stat["std"], np.float32), 1e-6))
+
+    @classmethod
+    def from_state(cls, d: dict) -> BandSlots:
+        return cls(tuple(d["source"]), tuple(d["slots"]), int(d["channels"]),
+                   np.asarray(d["mean"], np.float32), np.asarray(d["std"], np.float32))
+
+
+def input_spec(band_stats: dict, band_adapter: str = "rgb"
+               ) -> tuple[dict, list[str] | None]:
+    """How each dataset becomes model input: (per-dataset stats, model bands).
+
+    With ``rgb`` the stats are ``channel_stats`` (3 channels) and there are no model bands;
+    with a band adapter they are ``BandSlots`` into the union of the datasets' bands.
+    """
+    from .adapters import check_adapter, model_bands
+
+    check_adapter(band_adapter)
+    if band_adapter == "rgb":
+        return channel_stats(band_stats), None
+    bands = model_bands([st["bands"] for st in band_stats.values()])
+    if band_adapter == "wavelength":
+        from .adapters import band_wavelength_nm
+
+        for b in bands:
+            band_wavelength_nm(b)  # every band needs a wavelength: fail now, not mid-training
+    return {ds: BandSlots.place(st, bands) for ds, st in band_stats.items()}, bands
+
+
+def stats_to_state(stats: dict) -> dict:
+    """Per-dataset input statistics as plain lists/dicts (for checkpoints)."""
+    return {ds: (v.to_state() if isinstance(v, BandSlots) else [v[0].tolist(), v[1].tolist()])
+            for ds, v in stats.items()}
+
+
+def stats_from_state(state: dict) -> dict:
+    """Inverse of ``stats_to_state``."""
+    return {ds: (BandSlots.from_state(v) if isinstance(v, dict) else
+                 (np.asarray(v[0], np.float32), np.asarray(v[1], np.float32)))
+            for ds, v in state.items()}
+
+
+def to_model_input(img: np.ndarray, bands: list[str],
+                   stats: tuple[np.ndarray, np.ndarray] | BandSlots) -> np.ndarray:
+    """Model input from a (C, H, W) product, standardised per band: (3, H, W) float32 for the
+    RGB towers, (model bands, H, W) with this product's bands filled for band adapters."""
+    if isinstance(stats, BandSlots):
+        if len(bands) != len(stats.source):
+            raise ValueError(f"product has {len(bands)} bands {bands}, the model's layout for "
+                             f"its dataset expects {len(stats.source)}")
+        x = np.zeros((stats.channels, *img.shape[1:]), np.float32)
+        sel = img[list(stats.source)].astype(np.float32)
+        x[list(stats.slots)] = (sel - stats.mean[:, None, None]) / stats.std[:, None, None]
+        if not np.isfinite(x).all():
+            x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+        return x
     idx, rule = input_bands(bands)
     if rule == "sar_vv_vh_ratio":
         vv, vh = img[idx[0]].astype(np.float32), img[idx[1]].astype(np.float32)

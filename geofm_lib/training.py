@@ -182,22 +182,31 @@ def load_checkpoint(path: Path, map_location: str = "cpu") -> dict:
 
 
 def stats_from_checkpoint(state: dict) -> dict:
-    return {ds: (np.asarray(m, np.float32), np.asarray(s, np.float32))
-            for ds, (m, s) in state["channel_stats"].items()}
+    """Per-dataset input statistics of a checkpoint (3-channel tuples or ``BandSlots``)."""
+    from .models import stats_from_state
+
+    return stats_from_state(state["channel_stats"])
+
+
+def model_from_checkpoint(state: dict, device: str = "cpu", seed: int = 0):
+    """(model, tokenizer) of a checkpoint's architecture, band adapter and weights."""
+    from .models import create_model
+
+    model, tokenizer = create_model(state["model_name"], state["image_px"], None, device, seed,
+                                    band_adapter=state.get("band_adapter", "rgb"),
+                                    bands=state.get("model_bands"))
+    model.load_state_dict(state["model"])
+    return model, tokenizer
 
 
 def load_trained_model(cfg: Config, device: str = "cpu", require_finished: bool = True):
     """(model, tokenizer, checkpoint state) of this configuration's training run."""
-    from .models import create_model
-
     state = load_checkpoint(checkpoint_dir(cfg) / "last.pt")
     if require_finished and not state.get("finished"):
         raise RuntimeError(
             f"the checkpoint of run {cfg.name} stopped after epoch {state['epoch']} of "
             f"{cfg.epochs}; re-run notebooks/03_pretrain.ipynb to finish (it resumes)")
-    model, tokenizer = create_model(state["model_name"], state["image_px"], None, device,
-                                    cfg.seed)
-    model.load_state_dict(state["model"])
+    model, tokenizer = model_from_checkpoint(state, device, cfg.seed)
     model.eval()
     return model, tokenizer, state
 
@@ -245,20 +254,23 @@ def preflight(cfg: Config) -> tuple[Path, dict]:
     if n_train < cfg.batch_size:
         raise ValueError(f"batch_size={cfg.batch_size} is larger than the {n_train} training "
                          f"samples; lower batch_size or raise samples_per_dataset")
-    from .models import input_bands
+    from .models import input_bands, input_spec
 
     for ds in cfg.dataset_keys:
         if ds not in manifest["band_stats"]:
             raise ShardError(f"manifest of {folder.name} has no band statistics for {ds}; "
                              f"rebuild the shards")
         bands = manifest["band_stats"][ds]["bands"]
+        if cfg.band_adapter != "rgb":
+            continue
         try:
             input_bands(bands)
         except ValueError as exc:
             raise ValueError(f"{ds}: its {len(bands)} bands {bands} do not fit the 3-channel "
                              f"image tower of {cfg.model}: {exc}. Name the bands (e.g. "
-                             f"options.band_names: [red, green, blue]) or drop the dataset") \
-                from None
+                             f"options.band_names: [red, green, blue]), use a band adapter "
+                             f"(band_adapter: first_layer) or drop the dataset") from None
+    input_spec({ds: manifest["band_stats"][ds] for ds in cfg.dataset_keys}, cfg.band_adapter)
     return folder, manifest
 
 
@@ -285,19 +297,22 @@ def train(cfg: Config, on_step: Callable | None = None, on_epoch: Callable | Non
 
     from .evaluation import encode_split, summary_metrics, zero_shot
     from .models import (
-        channel_stats,
         count_parameters,
         create_model,
+        input_spec,
         resolve_device,
         resolve_precision,
+        stats_to_state,
     )
     from .progress import progress
 
     folder, manifest = preflight(cfg)
     device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
-    stats = channel_stats({ds: manifest["band_stats"][ds] for ds in cfg.dataset_keys})
-    model, tokenizer = create_model(cfg.model, cfg.image_px, cfg.pretrained, device, cfg.seed)
+    stats, bands = input_spec({ds: manifest["band_stats"][ds] for ds in cfg.dataset_keys},
+                              cfg.band_adapter)
+    model, tokenizer = create_model(cfg.model, cfg.image_px, cfg.pretrained, device, cfg.seed,
+                                    band_adapter=cfg.band_adapter, bands=bands)
     datasets = list(cfg.dataset_keys)
     n_train, steps_per_epoch = plan_steps(cfg, manifest)
     total_steps = steps_per_epoch * cfg.epochs
@@ -405,8 +420,8 @@ def train(cfg: Config, on_step: Callable | None = None, on_epoch: Callable | Non
             "epoch": epoch + 1, "step": step, "history": history, "step_losses": step_losses,
             "finished": epoch + 1 == cfg.epochs, "params": json.loads(json.dumps(cfg.to_dict())),
             "train_hash": cfg.train_hash, "data_hash": cfg.data_hash,
-            "channel_stats": {ds: [m.tolist(), s.tolist()] for ds, (m, s) in stats.items()},
-            "datasets": datasets,
+            "channel_stats": stats_to_state(stats), "band_adapter": cfg.band_adapter,
+            "model_bands": bands, "datasets": datasets,
         })
         log.info("epoch %d/%d: train loss %.3f, val loss %.3f, val mean R@1 %s",
                  epoch + 1, cfg.epochs, record["train_loss"], record["val_loss"],
