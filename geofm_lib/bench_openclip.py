@@ -73,16 +73,21 @@ CONFIG_DIR = Path(__file__).with_name("model_configs")
 PRECISIONS = {"fp32": "fp32", "bf16": "amp_bf16", "fp16": "amp"}
 _NATIVE_PRECISIONS = ("amp", "amp_bf16", "amp_bfloat16", "pure_bf16", "pure_fp16")
 
-# The child registers geofm's configs, pins threads and then hands over to OpenCLIP's trainer;
-# the version marker line lets the parent report what actually ran.
+# The child registers geofm's configs, pins threads and then hands over to OpenCLIP's trainer.
+# It refuses an unavailable device up front: the trainer would silently fall back to CPU and
+# train there first. The marker line lets the parent report what actually ran.
 _CHILD = """\
-import json, os, sys
+import json, sys
 spec = json.loads(sys.argv[1])
 import torch
 import open_clip
 if spec["threads"]:
     torch.set_num_threads(spec["threads"])
 open_clip.add_model_config(spec["config_dir"])
+from open_clip_train.distributed import is_device_available
+available, known = is_device_available(spec["device"])
+if known and not available:
+    sys.exit(f"device {spec['device']!r} is not available to torch here")
 print("GEOFM_BENCH " + json.dumps({"open_clip_version": open_clip.__version__,
       "torch_version": torch.__version__, "torch_threads": torch.get_num_threads()}), flush=True)
 from open_clip_train.main import main
@@ -220,7 +225,8 @@ def openclip_train_throughput(model: str, batch_size: int, image_px: int,
         ]
         if grad_clip_norm is not None:
             args += ["--grad-clip-norm", repr(float(grad_clip_norm))]
-        spec = {"args": args, "config_dir": str(CONFIG_DIR), "threads": threads}
+        spec = {"args": args, "config_dir": str(CONFIG_DIR), "threads": threads,
+                "device": device}
         # Other processes on the cores distort CPU timings badly (torch's OpenMP threads spin
         # at barriers), so the load seen just before the run is returned with the result.
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None

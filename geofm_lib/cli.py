@@ -3,6 +3,8 @@
     geofm report --preset demo                 # run every notebook, publish reports/
     geofm report --preset ci --experiment group_C -p image_px=48
     geofm data --preset demo                   # build the shards only
+    geofm train --preset demo --experiment group_C   # 03's training without the notebook
+    torchrun --nproc_per_node 4 -m geofm_lib.cli train --preset full --experiment group_C
     geofm params --preset full --experiment group_C_metadata   # show the resolved set
     geofm study --preset demo                  # seed 000's grouped study, side by side
     geofm example-corpus                       # a Karpathy-style image-text corpus to try
@@ -28,12 +30,20 @@ def _overrides(pairs: list[str]) -> dict:
     return out
 
 
+def _rank() -> int:
+    import os
+
+    return int(os.environ.get("RANK", "0"))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="geofm", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
     for name, help_ in (("report", "execute notebooks and publish HTML reports"),
                         ("data", "build WebDataset shards for a parameter set"),
+                        ("train", "train the CLIP run of a parameter set (as notebook 03; "
+                                  "under torchrun on every rank)"),
                         ("params", "print the resolved parameters")):
         p = sub.add_parser(name, help=help_)
         p.add_argument("--preset", default="demo", help="ci | demo | full (parameters/)")
@@ -114,6 +124,18 @@ def main(argv: list[str] | None = None) -> int:
             m = load_manifest(folder)
             print(json.dumps({"folder": f"{cfg.work_dir}/shards/{folder.name}",
                               "samples": m["total_samples"], "counts": m["counts"]}, indent=1))
+        elif args.cmd == "train":
+            from .config import load_config
+            from .training import train
+
+            cfg = load_config(args.preset, args.experiment, **_overrides(args.param))
+            result = train(cfg)
+            if result.parameters.get("world_size", 1) == 1 or _rank() == 0:
+                print(json.dumps({"checkpoint": f"{cfg.work_dir}/checkpoints/{cfg.train_hash}"
+                                                f"/last.pt", "steps": result.steps,
+                                  "seconds": result.seconds, "device": result.device,
+                                  "world_size": result.parameters.get("world_size", 1),
+                                  "history": result.history}, indent=1))
         elif args.cmd == "params":
             from .config import load_config
 

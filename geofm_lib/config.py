@@ -136,6 +136,17 @@ class Config(BaseModel):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="autocast precision; auto = bf16 on CUDA, fp32 elsewhere")
     num_workers: int = Field(0, ge=0, le=256, description="data-loader worker processes")
+    grad_accum_steps: int = Field(
+        1, ge=1, le=4096, description="split each batch into this many micro-batches (less "
+                                      "memory; the contrastive loss still sees the whole batch)")
+    compile: bool = Field(False, description="torch.compile the model (GPU speed; slow start)")
+    grad_checkpointing: bool = Field(
+        False, description="recompute activations in backward (less memory, large models)")
+    checkpoint_every_steps: int = Field(
+        0, ge=0, le=10_000_000, description="also checkpoint every this many steps; 0 = at the "
+                                            "end of each epoch only")
+    keep_checkpoints: int = Field(2, ge=1, le=1000,
+                                  description="step checkpoints kept besides last.pt")
     eval_split: Literal["val", "train"] = Field(
         "val", description="split the evaluation notebooks score (train = fitted data)")
     # bookkeeping
@@ -261,8 +272,9 @@ class Config(BaseModel):
 DATA_KEYS = ("datasets", "source", "source_path", "sources", "samples_per_dataset", "image_px",
              "scene_px", "caption_metadata", "val_fraction", "shard_size", "seed")
 TRAIN_KEYS = ("model", "pretrained", "band_adapter", "batch_size", "epochs", "lr", "weight_decay",
-              "warmup_fraction", "grad_clip_norm", "precision", "seed")
-_NOT_HASHED = {"work_dir", "run_name", "num_workers", "device", "preset", "experiment"}
+              "warmup_fraction", "grad_clip_norm", "precision", "grad_accum_steps", "seed")
+_NOT_HASHED = {"work_dir", "run_name", "num_workers", "device", "preset", "experiment",
+               "compile", "grad_checkpointing", "checkpoint_every_steps", "keep_checkpoints"}
 FIELDS = tuple(Config.model_fields)
 
 

@@ -20,17 +20,17 @@ def batch_mode() -> bool:
 
 
 def progress(iterable=None, desc: str = "", total: int | None = None, unit: str = "it",
-             disable: bool = False):
-    """A tqdm bar suited to where the code runs."""
+             disable: bool = False, initial: int = 0):
+    """A tqdm bar suited to where the code runs (``initial``: work already done, on resume)."""
     if batch_mode():
         from tqdm import tqdm
 
         return tqdm(iterable, desc=desc, total=total, unit=unit, disable=disable,
                     file=sys.stdout, mininterval=10.0, ascii=True, dynamic_ncols=False,
-                    ncols=90)
+                    ncols=90, initial=initial)
     from tqdm.auto import tqdm
 
-    return tqdm(iterable, desc=desc, total=total, unit=unit, disable=disable)
+    return tqdm(iterable, desc=desc, total=total, unit=unit, disable=disable, initial=initial)
 
 
 def get_logger(name: str = "geofm") -> logging.Logger:

@@ -128,7 +128,10 @@ def iter_shards(paths: Iterable[Path]) -> Iterator[dict]:
         path = Path(path)
         last = None
         try:
-            for raw in wds.WebDataset(str(path), shardshuffle=False, empty_check=False):
+            # every process reads the shards it is given: no splitting by node or worker (the
+            # training stream splits samples itself, see training.TrainStream)
+            for raw in wds.WebDataset(str(path), shardshuffle=False, empty_check=False,
+                                      nodesplitter=None, workersplitter=None):
                 sample = decode_sample(raw)
                 last = sample["__key__"]
                 yield sample
@@ -137,7 +140,8 @@ def iter_shards(paths: Iterable[Path]) -> Iterator[dict]:
         except Exception as exc:  # tarfile.ReadError, EOFError, ...
             after = f"after member {last}.json" if last else "at its first member"
             raise ShardError(f"shard {path.name} is truncated or corrupt {after} "
-                             f"({type(exc).__name__}); delete it and rebuild") from exc
+                             f"({type(exc).__name__}: {str(exc)[:200]}); delete it and "
+                             f"rebuild") from exc
 
 
 def content_hashes(paths: Iterable[Path]) -> set[str]:

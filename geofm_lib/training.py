@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .config import Config
 from .progress import get_logger
@@ -52,24 +53,18 @@ def augment(x: np.ndarray, rng: random.Random) -> np.ndarray:
     return np.ascontiguousarray(x)
 
 
-def _preprocess(channel_stats: dict, train: bool, seed: int):
+def _prepare(raw: dict, channel_stats: dict, rng: random.Random) -> tuple[np.ndarray, str]:
+    """Decode one raw training sample into (model input, caption), augmented with ``rng``."""
     from .models import to_model_input
     from .shards import decode_sample
 
-    rng = random.Random(seed)
-
-    def fn(raw: dict):
-        s = decode_sample(raw)
-        m = s["json"]
-        x = to_model_input(s["img"], m["bands"], channel_stats[m["dataset"]])
-        text = s["txt"]
-        if train:
-            x = augment(x, rng)
-            if len(m.get("captions") or ()) > 1:  # corpora with several captions per image
-                text = m["captions"][rng.randrange(len(m["captions"]))]
-        return x, text
-
-    return fn
+    s = decode_sample(raw)
+    m = s["json"]
+    x = augment(to_model_input(s["img"], m["bands"], channel_stats[m["dataset"]]), rng)
+    text = s["txt"]
+    if len(m.get("captions") or ()) > 1:  # corpora with several captions per image
+        text = m["captions"][rng.randrange(len(m["captions"]))]
+    return x, text
 
 
 def _collate(tokenizer, image_px: int):
@@ -86,31 +81,91 @@ def _collate(tokenizer, image_px: int):
     return fn
 
 
+def _resampled(urls: list[str], rng: random.Random):
+    """Shard URLs drawn with replacement from a private generator (WebDataset's
+    ``ResampledShards`` seeds itself per worker and rank, which would split the stream)."""
+    while True:
+        yield {"url": rng.choice(urls)}
+
+
+class TrainStream(torch.utils.data.IterableDataset):
+    """The training batches of one epoch, identical whatever the number of processes.
+
+    One global stream of samples is defined by (seed, epoch) alone: per dataset, shards drawn
+    with replacement and a shuffle buffer; the datasets mixed in proportion to their training
+    counts; sample ``j`` of the epoch is augmented with a generator seeded by ``j``. Global
+    batch ``b`` is samples ``b*B .. (b+1)*B - 1``. A process of rank ``r`` out of ``W`` keeps
+    the ``r``-th slice of ``B/W`` samples of every batch, and DataLoader worker ``w`` of ``n``
+    decodes the batches with ``b % n == w`` (the loader interleaves workers in order), so:
+
+    * 1 process with batch B and W processes with B/W each see the same global batches;
+    * resuming at batch ``k`` skips the raw samples of the first k batches without decoding
+      them and continues with exactly the batches an uninterrupted run would have seen.
+
+    Every process reads the raw bytes of the whole stream and decodes only its share: exact,
+    at the price of reading ``W`` times the bytes (fine for one node; see the README).
+    """
+
+    def __init__(self, folder: Path, manifest: dict, datasets: list[str], channel_stats: dict,
+                 tokenizer, batch_size: int, image_px: int, seed: int, epoch: int,
+                 start_batch: int = 0, rank: int = 0, world_size: int = 1,
+                 shuffle_buffer: int = 2000):
+        super().__init__()
+        if batch_size % world_size:
+            raise ValueError(f"batch_size={batch_size} is not divisible by the {world_size} "
+                             f"processes; choose a multiple of {world_size}")
+        self.urls = [[str(p) for p in shard_paths(folder, "train", ds)] for ds in datasets]
+        self.counts = [manifest["counts"][ds]["train"] for ds in datasets]
+        self.stats, self.tokenizer, self.image_px = channel_stats, tokenizer, image_px
+        self.batch_size, self.local = batch_size, batch_size // world_size
+        self.epoch_seed = seed * 100_003 + epoch
+        self.start_batch, self.rank = start_batch, rank
+        self.shuffle_buffer = shuffle_buffer
+
+    def _raw_samples(self):
+        import webdataset as wds
+
+        streams = []
+        for i, (urls, n) in enumerate(zip(self.urls, self.counts, strict=True)):
+            streams.append(iter(wds.DataPipeline(
+                lambda urls=urls, i=i: _resampled(urls, random.Random(self.epoch_seed + 7919 * i)),
+                wds.tarfile_to_samples(),
+                wds.shuffle(self.shuffle_buffer, initial=min(self.shuffle_buffer, max(n // 2, 1)),
+                            rng=random.Random(self.epoch_seed + 31 * i)))))
+        mix = random.Random(self.epoch_seed)
+        which = range(len(streams))
+        while True:
+            yield next(streams[mix.choices(which, weights=self.counts)[0]])
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        worker, n_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        lo, hi = self.rank * self.local, (self.rank + 1) * self.local
+        collate = _collate(self.tokenizer, self.image_px)
+        batch = []
+        for j, raw in enumerate(self._raw_samples()):
+            b, pos = divmod(j, self.batch_size)
+            if b < self.start_batch or (b - self.start_batch) % n_workers != worker \
+                    or not lo <= pos < hi:
+                continue
+            batch.append(_prepare(raw, self.stats, random.Random(self.epoch_seed * 1_000_003 + j)))
+            if len(batch) == self.local:
+                yield collate(batch)
+                batch = []
+
+
 def train_stream(folder: Path, manifest: dict, datasets: list[str], channel_stats: dict,
                  tokenizer, batch_size: int, image_px: int, seed: int, epoch: int,
-                 num_workers: int = 0, shuffle_buffer: int = 2000):
-    """An endless stream of (images, tokens) batches mixing the datasets' training shards."""
-    import webdataset as wds
-
-    epoch_seed = seed * 100_003 + epoch
-    counts = {ds: manifest["counts"][ds]["train"] for ds in datasets}
-    streams = []
-    for i, ds in enumerate(datasets):
-        urls = [str(p) for p in shard_paths(folder, "train", ds)]
-        streams.append(wds.DataPipeline(
-            wds.ResampledShards(urls, seed=epoch_seed + 7919 * i, deterministic=True),
-            wds.tarfile_to_samples(),
-            wds.shuffle(shuffle_buffer, initial=min(shuffle_buffer, max(counts[ds] // 2, 1)),
-                        rng=random.Random(epoch_seed + 31 * i)),
-            wds.map(_preprocess(channel_stats, train=True, seed=epoch_seed + 17 * i)),
-        ))
-    random.seed(epoch_seed)  # RandomMix draws with the module-level generator
-    mix = wds.RandomMix(streams, probs=[counts[ds] for ds in datasets])
-    pipeline = wds.DataPipeline(mix, wds.batched(batch_size, collation_fn=_collate(
-        tokenizer, image_px), partial=False))
+                 num_workers: int = 0, start_batch: int = 0, rank: int = 0,
+                 world_size: int = 1, pin_memory: bool = False):
+    """An endless iterator of this process's (images, tokens) batches (see ``TrainStream``)."""
+    stream = TrainStream(folder, manifest, datasets, channel_stats, tokenizer, batch_size,
+                         image_px, seed, epoch, start_batch, rank, world_size)
     if num_workers:
-        return wds.WebLoader(pipeline, batch_size=None, num_workers=num_workers)
-    return pipeline
+        return iter(torch.utils.data.DataLoader(
+            stream, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
+            prefetch_factor=4, persistent_workers=False))
+    return iter(stream)
 
 
 # --- optimisation --------------------------------------------------------------------------
@@ -159,6 +214,25 @@ def save_checkpoint(path: Path, state: dict) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def save_step_checkpoint(folder: Path, state: dict, step: int, keep: int) -> Path:
+    """Write ``step-<step>.pt`` atomically, point ``last.pt`` at it (hard link, atomic
+    rename), and delete all but the newest ``keep`` step checkpoints."""
+    path = folder / f"step-{step:08d}.pt"
+    save_checkpoint(path, state)
+    tmp = folder / "last.pt.tmp"
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(path, tmp)
+    except OSError:  # file systems without hard links get a copy
+        import shutil
+
+        shutil.copyfile(path, tmp)
+    os.replace(tmp, folder / "last.pt")
+    for old in sorted(folder.glob("step-*.pt"))[:-keep]:
+        old.unlink()
+    return path
 
 
 def load_checkpoint(path: Path, map_location: str = "cpu") -> dict:
@@ -280,21 +354,113 @@ def plan_steps(cfg: Config, manifest: dict) -> tuple[int, int]:
     return n_train, math.ceil(n_train / cfg.batch_size)
 
 
+def _rng_state(device: str) -> dict:
+    out = {"torch": torch.get_rng_state()}
+    if device.startswith("cuda"):
+        out["cuda"] = torch.cuda.get_rng_state()
+    return out
+
+
+def _set_rng_state(state: dict, device: str) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and device.startswith("cuda"):
+        torch.cuda.set_rng_state(state["cuda"].cpu())
+
+
+class Step:
+    """One optimisation step of CLIP with gradient accumulation that keeps the full contrastive
+    batch (OpenCLIP's ``accum_freq`` scheme): the features of every micro-batch are computed
+    without gradients first, then each micro-batch is recomputed with gradients against the
+    cached features of the others, so the loss and the gradients are those of the whole batch.
+    The temperature's gradient, which every micro-batch's loss would add in full, is divided by
+    the number of micro-batches. With BatchNorm towers the micro-batches have their own batch
+    statistics (as in open_clip_train)."""
+
+    def __init__(self, model, raw_model, loss_fn, optimizer, scheduler, scaler, autocast,
+                 accum: int, clip_norm: float, ddp: bool):
+        self.model, self.raw, self.loss_fn = model, raw_model, loss_fn
+        self.opt, self.sched, self.scaler, self.autocast = optimizer, scheduler, scaler, autocast
+        self.accum, self.clip_norm, self.ddp = accum, clip_norm, ddp
+
+    def loss(self, images, tokens):
+        with self.autocast():
+            out = self.model(images, tokens)
+            return self.loss_fn(out["image_features"], out["text_features"], out["logit_scale"])
+
+    def __call__(self, images, tokens, loss_hook=None, step=0):
+        """Forward, backward and update on one batch; returns the loss (before the update)."""
+        self.opt.zero_grad(set_to_none=True)
+        if self.accum == 1:
+            loss = self.loss(images, tokens)
+            if loss_hook is not None:
+                loss = loss_hook(loss, step)
+            if not torch.isfinite(loss):
+                return loss
+            self.scaler.scale(loss).backward()
+        else:
+            loss = self._accumulated(images, tokens, loss_hook, step)
+            if not torch.isfinite(loss):
+                return loss
+        if self.clip_norm > 0:
+            self.scaler.unscale_(self.opt)
+            torch.nn.utils.clip_grad_norm_(self.raw.parameters(), self.clip_norm)
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.sched.step()
+        with torch.no_grad():  # OpenCLIP's training clamps the temperature at 100
+            self.raw.logit_scale.clamp_(0, math.log(100))
+        return loss
+
+    def _accumulated(self, images, tokens, loss_hook, step):
+        import contextlib
+
+        chunks = list(zip(images.chunk(self.accum), tokens.chunk(self.accum), strict=True))
+        with torch.no_grad(), self.autocast():
+            cached = [self.model(x, t) for x, t in chunks]
+        img = [c["image_features"] for c in cached]
+        txt = [c["text_features"] for c in cached]
+        loss_value = None
+        for i, (x, t) in enumerate(chunks):
+            last = i == len(chunks) - 1
+            sync = contextlib.nullcontext() if (last or not self.ddp) else self.model.no_sync()
+            with sync:
+                with self.autocast():
+                    out = self.model(x, t)
+                    loss = self.loss_fn(torch.cat(img[:i] + [out["image_features"]] + img[i + 1:]),
+                                        torch.cat(txt[:i] + [out["text_features"]] + txt[i + 1:]),
+                                        out["logit_scale"])
+                if loss_hook is not None:
+                    loss = loss_hook(loss, step)
+                if not torch.isfinite(loss):
+                    return loss
+                self.scaler.scale(loss).backward()
+            loss_value = loss.detach() if loss_value is None else loss_value
+        if self.raw.logit_scale.grad is not None:
+            self.raw.logit_scale.grad.div_(self.accum)
+        return loss_value
+
+
 def train(cfg: Config, on_step: Callable | None = None, on_epoch: Callable | None = None,
           loss_hook: Callable | None = None, show_progress: bool = True) -> TrainResult:
-    """Train (or resume, or just load) the CLIP run of ``cfg``.
+    """Train (or resume, or just load) the CLIP run of ``cfg``; under torchrun, on every rank.
 
     Args:
-        on_step: called as ``on_step(step, epoch, loss, lr)`` after every optimiser step.
+        on_step: called as ``on_step(step, epoch, loss, lr)`` after every optimiser step
+            (rank 0 only).
         on_epoch: called with the epoch's record (train/val loss, val mean R@1, ...).
         loss_hook: test hook, ``loss_hook(loss, step) -> loss`` (e.g. to inject a NaN).
+
+    Checkpoints are written every ``checkpoint_every_steps`` steps and at the end of every
+    epoch, with the optimiser, scheduler and random states and the position in the epoch's
+    data stream, so a run killed at any point and resumed ends with the weights of an
+    uninterrupted run (exactly, on the CPU).
 
     Raises:
         TrainingDiverged: on a non-finite loss; the last good checkpoint is left as it was.
     """
     import open_clip
-    import torch
 
+    from . import distributed
     from .evaluation import encode_split, summary_metrics, zero_shot
     from .models import (
         count_parameters,
@@ -307,25 +473,36 @@ def train(cfg: Config, on_step: Callable | None = None, on_epoch: Callable | Non
     from .progress import progress
 
     folder, manifest = preflight(cfg)
-    device = resolve_device(cfg.device)
-    precision = resolve_precision(cfg.precision, device)
+    dist, device = distributed.setup(resolve_device(cfg.device))
+    if cfg.batch_size % (dist.world_size * cfg.grad_accum_steps):
+        raise ValueError(f"batch_size={cfg.batch_size} must split evenly into {dist.world_size} "
+                         f"process(es) x grad_accum_steps={cfg.grad_accum_steps}; choose a "
+                         f"multiple of {dist.world_size * cfg.grad_accum_steps}")
+    precision = resolve_precision(cfg.precision, device.split(":")[0])
     stats, bands = input_spec({ds: manifest["band_stats"][ds] for ds in cfg.dataset_keys},
                               cfg.band_adapter)
     model, tokenizer = create_model(cfg.model, cfg.image_px, cfg.pretrained, device, cfg.seed,
                                     band_adapter=cfg.band_adapter, bands=bands)
+    if cfg.grad_checkpointing:
+        model.set_grad_checkpointing(True)
     datasets = list(cfg.dataset_keys)
     n_train, steps_per_epoch = plan_steps(cfg, manifest)
     total_steps = steps_per_epoch * cfg.epochs
+    on_cuda = device.startswith("cuda")
 
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr,
-                                  betas=(0.9, 0.98), eps=1e-6)
+                                  betas=(0.9, 0.98), eps=1e-6, fused=on_cuda or None)
     scheduler = make_scheduler(optimizer, total_steps, cfg.warmup_fraction)
-    scaler = torch.amp.GradScaler(device, enabled=(precision == "fp16"))
-    loss_fn = open_clip.ClipLoss()
-    ckpt = checkpoint_dir(cfg) / "last.pt"
+    scaler = torch.amp.GradScaler(device.split(":")[0], enabled=(precision == "fp16"))
+    loss_fn = open_clip.ClipLoss(gather_with_grad=dist.enabled, rank=dist.rank,
+                                 world_size=dist.world_size)
+    ckpt_dir = checkpoint_dir(cfg)
+    ckpt = ckpt_dir / "last.pt"
     history: list[dict] = []
     step_losses: list[float] = []
-    start_epoch = 0
+    epoch_losses: list[float] = []
+    start_epoch, start_batch, epoch_seconds = 0, 0, 0.0
+    saved = None  # where the newest checkpoint stands, for the divergence message
     if ckpt.is_file():
         state = load_checkpoint(ckpt, map_location=device)
         model.load_state_dict(state["model"])
@@ -336,12 +513,25 @@ def train(cfg: Config, on_step: Callable | None = None, on_epoch: Callable | Non
         history = list(state["history"])
         step_losses = list(state.get("step_losses", []))
         start_epoch = int(state["epoch"])
-        log.info("resuming from %s: %d of %d epochs done", ckpt.parent.name, start_epoch,
-                 cfg.epochs)
+        start_batch = int(state.get("step_in_epoch", 0))
+        epoch_losses = list(state.get("epoch_losses", []))
+        epoch_seconds = float(state.get("epoch_seconds", 0.0))
+        if "rng" in state:
+            _set_rng_state(state["rng"], device)
+        saved = f"epoch {start_epoch + 1}, step {start_batch} of it"
+        if dist.is_main:
+            log.info("resuming from %s: epoch %d of %d, step %d of it", ckpt_dir.name,
+                     start_epoch + 1, cfg.epochs, start_batch)
+    raw_model = model
+    if dist.enabled:
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[dist.local_rank] if on_cuda else None)
+    if cfg.compile:
+        model = torch.compile(model)
     lengths = _caption_lengths(folder, tokenizer)
-    ctx = model.context_length if hasattr(model, "context_length") else 77
+    ctx = raw_model.context_length if hasattr(raw_model, "context_length") else 77
     truncated = float((lengths > ctx).mean()) if lengths.size else 0.0
-    if truncated > 0:
+    if truncated > 0 and dist.is_main:
         log.warning("%.1f %% of training captions exceed the %d-token context and are cut",
                     100 * truncated, ctx)
     autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
@@ -350,90 +540,99 @@ def train(cfg: Config, on_step: Callable | None = None, on_epoch: Callable | Non
     def autocast():
         return torch.autocast(dev_type, dtype=autocast_dtype, enabled=autocast_dtype is not None)
 
+    run_step = Step(model, raw_model, loss_fn, optimizer, scheduler, scaler, autocast,
+                    cfg.grad_accum_steps, cfg.grad_clip_norm, dist.enabled)
+
+    def snapshot(epoch_done: int, in_epoch: int, finished: bool, seconds: float) -> dict:
+        return {
+            "format": CHECKPOINT_FORMAT, "model_name": cfg.model, "image_px": cfg.image_px,
+            "model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+            "epoch": epoch_done, "step_in_epoch": in_epoch, "step": step,
+            "epoch_losses": list(epoch_losses), "epoch_seconds": seconds,
+            "history": history, "step_losses": step_losses, "finished": finished,
+            "rng": _rng_state(device), "world_size": dist.world_size,
+            "params": json.loads(json.dumps(cfg.to_dict())),
+            "train_hash": cfg.train_hash, "data_hash": cfg.data_hash,
+            "channel_stats": stats_to_state(stats), "band_adapter": cfg.band_adapter,
+            "model_bands": bands, "datasets": datasets,
+        }
+
     t_start = time.perf_counter()
-    step = start_epoch * steps_per_epoch
+    step = start_epoch * steps_per_epoch + start_batch
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
-        stream = train_stream(folder, manifest, datasets, stats, tokenizer, cfg.batch_size,
-                              cfg.image_px, cfg.seed, epoch, cfg.num_workers)
-        it = iter(stream)
-        losses = []
-        t0 = time.perf_counter()
-        bar = progress(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                       unit="step", disable=not show_progress)
-        for _ in range(steps_per_epoch):
+        first = start_batch if epoch == start_epoch else 0
+        if epoch != start_epoch:
+            epoch_losses, epoch_seconds = [], 0.0
+        it = train_stream(folder, manifest, datasets, stats, tokenizer, cfg.batch_size,
+                          cfg.image_px, cfg.seed, epoch, cfg.num_workers, start_batch=first,
+                          rank=dist.rank, world_size=dist.world_size, pin_memory=on_cuda)
+        t0 = time.perf_counter() - epoch_seconds
+        bar = progress(total=steps_per_epoch, initial=first, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                       unit="step", disable=not (show_progress and dist.is_main))
+        for in_epoch in range(first, steps_per_epoch):
             images, tokens = next(it)
-            images, tokens = images.to(device, non_blocking=True), tokens.to(device)
-            with autocast():
-                out = model(images, tokens)
-                loss = loss_fn(out["image_features"], out["text_features"], out["logit_scale"])
-            if loss_hook is not None:
-                loss = loss_hook(loss, step)
+            images = images.to(device, non_blocking=True)
+            tokens = tokens.to(device, non_blocking=True)
+            loss = run_step(images, tokens, loss_hook, step)
             if not torch.isfinite(loss):
                 bar.close()
-                kept = (f"the last good checkpoint (epoch {history[-1]['epoch']}) is kept "
-                        f"in checkpoints/{ckpt.parent.name}/" if history
-                        else "no checkpoint was written yet")
+                kept = (f"the last good checkpoint ({saved}) is kept in "
+                        f"checkpoints/{ckpt_dir.name}/" if saved else
+                        "no checkpoint was written yet")
                 raise TrainingDiverged(
                     f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1} "
                     f"(lr {scheduler.get_last_lr()[0]:.2e}); training stopped and {kept}. "
                     f"Lower lr (now {cfg.lr:g}), keep grad_clip_norm > 0 (now "
                     f"{cfg.grad_clip_norm:g}) or use precision='fp32' (now {precision}).")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if cfg.grad_clip_norm > 0:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip_norm)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            with torch.no_grad():  # OpenCLIP's training clamps the temperature at 100
-                model.logit_scale.clamp_(0, math.log(100))
             step += 1
-            losses.append(float(loss.item()))
-            step_losses.append(losses[-1])
+            epoch_losses.append(float(loss.item()))
+            step_losses.append(epoch_losses[-1])
             bar.update(1)
-            if on_step is not None:
-                on_step(step, epoch + 1, losses[-1], scheduler.get_last_lr()[0])
+            if (cfg.checkpoint_every_steps and step % cfg.checkpoint_every_steps == 0
+                    and in_epoch + 1 < steps_per_epoch and dist.is_main):
+                save_step_checkpoint(ckpt_dir, snapshot(epoch, in_epoch + 1, False,
+                                                        time.perf_counter() - t0),
+                                     step, cfg.keep_checkpoints)
+                saved = f"epoch {epoch + 1}, step {in_epoch + 1} of it"
+            if on_step is not None and dist.is_main:
+                on_step(step, epoch + 1, epoch_losses[-1], scheduler.get_last_lr()[0])
         bar.close()
         train_seconds = time.perf_counter() - t0
-        # validation: loss on fixed mixed batches and zero-shot R@K on the val split
-        val = shard_paths(folder, "val")
-        enc = encode_split(model, tokenizer, val, stats, device, batch_size=256,
-                           image_px=cfg.image_px, with_captions=True, show_progress=False)
-        zs = summary_metrics(zero_shot(model, tokenizer, enc, cfg.caption_metadata,
-                                       n_boot=200, seed=cfg.seed, device=device,
-                                       vocabularies=manifest.get("vocabularies")))
-        record = {
-            "epoch": epoch + 1, "step": step, "train_loss": float(np.mean(losses)),
-            "train_loss_last": losses[-1], "val_loss": val_loss(enc, cfg.batch_size, cfg.seed),
-            "val_mean_R@1": zs["mean_R@1"], "val_mean_R@5": zs["mean_R@5"],
-            "lr_end": scheduler.get_last_lr()[0], "logit_scale": enc.logit_scale,
-            "seconds": round(train_seconds, 1),
-            "samples_per_s": round(steps_per_epoch * cfg.batch_size / train_seconds, 1),
-        }
-        history.append(record)
-        save_checkpoint(ckpt, {
-            "format": CHECKPOINT_FORMAT, "model_name": cfg.model, "image_px": cfg.image_px,
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-            "epoch": epoch + 1, "step": step, "history": history, "step_losses": step_losses,
-            "finished": epoch + 1 == cfg.epochs, "params": json.loads(json.dumps(cfg.to_dict())),
-            "train_hash": cfg.train_hash, "data_hash": cfg.data_hash,
-            "channel_stats": stats_to_state(stats), "band_adapter": cfg.band_adapter,
-            "model_bands": bands, "datasets": datasets,
-        })
-        log.info("epoch %d/%d: train loss %.3f, val loss %.3f, val mean R@1 %s",
-                 epoch + 1, cfg.epochs, record["train_loss"], record["val_loss"],
-                 record["val_mean_R@1"])
-        if on_epoch is not None:
-            on_epoch(record)
+        record = {"epoch": epoch + 1, "step": step, "train_loss": float(np.mean(epoch_losses)),
+                  "train_loss_last": epoch_losses[-1], "lr_end": scheduler.get_last_lr()[0],
+                  "seconds": round(train_seconds, 1),
+                  "samples_per_s": round(steps_per_epoch * cfg.batch_size / train_seconds, 1)}
+        if dist.is_main:  # validation: loss on fixed mixed batches and zero-shot R@K
+            enc = encode_split(raw_model, tokenizer, shard_paths(folder, "val"), stats,
+                               device, batch_size=256, image_px=cfg.image_px,
+                               with_captions=True, show_progress=False)
+            zs = summary_metrics(zero_shot(raw_model, tokenizer, enc, cfg.caption_metadata,
+                                           n_boot=200, seed=cfg.seed, device=device,
+                                           vocabularies=manifest.get("vocabularies")))
+            record.update({"val_loss": val_loss(enc, cfg.batch_size, cfg.seed),
+                           "val_mean_R@1": zs["mean_R@1"], "val_mean_R@5": zs["mean_R@5"],
+                           "logit_scale": enc.logit_scale})
+            history.append(record)
+            save_step_checkpoint(ckpt_dir, snapshot(epoch + 1, 0, epoch + 1 == cfg.epochs,
+                                                    0.0), step, cfg.keep_checkpoints)
+            saved = f"end of epoch {epoch + 1}"
+            log.info("epoch %d/%d: train loss %.3f, val loss %.3f, val mean R@1 %s",
+                     epoch + 1, cfg.epochs, record["train_loss"], record["val_loss"],
+                     record["val_mean_R@1"])
+            if on_epoch is not None:
+                on_epoch(record)
+        else:
+            history.append(record)
+        distributed.barrier(dist)
     return TrainResult(
         checkpoint=ckpt, history=history, steps=step,
         seconds=round(time.perf_counter() - t_start, 1), device=device, precision=precision,
         resumed_from_epoch=start_epoch, already_finished=start_epoch >= cfg.epochs,
         parameters={"steps_per_epoch": steps_per_epoch, "train_samples": n_train,
-                    "total_steps": total_steps, "model": count_parameters(model)},
+                    "total_steps": total_steps, "model": count_parameters(raw_model),
+                    "world_size": dist.world_size, "resumed_at_step": start_batch},
         truncated_captions=truncated, step_losses=step_losses)
 
 

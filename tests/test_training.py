@@ -82,7 +82,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(work):
 
     with pytest.raises(training.TrainingDiverged, match="epoch 2") as err:
         training.train(cfg, loss_hook=poison, show_progress=False)
-    assert "last good checkpoint (epoch 1)" in str(err.value) and "lr" in str(err.value)
+    assert "last good checkpoint (end of epoch 1)" in str(err.value) and "lr" in str(err.value)
     state = training.load_checkpoint(training.checkpoint_dir(cfg) / "last.pt")
     assert state["epoch"] == 1 and not state["finished"]
     with pytest.raises(RuntimeError, match="re-run notebooks/03_pretrain"):

@@ -1,0 +1,161 @@
+"""Training at scale (issue 6): the data stream split by rank and worker, exact kill-and-resume,
+gradient accumulation that keeps the whole contrastive batch, and a real 2-process gloo DDP run
+against a 1-process run with the same global batch."""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+
+import pytest
+
+torch = pytest.importorskip("torch")
+open_clip = pytest.importorskip("open_clip")
+
+from geofm_lib import models, shards, training  # noqa: E402
+from geofm_lib.config import load_config  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    """Tiny shards of group B (2 datasets x 12 scenes at 32 px), built once for the module."""
+    work = tmp_path_factory.mktemp("work")
+    shards.build_shards(load_config("ci", group="B", work_dir=str(work)), show_progress=False)
+    return work
+
+
+def _fresh(work, tmp_path, name):
+    """A new work folder holding a copy of the module's shards (own checkpoints)."""
+    dst = tmp_path / name
+    shutil.copytree(work / "shards", dst / "shards")
+    return dst
+
+
+def _cfg(work, **kw):
+    return load_config("ci", **{**dict(group="B", work_dir=str(work), batch_size=8,
+                                       run_name="t"), **kw})
+
+
+def _stream(cfg, **kw):
+    folder = shards.build_folder(cfg)
+    manifest = shards.load_manifest(folder)
+    stats, _ = models.input_spec({d: manifest["band_stats"][d] for d in cfg.dataset_keys})
+    _, tok = models.create_model("RN50-tiny", 32)
+    return training.train_stream(folder, manifest, list(cfg.dataset_keys), stats, tok,
+                                 cfg.batch_size, cfg.image_px, cfg.seed, epoch=0, **kw)
+
+
+def _take(it, n):
+    return [next(it) for _ in range(n)]
+
+
+def test_stream_is_the_same_for_any_number_of_ranks_workers_and_start(work):
+    cfg = _cfg(work)
+    one = _take(_stream(cfg), 4)
+    rank0 = _take(_stream(cfg, rank=0, world_size=2), 4)
+    rank1 = _take(_stream(cfg, rank=1, world_size=2), 4)
+    for b in range(4):  # each rank holds its half of the same global batch
+        assert torch.equal(one[b][0], torch.cat([rank0[b][0], rank1[b][0]]))
+        assert torch.equal(one[b][1], torch.cat([rank0[b][1], rank1[b][1]]))
+    later = _take(_stream(cfg, start_batch=2), 2)  # resuming skips exactly two batches
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(later, one[2:], strict=True))
+    workers = _take(_stream(cfg, num_workers=2), 4)  # loader workers interleave in order
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+               for a, b in zip(workers, one, strict=True))
+    other_epoch = training.train_stream(*_stream_args(cfg), epoch=1)
+    assert not torch.equal(next(other_epoch)[0], one[0][0])
+
+
+def _stream_args(cfg):
+    folder = shards.build_folder(cfg)
+    manifest = shards.load_manifest(folder)
+    stats, _ = models.input_spec({d: manifest["band_stats"][d] for d in cfg.dataset_keys})
+    _, tok = models.create_model("RN50-tiny", 32)
+    return (folder, manifest, list(cfg.dataset_keys), stats, tok, cfg.batch_size, cfg.image_px,
+            cfg.seed)
+
+
+def test_killed_and_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(work, tmp_path):
+    kw = dict(epochs=2, checkpoint_every_steps=2, keep_checkpoints=2)
+    straight = training.train(_cfg(_fresh(work, tmp_path, "a"), **kw), show_progress=False)
+    cfg = _cfg(_fresh(work, tmp_path, "b"), **kw)
+
+    def kill(step, epoch, loss, lr):
+        if step == 5:  # mid-epoch 2, one step after the step-4 checkpoint
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        training.train(cfg, on_step=kill, show_progress=False)
+    state = training.load_checkpoint(training.checkpoint_dir(cfg) / "last.pt")
+    assert (state["step"], state["epoch"], state["step_in_epoch"]) == (4, 1, 1)
+    resumed = training.train(cfg, show_progress=False)
+    assert resumed.parameters["resumed_at_step"] == 1
+    assert resumed.step_losses == straight.step_losses
+    a = torch.load(straight.checkpoint, weights_only=True)
+    b = torch.load(resumed.checkpoint, weights_only=True)
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k
+    assert [h["val_loss"] for h in a["history"]] == [h["val_loss"] for h in b["history"]]
+    steps = sorted(p.name for p in training.checkpoint_dir(cfg).glob("step-*.pt"))
+    assert len(steps) == 2 and steps[-1] == f"step-{b['step']:08d}.pt"  # the newest 2 kept
+    assert os.path.samefile(training.checkpoint_dir(cfg) / "last.pt",
+                            training.checkpoint_dir(cfg) / steps[-1])
+
+
+def test_gradient_accumulation_gives_the_full_batch_update():
+    """ViT (LayerNorm only): 4 micro-batches give the update of one batch of 8."""
+    results = []
+    for accum in (1, 4):
+        model, tok = models.create_model("ViT-tiny", 32, seed=0)
+        g = torch.Generator().manual_seed(1)
+        x = torch.randn(8, 3, 32, 32, generator=g)
+        t = tok([f"scene number {i}" for i in range(8)])
+        opt = torch.optim.SGD(model.parameters(), lr=1.0)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+        step = training.Step(model, model, open_clip.ClipLoss(), opt, sched,
+                             torch.amp.GradScaler("cpu", enabled=False),
+                             lambda: torch.autocast("cpu", enabled=False), accum, 0.0, False)
+        loss = step(x, t)
+        results.append((loss.item(), {k: v.clone() for k, v in model.state_dict().items()}))
+    (l1, w1), (l4, w4) = results
+    assert abs(l1 - l4) < 1e-5
+    for k in w1:
+        assert torch.allclose(w1[k], w4[k], atol=2e-5), k
+
+
+def test_batch_must_split_over_processes_and_micro_batches(work):
+    with pytest.raises(ValueError, match="split evenly.*grad_accum_steps=3"):
+        training.train(_cfg(work, grad_accum_steps=3), show_progress=False)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_gloo_processes_follow_the_one_process_loss_curve(work, tmp_path):
+    """A real torchrun launch of 2 CPU processes (gloo) against 1 process, same global batch
+    of 8 (4 per rank): ClipLoss gathers features with gradients, so both runs optimise the
+    same loss; the curves may differ only by float reduction order (tolerance 1e-4)."""
+    kw = dict(model="ViT-tiny", epochs=2)
+    one = training.train(_cfg(_fresh(work, tmp_path, "one"), **kw), show_progress=False)
+    two_dir = _fresh(work, tmp_path, "two")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+           "-m", "geofm_lib.cli", "train", "--preset", "ci", "-p", "group=B",
+           "-p", f"work_dir={two_dir}", "-p", "batch_size=8", "-p", "run_name=t",
+           "-p", "model=ViT-tiny", "-p", "epochs=2"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    cfg = _cfg(two_dir, **kw)
+    state = training.load_checkpoint(training.checkpoint_dir(cfg) / "last.pt")
+    assert state["world_size"] == 2 and state["finished"]
+    assert len(state["step_losses"]) == len(one.step_losses) == 6
+    for a, b in zip(one.step_losses, state["step_losses"], strict=True):
+        assert abs(a - b) <= 1e-4 * max(1.0, abs(a)), (one.step_losses, state["step_losses"])
+    ref = torch.load(one.checkpoint, weights_only=True)["model"]
+    for k, v in ref.items():
+        assert torch.allclose(v, state["model"][k], atol=1e-4), k
