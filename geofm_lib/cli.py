@@ -9,6 +9,7 @@
     geofm study --preset demo                  # seed 000's grouped study, side by side
     geofm example-corpus                       # a Karpathy-style image-text corpus to try
     geofm bench                                # data-stage benchmarks
+    geofm bench-train [--quick]                # training benchmarks (vs open_clip_train, ...)
 """
 
 from __future__ import annotations
@@ -79,6 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     bl.add_argument("--sensor", default="s2", choices=["s1", "s2", "pairs"])
     b = sub.add_parser("bench", help="data-stage benchmarks (prints and writes numbers)")
     b.add_argument("--quick", action="store_true", help="fewer samples (seconds, for CI)")
+    bt = sub.add_parser("bench-train", help="training benchmarks: ours vs open_clip_train, "
+                                            "loader vs step, 1 vs 2 processes, CUDA MFU")
+    bt.add_argument("--quick", action="store_true", help="fewer steps and samples (CI)")
+    bt.add_argument("--device", default=None, help="cpu | cuda (default: cuda if present)")
+    bt.add_argument("--no-openclip", action="store_true", help="skip open_clip_train")
+    bt.add_argument("--no-ddp", action="store_true", help="skip the torchrun 1-vs-2 runs")
     args = parser.parse_args(argv)
 
     from .config import ConfigError
@@ -147,6 +154,19 @@ def main(argv: list[str] | None = None) -> int:
             from .reports import build_index
 
             print(build_index(project_root() / "reports"))
+        elif args.cmd == "bench-train":  # the benchmark notebook -> reports/bench-training/
+            from .config import load_config, project_root
+            from .reports import run_page
+
+            page = run_page(project_root() / "notebooks" / "bench_training.ipynb",
+                            "bench-training",
+                            {"quick": args.quick, "device": args.device,
+                             "with_openclip": not args.no_openclip,
+                             "with_ddp": not args.no_ddp})
+            numbers = load_config("demo").path("bench", "training.json")
+            print(numbers.read_text())
+            print(f"numbers: {load_config('demo').work_dir}/bench/training.json; "
+                  f"report: reports/{page.parent.name}/{page.name}")
         elif args.cmd == "bench":
             from .bench import main as bench_main
 

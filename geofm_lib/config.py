@@ -110,6 +110,9 @@ class Config(BaseModel):
                           description="side of rendered scenes; cut into image_px patches; "
                                       "0 = same as image_px")
     caption_metadata: bool = Field(False, description="add sensor and resolution to captions")
+    s2_product: Literal["L2A", "L1C"] = Field(
+        "L2A", description="Sentinel-2 product the simulator renders: L2A (12 bands, as "
+                           "BigEarthNet) or L1C (13 bands with B10 cirrus, as SEN12MS/EuroSAT)")
     val_fraction: float = Field(0.05, gt=0.0, le=0.5,
                                 description="fraction of scenes held out for validation")
     shard_size: int = Field(512, ge=1, le=1_000_000, description="samples per shard")
@@ -270,7 +273,7 @@ class Config(BaseModel):
 
 
 DATA_KEYS = ("datasets", "source", "source_path", "sources", "samples_per_dataset", "image_px",
-             "scene_px", "caption_metadata", "val_fraction", "shard_size", "seed")
+             "scene_px", "caption_metadata", "s2_product", "val_fraction", "shard_size", "seed")
 TRAIN_KEYS = ("model", "pretrained", "band_adapter", "batch_size", "epochs", "lr", "weight_decay",
               "warmup_fraction", "grad_clip_norm", "precision", "grad_accum_steps", "seed")
 _NOT_HASHED = {"work_dir", "run_name", "num_workers", "device", "preset", "experiment",

@@ -422,3 +422,41 @@ def per_class_confusion(y_true: np.ndarray, y_pred: np.ndarray, vocabulary, max_
     fig.suptitle(title + " (rows: true, columns: predicted)", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def benchmark_bars(results: dict):
+    """Training benchmarks side by side (``bench_train.run``): ours against open_clip_train,
+    the loader against the step, 1 against 2 processes; samples/s, higher is better."""
+    import matplotlib.pyplot as plt
+
+    panels = []
+    row = results.get("ours_vs_open_clip_train", {})
+    if "open_clip_train_samples_per_s" in row:
+        panels.append(("step: ours vs open_clip_train",
+                       {"geofm\n(before)": row.get("ours_before_channels_last_samples_per_s",
+                                                   float("nan")),
+                        "geofm": row["ours_samples_per_s"],
+                        "open_clip_train": row["open_clip_train_samples_per_s"],
+                        "open_clip_train\nexcl. data": row[
+                            "open_clip_train_excl_data_samples_per_s"]}))
+    lvs = results.get("loader_vs_step")
+    if lvs:
+        panels.append((f"loader vs step (target loader >= {lvs['target_ratio']:g}x)",
+                       {"loader alone": lvs["loader_samples_per_s"],
+                        "step alone": lvs["step_samples_per_s"]}))
+    ddp = results.get("ddp_gloo_cpu")
+    if ddp:
+        panels.append(("torchrun, gloo on the CPU",
+                       {k.replace("_", " "): v["samples_per_s"] for k, v in ddp.items()
+                        if isinstance(v, dict)}))
+    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(4.2 * max(len(panels), 1), 3.4),
+                             squeeze=False)
+    for ax, (title, values) in zip(axes[0], panels, strict=False):
+        bars = ax.bar(list(values), list(values.values()),
+                      color=["#aec7e8", "#1f77b4", "#ff7f0e", "#ffbb78"][-len(values):])
+        ax.bar_label(bars, fmt="%.0f", fontsize=8)
+        ax.set_title(title, fontsize=10)
+        ax.set_ylabel("samples / s")
+        ax.tick_params(axis="x", labelsize=8)
+    fig.tight_layout()
+    return fig

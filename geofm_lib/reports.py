@@ -64,6 +64,28 @@ def to_html(executed: Path, root: Path) -> str:
     return scrub(body, root)
 
 
+def run_page(book: Path, name: str, parameters: dict, reports_dir: Path | None = None) -> Path:
+    """Execute one notebook outside the chain (e.g. the benchmarks) into ``reports/<name>/``:
+    the executed notebook and its HTML page, paths scrubbed. Returns the HTML page."""
+    import papermill as pm
+
+    root = project_root()
+    folder = Path(reports_dir or root / "reports") / name
+    folder.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("GEOFM_PROGRESS", "text")
+    os.environ["GEOFM_ROOT"] = str(root)
+    out = folder / book.name
+    try:
+        pm.execute_notebook(str(book), str(out), parameters=parameters,
+                            cwd=str(root / "notebooks"), progress_bar=False,
+                            kernel_name="python3", log_output=False)
+    finally:
+        if out.exists():
+            out.write_text(scrub(out.read_text(), root))
+            atomic_write_bytes(out.with_suffix(".html"), to_html(out, root).encode())
+    return out.with_suffix(".html")
+
+
 def run_report(preset: str = "demo", experiment: str | None = None,
                chain: list[str] | None = None, reports_dir: Path | None = None,
                **overrides) -> Path:

@@ -617,7 +617,7 @@ class Sample:
 
 def render(dataset: str, index: int, seed: int = 0, image_px: int = 64,
            gsd_m: float | None = None, extent_m: float | None = None,
-           omit_objects: tuple[str, ...] = ()) -> Sample:
+           omit_objects: tuple[str, ...] = (), sensor: str | None = None) -> Sample:
     """Render sample ``index`` of ``dataset``.
 
     Args:
@@ -631,6 +631,9 @@ def render(dataset: str, index: int, seed: int = 0, image_px: int = 64,
         extent_m: footprint side in metres; by default ``image_px`` times the native GSD.
         omit_objects: object classes placed in the scene but not drawn (the same scene without
             them, for controlled experiments); they are not labelled either.
+        sensor: image the scene with another sensor of the same kind (a ``SENSORS`` key), e.g.
+            ``sentinel2_l1c`` for 13-band Sentinel-2 (B10 cirrus included) instead of the
+            dataset's 12-band L2A; by default the dataset's own.
 
     Returns:
         A :class:`Sample` with labels computed from what was rendered.
@@ -648,7 +651,10 @@ def render(dataset: str, index: int, seed: int = 0, image_px: int = 64,
     rng = scene_rng(seed, dataset, index)
     footprint = _footprint(rng, ds, extent)
     areas, objects = _compose(rng, dataset)
-    sensor_key = ds.sensor
+    sensor_key = sensor or ds.sensor
+    if SENSORS[sensor_key].kind != SENSORS[ds.sensor].kind:
+        raise ValueError(f"{dataset} is imaged by a {SENSORS[ds.sensor].kind} sensor; "
+                         f"{sensor_key} is {SENSORS[sensor_key].kind}")
 
     # land cover: K smooth fields, each biased by the class's share of the scene
     shares = rng.dirichlet(np.full(len(areas), 1.5))
@@ -695,7 +701,8 @@ def render(dataset: str, index: int, seed: int = 0, image_px: int = 64,
     pair = ds.pair_dataset
     meta = {
         "dataset": dataset, "group": ds.group, "sensor": SENSORS[sensor_key].name,
-        "bands": list(ds.bands), "gsd_m": gsd, "index": index, "seed": seed,
+        "bands": list(SENSORS[sensor_key].band_names), "gsd_m": gsd, "index": index,
+        "seed": seed,
         "footprint": footprint, "date": footprint["date"],
         "pair_id": f"{_SCENE_FAMILY[dataset]}-{seed}-{index}" if pair else None,
         "scene_labels": scene_labels, "source": "simulator",

@@ -58,8 +58,11 @@ class SimulatorSource:
         return self.cfg.samples_per_dataset
 
     def scene(self, dataset: str, index: int) -> Scene:
+        sensor = None
+        if self.cfg.s2_product == "L1C" and DATASETS[dataset].sensor == "sentinel2_l2a":
+            sensor = "sentinel2_l1c"  # 13 bands, as SEN12MS and EuroSAT
         s = simulate.render(dataset, index, seed=self.cfg.seed,
-                            image_px=self.cfg.effective_scene_px)
+                            image_px=self.cfg.effective_scene_px, sensor=sensor)
         ds = get_dataset(dataset)
         labeller = partial(_window, s.layers, ds.labels,
                            simulate.RECIPES[dataset].min_area_fraction)

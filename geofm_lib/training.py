@@ -354,6 +354,13 @@ def plan_steps(cfg: Config, manifest: dict) -> tuple[int, int]:
     return n_train, math.ceil(n_train / cfg.batch_size)
 
 
+def channels_last(model) -> None:
+    """Keep the image tower's convolutions in channels-last layout: oneDNN (CPU) and cuDNN
+    run them faster that way (RN50-tiny step on 2 CPU cores: about 1.15x, ``geofm
+    bench-train``). Values are unchanged; only the memory layout of 4-d weights is."""
+    model.visual.to(memory_format=torch.channels_last)
+
+
 def _rng_state(device: str) -> dict:
     out = {"torch": torch.get_rng_state()}
     if device.startswith("cuda"):
@@ -485,6 +492,7 @@ def train(cfg: Config, on_step: Callable | None = None, on_epoch: Callable | Non
                                     band_adapter=cfg.band_adapter, bands=bands)
     if cfg.grad_checkpointing:
         model.set_grad_checkpointing(True)
+    channels_last(model)
     datasets = list(cfg.dataset_keys)
     n_train, steps_per_epoch = plan_steps(cfg, manifest)
     total_steps = steps_per_epoch * cfg.epochs
@@ -573,7 +581,8 @@ def train(cfg: Config, on_step: Callable | None = None, on_epoch: Callable | Non
                        unit="step", disable=not (show_progress and dist.is_main))
         for in_epoch in range(first, steps_per_epoch):
             images, tokens = next(it)
-            images = images.to(device, non_blocking=True)
+            images = images.to(device, non_blocking=True,
+                               memory_format=torch.channels_last)
             tokens = tokens.to(device, non_blocking=True)
             loss = run_step(images, tokens, loss_hook, step)
             if not torch.isfinite(loss):

@@ -122,3 +122,15 @@ def test_small_objects_cannot_be_recovered_at_10_m():
     assert result[0.3] > 0.72, result
     assert result[10.0] < 0.65, result
     assert result[0.3] - result[10.0] > 0.12, result
+
+
+def test_sentinel2_l1c_renders_13_bands_with_a_dark_cirrus_band():
+    l2a = simulate.render("bigearthnet_s2", 3, image_px=32)
+    l1c = simulate.render("bigearthnet_s2", 3, image_px=32, sensor="sentinel2_l1c")
+    assert l2a.image.shape[0] == 12 and l1c.image.shape[0] == 13
+    assert l1c.meta["bands"][10] == "B10" and "L1C" in l1c.meta["sensor"]
+    b10 = l1c.image[10].astype(float).mean()
+    assert b10 < 0.2 * l1c.image[7].astype(float).mean()  # cirrus band far below NIR (B08)
+    assert l1c.labels == l2a.labels  # the same scene, another product
+    with pytest.raises(ValueError, match="sar"):
+        simulate.render("bigearthnet_s2", 3, image_px=32, sensor="sentinel1_grd")
