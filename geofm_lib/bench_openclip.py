@@ -54,7 +54,6 @@ CLI: ``python -m geofm_lib.bench_openclip --model RN50-tiny --batch-size 64 --im
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import os
@@ -66,7 +65,7 @@ import tempfile
 import time
 from pathlib import Path
 
-CONFIG_DIR = Path(__file__).with_name("model_configs")
+from .models import CONFIG_DIR  # geofm's model configs, added to the child's registry
 
 # geofm precision names -> open_clip_train's. OpenCLIP's own "bf16"/"fp16" mean pure low
 # precision weights, not autocast, so ours must be translated rather than passed through.
@@ -103,22 +102,11 @@ _DEVICE_RE = re.compile(r"Running with a single process\. Device (?P<device>\S+)
 _MARKER = "GEOFM_BENCH "
 
 
-def known_models() -> set[str]:
-    """Model config names open_clip_train will accept here: OpenCLIP's and geofm's.
-
-    Read from the JSON files, so this imports neither torch nor open_clip.
-    """
-    names = {p.stem for p in CONFIG_DIR.glob("*.json")}
-    spec = importlib.util.find_spec("open_clip")
-    if spec is not None and spec.submodule_search_locations:
-        for loc in spec.submodule_search_locations:
-            names.update(p.stem for p in (Path(loc) / "model_configs").glob("*.json"))
-    return names
-
-
 def _check_model(model: str) -> None:
     # Schema-prefixed identifiers (hf-hub:, local-dir:) are resolved by OpenCLIP itself.
-    if ":" in model or model in known_models():
+    from .models import known_model_names
+
+    if ":" in model or model in known_model_names():
         return
     raise ValueError(
         f"unknown model {model!r}: not an OpenCLIP model config nor one of geofm's "

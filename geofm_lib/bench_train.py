@@ -290,7 +290,6 @@ def run(quick: bool = False, device: str | None = None, with_openclip: bool = Tr
                 if isinstance(v, float):
                     section[k] = round(v, 3)
     text = json.dumps(results, indent=1, default=str)
-    print(text)
     try:
         out = load_config("demo").path("bench")
     except Exception:  # noqa: BLE001 - outside a workspace: write beside the cwd

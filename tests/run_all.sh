@@ -2,9 +2,10 @@
 # The whole test suite (what `make test` and CI run), with a timing summary at the end:
 #   1. ruff over the library, tests and notebooks
 #   2. every notebook executed with papermill on the CI preset -> reports/ci-notebooks/ + HTML
-#   3. the demo pipeline (01-06 on the demo preset, CPU, ~7 min) whose metrics the quality-bar
+#   3. the training benchmark notebook in its quick form (-> reports/bench-training/)
+#   4. the demo pipeline (01-06 on the demo preset, CPU, ~7 min) whose metrics the quality-bar
 #      tests check; GEOFM_SKIP_DEMO=1 skips it (`make test-fast`)
-#   4. pytest: unit tests, plus nbval re-executing the executed notebooks; cells marked
+#   5. pytest: unit tests, plus nbval re-executing the executed notebooks; cells marked
 #      NBVAL_CHECK_OUTPUT must reproduce the first execution's output exactly
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +24,8 @@ if [ -d "$SHARED_BEN" ]; then  # real BigEarthNet patches beside the project (no
     geofm bigearthnet-root work/data/bigearthnet-s1 --s2 $SHARED_BEN/BigEarthNet-S2 --s1 $SHARED_BEN/BigEarthNet-S1 --sensor s1 &&
     geofm report --preset ci --experiment bigearthnet_torchgeo --notebooks 01,02 -p run_name=ci-bigearthnet-real"
 fi
+step "training benchmarks (quick: a smoke test of the notebook, not figures)" \
+  geofm bench-train --quick
 if [ "${GEOFM_SKIP_DEMO:-0}" != "1" ]; then
   step "demo pipeline 01-06 (quality bars)" geofm report --preset demo
 fi

@@ -1,0 +1,27 @@
+"""Training benchmarks: the step timer, FLOP counting for MFU and the GPU peak table."""
+
+import math
+
+import pytest
+
+pytest.importorskip("torch")
+
+from geofm_lib import bench_train  # noqa: E402
+
+
+def test_step_throughput_and_flops_on_the_cpu():
+    r = bench_train.our_step_throughput("ViT-tiny", batch_size=8, image_px=32, steps=3,
+                                        warmup_steps=1, threads=1, count_flops=True)
+    assert len(r["step_seconds"]) == 3 and math.isfinite(r["samples_per_s"])
+    assert r["samples_per_s"] > 0 and r["flops_per_step"] > 0
+    assert "MFU" not in r  # no GPU peak to divide by on a CPU
+    before = bench_train.our_step_throughput("RN50-tiny", batch_size=8, image_px=32, steps=2,
+                                             warmup_steps=1, threads=1, channels_last=False)
+    assert before["samples_per_s"] > 0
+
+
+def test_gpu_peaks_are_matched_by_name():
+    assert bench_train._peak_flops("NVIDIA H100 80GB HBM3") == 989e12
+    assert bench_train._peak_flops("NVIDIA H100 PCIe") == 756e12
+    assert bench_train._peak_flops("NVIDIA H200") == 989e12
+    assert bench_train._peak_flops("Some other GPU") is None
