@@ -238,7 +238,8 @@ def encode_split(model, tokenizer, paths, channel_stats: dict, device: str = "cp
         image_features=np.concatenate(feats) if feats else np.zeros((0, d), np.float32),
         keys=keys, datasets=np.array(dsets), labels=labels, captions=captions, meta=meta,
         caption_features=np.concatenate(cap_feats) if cap_feats else None,
-        logit_scale=float(model.logit_scale.exp().item()), all_captions=all_captions)
+        logit_scale=float(model.logit_scale.exp().item()) if hasattr(model, "logit_scale")
+        else 1.0, all_captions=all_captions)  # image-only encoders (torchgeo) have none
 
 
 # --- the zero-shot evaluation -------------------------------------------------------------------

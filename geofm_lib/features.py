@@ -7,7 +7,10 @@ Encoders (by name, the ``encoders`` list of notebook 06):
 * ``checkpoint:<path>``: the image tower of another geofm checkpoint (``last.pt`` of any run,
   e.g. group A's model probed on group C data); its architecture comes from the file;
 * ``open_clip:<model>:<tag>``: an OpenCLIP model with pretrained weights (downloaded once,
-  offline it fails with the reason).
+  offline it fails with the reason);
+* ``torchgeo:<model>[:<weights>]``: a torchgeo backbone (ResNet, ViT with SSL4EO Sentinel
+  weights, DOFA, ...) on all the bands it takes, or at random init without weights
+  (``geofm_lib/encoders.py``).
 
 Embeddings are the L2-normalised image embeddings, extracted without gradients in batches and
 cached in ``<work>/features/<encoder hash>-<data hash>-<split>.npz``; a cache is reused only
@@ -31,14 +34,13 @@ from pathlib import Path
 import numpy as np
 
 from .config import Config
+from .encoders import EncoderError
 from .progress import get_logger
 
 log = get_logger()
 PROBES = ("linear", "random_forest", "mlp")
 
 
-class EncoderError(ValueError):
-    """An encoder name or checkpoint that cannot be used, with the fix."""
 
 
 @dataclass
@@ -68,12 +70,13 @@ def _encoder_hash(cfg: Config, encoder: str) -> str:
 
         basis = {"checkpoint": file_sha256(Path(encoder.split(":", 1)[1]).expanduser())}
     else:
-        basis = {"name": encoder, "image_px": cfg.image_px}
+        basis = {"name": encoder, "image_px": cfg.image_px, "seed": cfg.seed}
     return hashlib.sha256(json.dumps(basis, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def load_encoder(cfg: Config, encoder: str, device: str = "cpu"):
     """(model, channel stats) for an encoder name (see the module docstring)."""
+    from . import encoders
     from .models import create_model, input_spec
     from .shards import build_folder, load_manifest
     from .training import load_trained_model, stats_from_checkpoint
@@ -89,6 +92,8 @@ def load_encoder(cfg: Config, encoder: str, device: str = "cpu"):
         model, _ = create_model(cfg.model, cfg.image_px, cfg.pretrained, device, cfg.seed,
                                 band_adapter=cfg.band_adapter, bands=bands)
         return model, stats
+    if encoder.startswith(encoders.PREFIX):
+        return encoders.load(encoder, band_stats, cfg.image_px, device, cfg.seed)
     stats, _ = input_spec(band_stats, "rgb")
     if encoder.startswith("checkpoint:"):
         return _from_checkpoint(cfg, encoder.split(":", 1)[1], device, stats, band_stats)
@@ -155,8 +160,14 @@ def check_encoder_name(encoder: str) -> None:
             raise EncoderError(f"unknown OpenCLIP model {name!r} in encoder {encoder!r}"
                                + (f"; did you mean {', '.join(close)}?" if close else ""))
         return
+    if encoder.startswith("torchgeo:"):
+        from .encoders import parse
+
+        parse(encoder)
+        return
     raise EncoderError(f"unknown encoder {encoder!r}; use 'trained', 'init', "
-                       f"'checkpoint:<path to last.pt>' or 'open_clip:<model>:<tag>'")
+                       f"'checkpoint:<path to last.pt>', 'open_clip:<model>:<tag>' or "
+                       f"'torchgeo:<model>[:<weights>]'")
 
 
 def embed(cfg: Config, encoder: str, split: str, device: str = "cpu",

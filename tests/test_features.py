@@ -135,3 +135,68 @@ def test_finetune_scores_the_val_split_and_refuses_unlabelled_data(tmp_path):
     assert 0 <= r.test["f2_micro"] <= 100 and r.ci["f2_micro"][0] <= r.ci["f2_micro"][1]
     with pytest.raises(ValueError, match="no labels to fine-tune"):
         features.finetune(cfg, "init", "no_such_dataset", epochs=1)
+
+
+def _group_a(tmp_path, **kw):
+    from geofm_lib import shards
+    from geofm_lib.config import load_config
+
+    cfg = load_config("ci", group="A", work_dir=str(tmp_path), run_name="tg", **kw)
+    shards.build_shards(cfg, show_progress=False)
+    return cfg
+
+
+@pytest.mark.parametrize("encoder", ["torchgeo:resnet18", "torchgeo:vit_small_patch16_224",
+                                     "torchgeo:dofa_small_patch16_224"])
+def test_torchgeo_encoders_take_every_band_at_random_init(tmp_path, encoder):
+    """ResNet, ViT and DOFA from torchgeo on 13-band Sentinel-2 L1C and 2-band Sentinel-1."""
+    cfg = _group_a(tmp_path, s2_product="L1C")
+    model, stats = features.load_encoder(cfg, encoder)
+    assert stats["bigearthnet_s2"].channels == 15 and stats["bigearthnet_s1"].slots == (13, 14)
+    e = features.embed(cfg, encoder, "val", show_progress=False)
+    assert e.features.shape[0] == len(e.keys) and np.isfinite(e.features).all()
+    norms = np.linalg.norm(e.features, axis=1)
+    assert np.allclose(norms, 1.0, atol=1e-4)  # L2-normalised, as the CLIP embeddings
+    assert e.features.std(axis=0).max() > 0  # not a constant output
+
+
+def test_torchgeo_weights_place_bands_by_name_and_fail_clearly_offline(tmp_path, monkeypatch):
+    from geofm_lib import encoders
+
+    assert encoders.canonical_band("B8a") == "B8A" and encoders.canonical_band("B1") == "B01"
+    with pytest.raises(features.EncoderError, match="did you mean SENTINEL2_ALL_MOCO"):
+        features.check_encoder_name("torchgeo:resnet50:SENTINEL2_ALL_MOC")
+    with pytest.raises(features.EncoderError, match="did you mean resnet50"):
+        features.check_encoder_name("torchgeo:resnet5")
+    cfg = _group_a(tmp_path, datasets=["bigearthnet_s2"])
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    def offline(*args, **kwargs):  # what the download raises without a network
+        import urllib.error
+
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr("torchvision.models._api.WeightsEnum.get_state_dict", offline)
+    with pytest.raises(features.EncoderError, match="offline.*cache/torch/hub"):
+        features.load_encoder(cfg, "torchgeo:resnet18:SENTINEL2_ALL_MOCO")
+    with pytest.raises(features.EncoderError, match="none in common"):
+        encoders.load("torchgeo:resnet18:SENTINEL2_ALL_MOCO",
+                      {"s1": {"bands": ["VV", "VH"], "mean": [0, 0], "std": [1, 1]}}, 32)
+
+
+def test_torchgeo_weights_path_uses_the_weights_band_order_and_transforms(tmp_path, monkeypatch):
+    """The weights path end to end, with a stand-in state dict where torch.hub would download:
+    the 13 SSL4EO bands in their order (L2A data leaves B10 at 0), raw values, the weights'
+    resize/crop/normalise transform."""
+    import timm
+
+    cfg = _group_a(tmp_path, datasets=["bigearthnet_s2"])
+    fake = timm.create_model("resnet18", in_chans=13, num_classes=0).state_dict()
+    monkeypatch.setattr("torchvision.models._api.WeightsEnum.get_state_dict", lambda *a, **k: fake)
+    model, stats = features.load_encoder(cfg, "torchgeo:resnet18:SENTINEL2_ALL_MOCO")
+    spec = stats["bigearthnet_s2"]
+    assert spec.channels == 13 and 10 not in spec.slots  # B10 is not in L2A data
+    assert np.all(spec.mean == 0) and np.all(spec.std == 1)  # the transform normalises
+    assert model.visual.transform is not None
+    e = features.embed(cfg, "torchgeo:resnet18:SENTINEL2_ALL_MOCO", "val", show_progress=False)
+    assert e.features.shape == (len(e.keys), 512) and np.isfinite(e.features).all()
