@@ -219,10 +219,19 @@ class Unit:
 
 
 def split_scenes(n: int, val_fraction: float, seed: int, dataset: str) -> dict[str, list[int]]:
-    """Seeded scene-level split; at least one validation scene when n > 1."""
+    """Seeded scene-level split; at least one validation scene when n > 1.
+
+    Datasets imaging the same places (Sentinel-1 and Sentinel-2 of BigEarthNet, paired by
+    ``pair_id``) share the split of their scenes, so a validation place is never seen in
+    training through the other sensor.
+    """
+    from .catalog import DATASETS
+
+    pair = DATASETS[dataset].pair_dataset if dataset in DATASETS else None
+    family = min(dataset, pair) if pair else dataset
     n_val = int(round(n * val_fraction))
     n_val = min(max(n_val, 1 if n > 1 else 0), n - 1) if n > 1 else 0
-    order = np.random.default_rng([seed, 99, *dataset.encode()]).permutation(n)
+    order = np.random.default_rng([seed, 99, *family.encode()]).permutation(n)
     val = sorted(order[:n_val].tolist())
     vs = set(val)
     return {"train": [i for i in range(n) if i not in vs], "val": val}

@@ -140,3 +140,10 @@ def test_scenes_are_cut_into_patches_with_their_own_labels(tmp_path):
     lon0s = {tuple(p["json"]["footprint"]["bounds"]) for p in by_scene[0]}
     assert len(lon0s) == 9  # every patch has its own footprint
     json.dumps(samples[0]["json"])  # metadata stays JSON
+
+
+def test_sentinel1_and_sentinel2_of_a_place_share_their_split():
+    s1 = shards.split_scenes(200, 0.1, 0, "bigearthnet_s1")
+    s2 = shards.split_scenes(200, 0.1, 0, "bigearthnet_s2")
+    assert s1 == s2 and len(s1["val"]) == 20
+    assert shards.split_scenes(200, 0.1, 0, "xview") != s2  # unpaired datasets: their own draw
