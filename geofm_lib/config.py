@@ -150,6 +150,27 @@ class Config(BaseModel):
                                             "end of each epoch only")
     keep_checkpoints: int = Field(2, ge=1, le=1000,
                                   description="step checkpoints kept besides last.pt")
+    # self-supervised pretraining (notebook 07, seed 003)
+    ssl_mode: Literal["augment", "sensor", "fusion_all", "fusion_partial"] = Field(
+        "sensor", description="MoCo-v2 positive pairs: augment (two views of one image), "
+                              "sensor (S1 and S2 of a place), fusion_all (S1+S2 stacked), "
+                              "fusion_partial (S1, S2 or S1+S2 per sample)")
+    ssl_backbone: Literal["resnet18", "resnet34", "resnet50"] = Field(
+        "resnet18", description="timm ResNet of the MoCo encoders")
+    ssl_adapter: Literal["conv1x1", "first_layer"] = Field(
+        "first_layer", description="input layer for N bands: conv1x1 (N->3, seed 003) or an "
+                                   "N-channel first convolution")
+    ssl_augment: Literal["none", "set1", "set2"] = Field(
+        "set2", description="seed 003's augmentations: set1 resized crop, set2 + blur")
+    ssl_epochs: int = Field(20, ge=1, le=100_000, description="MoCo pretraining epochs")
+    ssl_batch_size: int = Field(64, ge=2, le=65536, description="MoCo batch size")
+    ssl_lr: float = Field(0.03, gt=0.0, le=10.0, description="MoCo SGD learning rate")
+    moco_queue: int = Field(4096, ge=0, le=10_000_000, description="negatives in the queue")
+    moco_momentum: float = Field(0.99, ge=0.0, lt=1.0,
+                                 description="key encoder momentum m (k = m k + (1-m) q)")
+    moco_temperature: float = Field(0.2, gt=0.0, le=10.0, description="InfoNCE temperature")
+    labelled_samples: int = Field(1024, ge=8, le=10_000_000,
+                                  description="labelled places for the SSL evaluation")
     eval_split: Literal["val", "train"] = Field(
         "val", description="split the evaluation notebooks score (train = fitted data)")
     # bookkeeping
@@ -261,6 +282,13 @@ class Config(BaseModel):
         return _digest({"data": self.data_hash, **{k: d[k] for k in TRAIN_KEYS}})
 
     @property
+    def ssl_hash(self) -> str:
+        """Hash of what determines a self-supervised run (data + MoCo parameters)."""
+        d = self.to_dict()
+        return _digest({"data": self.data_hash, "kind": "moco-v2",
+                        **{k: d[k] for k in SSL_KEYS}})
+
+    @property
     def name(self) -> str:
         return self.run_name or f"{self.experiment or 'group_' + self.group}-{self.preset}"
 
@@ -276,6 +304,9 @@ DATA_KEYS = ("datasets", "source", "source_path", "sources", "samples_per_datase
              "scene_px", "caption_metadata", "s2_product", "val_fraction", "shard_size", "seed")
 TRAIN_KEYS = ("model", "pretrained", "band_adapter", "batch_size", "epochs", "lr", "weight_decay",
               "warmup_fraction", "grad_clip_norm", "precision", "grad_accum_steps", "seed")
+SSL_KEYS = ("ssl_mode", "ssl_backbone", "ssl_adapter", "ssl_augment", "ssl_epochs",
+            "ssl_batch_size", "ssl_lr", "moco_queue", "moco_momentum", "moco_temperature",
+            "precision", "seed")
 _NOT_HASHED = {"work_dir", "run_name", "num_workers", "device", "preset", "experiment",
                "compile", "grad_checkpointing", "checkpoint_every_steps", "keep_checkpoints"}
 FIELDS = tuple(Config.model_fields)

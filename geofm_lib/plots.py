@@ -460,3 +460,33 @@ def benchmark_bars(results: dict):
         ax.tick_params(axis="x", labelsize=8)
     fig.tight_layout()
     return fig
+
+
+def ssl_curves(history: list[dict]):
+    """MoCo training over steps: loss; similarity of positive pairs and of queue negatives;
+    queue fill; embedding std against the 1/sqrt(d) of embeddings spread over the sphere (a
+    collapsed encoder falls towards 0)."""
+    import matplotlib.pyplot as plt
+
+    steps = [r["step"] for r in history]
+    fig, axes = plt.subplots(1, 4, figsize=(15, 3.2))
+    axes[0].plot(steps, [r["loss"] for r in history], color="#1f77b4")
+    axes[0].set_title("InfoNCE loss")
+    axes[1].plot(steps, [r["positive_similarity"] for r in history], label="positive pair")
+    axes[1].plot(steps, [r["negative_similarity"] for r in history], label="queue negatives")
+    axes[1].set_title("cosine similarity of the query to")
+    axes[1].legend(fontsize=8)
+    axes[2].plot(steps, [r["queue_filled"] for r in history], color="#2ca02c")
+    axes[2].set_title("queue entries filled")
+    axes[3].plot(steps, [r["embedding_std"] for r in history], label="encoder features")
+    axes[3].plot(steps, [r["queue_std"] for r in history], label="queue keys")
+    d = history[-1].get("feature_dim")
+    if d:
+        axes[3].axhline(1 / np.sqrt(d), color="grey", ls="--", lw=1, label="1/sqrt(d)")
+        axes[3].axhline(0.1 / np.sqrt(d), color="red", ls=":", lw=1, label="collapse line")
+    axes[3].set_title("embedding std (collapse check)")
+    axes[3].legend(fontsize=7)
+    for ax in axes:
+        ax.set_xlabel("step")
+    fig.tight_layout()
+    return fig

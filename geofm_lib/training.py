@@ -235,7 +235,8 @@ def save_step_checkpoint(folder: Path, state: dict, step: int, keep: int) -> Pat
     return path
 
 
-def load_checkpoint(path: Path, map_location: str = "cpu") -> dict:
+def load_checkpoint(path: Path, map_location: str = "cpu",
+                    expected_format: str = CHECKPOINT_FORMAT) -> dict:
     """Load a geofm checkpoint with ``weights_only=True`` (no code runs on load)."""
     import torch
 
@@ -249,9 +250,9 @@ def load_checkpoint(path: Path, map_location: str = "cpu") -> dict:
     except Exception as exc:  # noqa: BLE001
         raise RuntimeError(f"checkpoint {path.name} cannot be read ({type(exc).__name__}: "
                            f"{exc}); delete it and re-run 03_pretrain") from exc
-    if state.get("format") != CHECKPOINT_FORMAT:
-        raise RuntimeError(f"{path.name} is not a geofm checkpoint (format "
-                           f"{state.get('format')!r}, expected {CHECKPOINT_FORMAT!r})")
+    if state.get("format") != expected_format:
+        raise RuntimeError(f"{path.name} is not a geofm checkpoint of this kind (format "
+                           f"{state.get('format')!r}, expected {expected_format!r})")
     return state
 
 
