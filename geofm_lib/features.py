@@ -262,7 +262,9 @@ def _make_probe(kind: str, param, seed: int, single: bool = False):
 
     if kind == "linear":
         lr = LogisticRegression(C=param, max_iter=2000)
-        return make_pipeline(StandardScaler(), lr if single else OneVsRestClassifier(lr))
+        # one logistic regression per class, fitted in parallel (the same fits as one by one)
+        return make_pipeline(StandardScaler(), lr if single else
+                             OneVsRestClassifier(lr, n_jobs=min(os.cpu_count() or 1, 4)))
     if kind == "random_forest":
         return RandomForestClassifier(n_estimators=100, min_samples_leaf=param, n_jobs=2,
                                       random_state=seed)

@@ -83,7 +83,24 @@ def run_page(book: Path, name: str, parameters: dict, reports_dir: Path | None =
         if out.exists():
             out.write_text(scrub(out.read_text(), root))
             atomic_write_bytes(out.with_suffix(".html"), to_html(out, root).encode())
+            build_index(folder.parent)
     return out.with_suffix(".html")
+
+
+def _not_applicable(book: Path, cfg) -> str | None:
+    """Why a chain notebook cannot run on this data (None: it can)."""
+    if book.stem.startswith("07_"):
+        from .shards import build_folder, load_manifest
+        from .ssl import may_have_pairs
+
+        try:
+            manifest = load_manifest(build_folder(cfg))
+        except Exception:  # noqa: BLE001 - no shards yet: let the notebook say so
+            return None
+        if not may_have_pairs(manifest, cfg.dataset_keys):
+            return ("no Sentinel-1/optical pairs in this data (self-supervised pairs need "
+                    "group A, all, or paired sources)")
+    return None
 
 
 def run_report(preset: str = "demo", experiment: str | None = None,
@@ -121,7 +138,13 @@ def run_report(preset: str = "demo", experiment: str | None = None,
     os.environ.setdefault("GEOFM_PROGRESS", "text")
     os.environ["GEOFM_ROOT"] = str(root)
     timings = {}
+    skipped = {}
     for book in books:
+        why = _not_applicable(book, cfg)
+        if why:  # e.g. the SSL notebook on data without S1/S2 pairs
+            log.info("skipping %s: %s", book.name, why)
+            skipped[book.stem] = why
+            continue
         t0 = time.perf_counter()
         log.info("running %s (%s)", book.name, cfg.name)
         out = tmp / book.name
@@ -161,7 +184,8 @@ def run_report(preset: str = "demo", experiment: str | None = None,
         "run": cfg.name, "preset": preset, "experiment": experiment,
         "params_hash": cfg.hash, "data_hash": cfg.data_hash, "git": git_state(root),
         "packages": package_versions(), "notebooks": list(timings),
-        "seconds": timings, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "seconds": timings, "skipped": skipped,
+        "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
     })
     for page in sorted(stage_dir(cfg).glob("*.html")):  # standalone pages (maps) of the run
         shutil.copyfile(page, tmp / page.name)
@@ -216,6 +240,11 @@ def build_index(reports_dir: Path) -> Path:
         links = " ".join(f'<a href="{html.escape(p.name)}">{html.escape(p.stem)}</a>'
                          for p in studies)
         page = page.replace("<table>", f"<p>Studies: {links}</p>\n<table>", 1)
+    benches = sorted(Path(reports_dir).glob("bench-*/*.html"))
+    if benches:
+        links = " ".join(f'<a href="{html.escape(p.parent.name)}/{html.escape(p.name)}">'
+                         f'{html.escape(p.stem)}</a>' for p in benches)
+        page = page.replace("<table>", f"<p>Benchmarks: {links}</p>\n<table>", 1)
     out = Path(reports_dir) / "index.html"
     atomic_write_bytes(out, page.encode())
     return out

@@ -123,6 +123,18 @@ def _standardise(img: np.ndarray, band_stat: dict, idx: list[int]) -> np.ndarray
     return np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
 
 
+def may_have_pairs(manifest: dict, datasets) -> bool:
+    """Whether a build can hold S1/S2 pairs (from its band lists, without reading shards): one
+    dataset with both sensors, or a SAR and an optical dataset."""
+    kinds = set()
+    for ds in datasets:
+        bands = manifest["band_stats"].get(ds, {}).get("bands", [])
+        sar = any(b in POLARISATIONS for b in bands)
+        optical = any(b not in POLARISATIONS for b in bands)
+        kinds.add("both" if sar and optical else "sar" if sar else "optical")
+    return "both" in kinds or {"sar", "optical"} <= kinds
+
+
 def load_pairs(cfg: Config, split: str) -> Pairs:
     """The places of ``split`` with both a Sentinel-1 and an optical image.
 

@@ -42,7 +42,8 @@ def test_demo_ran_all_five_notebooks():
         pytest.skip("no demo report")
     seconds = json.loads(run.read_text())["seconds"]
     assert list(seconds) == ["01_data_prep", "02_explore_data", "03_pretrain",
-                             "04_zero_shot_eval", "05_map_viz", "06_feature_probes"]
+                             "04_zero_shot_eval", "05_map_viz", "06_feature_probes",
+                             "07_ssl_pretrain"]
     print(f"demo pipeline: {sum(seconds.values()):.0f} s {seconds}")
 
 
@@ -55,3 +56,14 @@ def test_trained_encoder_beats_its_random_init_twin_with_the_linear_probe():
     assert means["trained/linear"] > means["init/linear"], means
     ben = probes["per_dataset"]
     print({k: v for k, v in ben.items() if k.endswith("/linear")})
+
+
+def test_sensor_pairs_beat_random_init_in_the_linear_probe_on_s1_s2():
+    """Issue 8's bar: MoCo-v2 with S1/S2 pairs of a place, linear probe on the labelled places
+    with S1+S2 input, above the same ResNet at random initialisation."""
+    path = DEMO / "metrics.json"
+    if not path.is_file():
+        pytest.skip("no demo report")
+    m = json.loads(path.read_text())["07_ssl_pretrain"]
+    assert m["ssl_mode"] == "sensor" and not m["collapsed"]
+    assert m["linear_probe_f2_s1s2"] > m["random_init_f2_s1s2"], m

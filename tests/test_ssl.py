@@ -146,9 +146,11 @@ def test_no_pairs_is_a_clear_error(tmp_path):
 
 def test_real_bigearthnet_pairs_load(shared_data, tmp_path):
     """The six real S1/S2 pairs of ../shared/data (stacked through torchgeo) as a format check."""
-    from tests.test_sources_real import _bigearthnet_root
+    from geofm_lib.examples import bigearthnet_torchgeo_root
 
-    root = _bigearthnet_root(shared_data, tmp_path / "ben", "pairs")
+    src = shared_data / "bigearthnet-v1-examples"
+    root = tmp_path / "ben"
+    bigearthnet_torchgeo_root(root, src / "BigEarthNet-S2", src / "BigEarthNet-S1", None, "pairs")
     cfg = load_config("ci", group="custom", datasets=["bigearthnet_s1s2"], image_px=120,
                       sources={"bigearthnet_s1s2": {"reader": "torchgeo",
                                                     "dataset_class": "BigEarthNet",
