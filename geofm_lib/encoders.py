@@ -74,6 +74,39 @@ def canonical_band(name: str) -> str:
     return f"B0{m.group(1)}" if m else up
 
 
+def place_bands(band_stats: dict, layout: list[str], encoder: str, raw: bool = False) -> dict:
+    """Each dataset's bands placed by name into an encoder's input ``layout`` (``BandSlots``):
+    standardised with the manifest's statistics, or ``raw`` for encoders that normalise
+    themselves; bands outside the layout are dropped, layout bands the data lacks stay 0."""
+    from .models import BandSlots
+
+    stats = {}
+    for ds, st in band_stats.items():
+        keep = [i for i, b in enumerate(st["bands"]) if b in layout]
+        if not keep:
+            raise EncoderError(f"{ds} has bands {st['bands']}; {encoder} takes {layout}: none "
+                               f"in common. Choose weights for this sensor, no weights, or "
+                               f"leave {ds} out (datasets: [...])")
+        mean = np.asarray(st["mean"], np.float32)[keep]
+        std = np.maximum(np.asarray(st["std"], np.float32)[keep], 1e-6)
+        if raw:
+            mean, std = np.zeros_like(mean), np.ones_like(std)
+        stats[ds] = BandSlots(tuple(keep), tuple(layout.index(st["bands"][i]) for i in keep),
+                              len(layout), mean, std)
+    return stats
+
+
+def load_ssl(encoder: str, band_stats: dict, device: str = "cpu"):
+    """``ssl:<encoder.pt>``: the ResNet pretrained by notebook 07 (MoCo-v2), on its bands."""
+    from pathlib import Path
+
+    from .ssl import load_encoder
+
+    net, state = load_encoder(Path(encoder.split(":", 1)[1]).expanduser(), device)
+    stats = place_bands(band_stats, list(state["bands"]), encoder)
+    return TorchGeoEncoder(net, None, None).to(device).eval(), stats
+
+
 def load(encoder: str, band_stats: dict, image_px: int, device: str = "cpu", seed: int = 0):
     """(model with ``encode_image`` and ``visual``, per-dataset input spec) of a torchgeo
     encoder for datasets with these manifest band statistics.
@@ -85,7 +118,6 @@ def load(encoder: str, band_stats: dict, image_px: int, device: str = "cpu", see
     from torchgeo.models import get_model, get_model_weights
 
     from .adapters import band_wavelength_nm, model_bands
-    from .models import BandSlots
 
     name, weights_name = parse(encoder)
     weights = get_model_weights(name)[weights_name] if weights_name else None
@@ -93,19 +125,7 @@ def load(encoder: str, band_stats: dict, image_px: int, device: str = "cpu", see
     data_bands = model_bands([st["bands"] for st in band_stats.values()])
     named = weights is not None and "bands" in weights.meta
     layout = [canonical_band(b) for b in weights.meta["bands"]] if named else data_bands
-    stats = {}
-    for ds, st in band_stats.items():
-        keep = [i for i, b in enumerate(st["bands"]) if b in layout]
-        if not keep:
-            raise EncoderError(f"{ds} has bands {st['bands']}; {encoder} takes {layout}: none "
-                               f"in common. Choose weights for this sensor, no weights, or "
-                               f"leave {ds} out (datasets: [...])")
-        mean = np.asarray(st["mean"], np.float32)[keep]
-        std = np.maximum(np.asarray(st["std"], np.float32)[keep], 1e-6)
-        if named:  # raw values: the weights' transforms normalise as in pretraining
-            mean, std = np.zeros_like(mean), np.ones_like(std)
-        stats[ds] = BandSlots(tuple(keep), tuple(layout.index(st["bands"][i]) for i in keep),
-                              len(layout), mean, std)
+    stats = place_bands(band_stats, layout, encoder, raw=named)
     kwargs: dict = {"num_classes": 0}
     if not dofa and weights is None:
         kwargs["in_chans"] = len(layout)
@@ -154,7 +174,8 @@ class _Tower(torch.nn.Module):
 
 
 class TorchGeoEncoder(torch.nn.Module):
-    """A torchgeo backbone with ``encode_image`` and ``visual``, as geofm's CLIP models."""
+    """An image backbone (torchgeo's, or notebook 07's ResNet) with ``encode_image`` and
+    ``visual``, as geofm's CLIP models have them."""
 
     def __init__(self, net, transform, wavelengths_um):
         super().__init__()

@@ -8,6 +8,7 @@ Encoders (by name, the ``encoders`` list of notebook 06):
   e.g. group A's model probed on group C data); its architecture comes from the file;
 * ``open_clip:<model>:<tag>``: an OpenCLIP model with pretrained weights (downloaded once,
   offline it fails with the reason);
+* ``ssl:<encoder.pt>``: the MoCo-v2 ResNet of notebook 07, on the bands it was trained on;
 * ``torchgeo:<model>[:<weights>]``: a torchgeo backbone (ResNet, ViT with SSL4EO Sentinel
   weights, DOFA, ...) on all the bands it takes, or at random init without weights
   (``geofm_lib/encoders.py``).
@@ -65,7 +66,7 @@ def _encoder_hash(cfg: Config, encoder: str) -> str:
     elif encoder == "init":
         basis = {"model": cfg.model, "image_px": cfg.image_px, "seed": cfg.seed,
                  "pretrained": cfg.pretrained, "band_adapter": cfg.band_adapter}
-    elif encoder.startswith("checkpoint:"):
+    elif encoder.startswith(("checkpoint:", "ssl:")):
         from .shards import file_sha256
 
         basis = {"checkpoint": file_sha256(Path(encoder.split(":", 1)[1]).expanduser())}
@@ -94,6 +95,8 @@ def load_encoder(cfg: Config, encoder: str, device: str = "cpu"):
         return model, stats
     if encoder.startswith(encoders.PREFIX):
         return encoders.load(encoder, band_stats, cfg.image_px, device, cfg.seed)
+    if encoder.startswith("ssl:"):
+        return encoders.load_ssl(encoder, band_stats, device)
     stats, _ = input_spec(band_stats, "rgb")
     if encoder.startswith("checkpoint:"):
         return _from_checkpoint(cfg, encoder.split(":", 1)[1], device, stats, band_stats)
@@ -165,9 +168,14 @@ def check_encoder_name(encoder: str) -> None:
 
         parse(encoder)
         return
+    if encoder.startswith("ssl:"):
+        if not Path(encoder.split(":", 1)[1]).expanduser().is_file():
+            raise EncoderError(f"encoder {encoder!r}: no such file (give the encoder.pt that "
+                               f"notebook 07 wrote under work/checkpoints/<ssl_hash>/)")
+        return
     raise EncoderError(f"unknown encoder {encoder!r}; use 'trained', 'init', "
-                       f"'checkpoint:<path to last.pt>', 'open_clip:<model>:<tag>' or "
-                       f"'torchgeo:<model>[:<weights>]'")
+                       f"'checkpoint:<path to last.pt>', 'open_clip:<model>:<tag>', "
+                       f"'torchgeo:<model>[:<weights>]' or 'ssl:<path to encoder.pt>'")
 
 
 def embed(cfg: Config, encoder: str, split: str, device: str = "cpu",

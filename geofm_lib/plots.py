@@ -477,7 +477,7 @@ def ssl_curves(history: list[dict]):
     axes[1].set_title("cosine similarity of the query to")
     axes[1].legend(fontsize=8)
     axes[2].plot(steps, [r["queue_filled"] for r in history], color="#2ca02c")
-    axes[2].set_title("queue entries filled")
+    axes[2].set_title("keys enqueued (queue size)")
     axes[3].plot(steps, [r["embedding_std"] for r in history], label="encoder features")
     axes[3].plot(steps, [r["queue_std"] for r in history], label="queue keys")
     d = history[-1].get("feature_dim")

@@ -320,12 +320,16 @@ def _callbacks():
         def load_state_dict(self, state):
             self.history = list(state["history"])
 
-        def on_train_epoch_start(self, trainer, module):
+        def on_train_start(self, trainer, module):
             from .progress import progress
 
-            self.bar = progress(total=trainer.num_training_batches, unit="step",
-                                desc=f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}",
+            self.bar = progress(total=trainer.max_epochs * trainer.num_training_batches,
+                                initial=trainer.global_step, unit="step", desc="MoCo-v2",
                                 disable=not self.show)
+
+        def on_train_end(self, trainer, module):
+            if self.bar is not None:
+                self.bar.close()
 
         def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
             if self.bar is not None:
@@ -342,10 +346,13 @@ def _callbacks():
                 k = module.forward_momentum(x[:, c:])
                 q = torch.nn.functional.normalize(q, dim=1)
                 k = torch.nn.functional.normalize(k, dim=1)
+                # lightly starts the queue with random unit vectors; real keys replace them
+                # batch by batch, so the statistics are over the keys enqueued so far
                 bank = module.criterion.memory_bank.bank
-                filled = int(torch.count_nonzero(bank.abs().sum(dim=1)))
-                neg = float((q @ bank[:filled].T).mean()) if filled else float("nan")
-                queue_std = embedding_std(bank[:filled]) if filled > 1 else float("nan")
+                filled = min(step * x.shape[0], bank.shape[0])
+                keys = bank[:filled] if filled else bank
+                neg = float((q @ keys.T).mean())
+                queue_std = embedding_std(keys) if len(keys) > 1 else float("nan")
             module.train(was)
             loss = outputs["loss"] if isinstance(outputs, dict) else outputs
             self.history.append({
@@ -357,12 +364,10 @@ def _callbacks():
                 "lr": float(trainer.optimizers[0].param_groups[0]["lr"])})
 
         def on_train_epoch_end(self, trainer, module):
-            if self.bar is not None:
-                self.bar.close()
             if self.history:
                 r = self.history[-1]
-                log.info("epoch %d/%d: loss %.3f, positive similarity %.3f, queue %d, "
-                         "embedding std %.4f", r["epoch"], trainer.max_epochs, r["loss"],
+                log.info("epoch %d/%d: loss %.3f, positive similarity %.3f, keys enqueued "
+                         "%d, embedding std %.4f", r["epoch"], trainer.max_epochs, r["loss"],
                          r["positive_similarity"], r["queue_filled"], r["embedding_std"])
 
     class AtomicLast(Callback):
@@ -578,8 +583,8 @@ def evaluate(cfg: Config, encoder_path: Path, finetune_epochs: int = 5, n_boot: 
                                 cfg.seed + 2).to(device)
         add("supervised from scratch", train_classifier(
             scratch, x_tr, y_tr, finetune_epochs, 1e-3, cfg.seed, device)(x_te))
-        tuned = copy.deepcopy(ssl_net)
+        tuned = copy.deepcopy(ssl_net)  # the same recipe as from scratch: only the start differs
         add(f"MoCo-v2 {state['mode']}, fine-tuned", train_classifier(
-            tuned, x_tr, y_tr, finetune_epochs, 3e-4, cfg.seed, device)(x_te))
+            tuned, x_tr, y_tr, finetune_epochs, 1e-3, cfg.seed, device)(x_te))
     bar.close()
     return rows

@@ -135,6 +135,11 @@ def test_pretrain_resumes_and_evaluates(work):
                         show_progress=False)
     assert {r["input"] for r in rows} == set(ssl.INPUTS) and len(rows) == 12
     assert all(0 <= r["f2_micro"] <= 100 and r["n_train"] == 12 for r in rows)
+    from geofm_lib import features  # the SSL encoder plugs into notebook 06's probes
+
+    emb = features.embed(cfg, f"ssl:{first.encoder_path}", "val", show_progress=False)
+    assert emb.features.shape[1] == 512 and np.isfinite(emb.features).all()
+    assert set(emb.datasets) == {"bigearthnet_s2", "bigearthnet_s1"}
 
 
 def test_no_pairs_is_a_clear_error(tmp_path):
