@@ -272,7 +272,7 @@ class Config(BaseModel):
         d = self.to_dict()
         d["datasets"] = list(self.dataset_keys)
         d["scene_px"] = self.effective_scene_px
-        return _digest({k: d[k] for k in DATA_KEYS})
+        return _digest({"rules": DATA_RULES, **{k: d[k] for k in DATA_KEYS}})
 
     @property
     def train_hash(self) -> str:
@@ -300,6 +300,9 @@ class Config(BaseModel):
         return root.joinpath(*parts)
 
 
+# bumped when the data stage's code changes what the same parameters produce (2: S1 and S2 of a
+# place share their split), so shards built by older code are not reused under the same hash
+DATA_RULES = 2
 DATA_KEYS = ("datasets", "source", "source_path", "sources", "samples_per_dataset", "image_px",
              "scene_px", "caption_metadata", "s2_product", "val_fraction", "shard_size", "seed")
 TRAIN_KEYS = ("model", "pretrained", "band_adapter", "batch_size", "epochs", "lr", "weight_decay",
