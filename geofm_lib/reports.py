@@ -64,11 +64,23 @@ def to_html(executed: Path, root: Path) -> str:
     return scrub(body, root)
 
 
+def _execute(book: Path, out: Path, parameters: dict, root: Path) -> None:
+    """papermill one notebook into ``out``; its HTML page is written beside it, also when a
+    cell fails (the page then shows the error)."""
+    import papermill as pm
+
+    try:
+        pm.execute_notebook(str(book), str(out), parameters=parameters,
+                            cwd=str(root / "notebooks"), progress_bar=False,
+                            kernel_name="python3", log_output=False)
+    finally:
+        if out.exists():
+            atomic_write_bytes(out.with_suffix(".html"), to_html(out, root).encode())
+
+
 def run_page(book: Path, name: str, parameters: dict, reports_dir: Path | None = None) -> Path:
     """Execute one notebook outside the chain (e.g. the benchmarks) into ``reports/<name>/``:
     the executed notebook and its HTML page, paths scrubbed. Returns the HTML page."""
-    import papermill as pm
-
     root = project_root()
     folder = Path(reports_dir or root / "reports") / name
     folder.mkdir(parents=True, exist_ok=True)
@@ -76,13 +88,10 @@ def run_page(book: Path, name: str, parameters: dict, reports_dir: Path | None =
     os.environ["GEOFM_ROOT"] = str(root)
     out = folder / book.name
     try:
-        pm.execute_notebook(str(book), str(out), parameters=parameters,
-                            cwd=str(root / "notebooks"), progress_bar=False,
-                            kernel_name="python3", log_output=False)
+        _execute(book, out, parameters, root)
     finally:
         if out.exists():
             out.write_text(scrub(out.read_text(), root))
-            atomic_write_bytes(out.with_suffix(".html"), to_html(out, root).encode())
             build_index(folder.parent)
     return out.with_suffix(".html")
 
@@ -118,7 +127,6 @@ def run_report(preset: str = "demo", experiment: str | None = None,
     Returns:
         The run's report folder.
     """
-    import papermill as pm
 
     cfg = load_config(preset, experiment, **overrides)  # fails here on bad parameters
     root = project_root()
@@ -148,14 +156,7 @@ def run_report(preset: str = "demo", experiment: str | None = None,
         t0 = time.perf_counter()
         log.info("running %s (%s)", book.name, cfg.name)
         out = tmp / book.name
-        try:
-            pm.execute_notebook(str(book), str(out), parameters=params,
-                                cwd=str(root / "notebooks"), progress_bar=False,
-                                kernel_name="python3", log_output=False)
-        finally:
-            if out.exists():
-                atomic_write_bytes(out.with_suffix(".html"),
-                                   to_html(out, root).encode())
+        _execute(book, out, params, root)
         timings[book.stem] = round(time.perf_counter() - t0, 1)
         log.info("%s done in %.1f s", book.name, timings[book.stem])
     stages = load_stages(cfg)
