@@ -26,7 +26,6 @@ from __future__ import annotations
 import difflib
 import re
 
-import numpy as np
 import torch
 
 PREFIX = "torchgeo:"
@@ -82,17 +81,11 @@ def place_bands(band_stats: dict, layout: list[str], encoder: str, raw: bool = F
 
     stats = {}
     for ds, st in band_stats.items():
-        keep = [i for i, b in enumerate(st["bands"]) if b in layout]
-        if not keep:
+        if not any(b in layout for b in st["bands"]):
             raise EncoderError(f"{ds} has bands {st['bands']}; {encoder} takes {layout}: none "
                                f"in common. Choose weights for this sensor, no weights, or "
                                f"leave {ds} out (datasets: [...])")
-        mean = np.asarray(st["mean"], np.float32)[keep]
-        std = np.maximum(np.asarray(st["std"], np.float32)[keep], 1e-6)
-        if raw:
-            mean, std = np.zeros_like(mean), np.ones_like(std)
-        stats[ds] = BandSlots(tuple(keep), tuple(layout.index(st["bands"][i]) for i in keep),
-                              len(layout), mean, std)
+        stats[ds] = BandSlots.place(st, layout, raw=raw)
     return stats
 
 

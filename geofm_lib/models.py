@@ -230,12 +230,18 @@ class BandSlots:
                 "channels": self.channels, "mean": self.mean.tolist(), "std": self.std.tolist()}
 
     @classmethod
-    def place(cls, band_stat: dict, model_bands: list[str]) -> BandSlots:
-        """A dataset's manifest band statistics placed into a model's band layout."""
+    def place(cls, band_stat: dict, model_bands: list[str], raw: bool = False) -> BandSlots:
+        """A dataset's manifest band statistics placed by name into a model's band layout.
+        Bands outside the layout are left out; layout bands the data lacks stay 0. ``raw``:
+        values pass unscaled (for encoders that normalise their input themselves)."""
         src = band_stat["bands"]
-        return cls(tuple(range(len(src))), tuple(model_bands.index(b) for b in src),
-                   len(model_bands), np.asarray(band_stat["mean"], np.float32),
-                   np.maximum(np.asarray(band_stat["std"], np.float32), 1e-6))
+        keep = [i for i, b in enumerate(src) if b in model_bands]
+        mean = np.asarray(band_stat["mean"], np.float32)[keep]
+        std = np.maximum(np.asarray(band_stat["std"], np.float32)[keep], 1e-6)
+        if raw:
+            mean, std = np.zeros_like(mean), np.ones_like(std)
+        return cls(tuple(keep), tuple(model_bands.index(src[i]) for i in keep),
+                   len(model_bands), mean, std)
 
     @classmethod
     def from_state(cls, d: dict) -> BandSlots:
