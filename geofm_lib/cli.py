@@ -5,6 +5,8 @@
     geofm data --preset demo                   # build the shards only
     geofm train --preset demo --experiment group_C   # 03's training without the notebook
     torchrun --nproc_per_node 4 -m geofm_lib.cli train --preset full --experiment group_C
+    geofm ssl --preset demo --experiment group_A -p ssl_mode=sensor   # 07's MoCo pretraining
+    torchrun --nproc_per_node 4 -m geofm_lib.cli ssl --preset full --experiment group_A
     geofm params --preset full --experiment group_C_metadata   # show the resolved set
     geofm study --preset demo                  # seed 000's grouped study, side by side
     geofm example-corpus                       # a Karpathy-style image-text corpus to try
@@ -45,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
                         ("data", "build WebDataset shards for a parameter set"),
                         ("train", "train the CLIP run of a parameter set (as notebook 03; "
                                   "under torchrun on every rank)"),
+                        ("ssl", "MoCo-v2 pretraining of a parameter set (as notebook 07; "
+                                "under torchrun on every rank)"),
                         ("params", "print the resolved parameters")):
         p = sub.add_parser(name, help=help_)
         p.add_argument("--preset", default="demo", help="ci | demo | full (parameters/)")
@@ -143,6 +147,23 @@ def main(argv: list[str] | None = None) -> int:
                                   "seconds": result.seconds, "device": result.device,
                                   "world_size": result.parameters.get("world_size", 1),
                                   "history": result.history}, indent=1))
+        elif args.cmd == "ssl":
+            from .config import load_config
+            from .ssl import PairError, pretrain
+
+            cfg = load_config(args.preset, args.experiment, **_overrides(args.param))
+            try:
+                result = pretrain(cfg, show_progress=_rank() == 0)
+            except PairError as exc:
+                raise ConfigError(str(exc)) from None
+            if _rank() == 0:
+                last = result.history[-1] if result.history else {}
+                print(json.dumps({"encoder": f"{cfg.work_dir}/checkpoints/{cfg.ssl_hash}"
+                                             f"/encoder.pt", "seconds": result.seconds,
+                                  "already_finished": result.already_finished,
+                                  "resumed": result.resumed, **result.params,
+                                  "final_loss": last.get("loss"),
+                                  "embedding_std": last.get("embedding_std")}, indent=1))
         elif args.cmd == "params":
             from .config import load_config
 

@@ -109,6 +109,10 @@ class Config(BaseModel):
     scene_px: int = Field(0, ge=0, le=65536,
                           description="side of rendered scenes; cut into image_px patches; "
                                       "0 = same as image_px")
+    patch_stride_px: int = Field(
+        0, ge=0, le=65536, description="step between the origins of patches cut from a scene; "
+                                       "0 = image_px (no overlap), image_px/2 overlaps by half "
+                                       "(as SEN12MS's patches)")
     caption_metadata: bool = Field(False, description="add sensor and resolution to captions")
     s2_product: Literal["L2A", "L1C"] = Field(
         "L2A", description="Sentinel-2 product the simulator renders: L2A (12 bands, as "
@@ -162,6 +166,9 @@ class Config(BaseModel):
                                    "N-channel first convolution")
     ssl_augment: Literal["none", "set1", "set2"] = Field(
         "set2", description="seed 003's augmentations: set1 resized crop, set2 + blur")
+    ssl_patches: Literal["all", "non_overlapping"] = Field(
+        "all", description="places MoCo pretrains on: all, or a subset whose footprints do not "
+                           "overlap (seed 003 compared both)")
     ssl_epochs: int = Field(20, ge=1, le=100_000, description="MoCo pretraining epochs")
     ssl_batch_size: int = Field(64, ge=2, le=65536, description="MoCo batch size")
     ssl_lr: float = Field(0.03, gt=0.0, le=10.0, description="MoCo SGD learning rate")
@@ -219,6 +226,14 @@ class Config(BaseModel):
                                  f"{', '.join(DATASETS)} (or name a geotiff source)")
             if not v:
                 raise ValueError("datasets is empty; give at least one key or None for all")
+        return self
+
+    @model_validator(mode="after")
+    def _stride_within_patch(self):
+        if self.patch_stride_px > self.image_px:
+            raise ValueError(f"patch_stride_px={self.patch_stride_px} is larger than image_px="
+                             f"{self.image_px}: the pixels between patches would be lost; use "
+                             f"at most image_px (0 means image_px)")
         return self
 
     # -- derived values ---------------------------------------------------------------------
@@ -301,13 +316,15 @@ class Config(BaseModel):
 
 
 # bumped when the data stage's code changes what the same parameters produce (2: S1 and S2 of a
-# place share their split), so shards built by older code are not reused under the same hash
-DATA_RULES = 2
+# place share their split; 3: samples carry their dominant land-cover class), so shards built
+# by older code are not reused under the same hash
+DATA_RULES = 3
 DATA_KEYS = ("datasets", "source", "source_path", "sources", "samples_per_dataset", "image_px",
-             "scene_px", "caption_metadata", "s2_product", "val_fraction", "shard_size", "seed")
+             "scene_px", "patch_stride_px", "caption_metadata", "s2_product", "val_fraction",
+             "shard_size", "seed")
 TRAIN_KEYS = ("model", "pretrained", "band_adapter", "batch_size", "epochs", "lr", "weight_decay",
               "warmup_fraction", "grad_clip_norm", "precision", "grad_accum_steps", "seed")
-SSL_KEYS = ("ssl_mode", "ssl_backbone", "ssl_adapter", "ssl_augment", "ssl_epochs",
+SSL_KEYS = ("ssl_mode", "ssl_backbone", "ssl_adapter", "ssl_augment", "ssl_patches", "ssl_epochs",
             "ssl_batch_size", "ssl_lr", "moco_queue", "moco_momentum", "moco_temperature",
             "precision", "seed")
 _NOT_HASHED = {"work_dir", "run_name", "num_workers", "device", "preset", "experiment",

@@ -9,7 +9,7 @@ Layout of one build (``<work>/shards/<data_hash>/``)::
 
 Each sample holds ``img.npy`` (all bands, the product's own dtype, no lossy compression),
 ``txt`` (the caption) and ``json`` (labels, dataset, group, sensor, GSD, footprint, date, split,
-pair id, ...). Shards are written to a temporary name and renamed, so a shard that exists is
+pair id, the dominant land-cover class where the source knows it, ...). Shards are written to a temporary name and renamed, so a shard that exists is
 whole; a build that is interrupted resumes from the shards it has. Splits are assigned per
 scene (all patches of a scene go to the same split) and checked by content hash: an image that
 also occurs in train is removed from validation.
@@ -282,7 +282,8 @@ def _patches(cfg: Config, scene, split: str) -> Iterator[dict]:
     if h < p or w < p:
         raise ShardError(f"scene {scene.dataset}/{scene.index} is {h}x{w} px, smaller than "
                          f"image_px={p}")
-    origins = [(y, x) for y in range(0, h - p + 1, p) for x in range(0, w - p + 1, p)]
+    step = cfg.patch_stride_px or p
+    origins = [(y, x) for y in range(0, h - p + 1, step) for x in range(0, w - p + 1, step)]
     bounds = scene.meta.get("footprint", {}).get("bounds")
     for k, (y, x) in enumerate(origins):
         labels = scene.label_window(y, x, p, p)
@@ -290,6 +291,8 @@ def _patches(cfg: Config, scene, split: str) -> Iterator[dict]:
         meta.update(split=split, patch=k, patch_origin_px=[y, x], image_px=p,
                     labels=labels, label_idx=[scene.vocabulary.index(lab) for lab in labels],
                     dtype=str(scene.image.dtype))
+        if scene.dominant_window is not None:
+            meta["dominant_label"] = scene.dominant_window(y, x, p, p)
         if len(origins) > 1:
             meta["scene_labels"] = scene.meta.get("scene_labels")  # of the whole scene
             if bounds:  # patch footprint by linear interpolation inside the scene's bounds

@@ -738,6 +738,15 @@ def window_labels(layers: SceneLayers, y0: int, x0: int, h: int, w: int,
     return sorted(found, key=vocabulary.index)
 
 
+def window_dominant(layers: SceneLayers, y0: int, x0: int, h: int, w: int) -> str | None:
+    """The labelled land-cover class covering most of a pixel window (the single label of a
+    scene, as SEN12MS's majority IGBP class); None when no labelled area class is in it."""
+    cm = layers.class_map[y0:y0 + h, x0:x0 + w]
+    counts = np.bincount(cm.ravel(), minlength=len(layers.area_names)).astype(float)
+    counts[~np.asarray(layers.area_is_label, bool)] = 0
+    return layers.area_names[int(counts.argmax())] if counts.max() > 0 else None
+
+
 # --- sensor models ------------------------------------------------------------------------------
 
 @lru_cache(maxsize=64)

@@ -32,6 +32,8 @@ class Scene:
     meta: dict
     vocabulary: tuple[str, ...]
     label_window: Callable[[int, int, int, int], list[str]]
+    # the single (dominant) label of a pixel window, where the source knows one
+    dominant_window: Callable[[int, int, int, int], str | None] | None = None
 
 
 class SimulatorSource:
@@ -66,7 +68,8 @@ class SimulatorSource:
         ds = get_dataset(dataset)
         labeller = partial(_window, s.layers, ds.labels,
                            simulate.RECIPES[dataset].min_area_fraction)
-        return Scene(dataset, index, s.image, s.meta, ds.labels, labeller)
+        return Scene(dataset, index, s.image, s.meta, ds.labels, labeller,
+                     partial(simulate.window_dominant, s.layers))
 
 
 def _window(layers, vocabulary, min_frac, y0, x0, h, w):
@@ -614,6 +617,7 @@ class TorchGeoSource:
         sample = part[i]
         image = sample["image"].numpy()
         cls_name = self.spec.dataset_class
+        dominant = None  # multi-label datasets without a land-cover map have none
         if cls_name == "SSL4EOS12":
             image = image.astype(np.float32 if self.bands[0] == "VV" else np.uint16)
             labels = []
@@ -622,6 +626,7 @@ class TorchGeoSource:
             codes = np.bincount(sample["mask"].numpy().ravel(), minlength=18)
             area = codes[1:18] / max(codes.sum(), 1)
             labels = [self.labels[j] for j in np.flatnonzero(area >= 0.01)]
+            dominant = self.labels[int(area.argmax())] if area.max() > 0 else None
         elif cls_name in ("BigEarthNet", "BigEarthNetV2"):
             image = image.astype(np.uint16 if self.bands[0] != "VV" else np.float32)
             if len(image) != len(self.bands):
@@ -634,6 +639,7 @@ class TorchGeoSource:
             image = np.clip(np.rint(image), 0, np.iinfo(_TORCHGEO_DTYPE[cls_name]).max).astype(
                 _TORCHGEO_DTYPE[cls_name])
             labels = [self.labels[int(sample["label"])]]
+            dominant = labels[0]
         meta = self._meta(part, i, cls_name, index)
         if cls_name == "SSL4EOS12":
             import datetime as dt
@@ -644,7 +650,7 @@ class TorchGeoSource:
         order = [lab for lab in self.ds_info.labels if lab in labels]
         meta.update(scene_labels=order, whole_image=True)
         return Scene(dataset, index, np.ascontiguousarray(image), meta, self.ds_info.labels,
-                     lambda y0, x0, h, w: list(order))
+                     lambda y0, x0, h, w: list(order), lambda y0, x0, h, w: dominant)
 
     def _meta(self, part, i: int, cls_name: str, index: int) -> dict:
         ds = self.ds_info

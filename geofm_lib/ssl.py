@@ -91,6 +91,16 @@ class Pairs:
     labels: list[list[str]]
     vocabulary: list[str]
     incomplete: int = 0  # places with only one sensor in this split (left out)
+    dominant: list[str | None] = field(default_factory=list)  # single label, where known
+    bounds: list[list[float] | None] = field(default_factory=list)  # lon/lat footprint
+
+    def subset(self, idx) -> Pairs:
+        """The places ``idx`` (in that order)."""
+        idx = np.asarray(idx, int)
+        pick = lambda seq: [seq[i] for i in idx] if seq else []  # noqa: E731
+        return Pairs(self.optical_bands, self.sar_bands, self.optical[idx], self.sar[idx],
+                     pick(self.pair_ids), pick(self.labels), self.vocabulary, self.incomplete,
+                     pick(self.dominant), pick(self.bounds))
 
     @property
     def bands(self) -> list[str]:
@@ -166,6 +176,10 @@ def load_pairs(cfg: Config, split: str) -> Pairs:
                 continue
             rec = halves.setdefault(pid, {"labels": set()})
             rec["labels"].update(m.get("labels") or [])
+            if m.get("dominant_label") and (opt_idx or "dominant" not in rec):
+                rec["dominant"] = m["dominant_label"]  # the optical image's, if they differ
+            if (m.get("footprint") or {}).get("bounds") and "bounds" not in rec:
+                rec["bounds"] = m["footprint"]["bounds"]
             for part, idx in (("sar", sar_idx), ("optical", opt_idx)):
                 if idx:
                     names = [bands[i] for i in idx]
@@ -190,17 +204,58 @@ def load_pairs(cfg: Config, split: str) -> Pairs:
                  np.stack([halves[p]["optical"] for p in complete]),
                  np.stack([halves[p]["sar"] for p in complete]), complete,
                  [sorted(halves[p]["labels"]) for p in complete], vocab,
-                 incomplete=len(halves) - len(complete))
+                 incomplete=len(halves) - len(complete),
+                 dominant=[halves[p].get("dominant") for p in complete],
+                 bounds=[halves[p].get("bounds") for p in complete])
+
+
+def non_overlapping(bounds: list, seed: int = 0) -> np.ndarray:
+    """Indices of a subset of footprints no two of which overlap (touching edges is fine),
+    chosen greedily in a seeded random order, as seed 003's non-overlapping SEN12MS subset.
+    A grid hash keeps it near linear in the number of footprints."""
+    missing = [i for i, b in enumerate(bounds) if not b]
+    if missing:
+        raise PairError(f"{len(missing)} of {len(bounds)} places have no footprint bounds, so "
+                        f"overlap cannot be decided; use ssl_patches=all for this data")
+    box = np.asarray(bounds, float)
+    cell = max(float(np.median(box[:, 2] - box[:, 0])), float(np.median(box[:, 3] - box[:, 1])),
+               1e-9)
+    grid: dict[tuple[int, int], list[int]] = {}
+    kept = []
+    tol = 1e-9 * cell  # footprints that share an edge (adjacent tiles) do not overlap
+    for i in np.random.default_rng([seed, 3]).permutation(len(box)):
+        x0, y0, x1, y1 = box[i]
+        cells = [(gx, gy) for gx in range(int(x0 // cell), int(x1 // cell) + 1)
+                 for gy in range(int(y0 // cell), int(y1 // cell) + 1)]
+        clash = False
+        for c in cells:
+            for j in grid.get(c, ()):
+                a = box[j]
+                if min(x1, a[2]) - max(x0, a[0]) > tol and min(y1, a[3]) - max(y0, a[1]) > tol:
+                    clash = True
+                    break
+            if clash:
+                break
+        if not clash:
+            kept.append(i)
+            for c in cells:
+                grid.setdefault(c, []).append(int(i))
+    return np.sort(np.asarray(kept, int))
 
 
 class PairViews(torch.utils.data.Dataset):
     """Samples of one pair mode: ``image`` holds the two views stacked along the channels
-    (query first); ``pair_q``/``pair_k`` and ``sensor_q``/``sensor_k`` say what they are."""
+    (query first); ``pair_q``/``pair_k`` and ``sensor_q``/``sensor_k`` say what they are.
 
-    def __init__(self, pairs: Pairs, mode: str):
+    An index is ``i`` or ``(epoch, i)`` (from :class:`EpochSampler`); the random choices of a
+    sample (which sensor is the query, which input in ``fusion_partial``) are drawn from a
+    generator seeded by (seed, epoch, i), so they do not depend on workers, ranks or resuming.
+    """
+
+    def __init__(self, pairs: Pairs, mode: str, seed: int = 0):
         if mode not in PAIR_MODES:
             raise ValueError(f"unknown ssl_mode {mode!r}; choose one of {', '.join(PAIR_MODES)}")
-        self.pairs, self.mode = pairs, mode
+        self.pairs, self.mode, self.seed = pairs, mode, seed
 
     def __len__(self) -> int:
         return 2 * len(self.pairs) if self.mode == "augment" else len(self.pairs)
@@ -208,21 +263,49 @@ class PairViews(torch.utils.data.Dataset):
     def _view(self, i: int, sensor: str) -> torch.Tensor:
         return torch.from_numpy(self.pairs.inputs(i, sensor)[0])
 
-    def __getitem__(self, i: int) -> dict:
-        # python's random: Lightning's seed_everything seeds it, so runs repeat
+    def __getitem__(self, index) -> dict:
+        epoch, i = index if isinstance(index, tuple) else (0, index)
+        rng = random.Random(f"{self.seed}-{epoch}-{i}")  # str seeds hash the same everywhere
         if self.mode == "augment":
             i, sensors = i // 2, ("s2", "s2") if i % 2 == 0 else ("s1", "s1")
         elif self.mode == "sensor":
-            sensors = ("s1", "s2") if random.random() < 0.5 else ("s2", "s1")
+            sensors = ("s1", "s2") if rng.random() < 0.5 else ("s2", "s1")
         elif self.mode == "fusion_all":
             sensors = ("s1/s2", "s1/s2")
         else:
-            one = random.choice(INPUTS)
+            one = rng.choice(INPUTS)
             sensors = (one, one)
         q, k = (self._view(i, s) for s in sensors)
         pid = self.pairs.pair_ids[i]
         return {"image": torch.cat([q, k]), "pair_q": pid, "pair_k": pid,
                 "sensor_q": sensors[0], "sensor_k": sensors[1]}
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """The global batches of an epoch are a permutation seeded by (seed, epoch), cut into
+    ``global_batch`` pieces (the last partial one dropped); rank ``r`` of ``world`` yields its
+    ``global_batch / world`` slice of each, as ``(epoch, i)`` pairs. One process or several see
+    the same global batches, and a run resumed at an epoch boundary sees what it would have."""
+
+    def __init__(self, n: int, global_batch: int, seed: int, rank: int = 0, world: int = 1):
+        if global_batch % world:
+            raise ValueError(f"ssl_batch_size={global_batch} does not split over {world} "
+                             f"processes; use a multiple of {world}")
+        self.n, self.batch, self.seed, self.rank, self.world = n, global_batch, seed, rank, world
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:  # Lightning calls this before every epoch
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return (self.n // self.batch) * (self.batch // self.world)
+
+    def __iter__(self):
+        order = np.random.default_rng([self.seed, self.epoch, 7]).permutation(self.n)
+        per = self.batch // self.world
+        for b in range(self.n // self.batch):
+            chunk = order[b * self.batch:(b + 1) * self.batch][self.rank * per:(self.rank + 1) * per]
+            yield from ((self.epoch, int(i)) for i in chunk)
 
 
 # --- the MoCo-v2 model ----------------------------------------------------------------------
@@ -241,9 +324,11 @@ def augmentations(kind: str, image_px: int):
     return torch.nn.Sequential(*ops)
 
 
-def build_task(cfg: Config, bands: list[str]):
+def build_task(cfg: Config, bands: list[str], world: int = 1):
     """torchgeo's MoCoTask (v2) for ``bands`` input channels, with the two fixes of the module
-    docstring (key side starts as a copy of the query side; the conv1x1 stem)."""
+    docstring (key side starts as a copy of the query side; the conv1x1 stem). With ``world``
+    processes the keys of all of them are gathered before they enter the queue (as MoCo's
+    ``concat_all_gather``), so the queue holds the same keys as one process would."""
     from torchgeo.trainers import MoCoTask
 
     torch.manual_seed(cfg.seed)
@@ -253,7 +338,8 @@ def build_task(cfg: Config, bands: list[str]):
                     momentum=0.9, schedule=milestones, temperature=cfg.moco_temperature,
                     memory_bank_size=cfg.moco_queue, moco_momentum=cfg.moco_momentum,
                     size=cfg.image_px, augmentation1=augmentations(cfg.ssl_augment, cfg.image_px),
-                    augmentation2=augmentations(cfg.ssl_augment, cfg.image_px))
+                    augmentation2=augmentations(cfg.ssl_augment, cfg.image_px),
+                    gather_distributed=world > 1)
     if cfg.ssl_adapter == "conv1x1":
         for net in (task.backbone, task.backbone_momentum):
             net.conv1 = stem_conv1x1(net.conv1, bands)
@@ -370,6 +456,35 @@ def _callbacks():
                          "%d, embedding std %.4f", r["epoch"], trainer.max_epochs, r["loss"],
                          r["positive_similarity"], r["queue_filled"], r["embedding_std"])
 
+    class EpochSeed(Callback):
+        """Seeds torch (the GPU-side kornia augmentations) at the start of every epoch from
+        (seed, epoch, rank): an epoch's randomness does not depend on the epochs before it,
+        so a run resumed from ``last.ckpt`` repeats the uninterrupted one."""
+
+        def __init__(self, seed: int):
+            self.seed = seed
+
+        def on_train_epoch_start(self, trainer, module):
+            state = np.random.SeedSequence([self.seed, trainer.current_epoch,
+                                            trainer.global_rank, 11]).generate_state(1)[0]
+            torch.manual_seed(int(state))
+
+    class QueueState(Callback):
+        """lightly registers the queue (``bank``, ``bank_ptr``) as non-persistent buffers, so
+        Lightning's checkpoint leaves it out and a resumed run would start from random keys;
+        this puts it into ``last.ckpt`` and back."""
+
+        def on_save_checkpoint(self, trainer, module, checkpoint):
+            bank = module.criterion.memory_bank
+            checkpoint["moco_queue"] = {"bank": bank.bank.detach().cpu().clone(),
+                                        "bank_ptr": bank.bank_ptr.detach().cpu().clone()}
+
+        def on_load_checkpoint(self, trainer, module, checkpoint):
+            if "moco_queue" in checkpoint:
+                bank = module.criterion.memory_bank
+                for name in ("bank", "bank_ptr"):
+                    getattr(bank, name).copy_(checkpoint["moco_queue"][name])
+
     class AtomicLast(Callback):
         """``last.ckpt`` after every epoch, written to a temporary file and renamed."""
 
@@ -378,10 +493,11 @@ def _callbacks():
 
         def on_train_epoch_end(self, trainer, module):
             tmp = self.path.with_name(self.path.name + ".tmp")
-            trainer.save_checkpoint(tmp, weights_only=False)  # optimiser too: resumable
-            os.replace(tmp, self.path)
+            trainer.save_checkpoint(tmp, weights_only=False)  # optimiser too; all ranks call
+            if trainer.is_global_zero:  # rank 0 wrote it
+                os.replace(tmp, self.path)
 
-    return Monitor, AtomicLast
+    return Monitor, AtomicLast, EpochSeed, QueueState
 
 
 @contextlib.contextmanager
@@ -420,10 +536,19 @@ def ssl_dir(cfg: Config) -> Path:
     return cfg.path("checkpoints", cfg.ssl_hash)
 
 
-def pretrain(cfg: Config, show_progress: bool = True, log_every: int = 2) -> SSLResult:
-    """Pretrain (or resume, or load) the MoCo-v2 encoder of ``cfg`` on the train places."""
+def pretrain(cfg: Config, show_progress: bool = True, log_every: int = 2,
+             callbacks=()) -> SSLResult:
+    """Pretrain (or resume, or load) the MoCo-v2 encoder of ``cfg`` on the train places.
+
+    Under ``torchrun`` (``python -m torch.distributed.run ... -m geofm_lib.cli ssl``) every
+    process runs this: Lightning's DDP on the launcher's processes (NCCL on GPUs, gloo on CPU),
+    ``ssl_batch_size`` is the global batch, each process takes its slice of every global batch
+    (:class:`EpochSampler`) and the queue receives the keys of all of them. ``callbacks``: more
+    Lightning callbacks (tests use one to interrupt a run).
+    """
     from lightning.pytorch import Trainer, seed_everything
 
+    from .distributed import from_env
     from .models import resolve_device, resolve_precision
     from .training import load_checkpoint, save_checkpoint
 
@@ -432,44 +557,68 @@ def pretrain(cfg: Config, show_progress: bool = True, log_every: int = 2) -> SSL
     if out.is_file():
         state = load_checkpoint(out, expected_format=SSL_FORMAT)
         if state.get("finished"):
-            return SSLResult(out, state["history"], 0.0, True, False, state["pairs"])
-    pairs = load_pairs(cfg, "train")
-    if len(pairs) < cfg.ssl_batch_size:
+            return SSLResult(out, state["history"], 0.0, True, False, state["pairs"],
+                             dict(state.get("run", {})))
+    dist = from_env()
+    rank, world = dist.rank, dist.world_size
+    all_pairs = load_pairs(cfg, "train")
+    pairs = all_pairs
+    if cfg.ssl_patches == "non_overlapping":
+        pairs = all_pairs.subset(non_overlapping(all_pairs.bounds, cfg.seed))
+        log.info("non-overlapping subset: %d of %d places", len(pairs), len(all_pairs))
+    views = PairViews(pairs, cfg.ssl_mode, cfg.seed)
+    if len(views) < cfg.ssl_batch_size:
         raise ValueError(f"ssl_batch_size={cfg.ssl_batch_size} is larger than the "
-                         f"{len(pairs)} training places; lower it or add data")
+                         f"{len(views)} training samples; lower it or add data")
     device = resolve_device(cfg.device)
     precision = {"fp32": "32-true", "bf16": "bf16-mixed", "fp16": "16-mixed"}[
         resolve_precision(cfg.precision, device)]
     seed_everything(cfg.seed, workers=True, verbose=False)
-    task = build_task(cfg, pairs.bands)
+    task = build_task(cfg, pairs.bands, world)
+    sampler = EpochSampler(len(views), cfg.ssl_batch_size, cfg.seed, rank, world)
     loader = torch.utils.data.DataLoader(
-        PairViews(pairs, cfg.ssl_mode), batch_size=cfg.ssl_batch_size, shuffle=True,
-        drop_last=True, num_workers=cfg.num_workers, pin_memory=device == "cuda")
-    monitor_cls, atomic_cls = _callbacks()
-    monitor = monitor_cls(log_every, cfg.ssl_epochs * len(loader), show_progress)
+        views, batch_size=cfg.ssl_batch_size // world, sampler=sampler, drop_last=True,
+        num_workers=cfg.num_workers, pin_memory=device == "cuda",
+        persistent_workers=cfg.num_workers > 0,
+        # its own generator: making an iterator then draws nothing from torch's global RNG,
+        # which EpochSeed sets for the augmentations (when the iterator is made differs
+        # between a fresh and a resumed run)
+        generator=torch.Generator().manual_seed(cfg.seed))
+    monitor_cls, atomic_cls, seed_cls, queue_cls = _callbacks()
+    monitor = monitor_cls(log_every, cfg.ssl_epochs * len(loader), show_progress and rank == 0)
     folder.mkdir(parents=True, exist_ok=True)
     last = folder / "last.ckpt"
+    if world > 1:
+        from lightning.pytorch.strategies import DDPStrategy
+
+        strategy = DDPStrategy(process_group_backend="nccl" if device == "cuda" else "gloo")
+        devices, nodes = dist.local_world_size, world // dist.local_world_size
+    else:
+        strategy, devices, nodes = "auto", 1, 1
     with _quiet_lightning():
         trainer = Trainer(max_epochs=cfg.ssl_epochs, accelerator="gpu" if device == "cuda" else
-                          "cpu", devices="auto" if device == "cuda" else 1,
+                          "cpu", devices=devices, num_nodes=nodes, strategy=strategy,
                           precision=precision, logger=False, enable_checkpointing=False,
                           enable_progress_bar=False, enable_model_summary=False,
-                          callbacks=[monitor, atomic_cls(last)], log_every_n_steps=1)
+                          use_distributed_sampler=False, deterministic=device != "cuda",
+                          callbacks=[monitor, seed_cls(cfg.seed), queue_cls(),
+                                     atomic_cls(last), *callbacks], log_every_n_steps=1)
     t0 = time.perf_counter()
     resumed = last.is_file()
     with _quiet_lightning():
         trainer.fit(task, loader, ckpt_path=str(last) if resumed else None,
                     weights_only=False if resumed else None)
+    run = {"steps": trainer.global_step, "world_size": world, "places": len(all_pairs),
+           "places_pretrained": len(pairs), "incomplete_places": pairs.incomplete}
     if trainer.global_rank == 0:
         save_checkpoint(out, {
             "format": SSL_FORMAT, "backbone": cfg.ssl_backbone, "adapter": cfg.ssl_adapter,
             "bands": pairs.bands, "image_px": cfg.image_px, "mode": cfg.ssl_mode,
             "state_dict": task.backbone.state_dict(), "history": monitor.history,
-            "pairs": len(pairs), "finished": True, "ssl_hash": cfg.ssl_hash,
+            "pairs": len(pairs), "finished": True, "ssl_hash": cfg.ssl_hash, "run": run,
             "params": json.loads(json.dumps(cfg.to_dict()))})
     return SSLResult(out, monitor.history, round(time.perf_counter() - t0, 1), False, resumed,
-                     len(pairs), {"steps": trainer.global_step,
-                                  "incomplete_places": pairs.incomplete})
+                     len(pairs), run)
 
 
 def load_encoder(path: Path, device: str = "cpu"):
@@ -500,17 +649,20 @@ def labelled_subset(pairs: Pairs, n: int, seed: int) -> np.ndarray:
 
 
 def train_classifier(net, x_tr: np.ndarray, y_tr: np.ndarray, epochs: int, lr: float,
-                     seed: int, device: str = "cpu", batch: int = 64):
-    """``net`` + a linear multi-label head trained with BCE, AdamW, flips and rotations; returns
-    a function giving 0/1 predictions for images."""
+                     seed: int, device: str = "cpu", batch: int = 64, single: bool = False):
+    """``net`` + a linear head trained with AdamW, flips and rotations: multi-label (``y_tr``
+    0/1 rows, BCE) or, with ``single``, single-label (``y_tr`` class indices, cross-entropy).
+    Returns a function giving predictions for images (0/1 rows, or class indices)."""
     from .training import augment
 
     dim = features_of(net, x_tr[:2], device).shape[1]
     torch.manual_seed(seed)
-    head = torch.nn.Linear(dim, y_tr.shape[1]).to(device)
+    n_out = int(y_tr.max()) + 1 if single else y_tr.shape[1]
+    head = torch.nn.Linear(dim, n_out).to(device)
     model = torch.nn.Sequential(net, head).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
-    loss_fn = torch.nn.BCEWithLogitsLoss()
+    loss_fn = torch.nn.CrossEntropyLoss() if single else torch.nn.BCEWithLogitsLoss()
+    target = torch.from_numpy(y_tr.astype(np.int64 if single else np.float32))
     rng, aug = np.random.default_rng(seed), random.Random(seed)
     for _ in range(epochs):
         model.train()
@@ -520,7 +672,7 @@ def train_classifier(net, x_tr: np.ndarray, y_tr: np.ndarray, epochs: int, lr: f
             if len(b) < 2:
                 continue
             xb = torch.from_numpy(np.stack([augment(x_tr[j], aug) for j in b])).to(device)
-            loss = loss_fn(model(xb), torch.from_numpy(y_tr[b]).to(device))
+            loss = loss_fn(model(xb), target[b].to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -530,18 +682,78 @@ def train_classifier(net, x_tr: np.ndarray, y_tr: np.ndarray, epochs: int, lr: f
         out = []
         with torch.no_grad():
             for i in range(0, len(x), 256):
-                out.append(torch.sigmoid(model(torch.from_numpy(x[i:i + 256]).to(device)))
-                           .cpu().numpy() > 0.5)
+                logits = model(torch.from_numpy(x[i:i + 256]).to(device))
+                out.append((logits.argmax(1) if single else torch.sigmoid(logits) > 0.5)
+                           .cpu().numpy())
         return np.concatenate(out)
 
     return predict
 
 
+def accuracy_ci(y_true: np.ndarray, y_pred: np.ndarray, n_boot: int, seed: int):
+    """Accuracy (%) and its 95 % percentile-bootstrap interval over test places."""
+    hit = (np.asarray(y_true) == np.asarray(y_pred)).astype(float)
+    rng = np.random.default_rng(seed)
+    draws = [hit[rng.integers(0, len(hit), len(hit))].mean() for _ in range(n_boot)]
+    return 100 * float(hit.mean()), [100 * float(np.quantile(draws, q)) for q in (0.025, 0.975)]
+
+
+def single_label_probe(x_tr, y_tr, x_te, seed: int = 0):
+    """Multinomial logistic regression on standardised frozen features, ``C`` chosen by
+    accuracy on a held-out 20 % of the training rows, then refitted on all of them."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    order = np.random.default_rng(seed).permutation(len(x_tr))
+    n_val = max(int(round(len(order) * 0.2)), 1)
+    val, fit = order[:n_val], order[n_val:]
+    best, best_acc = None, -1.0
+    for c in (0.01, 0.1, 1.0):
+        m = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000))
+        acc = float((m.fit(x_tr[fit], y_tr[fit]).predict(x_tr[val]) == y_tr[val]).mean())
+        if acc > best_acc:
+            best, best_acc = c, acc
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=best, max_iter=2000))
+    return model.fit(x_tr, y_tr).predict(x_te)
+
+
+@dataclass
+class SingleLabels:
+    """The single-label task of an evaluation: the labelled places with a dominant class, the
+    classes they cover, and the test places' class indices (-1: a class absent from the
+    labelled set, which no classifier trained on it can predict; it counts as an error)."""
+
+    train_idx: np.ndarray   # into the labelled subset
+    classes: list[str]
+    y_train: np.ndarray
+    y_test: np.ndarray
+
+
+def single_labels(train: Pairs, idx: np.ndarray, test: Pairs) -> SingleLabels | None:
+    """None when the data has no dominant classes (BigEarthNet has no land-cover map)."""
+    if not train.dominant or not test.dominant:
+        return None
+    keep = np.array([k for k, i in enumerate(idx) if train.dominant[i]], int)
+    classes = sorted({train.dominant[idx[k]] for k in keep},
+                     key=lambda c: train.vocabulary.index(c) if c in train.vocabulary else 0)
+    if len(classes) < 2 or not any(test.dominant):
+        return None
+    pos = {c: j for j, c in enumerate(classes)}
+    return SingleLabels(keep, classes, np.array([pos[train.dominant[idx[k]]] for k in keep]),
+                        np.array([pos.get(d, -1) if d else -2 for d in test.dominant]))
+
+
 def evaluate(cfg: Config, encoder_path: Path, finetune_epochs: int = 5, n_boot: int = 300,
-             device: str = "cpu", show_progress: bool = True) -> list[dict]:
+             device: str = "cpu", show_progress: bool = True,
+             tasks: tuple[str, ...] = ("multi-label", "single-label")) -> list[dict]:
     """Seed 003's table: rows (random init + linear probe, supervised from scratch, the SSL
-    encoder with a linear probe and fine-tuned) x inputs (s1, s2, s1/s2), F2 micro with 95 %
-    intervals on the validation places. Labelled data: ``labelled_samples`` training places."""
+    encoder with a linear probe and fine-tuned) x inputs (s1, s2, s1/s2) x tasks, on the
+    validation places (never seen in pretraining or fitting) with ``labelled_samples``
+    training places as the labelled data. Multi-label: F2 micro (threshold 0.5). Single-label (the dominant
+    land-cover class, where the data has one): accuracy. Every score has a bootstrap 95 %
+    interval over test places. Rows: ``task, metric, method, input, score, ci, n_train,
+    n_test``."""
     from .features import bootstrap_metrics, label_matrix, multilabel_metrics, run_probe
     from .progress import progress
 
@@ -553,38 +765,121 @@ def evaluate(cfg: Config, encoder_path: Path, finetune_epochs: int = 5, n_boot: 
     vocab = train.vocabulary
     y_tr = label_matrix([train.labels[i] for i in idx], vocab).astype(np.float32)
     y_te = label_matrix(test.labels, vocab).astype(bool)
+    single = single_labels(train, idx, test) if "single-label" in tasks else None
+    if single is not None:
+        has = single.y_test > -2  # test places with a dominant class
+    elif "single-label" in tasks:
+        log.info("no dominant land-cover classes in this data: single-label rows left out")
     init = make_backbone(state["backbone"], state["bands"], state["adapter"], cfg.seed + 1)
+    mode = state["mode"]
     rows = []
-    bar = progress(total=len(INPUTS) * 4, desc="evaluation", unit="fit",
+    n_tasks = ("multi-label" in tasks) + (single is not None)
+    bar = progress(total=len(INPUTS) * 4 * n_tasks, desc="evaluation", unit="fit",
                    disable=not show_progress)
+
+    def row(task, method, which, score, ci, n_train, n_test, **extra):
+        rows.append({"task": task, "metric": "F2 micro" if task == "multi-label" else
+                     "accuracy", "method": method, "input": which, "score": score,
+                     "ci": [float(c) for c in ci], "n_train": n_train, "n_test": n_test,
+                     **extra})
+        bar.update(1)
+
     for which in INPUTS:
         x_tr, x_te = train.inputs(idx, which), test.inputs(np.arange(len(test)), which)
-
-        def add(method, pred, which=which):
-            m = multilabel_metrics(y_te, pred)
-            ci = bootstrap_metrics(y_te, pred, n_boot=n_boot, seed=cfg.seed)
-            rows.append({"method": method, "input": which, "f2_micro": m["f2_micro"],
-                         "f2_micro_ci": ci["f2_micro"], "precision_micro": m["precision_micro"],
-                         "hamming_loss": m["hamming_loss"], "n_train": len(idx),
-                         "n_test": len(test)})
-            bar.update(1)
-
-        for name, net in (("random init, linear probe", init),
-                          (f"MoCo-v2 {state['mode']}, linear probe", ssl_net)):
-            r = run_probe("linear", features_of(net, x_tr, device), y_tr.astype(bool),
-                          features_of(net, x_te, device), y_te, seed=cfg.seed, n_boot=n_boot)
-            rows.append({"method": name, "input": which, "f2_micro": r.test["f2_micro"],
-                         "f2_micro_ci": r.ci["f2_micro"],
-                         "precision_micro": r.test["precision_micro"],
-                         "hamming_loss": r.test["hamming_loss"], "n_train": len(idx),
-                         "n_test": len(test)})
-            bar.update(1)
-        scratch = make_backbone(state["backbone"], state["bands"], state["adapter"],
-                                cfg.seed + 2).to(device)
-        add("supervised from scratch", train_classifier(
-            scratch, x_tr, y_tr, finetune_epochs, 1e-3, cfg.seed, device)(x_te))
-        tuned = copy.deepcopy(ssl_net)  # the same recipe as from scratch: only the start differs
-        add(f"MoCo-v2 {state['mode']}, fine-tuned", train_classifier(
-            tuned, x_tr, y_tr, finetune_epochs, 1e-3, cfg.seed, device)(x_te))
+        feats = {name: (features_of(net, x_tr, device), features_of(net, x_te, device))
+                 for name, net in (("random init", init), (f"MoCo-v2 {mode}", ssl_net))}
+        if "multi-label" in tasks:
+            for name, (f_tr, f_te) in feats.items():
+                r = run_probe("linear", f_tr, y_tr.astype(bool), f_te, y_te, seed=cfg.seed,
+                              n_boot=n_boot)
+                row("multi-label", f"{name}, linear probe", which, r.test["f2_micro"],
+                    r.ci["f2_micro"], len(idx), len(test),
+                    precision_micro=r.test["precision_micro"],
+                    hamming_loss=r.test["hamming_loss"])
+            for name, start in (("supervised from scratch", None),
+                                (f"MoCo-v2 {mode}, fine-tuned", ssl_net)):
+                # the same recipe for both: only the starting weights differ
+                net = (make_backbone(state["backbone"], state["bands"], state["adapter"],
+                                     cfg.seed + 2) if start is None else copy.deepcopy(start))
+                pred = train_classifier(net.to(device), x_tr, y_tr, finetune_epochs, 1e-3,
+                                        cfg.seed, device)(x_te)
+                m = multilabel_metrics(y_te, pred)
+                ci = bootstrap_metrics(y_te, pred, n_boot=n_boot, seed=cfg.seed)
+                row("multi-label", name, which, m["f2_micro"], ci["f2_micro"], len(idx),
+                    len(test), precision_micro=m["precision_micro"],
+                    hamming_loss=m["hamming_loss"])
+        if single is not None:
+            k, yt = single.train_idx, single.y_test[has]
+            for name, (f_tr, f_te) in feats.items():
+                pred = single_label_probe(f_tr[k], single.y_train, f_te[has], cfg.seed)
+                row("single-label", f"{name}, linear probe", which,
+                    *accuracy_ci(yt, pred, n_boot, cfg.seed), len(k), int(has.sum()))
+            for name, start in (("supervised from scratch", None),
+                                (f"MoCo-v2 {mode}, fine-tuned", ssl_net)):
+                net = (make_backbone(state["backbone"], state["bands"], state["adapter"],
+                                     cfg.seed + 2) if start is None else copy.deepcopy(start))
+                pred = train_classifier(net.to(device), x_tr[k], single.y_train,
+                                        finetune_epochs, 1e-3, cfg.seed, device,
+                                        single=True)(x_te[has])
+                row("single-label", name, which, *accuracy_ci(yt, pred, n_boot, cfg.seed),
+                    len(k), int(has.sum()))
     bar.close()
     return rows
+
+
+# --- comparing pair modes -------------------------------------------------------------------
+
+MODE_NAMES = {"sensor": "sensor-based pairs (S1 / S2 of a place)",
+              "fusion_all": "all fusion (S1+S2 stacked)",
+              "fusion_partial": "partial fusion (S1, S2 or S1+S2)",
+              "augment": "augmentation pairs (MoCo-v2 baseline)"}
+
+
+def save_evaluation(cfg: Config, rows: list[dict], settings: dict) -> Path:
+    """``evaluation.json`` beside the encoder: the rows of :func:`evaluate` and what they were
+    run with, so runs of other pair modes on the same data can be put side by side."""
+    from .shards import atomic_write_json
+
+    path = ssl_dir(cfg) / "evaluation.json"
+    atomic_write_json(path, {"ssl_hash": cfg.ssl_hash, "data_hash": cfg.data_hash,
+                             "ssl_mode": cfg.ssl_mode, "ssl_patches": cfg.ssl_patches,
+                             "ssl": {k: getattr(cfg, k) for k in
+                                     ("ssl_backbone", "ssl_adapter", "ssl_augment",
+                                      "ssl_epochs", "ssl_batch_size", "moco_queue")},
+                             "labelled_samples": cfg.labelled_samples, "settings": settings,
+                             "rows": rows})
+    return path
+
+
+def compare_runs(cfg: Config, settings: dict) -> list[dict]:
+    """The evaluations of every finished MoCo run on this data with the same labelled set and
+    evaluation settings (pair modes, patch subsets, ...), as rows shaped like seed 003's table:
+    the supervised baseline once, then each run's linear-probe and fine-tuned rows."""
+    found = []
+    for path in sorted(cfg.path("checkpoints").glob("*/evaluation.json")):
+        rec = json.loads(path.read_text())
+        if (rec.get("data_hash") == cfg.data_hash and rec.get("settings") == settings
+                and rec.get("labelled_samples") == cfg.labelled_samples):
+            found.append(rec)
+    order = {m: i for i, m in enumerate(MODE_NAMES)}
+    found.sort(key=lambda r: (order.get(r["ssl_mode"], 9), r["ssl_patches"], r["ssl_hash"]))
+    out = []
+    for rec in found:
+        label = MODE_NAMES.get(rec["ssl_mode"], rec["ssl_mode"])
+        if rec["ssl_patches"] != "all":
+            label += ", non-overlapping places"
+        others = [r for r in found if r["ssl_mode"] == rec["ssl_mode"]
+                  and r["ssl_patches"] == rec["ssl_patches"]]
+        if len(others) > 1:  # the same mode with other SSL settings: say which
+            label += f" [{rec['ssl_hash']}]"
+        for r in rec["rows"]:
+            # the baselines do not depend on the pretraining: shown once, from the first run
+            base = {"supervised from scratch": "supervised from scratch (labelled set only)",
+                    "random init, linear probe": "random init, linear probe"}.get(r["method"])
+            if base:
+                if rec is found[0]:
+                    out.append({**r, "run": base, "ssl_hash": None})
+                continue
+            how = "linear probe" if r["method"].endswith("linear probe") else "fine-tuned"
+            out.append({**r, "run": f"{label}, {how}", "ssl_hash": rec["ssl_hash"]})
+    return out

@@ -133,8 +133,12 @@ def test_pretrain_resumes_and_evaluates(work):
     assert state["bands"][-2:] == ["VV", "VH"] and state["mode"] == "sensor"
     rows = ssl.evaluate(cfg, first.encoder_path, finetune_epochs=1, n_boot=20,
                         show_progress=False)
-    assert {r["input"] for r in rows} == set(ssl.INPUTS) and len(rows) == 12
-    assert all(0 <= r["f2_micro"] <= 100 and r["n_train"] == 12 for r in rows)
+    assert {r["input"] for r in rows} == set(ssl.INPUTS)
+    assert {r["task"] for r in rows} == {"multi-label", "single-label"} and len(rows) == 24
+    for r in rows:
+        assert r["ci"][0] <= r["score"] <= r["ci"][1] and 0 <= r["score"] <= 100
+        assert r["metric"] == ("F2 micro" if r["task"] == "multi-label" else "accuracy")
+    assert all(r["n_train"] == 12 for r in rows if r["task"] == "multi-label")
     from geofm_lib import features  # the SSL encoder plugs into notebook 06's probes
 
     emb = features.embed(cfg, f"ssl:{first.encoder_path}", "val", show_progress=False)
@@ -167,3 +171,132 @@ def test_real_bigearthnet_pairs_load(shared_data, tmp_path):
     p = both[0]
     assert p.sar_bands == ["VV", "VH"] and len(p.optical_bands) == 12
     assert np.isfinite(p.optical).all() and abs(float(p.sar.mean())) < 1.0  # standardised dB
+
+
+def test_every_simulated_place_has_its_dominant_land_cover_class(work):
+    pairs = ssl.load_pairs(_cfg(work), "train")
+    assert all(d in labs for d, labs in zip(pairs.dominant, pairs.labels, strict=True))
+    from geofm_lib import simulate
+
+    s = simulate.render("bigearthnet_s2", 3, image_px=32)
+    counts = {n: int((s.layers.class_map == i).sum()) for i, n in enumerate(s.layers.area_names)
+              if s.layers.area_is_label[i]}
+    assert simulate.window_dominant(s.layers, 0, 0, 32, 32) == max(counts, key=counts.get)
+
+
+def test_single_label_targets_count_unseen_classes_as_errors():
+    vocab = ["a", "b", "c"]
+    blank = np.zeros((4, 1, 2, 2), np.float32)
+    train = ssl.Pairs(["B04"], ["VV"], blank, blank, list("wxyz"), [["a"]] * 4, vocab,
+                      dominant=["a", "b", None, "a"])
+    test = ssl.Pairs(["B04"], ["VV"], blank, blank, list("WXYZ"), [["a"]] * 4, vocab,
+                     dominant=["b", "c", None, "a"])
+    sl = ssl.single_labels(train, np.arange(4), test)
+    assert sl.classes == ["a", "b"] and list(sl.train_idx) == [0, 1, 3]
+    assert list(sl.y_train) == [0, 1, 0] and list(sl.y_test) == [1, -1, -2, 0]
+    no_map = ssl.Pairs(["B04"], ["VV"], blank, blank, list("wxyz"), [["a"]] * 4, vocab,
+                       dominant=[None] * 4)
+    assert ssl.single_labels(no_map, np.arange(4), test) is None
+    acc, ci = ssl.accuracy_ci(np.array([1, -1, 0]), np.array([1, 0, 0]), 50, 0)
+    assert acc == pytest.approx(200 / 3) and ci[0] <= acc <= ci[1]
+
+
+def test_one_or_two_ranks_see_the_same_global_batches():
+    one = list(ssl.EpochSampler(10, 4, seed=3))
+    two = [list(ssl.EpochSampler(10, 4, seed=3, rank=r, world=2)) for r in (0, 1)]
+    assert len(one) == 8 and all(e == 0 for e, _ in one)
+    for b in range(2):
+        assert one[4 * b:4 * b + 4] == two[0][2 * b:2 * b + 2] + two[1][2 * b:2 * b + 2]
+    s = ssl.EpochSampler(10, 4, seed=3)
+    s.set_epoch(1)
+    assert list(s) != one and {e for e, _ in s} == {1}
+    with pytest.raises(ValueError, match="multiple of 3"):
+        ssl.EpochSampler(10, 4, seed=3, world=3)
+
+
+def test_non_overlapping_keeps_no_two_overlapping_footprints():
+    # a 4x4 grid of unit tiles (adjacent: no overlap) and the same grid shifted by half a tile
+    tiles = [[x, y, x + 1, y + 1] for x in range(4) for y in range(4)]
+    shifted = [[x + 0.5, y + 0.5, x + 1.5, y + 1.5] for x in range(4) for y in range(4)]
+    keep = ssl.non_overlapping(tiles + shifted, seed=0)
+    boxes = np.array(tiles + shifted)[keep]
+    for i in range(len(boxes)):
+        for j in range(i + 1, len(boxes)):
+            a, b = boxes[i], boxes[j]
+            assert min(a[2], b[2]) - max(a[0], b[0]) <= 1e-9 or \
+                min(a[3], b[3]) - max(a[1], b[1]) <= 1e-9
+    assert 8 <= len(keep) < 32
+    assert list(ssl.non_overlapping(tiles)) == list(range(16))  # adjacent tiles all stay
+    with pytest.raises(ssl.PairError, match="ssl_patches=all"):
+        ssl.non_overlapping([[0, 0, 1, 1], None])
+
+
+def test_half_overlapping_patches_and_the_non_overlapping_subset(tmp_path):
+    cfg = load_config("ci", group="A", work_dir=str(tmp_path), samples_per_dataset=6,
+                      image_px=32, scene_px=64, patch_stride_px=16, ssl_patches="non_overlapping")
+    shards.build_shards(cfg, show_progress=False)
+    pairs = ssl.load_pairs(cfg, "train")
+    per_scene = 9  # origins 0, 16, 32 on both axes
+    assert len(pairs) % per_scene == 0 and len(pairs) >= per_scene
+    keep = ssl.non_overlapping(pairs.bounds, cfg.seed)
+    assert len(pairs) // per_scene <= len(keep) <= 4 * len(pairs) // per_scene
+    with pytest.raises(Exception, match="patch_stride_px=40 is larger than image_px=32"):
+        load_config("ci", image_px=32, patch_stride_px=40)
+
+
+class _Crash(Exception):
+    pass
+
+
+def test_an_interrupted_run_resumes_to_the_same_weights(work):
+    """Killed after epoch 1 of 2 (after last.ckpt was written), then resumed: the encoder is
+    identical to the uninterrupted run's, as is the logged history."""
+    from lightning.pytorch.callbacks import Callback
+
+    class CrashAfterFirstEpoch(Callback):
+        def on_train_epoch_end(self, trainer, module):
+            if trainer.current_epoch == 0:
+                raise _Crash("simulated kill")
+
+    whole = ssl.pretrain(_cfg(work, ssl_epochs=2, run_name="whole", moco_temperature=0.3),
+                         show_progress=False)
+    cut = _cfg(work, ssl_epochs=2, run_name="cut", moco_temperature=0.3, work_dir=str(work / "cut"))
+    import shutil
+
+    shutil.copytree(work / "shards", work / "cut" / "shards", dirs_exist_ok=True)
+    with pytest.raises(_Crash):
+        ssl.pretrain(cut, show_progress=False, callbacks=[CrashAfterFirstEpoch()])
+    assert (ssl.ssl_dir(cut) / "last.ckpt").is_file()
+    assert not (ssl.ssl_dir(cut) / "encoder.pt").exists()
+    resumed = ssl.pretrain(cut, show_progress=False)
+    assert resumed.resumed
+    a = torch.load(whole.encoder_path, weights_only=True)["state_dict"]
+    b = torch.load(resumed.encoder_path, weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in whole.history]
+
+
+def test_torchrun_two_processes_share_the_global_batch_and_the_queue(work):
+    """Two gloo processes under torchrun: every process trains, rank 0 writes the encoder, and
+    the queue holds the keys of both (gathered before enqueueing: 2 steps x 8 keys)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    args = dict(group="A", work_dir=str(work), samples_per_dataset=24, ssl_batch_size=8,
+                ssl_epochs=1, moco_queue=32, run_name="ddp", moco_temperature=0.25)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_port", "29533", "-m", "geofm_lib.cli", "ssl", "--preset", "ci"]
+    for k, v in args.items():
+        cmd += ["-p", f"{k}={v}"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout[out.stdout.index("{"):])
+    assert report["world_size"] == 2 and report["steps"] == 2  # 18 places // 8 per step
+    cfg = _cfg(work, **{k: v for k, v in args.items() if k != "work_dir"})
+    last = torch.load(ssl.ssl_dir(cfg) / "last.ckpt", weights_only=False)
+    assert int(last["moco_queue"]["bank_ptr"]) == 16  # one process alone would enqueue 8
+    net, state = ssl.load_encoder(ssl.ssl_dir(cfg) / "encoder.pt")
+    assert state["run"]["world_size"] == 2
