@@ -518,6 +518,11 @@ def test_sen12ms_s1_s2_with_igbp_labels(tmp_path):
         assert s["json"]["bands"][:3] == ["VV", "VH", "B01"] and s["img"][0].mean() < 0
         lon0, lat0, lon1, lat1 = s["json"]["footprint"]["bounds"]
         assert 2.9 < lon0 < lon1 < 3.2 and 45 < lat0 < lat1 < 45.2  # UTM 31N
+    from geofm_lib import ssl  # the same places as MoCo sensor pairs (notebook 07)
+
+    pairs = ssl.load_pairs(_cfg(tmp_path, {"sen12ms": spec}, image_px=32), "train")
+    assert len(pairs) == 3 and pairs.sar_bands == ["VV", "VH"] and len(pairs.optical_bands) == 13
+    assert all(d in labs for d, labs in zip(pairs.dominant, pairs.labels, strict=True))
     with pytest.raises(ConfigError, match="cannot download"):
         shards.build_shards(_cfg(tmp_path, {"sen12ms": {**spec, "download": True}},
                                  image_px=32), show_progress=False)
@@ -624,6 +629,11 @@ def test_ssl4eo_s12_locations_pair_s1_and_s2(tmp_path):
         lon0, lat0, lon1, lat1 = m["footprint"]["bounds"]
         assert 8.9 < lon0 < lon1 < 9.3 and 47.7 < lat0 < lat1 < 47.9
     assert all(v == {"ssl4eo_s12_s2c", "ssl4eo_s12_s1"} for v in by.values())  # S1/S2 pairs
+    from geofm_lib import ssl  # ... that notebook 07 pretrains on
+
+    pairs = [ssl.load_pairs(cfg, split) for split in ("train", "val")]
+    assert sum(len(p) for p in pairs) == 3 and pairs[0].sar_bands == ["VV", "VH"]
+    assert len(pairs[0].optical_bands) == 13 and pairs[0].dominant == [None] * len(pairs[0])
     s1 = next(s for s in samples if s["json"]["dataset"] == "ssl4eo_s12_s1")
     assert s1["img"].dtype == np.float32 and s1["json"]["bands"] == ["VV", "VH"]
     again = _all(shards.build_shards(_cfg(tmp_path, {"ssl4eo_s12_s2c": spec}, image_px=64,
