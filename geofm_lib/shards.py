@@ -9,10 +9,11 @@ Layout of one build (``<work>/shards/<data_hash>/``)::
 
 Each sample holds ``img.npy`` (all bands, the product's own dtype, no lossy compression),
 ``txt`` (the caption) and ``json`` (labels, dataset, group, sensor, GSD, footprint, date, split,
-pair id, the dominant land-cover class where the source knows it, ...). Shards are written to a temporary name and renamed, so a shard that exists is
-whole; a build that is interrupted resumes from the shards it has. Splits are assigned per
-scene (all patches of a scene go to the same split) and checked by content hash: an image that
-also occurs in train is removed from validation.
+pair id, the dominant land-cover class where the source knows it, ...). Shards are written
+to a temporary name and renamed, so a shard that exists is whole; a build that is interrupted
+resumes from the shards it has. Splits are assigned per scene (all patches of a scene go to the
+same split) and checked by content hash: an image that also occurs in train is removed from
+validation.
 """
 
 from __future__ import annotations

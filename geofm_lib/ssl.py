@@ -304,7 +304,8 @@ class EpochSampler(torch.utils.data.Sampler):
         order = np.random.default_rng([self.seed, self.epoch, 7]).permutation(self.n)
         per = self.batch // self.world
         for b in range(self.n // self.batch):
-            chunk = order[b * self.batch:(b + 1) * self.batch][self.rank * per:(self.rank + 1) * per]
+            batch = order[b * self.batch:(b + 1) * self.batch]
+            chunk = batch[self.rank * per:(self.rank + 1) * per]
             yield from ((self.epoch, int(i)) for i in chunk)
 
 
@@ -752,10 +753,10 @@ def evaluate(cfg: Config, encoder_path: Path, finetune_epochs: int = 5, n_boot: 
     """Seed 003's table: rows (random init + linear probe, supervised from scratch, the SSL
     encoder with a linear probe and fine-tuned) x inputs (s1, s2, s1/s2) x tasks, on the
     validation places (never seen in pretraining or fitting) with ``labelled_samples``
-    training places as the labelled data. Multi-label: F2 micro (threshold 0.5). Single-label (the dominant
-    land-cover class, where the data has one): accuracy. Every score has a bootstrap 95 %
-    interval over test places. Rows: ``task, metric, method, input, score, ci, n_train,
-    n_test``."""
+    training places as the labelled data. Multi-label: F2 micro (threshold 0.5).
+    Single-label (the dominant land-cover class, where the data has one): accuracy. Every
+    score has a bootstrap 95 % interval over test places. Rows: ``task, metric, method,
+    input, score, ci, n_train, n_test``."""
     from .features import bootstrap_metrics, label_matrix, multilabel_metrics, run_probe
     from .progress import progress
 
