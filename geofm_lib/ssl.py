@@ -864,7 +864,7 @@ def compare_runs(cfg: Config, settings: dict) -> list[dict]:
             found.append(rec)
     order = {m: i for i, m in enumerate(MODE_NAMES)}
     found.sort(key=lambda r: (order.get(r["ssl_mode"], 9), r["ssl_patches"], r["ssl_hash"]))
-    out = []
+    base_rows, out = [], []
     for rec in found:
         label = MODE_NAMES.get(rec["ssl_mode"], rec["ssl_mode"])
         if rec["ssl_patches"] != "all":
@@ -879,8 +879,8 @@ def compare_runs(cfg: Config, settings: dict) -> list[dict]:
                     "random init, linear probe": "random init, linear probe"}.get(r["method"])
             if base:
                 if rec is found[0]:
-                    out.append({**r, "run": base, "ssl_hash": None})
+                    base_rows.append({**r, "run": base, "ssl_hash": None})
                 continue
             how = "linear probe" if r["method"].endswith("linear probe") else "fine-tuned"
             out.append({**r, "run": f"{label}, {how}", "ssl_hash": rec["ssl_hash"]})
-    return out
+    return base_rows + out

@@ -300,3 +300,28 @@ def test_torchrun_two_processes_share_the_global_batch_and_the_queue(work):
     assert int(last["moco_queue"]["bank_ptr"]) == 16  # one process alone would enqueue 8
     net, state = ssl.load_encoder(ssl.ssl_dir(cfg) / "encoder.pt")
     assert state["run"]["world_size"] == 2
+
+
+def test_runs_of_other_pair_modes_on_the_same_data_are_put_side_by_side(tmp_path):
+    def rows(shift):
+        return [{"task": "multi-label", "metric": "F2 micro", "method": m, "input": "s1/s2",
+                 "score": s + shift, "ci": [0.0, 100.0], "n_train": 8, "n_test": 4}
+                for m, s in (("random init, linear probe", 10.0), ("supervised from scratch", 20.0),
+                             ("MoCo-v2 x, linear probe", 30.0), ("MoCo-v2 x, fine-tuned", 40.0))]
+
+    settings = {"finetune_epochs": 1, "n_boot": 10}
+    for mode, shift in (("augment", 1.0), ("sensor", 2.0)):
+        cfg = load_config("ci", group="A", work_dir=str(tmp_path), ssl_mode=mode)
+        ssl.ssl_dir(cfg).mkdir(parents=True)
+        ssl.save_evaluation(cfg, rows(shift), settings)
+    other = load_config("ci", group="A", work_dir=str(tmp_path), ssl_mode="fusion_all",
+                        labelled_samples=16)  # another labelled set: not comparable
+    ssl.ssl_dir(other).mkdir(parents=True)
+    ssl.save_evaluation(other, rows(5.0), settings)
+    table = ssl.compare_runs(cfg, settings)
+    assert [r["run"] for r in table] == [
+        "random init, linear probe", "supervised from scratch (labelled set only)",
+        "sensor pairs, linear probe", "sensor pairs, fine-tuned",
+        "augmentation pairs, linear probe", "augmentation pairs, fine-tuned"]
+    assert [r["score"] for r in table] == [12.0, 22.0, 32.0, 42.0, 31.0, 41.0]
+    assert ssl.compare_runs(cfg, {"finetune_epochs": 2, "n_boot": 10}) == []
