@@ -353,9 +353,10 @@ _EUROPE = (Region("Europe", -10.0, 35.0, 30.0, 60.0),)
 _USA = (Region("USA", -125.0, 25.0, -67.0, 49.0),)
 
 
-def _real(key, name, problem, sensor, gsd_m, native_px, labels, regions, kind, notes=""):
+def _real(key, name, problem, sensor, gsd_m, native_px, labels, regions, kind, notes="",
+          pair=None):
     return Dataset(key=key, name=name, group="real", problem=problem, sensor=sensor,
-                   gsd_m=gsd_m, native_px=native_px, labels=labels,
+                   gsd_m=gsd_m, native_px=native_px, labels=labels, pair_dataset=pair,
                    labels_status="confirmed (class list of the dataset; cross-checked against "
                                  "torchgeo in tests)" if labels else "captions only",
                    regions=regions, date_range=("", ""), label_kind=kind, notes=notes)
@@ -364,22 +365,26 @@ def _real(key, name, problem, sensor, gsd_m, native_px, labels, regions, kind, n
 REAL_DATASETS: dict[str, Dataset] = {d.key: d for d in (
     _real("bigearthnet_s2_19", "BigEarthNet-S2 (19 classes)", "multi-label classification",
           "sentinel2_l2a", 10.0, 120, BIGEARTHNET_19, _EUROPE, "area",
-          "The 19-class nomenclature of Sumbul et al. (2020)."),
+          "The 19-class nomenclature of Sumbul et al. (2020).", pair="bigearthnet_s1_19"),
     _real("bigearthnet_s1_19", "BigEarthNet-S1 (19 classes)", "multi-label classification",
-          "sentinel1_grd", 10.0, 120, BIGEARTHNET_19, _EUROPE, "area"),
+          "sentinel1_grd", 10.0, 120, BIGEARTHNET_19, _EUROPE, "area",
+          pair="bigearthnet_s2_19"),
     _real("bigearthnet_s1s2", "BigEarthNet S1+S2 pairs", "multi-label classification",
           "sentinel1_sentinel2", 10.0, 120, BIGEARTHNET_43, _EUROPE, "area",
           "Co-registered Sentinel-1 and Sentinel-2 patches stacked (14 bands)."),
     _real("bigearthnet_v2_s2", "BigEarthNet v2 (reBEN) Sentinel-2", "multi-label classification",
           "sentinel2_l2a", 10.0, 120, BIGEARTHNET_19, _EUROPE, "area",
-          "Improved labels and geographic splits (Clasen et al. 2024); 19 classes."),
+          "Improved labels and geographic splits (Clasen et al. 2024); 19 classes.",
+          pair="bigearthnet_v2_s1"),
     _real("bigearthnet_v2_s1", "BigEarthNet v2 (reBEN) Sentinel-1", "multi-label classification",
-          "sentinel1_grd", 10.0, 120, BIGEARTHNET_19, _EUROPE, "area"),
+          "sentinel1_grd", 10.0, 120, BIGEARTHNET_19, _EUROPE, "area",
+          pair="bigearthnet_v2_s2"),
     _real("ssl4eo_s12_s2c", "SSL4EO-S12 Sentinel-2 L1C", "self-supervised pretraining",
           "sentinel2_l1c", 10.0, 264, (), _WORLD, "unlabelled",
-          "Unlabelled: for self-supervised encoders (issue 8); 4 seasons per location."),
+          "Unlabelled: for self-supervised encoders (issue 8); 4 seasons per location.",
+          pair="ssl4eo_s12_s1"),
     _real("ssl4eo_s12_s1", "SSL4EO-S12 Sentinel-1 GRD", "self-supervised pretraining",
-          "sentinel1_grd", 10.0, 264, (), _WORLD, "unlabelled"),
+          "sentinel1_grd", 10.0, 264, (), _WORLD, "unlabelled", pair="ssl4eo_s12_s2c"),
     _real("sen12ms", "SEN12MS", "multi-label classification", "sentinel1_sentinel2_l1c", 10.0,
           256, IGBP_17, _WORLD, "area",
           "Labels: the IGBP classes of the MODIS land-cover layer covering at least 1 % of a "

@@ -222,9 +222,10 @@ class Unit:
 def split_scenes(n: int, val_fraction: float, seed: int, dataset: str) -> dict[str, list[int]]:
     """Seeded scene-level split; at least one validation scene when n > 1.
 
-    Datasets imaging the same places (Sentinel-1 and Sentinel-2 of BigEarthNet, paired by
-    ``pair_id``) share the split of their scenes, so a validation place is never seen in
-    training through the other sensor.
+    Datasets imaging the same places (Sentinel-1 and Sentinel-2 of BigEarthNet v1/v2 and
+    SSL4EO-S12, paired by ``pair_id``, scene ``i`` of one the same place as scene ``i`` of the
+    other) share the split of their scenes, so a validation place is never seen in training
+    through the other sensor.
     """
     from .catalog import DATASETS
 
@@ -240,7 +241,8 @@ def split_scenes(n: int, val_fraction: float, seed: int, dataset: str) -> dict[s
 
 def plan_units(cfg: Config, source) -> list[Unit]:
     """Deterministic list of shards for a build."""
-    per_scene = max(cfg.effective_scene_px // cfg.image_px, 1) ** 2
+    step = cfg.patch_stride_px or cfg.image_px
+    per_scene = max((cfg.effective_scene_px - cfg.image_px) // step + 1, 1) ** 2
     scenes_per_shard = max(cfg.shard_size // per_scene, 1)
     units = []
     for dataset in source.datasets:

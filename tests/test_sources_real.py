@@ -631,9 +631,10 @@ def test_ssl4eo_s12_locations_pair_s1_and_s2(tmp_path):
     assert all(v == {"ssl4eo_s12_s2c", "ssl4eo_s12_s1"} for v in by.values())  # S1/S2 pairs
     from geofm_lib import ssl  # ... that notebook 07 pretrains on
 
-    pairs = [ssl.load_pairs(cfg, split) for split in ("train", "val")]
-    assert sum(len(p) for p in pairs) == 3 and pairs[0].sar_bands == ["VV", "VH"]
-    assert len(pairs[0].optical_bands) == 13 and pairs[0].dominant == [None] * len(pairs[0])
+    train, val = (ssl.load_pairs(cfg, split) for split in ("train", "val"))
+    assert (len(train), len(val)) == (2, 1)  # S1 and S2 of a location share their split
+    assert train.incomplete == val.incomplete == 0 and train.sar_bands == ["VV", "VH"]
+    assert len(train.optical_bands) == 13 and train.dominant == [None] * 2  # unlabelled
     s1 = next(s for s in samples if s["json"]["dataset"] == "ssl4eo_s12_s1")
     assert s1["img"].dtype == np.float32 and s1["json"]["bands"] == ["VV", "VH"]
     again = _all(shards.build_shards(_cfg(tmp_path, {"ssl4eo_s12_s2c": spec}, image_px=64,
