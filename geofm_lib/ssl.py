@@ -601,7 +601,7 @@ def pretrain(cfg: Config, show_progress: bool = True, log_every: int = 2,
                           "cpu", devices=devices, num_nodes=nodes, strategy=strategy,
                           precision=precision, logger=False, enable_checkpointing=False,
                           enable_progress_bar=False, enable_model_summary=False,
-                          use_distributed_sampler=False, deterministic=device != "cuda",
+                          use_distributed_sampler=False,
                           callbacks=[monitor, seed_cls(cfg.seed), queue_cls(),
                                      atomic_cls(last), *callbacks], log_every_n_steps=1)
     t0 = time.perf_counter()
