@@ -414,6 +414,13 @@ REAL_DATASETS: dict[str, Dataset] = {d.key: d for d in (
 PAPER_DATASETS = dict(DATASETS)
 DATASETS.update(REAL_DATASETS)
 
+
+def pair_family(key: str) -> str:
+    """One name for datasets imaging the same places (S1 and S2 of BigEarthNet, SSL4EO-S12):
+    seeds drawn from it pick the same places and splits for both sensors."""
+    pair = DATASETS[key].pair_dataset if key in DATASETS else None
+    return min(key, pair) if pair else key
+
 GROUP_DATASETS: dict[str, tuple[str, ...]] = {
     g: tuple(k for k, d in DATASETS.items() if d.group == g) for g in GROUPS
 }

@@ -317,7 +317,8 @@ class Config(BaseModel):
 
 # bumped when the data stage's code changes what the same parameters produce (2: S1 and S2 of a
 # place share their split; 3: samples carry their dominant land-cover class, and the S1/S2
-# pairs of BigEarthNet v2 and SSL4EO-S12 through torchgeo share their split too), so shards built
+# pairs of BigEarthNet v2 and SSL4EO-S12 through torchgeo share their split and their capped
+# subset too), so shards built
 # by older code are not reused under the same hash
 DATA_RULES = 3
 DATA_KEYS = ("datasets", "source", "source_path", "sources", "samples_per_dataset", "image_px",

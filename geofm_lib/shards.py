@@ -227,10 +227,9 @@ def split_scenes(n: int, val_fraction: float, seed: int, dataset: str) -> dict[s
     other) share the split of their scenes, so a validation place is never seen in training
     through the other sensor.
     """
-    from .catalog import DATASETS
+    from .catalog import pair_family
 
-    pair = DATASETS[dataset].pair_dataset if dataset in DATASETS else None
-    family = min(dataset, pair) if pair else dataset
+    family = pair_family(dataset)
     n_val = int(round(n * val_fraction))
     n_val = min(max(n_val, 1 if n > 1 else 0), n - 1) if n > 1 else 0
     order = np.random.default_rng([seed, 99, *family.encode()]).permutation(n)

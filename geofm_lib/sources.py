@@ -562,8 +562,12 @@ class TorchGeoSource:
         return ["R", "G", "B"]
 
     def _plan(self) -> dict[str, list[tuple[str, int]]]:
-        """(part, index) of every scene, per split of the shards, capped and seeded."""
-        rng = np.random.default_rng([self.cfg.seed, 11, *self.dataset.encode()])
+        """(part, index) of every scene, per split of the shards, capped and seeded. The two
+        sensors of a pair family draw with the same seed, so a cap picks the same places for
+        both (given the same places on disk)."""
+        from .catalog import pair_family
+
+        rng = np.random.default_rng([self.cfg.seed, 11, *pair_family(self.dataset).encode()])
         n = self.cfg.samples_per_dataset
         if self.spec.splits == "official":
             caps = {"train": max(n - max(int(round(n * self.cfg.val_fraction)), 1), 1),

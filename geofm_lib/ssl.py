@@ -218,6 +218,11 @@ def non_overlapping(bounds: list, seed: int = 0) -> np.ndarray:
         raise PairError(f"{len(missing)} of {len(bounds)} places have no footprint bounds, so "
                         f"overlap cannot be decided; use ssl_patches=all for this data")
     box = np.asarray(bounds, float)
+    flipped = np.flatnonzero((box[:, 2] < box[:, 0]) | (box[:, 3] < box[:, 1]))
+    if len(flipped):
+        raise PairError(f"{len(flipped)} footprints have west > east or south > north (e.g. "
+                        f"{bounds[flipped[0]]}; one crossing the antimeridian?); use "
+                        f"ssl_patches=all for this data")
     cell = max(float(np.median(box[:, 2] - box[:, 0])), float(np.median(box[:, 3] - box[:, 1])),
                1e-9)
     grid: dict[tuple[int, int], list[int]] = {}
@@ -329,7 +334,9 @@ def build_task(cfg: Config, bands: list[str], world: int = 1):
     """torchgeo's MoCoTask (v2) for ``bands`` input channels, with the two fixes of the module
     docstring (key side starts as a copy of the query side; the conv1x1 stem). With ``world``
     processes the keys of all of them are gathered before they enter the queue (as MoCo's
-    ``concat_all_gather``), so the queue holds the same keys as one process would."""
+    ``concat_all_gather``), so the queue grows by the global batch per step. N processes still
+    differ from one: BatchNorm statistics are per process (no SyncBN or MoCo's shuffled BN, as
+    in torchgeo) and each process draws its own augmentations."""
     from torchgeo.trainers import MoCoTask
 
     torch.manual_seed(cfg.seed)
@@ -394,7 +401,8 @@ def _callbacks():
 
     class Monitor(Callback):
         """Every ``every`` steps: loss, positive-pair similarity, queue statistics and the
-        embedding std (collapse), on the un-augmented batch, the model briefly in eval mode."""
+        embedding std (collapse), on the un-augmented batch, the model briefly in eval mode.
+        Under DDP these are rank 0's slice of the global batch (the queue is shared)."""
 
         def __init__(self, every: int, total_steps: int, show_progress: bool):
             self.every, self.total, self.show = every, total_steps, show_progress
@@ -436,7 +444,8 @@ def _callbacks():
                 # lightly starts the queue with random unit vectors; real keys replace them
                 # batch by batch, so the statistics are over the keys enqueued so far
                 bank = module.criterion.memory_bank.bank
-                filled = min(step * x.shape[0], bank.shape[0])
+                # keys of every process enter the queue (gathered): world x this batch per step
+                filled = min(step * x.shape[0] * trainer.world_size, bank.shape[0])
                 keys = bank[:filled] if filled else bank
                 neg = float((q @ keys.T).mean())
                 queue_std = embedding_std(keys) if len(keys) > 1 else float("nan")
@@ -544,8 +553,10 @@ def pretrain(cfg: Config, show_progress: bool = True, log_every: int = 2,
     Under ``torchrun`` (``python -m torch.distributed.run ... -m geofm_lib.cli ssl``) every
     process runs this: Lightning's DDP on the launcher's processes (NCCL on GPUs, gloo on CPU),
     ``ssl_batch_size`` is the global batch, each process takes its slice of every global batch
-    (:class:`EpochSampler`) and the queue receives the keys of all of them. ``callbacks``: more
-    Lightning callbacks (tests use one to interrupt a run).
+    (:class:`EpochSampler`) and the queue receives the keys of all of them. Every process must
+    see the same ``work_dir`` (a shared filesystem across nodes): rank 0 writes ``last.ckpt``
+    and every rank resumes from it. ``callbacks``: more Lightning callbacks (tests use one to
+    interrupt a run).
     """
     from lightning.pytorch import Trainer, seed_everything
 
@@ -711,8 +722,9 @@ def single_label_probe(x_tr, y_tr, x_te, seed: int = 0):
     order = np.random.default_rng(seed).permutation(len(x_tr))
     n_val = max(int(round(len(order) * 0.2)), 1)
     val, fit = order[:n_val], order[n_val:]
-    best, best_acc = None, -1.0
-    for c in (0.01, 0.1, 1.0):
+    best, best_acc = 0.1, -1.0  # kept when the fitting rows hold a single class
+    grid = (0.01, 0.1, 1.0) if len(np.unique(y_tr[fit])) > 1 else ()
+    for c in grid:
         m = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000, tol=1e-3))
         acc = float((m.fit(x_tr[fit], y_tr[fit]).predict(x_tr[val]) == y_tr[val]).mean())
         if acc > best_acc:
@@ -853,14 +865,20 @@ def save_evaluation(cfg: Config, rows: list[dict], settings: dict) -> Path:
 
 
 def compare_runs(cfg: Config, settings: dict) -> list[dict]:
-    """The evaluations of every finished MoCo run on this data with the same labelled set and
-    evaluation settings (pair modes, patch subsets, ...), as rows shaped like seed 003's table:
+    """The evaluations of every finished MoCo run on this data with the same labelled set,
+    evaluation settings, backbone and input adapter (pair modes, patch subsets, epochs, ...),
+    as rows shaped like seed 003's table:
     the supervised baseline once, then each run's linear-probe and fine-tuned rows."""
     found = []
+    settings = json.loads(json.dumps(settings))  # as stored
     for path in sorted(cfg.path("checkpoints").glob("*/evaluation.json")):
         rec = json.loads(path.read_text())
+        # the baselines (random init, from scratch) are the architecture's: same backbone and
+        # input adapter, or the rows would sit beside another network's baselines
         if (rec.get("data_hash") == cfg.data_hash and rec.get("settings") == settings
-                and rec.get("labelled_samples") == cfg.labelled_samples):
+                and rec.get("labelled_samples") == cfg.labelled_samples
+                and rec["ssl"]["ssl_backbone"] == cfg.ssl_backbone
+                and rec["ssl"]["ssl_adapter"] == cfg.ssl_adapter):
             found.append(rec)
     order = {m: i for i, m in enumerate(MODE_NAMES)}
     found.sort(key=lambda r: (order.get(r["ssl_mode"], 9), r["ssl_patches"], r["ssl_hash"]))
