@@ -635,6 +635,13 @@ def test_ssl4eo_s12_locations_pair_s1_and_s2(tmp_path):
     assert (len(train), len(val)) == (2, 1)  # S1 and S2 of a location share their split
     assert train.incomplete == val.incomplete == 0 and train.sar_bands == ["VV", "VH"]
     assert len(train.optical_bands) == 13 and train.dominant == [None] * 2  # unlabelled
+    capped = _all(shards.build_shards(_cfg(tmp_path, {"ssl4eo_s12_s2c": spec,
+                                                      "ssl4eo_s12_s1": spec}, image_px=64,
+                                           samples_per_dataset=2, work_dir=str(tmp_path / "w3")),
+                                      show_progress=False))
+    ids = {d: sorted(s["json"]["pair_id"] for s in capped if s["json"]["dataset"] == d)
+           for d in ("ssl4eo_s12_s2c", "ssl4eo_s12_s1")}
+    assert len(ids["ssl4eo_s12_s1"]) == 2 and ids["ssl4eo_s12_s1"] == ids["ssl4eo_s12_s2c"]
     s1 = next(s for s in samples if s["json"]["dataset"] == "ssl4eo_s12_s1")
     assert s1["img"].dtype == np.float32 and s1["json"]["bands"] == ["VV", "VH"]
     again = _all(shards.build_shards(_cfg(tmp_path, {"ssl4eo_s12_s2c": spec}, image_px=64,
