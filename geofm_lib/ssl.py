@@ -503,7 +503,9 @@ def _callbacks():
 
         def on_train_epoch_end(self, trainer, module):
             tmp = self.path.with_name(self.path.name + ".tmp")
-            trainer.save_checkpoint(tmp, weights_only=False)  # optimiser too; all ranks call
+            # weights_only=False here means "with the optimiser and loop state" (Lightning's
+            # flag); the file still reads with torch.load(weights_only=True). All ranks call.
+            trainer.save_checkpoint(tmp, weights_only=False)
             if trainer.is_global_zero:  # rank 0 wrote it
                 os.replace(tmp, self.path)
 
@@ -619,7 +621,7 @@ def pretrain(cfg: Config, show_progress: bool = True, log_every: int = 2,
     resumed = last.is_file()
     with _quiet_lightning():
         trainer.fit(task, loader, ckpt_path=str(last) if resumed else None,
-                    weights_only=False if resumed else None)
+                    weights_only=True if resumed else None)  # tensors and plain values only
     run = {"steps": trainer.global_step, "world_size": world, "places": len(all_pairs),
            "places_pretrained": len(pairs), "incomplete_places": pairs.incomplete}
     if trainer.global_rank == 0:

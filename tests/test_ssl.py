@@ -296,7 +296,7 @@ def test_torchrun_two_processes_share_the_global_batch_and_the_queue(work):
     report = json.loads(out.stdout[out.stdout.index("{"):])
     assert report["world_size"] == 2 and report["steps"] == 2  # 18 places // 8 per step
     cfg = _cfg(work, **{k: v for k, v in args.items() if k != "work_dir"})
-    last = torch.load(ssl.ssl_dir(cfg) / "last.ckpt", weights_only=False)
+    last = torch.load(ssl.ssl_dir(cfg) / "last.ckpt", weights_only=True)
     assert int(last["moco_queue"]["bank_ptr"]) == 16  # one process alone would enqueue 8
     net, state = ssl.load_encoder(ssl.ssl_dir(cfg) / "encoder.pt")
     assert state["run"]["world_size"] == 2
