@@ -34,6 +34,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
 
+from .errors import AdapterError  # noqa: F401  (re-exported)
+
 ADAPTERS = ("rgb", "conv1x1", "first_layer", "wavelength")
 
 # C-band SAR (Sentinel-1, 5.405 GHz): 5.55 cm. Polarisation codes for the wavelength adapter.
@@ -45,10 +47,6 @@ GENERIC_BANDS_NM = {"red": 665.0, "green": 560.0, "blue": 490.0, "nir": 842.0, "
                     "rededge": 705.0, "coastal": 443.0}
 # which bands stand for red, green and blue (for initialising from RGB weights)
 RGB_ALIASES = ({"B04", "red", "R"}, {"B03", "green", "G"}, {"B02", "blue", "B"})
-
-
-class AdapterError(ValueError):
-    """A band adapter cannot be built for this input (unknown name, wrong band count)."""
 
 
 def check_adapter(name: str) -> str:

@@ -24,12 +24,24 @@ import yaml
 
 
 def _overrides(pairs: list[str]) -> dict:
+    """``-p key=value`` pairs; values are YAML 1.2 (64 -> int, 1e-4 -> float, true -> bool,
+    C -> 'C', [a, b] -> list); a key given twice is an error."""
+    from .errors import ConfigError
+    from .io import parse_yaml_value
+
     out = {}
     for pair in pairs or []:
         if "=" not in pair:
-            raise SystemExit(f"-p takes key=value, got {pair!r} (e.g. -p image_px=64)")
+            raise ConfigError(f"-p takes key=value, got {pair!r} (e.g. -p image_px=64)")
         key, value = pair.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)  # 64 -> int, true -> bool, C -> 'C'
+        key = key.strip()
+        if key in ("preset", "experiment"):
+            raise ConfigError(f"{key} is chosen with --{key}, not with -p: write "
+                              f"--{key} {value}")
+        if key in out:
+            raise ConfigError(f"-p {key}=... is given twice ({out[key]!r} and {value!r}); keep "
+                              f"one")
+        out[key] = parse_yaml_value(value, f"-p {key}")
     return out
 
 
@@ -92,8 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     bt.add_argument("--no-ddp", action="store_true", help="skip the torchrun 1-vs-2 runs")
     args = parser.parse_args(argv)
 
-    from .config import ConfigError
-    from .shards import ShardError
+    from .errors import GeofmError
 
     try:
         if args.cmd == "report":
@@ -136,10 +147,11 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({"folder": f"{cfg.work_dir}/shards/{folder.name}",
                               "samples": m["total_samples"], "counts": m["counts"]}, indent=1))
         elif args.cmd == "train":
-            from .config import load_config
+            from .config import check_runtime, load_config
             from .training import train
 
             cfg = load_config(args.preset, args.experiment, **_overrides(args.param))
+            check_runtime(cfg)
             result = train(cfg)
             if result.parameters.get("world_size", 1) == 1 or _rank() == 0:
                 print(json.dumps({"checkpoint": f"{cfg.work_dir}/checkpoints/{cfg.train_hash}"
@@ -148,14 +160,12 @@ def main(argv: list[str] | None = None) -> int:
                                   "world_size": result.parameters.get("world_size", 1),
                                   "history": result.history}, indent=1))
         elif args.cmd == "ssl":
-            from .config import load_config
-            from .ssl import PairError, pretrain
+            from .config import check_runtime, load_config
+            from .ssl import pretrain
 
             cfg = load_config(args.preset, args.experiment, **_overrides(args.param))
-            try:
-                result = pretrain(cfg, show_progress=_rank() == 0)
-            except PairError as exc:
-                raise ConfigError(str(exc)) from None
+            check_runtime(cfg)
+            result = pretrain(cfg, show_progress=_rank() == 0)
             if _rank() == 0:
                 last = result.history[-1] if result.history else {}
                 print(json.dumps({"encoder": f"{cfg.work_dir}/checkpoints/{cfg.ssl_hash}"
@@ -192,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
             from .bench import main as bench_main
 
             bench_main(quick=args.quick)
-    except (ConfigError, ShardError) as exc:
+    except GeofmError as exc:  # expected faults: one message with the fix, no traceback
         print(f"geofm: error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -23,7 +23,6 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -34,10 +33,9 @@ from pydantic import (
 )
 
 from .catalog import DATASETS, GROUP_DATASETS
-
-
-class ConfigError(ValueError):
-    """A parameter problem, with the fix in the message."""
+from .errors import ConfigError
+from .io import check_name, read_yaml
+from .simulate import RECIPES
 
 
 class SourceSpec(BaseModel):
@@ -202,6 +200,13 @@ class Config(BaseModel):
                              f"RN50, ViT-B-32, ViT-B-16)")
         return v
 
+    @field_validator("run_name")
+    @classmethod
+    def _plain_run_name(cls, v):
+        if v is not None:  # it names reports/<run_name>/, which a report replaces
+            check_name(v, "run_name")
+        return v
+
     @field_validator("sources")
     @classmethod
     def _known_source_keys(cls, v):
@@ -226,6 +231,14 @@ class Config(BaseModel):
                                  f"{', '.join(DATASETS)} (or name a geotiff source)")
             if not v:
                 raise ValueError("datasets is empty; give at least one key or None for all")
+        return self
+
+    @model_validator(mode="after")
+    def _accumulation_divides_batch(self):
+        if self.batch_size % self.grad_accum_steps:
+            raise ValueError(f"grad_accum_steps={self.grad_accum_steps} does not divide "
+                             f"batch_size={self.batch_size} into equal micro-batches; choose a "
+                             f"divisor of {self.batch_size} (or change batch_size)")
         return self
 
     @model_validator(mode="after")
@@ -318,9 +331,9 @@ class Config(BaseModel):
 # bumped when the data stage's code changes what the same parameters produce (2: S1 and S2 of a
 # place share their split; 3: samples carry their dominant land-cover class, and the S1/S2
 # pairs of BigEarthNet v2 and SSL4EO-S12 through torchgeo share their split and their capped
-# subset too), so shards built
-# by older code are not reused under the same hash
-DATA_RULES = 3
+# subset too; 4: GeoTIFF samples carry the file's declared nodata value, which stays out of
+# the band statistics), so shards built by older code are not reused under the same hash
+DATA_RULES = 4
 DATA_KEYS = ("datasets", "source", "source_path", "sources", "samples_per_dataset", "image_px",
              "scene_px", "patch_stride_px", "caption_metadata", "s2_product", "val_fraction",
              "shard_size", "seed")
@@ -372,15 +385,19 @@ PRESETS = ("ci", "demo", "full")
 
 
 def _read_set(name: str) -> dict[str, Any]:
+    """One named set of parameters/ (YAML 1.2 numbers, duplicate keys refused)."""
+    check_name(name, "parameter set")
     path = project_root() / "parameters" / f"{name}.yaml"
     if not path.is_file():
         raise ConfigError(
             f"unknown parameter set {name!r}; choose one of {', '.join(parameter_sets())} "
             f"(files in parameters/)")
-    with open(path) as f:
-        data = yaml.safe_load(f) or {}
+    data = read_yaml(path, f"parameters/{name}.yaml")
+    if data is None:
+        return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"parameters/{name}.yaml must hold a mapping of key: value")
+        raise ConfigError(f"parameters/{name}.yaml must hold a mapping of key: value, not a "
+                          f"{type(data).__name__}")
     return data
 
 
@@ -405,6 +422,10 @@ def load_config(preset: str = "demo", experiment: str | None = None,
     """
     if not isinstance(preset, str):
         raise ConfigError(f"preset must be a name such as 'demo', got {preset!r}")
+    for key in ("preset", "experiment"):
+        if key in overrides:
+            raise ConfigError(f"{key} is chosen with --{key} (or the notebook's {key} "
+                              f"parameter), not as an override: drop '{key}=...' from -p")
     layers = [("parameters/defaults.yaml", _read_set("defaults")),
               (f"parameters/{preset}.yaml", _read_set(preset))]
     if experiment is not None:
@@ -443,13 +464,69 @@ def load_config(preset: str = "demo", experiment: str | None = None,
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc, merged, origin)) from None
     cfg.dataset_keys  # noqa: B018  (validates datasets against the group now, not later)
+    _check_sources(cfg, origin)
+    _check_pretrained_choice(cfg, origin)
     return cfg
+
+
+def _check_sources(cfg: Config, origin: dict) -> None:
+    """Every ``sources`` entry is used by the run, and every dataset read from the simulator
+    has a simulator recipe (the catalog also lists datasets that only real files provide)."""
+    used = set(cfg.dataset_keys)
+    unused = [k for k in (cfg.sources or {}) if k not in used]
+    if unused:
+        raise ConfigError(
+            f"parameter 'sources' (from {origin.get('sources')}) has entries for {unused}, which "
+            f"this run does not use (group {cfg.group!r}: {', '.join(cfg.dataset_keys)}); their "
+            f"files would be ignored. Remove them, or choose a group / datasets that include "
+            f"them (e.g. group='custom' with datasets={sorted(used | set(unused))})")
+    if cfg.source != "simulator":
+        return
+    unsimulated = [k for k in cfg.dataset_keys
+                   if cfg.source_for(k).reader == "simulator" and k not in RECIPES]
+    if unsimulated:
+        raise ConfigError(
+            f"dataset(s) {unsimulated} have no simulator: they come only from real files. "
+            f"Give each a source, e.g. sources={{{unsimulated[0]}: {{reader: torchgeo, "
+            f"dataset_class: ..., root: ...}}}}, or choose simulated datasets "
+            f"({', '.join(RECIPES)})")
+
+
+def _check_pretrained_choice(cfg: Config, origin: dict) -> None:
+    """``pretrained`` names an existing file or a tag OpenCLIP has for ``model`` (no
+    download happens here)."""
+    if cfg.pretrained is None:
+        return
+    from .models import PretrainedUnavailable, _check_pretrained
+
+    try:
+        _check_pretrained(cfg.model, cfg.pretrained)
+    except PretrainedUnavailable as exc:
+        raise ConfigError(f"parameter 'pretrained' = {cfg.pretrained!r} (from "
+                          f"{origin.get('pretrained', 'defaults')}) is invalid: {exc}") from None
+
+
+def check_runtime(cfg: Config) -> None:
+    """What can only be checked on the machine that runs the work: the device exists.
+
+    Called by the notebooks' first cell (:func:`from_notebook`) and the training commands, not
+    by :func:`load_config`, so a GPU parameter set can be inspected on a machine without one.
+    """
+    from .models import resolve_device
+
+    try:
+        resolve_device(cfg.device)
+    except RuntimeError as exc:
+        raise ConfigError(f"parameter 'device' = {cfg.device!r}: {exc}") from None
 
 
 def _format_errors(exc: ValidationError, merged: dict, origin: dict) -> str:
     lines = []
     for err in exc.errors():
-        key = str(err["loc"][0]) if err["loc"] else "?"
+        if not err["loc"]:  # a check across several keys: its message names them
+            lines.append(f"parameters are inconsistent: {err['msg'].removeprefix('Value error, ')}")
+            continue
+        key = str(err["loc"][0])
         value = merged.get(key)
         field = Config.model_fields.get(key)
         expected = _allowed(key)
@@ -503,4 +580,6 @@ def from_notebook(namespace: dict[str, Any], local: tuple[str, ...] = ()) -> Con
     }
     preset = params.pop("preset", "demo")
     experiment = params.pop("experiment", None)
-    return load_config(preset, experiment, **params)
+    cfg = load_config(preset, experiment, **params)
+    check_runtime(cfg)
+    return cfg

@@ -28,16 +28,14 @@ import re
 
 import torch
 
+from .errors import EncoderError  # noqa: F401  (re-exported)
+
 PREFIX = "torchgeo:"
 # the backbones that give one pooled feature vector per image with num_classes=0
 SUPPORTED = ("resnet18", "resnet50", "resnet152", "vit_small_patch16_224",
              "vit_base_patch16_224", "vit_large_patch16_224", "vit_huge_patch14_224",
              "dofa_small_patch16_224", "dofa_base_patch16_224", "dofa_large_patch16_224",
              "dofa_huge_patch14_224")
-
-
-class EncoderError(ValueError):
-    """An encoder name or checkpoint that cannot be used, with the fix."""
 
 
 def parse(encoder: str) -> tuple[str, str | None]:

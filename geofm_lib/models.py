@@ -34,12 +34,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import PretrainedUnavailable  # noqa: F401  (re-exported)
+
 CONFIG_DIR = Path(__file__).with_name("model_configs")
 SMALL_MODELS = ("RN50-tiny", "ViT-tiny")
-
-
-class PretrainedUnavailable(RuntimeError):
-    """Pretrained weights were asked for and cannot be loaded (offline, unknown tag, bad file)."""
 
 
 @lru_cache(maxsize=1)

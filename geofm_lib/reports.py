@@ -20,9 +20,10 @@ from pathlib import Path
 import yaml
 
 from .config import Config, load_config, project_root
+from .errors import ConfigError, GeofmError
+from .io import atomic_write_bytes, atomic_write_json, check_name, folder_lock
 from .progress import get_logger
 from .runinfo import git_state, load_stages, package_versions, stage_dir
-from .shards import atomic_write_bytes, atomic_write_json
 
 log = get_logger()
 
@@ -45,15 +46,37 @@ def notebooks(root: Path | None = None) -> list[Path]:
     return sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 
-def scrub(text: str, root: Path) -> str:
-    """Remove the machine's absolute paths (project root, home) from report text."""
-    for path, repl in ((str(root), "."), (str(Path.home()), "~")):
+def private_paths(cfg: Config | None) -> list[tuple[str, str]]:
+    """(absolute path, placeholder) pairs of a run's own folders that a report must not show:
+    an absolute ``work_dir`` and absolute source roots (``source_path``, ``sources.*.root``)."""
+    if cfg is None:
+        return []
+    pairs = []
+
+    def add(value: str | None, label: str) -> None:
+        if value and Path(value).expanduser().is_absolute():
+            for form in {value.rstrip("/"), str(Path(value).expanduser().resolve())}:
+                if form not in ("", "/"):
+                    pairs.append((form, label))
+
+    add(cfg.work_dir, "<work_dir>")
+    add(cfg.source_path, "<source_path>")
+    for ds, spec in (cfg.sources or {}).items():
+        add(spec.root, f"<{ds} root>")
+    return sorted(pairs, key=lambda p: -len(p[0]))  # longest first: nested paths stay whole
+
+
+def scrub(text: str, root: Path, cfg: Config | None = None) -> str:
+    """Remove the machine's absolute paths from report text: the run's absolute work folder and
+    source roots (as placeholders), the project root (as ``.``) and the home folder (``~``)."""
+    pairs = [*private_paths(cfg), (str(root), "."), (str(Path.home()), "~")]
+    for path, repl in pairs:
         if path and path not in ("/", "."):
             text = text.replace(path, repl)
     return text
 
 
-def to_html(executed: Path, root: Path) -> str:
+def to_html(executed: Path, root: Path, cfg: Config | None = None) -> str:
     """A self-contained HTML page of an executed notebook (images inline)."""
     import nbformat
     from nbconvert import HTMLExporter
@@ -61,12 +84,14 @@ def to_html(executed: Path, root: Path) -> str:
     nb = nbformat.read(executed, as_version=4)
     exporter = HTMLExporter(template_name="lab", embed_images=True)
     body, _ = exporter.from_notebook_node(nb)
-    return scrub(body, root)
+    return scrub(body, root, cfg)
 
 
-def _execute(book: Path, out: Path, parameters: dict, root: Path) -> None:
+def _execute(book: Path, out: Path, parameters: dict, root: Path,
+             cfg: Config | None = None) -> None:
     """papermill one notebook into ``out``; its HTML page is written beside it, also when a
-    cell fails (the page then shows the error)."""
+    cell fails (the page then shows the error). Both are scrubbed of absolute paths, also
+    when the notebook failed."""
     import papermill as pm
 
     try:
@@ -75,24 +100,25 @@ def _execute(book: Path, out: Path, parameters: dict, root: Path) -> None:
                             kernel_name="python3", log_output=False)
     finally:
         if out.exists():
-            atomic_write_bytes(out.with_suffix(".html"), to_html(out, root).encode())
+            atomic_write_bytes(out.with_suffix(".html"), to_html(out, root, cfg).encode())
+            atomic_write_bytes(out, scrub(out.read_text(), root, cfg).encode())
 
 
 def run_page(book: Path, name: str, parameters: dict, reports_dir: Path | None = None) -> Path:
     """Execute one notebook outside the chain (e.g. the benchmarks) into ``reports/<name>/``:
     the executed notebook and its HTML page, paths scrubbed. Returns the HTML page."""
     root = project_root()
-    folder = Path(reports_dir or root / "reports") / name
+    folder = Path(reports_dir or root / "reports") / check_name(name, "report name")
     folder.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("GEOFM_PROGRESS", "text")
     os.environ["GEOFM_ROOT"] = str(root)
     out = folder / book.name
-    try:
-        _execute(book, out, parameters, root)
-    finally:
-        if out.exists():
-            out.write_text(scrub(out.read_text(), root))
-            build_index(folder.parent)
+    with folder_lock(folder, f"the report folder reports/{name}", wait=False):
+        try:
+            _execute(book, out, parameters, root)
+        finally:
+            if out.exists():
+                build_index(folder.parent)
     return out.with_suffix(".html")
 
 
@@ -135,12 +161,35 @@ def run_report(preset: str = "demo", experiment: str | None = None,
     if chain:
         books = [b for b in books if any(b.name.startswith(c) for c in chain)]
         if not books:
-            raise ValueError(f"no notebook matches {chain}; have "
-                             f"{', '.join(b.name for b in notebooks(root))}")
-    final = reports_dir / cfg.name
-    tmp = reports_dir / f".{cfg.name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+            raise ConfigError(f"no notebook matches {chain}; have "
+                              f"{', '.join(b.name for b in notebooks(root))}")
+    final = reports_dir / check_name(cfg.name, "run_name")
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    with folder_lock(final, f"the report folder reports/{cfg.name}", wait=False):
+        return _run_report_locked(cfg, preset, experiment, chain, books, reports_dir, final,
+                                  root, overrides)
+
+
+def _is_report(folder: Path) -> bool:
+    """A folder a report run made: it holds run.json (or nothing at all)."""
+    return (folder / "run.json").is_file() or not any(folder.iterdir())
+
+
+def _run_report_locked(cfg, preset, experiment, chain, books, reports_dir: Path, final: Path,
+                       root: Path, overrides: dict) -> Path:
+    """The body of :func:`run_report`, run while holding the report folder's lock: the
+    notebooks run into ``.<run>.<pid>.tmp/``, which replaces ``<run>/`` only when all
+    succeeded. Only folders inside ``reports_dir`` that a report run made are ever removed."""
+    if final.is_symlink() or (final.exists() and not (final.is_dir() and _is_report(final))):
+        raise GeofmError(
+            f"reports/{final.name} exists and is not a geofm report folder (no run.json); it "
+            f"would be replaced: move it away or choose another run_name")
+    for pattern in (f".{final.name}.*.tmp", f".{final.name}.*.old"):  # of failed runs
+        for stale in reports_dir.glob(pattern):  # (safe to remove: we hold the lock)
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale)
+    tmp = reports_dir / f".{final.name}.{os.getpid()}.tmp"
+    tmp.mkdir()
     params = {"preset": preset, "experiment": experiment,
               **{k: v for k, v in overrides.items() if v is not None}}
     os.environ.setdefault("GEOFM_PROGRESS", "text")
@@ -156,7 +205,7 @@ def run_report(preset: str = "demo", experiment: str | None = None,
         t0 = time.perf_counter()
         log.info("running %s (%s)", book.name, cfg.name)
         out = tmp / book.name
-        _execute(book, out, params, root)
+        _execute(book, out, params, root, cfg)
         timings[book.stem] = round(time.perf_counter() - t0, 1)
         log.info("%s done in %.1f s", book.name, timings[book.stem])
     stages = load_stages(cfg)
@@ -179,8 +228,8 @@ def run_report(preset: str = "demo", experiment: str | None = None,
     timings = {**previous, **timings}
     timings = {b.stem: timings[b.stem] for b in notebooks(root) if b.stem in timings}
     atomic_write_json(tmp / "metrics.json", metrics)
-    atomic_write_bytes(tmp / "params.yaml", yaml.safe_dump(
-        {k: v for k, v in cfg.to_dict().items()}, sort_keys=False).encode())
+    atomic_write_bytes(tmp / "params.yaml", scrub(yaml.safe_dump(
+        {k: v for k, v in cfg.to_dict().items()}, sort_keys=False), root, cfg).encode())
     atomic_write_json(tmp / "run.json", {
         "run": cfg.name, "preset": preset, "experiment": experiment,
         "params_hash": cfg.hash, "data_hash": cfg.data_hash, "git": git_state(root),
@@ -189,12 +238,13 @@ def run_report(preset: str = "demo", experiment: str | None = None,
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
     })
     for page in sorted(stage_dir(cfg).glob("*.html")):  # standalone pages (maps) of the run
-        shutil.copyfile(page, tmp / page.name)
-    for f in tmp.glob("*.ipynb"):  # executed notebooks: scrub paths there too
-        f.write_text(scrub(f.read_text(), root))
+        atomic_write_bytes(tmp / page.name, scrub(page.read_text(), root, cfg).encode())
+    old = reports_dir / f".{final.name}.{os.getpid()}.old"
     if final.exists():
-        shutil.rmtree(final)
+        os.replace(final, old)  # both inside reports_dir: the swap is two renames
     os.replace(tmp, final)
+    if old.exists():
+        shutil.rmtree(old)
     build_index(reports_dir)
     return final
 

@@ -33,28 +33,27 @@ import numpy as np
 from .captions import caption, join_labels
 from .catalog import DATASETS
 from .config import Config
-from .progress import progress
+from .errors import DataError, ShardError
+from .io import atomic_write_bytes, atomic_write_json, folder_lock, temporary_name
+from .progress import get_logger, progress
+
+log = get_logger()
+
+__all__ = ["ShardError", "atomic_write_bytes", "atomic_write_json"]  # re-exported helpers
 
 SCHEMA_VERSION = 1
-_OURS = re.compile(r"^(train|val)-[\w.-]+-\d{6}\.tar(\.json)?(\.tmp)?$|^manifest\.json(\.tmp)?$")
-
-
-class ShardError(RuntimeError):
-    """A shard or build folder that cannot be used, with the file (and member) named."""
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file and a rename (never a half file)."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_json(path: Path, obj) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode())
+_TMP = r"(\.tmp|\.\d+-[0-9a-f]+\.tmp)?"  # legacy and per-process temporary names
+_OURS = re.compile(rf"^(train|val)-[\w.-]+-\d{{6}}\.tar(\.json)?{_TMP}$"
+                   rf"|^(manifest|verified)\.json{_TMP}$")
+VERIFY_CACHE = "verified.json"  # sha256 of each shard, keyed by its size and mtime
+# the metadata every sample's json member must carry (readers decode by these)
+SAMPLE_KEYS = ("dataset", "bands", "labels", "split")
+MANIFEST_KEYS = ("schema_version", "data_hash", "datasets", "counts", "band_stats", "shards",
+                 "total_samples")
+# a measured value of this magnitude (or more) is no physical remote-sensing quantity
+# (reflectance, radiance, backscatter, heights, temperatures are all far below it): it is an
+# unflagged nodata value such as -3.4e38 (float32's lowest), which would swamp the statistics
+NON_PHYSICAL_ABS = 1e9
 
 
 def encode_npy(array: np.ndarray) -> bytes:
@@ -70,7 +69,7 @@ def write_shard(path: Path, samples: Iterable[dict]) -> dict:
     """
     import webdataset as wds
 
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = temporary_name(path)
     keys, hashes = [], []
     with open(tmp, "wb") as f:
         # fixed owner and mtime: the same samples give a byte-identical tar
@@ -107,13 +106,19 @@ def decode_sample(raw: dict) -> dict:
                        ("txt", bytes.decode), ("json", json.loads)):
         if member not in raw:
             raise ShardError(f"shard {Path(str(url)).name}: sample {key!r} has no "
-                             f"{member} member; the shard is incomplete - rebuild it")
+                             f"{member} member; the shard is incomplete - {_REBUILD}")
         try:
             out[member.split(".")[0]] = fn(raw[member])
         except Exception as exc:  # noqa: BLE001
             raise ShardError(f"shard {Path(str(url)).name}: member {key}.{member} cannot be "
                              f"decoded ({type(exc).__name__}: {exc}); the shard is corrupt - "
-                             f"delete it and rebuild") from exc
+                             f"{_REBUILD}") from exc
+    meta = out["json"]
+    missing = [k for k in SAMPLE_KEYS if not isinstance(meta, dict) or k not in meta]
+    if missing:
+        raise ShardError(f"shard {Path(str(url)).name}: sample {key!r} has no {missing} in its "
+                         f"json member (it was not written by this workspace's data stage, or "
+                         f"by an older one) - {_REBUILD}")
     return out
 
 
@@ -141,8 +146,7 @@ def iter_shards(paths: Iterable[Path]) -> Iterator[dict]:
         except Exception as exc:  # tarfile.ReadError, EOFError, ...
             after = f"after member {last}.json" if last else "at its first member"
             raise ShardError(f"shard {path.name} is truncated or corrupt {after} "
-                             f"({type(exc).__name__}: {str(exc)[:200]}); delete it and "
-                             f"rebuild") from exc
+                             f"({type(exc).__name__}: {str(exc)[:200]}); {_REBUILD}") from exc
 
 
 def content_hashes(paths: Iterable[Path]) -> set[str]:
@@ -175,25 +179,161 @@ def read_samples(paths: Iterable[Path], keys: Iterable[str]) -> dict[str, dict]:
     return found
 
 
-def verify_shards(folder: Path, manifest: dict | None = None) -> None:
-    """Check every shard of a build against the sha256 in its manifest."""
-    manifest = manifest or load_manifest(folder)
-    for entry in manifest["shards"]:
-        path = folder / entry["file"]
-        if not path.is_file():
-            raise ShardError(f"shard {entry['file']} listed in the manifest is missing; "
-                             "rebuild the data")
-        if file_sha256(path) != entry["sha256"]:
-            raise ShardError(f"shard {entry['file']} does not match its checksum in "
-                             "manifest.json: it was changed or truncated; delete it and rebuild")
+_REBUILD = ("re-run notebooks/01_data_prep.ipynb (or `geofm data`) with the same parameters: "
+            "it rebuilds missing and damaged shards")
 
 
-def load_manifest(folder: Path) -> dict:
+def _read_manifest(folder: Path) -> dict:
+    """manifest.json of a build, parsed and checked for the keys readers use (no shard I/O)."""
     path = Path(folder) / "manifest.json"
     if not path.is_file():
         raise ShardError(f"no manifest.json in {Path(folder).name}: the build is missing or "
                          "unfinished; run notebooks/01_data_prep.ipynb (or `geofm data`)")
-    return json.loads(path.read_text())
+    try:
+        manifest = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ShardError(f"{Path(folder).name}/manifest.json is not valid JSON ({exc}); it is "
+                         f"damaged: {_REBUILD}") from None
+    missing = [k for k in MANIFEST_KEYS if not isinstance(manifest, dict) or k not in manifest]
+    if missing:
+        raise ShardError(f"{Path(folder).name}/manifest.json has no {missing}: it is damaged or "
+                         f"not a geofm manifest; {_REBUILD}")
+    if manifest["schema_version"] != SCHEMA_VERSION:
+        raise ShardError(f"{Path(folder).name}/manifest.json has schema version "
+                         f"{manifest['schema_version']!r}, this workspace reads "
+                         f"{SCHEMA_VERSION}; {_REBUILD}")
+    bad = [e for e in manifest["shards"] if not isinstance(e, dict) or
+           not {"file", "split", "dataset", "n", "sha256", "bytes"} <= set(e)]
+    if bad:
+        raise ShardError(f"{Path(folder).name}/manifest.json lists {len(bad)} shard(s) without "
+                         f"file, split, dataset, n, sha256 and bytes; {_REBUILD}")
+    return manifest
+
+
+def _stat_key(path: Path) -> list[int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
+
+
+_VERIFIED: dict[tuple, bool] = {}  # builds verified in this process, by their files' stats
+
+
+def build_problems(folder: Path, manifest: dict, use_cache: bool = True) -> list[tuple[str, str]]:
+    """What is wrong with a finished build: ``[(file, problem), ...]``, empty when whole.
+
+    Checked, cheaply first: each listed shard exists with the manifest's size; its sidecar
+    exists and agrees with the manifest (sha256, sample count, keys); the manifest's counts
+    equal the sum of its shards; and each shard's sha256 equals the manifest's. The hashes
+    are cached in ``verified.json`` (keyed by each tar's and sidecar's size and mtime) and in
+    memory, so a build is hashed once, not on every read.
+    """
+    folder = Path(folder)
+    entries = manifest["shards"]
+    stats = {e["file"]: (_stat_key(folder / e["file"]),
+                         _stat_key(folder / (e["file"] + ".json"))) for e in entries}
+    memo = (str(folder.resolve()), json.dumps(_stat_key(folder / "manifest.json")),
+            json.dumps(stats, sort_keys=True))
+    if use_cache and memo in _VERIFIED:
+        return []
+    problems: list[tuple[str, str]] = []
+    counts: dict = defaultdict(lambda: defaultdict(int))
+    for e in entries:
+        counts[e["dataset"]][e["split"]] += e["n"]
+    for ds, per_split in counts.items():
+        for split, n in per_split.items():
+            listed = (manifest["counts"].get(ds) or {}).get(split)
+            if listed != n:
+                problems.append(("manifest.json", f"counts {ds}/{split} = {listed!r}, but its "
+                                                  f"shards hold {n} samples"))
+    if manifest["total_samples"] != sum(e["n"] for e in entries):
+        problems.append(("manifest.json", f"total_samples = {manifest['total_samples']!r}, but "
+                                          f"the shards hold {sum(e['n'] for e in entries)}"))
+    cache_path = folder / VERIFY_CACHE
+    cache = {}
+    if use_cache and cache_path.is_file():
+        try:
+            cache = json.loads(cache_path.read_text())
+        except (ValueError, UnicodeDecodeError):
+            cache = {}
+    new_cache = {}
+    for e in entries:
+        tar_stat, side_stat = stats[e["file"]]
+        if tar_stat is None:
+            problems.append((e["file"], "is missing"))
+            continue
+        if tar_stat[0] != e["bytes"]:
+            problems.append((e["file"], f"has {tar_stat[0]} bytes, the manifest says "
+                                        f"{e['bytes']} (changed or truncated)"))
+            continue
+        if side_stat is None:
+            problems.append((e["file"], f"has no sidecar {e['file']}.json"))
+            continue
+        hit = cache.get(e["file"])
+        if hit and hit["tar"] == tar_stat and hit["sidecar"] == side_stat \
+                and hit["sha256"] == e["sha256"] and hit.get("n") == e["n"]:
+            new_cache[e["file"]] = hit
+            continue
+        try:
+            side = json.loads((folder / (e["file"] + ".json")).read_text())
+        except (ValueError, UnicodeDecodeError) as exc:
+            problems.append((e["file"], f"its sidecar is not valid JSON ({exc})"))
+            continue
+        if side.get("sha256") != e["sha256"] or side.get("n") != e["n"] or \
+                len(side.get("keys") or ()) != e["n"]:
+            problems.append((e["file"], "its sidecar disagrees with manifest.json (sha256 or "
+                                        "sample count)"))
+            continue
+        digest = file_sha256(folder / e["file"])
+        if digest != e["sha256"]:
+            problems.append((e["file"], "does not match its checksum in manifest.json (its "
+                                        "bytes were changed: copied over, edited or damaged)"))
+            continue
+        new_cache[e["file"]] = {"tar": tar_stat, "sidecar": side_stat, "sha256": digest,
+                                "n": e["n"]}
+    if use_cache and new_cache != cache:
+        try:  # a read-only build (e.g. shared data) is still verified, just not cached
+            atomic_write_json(cache_path, new_cache)
+        except OSError:
+            pass
+    if not problems:
+        _VERIFIED[memo] = True
+    return problems
+
+
+def verify_build(folder: Path, manifest: dict, use_cache: bool = True) -> None:
+    """Raise :class:`ShardError` naming the damaged files of a build (see
+    :func:`build_problems`) and the fix."""
+    problems = build_problems(folder, manifest, use_cache)
+    if problems:
+        shown = "; ".join(f"{f} {why}" for f, why in problems[:5])
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        raise ShardError(f"the shards in {Path(folder).name} do not match their manifest: "
+                         f"{shown}{more}; {_REBUILD}")
+
+
+def verify_shards(folder: Path, manifest: dict | None = None) -> None:
+    """Check every shard of a build against its manifest, hashing every file again."""
+    verify_build(folder, manifest or _read_manifest(folder), use_cache=False)
+
+
+def load_manifest(folder: Path, verify: bool = True) -> dict:
+    """The manifest of a finished build, after checking the build against it.
+
+    Every reader of shards (training, evaluation, probes, SSL, the notebooks) comes through
+    here or :func:`shard_paths`, so none reads a shard that was changed, truncated, copied
+    over or removed since the build. ``verify=False`` skips the shard checks (the data stage
+    uses it to find what to rebuild).
+
+    Raises:
+        ShardError: no manifest, a damaged manifest, or shards that do not match it.
+    """
+    manifest = _read_manifest(folder)
+    if verify:
+        verify_build(Path(folder), manifest)
+    return manifest
 
 
 def shard_paths(folder: Path, split: str, dataset: str | None = None) -> list[Path]:
@@ -315,15 +455,25 @@ def _patches(cfg: Config, scene, split: str) -> Iterator[dict]:
                "img": scene.image[:, y:y + p, x:x + p], "txt": text, "json": meta}
 
 
+def _valid_mask(img: np.ndarray, nodata) -> np.ndarray:
+    """Pixels that hold a measurement: finite and not the file's declared nodata value."""
+    valid = np.isfinite(img) if np.issubdtype(img.dtype, np.floating) else \
+        np.ones(img.shape, bool)
+    if nodata is not None and np.isfinite(nodata):
+        valid &= img != nodata
+    return valid
+
+
 def _unit_stats(samples: list[dict]) -> dict:
     """Per-band sums for normalisation statistics, and label counts, of one shard."""
     if not samples:
         return {"pixels": 0, "sum": [], "sumsq": [], "labels": {}}
     imgs = np.stack([s["img"] for s in samples]).astype(np.float64)
     labels = Counter(lab for s in samples for lab in s["json"]["labels"])
-    finite = np.isfinite(imgs)
+    # NaN/inf and declared nodata values are no measurements: kept out of the statistics
+    finite = np.stack([_valid_mask(s["img"], s["json"].get("nodata")) for s in samples])
     nonfinite = int(finite.size - finite.sum())
-    if nonfinite:  # NaN/inf pixels (nodata of float products) stay out of the statistics
+    if nonfinite:
         imgs = np.where(finite, imgs, 0.0)
     return {"pixels": int(imgs.shape[0] * imgs.shape[2] * imgs.shape[3]),
             "band_pixels": finite.sum(axis=(0, 2, 3)).tolist(), "nonfinite": nonfinite,
@@ -352,18 +502,55 @@ def check_folder(folder: Path) -> None:
 
 
 def build_shards(cfg: Config, source=None, show_progress: bool = True) -> Path:
-    """Build (or resume, or reuse) the shards of ``cfg``; returns the build folder.
+    """Build (or resume, or reuse, or repair) the shards of ``cfg``; returns the build folder.
 
-    A finished build with the same data hash is reused as is. An interrupted build resumes: shards
-    whose tar and sidecar exist and agree are kept, the rest are written.
+    A finished build with the same data hash is reused once it matches its manifest. An
+    interrupted build resumes: shards whose tar and sidecar exist and agree are kept, the rest
+    are written. A finished build with missing or damaged shards (or a damaged manifest) is
+    repaired: the bad shards are written again from the source (builds are deterministic, so
+    the result is byte-identical) and the manifest is rewritten.
+
+    Only one process writes a build folder at a time: a second one waits for the first and
+    then reuses its shards.
     """
     from .sources import open_source
 
     folder = build_folder(cfg)
     check_folder(folder)
-    if (folder / "manifest.json").is_file():
-        return folder
-    source = source or open_source(cfg)  # validates the source before any writing
+    if source is None and not (folder / "manifest.json").is_file():
+        source = open_source(cfg)  # validates the source before anything is written
+    with folder_lock(folder, f"the shard build {folder.name}", wait=True, log=log):
+        check_folder(folder)
+        if (folder / "manifest.json").is_file() and not _damaged_build(folder):
+            return folder
+        return _build_locked(cfg, folder, source or open_source(cfg), show_progress)
+
+
+def _damaged_build(folder: Path) -> bool:
+    """Check a finished build; remove what is damaged (bad shards and their sidecars, the
+    manifest) so that the build resumes. True when something was removed."""
+    try:
+        manifest = _read_manifest(folder)
+        problems = build_problems(folder, manifest)
+    except ShardError as exc:  # the manifest itself is damaged
+        log.warning("rebuilding the manifest of %s: %s", folder.name, exc)
+        (folder / "manifest.json").unlink()
+        return True
+    if not problems:
+        return False
+    shown = "; ".join(f"{f} {why}" for f, why in problems[:5])
+    log.warning("repairing the shards of %s: %s%s", folder.name, shown,
+                   f" (and {len(problems) - 5} more)" if len(problems) > 5 else "")
+    for name, _ in problems:
+        if name != "manifest.json":
+            for path in (folder / name, folder / (name + ".json")):
+                path.unlink(missing_ok=True)
+    (folder / "manifest.json").unlink()
+    return True
+
+
+def _build_locked(cfg: Config, folder: Path, source, show_progress: bool) -> Path:
+    """The body of :func:`build_shards`, run while holding the build folder's lock."""
     if cfg.samples_per_dataset < 1:
         raise ShardError("samples_per_dataset must be at least 1")
     units = plan_units(cfg, source)
@@ -371,7 +558,7 @@ def build_shards(cfg: Config, source=None, show_progress: bool = True) -> Path:
         raise ShardError("the source yielded no scenes; check samples_per_dataset and "
                          "source_path")
     folder.mkdir(parents=True, exist_ok=True)
-    for tmp in folder.glob("*.tmp"):  # leftovers of an interrupted write
+    for tmp in folder.glob("*.tmp"):  # leftovers of an interrupted write (we hold the lock)
         tmp.unlink()
     sidecars = {}
     for unit in progress(units, desc="writing shards", unit="shard",
@@ -392,6 +579,7 @@ def build_shards(cfg: Config, source=None, show_progress: bool = True) -> Path:
                     raise
                 unreadable.append(str(exc)[:200])
         samples = [s for sc in scenes for s in _patches(cfg, sc, unit.split)]
+        check_physical(samples, unit.dataset)
         side = write_shard(tar_path, samples)
         side["vocabulary"] = list(scenes[0].vocabulary) if scenes else []
         side["unreadable_skipped"] = unreadable
@@ -407,7 +595,33 @@ def build_shards(cfg: Config, source=None, show_progress: bool = True) -> Path:
         else {}
     manifest = _manifest(cfg, units, sidecars, removed, reports)
     atomic_write_json(folder / "manifest.json", manifest)
+    build_problems(folder, manifest)  # hashes once now, so readers find the cache warm
     return folder
+
+
+def check_physical(samples: list[dict], dataset: str) -> None:
+    """Refuse images holding values no measurement takes (``|x| >= NON_PHYSICAL_ABS``), such
+    as an unflagged nodata value of -3.4e38: one such pixel makes the band's standard deviation
+    about 1e36 and every normalised input zero. NaN and infinities are nodata and are left out
+    of the statistics instead."""
+    for s in samples:
+        img = s["img"]
+        if not np.issubdtype(img.dtype, np.floating) and np.iinfo(img.dtype).max < \
+                NON_PHYSICAL_ABS:
+            continue
+        valid = _valid_mask(img, s["json"].get("nodata"))
+        big = np.abs(np.where(valid, img, 0).astype(np.float64)) >= NON_PHYSICAL_ABS
+        if big.any():
+            per_band = big.reshape(big.shape[0], -1).sum(axis=1)
+            band_names = s["json"].get("bands") or [str(i) for i in range(len(per_band))]
+            worst = int(np.argmax(per_band))
+            value = float(img[worst][big[worst]].flat[0])
+            raise DataError(
+                f"{dataset}: sample {s['__key__']} has {int(per_band.sum())} pixel value(s) of "
+                f"magnitude >= {NON_PHYSICAL_ABS:g} (band {band_names[worst]}: {value:g}), "
+                f"which no remote-sensing measurement takes; it is probably a nodata value the "
+                f"file does not declare. Declare it (e.g. rasterio: `rio edit-info --nodata "
+                f"{value:g} FILE`, or write NaN there), or mask it before the data stage")
 
 
 def _drop_val_duplicates(folder: Path, sidecars: dict) -> int:

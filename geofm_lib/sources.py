@@ -229,13 +229,18 @@ class GeoTiffSource:
                                   f"`sources` entry with options.labels)")
         self.cfg, self.dataset, self.tif = cfg, dataset, tif
         self.max_nodata = float(opts.get("max_nodata", 0.5))
-        with rasterio.open(tif) as src:
-            self.image = src.read()
-            self.nodata = src.nodata
-            self.transform = src.transform
-            self.crs = src.crs
-            self.gsd_m = float(abs(src.transform.a))
-            descriptions = list(src.descriptions)
+        try:
+            with rasterio.open(tif) as src:
+                self.image = src.read()
+                self.nodata = src.nodata
+                self.transform = src.transform
+                self.crs = src.crs
+                self.gsd_m = float(abs(src.transform.a))
+                descriptions = list(src.descriptions)
+        except rasterio.errors.RasterioIOError as exc:
+            raise ConfigError(f"{dataset}: {tif.name!r} is not a raster rasterio/GDAL can read "
+                              f"({str(exc)[:200]}); give the scene's GeoTIFF (.tif) as root"
+                              ) from None
         if self.crs is None:
             raise ConfigError(f"{dataset}: {tif.name} has no CRS; footprints and vector labels "
                               "need a georeferenced raster")
@@ -320,6 +325,7 @@ class GeoTiffSource:
             "footprint": {"bounds": [round(v, 6) for v in b], "date": None},
             "date": None, "pair_id": None, "scene_labels": labeller(0, 0, p, p),
             "nodata_pixels": int(self.invalid[y:y + p, x:x + p].sum()),
+            "nodata": None if self.nodata is None else float(self.nodata),
             "source": "geotiff",
         }
         return Scene(dataset, index, np.ascontiguousarray(image), meta, self.vocabulary,

@@ -53,6 +53,7 @@ import torch
 
 from .adapters import POLARISATIONS
 from .config import Config
+from .errors import PairError  # noqa: F401  (re-exported)
 from .progress import get_logger
 
 log = get_logger()
@@ -71,10 +72,6 @@ SEED003_RESULTS = {
     "BigEarthNet": {"supervised (1024)": (0.4008, 0.5496, 0.5423),
                     "partial fusion": (0.4279, 0.5351, 0.5352)},
 }
-
-
-class PairError(ValueError):
-    """The data holds no usable S1/S2 pairs, with the fix."""
 
 
 # --- paired data ----------------------------------------------------------------------------
@@ -484,10 +481,14 @@ def _callbacks():
         Lightning's checkpoint leaves it out and a resumed run would start from random keys;
         this puts it into ``last.ckpt`` and back."""
 
+        def __init__(self, ssl_hash: str = ""):
+            self.ssl_hash = ssl_hash
+
         def on_save_checkpoint(self, trainer, module, checkpoint):
             bank = module.criterion.memory_bank
             checkpoint["moco_queue"] = {"bank": bank.bank.detach().cpu().clone(),
                                         "bank_ptr": bank.bank_ptr.detach().cpu().clone()}
+            checkpoint["geofm"] = {"ssl_hash": self.ssl_hash}  # checked before resuming
 
         def on_load_checkpoint(self, trainer, module, checkpoint):
             if "moco_queue" in checkpoint:
@@ -502,6 +503,14 @@ def _callbacks():
             self.path = path
 
         def on_train_epoch_end(self, trainer, module):
+            from .training import check_finite_state
+
+            # weights and optimiser state finite, or the last good last.ckpt stays
+            check_finite_state({"model": module.state_dict(),
+                                "optimizer": trainer.optimizers[0].state_dict()},
+                               f"{self.path.name} after epoch {trainer.current_epoch + 1}")
+            # one name for all ranks (Lightning writes on rank 0 only); only this run writes
+            # here (it holds the folder's lock)
             tmp = self.path.with_name(self.path.name + ".tmp")
             # weights_only=False here means "with the optimiser and loop state" (Lightning's
             # flag); the file still reads with torch.load(weights_only=True). All ranks call.
@@ -559,17 +568,34 @@ def pretrain(cfg: Config, show_progress: bool = True, log_every: int = 2,
     see the same ``work_dir`` (a shared filesystem across nodes): rank 0 writes ``last.ckpt``
     and every rank resumes from it. ``callbacks``: more Lightning callbacks (tests use one to
     interrupt a run).
+
+    Only one process pretrains a configuration at a time (a second is refused with
+    ``BusyError``); ``encoder.pt`` and ``last.ckpt`` of another configuration are refused
+    (``CheckpointError``).
     """
+    from .io import folder_lock
+
+    folder = ssl_dir(cfg)
+    if int(os.environ.get("RANK", "0")) != 0:  # rank 0 holds the lock for the whole job
+        return _pretrain(cfg, show_progress, log_every, callbacks)
+    with folder_lock(folder, f"the checkpoints of SSL run {cfg.ssl_hash} ({cfg.name})",
+                     wait=False):
+        return _pretrain(cfg, show_progress, log_every, callbacks)
+
+
+def _pretrain(cfg: Config, show_progress: bool, log_every: int, callbacks) -> SSLResult:
+    """The body of :func:`pretrain`, run while holding the checkpoint folder's lock."""
     from lightning.pytorch import Trainer, seed_everything
 
     from .distributed import from_env
     from .models import resolve_device, resolve_precision
-    from .training import load_checkpoint, save_checkpoint
+    from .training import check_checkpoint_run, load_checkpoint, save_checkpoint
 
     folder = ssl_dir(cfg)
     out = folder / "encoder.pt"
     if out.is_file():
         state = load_checkpoint(out, expected_format=SSL_FORMAT)
+        check_checkpoint_run(state, out, {"ssl_hash": cfg.ssl_hash})
         if state.get("finished"):
             return SSLResult(out, state["history"], 0.0, True, False, state["pairs"],
                              dict(state.get("run", {})))
@@ -615,10 +641,12 @@ def pretrain(cfg: Config, show_progress: bool = True, log_every: int = 2,
                           precision=precision, logger=False, enable_checkpointing=False,
                           enable_progress_bar=False, enable_model_summary=False,
                           use_distributed_sampler=False,
-                          callbacks=[monitor, seed_cls(cfg.seed), queue_cls(),
+                          callbacks=[monitor, seed_cls(cfg.seed), queue_cls(cfg.ssl_hash),
                                      atomic_cls(last), *callbacks], log_every_n_steps=1)
     t0 = time.perf_counter()
     resumed = last.is_file()
+    if resumed:
+        _check_last_ckpt(last, cfg)
     with _quiet_lightning():
         trainer.fit(task, loader, ckpt_path=str(last) if resumed else None,
                     weights_only=True if resumed else None)  # tensors and plain values only
@@ -633,6 +661,25 @@ def pretrain(cfg: Config, show_progress: bool = True, log_every: int = 2,
             "params": json.loads(json.dumps(cfg.to_dict()))})
     return SSLResult(out, monitor.history, round(time.perf_counter() - t0, 1), False, resumed,
                      len(pairs), run)
+
+
+def _check_last_ckpt(last: Path, cfg: Config) -> None:
+    """``last.ckpt`` is readable and was written by this configuration."""
+    from .errors import CheckpointError
+    from .training import check_checkpoint_run
+
+    try:
+        ckpt = torch.load(last, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001
+        raise CheckpointError(f"{last.parent.name}/{last.name} cannot be read "
+                              f"({type(exc).__name__}: {str(exc)[:300]}); delete it to start "
+                              f"this run over") from None
+    mark = ckpt.get("geofm") if isinstance(ckpt, dict) else None
+    if mark is None:
+        log.warning("%s was written by an older geofm that did not record its configuration; "
+                    "resuming from it unchecked", last.name)
+        return
+    check_checkpoint_run(mark, last, {"ssl_hash": cfg.ssl_hash})
 
 
 def load_encoder(path: Path, device: str = "cpu"):

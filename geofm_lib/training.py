@@ -30,15 +30,13 @@ import numpy as np
 import torch
 
 from .config import Config
+from .errors import CheckpointError, TrainingDiverged
+from .io import folder_lock, temporary_name
 from .progress import get_logger
 from .shards import ShardError, build_folder, load_manifest, shard_paths
 
 log = get_logger()
 CHECKPOINT_FORMAT = "geofm-clip-1"
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
 # --- data ----------------------------------------------------------------------------------
@@ -203,17 +201,51 @@ def checkpoint_dir(cfg: Config) -> Path:
     return cfg.path("checkpoints", cfg.train_hash)
 
 
+def nonfinite_tensors(state, prefix: str = "") -> list[str]:
+    """Names of the floating-point tensors in a (nested) state that hold NaN or inf."""
+    bad = []
+    if isinstance(state, torch.Tensor):
+        if state.is_floating_point() and not bool(torch.isfinite(state).all()):
+            bad.append(prefix or "tensor")
+    elif isinstance(state, dict):
+        for k, v in state.items():
+            bad += nonfinite_tensors(v, f"{prefix}.{k}" if prefix else str(k))
+    elif isinstance(state, list | tuple):
+        for i, v in enumerate(state):
+            bad += nonfinite_tensors(v, f"{prefix}[{i}]")
+    return bad
+
+
+def check_finite_state(state: dict, where: str, keys=("model", "optimizer")) -> None:
+    """Refuse to write a checkpoint whose weights or optimiser state hold NaN or inf.
+
+    Raises:
+        TrainingDiverged: naming the first bad tensors; the previous checkpoint stays.
+    """
+    bad = [n for k in keys if k in state for n in nonfinite_tensors(state[k], k)]
+    if bad:
+        raise TrainingDiverged(
+            f"{where}: {len(bad)} tensor(s) of the weights or optimiser state are NaN or "
+            f"infinite (e.g. {', '.join(bad[:3])}); the checkpoint was not written and the last "
+            f"good one is kept. Lower lr, keep grad_clip_norm > 0 or use precision='fp32'")
+
+
 def save_checkpoint(path: Path, state: dict) -> None:
-    """torch.save to a temporary file, fsync, rename: a checkpoint that exists is whole."""
+    """torch.save to a temporary file of this process, fsync, rename: a checkpoint that exists
+    is whole. Weights and optimiser state are checked finite first."""
     import torch
 
+    check_finite_state(state, f"checkpoint {path.name}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    tmp = temporary_name(path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def save_step_checkpoint(folder: Path, state: dict, step: int, keep: int) -> Path:
@@ -221,8 +253,7 @@ def save_step_checkpoint(folder: Path, state: dict, step: int, keep: int) -> Pat
     rename), and delete all but the newest ``keep`` step checkpoints."""
     path = folder / f"step-{step:08d}.pt"
     save_checkpoint(path, state)
-    tmp = folder / "last.pt.tmp"
-    tmp.unlink(missing_ok=True)
+    tmp = temporary_name(folder / "last.pt")
     try:
         os.link(path, tmp)
     except OSError:  # file systems without hard links get a copy
@@ -242,18 +273,37 @@ def load_checkpoint(path: Path, map_location: str = "cpu",
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(
+        raise CheckpointError(
             f"no checkpoint at {path.parent.name}/{path.name}: run notebooks/03_pretrain.ipynb "
             f"with the same parameters first")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001
-        raise RuntimeError(f"checkpoint {path.name} cannot be read ({type(exc).__name__}: "
-                           f"{exc}); delete it and re-run 03_pretrain") from exc
-    if state.get("format") != expected_format:
-        raise RuntimeError(f"{path.name} is not a geofm checkpoint of this kind (format "
-                           f"{state.get('format')!r}, expected {expected_format!r})")
+        raise CheckpointError(f"checkpoint {path.name} cannot be read ({type(exc).__name__}: "
+                              f"{str(exc)[:300]}); delete it and re-run 03_pretrain") from None
+    if not isinstance(state, dict) or state.get("format") != expected_format:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(f"{path.name} is not a geofm checkpoint of this kind (format "
+                              f"{found!r}, expected {expected_format!r})")
     return state
+
+
+def check_checkpoint_run(state: dict, path: Path, expected: dict[str, str]) -> None:
+    """Refuse a checkpoint written by another configuration (a file copied into this run's
+    folder, or a folder renamed): each of ``expected`` (e.g. ``train_hash``, ``data_hash``)
+    must equal the checkpoint's.
+
+    Raises:
+        CheckpointError: naming both hashes and the fix.
+    """
+    for key, want in expected.items():
+        have = state.get(key)
+        if have != want:
+            raise CheckpointError(
+                f"{path.parent.name}/{path.name} was written by another configuration: its "
+                f"{key} is {have!r}, this run's is {want!r}. It was copied or moved here; "
+                f"remove it (or put it back in checkpoints/{have}/) and re-run with the "
+                f"parameters you mean")
 
 
 def stats_from_checkpoint(state: dict) -> dict:
@@ -276,9 +326,11 @@ def model_from_checkpoint(state: dict, device: str = "cpu", seed: int = 0):
 
 def load_trained_model(cfg: Config, device: str = "cpu", require_finished: bool = True):
     """(model, tokenizer, checkpoint state) of this configuration's training run."""
-    state = load_checkpoint(checkpoint_dir(cfg) / "last.pt")
+    path = checkpoint_dir(cfg) / "last.pt"
+    state = load_checkpoint(path)
+    check_checkpoint_run(state, path, {"train_hash": cfg.train_hash, "data_hash": cfg.data_hash})
     if require_finished and not state.get("finished"):
-        raise RuntimeError(
+        raise CheckpointError(
             f"the checkpoint of run {cfg.name} stopped after epoch {state['epoch']} of "
             f"{cfg.epochs}; re-run notebooks/03_pretrain.ipynb to finish (it resumes)")
     model, tokenizer = model_from_checkpoint(state, device, cfg.seed)
@@ -389,6 +441,7 @@ class Step:
         self.model, self.raw, self.loss_fn = model, raw_model, loss_fn
         self.opt, self.sched, self.scaler, self.autocast = optimizer, scheduler, scaler, autocast
         self.accum, self.clip_norm, self.ddp = accum, clip_norm, ddp
+        self.grad_norm: float | None = None  # of the last step, before clipping
 
     def loss(self, images, tokens):
         with self.autocast():
@@ -396,8 +449,14 @@ class Step:
             return self.loss_fn(out["image_features"], out["text_features"], out["logit_scale"])
 
     def __call__(self, images, tokens, loss_hook=None, step=0):
-        """Forward, backward and update on one batch; returns the loss (before the update)."""
+        """Forward, backward and update on one batch; returns the loss (before the update).
+
+        A finite loss can still give infinite or NaN gradients (an overflow in backward);
+        then ``grad_norm`` is not finite and the update is skipped, so the weights stay as
+        they were (the loop stops with :class:`TrainingDiverged`). With fp16 the grad scaler
+        handles overflows itself (it skips such steps and lowers its scale)."""
         self.opt.zero_grad(set_to_none=True)
+        self.grad_norm = None
         if self.accum == 1:
             loss = self.loss(images, tokens)
             if loss_hook is not None:
@@ -411,7 +470,17 @@ class Step:
                 return loss
         if self.clip_norm > 0:
             self.scaler.unscale_(self.opt)
-            torch.nn.utils.clip_grad_norm_(self.raw.parameters(), self.clip_norm)
+            norm = torch.nn.utils.clip_grad_norm_(self.raw.parameters(), self.clip_norm)
+        elif not self.scaler.is_enabled():
+            norm = torch.nn.utils.get_total_norm(
+                [q.grad for q in self.raw.parameters() if q.grad is not None])
+        else:
+            norm = None
+        if norm is not None:
+            self.grad_norm = float(norm)
+            if not math.isfinite(self.grad_norm) and not self.scaler.is_enabled():
+                self.opt.zero_grad(set_to_none=True)
+                return loss
         self.scaler.step(self.opt)
         self.scaler.update()
         self.sched.step()
@@ -463,9 +532,25 @@ def train(cfg: Config, on_step: Callable | None = None, on_epoch: Callable | Non
     data stream, so a run killed at any point and resumed ends with the weights of an
     uninterrupted run (exactly, on the CPU).
 
+    Only one process trains a configuration at a time: a second one is refused at once
+    (``BusyError``) instead of both writing the same checkpoints.
+
     Raises:
-        TrainingDiverged: on a non-finite loss; the last good checkpoint is left as it was.
+        TrainingDiverged: on a non-finite loss, gradient or weight; the last good checkpoint is
+            left as it was.
+        CheckpointError: ``last.pt`` belongs to another configuration.
+        BusyError: another process is training this configuration.
     """
+    ckpt_dir = checkpoint_dir(cfg)
+    if int(os.environ.get("RANK", "0")) != 0:  # rank 0 holds the lock for the whole job
+        return _train(cfg, on_step, on_epoch, loss_hook, show_progress)
+    with folder_lock(ckpt_dir, f"the checkpoints of training run {cfg.train_hash} "
+                               f"({cfg.name})", wait=False):
+        return _train(cfg, on_step, on_epoch, loss_hook, show_progress)
+
+
+def _train(cfg: Config, on_step, on_epoch, loss_hook, show_progress: bool) -> TrainResult:
+    """The body of :func:`train` (run while holding the checkpoint folder's lock)."""
     import open_clip
 
     from . import distributed
@@ -514,6 +599,8 @@ def train(cfg: Config, on_step: Callable | None = None, on_epoch: Callable | Non
     saved = None  # where the newest checkpoint stands, for the divergence message
     if ckpt.is_file():
         state = load_checkpoint(ckpt, map_location=device)
+        check_checkpoint_run(state, ckpt, {"train_hash": cfg.train_hash,
+                                           "data_hash": cfg.data_hash})
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -523,7 +610,8 @@ def train(cfg: Config, on_step: Callable | None = None, on_epoch: Callable | Non
         step_losses = list(state.get("step_losses", []))
         start_epoch = int(state["epoch"])
         start_batch = int(state.get("step_in_epoch", 0))
-        epoch_losses = list(state.get("epoch_losses", []))
+        # at an epoch boundary the finished epoch's losses are in history, not in this epoch
+        epoch_losses = list(state.get("epoch_losses", [])) if start_batch else []
         epoch_seconds = float(state.get("epoch_seconds", 0.0))
         if "rng" in state:
             _set_rng_state(state["rng"], device)
@@ -553,12 +641,13 @@ def train(cfg: Config, on_step: Callable | None = None, on_epoch: Callable | Non
                     cfg.grad_accum_steps, cfg.grad_clip_norm, dist.enabled)
 
     def snapshot(epoch_done: int, in_epoch: int, finished: bool, seconds: float) -> dict:
+        # epoch_losses: the losses of the epoch in progress (none at an epoch boundary)
         return {
             "format": CHECKPOINT_FORMAT, "model_name": cfg.model, "image_px": cfg.image_px,
             "model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
             "epoch": epoch_done, "step_in_epoch": in_epoch, "step": step,
-            "epoch_losses": list(epoch_losses), "epoch_seconds": seconds,
+            "epoch_losses": list(epoch_losses) if in_epoch else [], "epoch_seconds": seconds,
             "history": history, "step_losses": step_losses, "finished": finished,
             "rng": _rng_state(device), "world_size": dist.world_size,
             "params": json.loads(json.dumps(cfg.to_dict())),
@@ -586,13 +675,17 @@ def train(cfg: Config, on_step: Callable | None = None, on_epoch: Callable | Non
                                memory_format=torch.channels_last)
             tokens = tokens.to(device, non_blocking=True)
             loss = run_step(images, tokens, loss_hook, step)
-            if not torch.isfinite(loss):
+            bad_norm = run_step.grad_norm is not None and not math.isfinite(run_step.grad_norm)
+            if not torch.isfinite(loss) or bad_norm:
                 bar.close()
                 kept = (f"the last good checkpoint ({saved}) is kept in "
                         f"checkpoints/{ckpt_dir.name}/" if saved else
                         "no checkpoint was written yet")
+                what = (f"the gradient norm became {run_step.grad_norm} (the loss was "
+                        f"{loss.item():.4g}; the update was not applied)" if bad_norm and
+                        torch.isfinite(loss) else f"loss became {loss.item()}")
                 raise TrainingDiverged(
-                    f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1} "
+                    f"{what} at epoch {epoch + 1}, step {step + 1} "
                     f"(lr {scheduler.get_last_lr()[0]:.2e}); training stopped and {kept}. "
                     f"Lower lr (now {cfg.lr:g}), keep grad_clip_norm > 0 (now "
                     f"{cfg.grad_clip_norm:g}) or use precision='fp32' (now {precision}).")
