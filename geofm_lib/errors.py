@@ -55,3 +55,7 @@ class AdapterError(GeofmError, ValueError):
 
 class PretrainedUnavailable(GeofmError, RuntimeError):
     """Pretrained weights asked for cannot be had (offline, unknown tag, missing file)."""
+
+
+class NotebookFailed(GeofmError, RuntimeError):
+    """A notebook of a report chain stopped with an error (its page shows the cell)."""

@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from .config import Config, load_config, project_root
-from .errors import ConfigError, GeofmError
+from .errors import ConfigError, GeofmError, NotebookFailed
 from .io import atomic_write_bytes, atomic_write_json, check_name, folder_lock
 from .progress import get_logger
 from .runinfo import git_state, load_stages, package_versions, stage_dir
@@ -93,11 +93,22 @@ def _execute(book: Path, out: Path, parameters: dict, root: Path,
     cell fails (the page then shows the error). Both are scrubbed of absolute paths, also
     when the notebook failed."""
     import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
 
     try:
         pm.execute_notebook(str(book), str(out), parameters=parameters,
                             cwd=str(root / "notebooks"), progress_bar=False,
                             kernel_name="python3", log_output=False)
+    except PapermillExecutionError as exc:  # the page says where; the command says what
+        shown = out.with_suffix(".html")
+        try:
+            shown = shown.relative_to(root)
+        except ValueError:
+            shown = Path(shown.parent.name) / shown.name
+        raise NotebookFailed(
+            f"{book.name} stopped in cell {exc.exec_count}: {exc.ename}: "
+            f"{scrub(str(exc.evalue), root, cfg)} (the executed page with the cell: {shown})"
+        ) from None
     finally:
         if out.exists():
             atomic_write_bytes(out.with_suffix(".html"), to_html(out, root, cfg).encode())

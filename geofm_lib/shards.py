@@ -303,6 +303,15 @@ def build_problems(folder: Path, manifest: dict, use_cache: bool = True) -> list
     return problems
 
 
+def is_complete(folder: Path) -> bool:
+    """True when ``folder`` holds a finished build that matches its manifest (what
+    :func:`build_shards` reuses as it is)."""
+    try:
+        return not build_problems(folder, _read_manifest(folder))
+    except ShardError:
+        return False
+
+
 def verify_build(folder: Path, manifest: dict, use_cache: bool = True) -> None:
     """Raise :class:`ShardError` naming the damaged files of a build (see
     :func:`build_problems`) and the fix."""

@@ -22,6 +22,7 @@ from geofm_lib.errors import (  # noqa: E402
     CheckpointError,
     DataError,
     GeofmError,
+    NotebookFailed,
     ShardError,
     TrainingDiverged,
 )
@@ -380,7 +381,8 @@ def test_a_failed_notebook_is_scrubbed_too(tmp_path):
     nbformat.write(nb, book)
     out = tmp_path / "out" / "fails.ipynb"
     out.parent.mkdir()
-    with pytest.raises(Exception, match="stop here"):
+    with pytest.raises(NotebookFailed, match=r"fails\.ipynb stopped in cell 2: ValueError: "
+                                             r"stop here \(the executed page"):
         reports._execute(book, out, {}, ROOT)
     for f in (out, out.with_suffix(".html")):
         text = f.read_text()
