@@ -190,20 +190,18 @@ def predictions_map(records: list[dict], thumbnails: dict[str, bytes] | None = N
 
 def write_geotiff(path, image, bounds_lonlat, crs: str = "EPSG:4326", band_names=None) -> None:
     """Write a (C, H, W) product as a GeoTIFF covering ``bounds_lonlat`` (atomic)."""
-    import os
-
     import rasterio
     from rasterio.transform import from_bounds
 
+    from .io import atomic_path
+
     c, h, w = image.shape
-    tmp = f"{path}.tmp"
-    with rasterio.open(tmp, "w", driver="GTiff", height=h, width=w, count=c,
-                       dtype=image.dtype, crs=crs,
-                       transform=from_bounds(*bounds_lonlat, w, h)) as dst:
+    with atomic_path(path) as tmp, rasterio.open(
+            tmp, "w", driver="GTiff", height=h, width=w, count=c, dtype=image.dtype, crs=crs,
+            transform=from_bounds(*bounds_lonlat, w, h)) as dst:
         dst.write(image)
         if band_names:
             dst.descriptions = tuple(band_names)
-    os.replace(tmp, path)
 
 
 def raster_overlay_layer(path, name: str | None = None, max_px: int = 1024) -> dict:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
@@ -34,7 +33,7 @@ from .captions import caption, join_labels
 from .catalog import DATASETS
 from .config import Config
 from .errors import DataError, ShardError
-from .io import atomic_write_bytes, atomic_write_json, folder_lock, temporary_name
+from .io import atomic_path, atomic_write_bytes, atomic_write_json, folder_lock
 from .progress import get_logger, progress
 
 log = get_logger()
@@ -69,9 +68,8 @@ def write_shard(path: Path, samples: Iterable[dict]) -> dict:
     """
     import webdataset as wds
 
-    tmp = temporary_name(path)
     keys, hashes = [], []
-    with open(tmp, "wb") as f:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         # fixed owner and mtime: the same samples give a byte-identical tar
         with wds.TarWriter(f, encoder=False, mtime=0.0, user="geofm", group="geofm") as tw:
             for s in samples:
@@ -81,9 +79,6 @@ def write_shard(path: Path, samples: Iterable[dict]) -> dict:
                           "json": json.dumps(s["json"], sort_keys=True).encode()})
                 keys.append(s["__key__"])
                 hashes.append(hashlib.sha256(s["img"].tobytes()).hexdigest()[:32])
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
     return {"file": path.name, "sha256": file_sha256(path), "bytes": path.stat().st_size,
             "n": len(keys), "keys": keys, "content": hashes}
 

@@ -31,7 +31,7 @@ import torch
 
 from .config import Config
 from .errors import CheckpointError, TrainingDiverged
-from .io import folder_lock, temporary_name
+from .io import atomic_path, folder_lock, temporary_name
 from .progress import get_logger
 from .shards import ShardError, build_folder, load_manifest, shard_paths
 
@@ -237,15 +237,8 @@ def save_checkpoint(path: Path, state: dict) -> None:
 
     check_finite_state(state, f"checkpoint {path.name}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_name(path)
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
 
 def save_step_checkpoint(folder: Path, state: dict, step: int, keep: int) -> Path:
