@@ -47,7 +47,8 @@ def shard_throughput(n: int = 2000) -> dict:
 
     from . import shards, simulate
 
-    samples = [{"__key__": f"s-{i:07d}", "img": s.image, "txt": "x", "json": s.meta}
+    samples = [{"__key__": f"s-{i:07d}", "img": s.image, "txt": "x",
+                "json": {**s.meta, "labels": [], "split": "train"}}
                for i, s in enumerate(simulate.render("bigearthnet_s2", i, image_px=64)
                                      for i in range(n))]
     with tempfile.TemporaryDirectory() as tmp:

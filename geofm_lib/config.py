@@ -512,12 +512,16 @@ def check_runtime(cfg: Config) -> None:
     Called by the notebooks' first cell (:func:`from_notebook`) and the training commands, not
     by :func:`load_config`, so a GPU parameter set can be inspected on a machine without one.
     """
-    from .models import resolve_device
+    from .models import resolve_device, resolve_precision
 
     try:
-        resolve_device(cfg.device)
+        device = resolve_device(cfg.device)
     except RuntimeError as exc:
         raise ConfigError(f"parameter 'device' = {cfg.device!r}: {exc}") from None
+    try:
+        resolve_precision(cfg.precision, device.split(":")[0])
+    except RuntimeError as exc:
+        raise ConfigError(f"parameter 'precision' = {cfg.precision!r}: {exc}") from None
 
 
 def _format_errors(exc: ValidationError, merged: dict, origin: dict) -> str:

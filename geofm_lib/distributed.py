@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .errors import ConfigError
+
 
 @dataclass(frozen=True)
 class Dist:
@@ -55,7 +57,7 @@ def setup(device: str) -> tuple[Dist, str]:
     on_cuda = device.startswith("cuda")
     if on_cuda:
         if torch.cuda.device_count() <= dist.local_rank:
-            raise RuntimeError(f"rank {dist.rank} wants GPU {dist.local_rank} but this node has "
+            raise ConfigError(f"rank {dist.rank} wants GPU {dist.local_rank} but this node has "
                                f"{torch.cuda.device_count()}; lower --nproc_per_node")
         torch.cuda.set_device(dist.local_rank)
         device = f"cuda:{dist.local_rank}"

@@ -181,6 +181,19 @@ def run_report(preset: str = "demo", experiment: str | None = None,
                                   root, overrides)
 
 
+def remove_stale(reports_dir: Path, name: str) -> list[str]:
+    """Remove what failed runs of report ``name`` left: ``.<name>.<pid>.tmp`` and
+    ``.<name>.<pid>.old`` folders (the caller holds the lock of ``name``; other names, even
+    ``name.v2``, are never touched). Returns the names removed."""
+    pattern = re.compile(rf"^\.{re.escape(name)}\.\d+\.(tmp|old)$")
+    removed = []
+    for stale in Path(reports_dir).iterdir():
+        if pattern.match(stale.name) and stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale)
+            removed.append(stale.name)
+    return removed
+
+
 def _is_report(folder: Path) -> bool:
     """A folder a report run made: it holds run.json (or nothing at all)."""
     return (folder / "run.json").is_file() or not any(folder.iterdir())
@@ -195,10 +208,7 @@ def _run_report_locked(cfg, preset, experiment, chain, books, reports_dir: Path,
         raise GeofmError(
             f"reports/{final.name} exists and is not a geofm report folder (no run.json); it "
             f"would be replaced: move it away or choose another run_name")
-    for pattern in (f".{final.name}.*.tmp", f".{final.name}.*.old"):  # of failed runs
-        for stale in reports_dir.glob(pattern):  # (safe to remove: we hold the lock)
-            if stale.is_dir() and not stale.is_symlink():
-                shutil.rmtree(stale)
+    remove_stale(reports_dir, final.name)
     tmp = reports_dir / f".{final.name}.{os.getpid()}.tmp"
     tmp.mkdir()
     params = {"preset": preset, "experiment": experiment,
@@ -273,6 +283,8 @@ def build_index(reports_dir: Path) -> Path:
     runs = []
     for run_json in sorted(Path(reports_dir).glob("*/run.json")):
         folder = run_json.parent
+        if folder.name.startswith("."):  # a run being assembled or swapped
+            continue
         info = json.loads(run_json.read_text())
         metrics_path = folder / "metrics.json"
         metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
@@ -366,6 +378,8 @@ def _study_runs(reports_dir: Path, preset: str) -> dict[str, dict]:
     """{experiment: {"name", "metrics", "params"}} of the newest report of each study set."""
     runs = {}
     for run_json in sorted(Path(reports_dir).glob("*/run.json")):
+        if run_json.parent.name.startswith("."):  # a run being assembled or swapped
+            continue
         info = json.loads(run_json.read_text())
         exp = info.get("experiment")
         metrics_path = run_json.parent / "metrics.json"

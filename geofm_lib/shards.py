@@ -206,11 +206,25 @@ def _read_manifest(folder: Path) -> dict:
 
 
 def _stat_key(path: Path) -> list[int] | None:
+    """What changes whenever a file's bytes may have changed: size, inode, mtime and ctime
+    (``cp -p``, ``rsync -a`` or ``touch -r`` can restore an mtime; nobody can set a ctime)."""
     try:
         st = path.stat()
     except FileNotFoundError:
         return None
-    return [st.st_size, st.st_mtime_ns]
+    return [st.st_size, st.st_ino, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def _read_cache(path: Path) -> dict:
+    """verified.json, with anything malformed read as "not verified" (never an error)."""
+    try:
+        cache = json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return {}
+    if not isinstance(cache, dict):
+        return {}
+    return {k: v for k, v in cache.items()
+            if isinstance(v, dict) and {"tar", "sidecar", "sha256", "n"} <= set(v)}
 
 
 _VERIFIED: dict[tuple, bool] = {}  # builds verified in this process, by their files' stats
@@ -247,12 +261,7 @@ def build_problems(folder: Path, manifest: dict, use_cache: bool = True) -> list
         problems.append(("manifest.json", f"total_samples = {manifest['total_samples']!r}, but "
                                           f"the shards hold {sum(e['n'] for e in entries)}"))
     cache_path = folder / VERIFY_CACHE
-    cache = {}
-    if use_cache and cache_path.is_file():
-        try:
-            cache = json.loads(cache_path.read_text())
-        except (ValueError, UnicodeDecodeError):
-            cache = {}
+    cache = _read_cache(cache_path) if use_cache else {}
     new_cache = {}
     for e in entries:
         tar_stat, side_stat = stats[e["file"]]
@@ -289,13 +298,28 @@ def build_problems(folder: Path, manifest: dict, use_cache: bool = True) -> list
         new_cache[e["file"]] = {"tar": tar_stat, "sidecar": side_stat, "sha256": digest,
                                 "n": e["n"]}
     if use_cache and new_cache != cache:
-        try:  # a read-only build (e.g. shared data) is still verified, just not cached
-            atomic_write_json(cache_path, new_cache)
-        except OSError:
-            pass
+        _write_cache(cache_path, new_cache)
     if not problems:
         _VERIFIED[memo] = True
     return problems
+
+
+def _write_cache(path: Path, cache: dict) -> None:
+    try:  # a read-only build (e.g. shared data) is still verified, just not cached
+        atomic_write_json(path, cache)
+    except OSError:
+        pass
+
+
+def _seed_cache(folder: Path, manifest: dict) -> None:
+    """Record a build that this process just wrote (or checked) as verified, without hashing
+    it again: each shard's sha256 in the manifest came from hashing the file after writing."""
+    cache = {}
+    for e in manifest["shards"]:
+        cache[e["file"]] = {"tar": _stat_key(folder / e["file"]),
+                            "sidecar": _stat_key(folder / (e["file"] + ".json")),
+                            "sha256": e["sha256"], "n": e["n"]}
+    _write_cache(folder / VERIFY_CACHE, cache)
 
 
 def is_complete(folder: Path) -> bool:
@@ -521,13 +545,15 @@ def build_shards(cfg: Config, source=None, show_progress: bool = True) -> Path:
 
     folder = build_folder(cfg)
     check_folder(folder)
-    if source is None and not (folder / "manifest.json").is_file():
-        source = open_source(cfg)  # validates the source before anything is written
+    if is_complete(folder):  # no lock needed to reuse a whole build (it may be read-only)
+        return folder
+    if source is None:
+        source = open_source(cfg)  # validates the source before anything is written or removed
     with folder_lock(folder, f"the shard build {folder.name}", wait=True, log=log):
         check_folder(folder)
         if (folder / "manifest.json").is_file() and not _damaged_build(folder):
-            return folder
-        return _build_locked(cfg, folder, source or open_source(cfg), show_progress)
+            return folder  # another process finished (or repaired) it while we waited
+        return _build_locked(cfg, folder, source, show_progress)
 
 
 def _damaged_build(folder: Path) -> bool:
@@ -599,7 +625,7 @@ def _build_locked(cfg: Config, folder: Path, source, show_progress: bool) -> Pat
         else {}
     manifest = _manifest(cfg, units, sidecars, removed, reports)
     atomic_write_json(folder / "manifest.json", manifest)
-    build_problems(folder, manifest)  # hashes once now, so readers find the cache warm
+    _seed_cache(folder, manifest)  # readers find the build verified without hashing it again
     return folder
 
 

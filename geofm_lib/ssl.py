@@ -53,7 +53,7 @@ import torch
 
 from .adapters import POLARISATIONS
 from .config import Config
-from .errors import PairError  # noqa: F401  (re-exported)
+from .errors import ConfigError, PairError  # noqa: F401  (PairError re-exported)
 from .progress import get_logger
 
 log = get_logger()
@@ -291,7 +291,7 @@ class EpochSampler(torch.utils.data.Sampler):
 
     def __init__(self, n: int, global_batch: int, seed: int, rank: int = 0, world: int = 1):
         if global_batch % world:
-            raise ValueError(f"ssl_batch_size={global_batch} does not split over {world} "
+            raise ConfigError(f"ssl_batch_size={global_batch} does not split over {world} "
                              f"processes; use a multiple of {world}")
         self.n, self.batch, self.seed, self.rank, self.world = n, global_batch, seed, rank, world
         self.epoch = 0
@@ -599,6 +599,9 @@ def _pretrain(cfg: Config, show_progress: bool, log_every: int, callbacks) -> SS
         if state.get("finished"):
             return SSLResult(out, state["history"], 0.0, True, False, state["pairs"],
                              dict(state.get("run", {})))
+    last = folder / "last.ckpt"
+    if last.is_file():  # before any data is read: a checkpoint of another run is refused now
+        _check_last_ckpt(last, cfg)
     dist = from_env()
     rank, world = dist.rank, dist.world_size
     all_pairs = load_pairs(cfg, "train")
@@ -608,7 +611,7 @@ def _pretrain(cfg: Config, show_progress: bool, log_every: int, callbacks) -> SS
         log.info("non-overlapping subset: %d of %d places", len(pairs), len(all_pairs))
     views = PairViews(pairs, cfg.ssl_mode, cfg.seed)
     if len(views) < cfg.ssl_batch_size:
-        raise ValueError(f"ssl_batch_size={cfg.ssl_batch_size} is larger than the "
+        raise ConfigError(f"ssl_batch_size={cfg.ssl_batch_size} is larger than the "
                          f"{len(views)} training samples; lower it or add data")
     device = resolve_device(cfg.device)
     precision = {"fp32": "32-true", "bf16": "bf16-mixed", "fp16": "16-mixed"}[
@@ -627,7 +630,6 @@ def _pretrain(cfg: Config, show_progress: bool, log_every: int, callbacks) -> SS
     monitor_cls, atomic_cls, seed_cls, queue_cls = _callbacks()
     monitor = monitor_cls(log_every, cfg.ssl_epochs * len(loader), show_progress and rank == 0)
     folder.mkdir(parents=True, exist_ok=True)
-    last = folder / "last.ckpt"
     if world > 1:
         from lightning.pytorch.strategies import DDPStrategy
 
@@ -645,8 +647,6 @@ def _pretrain(cfg: Config, show_progress: bool, log_every: int, callbacks) -> SS
                                      atomic_cls(last), *callbacks], log_every_n_steps=1)
     t0 = time.perf_counter()
     resumed = last.is_file()
-    if resumed:
-        _check_last_ckpt(last, cfg)
     with _quiet_lightning():
         trainer.fit(task, loader, ckpt_path=str(last) if resumed else None,
                     weights_only=True if resumed else None)  # tensors and plain values only

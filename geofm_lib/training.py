@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from .config import Config
-from .errors import CheckpointError, TrainingDiverged
+from .errors import CheckpointError, ConfigError, TrainingDiverged
 from .io import atomic_path, folder_lock, temporary_name
 from .progress import get_logger
 from .shards import ShardError, build_folder, load_manifest, shard_paths
@@ -110,7 +110,7 @@ class TrainStream(torch.utils.data.IterableDataset):
                  shuffle_buffer: int = 2000):
         super().__init__()
         if batch_size % world_size:
-            raise ValueError(f"batch_size={batch_size} is not divisible by the {world_size} "
+            raise ConfigError(f"batch_size={batch_size} is not divisible by the {world_size} "
                              f"processes; choose a multiple of {world_size}")
         self.urls = [[str(p) for p in shard_paths(folder, "train", ds)] for ds in datasets]
         self.counts = [manifest["counts"][ds]["train"] for ds in datasets]
@@ -372,7 +372,7 @@ def preflight(cfg: Config) -> tuple[Path, dict]:
                          f"01_data_prep with the same parameters")
     n_train = sum(manifest["counts"][ds]["train"] for ds in cfg.dataset_keys)
     if n_train < cfg.batch_size:
-        raise ValueError(f"batch_size={cfg.batch_size} is larger than the {n_train} training "
+        raise ConfigError(f"batch_size={cfg.batch_size} is larger than the {n_train} training "
                          f"samples; lower batch_size or raise samples_per_dataset")
     from .models import input_bands, input_spec
 
@@ -386,7 +386,7 @@ def preflight(cfg: Config) -> tuple[Path, dict]:
         try:
             input_bands(bands)
         except ValueError as exc:
-            raise ValueError(f"{ds}: its {len(bands)} bands {bands} do not fit the 3-channel "
+            raise ConfigError(f"{ds}: its {len(bands)} bands {bands} do not fit the 3-channel "
                              f"image tower of {cfg.model}: {exc}. Name the bands (e.g. "
                              f"options.band_names: [red, green, blue]), use a band adapter "
                              f"(band_adapter: first_layer) or drop the dataset") from None
@@ -435,6 +435,14 @@ class Step:
         self.opt, self.sched, self.scaler, self.autocast = optimizer, scheduler, scaler, autocast
         self.accum, self.clip_norm, self.ddp = accum, clip_norm, ddp
         self.grad_norm: float | None = None  # of the last step, before clipping
+
+    @property
+    def overflowed(self) -> bool:
+        """The last step's gradients were infinite or NaN while the loss was finite, and the
+        update was skipped. Under fp16 the grad scaler skips such steps itself and lowers its
+        scale, which is normal, so this is then always False."""
+        return (self.grad_norm is not None and not math.isfinite(self.grad_norm)
+                and not self.scaler.is_enabled())
 
     def loss(self, images, tokens):
         with self.autocast():
@@ -561,7 +569,7 @@ def _train(cfg: Config, on_step, on_epoch, loss_hook, show_progress: bool) -> Tr
     folder, manifest = preflight(cfg)
     dist, device = distributed.setup(resolve_device(cfg.device))
     if cfg.batch_size % (dist.world_size * cfg.grad_accum_steps):
-        raise ValueError(f"batch_size={cfg.batch_size} must split evenly into {dist.world_size} "
+        raise ConfigError(f"batch_size={cfg.batch_size} must split evenly into {dist.world_size} "
                          f"process(es) x grad_accum_steps={cfg.grad_accum_steps}; choose a "
                          f"multiple of {dist.world_size * cfg.grad_accum_steps}")
     precision = resolve_precision(cfg.precision, device.split(":")[0])
@@ -668,7 +676,7 @@ def _train(cfg: Config, on_step, on_epoch, loss_hook, show_progress: bool) -> Tr
                                memory_format=torch.channels_last)
             tokens = tokens.to(device, non_blocking=True)
             loss = run_step(images, tokens, loss_hook, step)
-            bad_norm = run_step.grad_norm is not None and not math.isfinite(run_step.grad_norm)
+            bad_norm = run_step.overflowed
             if not torch.isfinite(loss) or bad_norm:
                 bar.close()
                 kept = (f"the last good checkpoint ({saved}) is kept in "

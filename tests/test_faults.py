@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -114,12 +113,15 @@ def test_two_data_builds_on_one_folder_give_one_good_build(tmp_path):
 
 _HOLD = ("import sys, time; from pathlib import Path; from geofm_lib.io import folder_lock\n"
          "with folder_lock(Path(sys.argv[1]), 'x'):\n"
-         "    print('held', flush=True); time.sleep(float(sys.argv[2]))\n")
+         "    print('held', flush=True); time.sleep(float(sys.argv[2]))\n"
+         "    Path(sys.argv[3]).write_text('released')\n")
 
 
-def _hold_lock(folder: Path, seconds: float = 60):
-    """A second process holding the lock of ``folder`` (as a running writer would)."""
-    p = subprocess.Popen([sys.executable, "-c", _HOLD, str(folder), str(seconds)],
+def _hold_lock(folder: Path, seconds: float = 60, marker: Path | None = None):
+    """A second process holding the lock of ``folder`` (as a running writer would); it writes
+    ``marker`` just before it lets go."""
+    marker = marker or folder.with_name(folder.name + ".released")
+    p = subprocess.Popen([sys.executable, "-c", _HOLD, str(folder), str(seconds), str(marker)],
                          stdout=subprocess.PIPE, text=True,
                          env={**os.environ, "GEOFM_ROOT": str(ROOT)})
     assert p.stdout.readline().strip() == "held"
@@ -166,11 +168,22 @@ def test_a_data_build_waits_for_the_other_writer(built, tmp_path):
     work = _copy(built, tmp_path)
     cfg = _cfg(work)
     folder = shards.build_folder(cfg)
-    holder = _hold_lock(folder, seconds=2)
-    t0 = time.perf_counter()
+    (folder / "manifest.json").unlink()  # as if the other writer were still building
+    marker = tmp_path / "released"
+    holder = _hold_lock(folder, seconds=2, marker=marker)
     assert shards.build_shards(cfg, show_progress=False) == folder
-    assert time.perf_counter() - t0 > 0.5  # it waited for the lock, then reused the build
+    assert marker.read_text() == "released"  # it went on only after the other let go
+    assert shards.is_complete(folder)
     holder.wait()
+
+
+def test_stale_report_folders_of_other_names_are_left_alone(tmp_path):
+    for name in (".demo.123.tmp", ".demo.124.old", ".demo.v2.125.tmp", ".demo.v2.126.old",
+                 "demo", ".demo.x.tmp"):
+        (tmp_path / name).mkdir()
+    assert sorted(reports.remove_stale(tmp_path, "demo")) == [".demo.123.tmp", ".demo.124.old"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".demo.v2.125.tmp", ".demo.v2.126.old",
+                                                          ".demo.x.tmp", "demo"]
 
 
 def test_temporary_names_belong_to_one_process_and_call(tmp_path):
@@ -221,6 +234,31 @@ def test_flipped_bytes_and_edited_counts_are_refused(built, tmp_path):
         shards.load_manifest(folder)
 
 
+def test_a_changed_shard_with_its_old_mtime_and_size_is_still_caught(built, tmp_path):
+    work = _copy(built, tmp_path)
+    folder = shards.build_folder(_cfg(work))
+    shards.load_manifest(folder)  # verified and cached
+    path = _train_shard(folder, "houston_harvey")
+    st = path.stat()
+    data = bytearray(path.read_bytes())
+    data[3000] ^= 0x01
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # as `cp -p` or `touch -r` would
+    assert path.stat().st_size == st.st_size and path.stat().st_mtime_ns == st.st_mtime_ns
+    with pytest.raises(ShardError, match="houston_harvey.*does not match its checksum"):
+        shards.load_manifest(folder)
+
+
+def test_a_malformed_cache_is_only_a_cache_miss(built, tmp_path):
+    work = _copy(built, tmp_path)
+    folder = shards.build_folder(_cfg(work))
+    for junk in ("[]", '{"train-xview-000000.tar": 1}', "not json"):
+        (folder / shards.VERIFY_CACHE).write_text(junk)
+        shards._VERIFIED.clear()
+        shards.load_manifest(folder)
+        assert shards.build_shards(_cfg(work), show_progress=False) == folder
+
+
 def test_verification_hashes_once_then_uses_the_cache(built, tmp_path, monkeypatch):
     work = _copy(built, tmp_path)
     folder = shards.build_folder(_cfg(work))
@@ -243,24 +281,53 @@ def test_verification_hashes_once_then_uses_the_cache(built, tmp_path, monkeypat
 # --- 4. no NaN weights in a "good" checkpoint ------------------------------------------------
 
 def test_finite_loss_with_overflowing_gradients_keeps_a_finite_checkpoint(built, tmp_path):
-    work = _copy(built, tmp_path)
-    cfg = _cfg(work, epochs=2, checkpoint_every_steps=2)
+    kw = dict(epochs=2, checkpoint_every_steps=2)  # 5 steps per epoch
+    straight = training.train(_cfg(_copy(built, tmp_path, "a"), **kw), show_progress=False)
+    cfg = _cfg(_copy(built, tmp_path, "b"), **kw)
 
-    def overflow(loss, step):  # a finite loss (about 1e38) whose gradients overflow
+    def overflow(loss, step):  # step 7: a finite loss (about 1e38) whose gradients overflow
+        assert torch.isfinite(loss * 1e37) or step != 6
         return loss * 1e37 if step == 6 else loss
 
-    with pytest.raises(TrainingDiverged, match="gradient norm became") as err:
+    with pytest.raises(TrainingDiverged, match="gradient norm became (inf|nan)") as err:
         training.train(cfg, loss_hook=overflow, show_progress=False)
     assert "update was not applied" in str(err.value)
-    assert "last good checkpoint (epoch 2, step 0 of it)" in str(err.value) or \
-        "last good checkpoint" in str(err.value)
+    assert "last good checkpoint (epoch 2, step 1 of it)" in str(err.value)
     state = torch.load(training.checkpoint_dir(cfg) / "last.pt", weights_only=True)
-    assert state["step"] <= 6
+    assert state["step"] == 6
     assert training.nonfinite_tensors(state["model"]) == []
     assert training.nonfinite_tensors(state["optimizer"]) == []
-    # the run resumes from there and finishes without the fault
+    # resumed without the fault, it ends with the weights of a run that never met it
     result = training.train(cfg, show_progress=False)
-    assert result.history[-1]["epoch"] == 2
+    assert result.step_losses == straight.step_losses
+    a = torch.load(straight.checkpoint, weights_only=True)["model"]
+    b = torch.load(result.checkpoint, weights_only=True)["model"]
+    assert all(torch.equal(v, b[k]) for k, v in a.items())
+
+
+@pytest.mark.parametrize("fp16_scaler", [False, True])
+def test_an_overflowing_step_changes_no_weight(fp16_scaler):
+    """fp32: the step is skipped and reported; with a grad scaler (fp16) the scaler skips it
+    itself and lowers its scale, which is normal and not reported as divergence."""
+    import open_clip
+
+    from geofm_lib import models
+
+    model, tok = models.create_model("ViT-tiny", 32, seed=0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    scaler = torch.amp.GradScaler("cpu", enabled=fp16_scaler, init_scale=2.0 ** 16)
+    step = training.Step(model, model, open_clip.ClipLoss(), opt,
+                         torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0), scaler,
+                         lambda: torch.autocast("cpu", enabled=False), 1, 1.0, False)
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    loss = step(x, tok(["a", "b", "c", "d"]), loss_hook=lambda loss, s: loss * 1e37)
+    assert torch.isfinite(loss) and not np.isfinite(step.grad_norm)
+    assert step.overflowed is (not fp16_scaler)
+    if fp16_scaler:
+        assert scaler.get_scale() < 2.0 ** 16
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
 
 
 def test_a_checkpoint_with_nan_weights_is_never_written(tmp_path):
@@ -328,6 +395,12 @@ def test_an_ssl_encoder_of_another_configuration_is_refused(tmp_path):
     training.save_checkpoint(out, {"format": ssl.SSL_FORMAT, "ssl_hash": "0123456789ab",
                                    "finished": True, "history": [], "pairs": 1})
     with pytest.raises(CheckpointError, match="ssl_hash is '0123456789ab'"):
+        ssl.pretrain(cfg, show_progress=False)
+    out.unlink()  # an unfinished run's last.ckpt of another configuration: refused as well
+    torch.save({"geofm": {"ssl_hash": "ba9876543210"}, "state_dict": {}},
+               ssl.ssl_dir(cfg) / "last.ckpt")
+    with pytest.raises(CheckpointError, match=f"ssl_hash is 'ba9876543210', this run's is "
+                                              f"'{cfg.ssl_hash}'"):
         ssl.pretrain(cfg, show_progress=False)
 
 
@@ -438,6 +511,8 @@ def test_bad_parameter_files_name_the_file(tmp_path, monkeypatch, capsys, text, 
     (["params", "--preset", "ci", "-p", "image_px=32", "-p", "patch_stride_px=64"],
      "inconsistent: patch_stride_px=64"),
     (["params", "--preset", "ci", "-p", "lr"], "key=value"),
+    (["train", "--preset", "ci", "-p", "precision=fp16", "-p", "device=cpu"],
+     "'precision' = 'fp16'"),
 ])
 def test_expected_faults_are_one_line_without_traceback(capsys, argv, words):
     rc, err = _cli(capsys, *argv)
@@ -464,6 +539,12 @@ def test_damaged_manifest_and_sample_metadata_name_the_file(built, tmp_path, cap
            .encode()}
     with pytest.raises(ShardError, match=r"train-x-000000\.tar: sample 'k' has no \['bands'\]"):
         shards.decode_sample(raw)
+
+
+def test_the_shard_benchmark_writes_samples_the_readers_accept():
+    from geofm_lib import bench
+
+    assert bench.shard_throughput(3)["samples"] == 3
 
 
 def _npy():
