@@ -451,14 +451,16 @@ def load_config(preset: str = "demo", experiment: str | None = None,
     if isinstance(merged.get("datasets"), list):
         merged["datasets"] = tuple(merged["datasets"])
     if isinstance(merged.get("sources"), dict):
-        try:
-            merged["sources"] = {k: v if isinstance(v, SourceSpec) else SourceSpec(**v)
-                                 for k, v in merged["sources"].items()}
-        except (TypeError, ValidationError) as exc:
-            raise ConfigError(
-                f"parameter 'sources' (from {origin.get('sources')}) is invalid: {exc}. Each "
-                f"entry maps a dataset key to {{reader: simulator|torchgeo|karpathy, root: "
-                f"..., ...}}") from None
+        specs = {}
+        for k, v in merged["sources"].items():
+            try:
+                specs[k] = v if isinstance(v, SourceSpec) else SourceSpec(**v)
+            except (TypeError, ValidationError) as exc:
+                raise ConfigError(
+                    f"parameter 'sources' (from {origin.get('sources')}), entry {k!r} is "
+                    f"invalid: {_source_problems(exc, v)}. Each entry maps a dataset key to "
+                    f"{{reader: {' | '.join(_READERS)}, root: ..., ...}}") from None
+        merged["sources"] = specs
     try:
         cfg = Config(**merged)
     except ValidationError as exc:
@@ -522,6 +524,22 @@ def check_runtime(cfg: Config) -> None:
         resolve_precision(cfg.precision, device.split(":")[0])
     except RuntimeError as exc:
         raise ConfigError(f"parameter 'precision' = {cfg.precision!r}: {exc}") from None
+
+
+_READERS = ("simulator", "torchgeo", "karpathy", "geotiff", "table")
+
+
+def _source_problems(exc: Exception, value) -> str:
+    """One line per problem of a ``sources`` entry (pydantic's report without its links)."""
+    if not isinstance(exc, ValidationError):
+        return f"it must be a mapping such as {{reader: torchgeo, root: /data/x}}, got {value!r}"
+    parts = []
+    for err in exc.errors():
+        key = ".".join(map(str, err["loc"])) or "entry"
+        parts.append(f"{key}: {err['msg']}")
+    if isinstance(value, dict) and any(":" in str(k) for k in value):
+        parts.append("(in YAML flow style put a space after each ':', e.g. {reader: torchgeo})")
+    return "; ".join(parts)
 
 
 def _format_errors(exc: ValidationError, merged: dict, origin: dict) -> str:
