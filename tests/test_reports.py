@@ -51,7 +51,8 @@ def test_html_has_no_absolute_paths(tmp_path):
 
 def test_generated_ci_reports_are_clean():
     """After `make test` ran the notebooks: every HTML report is free of machine paths."""
-    pages = list((ROOT / "reports").glob("*/*.html"))
+    pages = [p for p in (ROOT / "reports").glob("*/*.html")
+             if not p.parent.name.startswith(".")]  # not a run being assembled right now
     if not pages:
         pytest.skip("no generated reports yet (tests/run_all.sh makes them before pytest)")
     for page in pages:
