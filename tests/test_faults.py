@@ -342,23 +342,8 @@ def test_a_checkpoint_with_nan_weights_is_never_written(tmp_path):
 
 # --- 5. epoch-boundary resume keeps the per-epoch record -------------------------------------
 
-def test_resume_at_an_epoch_boundary_reports_the_uninterrupted_train_loss(built, tmp_path):
-    straight = training.train(_cfg(_copy(built, tmp_path, "a"), epochs=2), show_progress=False)
-    cfg = _cfg(_copy(built, tmp_path, "b"), epochs=2)
-
-    def stop(record):
-        if record["epoch"] == 1:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        training.train(cfg, on_epoch=stop, show_progress=False)
-    resumed = training.train(cfg, show_progress=False)
-    assert resumed.resumed_from_epoch == 1
-    timing = {"seconds", "samples_per_s"}
-    for a, b in zip(straight.history, resumed.history, strict=True):
-        assert {k: v for k, v in a.items() if k not in timing} == \
-            {k: v for k, v in b.items() if k not in timing}
-    assert resumed.step_losses == straight.step_losses
+# tests/test_training.py::test_interrupted_run_resumes_where_it_stopped compares the whole
+# per-epoch record of a run resumed at an epoch boundary with an uninterrupted run's.
 
 
 # --- 6. sources the run does not use ---------------------------------------------------------

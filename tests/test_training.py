@@ -92,7 +92,14 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(work):
     assert result.resumed_from_epoch == 1 and result.history[-1]["epoch"] == 2
 
 
-def test_interrupted_run_resumes_where_it_stopped(work):
+def test_interrupted_run_resumes_where_it_stopped(work, tmp_path):
+    """Killed at an epoch boundary (checkpoint_every_steps 0) and resumed, the run reports the
+    per-epoch record of an uninterrupted run, train loss included (issue 14, item 5)."""
+    import shutil
+
+    straight_work = tmp_path / "straight"
+    shutil.copytree(work / "shards", straight_work / "shards")
+    straight = training.train(_cfg(straight_work, epochs=2, lr=3e-4), show_progress=False)
     cfg = _cfg(work, epochs=2, lr=3e-4)
 
     def stop_after_first(record):
@@ -104,6 +111,11 @@ def test_interrupted_run_resumes_where_it_stopped(work):
     result = training.train(cfg, show_progress=False)
     assert result.resumed_from_epoch == 1
     assert [h["epoch"] for h in result.history] == [1, 2]
+    timing = {"seconds", "samples_per_s"}
+    for a, b in zip(straight.history, result.history, strict=True):
+        assert {k: v for k, v in a.items() if k not in timing} == \
+            {k: v for k, v in b.items() if k not in timing}
+    assert result.step_losses == straight.step_losses
 
 
 def test_errors_before_training(work, tmp_path):
