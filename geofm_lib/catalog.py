@@ -50,6 +50,7 @@ SENTINEL2_BANDS = (
     Band("B12", 2190, 20),
 )
 
+
 SENSORS: dict[str, Sensor] = {
     "sentinel2_l1c": Sensor(
         "Sentinel-2 MSI L1C", "multispectral", SENTINEL2_BANDS, "uint16",
@@ -96,6 +97,7 @@ SENSORS: dict[str, Sensor] = {
         "8-bit grey level"),
 }
 
+
 # --- label vocabularies -----------------------------------------------------------------------
 
 # BigEarthNet v1.0: the 43 CORINE Land Cover level-3 classes, in the official order.
@@ -115,6 +117,7 @@ BIGEARTHNET_43 = (
     "Estuaries", "Sea and ocean",
 )
 
+
 # The 19-class nomenclature of Sumbul et al. (2020) and the 43 -> 19 mapping (by index).
 BIGEARTHNET_19 = (
     "Urban fabric", "Industrial or commercial units", "Arable land", "Permanent crops",
@@ -126,11 +129,14 @@ BIGEARTHNET_19 = (
     "Beaches, dunes, sands", "Inland wetlands", "Coastal wetlands", "Inland waters",
     "Marine waters",
 )
+
+
 BIGEARTHNET_43_TO_19 = {
     0: 0, 1: 0, 2: 1, 11: 2, 12: 2, 13: 2, 14: 3, 15: 3, 16: 3, 18: 3, 17: 4, 19: 5, 20: 6,
     21: 7, 22: 8, 23: 9, 24: 10, 25: 11, 31: 11, 26: 12, 27: 12, 28: 13, 29: 14, 33: 15,
     34: 15, 35: 16, 36: 16, 38: 17, 39: 17, 40: 18, 41: 18, 42: 18,
 }  # classes 3-10, 30, 32 and 37 have no 19-class target and are dropped.
+
 
 # xView (Lam et al. 2018): the 60 object classes.
 XVIEW_60 = (
@@ -147,30 +153,39 @@ XVIEW_60 = (
     "Shipping container lot", "Shipping Container", "Pylon", "Tower",
 )
 
+
 # Agriculture-Vision (Chiu et al.): the 9 field-anomaly classes of the 2021 release.
 AGRICULTURE_VISION_9 = (
     "Double plant", "Drydown", "Endrow", "Nutrient deficiency", "Planter skip", "Storm damage",
     "Water", "Waterway", "Weed cluster",
 )
 
+
 # SeaDronesSee object detection v2 (Varga et al. 2022): 5 classes.
 SEADRONESSEE_5 = ("Swimmer", "Boat", "Jetski", "Life-saving appliance", "Buoy")
+
 
 # QFabric (Verma et al. 2021): change type (6) + change status (9) + land/urban context.
 QFABRIC_CHANGE_TYPE = ("Residential", "Commercial", "Industrial", "Road", "Demolition",
                        "Mega Projects")
+
+
 QFABRIC_CHANGE_STATUS = ("Prior Construction", "Greenland", "Land Cleared", "Excavation",
                          "Materials Dumped", "Construction Started", "Construction Midway",
                          "Construction Done", "Operational")
+
+
 QFABRIC_LAND = ("Dense Urban", "Sparse Urban", "Rural", "Industrial Area", "Farms",
                 "Barren Land", "Sparse Forest", "Dense Forest", "Lake", "River",
                 "Coastal Region", "Desert", "Hills", "Snow", "Grassland", "Wetland", "Mangroves",
                 "Beach")
 
+
 # MAFAT satellite-vision challenge (2023): 13 object classes.
 MAFAT_13 = ("Small Vehicle", "Bus", "Medium Vehicle", "Large Vehicle", "Double Trailer Truck",
             "Container", "Heavy Equipment", "Pylon", "Small Aircraft", "Large Aircraft",
             "Small Vessel", "Medium Vessel", "Large Vessel")
+
 
 # Houston (Hurricane Harvey) NOAA aerial imagery, flood labels in the FloodNet style: 5 classes.
 HARVEY_5 = ("Flooded building", "Non-flooded building", "Flooded road", "Non-flooded road",
@@ -230,6 +245,7 @@ _BIGEARTHNET_REGIONS = (
     Region("Luxembourg", 5.7, 49.4, 6.5, 50.2), Region("Portugal", -9.5, 37.0, -6.2, 42.1),
     Region("Serbia", 19.0, 42.3, 22.9, 46.1), Region("Switzerland", 6.0, 45.8, 10.5, 47.8),
 )
+
 
 DATASETS: dict[str, Dataset] = {d.key: d for d in (
     Dataset(
@@ -321,15 +337,20 @@ DATASETS: dict[str, Dataset] = {d.key: d for d in (
         notes="The imagery's location is not published; the region is a stand-in."),
 )}
 
+
 # --- real datasets read from disk (issue 5); not part of seed 000's groups --------------------
 
 EUROSAT_10 = ("Annual crop", "Forest", "Herbaceous vegetation", "Highway", "Industrial",
               "Pasture", "Permanent crop", "Residential", "River", "Sea or lake")
+
+
 UCMERCED_21 = ("Agricultural", "Airplane", "Baseball diamond", "Beach", "Buildings",
                "Chaparral", "Dense residential", "Forest", "Freeway", "Golf course", "Harbor",
                "Intersection", "Medium residential", "Mobile home park", "Overpass",
                "Parking lot", "River", "Runway", "Sparse residential", "Storage tanks",
                "Tennis court")
+
+
 RESISC45_45 = (
     "Airplane", "Airport", "Baseball diamond", "Basketball court", "Beach", "Bridge",
     "Chaparral", "Church", "Circular farmland", "Cloud", "Commercial area", "Dense residential",
@@ -340,6 +361,7 @@ RESISC45_45 = (
     "Ship", "Snowberg", "Sparse residential", "Stadium", "Storage tank", "Tennis court",
     "Terrace", "Thermal power station", "Wetland")
 
+
 # IGBP land-cover classes of MODIS MCD12Q1 (codes 1-17), as used by SEN12MS.
 IGBP_17 = ("Evergreen needleleaf forests", "Evergreen broadleaf forests",
            "Deciduous needleleaf forests", "Deciduous broadleaf forests", "Mixed forests",
@@ -348,8 +370,13 @@ IGBP_17 = ("Evergreen needleleaf forests", "Evergreen broadleaf forests",
            "Cropland/natural vegetation mosaics", "Permanent snow and ice", "Barren",
            "Water bodies")
 
+
 _WORLD = (Region("World", -180.0, -60.0, 180.0, 75.0),)
+
+
 _EUROPE = (Region("Europe", -10.0, 35.0, 30.0, 60.0),)
+
+
 _USA = (Region("USA", -125.0, 25.0, -67.0, 49.0),)
 
 
@@ -411,7 +438,11 @@ REAL_DATASETS: dict[str, Dataset] = {d.key: d for d in (
           "the image-text path without downloading a corpus."),
 )}
 
+
 PAPER_DATASETS = dict(DATASETS)
+SIMULATED = tuple(PAPER_DATASETS)
+"""The datasets the embedded simulator draws: seed 000's eight (``data.simulate.RECIPES`` holds
+one recipe each); every other dataset needs a real source."""
 DATASETS.update(REAL_DATASETS)
 
 
@@ -421,34 +452,16 @@ def pair_family(key: str) -> str:
     pair = DATASETS[key].pair_dataset if key in DATASETS else None
     return min(key, pair) if pair else key
 
+
 GROUP_DATASETS: dict[str, tuple[str, ...]] = {
     g: tuple(k for k, d in DATASETS.items() if d.group == g) for g in GROUPS
 }
-GROUP_DATASETS["all"] = tuple(PAPER_DATASETS)  # the compiled dataset of seed 000
-GROUP_DATASETS["custom"] = tuple(DATASETS)  # any catalog dataset, named in `datasets`
 
-# --- seed 000 result tables: R@1, R@5, R@10 in %, None where the paper prints "-" -------------
-PAPER_RESULTS: dict[str, dict[str, tuple[float | None, float | None, float | None]]] = {
-    # Table 2: one CLIP trained on all eight datasets compiled together.
-    "compiled": {
-        "bigearthnet_s2": (0.4, 1.6, 2.4), "bigearthnet_s1": (0.2, 5.2, 14.4),
-        "agriculture_vision": (17.0, 64.0, None), "seadronessee": (1.9, 100.0, None),
-        "xview": (1.4, 2.2, 5.6), "qfabric": (1.2, 2.4, 4.8),
-        "houston_harvey": (96.0, 100.0, None), "mafat": (5.6, 32.6, 63.0),
-    },
-    # Table 3: one CLIP per resolution group (A, B, C). BigEarthNet-S1 is not reported.
-    "groups": {
-        "bigearthnet_s2": (4.4, 35.4, 51.6), "agriculture_vision": (60.0, 93.0, None),
-        "seadronessee": (61.4, 100.0, None), "xview": (57.2, 60.4, 70.6),
-        "qfabric": (55.8, 89.8, 98.6), "houston_harvey": (90.1, 100.0, None),
-        "mafat": (22.0, 61.0, 82.2),
-    },
-    # Table 4: group C with sensor and resolution in the captions.
-    "group_c_metadata": {
-        "xview": (1.8, 83.8, 89.0), "qfabric": (28.2, 89.0, 99.6),
-        "houston_harvey": (10.0, 100.0, None), "mafat": (7.0, 41.8, 93.4),
-    },
-}
+
+GROUP_DATASETS["all"] = tuple(PAPER_DATASETS)  # the compiled dataset of seed 000
+
+
+GROUP_DATASETS["custom"] = tuple(DATASETS)  # any catalog dataset, named in `datasets`
 
 
 def datasets_for(group: str) -> tuple[str, ...]:
@@ -467,35 +480,3 @@ def get_dataset(key: str) -> Dataset:
     if key not in DATASETS:
         raise KeyError(f"unknown dataset {key!r}; choose one of {', '.join(DATASETS)}")
     return DATASETS[key]
-
-
-PAPER_TABLE_NAMES = {"compiled": "Table 2 (compiled dataset)",
-                     "groups": "Table 3 (one model per resolution group)",
-                     "group_c_metadata": "Table 4 (group C, sensor and resolution in captions)"}
-
-
-def paper_table_for(group: str, caption_metadata: bool) -> tuple[str, dict]:
-    """The seed 000 table that matches a run: (its title, {dataset: (R@1, R@5, R@10)}).
-
-    Group ``all`` is Table 2; groups A, B and C are Table 3; group C with metadata captions is
-    Table 4. Other combinations (e.g. group A with metadata) were not run in the paper and get
-    an empty table.
-    """
-    if caption_metadata:
-        if group == "C":
-            return PAPER_TABLE_NAMES["group_c_metadata"], PAPER_RESULTS["group_c_metadata"]
-        return "no paper table (the paper added metadata to group C only)", {}
-    key = "compiled" if group == "all" else "groups"
-    return PAPER_TABLE_NAMES[key], PAPER_RESULTS[key]
-
-
-# --- seed 002: frozen DOFA features on BigEarthNet Sentinel-1, probes on the test split ----------
-# (F2 macro %, F2 micro %, Hamming loss, precision macro %, precision micro %)
-SEED002_RESULTS: dict[str, dict[str, tuple[float, float, float, float | None, float | None]]] = {
-    "19 classes (Table 1)": {"random_forest": (21.4, 35.8, 0.123, 52, 72),
-                             "linear": (22.9, 35.3, 0.124, 49, 70),
-                             "mlp": (34.5, 47.8, 0.113, 58, 71)},
-    "43 classes (Table 2)": {"random_forest": (9.46, 33.73, 0.056, 24, 71),
-                             "linear": (12.63, 36.54, 0.057, 28, 66),
-                             "mlp": (15.45, 44.46, 0.052, 38, 71)},
-}

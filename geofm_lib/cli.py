@@ -22,13 +22,21 @@ import sys
 
 import yaml
 
+from geofm_lib.bench.data import main as bench_main
+from geofm_lib.config import check_runtime, load_config, project_root
+from geofm_lib.data.build import build_shards
+from geofm_lib.data.examples import bigearthnet_torchgeo_root, write_karpathy_corpus
+from geofm_lib.data.shards import load_manifest
+from geofm_lib.errors import ConfigError, GeofmError
+from geofm_lib.io import parse_yaml_value
+from geofm_lib.report.reports import build_index, run_page, run_report, run_study
+from geofm_lib.ssl.pretraining import pretrain
+from geofm_lib.training.loop import train
+
 
 def _overrides(pairs: list[str]) -> dict:
     """``-p key=value`` pairs; values are YAML 1.2 (64 -> int, 1e-4 -> float, true -> bool,
     C -> 'C', [a, b] -> list); a key given twice is an error."""
-    from .errors import ConfigError
-    from .io import parse_yaml_value
-
     out = {}
     for pair in pairs or []:
         if "=" not in pair:
@@ -104,12 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     bt.add_argument("--no-ddp", action="store_true", help="skip the torchrun 1-vs-2 runs")
     args = parser.parse_args(argv)
 
-    from .errors import GeofmError
-
     try:
         if args.cmd == "report":
-            from .reports import run_report
-
             chain = args.notebooks.split(",") if args.notebooks else None
             folder = run_report(args.preset, args.experiment, chain=chain,
                                 **_overrides(args.param))
@@ -118,38 +122,25 @@ def main(argv: list[str] | None = None) -> int:
         elif args.cmd == "example-corpus":
             from pathlib import Path
 
-            from .config import project_root
-            from .examples import write_karpathy_corpus
-
             folder = Path(args.folder)
             folder = folder if folder.is_absolute() else project_root() / folder
             cap = write_karpathy_corpus(folder, n_images=args.images, seed=args.seed)
             print(f"corpus: {args.folder}/ ({cap.name} and images/)")
         elif args.cmd == "bigearthnet-root":
-            from .examples import bigearthnet_torchgeo_root
-
             counts = bigearthnet_torchgeo_root(args.out, args.s2, args.s1, args.splits,
                                                args.sensor)
             print(json.dumps(counts))
         elif args.cmd == "study":
-            from .reports import run_study
-
             exps = args.experiments.split(",") if args.experiments else None
             page = run_study(args.preset, exps, **_overrides(args.param))
             print(f"study: reports/{page.name} (and reports/index.html)")
         elif args.cmd == "data":
-            from .config import load_config
-            from .shards import build_shards, load_manifest
-
             cfg = load_config(args.preset, args.experiment, **_overrides(args.param))
             folder = build_shards(cfg)
             m = load_manifest(folder)
             print(json.dumps({"folder": f"{cfg.work_dir}/shards/{folder.name}",
                               "samples": m["total_samples"], "counts": m["counts"]}, indent=1))
         elif args.cmd == "train":
-            from .config import check_runtime, load_config
-            from .training import train
-
             cfg = load_config(args.preset, args.experiment, **_overrides(args.param))
             check_runtime(cfg)
             result = train(cfg)
@@ -160,9 +151,6 @@ def main(argv: list[str] | None = None) -> int:
                                   "world_size": result.parameters.get("world_size", 1),
                                   "history": result.history}, indent=1))
         elif args.cmd == "ssl":
-            from .config import check_runtime, load_config
-            from .ssl import pretrain
-
             cfg = load_config(args.preset, args.experiment, **_overrides(args.param))
             check_runtime(cfg)
             result = pretrain(cfg, show_progress=_rank() == 0)
@@ -175,19 +163,12 @@ def main(argv: list[str] | None = None) -> int:
                                   "final_loss": last.get("loss"),
                                   "embedding_std": last.get("embedding_std")}, indent=1))
         elif args.cmd == "params":
-            from .config import load_config
-
             cfg = load_config(args.preset, args.experiment, **_overrides(args.param))
             print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
             print(f"# hash {cfg.hash}  data_hash {cfg.data_hash}  run {cfg.name}")
         elif args.cmd == "index":
-            from .config import project_root
-            from .reports import build_index
-
             print(build_index(project_root() / "reports"))
         elif args.cmd == "bench-train":  # the benchmark notebook -> reports/bench-training/
-            from .config import load_config, project_root
-            from .reports import run_page
 
             page = run_page(project_root() / "notebooks" / "bench_training.ipynb",
                             "bench-training",
@@ -199,8 +180,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"numbers: {load_config('demo').work_dir}/bench/training.json; "
                   f"report: reports/{page.parent.name}/{page.name}")
         elif args.cmd == "bench":
-            from .bench import main as bench_main
-
             bench_main(quick=args.quick)
     except GeofmError as exc:  # expected faults: one message with the fix, no traceback
         print(f"geofm: error: {exc}", file=sys.stderr)

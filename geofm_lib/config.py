@@ -32,10 +32,11 @@ from pydantic import (
     model_validator,
 )
 
-from .catalog import DATASETS, GROUP_DATASETS
-from .errors import ConfigError
-from .io import check_name, read_yaml
-from .simulate import RECIPES
+from geofm_lib.catalog import DATASETS, GROUP_DATASETS, SIMULATED
+from geofm_lib.errors import ConfigError, PretrainedUnavailable
+from geofm_lib.io import check_name, read_yaml
+from geofm_lib.models.devices import resolve_device, resolve_precision
+from geofm_lib.models.factory import _check_pretrained, known_model_names
 
 
 class SourceSpec(BaseModel):
@@ -187,15 +188,13 @@ class Config(BaseModel):
     @field_validator("model")
     @classmethod
     def _known_model(cls, v):
-        from .models import known_model_names
-
         if v.startswith(("hf-hub:", "local-dir:")):
             return v
         names = known_model_names()
         if v not in names:
             close = difflib.get_close_matches(v, names, n=3)
             hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
-            raise ValueError(f"unknown model {v!r}{hint} (geofm_lib/model_configs/*.json and "
+            raise ValueError(f"unknown model {v!r}{hint} (geofm_lib/models/configs/*.json and "
                              f"OpenCLIP's model configs are known, e.g. RN50-tiny, ViT-tiny, "
                              f"RN50, ViT-B-32, ViT-B-16)")
         return v
@@ -334,16 +333,26 @@ class Config(BaseModel):
 # subset too; 4: GeoTIFF samples carry the file's declared nodata value, which stays out of
 # the band statistics), so shards built by older code are not reused under the same hash
 DATA_RULES = 4
+
+
 DATA_KEYS = ("datasets", "source", "source_path", "sources", "samples_per_dataset", "image_px",
              "scene_px", "patch_stride_px", "caption_metadata", "s2_product", "val_fraction",
              "shard_size", "seed")
+
+
 TRAIN_KEYS = ("model", "pretrained", "band_adapter", "batch_size", "epochs", "lr", "weight_decay",
               "warmup_fraction", "grad_clip_norm", "precision", "grad_accum_steps", "seed")
+
+
 SSL_KEYS = ("ssl_mode", "ssl_backbone", "ssl_adapter", "ssl_augment", "ssl_patches", "ssl_epochs",
             "ssl_batch_size", "ssl_lr", "moco_queue", "moco_momentum", "moco_temperature",
             "precision", "seed")
+
+
 _NOT_HASHED = {"work_dir", "run_name", "num_workers", "device", "preset", "experiment",
                "compile", "grad_checkpointing", "checkpoint_every_steps", "keep_checkpoints"}
+
+
 FIELDS = tuple(Config.model_fields)
 
 
@@ -485,13 +494,13 @@ def _check_sources(cfg: Config, origin: dict) -> None:
     if cfg.source != "simulator":
         return
     unsimulated = [k for k in cfg.dataset_keys
-                   if cfg.source_for(k).reader == "simulator" and k not in RECIPES]
+                   if cfg.source_for(k).reader == "simulator" and k not in SIMULATED]
     if unsimulated:
         raise ConfigError(
             f"dataset(s) {unsimulated} have no simulator: they come only from real files. "
             f"Give each a source, e.g. sources={{{unsimulated[0]}: {{reader: torchgeo, "
             f"dataset_class: ..., root: ...}}}}, or choose simulated datasets "
-            f"({', '.join(RECIPES)})")
+            f"({', '.join(SIMULATED)})")
 
 
 def _check_pretrained_choice(cfg: Config, origin: dict) -> None:
@@ -499,7 +508,6 @@ def _check_pretrained_choice(cfg: Config, origin: dict) -> None:
     download happens here)."""
     if cfg.pretrained is None:
         return
-    from .models import PretrainedUnavailable, _check_pretrained
 
     try:
         _check_pretrained(cfg.model, cfg.pretrained)
@@ -514,8 +522,6 @@ def check_runtime(cfg: Config) -> None:
     Called by the notebooks' first cell (:func:`from_notebook`) and the training commands, not
     by :func:`load_config`, so a GPU parameter set can be inspected on a machine without one.
     """
-    from .models import resolve_device, resolve_precision
-
     try:
         device = resolve_device(cfg.device)
     except RuntimeError as exc:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import ConfigError
+from geofm_lib.errors import ConfigError
 
 
 @dataclass(frozen=True)

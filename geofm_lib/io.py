@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from .errors import BusyError, ConfigError
+from geofm_lib.errors import BusyError, ConfigError
 
 # --- atomic writes ---------------------------------------------------------------------------
 
@@ -131,9 +131,15 @@ def check_name(value: str, what: str) -> str:
 # --- strict YAML (1.2 core schema scalars, no duplicate keys) ---------------------------------
 
 _INT = re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$")
+
+
 _FLOAT = re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
                     r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$")
+
+
 _BOOL = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
+
+
 _TAG = "tag:yaml.org,2002:"
 
 
@@ -168,8 +174,14 @@ StrictLoader.yaml_implicit_resolvers = {
     first: [(tag, rx) for tag, rx in resolvers
             if tag not in (_TAG + "int", _TAG + "float", _TAG + "bool")]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
+
 StrictLoader.add_implicit_resolver(_TAG + "bool", _BOOL, list("tTfF"))
+
+
 StrictLoader.add_implicit_resolver(_TAG + "int", _INT, list("-+0123456789"))
+
+
 StrictLoader.add_implicit_resolver(_TAG + "float", _FLOAT, list("-+0123456789."))
 
 
@@ -190,7 +202,11 @@ def _construct_bool(loader, node):
 
 
 StrictLoader.add_constructor(_TAG + "int", _construct_int)
+
+
 StrictLoader.add_constructor(_TAG + "float", _construct_float)
+
+
 StrictLoader.add_constructor(_TAG + "bool", _construct_bool)
 
 

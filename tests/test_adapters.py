@@ -6,9 +6,12 @@ import pytest
 torch = pytest.importorskip("torch")
 open_clip = pytest.importorskip("open_clip")
 
-from geofm_lib import adapters, models, shards, training  # noqa: E402
+from geofm_lib import models, training  # noqa: E402
 from geofm_lib.catalog import SENSORS  # noqa: E402
-from geofm_lib.config import ConfigError, load_config  # noqa: E402
+from geofm_lib.config import load_config  # noqa: E402
+from geofm_lib.data import build  # noqa: E402
+from geofm_lib.errors import ConfigError  # noqa: E402
+from geofm_lib.models import adapters  # noqa: E402
 
 S2_L2A = list(SENSORS["sentinel2_l2a"].band_names)  # 12 bands
 S2_L1C = list(SENSORS["sentinel2_l1c"].band_names)  # 13 bands
@@ -128,7 +131,7 @@ def test_band_slots_place_each_product_in_the_union_layout():
 def test_group_a_trains_with_all_bands_and_reloads(tmp_path):
     cfg = load_config("ci", group="A", work_dir=str(tmp_path), batch_size=8,
                       band_adapter="first_layer", run_name="t")
-    shards.build_shards(cfg, show_progress=False)
+    build.build_shards(cfg, show_progress=False)
     result = training.train(cfg, show_progress=False)
     assert np.isfinite(result.history[-1]["train_loss"])
     model, _, state = training.load_trained_model(cfg)

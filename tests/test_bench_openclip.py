@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("open_clip_train")
 
-from geofm_lib.bench_openclip import openclip_train_throughput  # noqa: E402
+from geofm_lib.bench.openclip import openclip_train_throughput
 
 ROOT = Path(__file__).resolve().parents[1]
 

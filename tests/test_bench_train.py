@@ -6,7 +6,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from geofm_lib import bench_train  # noqa: E402
+from geofm_lib.bench import train as bench_train
 
 
 def test_step_throughput_and_flops_on_the_cpu():

@@ -1,6 +1,7 @@
 import pytest
 
-from geofm_lib.config import ConfigError, from_notebook, load_config
+from geofm_lib.config import from_notebook, load_config
+from geofm_lib.errors import ConfigError
 
 
 def test_merge_order_defaults_preset_experiment_overrides():

@@ -14,17 +14,20 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from geofm_lib import cli, io, reports, shards, ssl, training  # noqa: E402
-from geofm_lib.config import ConfigError, check_runtime, from_notebook, load_config  # noqa: E402
+from geofm_lib import cli, io, paths, ssl, training  # noqa: E402
+from geofm_lib.config import check_runtime, from_notebook, load_config  # noqa: E402
+from geofm_lib.data import build, shards  # noqa: E402
 from geofm_lib.errors import (  # noqa: E402
     BusyError,
     CheckpointError,
+    ConfigError,
     DataError,
     GeofmError,
     NotebookFailed,
     ShardError,
     TrainingDiverged,
 )
+from geofm_lib.report import reports  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def built(tmp_path_factory):
     """Shards of group C (4 datasets x 12 scenes at 32 px), built once; tests copy them."""
     work = tmp_path_factory.mktemp("faults")
-    shards.build_shards(load_config("ci", group="C", work_dir=str(work)), show_progress=False)
+    build.build_shards(load_config("ci", group="C", work_dir=str(work)), show_progress=False)
     return work
 
 
@@ -84,8 +87,8 @@ def test_report_never_deletes_a_folder_outside_or_not_its_own(tmp_path, capsys):
 
 # --- 2. concurrent writers (real processes) --------------------------------------------------
 
-_BUILD = ("import sys; from geofm_lib.config import load_config; from geofm_lib import shards; "
-          "shards.build_shards(load_config('ci', group='B', work_dir=sys.argv[1]), "
+_BUILD = ("import sys; from geofm_lib.config import load_config; from geofm_lib.data import build; "
+          "build.build_shards(load_config('ci', group='B', work_dir=sys.argv[1]), "
           "show_progress=False)")
 
 
@@ -98,14 +101,14 @@ def test_two_data_builds_on_one_folder_give_one_good_build(tmp_path):
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
     cfg = load_config("ci", group="B", work_dir=str(work))
-    folder = shards.build_folder(cfg)
+    folder = paths.build_folder(cfg)
     shards.verify_shards(folder)  # every sha256 in manifest and sidecars is the file's
     for entry in shards.load_manifest(folder)["shards"]:
         side = json.loads((folder / (entry["file"] + ".json")).read_text())
         assert side["sha256"] == entry["sha256"] == shards.file_sha256(folder / entry["file"])
     assert not list(folder.glob("*.tmp"))
     # the same bytes as a build made alone
-    alone = shards.build_shards(load_config("ci", group="B", work_dir=str(tmp_path / "alone")),
+    alone = build.build_shards(load_config("ci", group="B", work_dir=str(tmp_path / "alone")),
                                 show_progress=False)
     for tar in folder.glob("*.tar"):
         assert tar.read_bytes() == (alone / tar.name).read_bytes()
@@ -132,7 +135,7 @@ def test_second_training_run_is_refused_while_one_writes_the_checkpoints(built, 
                                                                           capsys):
     work = _copy(built, tmp_path)
     cfg = _cfg(work)
-    holder = _hold_lock(training.checkpoint_dir(cfg))
+    holder = _hold_lock(paths.checkpoint_dir(cfg))
     try:
         with pytest.raises(BusyError, match="being written by another process"):
             training.train(cfg, show_progress=False)
@@ -142,12 +145,12 @@ def test_second_training_run_is_refused_while_one_writes_the_checkpoints(built, 
     finally:
         holder.kill()
         holder.wait()
-    assert not training.checkpoint_dir(cfg).exists()  # nothing was written by the refused run
+    assert not paths.checkpoint_dir(cfg).exists()  # nothing was written by the refused run
 
 
 def test_second_ssl_run_and_second_report_are_refused(tmp_path):
     cfg = load_config("ci", group="A", work_dir=str(tmp_path / "work"))
-    holder = _hold_lock(ssl.ssl_dir(cfg))
+    holder = _hold_lock(paths.ssl_dir(cfg))
     try:
         with pytest.raises(BusyError, match="SSL run"):
             ssl.pretrain(cfg, show_progress=False)
@@ -167,11 +170,11 @@ def test_second_ssl_run_and_second_report_are_refused(tmp_path):
 def test_a_data_build_waits_for_the_other_writer(built, tmp_path):
     work = _copy(built, tmp_path)
     cfg = _cfg(work)
-    folder = shards.build_folder(cfg)
+    folder = paths.build_folder(cfg)
     (folder / "manifest.json").unlink()  # as if the other writer were still building
     marker = tmp_path / "released"
     holder = _hold_lock(folder, seconds=2, marker=marker)
-    assert shards.build_shards(cfg, show_progress=False) == folder
+    assert build.build_shards(cfg, show_progress=False) == folder
     assert marker.read_text() == "released"  # it went on only after the other let go
     assert shards.is_complete(folder)
     holder.wait()
@@ -206,7 +209,7 @@ def _train_shard(folder, dataset):
 def test_a_shard_copied_over_another_is_refused_by_training(built, tmp_path):
     work = _copy(built, tmp_path)
     cfg = _cfg(work)
-    folder = shards.build_folder(cfg)
+    folder = paths.build_folder(cfg)
     shutil.copyfile(_train_shard(folder, "mafat"), _train_shard(folder, "xview"))
     shards._VERIFIED.clear()
     with pytest.raises(ShardError, match=r"train-xview-000000\.tar .*01_data_prep"):
@@ -217,7 +220,7 @@ def test_a_shard_copied_over_another_is_refused_by_training(built, tmp_path):
 
 def test_flipped_bytes_and_edited_counts_are_refused(built, tmp_path):
     work = _copy(built, tmp_path)
-    folder = shards.build_folder(_cfg(work))
+    folder = paths.build_folder(_cfg(work))
     path = _train_shard(folder, "qfabric")
     data = bytearray(path.read_bytes())
     data[5000] ^= 0xFF  # same size: only the hash can tell
@@ -236,7 +239,7 @@ def test_flipped_bytes_and_edited_counts_are_refused(built, tmp_path):
 
 def test_a_changed_shard_with_its_old_mtime_and_size_is_still_caught(built, tmp_path):
     work = _copy(built, tmp_path)
-    folder = shards.build_folder(_cfg(work))
+    folder = paths.build_folder(_cfg(work))
     shards.load_manifest(folder)  # verified and cached
     path = _train_shard(folder, "houston_harvey")
     st = path.stat()
@@ -251,17 +254,17 @@ def test_a_changed_shard_with_its_old_mtime_and_size_is_still_caught(built, tmp_
 
 def test_a_malformed_cache_is_only_a_cache_miss(built, tmp_path):
     work = _copy(built, tmp_path)
-    folder = shards.build_folder(_cfg(work))
+    folder = paths.build_folder(_cfg(work))
     for junk in ("[]", '{"train-xview-000000.tar": 1}', "not json"):
         (folder / shards.VERIFY_CACHE).write_text(junk)
         shards._VERIFIED.clear()
         shards.load_manifest(folder)
-        assert shards.build_shards(_cfg(work), show_progress=False) == folder
+        assert build.build_shards(_cfg(work), show_progress=False) == folder
 
 
 def test_verification_hashes_once_then_uses_the_cache(built, tmp_path, monkeypatch):
     work = _copy(built, tmp_path)
-    folder = shards.build_folder(_cfg(work))
+    folder = paths.build_folder(_cfg(work))
     (folder / shards.VERIFY_CACHE).unlink(missing_ok=True)
     shards._VERIFIED.clear()
     calls = []
@@ -293,7 +296,7 @@ def test_finite_loss_with_overflowing_gradients_keeps_a_finite_checkpoint(built,
         training.train(cfg, loss_hook=overflow, show_progress=False)
     assert "update was not applied" in str(err.value)
     assert "last good checkpoint (epoch 2, step 1 of it)" in str(err.value)
-    state = torch.load(training.checkpoint_dir(cfg) / "last.pt", weights_only=True)
+    state = torch.load(paths.checkpoint_dir(cfg) / "last.pt", weights_only=True)
     assert state["step"] == 6
     assert training.nonfinite_tensors(state["model"]) == []
     assert training.nonfinite_tensors(state["optimizer"]) == []
@@ -364,9 +367,9 @@ def test_a_checkpoint_of_another_configuration_is_refused(built, tmp_path):
     one = _cfg(work, epochs=1)
     training.train(one, show_progress=False)
     other = _cfg(work, epochs=1, lr=1e-4)
-    dst = training.checkpoint_dir(other)
+    dst = paths.checkpoint_dir(other)
     dst.mkdir(parents=True)
-    shutil.copyfile(training.checkpoint_dir(one) / "last.pt", dst / "last.pt")
+    shutil.copyfile(paths.checkpoint_dir(one) / "last.pt", dst / "last.pt")
     with pytest.raises(CheckpointError, match=f"train_hash is '{one.train_hash}', this run's "
                                               f"is '{other.train_hash}'"):
         training.train(other, show_progress=False)
@@ -376,14 +379,14 @@ def test_a_checkpoint_of_another_configuration_is_refused(built, tmp_path):
 
 def test_an_ssl_encoder_of_another_configuration_is_refused(tmp_path):
     cfg = load_config("ci", group="A", work_dir=str(tmp_path / "work"))
-    out = ssl.ssl_dir(cfg) / "encoder.pt"
+    out = paths.ssl_dir(cfg) / "encoder.pt"
     training.save_checkpoint(out, {"format": ssl.SSL_FORMAT, "ssl_hash": "0123456789ab",
                                    "finished": True, "history": [], "pairs": 1})
     with pytest.raises(CheckpointError, match="ssl_hash is '0123456789ab'"):
         ssl.pretrain(cfg, show_progress=False)
     out.unlink()  # an unfinished run's last.ckpt of another configuration: refused as well
     torch.save({"geofm": {"ssl_hash": "ba9876543210"}, "state_dict": {}},
-               ssl.ssl_dir(cfg) / "last.ckpt")
+               paths.ssl_dir(cfg) / "last.ckpt")
     with pytest.raises(CheckpointError, match=f"ssl_hash is 'ba9876543210', this run's is "
                                               f"'{cfg.ssl_hash}'"):
         ssl.pretrain(cfg, show_progress=False)
@@ -394,7 +397,7 @@ def test_an_ssl_encoder_of_another_configuration_is_refused(tmp_path):
 def test_deleted_or_damaged_shards_are_rebuilt_byte_identical(built, tmp_path, capsys):
     work = _copy(built, tmp_path)
     cfg = _cfg(work)
-    folder = shards.build_folder(cfg)
+    folder = paths.build_folder(cfg)
     gone, bad, no_side = (_train_shard(folder, d) for d in ("xview", "mafat", "qfabric"))
     originals = {p.name: p.read_bytes() for p in (gone, bad, no_side)}
     gone.unlink()
@@ -410,7 +413,7 @@ def test_deleted_or_damaged_shards_are_rebuilt_byte_identical(built, tmp_path, c
     (folder / "manifest.json").write_text("{}")
     with pytest.raises(ShardError, match=r"manifest\.json has no \[.*01_data_prep"):
         training.preflight(cfg)
-    shards.build_shards(cfg, show_progress=False)
+    build.build_shards(cfg, show_progress=False)
     assert shards.load_manifest(folder)["total_samples"] > 0
 
 
@@ -515,7 +518,7 @@ def test_device_that_is_not_here_fails_in_the_first_cell():
 
 def test_damaged_manifest_and_sample_metadata_name_the_file(built, tmp_path, capsys):
     work = _copy(built, tmp_path)
-    folder = shards.build_folder(_cfg(work))
+    folder = paths.build_folder(_cfg(work))
     (folder / "manifest.json").write_text("not json")
     with pytest.raises(ShardError, match=r"manifest\.json is not valid JSON"):
         shards.load_manifest(folder)
@@ -527,7 +530,7 @@ def test_damaged_manifest_and_sample_metadata_name_the_file(built, tmp_path, cap
 
 
 def test_the_shard_benchmark_writes_samples_the_readers_accept():
-    from geofm_lib import bench
+    from geofm_lib.bench import data as bench
 
     assert bench.shard_throughput(3)["samples"] == 3
 
@@ -570,9 +573,9 @@ def test_an_unflagged_extreme_pixel_stops_the_build_and_a_declared_one_is_left_o
                                "reader": "geotiff", "root": str(tif)}})
 
     with pytest.raises(DataError, match=r"bad: sample .*band green: 3e\+38.*nodata"):
-        shards.build_shards(cfg(tmp_path / "bad.tif", "bad"), show_progress=False)
+        build.build_shards(cfg(tmp_path / "bad.tif", "bad"), show_progress=False)
     img[1, 10, 10] = -3.4e38  # the same value declared as the file's nodata
     _geotiff(tmp_path / "ok.tif", img, nodata=-3.4e38)
-    folder = shards.build_shards(cfg(tmp_path / "ok.tif", "ok"), show_progress=False)
+    folder = build.build_shards(cfg(tmp_path / "ok.tif", "ok"), show_progress=False)
     stats = shards.load_manifest(folder)["band_stats"]["ok"]
     assert all(0.05 < m < 0.3 for m in stats["mean"]) and all(s < 0.2 for s in stats["std"])

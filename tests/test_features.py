@@ -1,11 +1,12 @@
+from geofm_lib import encoders, errors, evaluation, paths
+from geofm_lib.data import build, shards
+
 """Frozen-feature probes: metrics agree with scikit-learn, probes never see test data, caches
 are reused only when the encoder and data hashes match."""
 
-import numpy as np
-import pytest
-from sklearn.metrics import fbeta_score, hamming_loss, precision_score
-
-from geofm_lib import features
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from sklearn.metrics import fbeta_score, hamming_loss, precision_score  # noqa: E402
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -14,7 +15,7 @@ def test_metrics_agree_with_scikit_learn(seed):
     y = rng.random((40, 6)) < 0.3
     p = rng.random((40, 6)) < 0.3
     y[:, 5] = False  # a class absent from truth but predicted: counts in macro as sklearn does
-    m = features.multilabel_metrics(y, p)
+    m = evaluation.multilabel_metrics(y, p)
     assert m["f2_micro"] == pytest.approx(100 * fbeta_score(y, p, beta=2, average="micro",
                                                             zero_division=0))
     assert m["hamming_loss"] == pytest.approx(hamming_loss(y, p))
@@ -30,14 +31,14 @@ def test_metrics_agree_with_scikit_learn(seed):
 def test_hand_made_case():
     y = np.array([[1, 0], [1, 1]], bool)
     p = np.array([[1, 1], [0, 1]], bool)
-    m = features.multilabel_metrics(y, p)
+    m = evaluation.multilabel_metrics(y, p)
     # tp=2, fp=1, fn=1: F2 = 5*2 / (5*2 + 4*1 + 1) = 10/15
     assert m["f2_micro"] == pytest.approx(100 * 10 / 15)
     assert m["hamming_loss"] == pytest.approx(0.5)
 
 
 def _emb(keys, feats, labels, ds="d"):
-    return features.Embeddings(np.asarray(feats, np.float32), np.array(keys),
+    return evaluation.Embeddings(np.asarray(feats, np.float32), np.array(keys),
                                np.array([ds] * len(keys)), labels, "x")
 
 
@@ -50,7 +51,7 @@ def test_probes_learn_separable_labels_and_never_see_test_data():
     labels = [[vocab[j] for j in np.flatnonzero(r)] for r in y]
     train = _emb([f"k{i}" for i in range(150)], x[:150], labels[:150])
     test = _emb([f"k{i}" for i in range(150, n)], x[150:], labels[150:])
-    res = features.probe_dataset(train, test, "d", vocab, n_boot=50)
+    res = evaluation.probe_dataset(train, test, "d", vocab, n_boot=50)
     for kind, r in res.items():
         assert r.test["f2_micro"] > 80, kind
         lo, hi = r.ci["f2_micro"]
@@ -58,14 +59,14 @@ def test_probes_learn_separable_labels_and_never_see_test_data():
         assert r.n_test == 50
     leaked = _emb([f"k{i}" for i in range(140, n)], x[140:], labels[140:])
     with pytest.raises(AssertionError, match="occur in the probe's training data"):
-        features.probe_dataset(train, leaked, "d", vocab, n_boot=10)
+        evaluation.probe_dataset(train, leaked, "d", vocab, n_boot=10)
 
 
 def test_label_efficiency_uses_fewer_samples():
     rng = np.random.default_rng(1)
     y = rng.random((300, 2)) < 0.5
     x = y.astype(float) + rng.normal(0, 0.3, (300, 2))
-    r = features.run_probe("linear", x[:250], y[:250], x[250:], y[250:], fit_fraction=0.1,
+    r = evaluation.run_probe("linear", x[:250], y[:250], x[250:], y[250:], fit_fraction=0.1,
                            n_boot=10)
     assert r.n_train == 25
 
@@ -74,75 +75,73 @@ def test_unknown_encoder_names_the_fix(tmp_path):
     from geofm_lib.config import load_config
 
     cfg = load_config("ci", work_dir=str(tmp_path))
-    with pytest.raises(features.EncoderError, match="use 'trained', 'init'"):
-        features.load_encoder(cfg, "dino")
-    with pytest.raises(features.EncoderError, match="did you mean"):
-        features.load_encoder(cfg, "open_clip:ViT-B-23:openai")
+    with pytest.raises(errors.EncoderError, match="use 'trained', 'init'"):
+        encoders.load_encoder(cfg, "dino")
+    with pytest.raises(errors.EncoderError, match="did you mean"):
+        encoders.load_encoder(cfg, "open_clip:ViT-B-23:openai")
 
 
 def test_cache_reused_only_when_hashes_match(tmp_path, monkeypatch):
-    from geofm_lib import shards
     from geofm_lib.config import load_config
 
     cfg = load_config("ci", group="B", work_dir=str(tmp_path))
-    shards.build_shards(cfg, show_progress=False)
-    first = features.embed(cfg, "init", "val", show_progress=False)
-    assert not first.cached and features.cache_path(cfg, "init", "val").is_file()
-    again = features.embed(cfg, "init", "val", show_progress=False)
+    build.build_shards(cfg, show_progress=False)
+    first = encoders.embed(cfg, "init", "val", show_progress=False)
+    assert not first.cached and encoders.cache_path(cfg, "init", "val").is_file()
+    again = encoders.embed(cfg, "init", "val", show_progress=False)
     assert again.cached and np.array_equal(again.features, first.features)
     other = load_config("ci", group="B", work_dir=str(tmp_path), model="ViT-tiny")
-    assert features.cache_path(other, "init", "val") != features.cache_path(cfg, "init", "val")
-    assert not features.embed(other, "init", "val", show_progress=False).cached
+    assert encoders.cache_path(other, "init", "val") != encoders.cache_path(cfg, "init", "val")
+    assert not encoders.embed(other, "init", "val", show_progress=False).cached
 
 
 def test_checkpoint_encoder_of_another_run_and_mismatches(tmp_path):
     import torch
 
-    from geofm_lib import shards, training
+    from geofm_lib import training
     from geofm_lib.config import load_config
 
     cfg = load_config("ci", group="B", work_dir=str(tmp_path), run_name="a")
-    shards.build_shards(cfg, show_progress=False)
+    build.build_shards(cfg, show_progress=False)
     training.train(cfg, show_progress=False)
-    ckpt = training.checkpoint_dir(cfg) / "last.pt"
-    e = features.embed(cfg, f"checkpoint:{ckpt}", "val", show_progress=False)
-    t = features.embed(cfg, "trained", "val", show_progress=False)
+    ckpt = paths.checkpoint_dir(cfg) / "last.pt"
+    e = encoders.embed(cfg, f"checkpoint:{ckpt}", "val", show_progress=False)
+    t = encoders.embed(cfg, "trained", "val", show_progress=False)
     assert np.allclose(e.features, t.features, atol=1e-5)  # the same weights, the same features
     other = load_config("ci", group="B", work_dir=str(tmp_path), image_px=48)
-    shards.build_shards(other, show_progress=False)
-    with pytest.raises(features.EncoderError, match="trained at 32 px, this data is 48 px"):
-        features.load_encoder(other, f"checkpoint:{ckpt}")
+    build.build_shards(other, show_progress=False)
+    with pytest.raises(errors.EncoderError, match="trained at 32 px, this data is 48 px"):
+        encoders.load_encoder(other, f"checkpoint:{ckpt}")
     state = torch.load(ckpt, weights_only=True)
     state["model_name"] = "ViT-tiny"  # another architecture than the weights
     bad = tmp_path / "bad.pt"
     training.save_checkpoint(bad, state)
-    with pytest.raises(features.EncoderError, match="does not fit architecture 'ViT-tiny'"):
-        features.load_encoder(cfg, f"checkpoint:{bad}")
-    with pytest.raises(features.EncoderError, match="no such checkpoint"):
-        features.check_encoder_name(f"checkpoint:{tmp_path / 'nope.pt'}")
+    with pytest.raises(errors.EncoderError, match="does not fit architecture 'ViT-tiny'"):
+        encoders.load_encoder(cfg, f"checkpoint:{bad}")
+    with pytest.raises(errors.EncoderError, match="no such checkpoint"):
+        encoders.check_encoder_name(f"checkpoint:{tmp_path / 'nope.pt'}")
 
 
 def test_finetune_scores_the_val_split_and_refuses_unlabelled_data(tmp_path):
-    from geofm_lib import shards, training
+    from geofm_lib import training
     from geofm_lib.config import load_config
 
     cfg = load_config("ci", group="B", work_dir=str(tmp_path), run_name="f")
-    shards.build_shards(cfg, show_progress=False)
+    build.build_shards(cfg, show_progress=False)
     training.train(cfg, show_progress=False)
-    r = features.finetune(cfg, "init", "agriculture_vision", epochs=2, batch_size=4, n_boot=20)
-    n_val = shards.load_manifest(shards.build_folder(cfg))["counts"]["agriculture_vision"]["val"]
+    r = encoders.finetune(cfg, "init", "agriculture_vision", epochs=2, batch_size=4, n_boot=20)
+    n_val = shards.load_manifest(paths.build_folder(cfg))["counts"]["agriculture_vision"]["val"]
     assert r.n_test == n_val and len(r.history) == 2
     assert 0 <= r.test["f2_micro"] <= 100 and r.ci["f2_micro"][0] <= r.ci["f2_micro"][1]
     with pytest.raises(ValueError, match="no labels to fine-tune"):
-        features.finetune(cfg, "init", "no_such_dataset", epochs=1)
+        encoders.finetune(cfg, "init", "no_such_dataset", epochs=1)
 
 
 def _group_a(tmp_path, **kw):
-    from geofm_lib import shards
     from geofm_lib.config import load_config
 
     cfg = load_config("ci", group="A", work_dir=str(tmp_path), run_name="tg", **kw)
-    shards.build_shards(cfg, show_progress=False)
+    build.build_shards(cfg, show_progress=False)
     return cfg
 
 
@@ -151,9 +150,9 @@ def _group_a(tmp_path, **kw):
 def test_torchgeo_encoders_take_every_band_at_random_init(tmp_path, encoder):
     """ResNet, ViT and DOFA from torchgeo on 13-band Sentinel-2 L1C and 2-band Sentinel-1."""
     cfg = _group_a(tmp_path, s2_product="L1C")
-    model, stats = features.load_encoder(cfg, encoder)
+    model, stats = encoders.load_encoder(cfg, encoder)
     assert stats["bigearthnet_s2"].channels == 15 and stats["bigearthnet_s1"].slots == (13, 14)
-    e = features.embed(cfg, encoder, "val", show_progress=False)
+    e = encoders.embed(cfg, encoder, "val", show_progress=False)
     assert e.features.shape[0] == len(e.keys) and np.isfinite(e.features).all()
     norms = np.linalg.norm(e.features, axis=1)
     assert np.allclose(norms, 1.0, atol=1e-4)  # L2-normalised, as the CLIP embeddings
@@ -164,10 +163,10 @@ def test_torchgeo_weights_place_bands_by_name_and_fail_clearly_offline(tmp_path,
     from geofm_lib import encoders
 
     assert encoders.canonical_band("B8a") == "B8A" and encoders.canonical_band("B1") == "B01"
-    with pytest.raises(features.EncoderError, match="did you mean SENTINEL2_ALL_MOCO"):
-        features.check_encoder_name("torchgeo:resnet50:SENTINEL2_ALL_MOC")
-    with pytest.raises(features.EncoderError, match="did you mean resnet50"):
-        features.check_encoder_name("torchgeo:resnet5")
+    with pytest.raises(errors.EncoderError, match="did you mean SENTINEL2_ALL_MOCO"):
+        encoders.check_encoder_name("torchgeo:resnet50:SENTINEL2_ALL_MOC")
+    with pytest.raises(errors.EncoderError, match="did you mean resnet50"):
+        encoders.check_encoder_name("torchgeo:resnet5")
     cfg = _group_a(tmp_path, datasets=["bigearthnet_s2"])
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
@@ -177,9 +176,9 @@ def test_torchgeo_weights_place_bands_by_name_and_fail_clearly_offline(tmp_path,
         raise urllib.error.URLError("Name or service not known")
 
     monkeypatch.setattr("torchvision.models._api.WeightsEnum.get_state_dict", offline)
-    with pytest.raises(features.EncoderError, match="offline.*cache/torch/hub"):
-        features.load_encoder(cfg, "torchgeo:resnet18:SENTINEL2_ALL_MOCO")
-    with pytest.raises(features.EncoderError, match="none in common"):
+    with pytest.raises(errors.EncoderError, match="offline.*cache/torch/hub"):
+        encoders.load_encoder(cfg, "torchgeo:resnet18:SENTINEL2_ALL_MOCO")
+    with pytest.raises(errors.EncoderError, match="none in common"):
         encoders.load("torchgeo:resnet18:SENTINEL2_ALL_MOCO",
                       {"s1": {"bands": ["VV", "VH"], "mean": [0, 0], "std": [1, 1]}}, 32)
 
@@ -193,10 +192,10 @@ def test_torchgeo_weights_path_uses_the_weights_band_order_and_transforms(tmp_pa
     cfg = _group_a(tmp_path, datasets=["bigearthnet_s2"])
     fake = timm.create_model("resnet18", in_chans=13, num_classes=0).state_dict()
     monkeypatch.setattr("torchvision.models._api.WeightsEnum.get_state_dict", lambda *a, **k: fake)
-    model, stats = features.load_encoder(cfg, "torchgeo:resnet18:SENTINEL2_ALL_MOCO")
+    model, stats = encoders.load_encoder(cfg, "torchgeo:resnet18:SENTINEL2_ALL_MOCO")
     spec = stats["bigearthnet_s2"]
     assert spec.channels == 13 and 10 not in spec.slots  # B10 is not in L2A data
     assert np.all(spec.mean == 0) and np.all(spec.std == 1)  # the transform normalises
     assert model.visual.transform is not None
-    e = features.embed(cfg, "torchgeo:resnet18:SENTINEL2_ALL_MOCO", "val", show_progress=False)
+    e = encoders.embed(cfg, "torchgeo:resnet18:SENTINEL2_ALL_MOCO", "val", show_progress=False)
     assert e.features.shape == (len(e.keys), 512) and np.isfinite(e.features).all()

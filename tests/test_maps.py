@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from geofm_lib import maps
+from geofm_lib.report import maps
 
 ROOT = Path(__file__).resolve().parents[1]
 

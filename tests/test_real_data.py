@@ -3,15 +3,15 @@
 import numpy as np
 import pytest
 
-from geofm_lib import shards
 from geofm_lib.config import load_config
+from geofm_lib.data import build, shards
 
 
 def test_bigearthnet_folders_to_shards(shared_data, tmp_path):
     root = shared_data / "bigearthnet-v1-examples"
     cfg = load_config("ci", source="bigearthnet", source_path=str(root), group="A",
                       image_px=120, val_fraction=0.2, work_dir=str(tmp_path))
-    folder = shards.build_shards(cfg, show_progress=False)
+    folder = build.build_shards(cfg, show_progress=False)
     m = shards.load_manifest(folder)
     assert sum(m["counts"]["bigearthnet_s2"].values()) == 12  # ci preset: 12 of 14 patches
     assert sum(m["counts"]["bigearthnet_s1"].values()) == 9
@@ -30,11 +30,11 @@ def test_bigearthnet_folders_to_shards(shared_data, tmp_path):
 
 
 def test_bigearthnet_needs_whole_patches(shared_data, tmp_path):
-    from geofm_lib.config import ConfigError
+    from geofm_lib.errors import ConfigError
     cfg = load_config("ci", source="bigearthnet", group="A", image_px=64, work_dir=str(tmp_path),
                       source_path=str(shared_data / "bigearthnet-v1-examples"))
     with pytest.raises(ConfigError, match="image_px=120"):
-        shards.build_shards(cfg, show_progress=False)
+        build.build_shards(cfg, show_progress=False)
 
 
 def test_landsat_scene_patched_with_polygon_labels(shared_data, tmp_path):
@@ -42,7 +42,7 @@ def test_landsat_scene_patched_with_polygon_labels(shared_data, tmp_path):
     cfg = load_config("ci", source="geotiff", source_path=str(tif), image_px=128,
                       samples_per_dataset=1000, val_fraction=0.1, shard_size=64,
                       work_dir=str(tmp_path))
-    folder = shards.build_shards(cfg, show_progress=False)
+    folder = build.build_shards(cfg, show_progress=False)
     m = shards.load_manifest(folder)
     n = sum(m["counts"]["geotiff"].values())
     assert 150 < n <= (2041 // 128) * (1860 // 128)  # mostly-nodata patches are skipped

@@ -4,8 +4,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from geofm_lib import reports
 from geofm_lib.config import project_root
+from geofm_lib.report import reports
 
 ROOT = Path(__file__).resolve().parents[1]
 

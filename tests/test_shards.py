@@ -4,8 +4,9 @@ import tarfile
 import numpy as np
 import pytest
 
-from geofm_lib import shards
+from geofm_lib import errors, paths
 from geofm_lib.config import load_config
+from geofm_lib.data import build, shards
 
 
 @pytest.fixture
@@ -15,7 +16,7 @@ def cfg(tmp_path):
 
 
 def test_build_reads_back_with_manifest(cfg):
-    folder = shards.build_shards(cfg, show_progress=False)
+    folder = build.build_shards(cfg, show_progress=False)
     m = shards.load_manifest(folder)
     assert m["data_hash"] == cfg.data_hash
     assert m["counts"]["seadronessee"] == {"train": 8, "val": 2}  # 25 % of 10 scenes
@@ -39,7 +40,7 @@ def test_validation_images_never_occur_in_training(cfg):
     what the sidecars (used by 04_zero_shot_eval's check) record."""
     import hashlib
 
-    folder = shards.build_shards(cfg, show_progress=False)
+    folder = build.build_shards(cfg, show_progress=False)
 
     def hashes(split):
         return {hashlib.sha256(s["img"].tobytes()).hexdigest()[:32]
@@ -52,52 +53,52 @@ def test_validation_images_never_occur_in_training(cfg):
 
 
 def test_same_seed_gives_byte_identical_shards(tmp_path):
-    a = shards.build_shards(load_config("ci", group="A", work_dir=str(tmp_path / "a")), None,
+    a = build.build_shards(load_config("ci", group="A", work_dir=str(tmp_path / "a")), None,
                             False)
-    b = shards.build_shards(load_config("ci", group="A", work_dir=str(tmp_path / "b")), None,
+    b = build.build_shards(load_config("ci", group="A", work_dir=str(tmp_path / "b")), None,
                             False)
     files = sorted(p.name for p in a.glob("*.tar"))
     assert files and files == sorted(p.name for p in b.glob("*.tar"))
     for name in files:
         assert (a / name).read_bytes() == (b / name).read_bytes()
-    c = shards.build_shards(load_config("ci", group="A", seed=1, work_dir=str(tmp_path / "c")),
+    c = build.build_shards(load_config("ci", group="A", seed=1, work_dir=str(tmp_path / "c")),
                             None, False)
     assert (a / files[0]).read_bytes() != (c / files[0]).read_bytes()
 
 
 def test_interrupted_build_resumes(cfg):
-    folder = shards.build_shards(cfg, show_progress=False)
+    folder = build.build_shards(cfg, show_progress=False)
     first = sorted(folder.glob("*.tar"))
     keep = first[0].stat().st_mtime_ns
     (folder / "manifest.json").unlink()  # as if the run died before the manifest
     first[1].unlink()
     (folder / (first[2].name + ".tmp")).write_bytes(b"half a shard")
-    again = shards.build_shards(cfg, show_progress=False)
+    again = build.build_shards(cfg, show_progress=False)
     assert first[0].stat().st_mtime_ns == keep  # finished shards are kept, not rewritten
     assert first[1].is_file() and not list(folder.glob("*.tmp"))
     shards.verify_shards(again)
 
 
 def test_foreign_files_refused(cfg):
-    folder = shards.build_folder(cfg)
+    folder = paths.build_folder(cfg)
     folder.mkdir(parents=True)
     (folder / "holiday.jpg").write_bytes(b"x")
-    with pytest.raises(shards.ShardError, match="holiday.jpg"):
-        shards.build_shards(cfg, show_progress=False)
+    with pytest.raises(errors.ShardError, match="holiday.jpg"):
+        build.build_shards(cfg, show_progress=False)
 
 
 def test_truncated_shard_names_the_file(cfg):
-    folder = shards.build_shards(cfg, show_progress=False)
+    folder = build.build_shards(cfg, show_progress=False)
     path = shards.shard_paths(folder, "train")[0]
     path.write_bytes(path.read_bytes()[:15000])
-    with pytest.raises(shards.ShardError, match=f"{path.name} has 15000 bytes.*truncated"):
+    with pytest.raises(errors.ShardError, match=f"{path.name} has 15000 bytes.*truncated"):
         shards.verify_shards(folder)
-    with pytest.raises(shards.ShardError, match=path.name):
+    with pytest.raises(errors.ShardError, match=path.name):
         list(shards.iter_shards([path]))
 
 
 def test_corrupt_member_is_named(cfg, tmp_path):
-    folder = shards.build_shards(cfg, show_progress=False)
+    folder = build.build_shards(cfg, show_progress=False)
     src = shards.shard_paths(folder, "val")[0]
     bad = tmp_path / "val-bad-000000.tar"
     with tarfile.open(src) as tin, tarfile.open(bad, "w") as tout:
@@ -108,25 +109,25 @@ def test_corrupt_member_is_named(cfg, tmp_path):
                 info.size = len(data)
             import io
             tout.addfile(info, io.BytesIO(data))
-    with pytest.raises(shards.ShardError, match=r"member .*\.img\.npy cannot be decoded"):
+    with pytest.raises(errors.ShardError, match=r"member .*\.img\.npy cannot be decoded"):
         list(shards.iter_shards([bad]))
 
 
 def test_bad_inputs(tmp_path):
-    from geofm_lib.config import ConfigError
+    from geofm_lib.errors import ConfigError
 
     with pytest.raises(ConfigError, match="too small for bigearthnet_s2.*image_px >= 12"):
-        shards.build_shards(load_config("ci", group="A", image_px=8, work_dir=str(tmp_path)),
+        build.build_shards(load_config("ci", group="A", image_px=8, work_dir=str(tmp_path)),
                             None, False)
     assert not (tmp_path / "shards").exists()  # refused before writing anything
-    with pytest.raises(shards.ShardError, match="no manifest"):
+    with pytest.raises(errors.ShardError, match="no manifest"):
         shards.load_manifest(tmp_path)
 
 
 def test_scenes_are_cut_into_patches_with_their_own_labels(tmp_path):
     cfg = load_config("ci", datasets=["xview"], group="C", image_px=32, scene_px=96,
                       samples_per_dataset=3, work_dir=str(tmp_path))
-    folder = shards.build_shards(cfg, show_progress=False)
+    folder = build.build_shards(cfg, show_progress=False)
     samples = list(shards.iter_shards(shards.shard_paths(folder, "train") +
                                       shards.shard_paths(folder, "val")))
     assert len(samples) == 3 * 9
@@ -143,7 +144,7 @@ def test_scenes_are_cut_into_patches_with_their_own_labels(tmp_path):
 
 
 def test_sentinel1_and_sentinel2_of_a_place_share_their_split():
-    s1 = shards.split_scenes(200, 0.1, 0, "bigearthnet_s1")
-    s2 = shards.split_scenes(200, 0.1, 0, "bigearthnet_s2")
+    s1 = build.split_scenes(200, 0.1, 0, "bigearthnet_s1")
+    s2 = build.split_scenes(200, 0.1, 0, "bigearthnet_s2")
     assert s1 == s2 and len(s1["val"]) == 20
-    assert shards.split_scenes(200, 0.1, 0, "xview") != s2  # unpaired datasets: their own draw
+    assert build.split_scenes(200, 0.1, 0, "xview") != s2  # unpaired datasets: their own draw

@@ -3,7 +3,8 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
-from geofm_lib import catalog, simulate
+from geofm_lib import catalog
+from geofm_lib.data import simulate
 
 
 def test_deterministic_per_seed_dataset_index():

@@ -9,8 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from geofm_lib import shards
-from geofm_lib.config import ConfigError, load_config
+from geofm_lib import errors
+from geofm_lib.config import load_config
+from geofm_lib.data import build, shards
+from geofm_lib.errors import ConfigError
 
 rasterio = pytest.importorskip("rasterio")
 pytest.importorskip("torchgeo")
@@ -32,7 +34,7 @@ def _all(folder):
 
 def _bigearthnet_root(shared: Path, root: Path, sensor: str, splits: bool = False) -> Path:
     """torchgeo's layout built from the shared sample folders (symlinks, nothing copied)."""
-    from geofm_lib.examples import bigearthnet_torchgeo_root
+    from geofm_lib.data.examples import bigearthnet_torchgeo_root
 
     src = shared / "bigearthnet-v1-examples"
     bigearthnet_torchgeo_root(root, src / "BigEarthNet-S2", src / "BigEarthNet-S1",
@@ -46,7 +48,7 @@ def test_bigearthnet_real_patches_through_torchgeo(shared_data, tmp_path, sensor
     key = f"bigearthnet_{sensor}"
     cfg = _cfg(tmp_path, {key: {"reader": "torchgeo", "dataset_class": "BigEarthNet",
                                 "root": str(root)}}, image_px=120)
-    folder = shards.build_shards(cfg, show_progress=False)
+    folder = build.build_shards(cfg, show_progress=False)
     samples = _all(folder)
     src = shared_data / "bigearthnet-v1-examples" / f"BigEarthNet-{sensor.upper()}"
     assert len(samples) == len(list(src.iterdir()))
@@ -80,7 +82,7 @@ def test_bigearthnet_official_splits_from_the_official_lists(shared_data, tmp_pa
     cfg = _cfg(tmp_path, {"bigearthnet_s2": {"reader": "torchgeo", "dataset_class": "BigEarthNet",
                                              "root": str(root), "splits": "official"}},
                samples_per_dataset=100, val_fraction=0.5, image_px=120)
-    folder = shards.build_shards(cfg, show_progress=False)
+    folder = build.build_shards(cfg, show_progress=False)
     lists = {split: set(bz2.decompress((shared_data / "bigearthnet-v1-examples" / "splits" /
                                         f"{split}.csv.bz2").read_bytes()).decode().split())
              for split in ("train", "val")}
@@ -122,7 +124,7 @@ def test_eurosat_13_bands_with_georeferenced_footprints(tmp_path):
     names = _write_eurosat(tmp_path / "eurosat")
     cfg = _cfg(tmp_path, {"eurosat": {"reader": "torchgeo", "dataset_class": "EuroSAT",
                                       "root": str(tmp_path / "eurosat"), "splits": "official"}})
-    samples = _all(shards.build_shards(cfg, show_progress=False))
+    samples = _all(build.build_shards(cfg, show_progress=False))
     assert len(samples) == 8  # 4 official train files, 4 official val files
     for s in samples:
         cls, img = names[s["json"]["file"]]
@@ -141,7 +143,7 @@ def test_eurosat_rgb_keeps_three_bands(tmp_path):
     _write_eurosat(tmp_path / "eurosat")
     cfg = _cfg(tmp_path, {"eurosat_rgb": {"reader": "torchgeo", "dataset_class": "EuroSAT",
                                           "root": str(tmp_path / "eurosat")}})
-    s = _all(shards.build_shards(cfg, show_progress=False))[0]
+    s = _all(build.build_shards(cfg, show_progress=False))[0]
     assert s["json"]["bands"] == ["B04", "B03", "B02"] and s["img"].shape == (3, 64, 64)
 
 
@@ -168,7 +170,7 @@ def test_ucmerced_resized_to_image_px_and_labelled(tmp_path):
                         3, 256, "tif", "uc_merced", root)
     cfg = _cfg(tmp_path, {"ucmerced": {"reader": "torchgeo", "dataset_class": "UCMerced",
                                        "root": str(root)}})
-    samples = _all(shards.build_shards(cfg, show_progress=False))
+    samples = _all(build.build_shards(cfg, show_progress=False))
     assert len(samples) == 6
     assert {s["json"]["labels"][0] for s in samples} == {"Baseball diamond", "Storage tanks"}
     s = samples[0]
@@ -183,7 +185,7 @@ def test_resisc45_jpgs(tmp_path):
                         "jpg", "resisc45", root)
     cfg = _cfg(tmp_path, {"resisc45": {"reader": "torchgeo", "dataset_class": "RESISC45",
                                        "root": str(root)}})
-    samples = _all(shards.build_shards(cfg, show_progress=False))
+    samples = _all(build.build_shards(cfg, show_progress=False))
     assert {s["json"]["labels"][0] for s in samples} == {"Sea ice", "Thermal power station"}
 
 
@@ -192,9 +194,9 @@ def test_incomplete_root_names_the_expected_layout(tmp_path):
     cfg = _cfg(tmp_path, {"eurosat": {"reader": "torchgeo", "dataset_class": "EuroSAT",
                                       "root": str(tmp_path / "empty")}})
     with pytest.raises(ConfigError, match=r"eurosat-\{train,val,test\}.txt.*download: true"):
-        shards.build_shards(cfg, show_progress=False)
+        build.build_shards(cfg, show_progress=False)
     with pytest.raises(ConfigError, match="not supported"):
-        shards.build_shards(_cfg(tmp_path, {"eurosat": {"reader": "torchgeo",
+        build.build_shards(_cfg(tmp_path, {"eurosat": {"reader": "torchgeo",
                                                         "dataset_class": "SEN99",
                                                         "root": "x"}}), show_progress=False)
     assert not (cfg.path("shards", cfg.data_hash) / "manifest.json").exists()
@@ -205,7 +207,7 @@ def test_real_source_mixed_with_the_simulator(tmp_path):
     cfg = _cfg(tmp_path, {"eurosat": {"reader": "torchgeo", "dataset_class": "EuroSAT",
                                       "root": str(tmp_path / "eurosat")}},
                datasets=["eurosat", "bigearthnet_s2"], samples_per_dataset=8)
-    m = shards.load_manifest(shards.build_shards(cfg, show_progress=False))
+    m = shards.load_manifest(build.build_shards(cfg, show_progress=False))
     assert set(m["counts"]) == {"eurosat", "bigearthnet_s2"}
     assert sum(m["counts"]["bigearthnet_s2"].values()) == 8  # simulated
     assert m["band_stats"]["eurosat"]["bands"][-1] == "B8A"
@@ -235,7 +237,7 @@ def test_karpathy_corpus_keeps_every_caption_and_the_splits(tmp_path):
     entries = write_karpathy(tmp_path / "rsicd")
     spec = {"reader": "karpathy", "root": str(tmp_path / "rsicd"),
             "captions_file": "dataset_rsicd.json", "images_dir": "images", "splits": "official"}
-    samples = _all(shards.build_shards(_cfg(tmp_path, {"rsicd": spec}), show_progress=False))
+    samples = _all(build.build_shards(_cfg(tmp_path, {"rsicd": spec}), show_progress=False))
     assert len(samples) == 8
     by_file = {e["filename"]: e for e in entries}
     for s in samples:
@@ -253,12 +255,12 @@ def test_karpathy_bad_input_is_named(tmp_path):
             "captions_file": "dataset_rsicd.json", "images_dir": "images"}
     (tmp_path / "c" / "images" / "img_3.jpg").unlink()
     with pytest.raises(ConfigError, match="missing from images/.*img_3.jpg"):
-        shards.build_shards(_cfg(tmp_path, {"rsicd": spec}), show_progress=False)
+        build.build_shards(_cfg(tmp_path, {"rsicd": spec}), show_progress=False)
     write_karpathy(tmp_path / "d")
     entries[0]["sentences"] = []
     (tmp_path / "d" / "dataset_rsicd.json").write_text(json.dumps({"images": entries}))
     with pytest.raises(ConfigError, match="no filename or no caption.*img_0.jpg"):
-        shards.build_shards(_cfg(tmp_path, {"rsicd": {**spec, "root": str(tmp_path / "d")}}),
+        build.build_shards(_cfg(tmp_path, {"rsicd": {**spec, "root": str(tmp_path / "d")}}),
                             show_progress=False)
 
 
@@ -306,7 +308,7 @@ def test_geotiff_scene_with_polygons_and_points_any_crs(tmp_path):
             "options": {"labels": str(labels), "label_column": "kind", "stride_px": 16}}
     cfg = _cfg(tmp_path, {"my_scene": spec}, image_px=32, samples_per_dataset=1000,
                val_fraction=0.2)
-    folder = shards.build_shards(cfg, show_progress=False)
+    folder = build.build_shards(cfg, show_progress=False)
     m = shards.load_manifest(folder)
     assert m["vocabularies"]["my_scene"] == ["field", "well"]
     # origins every 16 px: 5 rows x 7 columns = 35; windows more than half in nodata skipped
@@ -332,9 +334,9 @@ def test_geotiff_bad_inputs(tmp_path):
     tif, labels = _write_scene(tmp_path / "scene")
     bad = {"reader": "geotiff", "root": str(tif), "options": {"labels": str(labels)}}
     with pytest.raises(ConfigError, match="no column 'name'.*kind"):
-        shards.build_shards(_cfg(tmp_path, {"s": bad}, image_px=32), show_progress=False)
+        build.build_shards(_cfg(tmp_path, {"s": bad}, image_px=32), show_progress=False)
     with pytest.raises(ConfigError, match="smaller than image_px=128"):
-        shards.build_shards(_cfg(tmp_path, {"s": {**bad, "options": {
+        build.build_shards(_cfg(tmp_path, {"s": {**bad, "options": {
             "labels": str(labels), "label_column": "kind"}}}, image_px=128),
             show_progress=False)
     with pytest.raises(ConfigError, match="unknown dataset.*unless the reader is geotiff"):
@@ -348,7 +350,7 @@ def test_landsat_scene_with_point_labels_through_sources(shared_data, tmp_path):
                         "band_names": ["blue", "green", "red"]}}
     cfg = _cfg(tmp_path, {"landsat": spec}, image_px=128, samples_per_dataset=1000,
                val_fraction=0.1)
-    folder = shards.build_shards(cfg, show_progress=False)
+    folder = build.build_shards(cfg, show_progress=False)
     m = shards.load_manifest(folder)
     samples = _all(folder)
     labelled = [s for s in samples if s["json"]["labels"]]
@@ -365,7 +367,7 @@ def test_karpathy_skip_counts_bad_entries(tmp_path):
     (tmp_path / "c" / "images" / "img_3.jpg").unlink()
     spec = {"reader": "karpathy", "root": str(tmp_path / "c"), "on_bad": "skip",
             "captions_file": "dataset_rsicd.json", "images_dir": "images"}
-    m = shards.load_manifest(shards.build_shards(_cfg(tmp_path, {"rsicd": spec}),
+    m = shards.load_manifest(build.build_shards(_cfg(tmp_path, {"rsicd": spec}),
                                                  show_progress=False))
     assert sum(m["counts"]["rsicd"].values()) == 7
     assert m["source_reports"]["rsicd"]["skipped"] == {"no_caption": 0, "missing_image": 1}
@@ -400,9 +402,9 @@ def test_table_of_images_captions_labels_and_points(tmp_path, fmt):
     spec = {"reader": "table", "root": str(tmp_path / "t"), "captions_file": table.name,
             "images_dir": "img", "splits": "official"}
     with pytest.raises(ConfigError, match="1 bad rows.*row 6: no caption or label.*on_bad"):
-        shards.build_shards(_cfg(tmp_path, {"my_pairs": spec}), show_progress=False)
+        build.build_shards(_cfg(tmp_path, {"my_pairs": spec}), show_progress=False)
     cfg = _cfg(tmp_path, {"my_pairs": {**spec, "on_bad": "skip"}})
-    folder = shards.build_shards(cfg, show_progress=False)
+    folder = build.build_shards(cfg, show_progress=False)
     m = shards.load_manifest(folder)
     assert m["counts"]["my_pairs"] == {"train": 4, "val": 2}
     assert m["vocabularies"]["my_pairs"] == ["crop", "road"]
@@ -430,7 +432,7 @@ def test_nan_pixels_are_counted_and_kept_out_of_band_statistics(tmp_path):
     spec = {"reader": "geotiff", "root": str(root / "s1.tif")}
     cfg = _cfg(tmp_path, {"sar_scene": spec}, image_px=32, samples_per_dataset=100,
                val_fraction=0.25)
-    m = shards.load_manifest(shards.build_shards(cfg, show_progress=False))
+    m = shards.load_manifest(build.build_shards(cfg, show_progress=False))
     st = m["band_stats"]["sar_scene"]
     assert st["nonfinite_values"] > 0 and np.isfinite(st["mean"]).all()
     assert abs(st["mean"][0] + 12) < 0.5  # NaN kept out of the mean
@@ -446,10 +448,10 @@ def test_undecodable_image_stops_or_is_skipped_and_counted(tmp_path):
     (tmp_path / "c" / "images" / "img_5.jpg").write_bytes(b"not a jpeg at all")
     spec = {"reader": "karpathy", "root": str(tmp_path / "c"),
             "captions_file": "dataset_rsicd.json", "images_dir": "images"}
-    with pytest.raises(shards.ShardError, match="img_5.jpg cannot be read"):
-        shards.build_shards(_cfg(tmp_path, {"rsicd": spec}), show_progress=False)
+    with pytest.raises(errors.ShardError, match="img_5.jpg cannot be read"):
+        build.build_shards(_cfg(tmp_path, {"rsicd": spec}), show_progress=False)
     cfg = _cfg(tmp_path, {"rsicd": {**spec, "on_bad": "skip"}}, work_dir=str(tmp_path / "w2"))
-    m = shards.load_manifest(shards.build_shards(cfg, show_progress=False))
+    m = shards.load_manifest(build.build_shards(cfg, show_progress=False))
     assert m["unreadable_skipped"] == {"rsicd": 1}
     assert sum(m["counts"]["rsicd"].values()) == 7
 
@@ -458,7 +460,7 @@ def test_bigearthnet_s1_and_s2_stacked(shared_data, tmp_path):
     root = _bigearthnet_root(shared_data, tmp_path / "ben", "pairs")
     cfg = _cfg(tmp_path, {"bigearthnet_s1s2": {"reader": "torchgeo", "dataset_class": "BigEarthNet",
                                                "root": str(root)}}, image_px=120)
-    samples = _all(shards.build_shards(cfg, show_progress=False))
+    samples = _all(build.build_shards(cfg, show_progress=False))
     assert len(samples) == 6  # the six real S1/S2 pairs
     s = samples[0]
     assert s["img"].dtype == np.float32 and s["img"].shape == (14, 120, 120)
@@ -468,7 +470,7 @@ def test_bigearthnet_s1_and_s2_stacked(shared_data, tmp_path):
     with rasterio.open(src / f"{s['json']['patch_name']}_B04.tif") as f:
         assert np.array_equal(s["img"][2 + 3], f.read(1).astype(np.float32))  # B04, exact
     with pytest.raises(ConfigError, match="do not fit the dataset key"):
-        shards.build_shards(_cfg(tmp_path, {"bigearthnet_s1s2": {
+        build.build_shards(_cfg(tmp_path, {"bigearthnet_s1s2": {
             "reader": "torchgeo", "dataset_class": "BigEarthNet", "root": str(root),
             "options": {"bands": "s2"}}}, image_px=120), show_progress=False)
 
@@ -506,7 +508,7 @@ def test_sen12ms_s1_s2_with_igbp_labels(tmp_path):
     _write_sen12ms(tmp_path / "sen12ms")
     spec = {"reader": "torchgeo", "dataset_class": "SEN12MS", "root": str(tmp_path / "sen12ms"),
             "splits": "official"}
-    folder = shards.build_shards(_cfg(tmp_path, {"sen12ms": spec}, image_px=32),
+    folder = build.build_shards(_cfg(tmp_path, {"sen12ms": spec}, image_px=32),
                                  show_progress=False)
     m = shards.load_manifest(folder)
     assert m["counts"]["sen12ms"] == {"train": 3, "val": 1}  # the official test list
@@ -518,13 +520,13 @@ def test_sen12ms_s1_s2_with_igbp_labels(tmp_path):
         assert s["json"]["bands"][:3] == ["VV", "VH", "B01"] and s["img"][0].mean() < 0
         lon0, lat0, lon1, lat1 = s["json"]["footprint"]["bounds"]
         assert 2.9 < lon0 < lon1 < 3.2 and 45 < lat0 < lat1 < 45.2  # UTM 31N
-    from geofm_lib import ssl  # the same places as MoCo sensor pairs (notebook 07)
+    from geofm_lib import ssl
 
     pairs = ssl.load_pairs(_cfg(tmp_path, {"sen12ms": spec}, image_px=32), "train")
     assert len(pairs) == 3 and pairs.sar_bands == ["VV", "VH"] and len(pairs.optical_bands) == 13
     assert all(d in labs for d, labs in zip(pairs.dominant, pairs.labels, strict=True))
     with pytest.raises(ConfigError, match="cannot download"):
-        shards.build_shards(_cfg(tmp_path, {"sen12ms": {**spec, "download": True}},
+        build.build_shards(_cfg(tmp_path, {"sen12ms": {**spec, "download": True}},
                                  image_px=32), show_progress=False)
 
 
@@ -577,7 +579,7 @@ def test_bigearthnet_v2_through_torchgeo(tmp_path, sensor):
     spec = {"reader": "torchgeo", "dataset_class": "BigEarthNetV2",
             "root": str(tmp_path / "reben"), "splits": "official"}
     key = f"bigearthnet_v2_{sensor}"
-    folder = shards.build_shards(_cfg(tmp_path, {key: spec}, image_px=120), show_progress=False)
+    folder = build.build_shards(_cfg(tmp_path, {key: spec}, image_px=120), show_progress=False)
     m = shards.load_manifest(folder)
     assert m["counts"][key] == {"train": 2, "val": 1}  # 'validation' rows; test left out
     by_patch = {r["patch_id"]: r for r in rows}
@@ -619,7 +621,7 @@ def test_ssl4eo_s12_locations_pair_s1_and_s2(tmp_path):
     _write_ssl4eo(tmp_path / "ssl4eo")
     spec = {"reader": "torchgeo", "dataset_class": "SSL4EOS12", "root": str(tmp_path / "ssl4eo")}
     cfg = _cfg(tmp_path, {"ssl4eo_s12_s2c": spec, "ssl4eo_s12_s1": spec}, image_px=64)
-    samples = _all(shards.build_shards(cfg, show_progress=False))
+    samples = _all(build.build_shards(cfg, show_progress=False))
     assert len(samples) == 6  # 3 locations on disk (torchgeo reports 251079), two sensors
     by = {}
     for s in samples:
@@ -629,13 +631,13 @@ def test_ssl4eo_s12_locations_pair_s1_and_s2(tmp_path):
         lon0, lat0, lon1, lat1 = m["footprint"]["bounds"]
         assert 8.9 < lon0 < lon1 < 9.3 and 47.7 < lat0 < lat1 < 47.9
     assert all(v == {"ssl4eo_s12_s2c", "ssl4eo_s12_s1"} for v in by.values())  # S1/S2 pairs
-    from geofm_lib import ssl  # ... that notebook 07 pretrains on
+    from geofm_lib import ssl
 
     train, val = (ssl.load_pairs(cfg, split) for split in ("train", "val"))
     assert (len(train), len(val)) == (2, 1)  # S1 and S2 of a location share their split
     assert train.incomplete == val.incomplete == 0 and train.sar_bands == ["VV", "VH"]
     assert len(train.optical_bands) == 13 and train.dominant == [None] * 2  # unlabelled
-    capped = _all(shards.build_shards(_cfg(tmp_path, {"ssl4eo_s12_s2c": spec,
+    capped = _all(build.build_shards(_cfg(tmp_path, {"ssl4eo_s12_s2c": spec,
                                                       "ssl4eo_s12_s1": spec}, image_px=64,
                                            samples_per_dataset=2, work_dir=str(tmp_path / "w3")),
                                       show_progress=False))
@@ -644,7 +646,7 @@ def test_ssl4eo_s12_locations_pair_s1_and_s2(tmp_path):
     assert len(ids["ssl4eo_s12_s1"]) == 2 and ids["ssl4eo_s12_s1"] == ids["ssl4eo_s12_s2c"]
     s1 = next(s for s in samples if s["json"]["dataset"] == "ssl4eo_s12_s1")
     assert s1["img"].dtype == np.float32 and s1["json"]["bands"] == ["VV", "VH"]
-    again = _all(shards.build_shards(_cfg(tmp_path, {"ssl4eo_s12_s2c": spec}, image_px=64,
+    again = _all(build.build_shards(_cfg(tmp_path, {"ssl4eo_s12_s2c": spec}, image_px=64,
                                           work_dir=str(tmp_path / "w2")), show_progress=False))
     first = {s["__key__"]: s["json"]["date"] for s in samples
              if s["json"]["dataset"] == "ssl4eo_s12_s2c"}

@@ -8,16 +8,18 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("torchgeo")
 pytest.importorskip("lightning")
 
-from geofm_lib import shards, ssl  # noqa: E402
+from geofm_lib import encoders, errors, paths, ssl  # noqa: E402
 from geofm_lib.catalog import SENSORS  # noqa: E402
 from geofm_lib.config import load_config  # noqa: E402
+from geofm_lib.data import build  # noqa: E402
+from geofm_lib.ssl import callbacks  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
     """Group A (BigEarthNet S2 + S1, paired by place) at 32 px, built once for the module."""
     work = tmp_path_factory.mktemp("work")
-    shards.build_shards(_cfg(work), show_progress=False)
+    build.build_shards(_cfg(work), show_progress=False)
     return work
 
 
@@ -49,7 +51,7 @@ def _fit(task, batches, steps):
     from lightning.pytorch import Trainer
 
     loader = torch.utils.data.DataLoader(batches, batch_size=None)
-    with ssl._quiet_lightning():
+    with callbacks._quiet_lightning():
         Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False,
                 enable_progress_bar=False, enable_model_summary=False).fit(task, loader)
 
@@ -129,7 +131,7 @@ def test_pretrain_resumes_and_evaluates(work):
     assert len(first.history) >= 2 and not first.already_finished
     again = ssl.pretrain(cfg, show_progress=False)
     assert again.already_finished and again.history == first.history
-    net, state = ssl.load_encoder(first.encoder_path)
+    net, state = ssl.read_encoder(first.encoder_path)
     assert state["bands"][-2:] == ["VV", "VH"] and state["mode"] == "sensor"
     rows = ssl.evaluate(cfg, first.encoder_path, finetune_epochs=1, n_boot=20,
                         show_progress=False)
@@ -139,23 +141,22 @@ def test_pretrain_resumes_and_evaluates(work):
         assert r["ci"][0] <= r["score"] <= r["ci"][1] and 0 <= r["score"] <= 100
         assert r["metric"] == ("F2 micro" if r["task"] == "multi-label" else "accuracy")
     assert all(r["n_train"] == 12 for r in rows if r["task"] == "multi-label")
-    from geofm_lib import features  # the SSL encoder plugs into notebook 06's probes
 
-    emb = features.embed(cfg, f"ssl:{first.encoder_path}", "val", show_progress=False)
+    emb = encoders.embed(cfg, f"ssl:{first.encoder_path}", "val", show_progress=False)
     assert emb.features.shape[1] == 512 and np.isfinite(emb.features).all()
     assert set(emb.datasets) == {"bigearthnet_s2", "bigearthnet_s1"}
 
 
 def test_no_pairs_is_a_clear_error(tmp_path):
     cfg = load_config("ci", group="B", work_dir=str(tmp_path))
-    shards.build_shards(cfg, show_progress=False)
-    with pytest.raises(ssl.PairError, match="both a Sentinel-1 and an optical image"):
+    build.build_shards(cfg, show_progress=False)
+    with pytest.raises(errors.PairError, match="both a Sentinel-1 and an optical image"):
         ssl.load_pairs(cfg, "train")
 
 
 def test_real_bigearthnet_pairs_load(shared_data, tmp_path):
     """The six real S1/S2 pairs of ../shared/data (stacked through torchgeo) as a format check."""
-    from geofm_lib.examples import bigearthnet_torchgeo_root
+    from geofm_lib.data.examples import bigearthnet_torchgeo_root
 
     src = shared_data / "bigearthnet-v1-examples"
     root = tmp_path / "ben"
@@ -165,7 +166,7 @@ def test_real_bigearthnet_pairs_load(shared_data, tmp_path):
                                                     "dataset_class": "BigEarthNet",
                                                     "root": str(root)}},
                       val_fraction=0.25, work_dir=str(tmp_path / "w"))
-    shards.build_shards(cfg, show_progress=False)
+    build.build_shards(cfg, show_progress=False)
     both = [ssl.load_pairs(cfg, split) for split in ("train", "val")]
     assert sum(len(p) for p in both) == 6
     p = both[0]
@@ -176,7 +177,7 @@ def test_real_bigearthnet_pairs_load(shared_data, tmp_path):
 def test_every_simulated_place_has_its_dominant_land_cover_class(work):
     pairs = ssl.load_pairs(_cfg(work), "train")
     assert all(d in labs for d, labs in zip(pairs.dominant, pairs.labels, strict=True))
-    from geofm_lib import simulate
+    from geofm_lib.data import simulate
 
     s = simulate.render("bigearthnet_s2", 3, image_px=32)
     counts = {n: int((s.layers.class_map == i).sum()) for i, n in enumerate(s.layers.area_names)
@@ -227,14 +228,14 @@ def test_non_overlapping_keeps_no_two_overlapping_footprints():
                 min(a[3], b[3]) - max(a[1], b[1]) <= 1e-9
     assert 8 <= len(keep) < 32
     assert list(ssl.non_overlapping(tiles)) == list(range(16))  # adjacent tiles all stay
-    with pytest.raises(ssl.PairError, match="ssl_patches=all"):
+    with pytest.raises(errors.PairError, match="ssl_patches=all"):
         ssl.non_overlapping([[0, 0, 1, 1], None])
 
 
 def test_half_overlapping_patches_and_the_non_overlapping_subset(tmp_path):
     cfg = load_config("ci", group="A", work_dir=str(tmp_path), samples_per_dataset=6,
                       image_px=32, scene_px=64, patch_stride_px=16, ssl_patches="non_overlapping")
-    shards.build_shards(cfg, show_progress=False)
+    build.build_shards(cfg, show_progress=False)
     pairs = ssl.load_pairs(cfg, "train")
     per_scene = 9  # origins 0, 16, 32 on both axes
     assert len(pairs) % per_scene == 0 and len(pairs) >= per_scene
@@ -266,8 +267,8 @@ def test_an_interrupted_run_resumes_to_the_same_weights(work):
     shutil.copytree(work / "shards", work / "cut" / "shards", dirs_exist_ok=True)
     with pytest.raises(_Crash):
         ssl.pretrain(cut, show_progress=False, callbacks=[CrashAfterFirstEpoch()])
-    assert (ssl.ssl_dir(cut) / "last.ckpt").is_file()
-    assert not (ssl.ssl_dir(cut) / "encoder.pt").exists()
+    assert (paths.ssl_dir(cut) / "last.ckpt").is_file()
+    assert not (paths.ssl_dir(cut) / "encoder.pt").exists()
     resumed = ssl.pretrain(cut, show_progress=False)
     assert resumed.resumed
     a = torch.load(whole.encoder_path, weights_only=True)["state_dict"]
@@ -296,9 +297,9 @@ def test_torchrun_two_processes_share_the_global_batch_and_the_queue(work):
     report = json.loads(out.stdout[out.stdout.index("{"):])
     assert report["world_size"] == 2 and report["steps"] == 2  # 18 places // 8 per step
     cfg = _cfg(work, **{k: v for k, v in args.items() if k != "work_dir"})
-    last = torch.load(ssl.ssl_dir(cfg) / "last.ckpt", weights_only=True)
+    last = torch.load(paths.ssl_dir(cfg) / "last.ckpt", weights_only=True)
     assert int(last["moco_queue"]["bank_ptr"]) == 16  # one process alone would enqueue 8
-    net, state = ssl.load_encoder(ssl.ssl_dir(cfg) / "encoder.pt")
+    net, state = ssl.read_encoder(paths.ssl_dir(cfg) / "encoder.pt")
     assert state["run"]["world_size"] == 2
 
 
@@ -312,11 +313,11 @@ def test_runs_of_other_pair_modes_on_the_same_data_are_put_side_by_side(tmp_path
     settings = {"finetune_epochs": 1, "n_boot": 10}
     for mode, shift in (("augment", 1.0), ("sensor", 2.0)):
         cfg = load_config("ci", group="A", work_dir=str(tmp_path), ssl_mode=mode)
-        ssl.ssl_dir(cfg).mkdir(parents=True)
+        paths.ssl_dir(cfg).mkdir(parents=True)
         ssl.save_evaluation(cfg, rows(shift), settings)
     other = load_config("ci", group="A", work_dir=str(tmp_path), ssl_mode="fusion_all",
                         labelled_samples=16)  # another labelled set: not comparable
-    ssl.ssl_dir(other).mkdir(parents=True)
+    paths.ssl_dir(other).mkdir(parents=True)
     ssl.save_evaluation(other, rows(5.0), settings)
     table = ssl.compare_runs(cfg, settings)
     assert [r["run"] for r in table] == [

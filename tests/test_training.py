@@ -6,8 +6,10 @@ import pytest
 torch = pytest.importorskip("torch")
 open_clip = pytest.importorskip("open_clip")
 
-from geofm_lib import models, shards, training  # noqa: E402
-from geofm_lib.config import ConfigError, load_config  # noqa: E402
+from geofm_lib import errors, models, paths, training  # noqa: E402
+from geofm_lib.config import load_config  # noqa: E402
+from geofm_lib.data import build, shards  # noqa: E402
+from geofm_lib.errors import ConfigError  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -15,7 +17,7 @@ def work(tmp_path_factory):
     """Tiny shards of group B (2 datasets x 12 scenes at 32 px), built once for the module."""
     work = tmp_path_factory.mktemp("work")
     cfg = load_config("ci", group="B", work_dir=str(work))
-    shards.build_shards(cfg, show_progress=False)
+    build.build_shards(cfg, show_progress=False)
     return work
 
 
@@ -75,15 +77,15 @@ def test_train_writes_a_checkpoint_that_round_trips(work):
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(work):
     cfg = _cfg(work, epochs=2, lr=4e-4)
-    n_train, steps = training.plan_steps(cfg, shards.load_manifest(shards.build_folder(cfg)))
+    n_train, steps = training.plan_steps(cfg, shards.load_manifest(paths.build_folder(cfg)))
 
     def poison(loss, step):
         return loss * float("nan") if step == steps + 1 else loss  # second step of epoch 2
 
-    with pytest.raises(training.TrainingDiverged, match="epoch 2") as err:
+    with pytest.raises(errors.TrainingDiverged, match="epoch 2") as err:
         training.train(cfg, loss_hook=poison, show_progress=False)
     assert "last good checkpoint (end of epoch 1)" in str(err.value) and "lr" in str(err.value)
-    state = training.load_checkpoint(training.checkpoint_dir(cfg) / "last.pt")
+    state = training.load_checkpoint(paths.checkpoint_dir(cfg) / "last.pt")
     assert state["epoch"] == 1 and not state["finished"]
     with pytest.raises(RuntimeError, match="re-run notebooks/03_pretrain"):
         training.load_trained_model(cfg)
@@ -123,7 +125,7 @@ def test_errors_before_training(work, tmp_path):
         load_config("ci", model="RN50-tiyn")
     with pytest.raises(ValueError, match="batch_size=64 is larger than the 18 training"):
         training.preflight(_cfg(work, batch_size=64))
-    with pytest.raises(shards.ShardError, match="01_data_prep"):
+    with pytest.raises(errors.ShardError, match="01_data_prep"):
         training.preflight(load_config("ci", group="B", work_dir=str(tmp_path)))
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="no CUDA GPU"):
@@ -136,11 +138,11 @@ def test_errors_before_training(work, tmp_path):
 
 def test_pretrained_weights_never_fall_back_to_random(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(models.PretrainedUnavailable, match="no pretrained weights 'nonsense'"):
+    with pytest.raises(errors.PretrainedUnavailable, match="no pretrained weights 'nonsense'"):
         models.create_model("RN50", 64, pretrained="nonsense")
-    with pytest.raises(models.PretrainedUnavailable, match="no such file"):
+    with pytest.raises(errors.PretrainedUnavailable, match="no such file"):
         models.create_model("RN50-tiny", 64, pretrained=str(tmp_path / "missing.pt"))
-    with pytest.raises(models.PretrainedUnavailable, match="HF_HUB_OFFLINE=1"):
+    with pytest.raises(errors.PretrainedUnavailable, match="HF_HUB_OFFLINE=1"):
         models.create_model("RN50", 64, pretrained="openai")
 
 

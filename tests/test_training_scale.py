@@ -13,15 +13,16 @@ import pytest
 torch = pytest.importorskip("torch")
 open_clip = pytest.importorskip("open_clip")
 
-from geofm_lib import models, shards, training  # noqa: E402
+from geofm_lib import models, paths, training  # noqa: E402
 from geofm_lib.config import load_config  # noqa: E402
+from geofm_lib.data import build, shards  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
     """Tiny shards of group B (2 datasets x 12 scenes at 32 px), built once for the module."""
     work = tmp_path_factory.mktemp("work")
-    shards.build_shards(load_config("ci", group="B", work_dir=str(work)), show_progress=False)
+    build.build_shards(load_config("ci", group="B", work_dir=str(work)), show_progress=False)
     return work
 
 
@@ -38,7 +39,7 @@ def _cfg(work, **kw):
 
 
 def _stream(cfg, **kw):
-    folder = shards.build_folder(cfg)
+    folder = paths.build_folder(cfg)
     manifest = shards.load_manifest(folder)
     stats, _ = models.input_spec({d: manifest["band_stats"][d] for d in cfg.dataset_keys})
     _, tok = models.create_model("RN50-tiny", 32)
@@ -68,7 +69,7 @@ def test_stream_is_the_same_for_any_number_of_ranks_workers_and_start(work):
 
 
 def _stream_args(cfg):
-    folder = shards.build_folder(cfg)
+    folder = paths.build_folder(cfg)
     manifest = shards.load_manifest(folder)
     stats, _ = models.input_spec({d: manifest["band_stats"][d] for d in cfg.dataset_keys})
     _, tok = models.create_model("RN50-tiny", 32)
@@ -87,7 +88,7 @@ def test_killed_and_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(wo
 
     with pytest.raises(KeyboardInterrupt):
         training.train(cfg, on_step=kill, show_progress=False)
-    state = training.load_checkpoint(training.checkpoint_dir(cfg) / "last.pt")
+    state = training.load_checkpoint(paths.checkpoint_dir(cfg) / "last.pt")
     assert (state["step"], state["epoch"], state["step_in_epoch"]) == (4, 1, 1)
     resumed = training.train(cfg, show_progress=False)
     assert resumed.parameters["resumed_at_step"] == 1
@@ -97,10 +98,10 @@ def test_killed_and_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(wo
     for k, v in a["model"].items():
         assert torch.equal(v, b["model"][k]), k
     assert [h["val_loss"] for h in a["history"]] == [h["val_loss"] for h in b["history"]]
-    steps = sorted(p.name for p in training.checkpoint_dir(cfg).glob("step-*.pt"))
+    steps = sorted(p.name for p in paths.checkpoint_dir(cfg).glob("step-*.pt"))
     assert len(steps) == 2 and steps[-1] == f"step-{b['step']:08d}.pt"  # the newest 2 kept
-    assert os.path.samefile(training.checkpoint_dir(cfg) / "last.pt",
-                            training.checkpoint_dir(cfg) / steps[-1])
+    assert os.path.samefile(paths.checkpoint_dir(cfg) / "last.pt",
+                            paths.checkpoint_dir(cfg) / steps[-1])
 
 
 def test_gradient_accumulation_gives_the_full_batch_update():
@@ -151,7 +152,7 @@ def test_two_gloo_processes_follow_the_one_process_loss_curve(work, tmp_path):
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     cfg = _cfg(two_dir, **kw)
-    state = training.load_checkpoint(training.checkpoint_dir(cfg) / "last.pt")
+    state = training.load_checkpoint(paths.checkpoint_dir(cfg) / "last.pt")
     assert state["world_size"] == 2 and state["finished"]
     assert len(state["step_losses"]) == len(one.step_losses) == 6
     for a, b in zip(one.step_losses, state["step_losses"], strict=True):

@@ -1,0 +1,296 @@
+"""Training benchmarks (issue 6): print numbers and write them to ``<work>/bench/training.json``.
+
+* **ours vs open_clip_train**: samples/s of geofm's optimisation step (``training.Step``:
+  forward, ``ClipLoss``, backward, gradient clipping, AdamW, temperature clamp, ``loss.item()``)
+  on an in-memory batch, against OpenCLIP's own trainer on its synthetic dataset
+  (``bench_openclip``), same model config, batch size, image size, precision, device and
+  thread count, one after the other in one run. open_clip_train's step time includes its
+  per-sample transform and logging; its ``excl. data`` figure subtracts the logged data time
+  and is the like-for-like number.
+* **loader vs step**: batches from geofm's training stream (``training.TrainStream``: shards,
+  shuffle, mixing, decoding, standardising, augmenting, tokenizing) alone, in samples/s,
+  against the step alone.
+* **1 vs 2 processes**: the same ``geofm train`` run launched by torchrun with 1 process and
+  with 2 (gloo on the CPU, one thread each; the single process uses every core), same global
+  batch; samples/s of the epoch.
+* **CUDA** (only where a GPU is present): samples/s, peak memory and model FLOPs utilisation
+  (MFU: FLOPs of forward + backward counted by ``torch.utils.flop_counter`` on one step, times
+  steps/s, over the GPU's dense bf16 peak) for ViT-B-16 at 224 px in bf16.
+
+    geofm bench-train [--quick]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from geofm_lib.bench import openclip as bench_openclip
+from geofm_lib.config import load_config
+from geofm_lib.data.build import build_shards
+from geofm_lib.data.shards import load_manifest
+from geofm_lib.models.factory import create_model
+from geofm_lib.models.inputs import input_spec
+from geofm_lib.paths import build_folder, checkpoint_dir
+from geofm_lib.training.checkpoint import load_checkpoint
+from geofm_lib.training.step import Step, make_scheduler, param_groups
+from geofm_lib.training.step import channels_last as to_channels_last
+from geofm_lib.training.stream import train_stream
+
+# dense bf16 peak of common training GPUs (NVIDIA data sheets), FLOP/s
+PEAK_BF16 = {"H100 PCIe": 756e12, "H100": 989e12, "H200": 989e12, "A100": 312e12,
+             "L40S": 362e12, "A10": 125e12}
+
+
+def _peak_flops(name: str) -> float | None:
+    for key, peak in PEAK_BF16.items():  # "H100 PCIe" is tested before "H100"
+        if key in name:
+            return peak
+    return None
+
+
+def _sync(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def our_step_throughput(model_name: str = "RN50-tiny", batch_size: int = 64,
+                        image_px: int = 64, precision: str = "fp32", device: str = "cpu",
+                        steps: int = 20, warmup_steps: int = 3, threads: int | None = None,
+                        compile: bool = False, grad_checkpointing: bool = False,
+                        count_flops: bool = False, channels_last: bool = True) -> dict:
+    """Samples/s of ``training.Step`` on a fixed in-memory batch (no data loading), with the
+    image tower in channels-last layout as ``training.train`` has it (``channels_last=False``:
+    the layout before that optimisation)."""
+    import open_clip
+    import torch
+
+    old_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        model, tok = create_model(model_name, image_px, None, device, seed=0)
+        if grad_checkpointing:
+            model.set_grad_checkpointing(True)
+        if channels_last:
+            to_channels_last(model)
+        model.train()
+        opt = torch.optim.AdamW(param_groups(model, 0.1), lr=5e-4, betas=(0.9, 0.98), eps=1e-6,
+                                fused=device.startswith("cuda") or None)
+        sched = make_scheduler(opt, steps + warmup_steps, 0.1)
+        scaler = torch.amp.GradScaler(device.split(":")[0], enabled=precision == "fp16")
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+        dev_type = torch.device(device).type
+
+        def autocast():
+            return torch.autocast(dev_type, dtype=dtype, enabled=dtype is not None)
+
+        run = torch.compile(model) if compile else model
+        step = Step(run, model, open_clip.ClipLoss(), opt, sched, scaler, autocast, 1, 1.0,
+                    False)
+        g = torch.Generator().manual_seed(0)
+        images = torch.randn(batch_size, 3, image_px, image_px, generator=g).to(device)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        tokens = tok([f"an overhead image number {i}" for i in range(batch_size)]).to(device)
+        flops = None
+        if count_flops:
+            from torch.utils.flop_counter import FlopCounterMode
+
+            with FlopCounterMode(display=False) as counter:
+                with autocast():
+                    out = model(images, tokens)
+                    loss = open_clip.ClipLoss()(out["image_features"], out["text_features"],
+                                                out["logit_scale"])
+                loss.backward()
+            flops = counter.get_total_flops()
+            opt.zero_grad(set_to_none=True)
+        if device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+        times = []
+        for i in range(steps + warmup_steps):
+            _sync(device)
+            t0 = time.perf_counter()
+            loss = step(images, tokens)
+            float(loss.item())  # the loop logs every step's loss, as open_clip_train does
+            _sync(device)
+            if i >= warmup_steps:
+                times.append(time.perf_counter() - t0)
+        out = {"samples_per_s": batch_size / statistics.median(times),
+               "samples_per_s_mean": batch_size / statistics.fmean(times),
+               "step_seconds": [round(t, 5) for t in times], "threads": torch.get_num_threads()}
+        if device.startswith("cuda"):
+            out["peak_memory_GiB"] = torch.cuda.max_memory_allocated() / 2**30
+            out["gpu"] = torch.cuda.get_device_name()
+        if flops:
+            out["flops_per_step"] = flops
+            peak = _peak_flops(out.get("gpu", "")) if device.startswith("cuda") else None
+            achieved = flops / statistics.median(times)
+            out["achieved_TFLOPs"] = achieved / 1e12
+            if peak:
+                out["peak_TFLOPs"] = peak / 1e12
+                out["MFU"] = achieved / peak
+        return out
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _bench_config(work: Path, quick: bool, **kw):
+    base = dict(group="all", samples_per_dataset=48 if quick else 160, image_px=64,
+                shard_size=64, val_fraction=0.1, batch_size=32 if quick else 64,
+                work_dir=str(work), run_name="bench")
+    return load_config("demo", **{**base, **kw})
+
+
+def loader_throughput(cfg, batches: int = 20, warmup_batches: int = 2,
+                      num_workers: int = 0) -> dict:
+    """Samples/s of the training stream alone (decode, standardise, augment, tokenize)."""
+    folder = build_folder(cfg)
+    manifest = load_manifest(folder)
+    stats, _ = input_spec({d: manifest["band_stats"][d] for d in cfg.dataset_keys})
+    _, tok = create_model(cfg.model, cfg.image_px)
+    it = train_stream(folder, manifest, list(cfg.dataset_keys), stats, tok, cfg.batch_size,
+                      cfg.image_px, cfg.seed, 0, num_workers)
+    for _ in range(warmup_batches):  # shuffle buffers fill here
+        next(it)
+    t0 = time.perf_counter()
+    for _ in range(batches):
+        next(it)
+    seconds = time.perf_counter() - t0
+    return {"samples_per_s": batches * cfg.batch_size / seconds, "batches": batches,
+            "num_workers": num_workers}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ddp_scaling(shard_work: Path, quick: bool, nprocs=(1, 2), model: str = "RN50-tiny"
+                ) -> dict:
+    """The same CPU training run under torchrun with 1 and with 2 gloo processes."""
+    out = {}
+    for n in nprocs:
+        with tempfile.TemporaryDirectory() as tmp:
+            work = Path(tmp)
+            shutil.copytree(shard_work / "shards", work / "shards")
+            params = dict(group="all", samples_per_dataset=48 if quick else 160, image_px=64,
+                          shard_size=64, val_fraction=0.1, batch_size=32 if quick else 64,
+                          epochs=1, model=model, run_name="bench")
+            args = [f"{k}={v}" for k, v in {**params, "work_dir": str(work)}.items()]
+            env = {**os.environ, "HF_HUB_OFFLINE": "1", "GEOFM_PROGRESS": "text"}
+            env.pop("OMP_NUM_THREADS", None)  # torchrun sets 1 per process when n > 1
+            cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n),
+                   "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+                   "-m", "geofm_lib.cli", "train", "--preset", "demo"]
+            for a in args:
+                cmd += ["-p", a]
+            t0 = time.perf_counter()
+            done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
+            if done.returncode:
+                raise RuntimeError(f"torchrun with {n} process(es) failed:\n"
+                                   f"{done.stderr[-2000:]}")
+            cfg = load_config("demo", **{**params, "work_dir": str(work)})
+            state = load_checkpoint(checkpoint_dir(cfg) / "last.pt")
+            rec = state["history"][0]
+            out[f"{n}_process"] = {"samples_per_s": rec["samples_per_s"],
+                                   "train_seconds": rec["seconds"], "steps": state["step"],
+                                   "final_loss": rec["train_loss_last"],
+                                   "wall_seconds": round(time.perf_counter() - t0, 1),
+                                   "world_size": state["world_size"]}
+    if len(nprocs) == 2:
+        a, b = (out[f"{n}_process"]["samples_per_s"] for n in nprocs)
+        out["speedup"] = b / a
+    return out
+
+
+def run(quick: bool = False, device: str | None = None, with_openclip: bool = True,
+        with_ddp: bool = True) -> dict:
+    """All training benchmarks that fit this machine; returns and writes the results."""
+    import torch
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    steps = 8 if quick else 20
+    results: dict = {"machine": {"cpu": platform.processor() or platform.machine(),
+                                 "cores": cores, "torch": torch.__version__,
+                                 "device": device},
+                     "quick": quick}
+    # 1. our step against open_clip_train, same settings, one after the other
+    cpu_setting = dict(model_name="RN50-tiny", batch_size=64, image_px=64, precision="fp32")
+    before = our_step_throughput(**cpu_setting, device="cpu", steps=steps, threads=cores,
+                                 channels_last=False)
+    ours = our_step_throughput(**cpu_setting, device="cpu", steps=steps, threads=cores)
+    row = {"setting": {**cpu_setting, "device": "cpu", "threads": cores},
+           "ours_samples_per_s": ours["samples_per_s"],
+           "ours_before_channels_last_samples_per_s": before["samples_per_s"],
+           "channels_last_speedup": ours["samples_per_s"] / before["samples_per_s"]}
+    if with_openclip:
+        theirs = bench_openclip.openclip_train_throughput(
+            "RN50-tiny", 64, 64, "fp32", "cpu", steps=steps, threads=cores)
+        row.update({"open_clip_train_samples_per_s": theirs["samples_per_s"],
+                    "open_clip_train_excl_data_samples_per_s":
+                        theirs["samples_per_s_excl_data"],
+                    "ratio_vs_open_clip_train": ours["samples_per_s"] / theirs["samples_per_s"],
+                    "ratio_vs_open_clip_train_excl_data":
+                        ours["samples_per_s"] / theirs["samples_per_s_excl_data"],
+                    "open_clip_version": theirs.get("open_clip_version")})
+    results["ours_vs_open_clip_train"] = row
+    # 2. the loader alone against the step alone, on real shards of the 8 datasets
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        cfg = _bench_config(work, quick)
+        build_shards(cfg, show_progress=False)
+        loader = loader_throughput(cfg, batches=8 if quick else 20)
+        step = our_step_throughput("RN50-tiny", cfg.batch_size, cfg.image_px, "fp32", "cpu",
+                                   steps=steps, threads=cores)
+        results["loader_vs_step"] = {
+            "batch_size": cfg.batch_size, "image_px": cfg.image_px,
+            "datasets": len(cfg.dataset_keys),
+            "loader_samples_per_s": loader["samples_per_s"],
+            "step_samples_per_s": step["samples_per_s"],
+            "ratio": loader["samples_per_s"] / step["samples_per_s"], "target_ratio": 3.0}
+        # 3. 1 against 2 processes (gloo), a real torchrun launch each
+        if with_ddp:
+            results["ddp_gloo_cpu"] = ddp_scaling(work, quick)
+    # 4. the GPU figures
+    if device.startswith("cuda"):
+        gpu = {}
+        for name, px, bs in (("ViT-B-16", 224, 256), ("ViT-B-32", 224, 256)):
+            r = our_step_throughput(name, bs, px, "bf16", device, steps=steps,
+                                    count_flops=True)
+            r.pop("step_seconds")
+            gpu[f"{name}@{px}px bf16 batch {bs}"] = r
+        results["cuda"] = gpu
+        if with_openclip:
+            theirs = bench_openclip.openclip_train_throughput(
+                "ViT-B-16", 256, 224, "bf16", device, steps=steps)
+            results["cuda"]["open_clip_train ViT-B-16@224px bf16 batch 256"] = {
+                "samples_per_s": theirs["samples_per_s"]}
+    for section in results.values():  # round floats for reading
+        if isinstance(section, dict):
+            for k, v in list(section.items()):
+                if isinstance(v, float):
+                    section[k] = round(v, 3)
+    text = json.dumps(results, indent=1, default=str)
+    try:
+        out = load_config("demo").path("bench")
+    except Exception:  # noqa: BLE001 - outside a workspace: write beside the cwd
+        out = Path("bench")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "training.json").write_text(text)
+    print(f"written to {out.parent.name}/{out.name}/training.json")
+    return results
+

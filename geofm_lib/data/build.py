@@ -1,0 +1,412 @@
+"""The shard build: scenes -> patches -> shards, resumable, locked, with the manifest last.
+
+Units of work are (dataset, split, shard index); a unit whose shard and sidecar exist is done.
+Splits are assigned per scene (all patches of a scene go to the same split) and checked by
+content hash: an image that also occurs in train is removed from validation. Band statistics
+for standardisation come from the training split only, with declared nodata left out.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from geofm_lib.catalog import DATASETS, pair_family
+from geofm_lib.config import Config
+from geofm_lib.data.captions import caption, join_labels
+from geofm_lib.data.shards import (
+    _OURS,
+    SCHEMA_VERSION,
+    _read_manifest,
+    _seed_cache,
+    build_problems,
+    file_sha256,
+    is_complete,
+    iter_shards,
+    write_shard,
+)
+from geofm_lib.data.sources.registry import open_source
+from geofm_lib.errors import DataError, ShardError
+from geofm_lib.io import atomic_write_json, folder_lock
+from geofm_lib.paths import build_folder
+from geofm_lib.progress import get_logger, progress
+
+log = get_logger()
+
+
+# a measured value of this magnitude (or more) is no physical remote-sensing quantity
+# (reflectance, radiance, backscatter, heights, temperatures are all far below it): it is an
+# unflagged nodata value such as -3.4e38 (float32's lowest), which would swamp the statistics
+NON_PHYSICAL_ABS = 1e9
+
+
+# --- building ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Unit:
+    """One shard to write: a run of scenes of one dataset and split."""
+
+    split: str
+    dataset: str
+    number: int
+    scenes: tuple[int, ...]
+
+    @property
+    def file(self) -> str:
+        return f"{self.split}-{self.dataset}-{self.number:06d}.tar"
+
+
+def split_scenes(n: int, val_fraction: float, seed: int, dataset: str) -> dict[str, list[int]]:
+    """Seeded scene-level split; at least one validation scene when n > 1.
+
+    Datasets imaging the same places (Sentinel-1 and Sentinel-2 of BigEarthNet v1/v2 and
+    SSL4EO-S12, paired by ``pair_id``, scene ``i`` of one the same place as scene ``i`` of the
+    other) share the split of their scenes, so a validation place is never seen in training
+    through the other sensor.
+    """
+    family = pair_family(dataset)
+    n_val = int(round(n * val_fraction))
+    n_val = min(max(n_val, 1 if n > 1 else 0), n - 1) if n > 1 else 0
+    order = np.random.default_rng([seed, 99, *family.encode()]).permutation(n)
+    val = sorted(order[:n_val].tolist())
+    vs = set(val)
+    return {"train": [i for i in range(n) if i not in vs], "val": val}
+
+
+def plan_units(cfg: Config, source) -> list[Unit]:
+    """Deterministic list of shards for a build."""
+    step = cfg.patch_stride_px or cfg.image_px
+    per_scene = max((cfg.effective_scene_px - cfg.image_px) // step + 1, 1) ** 2
+    scenes_per_shard = max(cfg.shard_size // per_scene, 1)
+    units = []
+    for dataset in source.datasets:
+        n = source.count(dataset)
+        official = getattr(source, "splits", lambda _ds: None)(dataset)
+        plan = official or split_scenes(n, cfg.val_fraction, cfg.seed, dataset)
+        for split, idx in plan.items():
+            for k in range(0, len(idx), scenes_per_shard):
+                units.append(Unit(split, dataset, k // scenes_per_shard,
+                                  tuple(idx[k:k + scenes_per_shard])))
+    return units
+
+
+def resize_image(image: np.ndarray, px: int) -> np.ndarray:
+    """(C, H, W) -> (C, px, px), band by band with PIL (box filter when shrinking, bilinear
+    when enlarging), back in the product's dtype (integers rounded)."""
+    from PIL import Image
+
+    c, h, w = image.shape
+    if (h, w) == (px, px):
+        return image
+    method = Image.BOX if px < min(h, w) else Image.BILINEAR
+    out = np.empty((c, px, px), dtype=np.float32)
+    for b in range(c):
+        out[b] = np.asarray(Image.fromarray(image[b].astype(np.float32), mode="F")
+                            .resize((px, px), method))
+    if np.issubdtype(image.dtype, np.integer):
+        info = np.iinfo(image.dtype)
+        return np.clip(np.rint(out), info.min, info.max).astype(image.dtype)
+    return out.astype(image.dtype)
+
+
+def _patches(cfg: Config, scene, split: str) -> Iterator[dict]:
+    p = cfg.image_px
+    if scene.meta.get("whole_image"):  # labels/captions describe the whole image: resize
+        native = list(scene.image.shape[1:])
+        scene.image = resize_image(scene.image, p)
+        scene.meta = dict(scene.meta, native_px=native)
+    _, h, w = scene.image.shape
+    if h < p or w < p:
+        raise ShardError(f"scene {scene.dataset}/{scene.index} is {h}x{w} px, smaller than "
+                         f"image_px={p}")
+    step = cfg.patch_stride_px or p
+    origins = [(y, x) for y in range(0, h - p + 1, step) for x in range(0, w - p + 1, step)]
+    bounds = scene.meta.get("footprint", {}).get("bounds")
+    for k, (y, x) in enumerate(origins):
+        labels = scene.label_window(y, x, p, p)
+        meta = dict(scene.meta)
+        meta.update(split=split, patch=k, patch_origin_px=[y, x], image_px=p,
+                    labels=labels, label_idx=[scene.vocabulary.index(lab) for lab in labels],
+                    dtype=str(scene.image.dtype))
+        if scene.dominant_window is not None:
+            meta["dominant_label"] = scene.dominant_window(y, x, p, p)
+        if len(origins) > 1:
+            meta["scene_labels"] = scene.meta.get("scene_labels")  # of the whole scene
+            if bounds:  # patch footprint by linear interpolation inside the scene's bounds
+                lon0, lat0, lon1, lat1 = bounds
+                meta["footprint"] = dict(scene.meta["footprint"], bounds=[
+                    lon0 + (lon1 - lon0) * x / w, lat1 - (lat1 - lat0) * (y + p) / h,
+                    lon0 + (lon1 - lon0) * (x + p) / w, lat1 - (lat1 - lat0) * y / h])
+            if meta.get("pair_id"):
+                meta["pair_id"] = f"{scene.meta['pair_id']}-p{k}"
+        if meta.get("captions"):  # an image-text corpus: its own captions, the first as txt
+            text = meta["captions"][0]
+        elif scene.dataset in DATASETS:
+            text = caption(scene.dataset, labels, cfg.caption_metadata, cfg.seed,
+                           scene.index * 4096 + k)
+        else:  # a custom source (e.g. a GeoTIFF scene) has no catalog entry for sensor phrases
+            text = "An overhead image showing " + join_labels(labels) + "."
+        yield {"__key__": f"{scene.dataset}-{scene.index:07d}-{k:03d}",
+               "img": scene.image[:, y:y + p, x:x + p], "txt": text, "json": meta}
+
+
+def _valid_mask(img: np.ndarray, nodata) -> np.ndarray:
+    """Pixels that hold a measurement: finite and not the file's declared nodata value."""
+    valid = np.isfinite(img) if np.issubdtype(img.dtype, np.floating) else \
+        np.ones(img.shape, bool)
+    if nodata is not None and np.isfinite(nodata):
+        valid &= img != nodata
+    return valid
+
+
+def _unit_stats(samples: list[dict]) -> dict:
+    """Per-band sums for normalisation statistics, and label counts, of one shard."""
+    if not samples:
+        return {"pixels": 0, "sum": [], "sumsq": [], "labels": {}}
+    imgs = np.stack([s["img"] for s in samples]).astype(np.float64)
+    labels = Counter(lab for s in samples for lab in s["json"]["labels"])
+    # NaN/inf and declared nodata values are no measurements: kept out of the statistics
+    finite = np.stack([_valid_mask(s["img"], s["json"].get("nodata")) for s in samples])
+    nonfinite = int(finite.size - finite.sum())
+    if nonfinite:
+        imgs = np.where(finite, imgs, 0.0)
+    return {"pixels": int(imgs.shape[0] * imgs.shape[2] * imgs.shape[3]),
+            "band_pixels": finite.sum(axis=(0, 2, 3)).tolist(), "nonfinite": nonfinite,
+            "sum": imgs.sum(axis=(0, 2, 3)).tolist(),
+            "sumsq": (imgs ** 2).sum(axis=(0, 2, 3)).tolist(),
+            "labels": dict(labels), "bands": samples[0]["json"]["bands"],
+            "empty_label_sets": sum(1 for s in samples if not s["json"]["labels"])}
+
+
+def check_folder(folder: Path) -> None:
+    """Refuse a build folder that holds files this writer did not make."""
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise ShardError(f"output path {folder.name!r} exists and is not a folder")
+    foreign = sorted(p.name for p in folder.iterdir() if not _OURS.match(p.name))
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
+        raise ShardError(f"output folder {folder.name!r} holds files that are not shards of "
+                         f"this workspace ({shown}); move them away or choose another "
+                         f"work_dir")
+
+
+def build_shards(cfg: Config, source=None, show_progress: bool = True) -> Path:
+    """Build (or resume, or reuse, or repair) the shards of ``cfg``; returns the build folder.
+
+    A finished build with the same data hash is reused once it matches its manifest. An
+    interrupted build resumes: shards whose tar and sidecar exist and agree are kept, the rest
+    are written. A finished build with missing or damaged shards (or a damaged manifest) is
+    repaired: the bad shards are written again from the source (builds are deterministic, so
+    the result is byte-identical) and the manifest is rewritten.
+
+    Only one process writes a build folder at a time: a second one waits for the first and
+    then reuses its shards.
+    """
+    folder = build_folder(cfg)
+    check_folder(folder)
+    if is_complete(folder):  # no lock needed to reuse a whole build (it may be read-only)
+        return folder
+    if source is None:
+        source = open_source(cfg)  # validates the source before anything is written or removed
+    with folder_lock(folder, f"the shard build {folder.name}", wait=True, log=log):
+        check_folder(folder)
+        if (folder / "manifest.json").is_file() and not _damaged_build(folder):
+            return folder  # another process finished (or repaired) it while we waited
+        return _build_locked(cfg, folder, source, show_progress)
+
+
+def _damaged_build(folder: Path) -> bool:
+    """Check a finished build; remove what is damaged (bad shards and their sidecars, the
+    manifest) so that the build resumes. True when something was removed."""
+    try:
+        manifest = _read_manifest(folder)
+        problems = build_problems(folder, manifest)
+    except ShardError as exc:  # the manifest itself is damaged
+        log.warning("rebuilding the manifest of %s: %s", folder.name, exc)
+        (folder / "manifest.json").unlink()
+        return True
+    if not problems:
+        return False
+    shown = "; ".join(f"{f} {why}" for f, why in problems[:5])
+    log.warning("repairing the shards of %s: %s%s", folder.name, shown,
+                   f" (and {len(problems) - 5} more)" if len(problems) > 5 else "")
+    for name, _ in problems:
+        if name != "manifest.json":
+            for path in (folder / name, folder / (name + ".json")):
+                path.unlink(missing_ok=True)
+    (folder / "manifest.json").unlink()
+    return True
+
+
+def _build_locked(cfg: Config, folder: Path, source, show_progress: bool) -> Path:
+    """The body of :func:`build_shards`, run while holding the build folder's lock."""
+    if cfg.samples_per_dataset < 1:
+        raise ShardError("samples_per_dataset must be at least 1")
+    units = plan_units(cfg, source)
+    if not units:
+        raise ShardError("the source yielded no scenes; check samples_per_dataset and "
+                         "source_path")
+    folder.mkdir(parents=True, exist_ok=True)
+    for tmp in folder.glob("*.tmp"):  # leftovers of an interrupted write (we hold the lock)
+        tmp.unlink()
+    sidecars = {}
+    for unit in progress(units, desc="writing shards", unit="shard",
+                         disable=not show_progress):
+        side_path = folder / (unit.file + ".json")
+        tar_path = folder / unit.file
+        if side_path.is_file() and tar_path.is_file():
+            side = json.loads(side_path.read_text())
+            if side.get("sha256") == file_sha256(tar_path):
+                sidecars[unit.file] = side
+                continue
+        scenes, unreadable = [], []
+        for i in unit.scenes:
+            try:
+                scenes.append(source.scene(unit.dataset, i))
+            except ShardError as exc:  # an image that exists but cannot be decoded
+                if cfg.source_for(unit.dataset).on_bad != "skip":
+                    raise
+                unreadable.append(str(exc)[:200])
+        samples = [s for sc in scenes for s in _patches(cfg, sc, unit.split)]
+        check_physical(samples, unit.dataset)
+        side = write_shard(tar_path, samples)
+        side["vocabulary"] = list(scenes[0].vocabulary) if scenes else []
+        side["unreadable_skipped"] = unreadable
+        # normalisation statistics come from train only; val keeps just its label counts
+        side.update(split=unit.split, dataset=unit.dataset,
+                    stats=_unit_stats(samples if unit.split == "train" else []),
+                    val_labels=dict(Counter(lab for s in samples for lab in s["json"]["labels"]))
+                    if unit.split == "val" else {})
+        atomic_write_json(side_path, side)
+        sidecars[unit.file] = side
+    removed = _drop_val_duplicates(folder, sidecars)
+    reports = {ds: source.report(ds) for ds in source.datasets} if hasattr(source, "report") \
+        else {}
+    manifest = _manifest(cfg, units, sidecars, removed, reports)
+    atomic_write_json(folder / "manifest.json", manifest)
+    _seed_cache(folder, manifest)  # readers find the build verified without hashing it again
+    return folder
+
+
+def check_physical(samples: list[dict], dataset: str) -> None:
+    """Refuse images holding values no measurement takes (``|x| >= NON_PHYSICAL_ABS``), such
+    as an unflagged nodata value of -3.4e38: one such pixel makes the band's standard deviation
+    about 1e36 and every normalised input zero. NaN and infinities are nodata and are left out
+    of the statistics instead."""
+    for s in samples:
+        img = s["img"]
+        if not np.issubdtype(img.dtype, np.floating) and np.iinfo(img.dtype).max < \
+                NON_PHYSICAL_ABS:
+            continue
+        valid = _valid_mask(img, s["json"].get("nodata"))
+        big = np.abs(np.where(valid, img, 0).astype(np.float64)) >= NON_PHYSICAL_ABS
+        if big.any():
+            per_band = big.reshape(big.shape[0], -1).sum(axis=1)
+            band_names = s["json"].get("bands") or [str(i) for i in range(len(per_band))]
+            worst = int(np.argmax(per_band))
+            value = float(img[worst][big[worst]].flat[0])
+            raise DataError(
+                f"{dataset}: sample {s['__key__']} has {int(per_band.sum())} pixel value(s) of "
+                f"magnitude >= {NON_PHYSICAL_ABS:g} (band {band_names[worst]}: {value:g}), "
+                f"which no remote-sensing measurement takes; it is probably a nodata value the "
+                f"file does not declare. Declare it (e.g. rasterio: `rio edit-info --nodata "
+                f"{value:g} FILE`, or write NaN there), or mask it before the data stage")
+
+
+def _drop_val_duplicates(folder: Path, sidecars: dict) -> int:
+    """Rewrite validation shards without images that also occur in train (by content hash)."""
+    train = {h for s in sidecars.values() if s["split"] == "train" for h in s["content"]}
+    removed = 0
+    for name, side in sidecars.items():
+        if side["split"] != "val":
+            continue
+        dup = {k for k, h in zip(side["keys"], side["content"]) if h in train}
+        if not dup:
+            continue
+        kept = [s for s in iter_shards([folder / name]) if s["__key__"] not in dup]
+        new = write_shard(folder / name, ({"__key__": s["__key__"], "img": s["img"],
+                                           "txt": s["txt"], "json": s["json"]} for s in kept))
+        new.update(split="val", dataset=side["dataset"], stats=side["stats"],
+                   vocabulary=side.get("vocabulary", []),
+                   unreadable_skipped=side.get("unreadable_skipped", []),
+                   val_labels=dict(Counter(lab for s in kept for lab in s["json"]["labels"])))
+        atomic_write_json(folder / (name + ".json"), new)
+        sidecars[name] = new
+        removed += len(dup)
+    return removed
+
+
+def _vocabularies(units: list[Unit], sidecars: dict) -> dict[str, list[str]]:
+    """Each dataset's label vocabulary as its source gave it (catalog or vector file)."""
+    out: dict[str, list[str]] = {}
+    for u in units:
+        vocab = sidecars[u.file].get("vocabulary") or []
+        if vocab or u.dataset not in out:
+            out[u.dataset] = vocab
+    return out
+
+
+def _manifest(cfg: Config, units: list[Unit], sidecars: dict, removed: int,
+              source_reports: dict | None = None) -> dict:
+    counts: dict = defaultdict(lambda: {"train": 0, "val": 0})
+    freq: dict = defaultdict(lambda: {"train": Counter(), "val": Counter()})
+    sums: dict = {}
+    shards = []
+    for unit in units:
+        side = sidecars[unit.file]
+        counts[unit.dataset][unit.split] += side["n"]
+        st = side["stats"]
+        freq[unit.dataset][unit.split].update(st["labels"] if unit.split == "train"
+                                              else side.get("val_labels", {}))
+        if st.get("pixels"):
+            acc = sums.setdefault(unit.dataset, {"pixels": 0, "sum": 0, "sumsq": 0,
+                                                 "band_pixels": 0, "nonfinite": 0,
+                                                 "bands": st["bands"], "empty": 0})
+            acc["pixels"] += st["pixels"]
+            acc["band_pixels"] = np.add(acc["band_pixels"], st.get("band_pixels", st["pixels"]))
+            acc["nonfinite"] += st.get("nonfinite", 0)
+            acc["sum"] = np.add(acc["sum"], st["sum"])
+            acc["sumsq"] = np.add(acc["sumsq"], st["sumsq"])
+            acc["empty"] += st["empty_label_sets"]
+        shards.append({"file": unit.file, "split": unit.split, "dataset": unit.dataset,
+                       "n": side["n"], "sha256": side["sha256"], "bytes": side["bytes"]})
+    band_stats = {}
+    for ds, acc in sums.items():
+        n = np.maximum(np.asarray(acc["band_pixels"], dtype=np.float64), 1)
+        mean = acc["sum"] / n
+        std = np.sqrt(np.maximum(acc["sumsq"] / n - mean ** 2, 0))
+        band_stats[ds] = {"bands": acc["bands"], "mean": np.round(mean, 4).tolist(),
+                          "std": np.round(std, 4).tolist(), "pixels": acc["pixels"],
+                          "nonfinite_values": int(acc["nonfinite"]),
+                          "from_split": "train"}
+    all_train = {h for s in sidecars.values() if s["split"] == "train" for h in s["content"]}
+    all_val = {h for s in sidecars.values() if s["split"] == "val" for h in s["content"]}
+    return {
+        "schema_version": SCHEMA_VERSION, "data_hash": cfg.data_hash, "params_hash": cfg.hash,
+        "params": {k: cfg.to_dict()[k] for k in ("group", "datasets", "source",
+                                                  "samples_per_dataset", "image_px",
+                                                  "scene_px", "caption_metadata",
+                                                  "val_fraction", "shard_size", "seed")},
+        "datasets": list(counts),
+        "counts": {ds: dict(c) for ds, c in counts.items()},
+        "label_frequencies": {ds: {sp: dict(sorted(c.items())) for sp, c in f.items()}
+                              for ds, f in freq.items()},
+        "band_stats": band_stats,
+        "vocabularies": _vocabularies(units, sidecars),
+        "source_reports": source_reports or {},
+        "unreadable_skipped": {ds: n for ds, n in Counter(
+            u.dataset for u in units for _ in sidecars[u.file].get("unreadable_skipped", [])
+        ).items()},
+        "val_duplicates_removed": removed,
+        "duplicates_across_splits": len(all_train & all_val),
+        "shards": shards,
+        "total_samples": sum(s["n"] for s in shards),
+        "total_bytes": sum(s["bytes"] for s in shards),
+    }

@@ -1,0 +1,28 @@
+"""Scene sources: the simulator and the readers of real files, one module each.
+
+Every source yields :class:`~geofm_lib.data.sources.base.Scene` objects with the same shape: an
+image (C, H, W) in the product's own dtype, metadata, and a function that labels any pixel
+window of the scene. The shard build cuts scenes into patches and asks each patch for its own
+labels, so patching works the same way on simulated scenes, real BigEarthNet patches and a
+large labelled GeoTIFF.
+"""
+
+from .base import Scene, label_mapping
+from .bigearthnet import (
+    BIGEARTHNET_S2_BANDS,
+    BigEarthNetSource,
+    read_bigearthnet_s1,
+    read_bigearthnet_s2,
+)
+from .geotiff import GeoTiffSource
+from .karpathy import KarpathySource
+from .registry import MultiSource, open_source
+from .simulator import SimulatorSource
+from .table import TableSource
+from .torchgeo_datasets import TORCHGEO_LAYOUTS, TorchGeoSource
+
+__all__ = [
+    "Scene", "label_mapping", "SimulatorSource", "BIGEARTHNET_S2_BANDS", "read_bigearthnet_s2",
+    "read_bigearthnet_s1", "BigEarthNetSource", "GeoTiffSource", "TORCHGEO_LAYOUTS",
+    "TorchGeoSource", "KarpathySource", "TableSource", "open_source", "MultiSource",
+]

@@ -1,0 +1,65 @@
+"""The reader of each dataset of a run: ``open_source`` picks it from the ``source`` /
+``sources`` parameters (the rest simulated).
+"""
+
+from __future__ import annotations
+
+from geofm_lib.config import Config
+from geofm_lib.data import simulate
+from geofm_lib.data.sources.base import Scene
+from geofm_lib.data.sources.bigearthnet import BigEarthNetSource
+from geofm_lib.data.sources.geotiff import GeoTiffSource
+from geofm_lib.data.sources.karpathy import KarpathySource
+from geofm_lib.data.sources.simulator import SimulatorSource
+from geofm_lib.data.sources.table import TableSource
+from geofm_lib.data.sources.torchgeo_datasets import TorchGeoSource
+from geofm_lib.errors import ConfigError
+
+
+def open_source(cfg: Config):
+    """The scene source of a configuration: ``sources`` per dataset (the rest simulated), or
+    the single ``source`` (simulator, BigEarthNet folders, a GeoTIFF scene)."""
+    if cfg.sources:
+        return MultiSource(cfg)
+    return {"simulator": SimulatorSource, "bigearthnet": BigEarthNetSource,
+            "geotiff": GeoTiffSource}[cfg.source](cfg)
+
+
+class MultiSource:
+    """Datasets from several sources (the ``sources`` parameter); the rest from the simulator."""
+
+    def __init__(self, cfg: Config):
+        readers = {"torchgeo": TorchGeoSource, "karpathy": KarpathySource,
+                   "geotiff": lambda ds, spec, c: GeoTiffSource(c, ds, spec),
+                   "table": TableSource}
+        self.by_dataset = {}
+        simulated = []
+        for ds in cfg.dataset_keys:
+            spec = cfg.source_for(ds)
+            if spec.reader == "simulator":
+                if ds not in simulate.RECIPES:
+                    raise ConfigError(f"{ds} has no simulator; give it a source in `sources`, "
+                                      f"e.g. {{reader: torchgeo, dataset_class: ..., root: ...}}")
+                simulated.append(ds)
+            else:
+                self.by_dataset[ds] = readers[spec.reader](ds, spec, cfg)
+        if simulated:
+            sim = SimulatorSource(cfg.model_copy(update={"datasets": tuple(simulated),
+                                                         "group": "custom"}))
+            for ds in simulated:
+                self.by_dataset[ds] = sim
+        self.datasets = tuple(cfg.dataset_keys)
+
+    def count(self, dataset: str) -> int:
+        return self.by_dataset[dataset].count(dataset)
+
+    def splits(self, dataset: str):
+        fn = getattr(self.by_dataset[dataset], "splits", None)
+        return fn(dataset) if fn else None
+
+    def scene(self, dataset: str, index: int) -> Scene:
+        return self.by_dataset[dataset].scene(dataset, index)
+
+    def report(self, dataset: str) -> dict:
+        fn = getattr(self.by_dataset[dataset], "report", None)
+        return fn(dataset) if fn else {"reader": type(self.by_dataset[dataset]).__name__}

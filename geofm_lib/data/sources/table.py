@@ -1,0 +1,148 @@
+"""Image-text tables (CSV or Parquet rows naming an image file, its captions and labels).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from geofm_lib.catalog import DATASETS, SENSORS
+from geofm_lib.config import Config
+from geofm_lib.data.sources.base import Scene, _file_bounds_lonlat, _resolve_root
+from geofm_lib.errors import ConfigError, ShardError
+
+# --- a generic table of images, captions, labels and coordinates ----------------------------
+
+def _read_image(path: Path) -> tuple[np.ndarray, list[str], list[float] | None]:
+    """(C, H, W) pixels in the file's dtype, band names, WGS84 bounds (GeoTIFFs keep all bands
+    and their georeference; other formats are read as RGB)."""
+    if path.suffix.lower() in (".tif", ".tiff"):
+        import rasterio
+
+        with rasterio.open(path) as src:
+            data = src.read()
+            names = [d or f"band{i + 1}" for i, d in enumerate(src.descriptions)]
+        if data.shape[0] == 3 and names == ["band1", "band2", "band3"]:
+            names = ["R", "G", "B"]
+        return data, names, _file_bounds_lonlat(path)
+    from PIL import Image
+
+    with Image.open(path) as im:
+        rgb = np.asarray(im.convert("RGB"))
+    return np.moveaxis(rgb, -1, 0), ["R", "G", "B"], None
+
+
+def _split_field(value) -> list[str]:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return []
+    return [v.strip() for v in str(value).split("|") if v.strip()]
+
+
+class TableSource:
+    """Images listed in a CSV or Parquet table with captions, labels and coordinates.
+
+    Columns: ``image`` (required), ``caption`` or ``captions`` ("|"-separated), ``labels``
+    ("|"-separated; the vocabulary is the catalog's for a catalog dataset, else the sorted set
+    of labels in the table), ``lon`` and ``lat`` (WGS84 point; the footprint), ``split``
+    (``train`` or anything else for validation; used with ``splits: official``). Rows without
+    caption and labels, and unreadable images, stop the build (``on_bad: error``) or are
+    skipped and counted (``on_bad: skip``).
+    """
+
+    def __init__(self, dataset: str, spec, cfg: Config):
+        import pandas as pd
+
+        if not spec.root or not spec.captions_file:
+            raise ConfigError(f"sources.{dataset} (table) needs root and captions_file (a .csv "
+                              f"or .parquet with columns image, caption(s), labels, lon, lat)")
+        root = Path(_resolve_root(spec.root))
+        table = root / spec.captions_file
+        if not table.is_file():
+            raise ConfigError(f"sources.{dataset}: no table {spec.captions_file!r} in "
+                              f"{root.name!r}")
+        try:
+            df = pd.read_parquet(table) if table.suffix == ".parquet" else pd.read_csv(table)
+        except Exception as exc:  # noqa: BLE001 - any parser error is the same problem
+            raise ConfigError(f"sources.{dataset}: {table.name} cannot be read as "
+                              f"{'Parquet' if table.suffix == '.parquet' else 'CSV'}: "
+                              f"{exc}") from None
+        if "image" not in df.columns:
+            raise ConfigError(f"sources.{dataset}: {table.name} has no 'image' column "
+                              f"(columns: {', '.join(map(str, df.columns))})")
+        self.dataset, self.spec, self.cfg = dataset, spec, cfg
+        self.images = root / (spec.images_dir or ".")
+        rows, self.skipped = [], {"no_caption_or_label": 0, "missing_image": 0,
+                                  "unreadable_image": 0}
+        problems = []
+        for i, r in enumerate(df.to_dict(orient="records")):
+            caps = _split_field(r.get("captions")) or _split_field(r.get("caption"))
+            labels = _split_field(r.get("labels"))
+            path = self.images / str(r["image"])
+            if not caps and not labels:
+                problems.append((i, "no caption or label", "no_caption_or_label"))
+            elif not path.is_file():
+                problems.append((i, f"missing image {r['image']}", "missing_image"))
+            else:
+                lon, lat = r.get("lon"), r.get("lat")
+                point = None
+                if lon is not None and lat is not None and np.isfinite([lon, lat]).all():
+                    point = [float(lon), float(lat), float(lon), float(lat)]
+                rows.append({"path": path, "captions": caps, "labels": labels, "point": point,
+                             "split": str(r.get("split") or "train")})
+        if problems and spec.on_bad == "error":
+            shown = "; ".join(f"row {i}: {why}" for i, why, _ in problems[:3])
+            raise ConfigError(f"sources.{dataset}: {len(problems)} bad rows in {table.name} "
+                              f"({shown}); fix them or set on_bad: skip to leave them out "
+                              f"(they are counted in the manifest)")
+        for _, _, kind in problems:
+            self.skipped[kind] += 1
+        known = DATASETS[dataset].labels if dataset in DATASETS else None
+        seen = sorted({lab for r in rows for lab in r["labels"]})
+        if known is not None:
+            unknown = [lab for lab in seen if lab not in known]
+            if unknown:
+                raise ConfigError(f"sources.{dataset}: labels {unknown[:5]} are not in the "
+                                  f"catalog's {dataset} vocabulary")
+        self.vocabulary = tuple(known) if known is not None else tuple(seen)
+        rng = np.random.default_rng([cfg.seed, 17, *dataset.encode()])
+        take = sorted(rng.choice(len(rows), min(len(rows), cfg.samples_per_dataset),
+                                 replace=False).tolist()) if rows else []
+        self.rows = [rows[i] for i in take]
+        self.gsd_m = DATASETS[dataset].gsd_m if dataset in DATASETS else None
+        self.datasets = (dataset,)
+
+    def count(self, dataset: str) -> int:
+        return len(self.rows)
+
+    def splits(self, dataset: str):
+        if self.spec.splits != "official":
+            return None
+        out = {"train": [], "val": []}
+        for i, r in enumerate(self.rows):
+            out["train" if r["split"] == "train" else "val"].append(i)
+        return out
+
+    def report(self, dataset: str) -> dict:
+        return {"reader": "table", "rows_used": len(self.rows), "skipped": dict(self.skipped),
+                "on_bad": self.spec.on_bad}
+
+    def scene(self, dataset: str, index: int) -> Scene:
+        r = self.rows[index]
+        try:
+            image, bands, bounds = _read_image(r["path"])
+        except Exception as exc:  # noqa: BLE001 - any decoder error
+            raise ShardError(f"{dataset}: image {r['path'].name} cannot be read "
+                             f"({type(exc).__name__}: {exc}); fix or remove it (or set "
+                             f"on_bad: skip and re-run)") from exc
+        labels = [lab for lab in self.vocabulary if lab in set(r["labels"])]
+        meta = {"dataset": dataset, "group": DATASETS[dataset].group if dataset in DATASETS
+                else "custom", "sensor": SENSORS[DATASETS[dataset].sensor].name
+                if dataset in DATASETS else "table", "bands": bands, "gsd_m": self.gsd_m,
+                "index": index, "source": "table", "file": r["path"].name, "date": None,
+                "pair_id": None, "footprint": {"bounds": r["point"] or bounds, "date": None},
+                "scene_labels": labels, "whole_image": True}
+        if r["captions"]:
+            meta["captions"] = r["captions"]
+        return Scene(dataset, index, np.ascontiguousarray(image), meta, self.vocabulary,
+                     lambda y0, x0, h, w: list(labels))

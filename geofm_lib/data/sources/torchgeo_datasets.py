@@ -1,0 +1,347 @@
+"""torchgeo dataset classes as scene sources (EuroSAT, UC Merced, RESISC45, BigEarthNet v1/v2,
+SSL4EO, SEN12MS, ...), with the fixes their real layouts need.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from geofm_lib.catalog import SENSORS, get_dataset, pair_family
+from geofm_lib.config import Config
+from geofm_lib.data.sources.base import Scene, _file_bounds_lonlat, _resolve_root, label_mapping
+from geofm_lib.data.sources.bigearthnet import BIGEARTHNET_S2_BANDS, _utm_bounds_to_lonlat
+from geofm_lib.errors import ConfigError, ShardError
+
+# --- torchgeo datasets (issue 5) ------------------------------------------------------------------
+
+# What each supported torchgeo class expects under its root (shown when the root is incomplete).
+TORCHGEO_LAYOUTS = {
+    "BigEarthNet": "BigEarthNet-v1.0/<S2 patch>/<patch>_B01.tif ... and "
+                   "<patch>_labels_metadata.json, BigEarthNet-S1-v1.0/<S1 patch>/<patch>_VV.tif, "
+                   "_VH.tif and labels json, and bigearthnet-{train,val,test}.csv with rows "
+                   "'<S2 patch>,<S1 patch>'",
+    "EuroSAT": "ds/images/remote_sensing/otherDatasets/sentinel_2/tif/<Class>/<Class>_<n>.tif "
+               "(13-band GeoTIFFs) and eurosat-{train,val,test}.txt (file names)",
+    "UCMerced": "UCMerced_LandUse/Images/<class>/<class><NN>.tif and "
+                "uc_merced-{train,val,test}.txt (file names)",
+    "RESISC45": "NWPU-RESISC45/<class>/<class>_<NNN>.jpg and resisc45-{train,val,test}.txt",
+    "BigEarthNetV2": "BigEarthNet-S2/<tile>/<patch>/<patch>_B02.tif ..., BigEarthNet-S1/<tile>/"
+                     "<S1 patch>/<S1 patch>_VV.tif and _VH.tif, Reference_Maps/<tile>/<patch>/"
+                     "<patch>_reference_map.tif and metadata.parquet (patch_id, s1_name, split, "
+                     "labels)",
+    "SSL4EOS12": "<split: s1|s2c|s2a>/<location, 7 digits>/<season folder named by date>/"
+                 "<band>.tif (e.g. s2c/0000000/20200101T103421_.../B04.tif)",
+    "SEN12MS": "ROIs1158_spring/, ROIs1868_summer/, ROIs1970_fall/, ROIs2017_winter/ each with "
+               "{lc,s1,s2}_<scene>/ROIs<...>_{lc,s1,s2}_<scene>_p<patch>.tif, and "
+               "{train,test}_list.txt naming the s2 files (torchgeo cannot download SEN12MS; "
+               "its docstring gives the wget script)",
+}
+
+
+# product dtype of each class's pixels (torchgeo hands out float tensors)
+_TORCHGEO_DTYPE = {"EuroSAT": np.uint16, "UCMerced": np.uint8, "RESISC45": np.uint8}
+
+
+
+
+def _bigearthnet_class():
+    """torchgeo's BigEarthNet, reading Sentinel-1 as float32 dB.
+
+    torchgeo 0.8.1 reads every band with ``out_dtype='int32'``, which truncates Sentinel-1
+    backscatter (-12.7 dB -> -12), and orders the polarisations VH, VV (sorted file names);
+    this subclass reads the same files at full precision in the order VV, VH and keeps
+    torchgeo's folder handling, splits, labels and Sentinel-2 reading.
+    """
+    import rasterio
+    import torch
+    from rasterio.enums import Resampling
+    from torchgeo.datasets import BigEarthNet
+
+    class BigEarthNetFloat(BigEarthNet):
+        def _load_image(self, index):
+            if self.bands == "s2":
+                return super()._load_image(index)
+            arrays = []  # VV first, then VH (torchgeo's sorted glob gives VH, VV), then S2
+            paths = self._load_paths(index)
+            s1 = sorted((q for q in paths if q.endswith(("_VV.tif", "_VH.tif"))),
+                        key=lambda q: not q.endswith("_VV.tif"))
+            paths = s1 + [q for q in paths if q not in s1]
+            for path in paths:
+                with rasterio.open(path) as src:
+                    dtype = "float32" if src.dtypes[0].startswith("float") else "int32"
+                    arrays.append(src.read(1, out_shape=self.image_size, out_dtype=dtype,
+                                           resampling=Resampling.bilinear))
+            return torch.from_numpy(np.stack(arrays).astype(np.float32))
+
+    return BigEarthNetFloat
+
+
+def _bigearthnet_v2_class():
+    """torchgeo's BigEarthNetV2 with Sentinel-1 read as float32 dB in VV, VH order (0.8.1 reads
+    int32, truncating the dB values, in sorted VH, VV order)."""
+    import glob
+    import os
+
+    import rasterio
+    import torch
+    from rasterio.enums import Resampling
+    from torchgeo.datasets import BigEarthNetV2
+
+    class BigEarthNetV2Float(BigEarthNetV2):
+        def _load_image(self, index, sensor):
+            if sensor == "s2":
+                return super()._load_image(index, sensor)
+            s1_name = self.metadata_df.loc[index]["s1_name"]
+            folder = os.path.join(self.root, self.dir_file_names["s1"],
+                                  "_".join(s1_name.split("_")[0:-3]), s1_name)
+            paths = sorted(glob.glob(os.path.join(folder, "*.tif")),
+                           key=lambda q: not q.endswith("_VV.tif"))
+            arrays = []
+            for path in paths:
+                with rasterio.open(path) as src:
+                    arrays.append(src.read(1, out_shape=self.image_size, out_dtype="float32",
+                                           resampling=Resampling.bilinear))
+            return torch.from_numpy(np.stack(arrays))
+
+    return BigEarthNetV2Float
+
+
+class TorchGeoSource:
+    """One catalog dataset read through a torchgeo dataset class on a local root.
+
+    Pixels and labels come from torchgeo; geometry comes from the files where they carry it
+    (BigEarthNet's metadata JSON, EuroSAT's GeoTIFF transforms). Downloading is off unless the
+    spec says ``download: true``.
+    """
+
+    def __init__(self, dataset: str, spec, cfg: Config):
+        self.dataset, self.spec, self.cfg = dataset, spec, cfg
+        cls_name = spec.dataset_class
+        if cls_name not in TORCHGEO_LAYOUTS:
+            raise ConfigError(f"sources.{dataset}.dataset_class={cls_name!r} is not supported; "
+                              f"choose one of {', '.join(TORCHGEO_LAYOUTS)}")
+        if not spec.root:
+            raise ConfigError(f"sources.{dataset} needs root: the folder holding "
+                              f"{TORCHGEO_LAYOUTS[cls_name]}")
+        self.ds_info = get_dataset(dataset)
+        opts = dict(spec.options)
+        if cls_name == "BigEarthNet":
+            want = 19 if dataset.endswith("_19") else 43
+            bands = "all" if "_s1s2" in dataset else ("s1" if "_s1" in dataset else "s2")
+            opts.setdefault("num_classes", want)
+            opts.setdefault("bands", bands)
+            if opts["num_classes"] != want or opts["bands"] != bands:
+                raise ConfigError(f"sources.{dataset}: options {opts} do not fit the dataset "
+                                  f"key (bands {bands}, {want} classes)")
+        if cls_name == "BigEarthNetV2":
+            bands = "s1" if "_s1" in dataset else "s2"
+            opts.setdefault("bands", bands)
+            if opts["bands"] != bands:
+                raise ConfigError(f"sources.{dataset}: options {opts} do not fit the dataset "
+                                  f"key (bands {bands})")
+        if cls_name == "SSL4EOS12":
+            want = "s1" if dataset.endswith("_s1") else "s2c"
+            split_opt = opts.pop("split", want)
+            if split_opt != want:
+                raise ConfigError(f"sources.{dataset}: split {split_opt!r} does not fit the "
+                                  f"dataset key (split {want})")
+            opts["split"] = want
+            if spec.splits == "official":
+                raise ConfigError(f"sources.{dataset}: SSL4EO-S12 has no official splits; use "
+                                  "splits: random")
+        if cls_name == "EuroSAT" and dataset == "eurosat_rgb":
+            opts.setdefault("bands", ("B04", "B03", "B02"))
+        if "bands" in opts and isinstance(opts["bands"], list):
+            opts["bands"] = tuple(opts["bands"])
+        split_opt = opts.pop("split", "train") if cls_name != "SSL4EOS12" else opts.pop("split")
+        val_name = "test" if cls_name == "SEN12MS" else "val"  # SEN12MS has train/test only
+        names = ("train", val_name) if spec.splits == "official" else (split_opt,)
+        self.parts = {n: self._open(cls_name, n, opts) for n in names}
+        first = next(iter(self.parts.values()))
+        if cls_name == "BigEarthNet":
+            raw_names = first.class_sets[opts["num_classes"]]
+        elif cls_name == "BigEarthNetV2":
+            raw_names = first.class_set
+        elif cls_name == "SEN12MS":
+            raw_names = self.ds_info.labels  # IGBP codes 1-17 in catalog order
+        elif cls_name == "SSL4EOS12":
+            raw_names = ()  # unlabelled
+        else:
+            raw_names = first.classes
+        self.labels = label_mapping(raw_names, self.ds_info.labels)
+        self.bands = self._band_names(first, cls_name, opts)
+        self.datasets = (dataset,)
+        self._index = self._plan()
+
+    def _open(self, cls_name: str, split: str, opts: dict):
+        import inspect
+
+        import torchgeo.datasets as tgd
+        from torchgeo.datasets.errors import DatasetNotFoundError
+
+        cls = {"BigEarthNet": _bigearthnet_class, "BigEarthNetV2": _bigearthnet_v2_class}.get(
+            cls_name, lambda: getattr(tgd, cls_name))()
+        kwargs = dict(opts)
+        if "download" in inspect.signature(cls.__init__).parameters:
+            kwargs["download"] = self.spec.download
+        elif self.spec.download:
+            raise ConfigError(f"sources.{self.dataset}: torchgeo's {cls_name} cannot download; "
+                              f"fetch it as its documentation says, then point root at it")
+        try:
+            return cls(root=_resolve_root(self.spec.root), split=split, **kwargs)
+        except DatasetNotFoundError as exc:
+            raise ConfigError(
+                f"sources.{self.dataset}: torchgeo's {cls_name} found no complete dataset in "
+                f"root {Path(self.spec.root).name!r} ({exc}). Expected layout under root: "
+                f"{TORCHGEO_LAYOUTS[cls_name]}. Set download: true in the source spec to let "
+                f"torchgeo download it (needs internet)") from None
+        except (FileNotFoundError, AssertionError, KeyError, ValueError) as exc:
+            raise ConfigError(
+                f"sources.{self.dataset}: {cls_name}(split={split!r}, {opts}) failed: "
+                f"{type(exc).__name__}: {exc}. Expected layout under root: "
+                f"{TORCHGEO_LAYOUTS[cls_name]}") from None
+
+    @staticmethod
+    def _band_names(ds, cls_name: str, opts: dict) -> list[str]:
+        if cls_name in ("BigEarthNet", "BigEarthNetV2"):
+            return {"s2": list(BIGEARTHNET_S2_BANDS), "s1": ["VV", "VH"],
+                    "all": ["VV", "VH", *BIGEARTHNET_S2_BANDS]}[opts["bands"]]
+        if cls_name in ("EuroSAT", "SEN12MS", "SSL4EOS12"):
+            return list(ds.bands)
+        return ["R", "G", "B"]
+
+    def _plan(self) -> dict[str, list[tuple[str, int]]]:
+        """(part, index) of every scene, per split of the shards, capped and seeded. The two
+        sensors of a pair family draw with the same seed, so a cap picks the same places for
+        both (given the same places on disk)."""
+        rng = np.random.default_rng([self.cfg.seed, 11, *pair_family(self.dataset).encode()])
+        n = self.cfg.samples_per_dataset
+        if self.spec.splits == "official":
+            caps = {"train": max(n - max(int(round(n * self.cfg.val_fraction)), 1), 1),
+                    "val": max(int(round(n * self.cfg.val_fraction)), 1)}
+            out = {}
+            for split, part_name in zip(("train", "val"), self.parts, strict=True):
+                part = self.parts[part_name]
+                take = min(len(part), caps[split])
+                out[split] = [(part_name, int(i)) for i in sorted(rng.choice(len(part), take,
+                                                                             replace=False))]
+            return out
+        (name, part), = self.parts.items()
+        if self.spec.dataset_class == "SSL4EOS12":
+            # torchgeo reports the full dataset's length (251079) whatever is on disk: count
+            # the location folders that are there
+            import os
+
+            present = sorted(int(d) for d in os.listdir(Path(part.root) / part.split)
+                             if d.isdigit())
+            take = min(len(present), n)
+            chosen = sorted(rng.choice(present, take, replace=False).tolist())
+            return {"all": [(name, i) for i in chosen]}
+        take = min(len(part), n)
+        chosen = sorted(rng.choice(len(part), take, replace=False).tolist())
+        return {"all": [(name, i) for i in chosen]}
+
+    def count(self, dataset: str) -> int:
+        return sum(len(v) for v in self._index.values())
+
+    def splits(self, dataset: str) -> dict[str, list[int]] | None:
+        """Official train/val membership when asked for, else None (random split by scene)."""
+        if self.spec.splits != "official":
+            return None
+        out, k = {}, 0
+        for split in ("train", "val"):
+            out[split] = list(range(k, k + len(self._index[split])))
+            k += len(self._index[split])
+        return out
+
+    def _locate(self, index: int) -> tuple[str, int]:
+        flat = [x for v in self._index.values() for x in v]
+        return flat[index]
+
+    def scene(self, dataset: str, index: int) -> Scene:
+        part_name, i = self._locate(index)
+        part = self.parts[part_name]
+        if self.spec.dataset_class == "SSL4EOS12":
+            import random
+
+            random.seed(hash((self.cfg.seed, i)))  # torchgeo draws seasons with `random`
+        sample = part[i]
+        image = sample["image"].numpy()
+        cls_name = self.spec.dataset_class
+        dominant = None  # multi-label datasets without a land-cover map have none
+        if cls_name == "SSL4EOS12":
+            image = image.astype(np.float32 if self.bands[0] == "VV" else np.uint16)
+            labels = []
+        elif cls_name == "SEN12MS":
+            image = image.astype(np.float32)
+            codes = np.bincount(sample["mask"].numpy().ravel(), minlength=18)
+            area = codes[1:18] / max(codes.sum(), 1)
+            labels = [self.labels[j] for j in np.flatnonzero(area >= 0.01)]
+            dominant = self.labels[int(area.argmax())] if area.max() > 0 else None
+        elif cls_name in ("BigEarthNet", "BigEarthNetV2"):
+            image = image.astype(np.uint16 if self.bands[0] != "VV" else np.float32)
+            if len(image) != len(self.bands):
+                raise ShardError(f"{dataset}: patch {index} has {len(image)} bands, expected "
+                                 f"{len(self.bands)} ({', '.join(self.bands)}); a band file is "
+                                 "missing from its folder")
+            hot = sample["label"].numpy().nonzero()[0]
+            labels = [self.labels[j] for j in hot]
+        if cls_name not in ("SEN12MS", "BigEarthNet", "BigEarthNetV2", "SSL4EOS12"):
+            image = np.clip(np.rint(image), 0, np.iinfo(_TORCHGEO_DTYPE[cls_name]).max).astype(
+                _TORCHGEO_DTYPE[cls_name])
+            labels = [self.labels[int(sample["label"])]]
+            dominant = labels[0]
+        meta = self._meta(part, i, cls_name, index)
+        if cls_name == "SSL4EOS12":
+            import datetime as dt
+
+            meta["date"] = dt.datetime.fromtimestamp(float(sample["t"][0]), dt.UTC).date() \
+                .isoformat()
+            meta["footprint"]["date"] = meta["date"]
+        order = [lab for lab in self.ds_info.labels if lab in labels]
+        meta.update(scene_labels=order, whole_image=True)
+        return Scene(dataset, index, np.ascontiguousarray(image), meta, self.ds_info.labels,
+                     lambda y0, x0, h, w: list(order), lambda y0, x0, h, w: dominant)
+
+    def _meta(self, part, i: int, cls_name: str, index: int) -> dict:
+        ds = self.ds_info
+        meta = {"dataset": self.dataset, "group": ds.group, "sensor": SENSORS[ds.sensor].name,
+                "bands": list(self.bands), "gsd_m": ds.gsd_m, "index": index,
+                "source": f"torchgeo.{cls_name}", "date": None, "pair_id": None,
+                "footprint": {"bounds": None, "date": None}}
+        if cls_name == "BigEarthNet":
+            key = "s2" if "B02" in self.bands else "s1"
+            folder = Path(part.folders[i][key])
+            raw = json.loads(next(folder.glob("*labels_metadata.json")).read_text())
+            date = (raw.get("acquisition_date") or raw.get("acquisition_time") or "")[:10]
+            meta.update(patch_name=folder.name, date=date or None,
+                        pair_id=Path(part.folders[i]["s2"]).name,
+                        footprint={"bounds": _utm_bounds_to_lonlat(raw), "date": date or None})
+        elif cls_name == "BigEarthNetV2":
+            row = part.metadata_df.loc[i]
+            patch = str(row["patch_id"])
+            tif = Path(part.root) / "BigEarthNet-S2" / "_".join(patch.split("_")[0:-2]) / patch
+            band = next(iter(sorted(tif.glob("*.tif"))), None)
+            meta.update(patch_name=patch, pair_id=patch, s1_name=str(row["s1_name"]),
+                        footprint={"bounds": _file_bounds_lonlat(band) if band else None,
+                                   "date": None})
+        elif cls_name == "SSL4EOS12":
+            loc = Path(part.root) / part.split / f"{i:07}"
+            first = next(iter(sorted(loc.glob("*/*.tif"))), None)
+            meta.update(location=f"{i:07}", pair_id=f"ssl4eo-{i:07}",
+                        footprint={"bounds": _file_bounds_lonlat(first) if first else None,
+                                   "date": None})
+        elif cls_name == "SEN12MS":
+            name = part.ids[i]  # ROIs1158_spring_s2_1_p30.tif
+            roi, season, _, scene, _ = name.split("_", 4)
+            path = Path(part.root) / f"{roi}_{season}" / f"s2_{scene}" / name
+            meta.update(file=name, season=season, scene=f"{roi}_{season}_{scene}",
+                        footprint={"bounds": _file_bounds_lonlat(path), "date": None})
+        else:
+            path = part.samples[i][0]
+            meta["file"] = Path(path).name
+            meta["footprint"]["bounds"] = _file_bounds_lonlat(path)
+        return meta

@@ -1,0 +1,204 @@
+"""Encoders by name (the ``encoders`` list of notebook 06):
+
+* ``trained``: the CLIP image tower this run trained in ``03_pretrain`` (its checkpoint);
+* ``init``: the same architecture at its random initialisation (same seed): the floor;
+* ``checkpoint:<path>``: the image tower of another geofm checkpoint;
+* ``open_clip:<model>:<tag>``: an OpenCLIP model with pretrained weights (downloaded once,
+  offline it fails with the reason);
+* ``ssl:<encoder.pt>``: the MoCo-v2 ResNet of notebook 07, on the bands it was trained on;
+* ``torchgeo:<model>[:<weights>]``: a torchgeo backbone (``encoders/torchgeo_weights.py``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from geofm_lib.config import Config
+from geofm_lib.data.shards import file_sha256, load_manifest
+from geofm_lib.encoders import torchgeo_weights
+from geofm_lib.encoders.torchgeo_weights import TorchGeoEncoder, parse, place_bands
+from geofm_lib.errors import EncoderError
+from geofm_lib.models.factory import create_model, known_model_names
+from geofm_lib.models.inputs import BandSlots, input_spec
+from geofm_lib.paths import build_folder
+from geofm_lib.progress import get_logger
+from geofm_lib.ssl.pretraining import read_encoder
+from geofm_lib.training.checkpoint import load_checkpoint, load_trained_model, stats_from_checkpoint
+
+log = get_logger()
+
+
+@dataclass(frozen=True)
+class EncoderKind:
+    """One kind of encoder name: how a name is checked (cheaply, before any work), what its
+    embedding cache is keyed on, and how it loads (model, channel stats)."""
+
+    name: str  # "trained", or "checkpoint" for names "checkpoint:..." (prefixed)
+    usage: str  # how to write it, for error messages
+    check: Callable[[str], None]
+    basis: Callable[[Config, str], dict]
+    load: Callable[[Config, str, str, dict], tuple]  # (cfg, name, device, band_stats)
+    prefixed: bool = True  # names are "<kind>:..."; False: the kind's name is the whole name
+    reads_data: bool = True  # load needs the band statistics of this run's shards
+
+
+def _file_of(encoder: str) -> Path:
+    return Path(encoder.split(":", 1)[1]).expanduser()
+
+
+def _checkpoint_basis(cfg: Config, encoder: str) -> dict:
+    return {"checkpoint": file_sha256(_file_of(encoder))}
+
+
+def _named_basis(cfg: Config, encoder: str) -> dict:
+    return {"name": encoder, "image_px": cfg.image_px, "seed": cfg.seed}
+
+
+def _no_check(encoder: str) -> None:
+    return None
+
+
+def _check_file(what: str):
+    def check(encoder: str) -> None:
+        if not _file_of(encoder).is_file():
+            raise EncoderError(f"encoder {encoder!r}: no such {what}")
+    return check
+
+
+def _check_open_clip(encoder: str) -> None:
+    parts = encoder.split(":")
+    if len(parts) != 3:
+        raise EncoderError(f"encoder {encoder!r}: write open_clip:<model>:<pretrained tag>, "
+                           f"e.g. open_clip:ViT-B-32:openai")
+    name = parts[1]
+    if name not in known_model_names():
+        close = difflib.get_close_matches(name, known_model_names(), n=3)
+        raise EncoderError(f"unknown OpenCLIP model {name!r} in encoder {encoder!r}"
+                           + (f"; did you mean {', '.join(close)}?" if close else ""))
+
+
+def _load_trained(cfg: Config, encoder: str, device: str, band_stats: dict):
+    model, _, state = load_trained_model(cfg, device)
+    return model, stats_from_checkpoint(state)
+
+
+def _load_init(cfg: Config, encoder: str, device: str, band_stats: dict):
+    """The twin of ``trained``: same architecture and band adapter, random weights."""
+    stats, bands = input_spec(band_stats, cfg.band_adapter)
+    model, _ = create_model(cfg.model, cfg.image_px, cfg.pretrained, device, cfg.seed,
+                            band_adapter=cfg.band_adapter, bands=bands)
+    return model, stats
+
+
+def _load_checkpoint(cfg: Config, encoder: str, device: str, band_stats: dict):
+    stats, _ = input_spec(band_stats, "rgb")
+    return _from_checkpoint(cfg, encoder.split(":", 1)[1], device, stats, band_stats)
+
+
+def _load_open_clip(cfg: Config, encoder: str, device: str, band_stats: dict):
+    stats, _ = input_spec(band_stats, "rgb")
+    _, name, tag = encoder.split(":")
+    model, _ = create_model(name, cfg.image_px, tag, device, cfg.seed)
+    return model, stats
+
+
+def _load_torchgeo(cfg: Config, encoder: str, device: str, band_stats: dict):
+    return torchgeo_weights.load(encoder, band_stats, cfg.image_px, device, cfg.seed)
+
+
+def _load_ssl(cfg: Config, encoder: str, device: str, band_stats: dict):
+    """``ssl:<encoder.pt>``: the ResNet pretrained by notebook 07 (MoCo-v2), on its bands."""
+    net, state = read_encoder(_file_of(encoder), device)
+    stats = place_bands(band_stats, list(state["bands"]), encoder)
+    return TorchGeoEncoder(net, None, None).to(device).eval(), stats
+
+
+KINDS: dict[str, EncoderKind] = {k.name: k for k in (
+    EncoderKind("trained", "'trained'", _no_check, lambda cfg, e: {"train_hash": cfg.train_hash},
+                _load_trained, prefixed=False, reads_data=False),
+    EncoderKind("init", "'init'", _no_check,
+                lambda cfg, e: {"model": cfg.model, "image_px": cfg.image_px, "seed": cfg.seed,
+                                "pretrained": cfg.pretrained, "band_adapter": cfg.band_adapter},
+                _load_init, prefixed=False),
+    EncoderKind("checkpoint", "'checkpoint:<path to last.pt>'",
+                _check_file("checkpoint file (give the path of a last.pt under "
+                            "work/checkpoints/<train_hash>/)"),
+                _checkpoint_basis, _load_checkpoint),
+    EncoderKind("open_clip", "'open_clip:<model>:<tag>'", _check_open_clip, _named_basis,
+                _load_open_clip),
+    EncoderKind("torchgeo", "'torchgeo:<model>[:<weights>]'", parse, _named_basis,
+                _load_torchgeo),
+    EncoderKind("ssl", "'ssl:<path to encoder.pt>'",
+                _check_file("file (give the encoder.pt that notebook 07 wrote under "
+                            "work/checkpoints/<ssl_hash>/)"),
+                _checkpoint_basis, _load_ssl),
+)}
+"""Every encoder kind; a new kind is one entry here (and its tests)."""
+
+
+def kind_of(encoder: str) -> EncoderKind:
+    """The kind of an encoder name: a whole name (``trained``) or ``<kind>:...``."""
+    key, colon, _ = encoder.partition(":")
+    kind = KINDS.get(key)
+    if kind is None or bool(colon) != kind.prefixed:
+        usages = [k.usage for k in KINDS.values()]
+        raise EncoderError(f"unknown encoder {encoder!r}; use {', '.join(usages[:-1])} "
+                           f"or {usages[-1]}")
+    return kind
+
+
+def check_encoder_name(encoder: str) -> None:
+    """Fail on an encoder name that cannot exist, with the closest valid names (cheap)."""
+    kind_of(encoder).check(encoder)
+
+
+def encoder_hash(cfg: Config, encoder: str) -> str:
+    """What an encoder's embedding cache is keyed on (12 hex digits)."""
+    basis = kind_of(encoder).basis(cfg, encoder)
+    return hashlib.sha256(json.dumps(basis, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def load_encoder(cfg: Config, encoder: str, device: str = "cpu"):
+    """(model, channel stats) for an encoder name (see the module docstring)."""
+    kind = kind_of(encoder)
+    kind.check(encoder)
+    band_stats = {}
+    if kind.reads_data:
+        manifest = load_manifest(build_folder(cfg))
+        band_stats = {ds: manifest["band_stats"][ds] for ds in cfg.dataset_keys}
+    return kind.load(cfg, encoder, device, band_stats)
+
+
+def _from_checkpoint(cfg: Config, path: str, device: str, stats: dict, band_stats: dict):
+    """The image tower of a geofm checkpoint from another run (e.g. group A's on this data)."""
+    state = load_checkpoint(Path(path).expanduser(), map_location=device)
+    if state["image_px"] != cfg.image_px:
+        raise EncoderError(f"checkpoint {Path(path).name} was trained at {state['image_px']} px, "
+                           f"this data is {cfg.image_px} px; use data of the same image_px")
+    adapter, bands = state.get("band_adapter", "rgb"), state.get("model_bands")
+    model, _ = create_model(state["model_name"], state["image_px"], None, device, cfg.seed,
+                            band_adapter=adapter, bands=bands)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        raise EncoderError(f"checkpoint {Path(path).name} does not fit architecture "
+                           f"{state['model_name']!r}: {str(exc)[:200]}") from None
+    missing = [ds for ds in cfg.dataset_keys if ds not in state["channel_stats"]]
+    if missing:  # normalise unseen datasets with this data's own training statistics
+        log.info("checkpoint has no input statistics for %s; using this data's", missing)
+        if bands is not None:  # ... placed in the checkpoint's band layout
+            unknown = {ds: [b for b in band_stats[ds]["bands"] if b not in bands]
+                       for ds in missing}
+            unknown = {ds: b for ds, b in unknown.items() if b}
+            if unknown:
+                raise EncoderError(f"checkpoint {Path(path).name} takes bands {bands}; "
+                                   f"{unknown} are not among them (train with these datasets, "
+                                   f"or drop them)")
+            stats.update({ds: BandSlots.place(band_stats[ds], bands) for ds in missing})
+
+    return model, {**stats, **stats_from_checkpoint(state)}

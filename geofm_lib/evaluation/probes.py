@@ -1,0 +1,181 @@
+"""Multi-label probes on frozen features (seed 002).
+
+Probes are trained per dataset on the **train** split (a seeded 20 % of it held out to choose
+hyper-parameters) and scored once on the **val** split, which neither the encoder nor the
+probe saw: logistic regression (one-vs-rest), random forest and an MLP, thresholded at 0.5.
+Metrics: F2 micro and macro, Hamming loss, precision micro and macro, per-class F2, each with
+a percentile-bootstrap 95 % interval over test images.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+PROBES = ("linear", "random_forest", "mlp")
+
+
+# --- metrics (checked against scikit-learn in the tests) -----------------------------------------
+
+def fbeta_counts(tp, fp, fn, beta: float = 2.0):
+    """F-beta from counts (0 where undefined, scikit-learn's zero_division=0)."""
+    b2 = beta * beta
+    num = (1 + b2) * tp
+    den = (1 + b2) * tp + b2 * fn + fp
+    return np.where(den > 0, num / np.maximum(den, 1e-12), 0.0)
+
+
+def multilabel_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
+    """F2 micro/macro, Hamming loss, precision micro/macro, per-class F2 (percent, except
+    Hamming loss, a fraction). Macro averages run over classes present in ``y_true`` or
+    predicted."""
+    y_true, y_pred = y_true.astype(bool), y_pred.astype(bool)
+    tp = (y_true & y_pred).sum(0).astype(float)
+    fp = (~y_true & y_pred).sum(0).astype(float)
+    fn = (y_true & ~y_pred).sum(0).astype(float)
+    active = (tp + fp + fn) > 0
+    f2_class = fbeta_counts(tp, fp, fn)
+    prec_class = np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1), 0.0)
+    return {
+        "f2_micro": 100 * float(fbeta_counts(tp.sum(), fp.sum(), fn.sum())),
+        "f2_macro": 100 * float(f2_class[active].mean()) if active.any() else 0.0,
+        "hamming_loss": float((y_true != y_pred).mean()),
+        "precision_micro": 100 * float(tp.sum() / max(tp.sum() + fp.sum(), 1)),
+        "precision_macro": 100 * float(prec_class[active].mean()) if active.any() else 0.0,
+        "f2_per_class": (100 * f2_class).tolist(),
+    }
+
+
+def bootstrap_metrics(y_true, y_pred, n_boot: int = 500, seed: int = 0) -> dict:
+    """95 % percentile-bootstrap intervals (resampling test images) of the scalar metrics."""
+    rng = np.random.default_rng(seed)
+    n = len(y_true)
+    keys = ("f2_micro", "f2_macro", "hamming_loss", "precision_micro", "precision_macro")
+    draws = {k: [] for k in keys}
+    for _ in range(n_boot):
+        idx = rng.integers(0, n, n)
+        m = multilabel_metrics(y_true[idx], y_pred[idx])
+        for k in keys:
+            draws[k].append(m[k])
+    return {k: [float(np.quantile(v, 0.025)), float(np.quantile(v, 0.975))]
+            for k, v in draws.items()}
+
+
+# --- probes ---------------------------------------------------------------------------------------
+
+def _make_probe(kind: str, param, seed: int, single: bool = False):
+    """A probe; linear and MLP probes standardise features first (fitted on the fit data only),
+    so an encoder is not judged by the scale of its embeddings."""
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.multiclass import OneVsRestClassifier
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if kind == "linear":
+        lr = LogisticRegression(C=param, max_iter=2000)
+        # one logistic regression per class, fitted in parallel (the same fits as one by one)
+        return make_pipeline(StandardScaler(), lr if single else
+                             OneVsRestClassifier(lr, n_jobs=min(os.cpu_count() or 1, 4)))
+    if kind == "random_forest":
+        return RandomForestClassifier(n_estimators=100, min_samples_leaf=param, n_jobs=2,
+                                      random_state=seed)
+    if kind == "mlp":
+        return make_pipeline(StandardScaler(), MLPClassifier(
+            hidden_layer_sizes=(128,), alpha=param, max_iter=200, random_state=seed))
+    raise ValueError(f"unknown probe {kind!r}; choose from {', '.join(PROBES)}")
+
+
+GRIDS = {"linear": (0.01, 0.1, 1.0), "random_forest": (1, 5), "mlp": (1e-3, 1e-1)}
+
+
+def fit_predict(kind, param, x_fit, y_fit, x_eval, seed):
+    """Fit (columns that never vary in the fit data are predicted constant) and predict."""
+    keep = y_fit.any(axis=0) & ~y_fit.all(axis=0)
+    pred = np.zeros((len(x_eval), y_fit.shape[1]), dtype=bool)
+    pred[:, y_fit.all(axis=0)] = True
+    if keep.sum() == 0:
+        return pred
+    y = y_fit[:, keep]
+    single = y.shape[1] == 1 and kind == "linear"
+    model = _make_probe(kind, param, seed, single=single)
+    model.fit(x_fit, y[:, 0] if single else y)
+    out = np.asarray(model.predict(x_eval)).astype(bool)
+    pred[:, keep] = out.reshape(len(x_eval), -1)
+    return pred
+
+
+@dataclass
+class ProbeResult:
+    probe: str
+    param: float
+    val_f2_micro: float
+    test: dict
+    ci: dict
+    n_train: int
+    n_test: int
+
+
+def run_probe(kind: str, x_train, y_train, x_test, y_test, seed: int = 0,
+              n_boot: int = 500, fit_fraction: float = 1.0) -> ProbeResult:
+    """Choose the hyper-parameter on a held-out 20 % of train, refit on all of train (or a
+    ``fit_fraction`` of it, for label-efficiency curves) and score once on test."""
+    rng = np.random.default_rng(seed)
+    n = len(x_train)
+    order = rng.permutation(n)
+    if fit_fraction < 1.0:
+        order = order[:max(int(round(n * fit_fraction)), 4)]
+    n_val = max(int(round(len(order) * 0.2)), 1)
+    val_idx, fit_idx = order[:n_val], order[n_val:]
+    assert not set(val_idx) & set(fit_idx)
+    best, best_score = None, -1.0
+    for param in GRIDS[kind]:
+        pred = fit_predict(kind, param, x_train[fit_idx], y_train[fit_idx],
+                            x_train[val_idx], seed)
+        score = multilabel_metrics(y_train[val_idx], pred)["f2_micro"]
+        if score > best_score:
+            best, best_score = param, score
+    pred = fit_predict(kind, best, x_train[order], y_train[order], x_test, seed)
+    return ProbeResult(kind, best, best_score, multilabel_metrics(y_test, pred),
+                       bootstrap_metrics(y_test, pred, n_boot=n_boot, seed=seed), len(order),
+                       len(x_test))
+
+
+def label_matrix(labels: list[list[str]], vocabulary) -> np.ndarray:
+    index = {v: i for i, v in enumerate(vocabulary)}
+    y = np.zeros((len(labels), len(vocabulary)), dtype=bool)
+    for i, labs in enumerate(labels):
+        for lab in labs:
+            y[i, index[lab]] = True
+    return y
+
+
+def probe_dataset(train: Embeddings, test: Embeddings, dataset: str, vocabulary,
+                  probes=PROBES, seed: int = 0, n_boot: int = 500) -> dict[str, ProbeResult]:
+    """All probes for one dataset: train-split embeddings fit, val-split embeddings score."""
+    x_tr, y_tr, k_tr = train.of(dataset, vocabulary)
+    x_te, y_te, k_te = test.of(dataset, vocabulary)
+    if not set(k_tr).isdisjoint(k_te):
+        raise AssertionError(f"{dataset}: probe test images occur in the probe's training data")
+    if not y_tr.any():
+        raise ValueError(f"{dataset}: no labels in the training split; probes need labels")
+    return {k: run_probe(k, x_tr, y_tr, x_te, y_te, seed, n_boot) for k in probes}
+
+
+@dataclass
+class Embeddings:
+    features: np.ndarray  # (N, D) float32
+    keys: np.ndarray
+    datasets: np.ndarray
+    labels: list[list[str]]
+    encoder: str
+    cached: bool = False
+
+    def of(self, dataset: str, vocabulary) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(features, multi-hot labels, keys) of one dataset's images."""
+        idx = np.flatnonzero(self.datasets == dataset)
+        return (self.features[idx], label_matrix([self.labels[i] for i in idx], vocabulary),
+                self.keys[idx])

@@ -1,0 +1,133 @@
+"""Models by name: OpenCLIP's model factory and tokenizer, plus geofm's small CPU configs.
+
+Model shapes are JSON configs in OpenCLIP's format. ``geofm_lib/models/configs/`` adds two
+small ones for CPU demos (``RN50-tiny``: a one-block-per-stage ModifiedResNet, ``ViT-tiny``:
+a 4-layer ViT with 8 px patches; both with a 3-layer text transformer and the standard 77-token
+SimpleTokenizer) to OpenCLIP's own registry (``RN50``, ``ViT-B-32``, ``ViT-B-16``, ...).
+
+Pretrained weights are opt-in (``pretrained``: an OpenCLIP tag or a local file) and never
+fall back silently to random weights: when they cannot be loaded, ``PretrainedUnavailable``
+says why and what to do.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from geofm_lib.errors import AdapterError, PretrainedUnavailable
+from geofm_lib.models.adapters import adapt_visual
+
+CONFIG_DIR = Path(__file__).with_name("configs")
+
+
+SMALL_MODELS = ("RN50-tiny", "ViT-tiny")
+
+
+@lru_cache(maxsize=1)
+def known_model_names() -> tuple[str, ...]:
+    """Model config names from geofm and OpenCLIP, read from their JSON files (no torch import)."""
+    names = {p.stem for p in CONFIG_DIR.glob("*.json")}
+    spec = importlib.util.find_spec("open_clip")
+    if spec is not None and spec.submodule_search_locations:
+        for loc in spec.submodule_search_locations:
+            names.update(p.stem for p in (Path(loc) / "model_configs").glob("*.json"))
+    return tuple(sorted(names))
+
+
+def register_configs() -> None:
+    """Add geofm's model configs to OpenCLIP's registry (idempotent)."""
+    import open_clip
+
+    if not all(n in open_clip.list_models() for n in SMALL_MODELS):
+        open_clip.add_model_config(CONFIG_DIR)
+
+
+def _check_pretrained(model_name: str, pretrained: str) -> str:
+    """Validate ``pretrained`` before any download: a local file, or a tag OpenCLIP knows."""
+    import open_clip
+
+    if os.path.sep in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors")):
+        path = Path(pretrained).expanduser()
+        if not path.is_file():
+            raise PretrainedUnavailable(
+                f"pretrained={pretrained!r}: no such file; give an existing checkpoint file, an "
+                f"OpenCLIP tag, or None to train from scratch")
+        return str(path)
+    tags = open_clip.list_pretrained_tags_by_model(model_name)
+    if pretrained not in tags:
+        raise PretrainedUnavailable(
+            f"OpenCLIP has no pretrained weights {pretrained!r} for model {model_name!r}; "
+            f"tags for this model: {', '.join(tags) or 'none (train from scratch: None)'}")
+    return pretrained
+
+
+def create_model(model_name: str, image_px: int, pretrained: str | None = None,
+                 device: str = "cpu", seed: int = 0, band_adapter: str = "rgb",
+                 bands: list[str] | None = None):
+    """An OpenCLIP model and its tokenizer.
+
+    Args:
+        model_name: a config name (``RN50-tiny``, ``ViT-B-32``, ...).
+        image_px: input side in pixels; the config's image size is overridden to match the
+            shards (position embeddings of pretrained ViTs are interpolated by OpenCLIP).
+        pretrained: None (random init with ``seed``), an OpenCLIP tag, or a local file.
+        device: torch device name.
+        seed: seed of the random initialisation.
+        band_adapter: ``rgb`` (3-channel tower) or a band adapter (``conv1x1``,
+            ``first_layer``, ``wavelength``) that makes the tower take ``bands``.
+        bands: the model's input bands (``input_spec``); needed with a band adapter.
+
+    Returns:
+        (model, tokenizer)
+
+    Raises:
+        PretrainedUnavailable: pretrained weights asked for but not loadable (offline, unknown
+            tag, missing file); never a silent fallback to random weights.
+    """
+    import open_clip
+    import torch
+
+    register_configs()
+    torch.manual_seed(seed)
+    kwargs = dict(force_image_size=image_px, output_dict=True, device=device)
+    if pretrained is None:
+        # OpenCLIP logs a warning for random init; from scratch is what was asked for here
+        quiet = logging.getLogger()
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)
+        try:
+            model = open_clip.create_model(model_name, pretrained=None, **kwargs)
+        finally:
+            quiet.setLevel(level)
+    else:
+        source = _check_pretrained(model_name, pretrained)
+        try:
+            model = open_clip.create_model(model_name, pretrained=source,
+                                           require_pretrained=True, **kwargs)
+        except Exception as exc:  # noqa: BLE001  (network, hub, file format errors)
+            offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+            raise PretrainedUnavailable(
+                f"could not load pretrained weights {pretrained!r} for {model_name!r}: "
+                f"{type(exc).__name__}: {str(exc)[:300]}. "
+                + ("HF_HUB_OFFLINE=1 is set, so nothing can be downloaded; " if offline else "")
+                + "download them once on a machine with internet (they are cached under "
+                  "~/.cache/huggingface), pass a local .pt file, or set pretrained=None to "
+                  "train from scratch") from exc
+    if band_adapter != "rgb":
+        if not bands:
+            raise AdapterError(f"band_adapter={band_adapter!r} needs the model's input bands "
+                               f"(models.input_spec of the shard manifest)")
+        adapt_visual(model.visual, band_adapter, list(bands))
+    tokenizer = open_clip.get_tokenizer(model_name)
+    return model, tokenizer
+
+
+def count_parameters(model) -> dict:
+    """Trainable parameters of the image tower, the text side and the whole model."""
+    total = sum(p.numel() for p in model.parameters())
+    visual = sum(p.numel() for p in model.visual.parameters())
+    return {"total": total, "image": visual, "text_and_other": total - visual}

@@ -1,0 +1,2 @@
+"""Reports: executed notebooks as HTML pages, run records, figures and maps.
+"""

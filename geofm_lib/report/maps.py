@@ -1,0 +1,304 @@
+"""Maps with leafmap: where the samples are, what the model predicted there, and rasters.
+
+Maps use leafmap's folium backend, so an executed notebook and its HTML report carry the map as
+plain HTML (an iframe), and ``save_map`` writes the same map as a standalone page. Layers are
+GeoJSON with the data inline (features, styles and popups), so a map can be checked by its
+content without a browser; base-map tiles and Leaflet's scripts load from the web when the page
+is viewed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import html
+import io
+
+from geofm_lib.data.display import display_rgb
+from geofm_lib.data.sources.base import _resolve_root
+from geofm_lib.io import atomic_path, atomic_write_bytes
+
+PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
+           "#17becf", "#bcbd22", "#7f7f7f")
+
+
+def footprint_features(samples: list[dict]) -> dict[str, dict]:
+    """GeoJSON FeatureCollections of sample footprints (lon/lat boxes), one per dataset."""
+    out: dict[str, dict] = {}
+    for s in samples:
+        meta = s["json"]
+        bounds = (meta.get("footprint") or {}).get("bounds")
+        if not bounds:
+            continue
+        x0, y0, x1, y1 = bounds
+        feature = {
+            "type": "Feature",
+            "properties": {"dataset": meta["dataset"], "key": s["__key__"],
+                           "labels": ", ".join(meta["labels"]) or "-",
+                           "date": meta.get("date"), "split": meta.get("split")},
+            "geometry": {"type": "Polygon", "coordinates": [[[x0, y0], [x1, y0], [x1, y1],
+                                                             [x0, y1], [x0, y0]]]},
+        }
+        out.setdefault(meta["dataset"], {"type": "FeatureCollection", "features": []})
+        out[meta["dataset"]]["features"].append(feature)
+    return out
+
+
+def footprints_map(samples: list[dict], min_size_deg: float = 0.02):
+    """A leafmap map with one coloured layer of footprints per dataset and a legend.
+
+    Footprints of very-high-resolution images are metres wide; each box is drawn at least
+    ``min_size_deg`` wide around its centre so it stays visible at continental zoom.
+    """
+    import leafmap.foliumap as leafmap
+
+    layers = footprint_features(samples)
+    m = leafmap.Map(center=[30, 0], zoom=2, draw_control=False, measure_control=False,
+                    fullscreen_control=False)
+    legend = {}
+    all_bounds = []
+    for i, (ds, fc) in enumerate(sorted(layers.items())):
+        color = PALETTE[i % len(PALETTE)]
+        for f in fc["features"]:
+            ring = f["geometry"]["coordinates"][0]
+            (x0, y0), (x1, y1) = ring[0], ring[2]
+            cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+            hx, hy = max((x1 - x0) / 2, min_size_deg / 2), max((y1 - y0) / 2, min_size_deg / 2)
+            f["geometry"]["coordinates"] = [[[cx - hx, cy - hy], [cx + hx, cy - hy],
+                                             [cx + hx, cy + hy], [cx - hx, cy + hy],
+                                             [cx - hx, cy - hy]]]
+            all_bounds.append((cx - hx, cy - hy, cx + hx, cy + hy))
+        with contextlib.redirect_stdout(io.StringIO()):  # leafmap prints a CRS notice
+            m.add_geojson({**fc, "crs": "EPSG:4326"}, layer_name=ds,
+                          style={"color": color, "weight": 2, "fillOpacity": 0.35,
+                                 "fillColor": color}, info_mode="on_click")
+        legend[html.escape(ds)] = color
+    if all_bounds:
+        m.fit_bounds([[min(b[1] for b in all_bounds), min(b[0] for b in all_bounds)],
+                      [max(b[3] for b in all_bounds), max(b[2] for b in all_bounds)]])
+    if legend:
+        m.add_legend(title="dataset", legend_dict=legend)
+    return m
+
+
+HIT_COLOR, MISS_COLOR, NA_COLOR = "#1a9850", "#d73027", "#808080"
+
+
+def has_footprint(footprint) -> bool:
+    """True when a sample's footprint has lon/lat bounds (real images may have none)."""
+    return bool(isinstance(footprint, dict) and footprint.get("bounds"))
+
+
+def _box(bounds, min_size_deg: float):
+    x0, y0, x1, y1 = bounds
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    hx, hy = max((x1 - x0) / 2, min_size_deg / 2), max((y1 - y0) / 2, min_size_deg / 2)
+    return (cx - hx, cy - hy, cx + hx, cy + hy)
+
+
+def _popup_html(rec: dict, thumbnail: bytes | None) -> str:
+    import base64
+
+    def labels(xs):
+        return html.escape(", ".join(xs) or "-")
+
+    img = ""
+    if thumbnail:
+        b64 = base64.b64encode(thumbnail).decode()
+        img = (f'<img src="data:image/png;base64,{b64}" width="128" height="128" '
+               f'style="image-rendering:pixelated;float:left;margin-right:8px">')
+    hit = rec.get("hit@1")
+    verdict = {True: "R@1 hit", False: "R@1 miss", None: "no labels"}[hit]
+    top = ", ".join(f"{html.escape(t['label'])} ({t['score']:.2f})" for t in rec["top"][:3])
+    return (f'<div style="font:12px sans-serif;width:330px">{img}'
+            f'<b>{html.escape(rec["dataset"])}</b> · {verdict}<br>'
+            f'<i>{html.escape(rec["caption"])}</i><br>'
+            f'<b>true:</b> {labels(rec["labels"])}<br>'
+            f'<b>predicted (top-|y|):</b> {labels(rec["predicted"])}<br>'
+            f'<b>top 3:</b> {top}<br>'
+            f'<span style="color:#666">{html.escape(str(rec.get("date") or ""))} · '
+            f'{html.escape(rec["key"])}</span></div>')
+
+
+def prediction_layers(records: list[dict], thumbnails: dict[str, bytes] | None = None,
+                      min_size_deg: float = 0.02) -> dict[str, dict]:
+    """GeoJSON FeatureCollections of evaluated samples, one per dataset, styled by R@1 hit.
+
+    Each feature carries ``dataset``, ``key``, ``result`` (hit / miss / no labels), a ``style``
+    and ``popup`` HTML (thumbnail, caption, true and predicted labels).
+    """
+    thumbnails = thumbnails or {}
+    out: dict[str, dict] = {}
+    for rec in records:
+        bounds = (rec.get("footprint") or {}).get("bounds")
+        if not bounds:
+            continue
+        x0, y0, x1, y1 = _box(bounds, min_size_deg)
+        hit = rec.get("hit@1")
+        color = {True: HIT_COLOR, False: MISS_COLOR}.get(hit, NA_COLOR)
+        feature = {
+            "type": "Feature",
+            "properties": {
+                "dataset": rec["dataset"], "key": rec["key"],
+                "result": {True: "hit", False: "miss"}.get(hit, "no labels"),
+                "labels": ", ".join(rec["labels"]) or "-",
+                "predicted": ", ".join(rec["predicted"]) or "-",
+                "popup": _popup_html(rec, thumbnails.get(rec["key"])),
+                "style": {"color": color, "fillColor": color, "weight": 1.5,
+                          "fillOpacity": 0.55},
+            },
+            "geometry": {"type": "Polygon", "coordinates": [[[x0, y0], [x1, y0], [x1, y1],
+                                                             [x0, y1], [x0, y0]]]},
+        }
+        out.setdefault(rec["dataset"], {"type": "FeatureCollection", "features": []})
+        out[rec["dataset"]]["features"].append(feature)
+    return out
+
+
+def predictions_map(records: list[dict], thumbnails: dict[str, bytes] | None = None,
+                    overlays: list[dict] | None = None, min_size_deg: float = 0.02):
+    """A leafmap map: one layer per dataset of footprints coloured by R@1 hit (green) or miss
+    (red), popups with thumbnail, caption, true and predicted labels; plus raster overlays
+    (dicts from ``raster_overlay_layer``) and a layer switcher."""
+    import folium
+    import leafmap.foliumap as leafmap
+
+    m = leafmap.Map(center=[30, 0], zoom=2, draw_control=False, measure_control=False,
+                    fullscreen_control=False)
+    all_bounds = []
+    for ds, fc in sorted(prediction_layers(records, thumbnails, min_size_deg).items()):
+        hits = sum(f["properties"]["result"] == "hit" for f in fc["features"])
+        scored = sum(f["properties"]["result"] != "no labels" for f in fc["features"])
+        name = f"{ds}: R@1 {hits}/{scored}"
+        folium.GeoJson(
+            fc, name=name, style_function=lambda f: f["properties"]["style"],
+            popup=folium.GeoJsonPopup(fields=["popup"], labels=False, max_width=360),
+            tooltip=folium.GeoJsonTooltip(fields=["dataset", "result", "labels"]),
+        ).add_to(m)
+        for f in fc["features"]:
+            ring = f["geometry"]["coordinates"][0]
+            all_bounds.append((ring[0][0], ring[0][1], ring[2][0], ring[2][1]))
+    for ov in overlays or []:
+        folium.raster_layers.ImageOverlay(
+            image=ov["image"], bounds=ov["bounds_latlon"], name=ov["name"], opacity=0.9,
+            interactive=False, cross_origin=False).add_to(m)
+        (s, w), (n, e) = ov["bounds_latlon"]
+        all_bounds.append((w, s, e, n))
+    if all_bounds:
+        m.fit_bounds([[min(b[1] for b in all_bounds), min(b[0] for b in all_bounds)],
+                      [max(b[3] for b in all_bounds), max(b[2] for b in all_bounds)]])
+    m.add_legend(title="zero-shot R@1", legend_dict={"hit": HIT_COLOR, "miss": MISS_COLOR,
+                                                     "no labels": NA_COLOR})
+    folium.LayerControl(collapsed=False).add_to(m)
+    return m
+
+
+def write_geotiff(path, image, bounds_lonlat, crs: str = "EPSG:4326", band_names=None) -> None:
+    """Write a (C, H, W) product as a GeoTIFF covering ``bounds_lonlat`` (atomic)."""
+    import rasterio
+    from rasterio.transform import from_bounds
+
+    c, h, w = image.shape
+    with atomic_path(path) as tmp, rasterio.open(
+            tmp, "w", driver="GTiff", height=h, width=w, count=c, dtype=image.dtype, crs=crs,
+            transform=from_bounds(*bounds_lonlat, w, h)) as dst:
+        dst.write(image)
+        if band_names:
+            dst.descriptions = tuple(band_names)
+
+
+def raster_overlay_layer(path, name: str | None = None, max_px: int = 1024) -> dict:
+    """Read a georeferenced raster (any CRS) into an overlay: an RGB array shown with the
+    display conventions of ``plots.display_rgb`` and its bounds reprojected to WGS84."""
+    from pathlib import Path
+
+    import numpy as np
+    import rasterio
+    from rasterio.enums import Resampling
+    from rasterio.warp import transform_bounds
+
+    with rasterio.open(path) as src:
+        scale = max(src.width, src.height) / max_px
+        shape = (src.count, max(1, int(src.height / max(scale, 1))),
+                 max(1, int(src.width / max(scale, 1))))
+        data = src.read(out_shape=shape, resampling=Resampling.nearest)
+        bands = [d or f"band{i + 1}" for i, d in enumerate(src.descriptions)]
+        w, s, e, n = transform_bounds(src.crs, "EPSG:4326", *src.bounds)
+        fill = src.nodata
+    rgb = (display_rgb(data, bands) * 255).clip(0, 255).astype(np.uint8)
+    empty = (data == fill).all(axis=0) if fill is not None else ~data.any(axis=0)
+    if data.dtype.kind == "f":
+        empty |= ~np.isfinite(data).all(axis=0)
+    alpha = np.where(empty, 0, 255).astype(np.uint8)  # nodata is transparent on the map
+    return {"name": name or Path(path).stem, "image": np.dstack([rgb, alpha]),
+            "bounds_latlon": [[s, w], [n, e]]}
+
+
+def sample_overlays(samples: list[dict], folder) -> list[dict]:
+    """Write each decoded sample as a GeoTIFF (WGS84, bands named) under ``folder`` and read it
+    back as a map overlay, as any georeferenced raster would be."""
+    from pathlib import Path
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    overlays = []
+    for s in samples:
+        meta = s["json"]
+        bounds = (meta.get("footprint") or {}).get("bounds")
+        if not bounds:
+            continue
+        tif = folder / f"{s['__key__']}.tif"
+        write_geotiff(tif, s["img"], bounds, band_names=meta["bands"])
+        overlays.append(raster_overlay_layer(tif, name=f"image: {meta['dataset']}"))
+    return overlays
+
+
+def scene_files(cfg) -> list:
+    """The GeoTIFF scenes a run's samples were cut from (``geotiff`` sources)."""
+    from pathlib import Path
+
+    files = []
+    if cfg.source == "geotiff" and cfg.source_path and not cfg.sources:
+        files.append(Path(_resolve_root(cfg.source_path)))
+    for spec in (cfg.sources or {}).values():
+        if spec.reader == "geotiff" and spec.root:
+            files.append(Path(_resolve_root(spec.root)))
+    return [f for f in files if f.is_file()]
+
+
+def save_map(m, path) -> None:
+    """Write a map as a standalone HTML page (atomically)."""
+    from pathlib import Path
+
+    atomic_write_bytes(Path(path), m.get_root().render().encode())
+
+
+def map_content(html_text: str, with_popups: bool = False) -> dict:
+    """What a saved map (or a report page holding one) contains: GeoJSON layers with their
+    feature counts and popups, image overlays, and the layer names of the layer control.
+
+    Reads the HTML only (no browser), so tests can check maps offline.
+    """
+    import json
+    import re
+
+    text = html.unescape(html_text) if "&quot;" in html_text else html_text
+    layers = []
+    for m in re.finditer(r'geo_json_\w+_add\(\s*(\{"features".*?\})\);', text, re.S):
+        try:
+            fc = json.loads(m.group(1))
+        except json.JSONDecodeError:
+            continue
+        feats = fc.get("features", [])
+        layers.append({
+            "datasets": sorted({f["properties"].get("dataset") for f in feats}),
+            "features": len(feats),
+            "popups": sum("popup" in f["properties"] for f in feats),
+            "thumbnails": sum("data:image/png;base64" in f["properties"].get("popup", "")
+                              for f in feats),
+            "results": sorted({f["properties"].get("result") for f in feats}),
+            **({"popup_html": [f["properties"].get("popup", "") for f in feats]}
+               if with_popups else {}),
+        })
+    overlays = len(re.findall(r"L\.imageOverlay\(", text))
+    control = re.findall(r'"([^"]+)"\s*:\s*(?:geo_json|image_overlay)_\w+', text)
+    return {"layers": layers, "image_overlays": overlays, "layer_names": control}

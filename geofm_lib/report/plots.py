@@ -1,0 +1,459 @@
+"""Figures for the notebooks: sample grids, label frequencies, label co-occurrence.
+
+Display conventions (stated once, used everywhere):
+  * Sentinel-2: false colour NIR/red/green (B08, B04, B03) with a fixed stretch (reflectance
+    0-0.5 NIR, 0-0.3 red and green, gamma 1.4), so vegetation is red, water dark, and images
+    compare with each other.
+  * Sentinel-1: VV backscatter in dB shown in grey between -25 dB and 0 dB.
+  * 8-bit RGB and panchromatic products: shown as stored.
+"""
+
+from __future__ import annotations
+
+import textwrap
+
+import numpy as np
+
+from geofm_lib.data.display import display_rgb
+from geofm_lib.progress import batch_mode
+
+
+def sample_grid(samples_by_dataset: dict[str, list[dict]], n: int = 6, title_chars: int = 60):
+    """A grid: one row per dataset, ``n`` samples each, titled with their labels."""
+    import matplotlib.pyplot as plt
+
+    rows = len(samples_by_dataset)
+    fig, axes = plt.subplots(rows, n, figsize=(2.2 * n, 2.5 * rows), squeeze=False)
+    for r, (ds, samples) in enumerate(samples_by_dataset.items()):
+        for c in range(n):
+            ax = axes[r, c]
+            ax.axis("off")
+            if c >= len(samples):
+                continue
+            s = samples[c]
+            ax.imshow(display_rgb(s["img"], s["json"]["bands"]), interpolation="nearest")
+            labels = ", ".join(s["json"]["labels"]) or "(no labels)"
+            ax.set_title(textwrap.fill(textwrap.shorten(labels, title_chars), 34), fontsize=7)
+            if c == 0:
+                ax.text(-0.08, 0.5, ds, transform=ax.transAxes, rotation=90, va="center",
+                        ha="right", fontsize=9, fontweight="bold")
+    fig.tight_layout()
+    return fig
+
+
+def label_frequency(manifest: dict, dataset: str, split: str = "train", top: int = 25):
+    """Horizontal bars of how many training images carry each label."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    freq = manifest["label_frequencies"].get(dataset, {}).get(split, {})
+    items = sorted(freq.items(), key=lambda kv: -kv[1])[:top]
+    fig, ax = plt.subplots(figsize=(7, 0.28 * max(len(items), 3) + 0.8))
+    if items:
+        names = [textwrap.shorten(k, 45) for k, _ in items]
+        sns.barplot(x=[v for _, v in items], y=names, ax=ax, color="#4C72B0")
+    total = manifest["counts"][dataset][split]
+    ax.set_title(f"{dataset}: images per label ({split}, {total} images)", fontsize=10)
+    ax.set_xlabel("images")
+    ax.tick_params(axis="y", labelsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def label_matrix(samples: list[dict], vocabulary: tuple[str, ...]) -> np.ndarray:
+    """(N, L) 0/1 multi-hot matrix of the samples' labels."""
+    y = np.zeros((len(samples), len(vocabulary)), np.int8)
+    for i, s in enumerate(samples):
+        for lab in s["json"]["labels"]:
+            y[i, vocabulary.index(lab)] = 1
+    return y
+
+
+def cooccurrence_heatmap(samples: list[dict], vocabulary: tuple[str, ...], title: str = ""):
+    """Pearson (phi) correlation between label indicators, as in seed 002's Fig. 2.
+
+    Labels that never occur in ``samples`` are left out (their correlation is undefined).
+    """
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    y = label_matrix(samples, vocabulary).astype(float)
+    keep = y.std(axis=0) > 0
+    names = [textwrap.shorten(v, 28) for v, k in zip(vocabulary, keep) if k]
+    corr = np.corrcoef(y[:, keep], rowvar=False) if keep.sum() > 1 else np.ones((1, 1))
+    size = 0.32 * len(names) + 2.5
+    fig, ax = plt.subplots(figsize=(size + 1.5, size))
+    sns.heatmap(corr, xticklabels=names, yticklabels=names, cmap="RdBu_r", vmin=-1, vmax=1,
+                center=0, square=True, ax=ax, cbar_kws={"shrink": 0.6, "label": "phi"})
+    ax.tick_params(labelsize=7)
+    ax.set_title(title or "label correlation", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def sample_browser(samples_by_dataset: dict[str, list[dict]]):
+    """An ipywidgets browser (for JupyterLab): pick a dataset and a sample, see image + caption.
+
+    In a static HTML report widgets do not run; the notebooks show figures for that.
+    """
+    import ipywidgets as widgets
+    import matplotlib.pyplot as plt
+
+    names = list(samples_by_dataset)
+    pick = widgets.Dropdown(options=names, description="dataset")
+    index = widgets.IntSlider(0, 0, max(len(samples_by_dataset[names[0]]) - 1, 0),
+                              description="sample")
+    out = widgets.Output()
+
+    def show(*_):
+        samples = samples_by_dataset[pick.value]
+        index.max = max(len(samples) - 1, 0)
+        s = samples[min(index.value, index.max)]
+        with out:
+            out.clear_output(wait=True)
+            fig, ax = plt.subplots(figsize=(4, 4))
+            ax.imshow(display_rgb(s["img"], s["json"]["bands"]), interpolation="nearest")
+            ax.axis("off")
+            plt.show()
+            meta = s["json"]
+            print(s["txt"])
+            print(f"labels: {', '.join(meta['labels']) or '-'}")
+            print(f"{meta['sensor']}, {meta['gsd_m']:g} m, {meta.get('date')}, "
+                  f"split {meta['split']}, key {s['__key__']}")
+
+    pick.observe(show, "value")
+    index.observe(show, "value")
+    show()
+    return widgets.VBox([widgets.HBox([pick, index]), out])
+
+
+# --- training and evaluation figures -------------------------------------------------------------
+
+class LiveLoss:
+    """A loss curve that redraws in place while training runs (one display, updated).
+
+    In JupyterLab it refreshes every ``every_s`` seconds; in batch runs (papermill, CI) only
+    at epoch ends, so the stored notebook carries one final figure.
+    """
+
+    def __init__(self, total_steps: int, every_s: float = 3.0):
+        from IPython.display import display
+
+        self.total_steps = total_steps
+        self.every_s = 1e9 if batch_mode() else every_s
+        self.steps: list[int] = []
+        self.losses: list[float] = []
+        self.epochs: list[dict] = []
+        self._last = 0.0
+        self._handle = display(self._figure(), display_id=True)
+
+    def step(self, step: int, epoch: int, loss: float, lr: float) -> None:
+        import time
+
+        self.steps.append(step)
+        self.losses.append(loss)
+        if time.monotonic() - self._last > self.every_s:
+            self._refresh()
+
+    def epoch(self, record: dict) -> None:
+        self.epochs.append(record)
+        self._refresh()
+
+    def replay(self, step_losses: list[float], history: list[dict]) -> None:
+        """Draw a finished run's curves (a re-run that loaded its checkpoint)."""
+        self.steps = list(range(1, len(step_losses) + 1))
+        self.losses = list(step_losses)
+        self.epochs = list(history)
+        self._refresh()
+
+    def _refresh(self) -> None:
+        import time
+
+        if self._handle is not None:
+            self._handle.update(self._figure())
+        self._last = time.monotonic()
+
+    def _figure(self):
+        import matplotlib.pyplot as plt
+
+        fig = training_curves(self.steps, self.losses, self.epochs, self.total_steps)
+        plt.close(fig)
+        return fig
+
+
+def training_curves(steps, losses, epochs: list[dict], total_steps: int | None = None):
+    """Train loss per step (and its running mean), val loss and val mean R@1 per epoch."""
+    import matplotlib.pyplot as plt
+
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 3.6))
+    if losses:
+        ax.plot(steps, losses, color="#9db4d8", lw=0.8, label="train (step)")
+        w = max(1, len(losses) // 20)
+        smooth = np.convolve(losses, np.ones(w) / w, mode="valid")
+        ax.plot(steps[w - 1:], smooth, color="#2457c5", lw=1.8, label=f"train (mean of {w})")
+    if epochs:
+        ax.plot([e["step"] for e in epochs], [e["val_loss"] for e in epochs], "o-",
+                color="#d62728", label="val (epoch end)")
+        ax2.plot([e["epoch"] for e in epochs], [e["val_mean_R@1"] for e in epochs], "o-",
+                 color="#2ca02c", label="val mean R@1")
+        ax2.set_xticks([e["epoch"] for e in epochs])
+    if total_steps:
+        ax.set_xlim(0, total_steps)
+    ax.set_xlabel("step")
+    ax.set_ylabel("CLIP loss")
+    ax.set_title("contrastive loss", fontsize=10)
+    if losses or epochs:
+        ax.legend(fontsize=8)
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel("percent")
+    ax2.set_title("validation: mean R@1 over datasets", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def recall_bars(table, chance_table=None, title: str = ""):
+    """Grouped bars of R@1/5/10 per dataset from a results table; chance as black ticks."""
+    import matplotlib.pyplot as plt
+
+    ks = [c for c in ("R@1", "R@5", "R@10") if c in table.columns]
+    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(table)), 3.8))
+    width = 0.8 / len(ks)
+    colors = ("#2457c5", "#6a9be0", "#b5cdf0")
+    x = np.arange(len(table))
+    for i, k in enumerate(ks):
+        vals = [np.nan if v == "-" else float(v) for v in table[k]]
+        ax.bar(x + (i - (len(ks) - 1) / 2) * width, vals, width, label=k, color=colors[i])
+        chance = [np.nan if v == "-" else float(v) for v in table[f"chance {k}"]]
+        ax.scatter(x + (i - (len(ks) - 1) / 2) * width, chance, marker="_", s=120,
+                   color="black", zorder=3, label="chance" if i == 0 else None)
+    ax.set_xticks(x, table.index, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("percent of images")
+    ax.set_ylim(0, 105)
+    ax.set_title(title or "image-to-text R@K per dataset ('-' cells left blank)", fontsize=10)
+    ax.legend(fontsize=8, ncol=4)
+    fig.tight_layout()
+    return fig
+
+
+def prediction_examples(examples: list[tuple[str, dict, dict]], ncols: int = 4):
+    """Seed 000 Fig. 2 style: each image with its correct (green), missed (orange) and false
+    (red) labels. ``examples``: (title, prediction record, decoded sample) triples."""
+    import matplotlib.pyplot as plt
+
+    n = len(examples)
+    rows = max(1, int(np.ceil(n / ncols)))
+    fig = plt.figure(figsize=(3.3 * ncols, 4.6 * rows))
+    grid = fig.add_gridspec(2 * rows, ncols, height_ratios=[3.0, 1.5] * rows, hspace=0.08,
+                            wspace=0.08)
+    for i, (title, rec, sample) in enumerate(examples):
+        r, c = divmod(i, ncols)
+        ax = fig.add_subplot(grid[2 * r, c])
+        ax.imshow(display_rgb(sample["img"], sample["json"]["bands"]), interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(title, fontsize=8, fontweight="bold")
+        tx = fig.add_subplot(grid[2 * r + 1, c])
+        tx.axis("off")
+        y = 1.0
+        for head, labels, color in (("correct: ", rec["correct"], "#1a7f37"),
+                                    ("missed: ", rec["missed"], "#b45309"),
+                                    ("false: ", rec["false"], "#c62828")):
+            lines = textwrap.wrap(head + (", ".join(labels) or "-"), 42)[:3]
+            tx.text(0, y, "\n".join(lines), transform=tx.transAxes, va="top", fontsize=7,
+                    color=color)
+            y -= 0.14 * len(lines) + 0.06
+    return fig
+
+
+def per_class_recall_plot(recall: np.ndarray, support: np.ndarray, vocabulary, title: str = "",
+                          top: int = 30):
+    """Horizontal bars of per-class recall (top-|y| predicted sets), with class support."""
+    import matplotlib.pyplot as plt
+
+    order = [i for i in np.argsort(-support) if support[i] > 0][:top]
+    fig, ax = plt.subplots(figsize=(7, 0.26 * max(len(order), 3) + 0.9))
+    names = [f"{textwrap.shorten(vocabulary[i], 40)} (n={int(support[i])})" for i in order]
+    ax.barh(names[::-1], [recall[i] for i in order][::-1], color="#4C72B0")
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("recall, percent (label in the image's top-|y| prediction)")
+    ax.tick_params(axis="y", labelsize=7)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def thumbnail_png(image: np.ndarray, bands: list[str], px: int = 96) -> bytes:
+    """A small PNG of a product (display conventions above), for map popups."""
+    import io
+
+    from PIL import Image
+
+    rgb = (display_rgb(image, bands) * 255).clip(0, 255).astype(np.uint8)
+    im = Image.fromarray(rgb).resize((px, px), Image.NEAREST)
+    buf = io.BytesIO()
+    im.save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+# --- frozen-feature figures (notebook 06) -----------------------------------------------------
+
+def umap_scatter(xy: np.ndarray, categories, title: str = "", ax=None):
+    """2-D embedding coloured by a categorical variable (dataset, group), with a legend."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 5))
+    cats = np.asarray(categories)
+    for i, c in enumerate(dict.fromkeys(cats.tolist())):
+        m = cats == c
+        ax.scatter(xy[m, 0], xy[m, 1], s=3, alpha=0.6, color=f"C{i % 10}", label=str(c),
+                   rasterized=True)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7, markerscale=3, loc="best", frameon=False)
+    return ax
+
+
+def _class_panels(y: np.ndarray, max_classes: int, cols: int, size: tuple[float, float]):
+    """A figure with one blank panel per class present in ``y`` (most frequent first, at most
+    ``max_classes``): (figure, [(axes, class index), ...])."""
+    import matplotlib.pyplot as plt
+
+    order = [i for i in np.argsort(-y.sum(axis=0)) if y[:, i].any()][:max_classes]
+    rows = max(1, int(np.ceil(len(order) / cols)))
+    fig, axes = plt.subplots(rows, cols, figsize=(size[0] * cols, size[1] * rows),
+                             squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    return fig, list(zip(axes.flat, order, strict=False))
+
+
+def umap_one_vs_rest(xy: np.ndarray, y: np.ndarray, vocabulary, max_classes: int = 12,
+                     title: str = ""):
+    """Seed 002 Fig. 3 style: one panel per class, its images highlighted against the rest."""
+
+    fig, panels = _class_panels(y, max_classes, cols=4, size=(3.2, 3.0))
+    for ax, j in panels:
+        pos = y[:, j]
+        ax.scatter(xy[~pos, 0], xy[~pos, 1], s=2, color="#c9ced8", rasterized=True)
+        ax.scatter(xy[pos, 0], xy[pos, 1], s=3, color="#d62728", rasterized=True)
+        ax.set_title(f"{textwrap.shorten(vocabulary[j], 30)} (n={int(pos.sum())})", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def per_class_bars(values: dict[str, list[float]], vocabulary, support=None, title: str = ""):
+    """Grouped horizontal bars of a per-class metric for several encoders/probes."""
+    import matplotlib.pyplot as plt
+
+    names = list(values)
+    order = list(range(len(vocabulary)))
+    if support is not None:
+        order = [i for i in np.argsort(-np.asarray(support)) if support[i] > 0]
+    fig, ax = plt.subplots(figsize=(7.5, 0.3 * max(len(order), 3) * len(names) / 1.5 + 1))
+    h = 0.8 / len(names)
+    for k, name in enumerate(names):
+        ax.barh(np.arange(len(order)) + k * h, [values[name][i] for i in order], h,
+                label=name, color=f"C{k}")
+    labels = [textwrap.shorten(vocabulary[i], 38) + (f" (n={int(support[i])})"
+                                                     if support is not None else "")
+              for i in order]
+    ax.set_yticks(np.arange(len(order)) + h * (len(names) - 1) / 2, labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("F2, percent")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def per_class_confusion(y_true: np.ndarray, y_pred: np.ndarray, vocabulary, max_classes: int = 12,
+                        title: str = ""):
+    """Seed 002 Fig. 5 style: a 2x2 confusion matrix per class (rows true, columns predicted)."""
+
+    fig, panels = _class_panels(y_true, max_classes, cols=6, size=(2.1, 2.3))
+    for ax, j in panels:
+        t, p = y_true[:, j].astype(bool), y_pred[:, j].astype(bool)
+        cm = np.array([[(~t & ~p).sum(), (~t & p).sum()], [(t & ~p).sum(), (t & p).sum()]])
+        ax.imshow(cm, cmap="Blues")
+        for (r, c), v in np.ndenumerate(cm):
+            ax.text(c, r, str(v), ha="center", va="center", fontsize=8,
+                    color="white" if v > cm.max() / 2 else "black")
+        ax.set_title(textwrap.shorten(vocabulary[j], 22), fontsize=7)
+        ax.axis("on")
+        ax.set_xticks([0, 1], ["no", "yes"], fontsize=6)
+        ax.set_yticks([0, 1], ["no", "yes"], fontsize=6)
+    fig.suptitle(title + " (rows: true, columns: predicted)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def benchmark_bars(results: dict):
+    """Training benchmarks side by side (``bench_train.run``): ours against open_clip_train,
+    the loader against the step, 1 against 2 processes; samples/s, higher is better."""
+    import matplotlib.pyplot as plt
+
+    panels = []
+    row = results.get("ours_vs_open_clip_train", {})
+    if "open_clip_train_samples_per_s" in row:
+        panels.append(("step: ours vs open_clip_train",
+                       {"geofm\n(before)": row.get("ours_before_channels_last_samples_per_s",
+                                                   float("nan")),
+                        "geofm": row["ours_samples_per_s"],
+                        "open_clip_train": row["open_clip_train_samples_per_s"],
+                        "open_clip_train\nexcl. data": row[
+                            "open_clip_train_excl_data_samples_per_s"]}))
+    lvs = results.get("loader_vs_step")
+    if lvs:
+        panels.append((f"loader vs step (target loader >= {lvs['target_ratio']:g}x)",
+                       {"loader alone": lvs["loader_samples_per_s"],
+                        "step alone": lvs["step_samples_per_s"]}))
+    ddp = results.get("ddp_gloo_cpu")
+    if ddp:
+        panels.append(("torchrun, gloo on the CPU",
+                       {k.replace("_", " "): v["samples_per_s"] for k, v in ddp.items()
+                        if isinstance(v, dict)}))
+    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(4.2 * max(len(panels), 1), 3.4),
+                             squeeze=False)
+    for ax, (title, values) in zip(axes[0], panels, strict=False):
+        bars = ax.bar(list(values), list(values.values()),
+                      color=["#aec7e8", "#1f77b4", "#ff7f0e", "#ffbb78"][-len(values):])
+        ax.bar_label(bars, fmt="%.0f", fontsize=8)
+        ax.set_title(title, fontsize=10)
+        ax.set_ylabel("samples / s")
+        ax.tick_params(axis="x", labelsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def ssl_curves(history: list[dict]):
+    """MoCo training over steps: loss; similarity of positive pairs and of queue negatives;
+    queue fill; embedding std against the 1/sqrt(d) of embeddings spread over the sphere (a
+    collapsed encoder falls towards 0)."""
+    import matplotlib.pyplot as plt
+
+    steps = [r["step"] for r in history]
+    fig, axes = plt.subplots(1, 4, figsize=(15, 3.2))
+    axes[0].plot(steps, [r["loss"] for r in history], color="#1f77b4")
+    axes[0].set_title("InfoNCE loss")
+    axes[1].plot(steps, [r["positive_similarity"] for r in history], label="positive pair")
+    axes[1].plot(steps, [r["negative_similarity"] for r in history], label="queue negatives")
+    axes[1].set_title("cosine similarity of the query to")
+    axes[1].legend(fontsize=8)
+    axes[2].plot(steps, [r["queue_filled"] for r in history], color="#2ca02c")
+    axes[2].set_title("keys enqueued (queue size)")
+    axes[3].plot(steps, [r["embedding_std"] for r in history], label="encoder features")
+    axes[3].plot(steps, [r["queue_std"] for r in history], label="queue keys")
+    d = history[-1].get("feature_dim")
+    if d:
+        axes[3].axhline(1 / np.sqrt(d), color="grey", ls="--", lw=1, label="1/sqrt(d)")
+        axes[3].axhline(0.1 / np.sqrt(d), color="red", ls=":", lw=1, label="collapse line")
+    axes[3].set_title("embedding std (collapse check)")
+    axes[3].legend(fontsize=7)
+    for ax in axes:
+        ax.set_xlabel("step")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,106 @@
+"""Run bookkeeping: what produced a result, written beside it.
+
+``run.json`` holds the resolved parameters and their hash, the git commit and whether the tree
+was dirty, package versions, the device, the seed and hashes of the data read. Nothing in it is
+an absolute path of the machine, an environment dump or a secret.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+from geofm_lib.config import Config, project_root
+from geofm_lib.io import atomic_write_json
+from geofm_lib.paths import stage_dir
+
+PACKAGES = ("geofm", "numpy", "torch", "torchvision", "open_clip_torch", "torchgeo",
+            "webdataset", "scikit-learn", "umap-learn", "papermill", "nbconvert", "leafmap")
+
+
+def git_state(root: Path | None = None) -> dict:
+    """{'commit': sha or None, 'dirty': bool or None} of the workspace."""
+    root = root or project_root()
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                                text=True, timeout=10).stdout.strip() or None
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                cwd=root, capture_output=True, text=True, timeout=10).stdout
+        return {"commit": commit, "dirty": bool(status.strip()) if commit else None}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def package_versions() -> dict:
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def device_info() -> dict:
+    """CPU/GPU the run used (imports torch, so only where a run trains or evaluates)."""
+    info = {"machine": platform.machine(), "python": platform.python_version()}
+    try:
+        import torch
+
+        info["cuda"] = torch.cuda.is_available()
+        if info["cuda"]:
+            info["gpu"] = torch.cuda.get_device_name(0)
+            info["gpus"] = torch.cuda.device_count()
+        info["threads"] = torch.get_num_threads()
+    except ImportError:
+        info["cuda"] = False
+    return info
+
+
+def run_record(cfg: Config, stage: str, data: dict | None = None,
+               with_device: bool = False) -> dict:
+    """The bookkeeping record of one stage of a run."""
+    rec = {
+        "stage": stage, "run": cfg.name, "params": cfg.to_dict(), "params_hash": cfg.hash,
+        "data_hash": cfg.data_hash, "seed": cfg.seed, "git": git_state(),
+        "packages": package_versions(), "data": data or {},
+        "finished": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+    }
+    rec["params"]["work_dir"] = _relative(rec["params"]["work_dir"])
+    if with_device:
+        rec["device"] = device_info()
+    return rec
+
+
+def _relative(path: str) -> str:
+    p = Path(path)
+    if not p.is_absolute():
+        return path
+    try:
+        return str(p.relative_to(project_root()))
+    except ValueError:
+        return "<outside the project>/" + p.name
+
+
+def save_stage(cfg: Config, stage: str, metrics: dict, data: dict | None = None,
+               with_device: bool = False) -> Path:
+    """Write ``<work>/runs/<run>/<stage>.json`` with metrics and the run record, atomically."""
+    folder = stage_dir(cfg)
+    folder.mkdir(parents=True, exist_ok=True)
+    rec = run_record(cfg, stage, data, with_device)
+    rec["metrics"] = metrics
+    path = folder / f"{stage}.json"
+    atomic_write_json(path, rec)
+    return path
+
+
+def load_stages(cfg: Config) -> dict[str, dict]:
+    """All stage records of a run, by stage name."""
+    folder = stage_dir(cfg)
+    if not folder.is_dir():
+        return {}
+    return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}

@@ -1,0 +1,46 @@
+"""Self-supervised pretraining (seed 003): positive pairs, the MoCo-v2 task, the training run
+and its evaluation.
+"""
+
+from .evaluation import (
+    MODE_NAMES,
+    SingleLabels,
+    accuracy_ci,
+    compare_runs,
+    evaluate,
+    features_of,
+    labelled_subset,
+    save_evaluation,
+    single_label_probe,
+    single_labels,
+    train_classifier,
+)
+from .model import (
+    SSL_FORMAT,
+    augmentations,
+    build_task,
+    collapse_check,
+    embedding_std,
+    make_backbone,
+    stem_conv1x1,
+)
+from .pairs import (
+    INPUTS,
+    PAIR_MODES,
+    EpochSampler,
+    Pairs,
+    PairViews,
+    load_pairs,
+    may_have_pairs,
+    non_overlapping,
+)
+from .pretraining import SSLResult, pretrain, read_encoder
+
+__all__ = [
+    "PAIR_MODES", "INPUTS", "Pairs", "may_have_pairs", "load_pairs", "non_overlapping",
+    "PairViews", "EpochSampler", "SSL_FORMAT", "augmentations", "build_task", "stem_conv1x1",
+    "make_backbone", "embedding_std", "collapse_check", "SSLResult", "pretrain",
+    "read_encoder", "features_of", "labelled_subset", "train_classifier", "accuracy_ci",
+    "single_label_probe", "SingleLabels", "single_labels", "evaluate", "MODE_NAMES",
+    "save_evaluation", "compare_runs",
+]

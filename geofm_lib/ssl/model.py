@@ -1,0 +1,92 @@
+"""The MoCo-v2 task (torchgeo's ``MoCoTask``), its augmentation sets, backbones with a band
+stem, and collapse checks.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from geofm_lib.config import Config
+from geofm_lib.models.adapters import ChannelMixer
+
+SSL_FORMAT = "geofm-ssl-1"
+
+
+# --- the MoCo-v2 model ----------------------------------------------------------------------
+
+def augmentations(kind: str, image_px: int):
+    """Seed 003's augmentation sets as kornia modules (tensors in, tensors out)."""
+    import kornia.augmentation as K  # noqa: N812
+
+    if kind == "none":
+        return torch.nn.Identity()
+    ops = [K.RandomResizedCrop((image_px, image_px), scale=(0.2, 1.0)),
+           K.RandomHorizontalFlip(), K.RandomVerticalFlip()]
+    if kind == "set2":
+        k = max(3, (image_px // 10) | 1)  # odd kernel about a tenth of the image (MoCo-v2)
+        ops.append(K.RandomGaussianBlur((k, k), (0.1, 2.0), p=0.5))
+    return torch.nn.Sequential(*ops)
+
+
+def build_task(cfg: Config, bands: list[str], world: int = 1):
+    """torchgeo's MoCoTask (v2) for ``bands`` input channels, with the two fixes of the module
+    docstring (key side starts as a copy of the query side; the conv1x1 stem). With ``world``
+    processes the keys of all of them are gathered before they enter the queue (as MoCo's
+    ``concat_all_gather``), so the queue grows by the global batch per step. N processes still
+    differ from one: BatchNorm statistics are per process (no SyncBN or MoCo's shuffled BN, as
+    in torchgeo) and each process draws its own augmentations."""
+    from torchgeo.trainers import MoCoTask
+
+    torch.manual_seed(cfg.seed)
+    milestones = [max(1, int(cfg.ssl_epochs * 0.6)), max(2, int(cfg.ssl_epochs * 0.8))]
+    task = MoCoTask(model=cfg.ssl_backbone, in_channels=len(bands), version=2, layers=2,
+                    hidden_dim=2048, output_dim=128, lr=cfg.ssl_lr, weight_decay=1e-4,
+                    momentum=0.9, schedule=milestones, temperature=cfg.moco_temperature,
+                    memory_bank_size=cfg.moco_queue, moco_momentum=cfg.moco_momentum,
+                    size=cfg.image_px, augmentation1=augmentations(cfg.ssl_augment, cfg.image_px),
+                    augmentation2=augmentations(cfg.ssl_augment, cfg.image_px),
+                    gather_distributed=world > 1)
+    if cfg.ssl_adapter == "conv1x1":
+        for net in (task.backbone, task.backbone_momentum):
+            net.conv1 = stem_conv1x1(net.conv1, bands)
+    task.backbone_momentum.load_state_dict(task.backbone.state_dict())
+    task.projection_head_momentum.load_state_dict(task.projection_head.state_dict())
+    for p in (*task.backbone_momentum.parameters(), *task.projection_head_momentum.parameters()):
+        p.requires_grad = False
+    return task
+
+
+def stem_conv1x1(conv, bands: list[str]):
+    """Seed 003's stem: a learned 1x1 convolution N -> 3, then a 3-channel first convolution of
+    the same shape as ``conv``."""
+    rgb = torch.nn.Conv2d(3, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                          bias=conv.bias is not None)
+    return ChannelMixer(len(bands), bands, rgb)
+
+
+def make_backbone(name: str, bands: list[str], adapter: str, seed: int):
+    """A timm ResNet taking ``bands`` (the architecture of the SSL encoder), random init."""
+    import timm
+
+    torch.manual_seed(seed)
+    net = timm.create_model(name, in_chans=len(bands), num_classes=0)
+    if adapter == "conv1x1":
+        net.conv1 = stem_conv1x1(net.conv1, bands)
+    return net
+
+
+def embedding_std(features: torch.Tensor) -> float:
+    """Mean over dimensions of the standard deviation of L2-normalised embeddings: about
+    1/sqrt(d) when they spread over the sphere, near 0 when the encoder has collapsed."""
+    z = torch.nn.functional.normalize(features.float(), dim=1)
+    return float(z.std(dim=0).mean())
+
+
+def collapse_check(features: torch.Tensor, ratio: float = 0.1) -> dict:
+    """Representation collapse: embedding std below ``ratio`` x 1/sqrt(d)."""
+    d = features.shape[1]
+    std = embedding_std(features)
+    return {"embedding_std": std, "uniform_std": 1 / math.sqrt(d),
+            "collapsed": std < ratio / math.sqrt(d)}

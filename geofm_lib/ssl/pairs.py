@@ -1,0 +1,257 @@
+"""Paired data for self-supervision: the Sentinel-1 / Sentinel-2 images of each place, read
+from the shards, and the views a pair mode makes of them.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from geofm_lib.catalog import DATASETS
+from geofm_lib.config import Config
+from geofm_lib.data.shards import iter_shards, load_manifest, shard_paths
+from geofm_lib.errors import ConfigError, PairError
+from geofm_lib.models.adapters import POLARISATIONS
+from geofm_lib.paths import build_folder
+
+PAIR_MODES = ("augment", "sensor", "fusion_all", "fusion_partial")
+
+
+INPUTS = ("s1", "s2", "s1/s2")
+
+
+# --- paired data ----------------------------------------------------------------------------
+
+@dataclass
+class Pairs:
+    """The S1/S2 images of the places of one split, standardised, in memory."""
+
+    optical_bands: list[str]
+    sar_bands: list[str]
+    optical: np.ndarray  # (N, optical bands, H, W) float32
+    sar: np.ndarray      # (N, SAR bands, H, W) float32
+    pair_ids: list[str]
+    labels: list[list[str]]
+    vocabulary: list[str]
+    incomplete: int = 0  # places with only one sensor in this split (left out)
+    dominant: list[str | None] = field(default_factory=list)  # single label, where known
+    bounds: list[list[float] | None] = field(default_factory=list)  # lon/lat footprint
+
+    def subset(self, idx) -> Pairs:
+        """The places ``idx`` (in that order)."""
+        idx = np.asarray(idx, int)
+        pick = lambda seq: [seq[i] for i in idx] if seq else []  # noqa: E731
+        return Pairs(self.optical_bands, self.sar_bands, self.optical[idx], self.sar[idx],
+                     pick(self.pair_ids), pick(self.labels), self.vocabulary, self.incomplete,
+                     pick(self.dominant), pick(self.bounds))
+
+    @property
+    def bands(self) -> list[str]:
+        """The model's input layout: optical bands, then SAR."""
+        return self.optical_bands + self.sar_bands
+
+    def __len__(self) -> int:
+        return len(self.pair_ids)
+
+    def compose(self, idx, optical: bool, sar: bool) -> np.ndarray:
+        """(len(idx), bands, H, W) images with one or both sensors' channels filled."""
+        idx = np.atleast_1d(np.asarray(idx))
+        n_opt = len(self.optical_bands)
+        out = np.zeros((len(idx), len(self.bands), *self.optical.shape[2:]), np.float32)
+        if optical:
+            out[:, :n_opt] = self.optical[idx]
+        if sar:
+            out[:, n_opt:] = self.sar[idx]
+        return out
+
+    def inputs(self, idx, which: str) -> np.ndarray:
+        """Images of one evaluation input: ``s1``, ``s2`` or ``s1/s2``."""
+        return self.compose(idx, optical=which != "s1", sar=which != "s2")
+
+
+def _standardise(img: np.ndarray, band_stat: dict, idx: list[int]) -> np.ndarray:
+    mean = np.asarray(band_stat["mean"], np.float32)[idx][:, None, None]
+    std = np.maximum(np.asarray(band_stat["std"], np.float32)[idx], 1e-6)[:, None, None]
+    x = (img[idx].astype(np.float32) - mean) / std
+    return np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def may_have_pairs(manifest: dict, datasets) -> bool:
+    """Whether a build can hold S1/S2 pairs (from its band lists, without reading shards): one
+    dataset with both sensors, or a SAR and an optical dataset."""
+    kinds = set()
+    for ds in datasets:
+        bands = manifest["band_stats"].get(ds, {}).get("bands", [])
+        sar = any(b in POLARISATIONS for b in bands)
+        optical = any(b not in POLARISATIONS for b in bands)
+        kinds.add("both" if sar and optical else "sar" if sar else "optical")
+    return "both" in kinds or {"sar", "optical"} <= kinds
+
+
+def load_pairs(cfg: Config, split: str) -> Pairs:
+    """The places of ``split`` with both a Sentinel-1 and an optical image.
+
+    Sources: two datasets whose samples share ``pair_id`` (BigEarthNet S1/S2 of the simulator,
+    BigEarthNet or SSL4EO-S12 through torchgeo), or one dataset with both sensors stacked
+    (SEN12MS, ``bigearthnet_s1s2``). Bands are standardised with each dataset's training-split
+    statistics from the shard manifest.
+    """
+    folder = build_folder(cfg)
+    manifest = load_manifest(folder)
+    halves: dict[str, dict] = {}
+    opt_bands = sar_bands = None
+    vocab: list[str] = []
+    for ds in cfg.dataset_keys:
+        st = manifest["band_stats"][ds]
+        bands = st["bands"]
+        sar_idx = [i for i, b in enumerate(bands) if b in POLARISATIONS]
+        opt_idx = [i for i, b in enumerate(bands) if b not in POLARISATIONS]
+        if opt_idx and not vocab:
+            vocab = list((manifest.get("vocabularies") or {}).get(ds)
+                         or (DATASETS[ds].labels if ds in DATASETS else []))
+        for s in iter_shards(shard_paths(folder, split, ds)):
+            m = s["json"]
+            pid = m.get("pair_id") or (s["__key__"] if sar_idx and opt_idx else None)
+            if pid is None:
+                continue
+            rec = halves.setdefault(pid, {"labels": set()})
+            rec["labels"].update(m.get("labels") or [])
+            if m.get("dominant_label") and (opt_idx or "dominant" not in rec):
+                rec["dominant"] = m["dominant_label"]  # the optical image's, if they differ
+            if (m.get("footprint") or {}).get("bounds") and "bounds" not in rec:
+                rec["bounds"] = m["footprint"]["bounds"]
+            for part, idx in (("sar", sar_idx), ("optical", opt_idx)):
+                if idx:
+                    names = [bands[i] for i in idx]
+                    if part == "sar":
+                        sar_bands = sar_bands or names
+                        ok = names == sar_bands
+                    else:
+                        opt_bands = opt_bands or names
+                        ok = names == opt_bands
+                    if not ok:
+                        raise PairError(f"{ds}: {part} bands {names} differ from another "
+                                        f"dataset's; pair datasets of one sensor product")
+                    rec[part] = _standardise(s["img"], st, idx)
+    complete = [pid for pid, r in halves.items() if "sar" in r and "optical" in r]
+    if not complete:
+        raise PairError(
+            f"no place in the {split} split has both a Sentinel-1 and an optical image "
+            f"(datasets {', '.join(cfg.dataset_keys)}); use group A (bigearthnet_s2 + "
+            f"bigearthnet_s1), SEN12MS, bigearthnet_s1s2 or the SSL4EO-S12 pair")
+    complete.sort()
+    return Pairs(opt_bands, sar_bands,
+                 np.stack([halves[p]["optical"] for p in complete]),
+                 np.stack([halves[p]["sar"] for p in complete]), complete,
+                 [sorted(halves[p]["labels"]) for p in complete], vocab,
+                 incomplete=len(halves) - len(complete),
+                 dominant=[halves[p].get("dominant") for p in complete],
+                 bounds=[halves[p].get("bounds") for p in complete])
+
+
+def non_overlapping(bounds: list, seed: int = 0) -> np.ndarray:
+    """Indices of a subset of footprints no two of which overlap (touching edges is fine),
+    chosen greedily in a seeded random order, as seed 003's non-overlapping SEN12MS subset.
+    A grid hash keeps it near linear in the number of footprints."""
+    missing = [i for i, b in enumerate(bounds) if not b]
+    if missing:
+        raise PairError(f"{len(missing)} of {len(bounds)} places have no footprint bounds, so "
+                        f"overlap cannot be decided; use ssl_patches=all for this data")
+    box = np.asarray(bounds, float)
+    flipped = np.flatnonzero((box[:, 2] < box[:, 0]) | (box[:, 3] < box[:, 1]))
+    if len(flipped):
+        raise PairError(f"{len(flipped)} footprints have west > east or south > north (e.g. "
+                        f"{bounds[flipped[0]]}; one crossing the antimeridian?); use "
+                        f"ssl_patches=all for this data")
+    cell = max(float(np.median(box[:, 2] - box[:, 0])), float(np.median(box[:, 3] - box[:, 1])),
+               1e-9)
+    grid: dict[tuple[int, int], list[int]] = {}
+    kept = []
+    tol = 1e-9 * cell  # footprints that share an edge (adjacent tiles) do not overlap
+    for i in np.random.default_rng([seed, 3]).permutation(len(box)):
+        x0, y0, x1, y1 = box[i]
+        cells = [(gx, gy) for gx in range(int(x0 // cell), int(x1 // cell) + 1)
+                 for gy in range(int(y0 // cell), int(y1 // cell) + 1)]
+        clash = False
+        for c in cells:
+            for j in grid.get(c, ()):
+                a = box[j]
+                if min(x1, a[2]) - max(x0, a[0]) > tol and min(y1, a[3]) - max(y0, a[1]) > tol:
+                    clash = True
+                    break
+            if clash:
+                break
+        if not clash:
+            kept.append(i)
+            for c in cells:
+                grid.setdefault(c, []).append(int(i))
+    return np.sort(np.asarray(kept, int))
+
+
+class PairViews(torch.utils.data.Dataset):
+    """Samples of one pair mode: ``image`` holds the two views stacked along the channels
+    (query first); ``pair_q``/``pair_k`` and ``sensor_q``/``sensor_k`` say what they are.
+
+    An index is ``i`` or ``(epoch, i)`` (from :class:`EpochSampler`); the random choices of a
+    sample (which sensor is the query, which input in ``fusion_partial``) are drawn from a
+    generator seeded by (seed, epoch, i), so they do not depend on workers, ranks or resuming.
+    """
+
+    def __init__(self, pairs: Pairs, mode: str, seed: int = 0):
+        if mode not in PAIR_MODES:
+            raise ValueError(f"unknown ssl_mode {mode!r}; choose one of {', '.join(PAIR_MODES)}")
+        self.pairs, self.mode, self.seed = pairs, mode, seed
+
+    def __len__(self) -> int:
+        return 2 * len(self.pairs) if self.mode == "augment" else len(self.pairs)
+
+    def _view(self, i: int, sensor: str) -> torch.Tensor:
+        return torch.from_numpy(self.pairs.inputs(i, sensor)[0])
+
+    def __getitem__(self, index) -> dict:
+        epoch, i = index if isinstance(index, tuple) else (0, index)
+        rng = random.Random(f"{self.seed}-{epoch}-{i}")  # str seeds hash the same everywhere
+        if self.mode == "augment":
+            i, sensors = i // 2, ("s2", "s2") if i % 2 == 0 else ("s1", "s1")
+        elif self.mode == "sensor":
+            sensors = ("s1", "s2") if rng.random() < 0.5 else ("s2", "s1")
+        elif self.mode == "fusion_all":
+            sensors = ("s1/s2", "s1/s2")
+        else:
+            one = rng.choice(INPUTS)
+            sensors = (one, one)
+        q, k = (self._view(i, s) for s in sensors)
+        pid = self.pairs.pair_ids[i]
+        return {"image": torch.cat([q, k]), "pair_q": pid, "pair_k": pid,
+                "sensor_q": sensors[0], "sensor_k": sensors[1]}
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """The global batches of an epoch are a permutation seeded by (seed, epoch), cut into
+    ``global_batch`` pieces (the last partial one dropped); rank ``r`` of ``world`` yields its
+    ``global_batch / world`` slice of each, as ``(epoch, i)`` pairs. One process or several see
+    the same global batches, and a run resumed at an epoch boundary sees what it would have."""
+
+    def __init__(self, n: int, global_batch: int, seed: int, rank: int = 0, world: int = 1):
+        if global_batch % world:
+            raise ConfigError(f"ssl_batch_size={global_batch} does not split over {world} "
+                             f"processes; use a multiple of {world}")
+        self.n, self.batch, self.seed, self.rank, self.world = n, global_batch, seed, rank, world
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:  # Lightning calls this before every epoch
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return (self.n // self.batch) * (self.batch // self.world)
+
+    def __iter__(self):
+        order = np.random.default_rng([self.seed, self.epoch, 7]).permutation(self.n)
+        per = self.batch // self.world
+        for b in range(self.n // self.batch):
+            batch = order[b * self.batch:(b + 1) * self.batch]
+            chunk = batch[self.rank * per:(self.rank + 1) * per]
+            yield from ((self.epoch, int(i)) for i in chunk)

@@ -1,0 +1,348 @@
+"""CLIP pretraining on the shards: OpenCLIP model, tokenizer and ``ClipLoss``; AdamW with a
+linear warmup and cosine decay; gradient clipping; autocast; atomic, resumable checkpoints.
+
+An epoch is ``ceil(train samples / batch_size)`` steps (OpenCLIP's ``--dataset-resampled``
+convention: a sample may be drawn twice or not at all within an epoch). A non-finite loss
+stops training with ``TrainingDiverged`` before anything is overwritten, so the last good
+checkpoint stays.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from geofm_lib import distributed
+from geofm_lib.config import Config
+from geofm_lib.data.shards import iter_shards, load_manifest, shard_paths
+from geofm_lib.errors import ConfigError, ShardError, TrainingDiverged
+from geofm_lib.evaluation.retrieval import encode_split, summary_metrics, zero_shot
+from geofm_lib.io import folder_lock
+from geofm_lib.models.devices import resolve_device, resolve_precision
+from geofm_lib.models.factory import count_parameters, create_model
+from geofm_lib.models.inputs import input_bands, input_spec, stats_to_state
+from geofm_lib.paths import build_folder, checkpoint_dir
+from geofm_lib.progress import get_logger, progress
+from geofm_lib.training.checkpoint import (
+    CHECKPOINT_FORMAT,
+    check_checkpoint_run,
+    load_checkpoint,
+    save_step_checkpoint,
+)
+from geofm_lib.training.step import (
+    Step,
+    _rng_state,
+    _set_rng_state,
+    channels_last,
+    make_scheduler,
+    param_groups,
+)
+from geofm_lib.training.stream import train_stream
+
+log = get_logger()
+
+
+# --- the loop --------------------------------------------------------------------------------
+
+@dataclass
+class TrainResult:
+    checkpoint: Path
+    history: list[dict]
+    steps: int
+    seconds: float
+    device: str
+    precision: str
+    resumed_from_epoch: int
+    already_finished: bool
+    parameters: dict = field(default_factory=dict)
+    truncated_captions: float = 0.0
+    step_losses: list[float] = field(default_factory=list)
+
+
+def _caption_lengths(folder: Path, tokenizer, limit: int = 2000) -> np.ndarray:
+    texts = []
+    for s in iter_shards(shard_paths(folder, "train")):
+        texts.append(s["txt"])
+        if len(texts) >= limit:
+            break
+    enc = getattr(tokenizer, "encode", None)
+    if enc is None:
+        return np.zeros(0)
+    return np.array([len(enc(t)) + 2 for t in texts])  # + start and end tokens
+
+
+def preflight(cfg: Config) -> tuple[Path, dict]:
+    """Check everything a training run needs before the model is built (cheap)."""
+    folder = build_folder(cfg)
+    manifest = load_manifest(folder)  # names 01_data_prep when missing
+    missing = [ds for ds in cfg.dataset_keys if ds not in manifest["counts"]]
+    if missing:
+        raise ShardError(f"the shards in {folder.name} have no {missing}; re-run "
+                         f"01_data_prep with the same parameters")
+    n_train = sum(manifest["counts"][ds]["train"] for ds in cfg.dataset_keys)
+    if n_train < cfg.batch_size:
+        raise ConfigError(f"batch_size={cfg.batch_size} is larger than the {n_train} training "
+                         f"samples; lower batch_size or raise samples_per_dataset")
+
+    for ds in cfg.dataset_keys:
+        if ds not in manifest["band_stats"]:
+            raise ShardError(f"manifest of {folder.name} has no band statistics for {ds}; "
+                             f"rebuild the shards")
+        bands = manifest["band_stats"][ds]["bands"]
+        if cfg.band_adapter != "rgb":
+            continue
+        try:
+            input_bands(bands)
+        except ValueError as exc:
+            raise ConfigError(f"{ds}: its {len(bands)} bands {bands} do not fit the 3-channel "
+                             f"image tower of {cfg.model}: {exc}. Name the bands (e.g. "
+                             f"options.band_names: [red, green, blue]), use a band adapter "
+                             f"(band_adapter: first_layer) or drop the dataset") from None
+    input_spec({ds: manifest["band_stats"][ds] for ds in cfg.dataset_keys}, cfg.band_adapter)
+    return folder, manifest
+
+
+def plan_steps(cfg: Config, manifest: dict) -> tuple[int, int]:
+    """(training samples, steps per epoch) of a run."""
+    n_train = sum(manifest["counts"][ds]["train"] for ds in cfg.dataset_keys)
+    return n_train, math.ceil(n_train / cfg.batch_size)
+
+
+def train(cfg: Config, on_step: Callable | None = None, on_epoch: Callable | None = None,
+          loss_hook: Callable | None = None, show_progress: bool = True) -> TrainResult:
+    """Train (or resume, or just load) the CLIP run of ``cfg``; under torchrun, on every rank.
+
+    Args:
+        on_step: called as ``on_step(step, epoch, loss, lr)`` after every optimiser step
+            (rank 0 only).
+        on_epoch: called with the epoch's record (train/val loss, val mean R@1, ...).
+        loss_hook: test hook, ``loss_hook(loss, step) -> loss`` (e.g. to inject a NaN).
+
+    Checkpoints are written every ``checkpoint_every_steps`` steps and at the end of every
+    epoch, with the optimiser, scheduler and random states and the position in the epoch's
+    data stream, so a run killed at any point and resumed ends with the weights of an
+    uninterrupted run (exactly, on the CPU).
+
+    Only one process trains a configuration at a time: a second one is refused at once
+    (``BusyError``) instead of both writing the same checkpoints.
+
+    Raises:
+        TrainingDiverged: on a non-finite loss, gradient or weight; the last good checkpoint is
+            left as it was.
+        CheckpointError: ``last.pt`` belongs to another configuration.
+        BusyError: another process is training this configuration.
+    """
+    ckpt_dir = checkpoint_dir(cfg)
+    if int(os.environ.get("RANK", "0")) != 0:  # rank 0 holds the lock for the whole job
+        return _train(cfg, on_step, on_epoch, loss_hook, show_progress)
+    with folder_lock(ckpt_dir, f"the checkpoints of training run {cfg.train_hash} "
+                               f"({cfg.name})", wait=False):
+        return _train(cfg, on_step, on_epoch, loss_hook, show_progress)
+
+
+def _train(cfg: Config, on_step, on_epoch, loss_hook, show_progress: bool) -> TrainResult:
+    """The body of :func:`train` (run while holding the checkpoint folder's lock)."""
+    import open_clip
+
+    folder, manifest = preflight(cfg)
+    dist, device = distributed.setup(resolve_device(cfg.device))
+    if cfg.batch_size % (dist.world_size * cfg.grad_accum_steps):
+        raise ConfigError(f"batch_size={cfg.batch_size} must split evenly into {dist.world_size} "
+                         f"process(es) x grad_accum_steps={cfg.grad_accum_steps}; choose a "
+                         f"multiple of {dist.world_size * cfg.grad_accum_steps}")
+    precision = resolve_precision(cfg.precision, device.split(":")[0])
+    stats, bands = input_spec({ds: manifest["band_stats"][ds] for ds in cfg.dataset_keys},
+                              cfg.band_adapter)
+    model, tokenizer = create_model(cfg.model, cfg.image_px, cfg.pretrained, device, cfg.seed,
+                                    band_adapter=cfg.band_adapter, bands=bands)
+    if cfg.grad_checkpointing:
+        model.set_grad_checkpointing(True)
+    channels_last(model)
+    datasets = list(cfg.dataset_keys)
+    n_train, steps_per_epoch = plan_steps(cfg, manifest)
+    total_steps = steps_per_epoch * cfg.epochs
+    on_cuda = device.startswith("cuda")
+
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr,
+                                  betas=(0.9, 0.98), eps=1e-6, fused=on_cuda or None)
+    scheduler = make_scheduler(optimizer, total_steps, cfg.warmup_fraction)
+    scaler = torch.amp.GradScaler(device.split(":")[0], enabled=(precision == "fp16"))
+    loss_fn = open_clip.ClipLoss(gather_with_grad=dist.enabled, rank=dist.rank,
+                                 world_size=dist.world_size)
+    ckpt_dir = checkpoint_dir(cfg)
+    ckpt = ckpt_dir / "last.pt"
+    history: list[dict] = []
+    step_losses: list[float] = []
+    epoch_losses: list[float] = []
+    start_epoch, start_batch, epoch_seconds = 0, 0, 0.0
+    saved = None  # where the newest checkpoint stands, for the divergence message
+    if ckpt.is_file():
+        state = load_checkpoint(ckpt, map_location=device)
+        check_checkpoint_run(state, ckpt, {"train_hash": cfg.train_hash,
+                                           "data_hash": cfg.data_hash})
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if "scaler" in state:
+            scaler.load_state_dict(state["scaler"])
+        history = list(state["history"])
+        step_losses = list(state.get("step_losses", []))
+        start_epoch = int(state["epoch"])
+        start_batch = int(state.get("step_in_epoch", 0))
+        # at an epoch boundary the finished epoch's losses are in history, not in this epoch
+        epoch_losses = list(state.get("epoch_losses", [])) if start_batch else []
+        epoch_seconds = float(state.get("epoch_seconds", 0.0))
+        if "rng" in state:
+            _set_rng_state(state["rng"], device)
+        saved = f"epoch {start_epoch + 1}, step {start_batch} of it"
+        if dist.is_main:
+            log.info("resuming from %s: epoch %d of %d, step %d of it", ckpt_dir.name,
+                     start_epoch + 1, cfg.epochs, start_batch)
+    raw_model = model
+    if dist.enabled:
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[dist.local_rank] if on_cuda else None)
+    if cfg.compile:
+        model = torch.compile(model)
+    lengths = _caption_lengths(folder, tokenizer)
+    ctx = raw_model.context_length if hasattr(raw_model, "context_length") else 77
+    truncated = float((lengths > ctx).mean()) if lengths.size else 0.0
+    if truncated > 0 and dist.is_main:
+        log.warning("%.1f %% of training captions exceed the %d-token context and are cut",
+                    100 * truncated, ctx)
+    autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    dev_type = torch.device(device).type
+
+    def autocast():
+        return torch.autocast(dev_type, dtype=autocast_dtype, enabled=autocast_dtype is not None)
+
+    run_step = Step(model, raw_model, loss_fn, optimizer, scheduler, scaler, autocast,
+                    cfg.grad_accum_steps, cfg.grad_clip_norm, dist.enabled)
+
+    def snapshot(epoch_done: int, in_epoch: int, finished: bool, seconds: float) -> dict:
+        # epoch_losses: the losses of the epoch in progress (none at an epoch boundary)
+        return {
+            "format": CHECKPOINT_FORMAT, "model_name": cfg.model, "image_px": cfg.image_px,
+            "model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+            "epoch": epoch_done, "step_in_epoch": in_epoch, "step": step,
+            "epoch_losses": list(epoch_losses) if in_epoch else [], "epoch_seconds": seconds,
+            "history": history, "step_losses": step_losses, "finished": finished,
+            "rng": _rng_state(device), "world_size": dist.world_size,
+            "params": json.loads(json.dumps(cfg.to_dict())),
+            "train_hash": cfg.train_hash, "data_hash": cfg.data_hash,
+            "channel_stats": stats_to_state(stats), "band_adapter": cfg.band_adapter,
+            "model_bands": bands, "datasets": datasets,
+        }
+
+    t_start = time.perf_counter()
+    step = start_epoch * steps_per_epoch + start_batch
+    for epoch in range(start_epoch, cfg.epochs):
+        model.train()
+        first = start_batch if epoch == start_epoch else 0
+        if epoch != start_epoch:
+            epoch_losses, epoch_seconds = [], 0.0
+        it = train_stream(folder, manifest, datasets, stats, tokenizer, cfg.batch_size,
+                          cfg.image_px, cfg.seed, epoch, cfg.num_workers, start_batch=first,
+                          rank=dist.rank, world_size=dist.world_size, pin_memory=on_cuda)
+        t0 = time.perf_counter() - epoch_seconds
+        bar = progress(total=steps_per_epoch, initial=first, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                       unit="step", disable=not (show_progress and dist.is_main))
+        for in_epoch in range(first, steps_per_epoch):
+            images, tokens = next(it)
+            images = images.to(device, non_blocking=True,
+                               memory_format=torch.channels_last)
+            tokens = tokens.to(device, non_blocking=True)
+            loss = run_step(images, tokens, loss_hook, step)
+            bad_norm = run_step.overflowed
+            if not torch.isfinite(loss) or bad_norm:
+                bar.close()
+                kept = (f"the last good checkpoint ({saved}) is kept in "
+                        f"checkpoints/{ckpt_dir.name}/" if saved else
+                        "no checkpoint was written yet")
+                what = (f"the gradient norm became {run_step.grad_norm} (the loss was "
+                        f"{loss.item():.4g}; the update was not applied)" if bad_norm and
+                        torch.isfinite(loss) else f"loss became {loss.item()}")
+                raise TrainingDiverged(
+                    f"{what} at epoch {epoch + 1}, step {step + 1} "
+                    f"(lr {scheduler.get_last_lr()[0]:.2e}); training stopped and {kept}. "
+                    f"Lower lr (now {cfg.lr:g}), keep grad_clip_norm > 0 (now "
+                    f"{cfg.grad_clip_norm:g}) or use precision='fp32' (now {precision}).")
+            step += 1
+            epoch_losses.append(float(loss.item()))
+            step_losses.append(epoch_losses[-1])
+            bar.update(1)
+            if (cfg.checkpoint_every_steps and step % cfg.checkpoint_every_steps == 0
+                    and in_epoch + 1 < steps_per_epoch and dist.is_main):
+                save_step_checkpoint(ckpt_dir, snapshot(epoch, in_epoch + 1, False,
+                                                        time.perf_counter() - t0),
+                                     step, cfg.keep_checkpoints)
+                saved = f"epoch {epoch + 1}, step {in_epoch + 1} of it"
+            if on_step is not None and dist.is_main:
+                on_step(step, epoch + 1, epoch_losses[-1], scheduler.get_last_lr()[0])
+        bar.close()
+        train_seconds = time.perf_counter() - t0
+        record = {"epoch": epoch + 1, "step": step, "train_loss": float(np.mean(epoch_losses)),
+                  "train_loss_last": epoch_losses[-1], "lr_end": scheduler.get_last_lr()[0],
+                  "seconds": round(train_seconds, 1),
+                  "samples_per_s": round(steps_per_epoch * cfg.batch_size / train_seconds, 1)}
+        if dist.is_main:  # validation: loss on fixed mixed batches and zero-shot R@K
+            enc = encode_split(raw_model, tokenizer, shard_paths(folder, "val"), stats,
+                               device, batch_size=256, image_px=cfg.image_px,
+                               with_captions=True, show_progress=False)
+            zs = summary_metrics(zero_shot(raw_model, tokenizer, enc, cfg.caption_metadata,
+                                           n_boot=200, seed=cfg.seed, device=device,
+                                           vocabularies=manifest.get("vocabularies")))
+            record.update({"val_loss": val_loss(enc, cfg.batch_size, cfg.seed),
+                           "val_mean_R@1": zs["mean_R@1"], "val_mean_R@5": zs["mean_R@5"],
+                           "logit_scale": enc.logit_scale})
+            history.append(record)
+            save_step_checkpoint(ckpt_dir, snapshot(epoch + 1, 0, epoch + 1 == cfg.epochs,
+                                                    0.0), step, cfg.keep_checkpoints)
+            saved = f"end of epoch {epoch + 1}"
+            log.info("epoch %d/%d: train loss %.3f, val loss %.3f, val mean R@1 %s",
+                     epoch + 1, cfg.epochs, record["train_loss"], record["val_loss"],
+                     record["val_mean_R@1"])
+            if on_epoch is not None:
+                on_epoch(record)
+        else:
+            history.append(record)
+        distributed.barrier(dist)
+    return TrainResult(
+        checkpoint=ckpt, history=history, steps=step,
+        seconds=round(time.perf_counter() - t_start, 1), device=device, precision=precision,
+        resumed_from_epoch=start_epoch, already_finished=start_epoch >= cfg.epochs,
+        parameters={"steps_per_epoch": steps_per_epoch, "train_samples": n_train,
+                    "total_steps": total_steps, "model": count_parameters(raw_model),
+                    "world_size": dist.world_size, "resumed_at_step": start_batch},
+        truncated_captions=truncated, step_losses=step_losses)
+
+
+def val_loss(enc, batch_size: int, seed: int = 0) -> float:
+    """Mean CLIP loss of the val captions and images in fixed, shuffled batches."""
+    import open_clip
+    import torch
+
+    if enc.caption_features is None or len(enc.keys) < 2:
+        return math.nan
+    order = np.random.default_rng(seed).permutation(len(enc.keys))
+    loss_fn = open_clip.ClipLoss()
+    img = torch.from_numpy(enc.image_features)
+    txt = torch.from_numpy(enc.caption_features)
+    scale = torch.tensor(enc.logit_scale)
+    losses, weights = [], []
+    for i in range(0, len(order), batch_size):
+        b = torch.from_numpy(order[i:i + batch_size])
+        if len(b) < 2:
+            continue
+        losses.append(float(loss_fn(img[b], txt[b], scale)))
+        weights.append(len(b))
+    return float(np.average(losses, weights=weights))

@@ -1,0 +1,140 @@
+"""The training stream: one WebDataset pipeline per dataset (shards resampled with a fixed
+seed, a shuffle buffer), mixed by ``webdataset.RandomMix`` in proportion to each dataset's
+training samples, so every contrastive batch holds all datasets of the group. Training images
+get random flips and 90-degree rotations (overhead imagery has no "up").
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from geofm_lib.data.shards import decode_sample, shard_paths
+from geofm_lib.errors import ConfigError
+from geofm_lib.models.inputs import to_model_input
+
+# --- data ----------------------------------------------------------------------------------
+
+def augment(x: np.ndarray, rng: random.Random) -> np.ndarray:
+    """A random one of the 8 flips/90-degree rotations of a (C, H, W) image."""
+    k = rng.randrange(4)
+    if k:
+        x = np.rot90(x, k, axes=(1, 2))
+    if rng.random() < 0.5:
+        x = x[:, :, ::-1]
+    return np.ascontiguousarray(x)
+
+
+def _prepare(raw: dict, channel_stats: dict, rng: random.Random) -> tuple[np.ndarray, str]:
+    """Decode one raw training sample into (model input, caption), augmented with ``rng``."""
+    s = decode_sample(raw)
+    m = s["json"]
+    x = augment(to_model_input(s["img"], m["bands"], channel_stats[m["dataset"]]), rng)
+    text = s["txt"]
+    if len(m.get("captions") or ()) > 1:  # corpora with several captions per image
+        text = m["captions"][rng.randrange(len(m["captions"]))]
+    return x, text
+
+
+def _collate(tokenizer, image_px: int):
+    import torch
+
+    def fn(batch):
+        imgs, texts = zip(*batch, strict=True)
+        x = torch.from_numpy(np.stack(imgs))
+        if x.shape[-1] != image_px or x.shape[-2] != image_px:
+            x = torch.nn.functional.interpolate(x, size=(image_px, image_px), mode="bilinear",
+                                                antialias=True, align_corners=False)
+        return x, tokenizer(list(texts))
+
+    return fn
+
+
+def _resampled(urls: list[str], rng: random.Random):
+    """Shard URLs drawn with replacement from a private generator (WebDataset's
+    ``ResampledShards`` seeds itself per worker and rank, which would split the stream)."""
+    while True:
+        yield {"url": rng.choice(urls)}
+
+
+class TrainStream(torch.utils.data.IterableDataset):
+    """The training batches of one epoch, identical whatever the number of processes.
+
+    One global stream of samples is defined by (seed, epoch) alone: per dataset, shards drawn
+    with replacement and a shuffle buffer; the datasets mixed in proportion to their training
+    counts; sample ``j`` of the epoch is augmented with a generator seeded by ``j``. Global
+    batch ``b`` is samples ``b*B .. (b+1)*B - 1``. A process of rank ``r`` out of ``W`` keeps
+    the ``r``-th slice of ``B/W`` samples of every batch, and DataLoader worker ``w`` of ``n``
+    decodes the batches with ``b % n == w`` (the loader interleaves workers in order), so:
+
+    * 1 process with batch B and W processes with B/W each see the same global batches;
+    * resuming at batch ``k`` skips the raw samples of the first k batches without decoding
+      them and continues with exactly the batches an uninterrupted run would have seen.
+
+    Every process reads the raw bytes of the whole stream and decodes only its share: exact,
+    at the price of reading ``W`` times the bytes (fine for one node; see the README).
+    """
+
+    def __init__(self, folder: Path, manifest: dict, datasets: list[str], channel_stats: dict,
+                 tokenizer, batch_size: int, image_px: int, seed: int, epoch: int,
+                 start_batch: int = 0, rank: int = 0, world_size: int = 1,
+                 shuffle_buffer: int = 2000):
+        super().__init__()
+        if batch_size % world_size:
+            raise ConfigError(f"batch_size={batch_size} is not divisible by the {world_size} "
+                             f"processes; choose a multiple of {world_size}")
+        self.urls = [[str(p) for p in shard_paths(folder, "train", ds)] for ds in datasets]
+        self.counts = [manifest["counts"][ds]["train"] for ds in datasets]
+        self.stats, self.tokenizer, self.image_px = channel_stats, tokenizer, image_px
+        self.batch_size, self.local = batch_size, batch_size // world_size
+        self.epoch_seed = seed * 100_003 + epoch
+        self.start_batch, self.rank = start_batch, rank
+        self.shuffle_buffer = shuffle_buffer
+
+    def _raw_samples(self):
+        import webdataset as wds
+
+        streams = []
+        for i, (urls, n) in enumerate(zip(self.urls, self.counts, strict=True)):
+            streams.append(iter(wds.DataPipeline(
+                lambda urls=urls, i=i: _resampled(urls, random.Random(self.epoch_seed + 7919 * i)),
+                wds.tarfile_to_samples(),
+                wds.shuffle(self.shuffle_buffer, initial=min(self.shuffle_buffer, max(n // 2, 1)),
+                            rng=random.Random(self.epoch_seed + 31 * i)))))
+        mix = random.Random(self.epoch_seed)
+        which = range(len(streams))
+        while True:
+            yield next(streams[mix.choices(which, weights=self.counts)[0]])
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        worker, n_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        lo, hi = self.rank * self.local, (self.rank + 1) * self.local
+        collate = _collate(self.tokenizer, self.image_px)
+        batch = []
+        for j, raw in enumerate(self._raw_samples()):
+            b, pos = divmod(j, self.batch_size)
+            if b < self.start_batch or (b - self.start_batch) % n_workers != worker \
+                    or not lo <= pos < hi:
+                continue
+            batch.append(_prepare(raw, self.stats, random.Random(self.epoch_seed * 1_000_003 + j)))
+            if len(batch) == self.local:
+                yield collate(batch)
+                batch = []
+
+
+def train_stream(folder: Path, manifest: dict, datasets: list[str], channel_stats: dict,
+                 tokenizer, batch_size: int, image_px: int, seed: int, epoch: int,
+                 num_workers: int = 0, start_batch: int = 0, rank: int = 0,
+                 world_size: int = 1, pin_memory: bool = False):
+    """An endless iterator of this process's (images, tokens) batches (see ``TrainStream``)."""
+    stream = TrainStream(folder, manifest, datasets, channel_stats, tokenizer, batch_size,
+                         image_px, seed, epoch, start_batch, rank, world_size)
+    if num_workers:
+        return iter(torch.utils.data.DataLoader(
+            stream, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
+            prefetch_factor=4, persistent_workers=False))
+    return iter(stream)
