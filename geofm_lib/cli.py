@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from pathlib import Path
 
 import yaml
 
@@ -54,8 +56,6 @@ def _overrides(pairs: list[str]) -> dict:
 
 
 def _rank() -> int:
-    import os
-
     return int(os.environ.get("RANK", "0"))
 
 
@@ -120,8 +120,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"report: {folder.relative_to(folder.parent.parent)}/ and "
                   f"reports/index.html")
         elif args.cmd == "example-corpus":
-            from pathlib import Path
-
             folder = Path(args.folder)
             folder = folder if folder.is_absolute() else project_root() / folder
             cap = write_karpathy_corpus(folder, n_images=args.images, seed=args.seed)

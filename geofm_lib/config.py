@@ -20,6 +20,7 @@ import difflib
 import hashlib
 import json
 import os
+import types
 from pathlib import Path
 from typing import Any, Literal
 
@@ -598,8 +599,6 @@ def from_notebook(namespace: dict[str, Any], local: tuple[str, ...] = ()) -> Con
     misspelt ``-p batchsize 10`` is caught instead of silently ignored. Names in ``local`` are
     the notebook's own parameters (not workspace parameters) and are skipped.
     """
-    import types
-
     params = {
         k: v for k, v in namespace.items()
         if not k.startswith("_") and not k.startswith("PAPERMILL_") and k not in _IPYTHON_NAMES

@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as td
 
 from geofm_lib.errors import ConfigError
 
@@ -52,7 +53,6 @@ def setup(device: str) -> tuple[Dist, str]:
     dist = from_env()
     if not dist.enabled:
         return dist, device
-    import torch.distributed as td
 
     on_cuda = device.startswith("cuda")
     if on_cuda:
@@ -70,14 +70,10 @@ def setup(device: str) -> tuple[Dist, str]:
 
 def barrier(dist: Dist) -> None:
     if dist.enabled:
-        import torch.distributed as td
-
         td.barrier()
 
 
 def teardown(dist: Dist) -> None:
     if dist.enabled:
-        import torch.distributed as td
-
         if td.is_initialized():
             td.destroy_process_group()

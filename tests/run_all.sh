@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite (what `make test` and CI run), with a timing summary at the end:
-#   1. ruff over the library, tests and notebooks
+#   1. ruff over the library, tests and notebooks; import-linter: the library's layers (.importlinter)
 #   2. every notebook executed with papermill on the CI preset -> reports/ci-notebooks/ + HTML
 #   3. the training benchmark notebook in its quick form (-> reports/bench-training/)
 #   4. the demo pipeline (01-06 on the demo preset, CPU, ~7 min) whose metrics the quality-bar
@@ -14,6 +14,7 @@ declare -a names times
 step() { local name=$1; shift; local t0=$SECONDS; echo "== $name"; "$@"; names+=("$name"); times+=($((SECONDS - t0))); }
 
 step "ruff" ruff check geofm_lib tests notebooks
+step "import layers (import-linter)" lint-imports
 step "notebooks (papermill, ci preset) + HTML reports" geofm report --preset ci -p run_name=ci-notebooks
 step "image-text corpus: example corpus + notebooks (ci)" bash -c \
   "geofm example-corpus && geofm report --preset ci --experiment captions_example -p samples_per_dataset=64 -p run_name=ci-captions"

@@ -20,7 +20,7 @@ def _scores(rankings, n_labels=6):
 
 
 def test_recall_hits_when_any_true_label_is_in_the_top_k():
-    truth = ev.truth_matrix([["a"], ["b", "e"], ["f"], ["c", "d"]], VOCAB)
+    truth = ev.label_matrix([["a"], ["b", "e"], ["f"], ["c", "d"]], VOCAB)
     ranking = ev.rank(_scores([
         [0, 1, 2, 3, 4, 5],   # a first: hit at 1
         [3, 4, 0, 1, 2, 5],   # e second: hit at 2 (any true label counts)
@@ -35,7 +35,7 @@ def test_recall_hits_when_any_true_label_is_in_the_top_k():
 
 
 def test_dash_where_k_is_at_least_the_number_of_labels():
-    truth = ev.truth_matrix([["a"], ["c"]], VOCAB[:5])
+    truth = ev.label_matrix([["a"], ["c"]], VOCAB[:5])
     ranking = ev.rank(np.random.default_rng(0).random((2, 5)))
     assert ev.recall_at_k(ranking, truth, 4) is not None
     assert ev.recall_at_k(ranking, truth, 5) is None   # k == n: trivially 100 %
@@ -48,7 +48,7 @@ def test_dash_where_k_is_at_least_the_number_of_labels():
 
 
 def test_images_without_labels_are_left_out_and_counted():
-    truth = ev.truth_matrix([["a"], [], []], VOCAB)
+    truth = ev.label_matrix([["a"], [], []], VOCAB)
     ranking = ev.rank(_scores([[0, 1, 2, 3, 4, 5]] * 3))
     assert ev.recall_at_k(ranking, truth, 1) == 100.0
     res = ev.score_dataset("x", VOCAB, _scores([[0, 1, 2, 3, 4, 5]] * 3), truth, np.arange(3))
@@ -86,7 +86,7 @@ def test_bootstrap_interval_brackets_the_mean_and_shrinks_with_n():
 
 
 def test_text_to_image_recall_and_chance():
-    truth = ev.truth_matrix([["a"], ["b"], ["a", "b"], ["c"]], ("a", "b", "c"))
+    truth = ev.label_matrix([["a"], ["b"], ["a", "b"], ["c"]], ("a", "b", "c"))
     scores = np.array([[0.9, 0.1, 0.0],   # image 0 is the top image for a
                        [0.0, 0.2, 0.9],   # image 1 is the top image for c (wrong)
                        [0.1, 0.9, 0.1],   # image 2 is the top image for b (right)
@@ -98,7 +98,7 @@ def test_text_to_image_recall_and_chance():
 
 
 def test_predicted_sets_per_class_recall_and_average_precision():
-    truth = ev.truth_matrix([["a", "b"], ["c"]], ("a", "b", "c"))
+    truth = ev.label_matrix([["a", "b"], ["c"]], ("a", "b", "c"))
     scores = np.array([[0.9, 0.1, 0.5], [0.1, 0.2, 0.7]])
     pred = ev.predicted_sets(ev.rank(scores), truth)
     assert pred.tolist() == [[True, False, True], [False, False, True]]  # top-|y| labels
@@ -111,13 +111,13 @@ def test_predicted_sets_per_class_recall_and_average_precision():
 
 def test_unknown_label_is_an_error_naming_it():
     with pytest.raises(ValueError, match="'zebra'"):
-        ev.truth_matrix([["zebra"]], VOCAB)
+        ev.label_matrix([["zebra"]], VOCAB)
 
 
 def test_summary_means_only_over_defined_datasets():
     rng = np.random.default_rng(2)
-    t5 = ev.truth_matrix([["a"], ["b"]], VOCAB[:5])
-    t6 = ev.truth_matrix([["a"], ["f"]], VOCAB)
+    t5 = ev.label_matrix([["a"], ["b"]], VOCAB[:5])
+    t6 = ev.label_matrix([["a"], ["f"]], VOCAB)
     res = {"five": ev.score_dataset("five", VOCAB[:5], rng.random((2, 5)), t5, np.arange(2)),
            "six": ev.score_dataset("six", VOCAB, rng.random((2, 6)), t6, np.arange(2))}
     s = ev.summary_metrics(res)
@@ -139,3 +139,26 @@ def test_multi_caption_recall_counts_any_own_caption():
     # the top 3 of 3
     assert t2i[1] == pytest.approx(20.0)
     assert t2i[3] == pytest.approx(100.0)
+
+
+def test_one_bootstrap_gives_the_intervals_the_three_copies_gave():
+    """The single bootstrap (evaluation.bootstrap) replaced three copies that drew their
+    indices differently (one (B, n) matrix; a loop of n-vectors); the draws and the intervals
+    are the same to the bit, so no printed interval moved."""
+    from geofm_lib.evaluation import bootstrap_metrics, multilabel_metrics
+
+    values = np.random.default_rng(1).random(257)
+    rng = np.random.default_rng(4)
+    means = np.take(values, rng.integers(0, 257, size=(300, 257))).mean(axis=1)
+    assert ev.bootstrap_ci(values, n_boot=300, seed=4) == tuple(
+        float(q) for q in np.quantile(means, [(1 - 0.95) / 2, 1 - (1 - 0.95) / 2]))
+
+    y_true = np.random.default_rng(2).random((61, 5)) > 0.6
+    y_pred = np.random.default_rng(3).random((61, 5)) > 0.5
+    rng = np.random.default_rng(7)
+    draws = []
+    for _ in range(50):
+        idx = rng.integers(0, 61, 61)
+        draws.append(multilabel_metrics(y_true[idx], y_pred[idx])["f2_micro"])
+    ci = bootstrap_metrics(y_true, y_pred, n_boot=50, seed=7)["f2_micro"]
+    assert ci == [float(np.quantile(draws, 0.025)), float(np.quantile(draws, 0.975))]

@@ -44,8 +44,6 @@ def simulator_throughput(px: int, seconds: float = 2.0, max_n: int = 2000) -> di
 
 
 def shard_throughput(n: int = 2000) -> dict:
-    import webdataset  # noqa: F401  (imported before timing: it pulls in torch, ~2-3 s)
-
     samples = [{"__key__": f"s-{i:07d}", "img": s.image, "txt": "x",
                 "json": {**s.meta, "labels": [], "split": "train"}}
                for i, s in enumerate(simulate.render("bigearthnet_s2", i, image_px=64)

@@ -34,6 +34,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
 from geofm_lib.bench import openclip as bench_openclip
 from geofm_lib.config import load_config
 from geofm_lib.data.build import build_shards
@@ -59,8 +62,6 @@ def _peak_flops(name: str) -> float | None:
 
 
 def _sync(device: str) -> None:
-    import torch
-
     if device.startswith("cuda"):
         torch.cuda.synchronize()
 
@@ -74,7 +75,6 @@ def our_step_throughput(model_name: str = "RN50-tiny", batch_size: int = 64,
     image tower in channels-last layout as ``training.train`` has it (``channels_last=False``:
     the layout before that optimisation)."""
     import open_clip
-    import torch
 
     old_threads = torch.get_num_threads()
     if threads:
@@ -106,8 +106,6 @@ def our_step_throughput(model_name: str = "RN50-tiny", batch_size: int = 64,
         tokens = tok([f"an overhead image number {i}" for i in range(batch_size)]).to(device)
         flops = None
         if count_flops:
-            from torch.utils.flop_counter import FlopCounterMode
-
             with FlopCounterMode(display=False) as counter:
                 with autocast():
                     out = model(images, tokens)
@@ -219,8 +217,6 @@ def ddp_scaling(shard_work: Path, quick: bool, nprocs=(1, 2), model: str = "RN50
 def run(quick: bool = False, device: str | None = None, with_openclip: bool = True,
         with_ddp: bool = True) -> dict:
     """All training benchmarks that fit this machine; returns and writes the results."""
-    import torch
-
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     steps = 8 if quick else 20

@@ -10,6 +10,7 @@ work point the reader at RSICD or another corpus instead.
 
 from __future__ import annotations
 
+import bz2
 import io
 import json
 from pathlib import Path
@@ -84,8 +85,6 @@ def bigearthnet_torchgeo_root(out: Path, s2_dir: Path | None = None, s1_dir: Pat
 
     Returns counts: rows per split and patches left out.
     """
-    import bz2
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     s1_of: dict[str, str] = {}

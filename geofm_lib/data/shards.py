@@ -27,6 +27,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
+import webdataset as wds
 
 from geofm_lib.errors import ShardError
 from geofm_lib.io import atomic_path, atomic_write_bytes, atomic_write_json
@@ -66,8 +67,6 @@ def write_shard(path: Path, samples: Iterable[dict]) -> dict:
 
     Returns the sidecar dict (sha256, sample count, keys, image content hashes).
     """
-    import webdataset as wds
-
     keys, hashes = [], []
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         # fixed owner and mtime: the same samples give a byte-identical tar
@@ -123,8 +122,6 @@ def iter_shards(paths: Iterable[Path]) -> Iterator[dict]:
     Raises:
         ShardError: on a truncated or corrupt tar, naming the file and the last good member.
     """
-    import webdataset as wds
-
     for path in paths:
         path = Path(path)
         last = None

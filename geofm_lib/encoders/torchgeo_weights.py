@@ -24,6 +24,7 @@ when named; offline they fail with the reason, never falling back to random weig
 from __future__ import annotations
 
 import difflib
+import os
 import re
 
 import torch
@@ -118,7 +119,6 @@ def load(encoder: str, band_stats: dict, image_px: int, device: str = "cpu", see
         try:
             net = get_model(name, weights=weights, **kwargs)
         except Exception as exc:  # noqa: BLE001  (download, hub and file errors)
-            import os
 
             offline = os.environ.get("HF_HUB_OFFLINE") == "1"
             raise EncoderError(

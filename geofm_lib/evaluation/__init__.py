@@ -1,19 +1,20 @@
 """Evaluation: retrieval metrics, zero-shot and caption retrieval, multi-label probes.
 """
 
+from .bootstrap import bootstrap_ci, bootstrap_stats, interval, resamples
+from .finetune import FineTuned, fit_head, output_width
 from .metrics import (
     KS,
     average_precision,
-    bootstrap_ci,
     chance_hit_probability,
     chance_recall_at_k,
     hits_at_k,
+    label_matrix,
     per_class_recall,
     predicted_sets,
     rank,
     recall_at_k,
     text_to_image_recall,
-    truth_matrix,
 )
 from .probes import (
     GRIDS,
@@ -23,7 +24,6 @@ from .probes import (
     bootstrap_metrics,
     fbeta_counts,
     fit_predict,
-    label_matrix,
     multilabel_metrics,
     probe_dataset,
     run_probe,
@@ -49,12 +49,13 @@ from .retrieval import (
 )
 
 __all__ = [
-    "KS", "truth_matrix", "rank", "hits_at_k", "recall_at_k", "chance_hit_probability",
-    "chance_recall_at_k", "bootstrap_ci", "text_to_image_recall", "predicted_sets",
-    "per_class_recall", "average_precision", "Encoded", "encode_texts", "encode_split",
-    "DatasetResult", "vocabulary_of", "zero_shot", "score_dataset", "results_table",
-    "summary_metrics", "predictions", "best_and_worst", "CaptionResult", "caption_recall",
-    "caption_retrieval", "caption_table", "caption_predictions", "PROBES", "fbeta_counts",
-    "multilabel_metrics", "bootstrap_metrics", "GRIDS", "fit_predict", "ProbeResult",
-    "run_probe", "label_matrix", "probe_dataset", "Embeddings", "set_threads", "umap_2d",
+    "KS", "label_matrix", "rank", "hits_at_k", "recall_at_k", "chance_hit_probability",
+    "chance_recall_at_k", "text_to_image_recall", "predicted_sets", "per_class_recall",
+    "average_precision", "resamples", "interval", "bootstrap_ci", "bootstrap_stats", "Encoded",
+    "encode_texts", "encode_split", "DatasetResult", "vocabulary_of", "zero_shot",
+    "score_dataset", "results_table", "summary_metrics", "predictions", "best_and_worst",
+    "CaptionResult", "caption_recall", "caption_retrieval", "caption_table",
+    "caption_predictions", "PROBES", "fbeta_counts", "multilabel_metrics", "bootstrap_metrics",
+    "GRIDS", "fit_predict", "ProbeResult", "run_probe", "probe_dataset", "Embeddings",
+    "FineTuned", "output_width", "fit_head", "set_threads", "umap_2d",
 ]

@@ -16,19 +16,22 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from geofm_lib.errors import DataError
+
 KS = (1, 5, 10)
 
 
 # --- metrics on rankings (pure numpy; unit-tested against hand-computed cases) ------------------
 
-def truth_matrix(labels: Sequence[Sequence[str]], vocabulary: Sequence[str]) -> np.ndarray:
-    """(N, L) boolean: image i carries label j. Labels outside the vocabulary are an error."""
+def label_matrix(labels: Sequence[Sequence[str]], vocabulary: Sequence[str]) -> np.ndarray:
+    """(N, L) boolean multi-hot matrix: image i carries label j. Labels outside the vocabulary
+    are an error."""
     index = {lab: j for j, lab in enumerate(vocabulary)}
     out = np.zeros((len(labels), len(vocabulary)), dtype=bool)
     for i, labs in enumerate(labels):
         for lab in labs:
             if lab not in index:
-                raise ValueError(f"label {lab!r} of image {i} is not in the vocabulary "
+                raise DataError(f"label {lab!r} of image {i} is not in the vocabulary "
                                  f"({len(vocabulary)} labels); the shards and the catalog "
                                  f"disagree - rebuild the shards")
             out[i, index[lab]] = True
@@ -72,20 +75,6 @@ def chance_recall_at_k(truth: np.ndarray, k: int) -> float | None:
     if k >= n_labels or counts.size == 0:
         return None
     return 100.0 * float(chance_hit_probability(n_labels, counts, k).mean())
-
-
-def bootstrap_ci(values: np.ndarray, n_boot: int = 2000, seed: int = 0,
-                 level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of ``values`` (resampling items), in the
-    values' units."""
-    values = np.asarray(values, dtype=float)
-    if values.size == 0:
-        return (math.nan, math.nan)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, values.size, size=(n_boot, values.size))
-    means = np.take(values, idx).mean(axis=1)
-    lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
-    return float(lo), float(hi)
 
 
 def text_to_image_recall(scores: np.ndarray, truth: np.ndarray, k: int) -> tuple[float, float]:

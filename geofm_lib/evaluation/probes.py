@@ -14,6 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from geofm_lib.evaluation.bootstrap import bootstrap_stats
+from geofm_lib.evaluation.metrics import label_matrix
+
 PROBES = ("linear", "random_forest", "mlp")
 
 
@@ -50,17 +53,9 @@ def multilabel_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
 
 def bootstrap_metrics(y_true, y_pred, n_boot: int = 500, seed: int = 0) -> dict:
     """95 % percentile-bootstrap intervals (resampling test images) of the scalar metrics."""
-    rng = np.random.default_rng(seed)
-    n = len(y_true)
     keys = ("f2_micro", "f2_macro", "hamming_loss", "precision_micro", "precision_macro")
-    draws = {k: [] for k in keys}
-    for _ in range(n_boot):
-        idx = rng.integers(0, n, n)
-        m = multilabel_metrics(y_true[idx], y_pred[idx])
-        for k in keys:
-            draws[k].append(m[k])
-    return {k: [float(np.quantile(v, 0.025)), float(np.quantile(v, 0.975))]
-            for k, v in draws.items()}
+    return bootstrap_stats(lambda idx: multilabel_metrics(y_true[idx], y_pred[idx]),
+                           len(y_true), n_boot, seed, keys)
 
 
 # --- probes ---------------------------------------------------------------------------------------
@@ -142,15 +137,6 @@ def run_probe(kind: str, x_train, y_train, x_test, y_test, seed: int = 0,
     return ProbeResult(kind, best, best_score, multilabel_metrics(y_test, pred),
                        bootstrap_metrics(y_test, pred, n_boot=n_boot, seed=seed), len(order),
                        len(x_test))
-
-
-def label_matrix(labels: list[list[str]], vocabulary) -> np.ndarray:
-    index = {v: i for i, v in enumerate(vocabulary)}
-    y = np.zeros((len(labels), len(vocabulary)), dtype=bool)
-    for i, labs in enumerate(labels):
-        for lab in labs:
-            y[i, index[lab]] = True
-    return y
 
 
 def probe_dataset(train: Embeddings, test: Embeddings, dataset: str, vocabulary,

@@ -27,22 +27,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from geofm_lib.catalog import DATASETS
 from geofm_lib.data.captions import label_prompts
 from geofm_lib.data.shards import iter_shards
+from geofm_lib.evaluation.bootstrap import bootstrap_ci
 from geofm_lib.evaluation.metrics import (
     KS,
     average_precision,
-    bootstrap_ci,
     chance_hit_probability,
     chance_recall_at_k,
     hits_at_k,
+    label_matrix,
     predicted_sets,
     rank,
     recall_at_k,
     text_to_image_recall,
-    truth_matrix,
 )
 from geofm_lib.models.inputs import to_model_input
 from geofm_lib.progress import progress
@@ -67,8 +68,6 @@ class Encoded:
 def encode_texts(model, tokenizer, texts: Sequence[str], device: str = "cpu",
                  batch_size: int = 256) -> np.ndarray:
     """(len(texts), D) L2-normalised text embeddings."""
-    import torch
-
     out = []
     model.eval()
     with torch.no_grad():
@@ -84,8 +83,6 @@ def encode_split(model, tokenizer, paths, channel_stats: dict, device: str = "cp
                  with_captions: bool = False, limit: int | None = None,
                  show_progress: bool = True) -> Encoded:
     """Embed every image of some shards (and optionally their captions), streaming."""
-    import torch
-
     model.eval()
     feats, cap_feats = [], []
     keys, dsets, labels, captions, meta, all_captions = [], [], [], [], [], []
@@ -183,7 +180,7 @@ def zero_shot(model, tokenizer, enc: Encoded, metadata: bool = False, ks=KS,
         text = encode_texts(model, tokenizer, prompts, device=device)
         idx = np.flatnonzero(enc.datasets == ds)
         scores = enc.image_features[idx] @ text.T
-        truth = truth_matrix([enc.labels[i] for i in idx], vocab)
+        truth = label_matrix([enc.labels[i] for i in idx], vocab)
         results[ds] = score_dataset(ds, vocab, scores, truth, idx, ks, n_boot, seed)
     return results
 

@@ -13,6 +13,7 @@ from .factory import (
 )
 from .inputs import (
     BandSlots,
+    augment,
     channel_stats,
     input_bands,
     input_spec,
@@ -25,4 +26,5 @@ __all__ = [
     "CONFIG_DIR", "SMALL_MODELS", "known_model_names", "register_configs", "create_model",
     "count_parameters", "resolve_device", "resolve_precision", "input_bands", "channel_stats",
     "BandSlots", "input_spec", "stats_to_state", "stats_from_state", "to_model_input",
+    "augment",
 ]

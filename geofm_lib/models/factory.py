@@ -18,6 +18,8 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
+import torch
+
 from geofm_lib.errors import AdapterError, PretrainedUnavailable
 from geofm_lib.models.adapters import adapt_visual
 
@@ -89,7 +91,6 @@ def create_model(model_name: str, image_px: int, pretrained: str | None = None,
             tag, missing file); never a silent fallback to random weights.
     """
     import open_clip
-    import torch
 
     register_configs()
     torch.manual_seed(seed)

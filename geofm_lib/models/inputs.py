@@ -16,6 +16,7 @@ filling its own bands' channels (``BandSlots``), standardised per band the same 
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
 import numpy as np
@@ -148,3 +149,15 @@ def to_model_input(img: np.ndarray, bands: list[str],
         # band_stats as nonfinite_values) are masked with the band mean, 0 after scaling
         x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
     return x
+
+
+# --- augmentation ------------------------------------------------------------------------
+
+def augment(x: np.ndarray, rng: random.Random) -> np.ndarray:
+    """A random one of the 8 flips/90-degree rotations of a (C, H, W) image."""
+    k = rng.randrange(4)
+    if k:
+        x = np.rot90(x, k, axes=(1, 2))
+    if rng.random() < 0.5:
+        x = x[:, :, ::-1]
+    return np.ascontiguousarray(x)

@@ -9,9 +9,15 @@ is viewed.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import html
 import io
+import json
+import re
+from pathlib import Path
+
+import numpy as np
 
 from geofm_lib.data.display import display_rgb
 from geofm_lib.data.sources.base import _resolve_root
@@ -96,8 +102,6 @@ def _box(bounds, min_size_deg: float):
 
 
 def _popup_html(rec: dict, thumbnail: bytes | None) -> str:
-    import base64
-
     def labels(xs):
         return html.escape(", ".join(xs) or "-")
 
@@ -209,9 +213,6 @@ def write_geotiff(path, image, bounds_lonlat, crs: str = "EPSG:4326", band_names
 def raster_overlay_layer(path, name: str | None = None, max_px: int = 1024) -> dict:
     """Read a georeferenced raster (any CRS) into an overlay: an RGB array shown with the
     display conventions of ``plots.display_rgb`` and its bounds reprojected to WGS84."""
-    from pathlib import Path
-
-    import numpy as np
     import rasterio
     from rasterio.enums import Resampling
     from rasterio.warp import transform_bounds
@@ -236,8 +237,6 @@ def raster_overlay_layer(path, name: str | None = None, max_px: int = 1024) -> d
 def sample_overlays(samples: list[dict], folder) -> list[dict]:
     """Write each decoded sample as a GeoTIFF (WGS84, bands named) under ``folder`` and read it
     back as a map overlay, as any georeferenced raster would be."""
-    from pathlib import Path
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     overlays = []
@@ -254,8 +253,6 @@ def sample_overlays(samples: list[dict], folder) -> list[dict]:
 
 def scene_files(cfg) -> list:
     """The GeoTIFF scenes a run's samples were cut from (``geotiff`` sources)."""
-    from pathlib import Path
-
     files = []
     if cfg.source == "geotiff" and cfg.source_path and not cfg.sources:
         files.append(Path(_resolve_root(cfg.source_path)))
@@ -267,8 +264,6 @@ def scene_files(cfg) -> list:
 
 def save_map(m, path) -> None:
     """Write a map as a standalone HTML page (atomically)."""
-    from pathlib import Path
-
     atomic_write_bytes(Path(path), m.get_root().render().encode())
 
 
@@ -278,9 +273,6 @@ def map_content(html_text: str, with_popups: bool = False) -> dict:
 
     Reads the HTML only (no browser), so tests can check maps offline.
     """
-    import json
-    import re
-
     text = html.unescape(html_text) if "&quot;" in html_text else html_text
     layers = []
     for m in re.finditer(r'geo_json_\w+_add\(\s*(\{"features".*?\})\);', text, re.S):

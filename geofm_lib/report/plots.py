@@ -10,11 +10,14 @@ Display conventions (stated once, used everywhere):
 
 from __future__ import annotations
 
+import io
 import textwrap
+import time
 
 import numpy as np
 
 from geofm_lib.data.display import display_rgb
+from geofm_lib.evaluation.metrics import label_matrix
 from geofm_lib.progress import batch_mode
 
 
@@ -60,15 +63,6 @@ def label_frequency(manifest: dict, dataset: str, split: str = "train", top: int
     return fig
 
 
-def label_matrix(samples: list[dict], vocabulary: tuple[str, ...]) -> np.ndarray:
-    """(N, L) 0/1 multi-hot matrix of the samples' labels."""
-    y = np.zeros((len(samples), len(vocabulary)), np.int8)
-    for i, s in enumerate(samples):
-        for lab in s["json"]["labels"]:
-            y[i, vocabulary.index(lab)] = 1
-    return y
-
-
 def cooccurrence_heatmap(samples: list[dict], vocabulary: tuple[str, ...], title: str = ""):
     """Pearson (phi) correlation between label indicators, as in seed 002's Fig. 2.
 
@@ -77,7 +71,7 @@ def cooccurrence_heatmap(samples: list[dict], vocabulary: tuple[str, ...], title
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    y = label_matrix(samples, vocabulary).astype(float)
+    y = label_matrix([s["json"]["labels"] for s in samples], vocabulary).astype(float)
     keep = y.std(axis=0) > 0
     names = [textwrap.shorten(v, 28) for v, k in zip(vocabulary, keep) if k]
     corr = np.corrcoef(y[:, keep], rowvar=False) if keep.sum() > 1 else np.ones((1, 1))
@@ -148,8 +142,6 @@ class LiveLoss:
         self._handle = display(self._figure(), display_id=True)
 
     def step(self, step: int, epoch: int, loss: float, lr: float) -> None:
-        import time
-
         self.steps.append(step)
         self.losses.append(loss)
         if time.monotonic() - self._last > self.every_s:
@@ -167,8 +159,6 @@ class LiveLoss:
         self._refresh()
 
     def _refresh(self) -> None:
-        import time
-
         if self._handle is not None:
             self._handle.update(self._figure())
         self._last = time.monotonic()
@@ -284,8 +274,6 @@ def per_class_recall_plot(recall: np.ndarray, support: np.ndarray, vocabulary, t
 
 def thumbnail_png(image: np.ndarray, bands: list[str], px: int = 96) -> bytes:
     """A small PNG of a product (display conventions above), for map popups."""
-    import io
-
     from PIL import Image
 
     rgb = (display_rgb(image, bands) * 255).clip(0, 255).astype(np.uint8)

@@ -14,6 +14,8 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
+import torch
+
 from geofm_lib.config import Config, project_root
 from geofm_lib.io import atomic_write_json
 from geofm_lib.paths import stage_dir
@@ -49,8 +51,6 @@ def device_info() -> dict:
     """CPU/GPU the run used (imports torch, so only where a run trains or evaluates)."""
     info = {"machine": platform.machine(), "python": platform.python_version()}
     try:
-        import torch
-
         info["cuda"] = torch.cuda.is_available()
         if info["cuda"]:
             info["gpu"] = torch.cuda.get_device_name(0)

@@ -13,7 +13,6 @@ from .evaluation import (
     save_evaluation,
     single_label_probe,
     single_labels,
-    train_classifier,
 )
 from .model import (
     SSL_FORMAT,
@@ -40,7 +39,7 @@ __all__ = [
     "PAIR_MODES", "INPUTS", "Pairs", "may_have_pairs", "load_pairs", "non_overlapping",
     "PairViews", "EpochSampler", "SSL_FORMAT", "augmentations", "build_task", "stem_conv1x1",
     "make_backbone", "embedding_std", "collapse_check", "SSLResult", "pretrain",
-    "read_encoder", "features_of", "labelled_subset", "train_classifier", "accuracy_ci",
-    "single_label_probe", "SingleLabels", "single_labels", "evaluate", "MODE_NAMES",
-    "save_evaluation", "compare_runs",
+    "read_encoder", "features_of", "labelled_subset", "accuracy_ci", "single_label_probe",
+    "SingleLabels", "single_labels", "evaluate", "MODE_NAMES", "save_evaluation",
+    "compare_runs",
 ]

@@ -5,7 +5,9 @@ atomic resumable checkpoints.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -148,9 +150,6 @@ def _callbacks():
 def _quiet_lightning():
     """Lightning's banners and tips (GPU/TPU available, litlogger, no val loop) say nothing
     about this run; its warnings and errors still show."""
-    import logging
-    import warnings
-
     loggers = [logging.getLogger(n) for n in ("lightning.pytorch", "lightning.fabric")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import json
-import random
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +14,8 @@ import torch
 
 from geofm_lib.config import Config
 from geofm_lib.errors import PairError
+from geofm_lib.evaluation.bootstrap import bootstrap_stats
+from geofm_lib.evaluation.finetune import fit_head
 from geofm_lib.evaluation.probes import (
     bootstrap_metrics,
     label_matrix,
@@ -27,7 +28,6 @@ from geofm_lib.progress import get_logger, progress
 from geofm_lib.ssl.model import make_backbone
 from geofm_lib.ssl.pairs import INPUTS, Pairs, load_pairs
 from geofm_lib.ssl.pretraining import read_encoder
-from geofm_lib.training.stream import augment
 
 log = get_logger()
 
@@ -49,52 +49,12 @@ def labelled_subset(pairs: Pairs, n: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng([seed, 1024]).permutation(len(pairs))[:n])
 
 
-def train_classifier(net, x_tr: np.ndarray, y_tr: np.ndarray, epochs: int, lr: float,
-                     seed: int, device: str = "cpu", batch: int = 64, single: bool = False):
-    """``net`` + a linear head trained with AdamW, flips and rotations: multi-label (``y_tr``
-    0/1 rows, BCE) or, with ``single``, single-label (``y_tr`` class indices, cross-entropy).
-    Returns a function giving predictions for images (0/1 rows, or class indices)."""
-    dim = features_of(net, x_tr[:2], device).shape[1]
-    torch.manual_seed(seed)
-    n_out = int(y_tr.max()) + 1 if single else y_tr.shape[1]
-    head = torch.nn.Linear(dim, n_out).to(device)
-    model = torch.nn.Sequential(net, head).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
-    loss_fn = torch.nn.CrossEntropyLoss() if single else torch.nn.BCEWithLogitsLoss()
-    target = torch.from_numpy(y_tr.astype(np.int64 if single else np.float32))
-    rng, aug = np.random.default_rng(seed), random.Random(seed)
-    for _ in range(epochs):
-        model.train()
-        order = rng.permutation(len(x_tr))
-        for i in range(0, len(order) - 1, batch):
-            b = order[i:i + batch]
-            if len(b) < 2:
-                continue
-            xb = torch.from_numpy(np.stack([augment(x_tr[j], aug) for j in b])).to(device)
-            loss = loss_fn(model(xb), target[b].to(device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-
-    def predict(x: np.ndarray) -> np.ndarray:
-        model.eval()
-        out = []
-        with torch.no_grad():
-            for i in range(0, len(x), 256):
-                logits = model(torch.from_numpy(x[i:i + 256]).to(device))
-                out.append((logits.argmax(1) if single else torch.sigmoid(logits) > 0.5)
-                           .cpu().numpy())
-        return np.concatenate(out)
-
-    return predict
-
-
 def accuracy_ci(y_true: np.ndarray, y_pred: np.ndarray, n_boot: int, seed: int):
     """Accuracy (%) and its 95 % percentile-bootstrap interval over test places."""
     hit = (np.asarray(y_true) == np.asarray(y_pred)).astype(float)
-    rng = np.random.default_rng(seed)
-    draws = [hit[rng.integers(0, len(hit), len(hit))].mean() for _ in range(n_boot)]
-    return 100 * float(hit.mean()), [100 * float(np.quantile(draws, q)) for q in (0.025, 0.975)]
+    ci = bootstrap_stats(lambda idx: {"accuracy": hit[idx].mean()}, len(hit), n_boot, seed,
+                         ("accuracy",))["accuracy"]
+    return 100 * float(hit.mean()), [100 * v for v in ci]
 
 
 def single_label_probe(x_tr, y_tr, x_te, seed: int = 0):
@@ -200,8 +160,8 @@ def evaluate(cfg: Config, encoder_path: Path, finetune_epochs: int = 5, n_boot: 
                 # the same recipe for both: only the starting weights differ
                 net = (make_backbone(state["backbone"], state["bands"], state["adapter"],
                                      cfg.seed + 2) if start is None else copy.deepcopy(start))
-                pred = train_classifier(net.to(device), x_tr, y_tr, finetune_epochs, 1e-3,
-                                        cfg.seed, device)(x_te)
+                pred = fit_head(net.to(device), x_tr, y_tr, finetune_epochs, 1e-3,
+                                cfg.seed, device).predict(x_te)
                 m = multilabel_metrics(y_te, pred)
                 ci = bootstrap_metrics(y_te, pred, n_boot=n_boot, seed=cfg.seed)
                 row("multi-label", name, which, m["f2_micro"], ci["f2_micro"], len(idx),
@@ -217,9 +177,8 @@ def evaluate(cfg: Config, encoder_path: Path, finetune_epochs: int = 5, n_boot: 
                                 (f"MoCo-v2 {mode}, fine-tuned", ssl_net)):
                 net = (make_backbone(state["backbone"], state["bands"], state["adapter"],
                                      cfg.seed + 2) if start is None else copy.deepcopy(start))
-                pred = train_classifier(net.to(device), x_tr[k], single.y_train,
-                                        finetune_epochs, 1e-3, cfg.seed, device,
-                                        single=True)(x_te[has])
+                pred = fit_head(net.to(device), x_tr[k], single.y_train, finetune_epochs,
+                                1e-3, cfg.seed, device, single=True).predict(x_te[has])
                 row("single-label", name, which, *accuracy_ci(yt, pred, n_boot, cfg.seed),
                     len(k), int(has.sum()))
     bar.close()

@@ -15,12 +15,12 @@ from .checkpoint import (
 )
 from .loop import TrainResult, plan_steps, preflight, train, val_loss
 from .step import Step, channels_last, make_scheduler, param_groups
-from .stream import TrainStream, augment, train_stream
+from .stream import TrainStream, train_stream
 
 __all__ = [
-    "augment", "TrainStream", "train_stream", "param_groups", "make_scheduler",
-    "channels_last", "Step", "CHECKPOINT_FORMAT", "nonfinite_tensors", "check_finite_state",
-    "save_checkpoint", "save_step_checkpoint", "load_checkpoint", "check_checkpoint_run",
-    "stats_from_checkpoint", "model_from_checkpoint", "load_trained_model", "TrainResult",
-    "preflight", "plan_steps", "train", "val_loss",
+    "TrainStream", "train_stream", "param_groups", "make_scheduler", "channels_last", "Step",
+    "CHECKPOINT_FORMAT", "nonfinite_tensors", "check_finite_state", "save_checkpoint",
+    "save_step_checkpoint", "load_checkpoint", "check_checkpoint_run", "stats_from_checkpoint",
+    "model_from_checkpoint", "load_trained_model", "TrainResult", "preflight", "plan_steps",
+    "train", "val_loss",
 ]

@@ -7,6 +7,7 @@ non-finite is ever saved, and a checkpoint is checked against the run that reads
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -53,8 +54,6 @@ def check_finite_state(state: dict, where: str, keys=("model", "optimizer")) -> 
 def save_checkpoint(path: Path, state: dict) -> None:
     """torch.save to a temporary file of this process, fsync, rename: a checkpoint that exists
     is whole. Weights and optimiser state are checked finite first."""
-    import torch
-
     check_finite_state(state, f"checkpoint {path.name}")
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
@@ -70,7 +69,6 @@ def save_step_checkpoint(folder: Path, state: dict, step: int, keep: int) -> Pat
     try:
         os.link(path, tmp)
     except OSError:  # file systems without hard links get a copy
-        import shutil
 
         shutil.copyfile(path, tmp)
     os.replace(tmp, folder / "last.pt")
@@ -82,8 +80,6 @@ def save_step_checkpoint(folder: Path, state: dict, step: int, keep: int) -> Pat
 def load_checkpoint(path: Path, map_location: str = "cpu",
                     expected_format: str = CHECKPOINT_FORMAT) -> dict:
     """Load a geofm checkpoint with ``weights_only=True`` (no code runs on load)."""
-    import torch
-
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(

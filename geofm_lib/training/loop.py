@@ -329,7 +329,6 @@ def _train(cfg: Config, on_step, on_epoch, loss_hook, show_progress: bool) -> Tr
 def val_loss(enc, batch_size: int, seed: int = 0) -> float:
     """Mean CLIP loss of the val captions and images in fixed, shuffled batches."""
     import open_clip
-    import torch
 
     if enc.caption_features is None or len(enc.keys) < 2:
         return math.nan

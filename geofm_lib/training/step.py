@@ -4,6 +4,7 @@ clipping and accumulation, non-finite checks.
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -25,8 +26,6 @@ def param_groups(model, weight_decay: float) -> list[dict]:
 
 def make_scheduler(optimizer, total_steps: int, warmup_fraction: float):
     """Linear warmup from 1 % of the peak lr, then cosine decay to 0 (torch's schedulers)."""
-    import torch
-
     warmup = int(round(total_steps * warmup_fraction))
     cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps - warmup,
                                                                             1))
@@ -127,8 +126,6 @@ class Step:
         return loss
 
     def _accumulated(self, images, tokens, loss_hook, step):
-        import contextlib
-
         chunks = list(zip(images.chunk(self.accum), tokens.chunk(self.accum), strict=True))
         with torch.no_grad(), self.autocast():
             cached = [self.model(x, t) for x, t in chunks]

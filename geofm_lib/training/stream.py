@@ -11,21 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import webdataset as wds
 
 from geofm_lib.data.shards import decode_sample, shard_paths
 from geofm_lib.errors import ConfigError
-from geofm_lib.models.inputs import to_model_input
-
-# --- data ----------------------------------------------------------------------------------
-
-def augment(x: np.ndarray, rng: random.Random) -> np.ndarray:
-    """A random one of the 8 flips/90-degree rotations of a (C, H, W) image."""
-    k = rng.randrange(4)
-    if k:
-        x = np.rot90(x, k, axes=(1, 2))
-    if rng.random() < 0.5:
-        x = x[:, :, ::-1]
-    return np.ascontiguousarray(x)
+from geofm_lib.models.inputs import augment, to_model_input
 
 
 def _prepare(raw: dict, channel_stats: dict, rng: random.Random) -> tuple[np.ndarray, str]:
@@ -40,8 +30,6 @@ def _prepare(raw: dict, channel_stats: dict, rng: random.Random) -> tuple[np.nda
 
 
 def _collate(tokenizer, image_px: int):
-    import torch
-
     def fn(batch):
         imgs, texts = zip(*batch, strict=True)
         x = torch.from_numpy(np.stack(imgs))
@@ -95,8 +83,6 @@ class TrainStream(torch.utils.data.IterableDataset):
         self.shuffle_buffer = shuffle_buffer
 
     def _raw_samples(self):
-        import webdataset as wds
-
         streams = []
         for i, (urls, n) in enumerate(zip(self.urls, self.counts, strict=True)):
             streams.append(iter(wds.DataPipeline(

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import re
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +30,6 @@ class Scene:
 
 
 def _norm(name: str) -> str:
-    import re
-
     return re.sub(r"[^a-z]", "", name.lower())
 
 
@@ -60,8 +60,6 @@ def _resolve_root(root: str | None) -> str | None:
 def _file_bounds_lonlat(path) -> list[float] | None:
     """WGS84 bounds of a georeferenced image file, or None when it has no CRS."""
     try:
-        import warnings
-
         import rasterio
         from rasterio.errors import NotGeoreferencedWarning
         from rasterio.warp import transform_bounds

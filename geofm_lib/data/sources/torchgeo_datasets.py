@@ -4,10 +4,16 @@ SSL4EO, SEN12MS, ...), with the fixes their real layouts need.
 
 from __future__ import annotations
 
+import datetime as dt
+import glob
+import inspect
 import json
+import os
+import random
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from geofm_lib.catalog import SENSORS, get_dataset, pair_family
 from geofm_lib.config import Config
@@ -56,7 +62,6 @@ def _bigearthnet_class():
     torchgeo's folder handling, splits, labels and Sentinel-2 reading.
     """
     import rasterio
-    import torch
     from rasterio.enums import Resampling
     from torchgeo.datasets import BigEarthNet
 
@@ -82,11 +87,7 @@ def _bigearthnet_class():
 def _bigearthnet_v2_class():
     """torchgeo's BigEarthNetV2 with Sentinel-1 read as float32 dB in VV, VH order (0.8.1 reads
     int32, truncating the dB values, in sorted VH, VV order)."""
-    import glob
-    import os
-
     import rasterio
-    import torch
     from rasterio.enums import Resampling
     from torchgeo.datasets import BigEarthNetV2
 
@@ -177,8 +178,6 @@ class TorchGeoSource:
         self._index = self._plan()
 
     def _open(self, cls_name: str, split: str, opts: dict):
-        import inspect
-
         import torchgeo.datasets as tgd
         from torchgeo.datasets.errors import DatasetNotFoundError
 
@@ -233,8 +232,6 @@ class TorchGeoSource:
         if self.spec.dataset_class == "SSL4EOS12":
             # torchgeo reports the full dataset's length (251079) whatever is on disk: count
             # the location folders that are there
-            import os
-
             present = sorted(int(d) for d in os.listdir(Path(part.root) / part.split)
                              if d.isdigit())
             take = min(len(present), n)
@@ -265,8 +262,6 @@ class TorchGeoSource:
         part_name, i = self._locate(index)
         part = self.parts[part_name]
         if self.spec.dataset_class == "SSL4EOS12":
-            import random
-
             random.seed(hash((self.cfg.seed, i)))  # torchgeo draws seasons with `random`
         sample = part[i]
         image = sample["image"].numpy()
@@ -296,8 +291,6 @@ class TorchGeoSource:
             dominant = labels[0]
         meta = self._meta(part, i, cls_name, index)
         if cls_name == "SSL4EOS12":
-            import datetime as dt
-
             meta["date"] = dt.datetime.fromtimestamp(float(sample["t"][0]), dt.UTC).date() \
                 .isoformat()
             meta["footprint"]["date"] = meta["date"]

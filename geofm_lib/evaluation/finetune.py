@@ -1,0 +1,79 @@
+"""Fine-tuning an encoder with a linear head: the one recipe behind notebook 06's fine-tuned
+encoders and notebook 07's fine-tuned MoCo backbone (seed 001 and 003's protocol beside the
+frozen probes).
+
+AdamW (weight decay 0.05), the flips and 90-degree rotations of pretraining, mini-batches in a
+seeded order (a last batch of one image is skipped: BatchNorm cannot train on it), binary
+cross-entropy on multi-hot rows or, with ``single``, cross-entropy on class indices.
+Predictions: threshold 0.5 on the sigmoid, or the arg-max class.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from geofm_lib.models.inputs import augment
+
+
+@dataclass
+class FineTuned:
+    """A trained encoder + head: ``predict(images)`` and the mean training loss per epoch."""
+
+    predict: Callable[[np.ndarray], np.ndarray]
+    history: list[dict] = field(default_factory=list)
+
+
+def output_width(net, x: np.ndarray, device: str = "cpu") -> int:
+    """The width of ``net``'s output for images like ``x`` (one forward pass in eval mode)."""
+    net.eval()
+    with torch.no_grad():
+        return int(net(torch.from_numpy(x[:2]).to(device)).shape[1])
+
+
+def fit_head(net, x_tr: np.ndarray, y_tr: np.ndarray, epochs: int, lr: float, seed: int,
+             device: str = "cpu", batch: int = 64, single: bool = False) -> FineTuned:
+    """Train ``net`` and a new linear head on (images, targets): multi-label (``y_tr`` 0/1 rows)
+    or, with ``single``, single-label (``y_tr`` class indices)."""
+    dim = output_width(net, x_tr, device)
+    torch.manual_seed(seed)
+    n_out = int(y_tr.max()) + 1 if single else y_tr.shape[1]
+    head = torch.nn.Linear(dim, n_out).to(device)
+    model = torch.nn.Sequential(net, head).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
+    loss_fn = torch.nn.CrossEntropyLoss() if single else torch.nn.BCEWithLogitsLoss()
+    target = torch.from_numpy(y_tr.astype(np.int64 if single else np.float32))
+    rng, aug = np.random.default_rng(seed), random.Random(seed)
+    history = []
+    for epoch in range(epochs):
+        model.train()
+        order = rng.permutation(len(x_tr))
+        losses = []
+        for i in range(0, len(order), batch):
+            b = order[i:i + batch]
+            if len(b) < 2:
+                continue
+            xb = torch.from_numpy(np.stack([augment(x_tr[j], aug) for j in b])).to(device)
+            loss = loss_fn(model(xb), target[b].to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        history.append({"epoch": epoch + 1,
+                        "train_loss": float(np.mean(losses)) if losses else float("nan")})
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        model.eval()
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(x), 256):
+                logits = model(torch.from_numpy(x[i:i + 256]).to(device))
+                out.append((logits.argmax(1) if single else torch.sigmoid(logits) > 0.5)
+                           .cpu().numpy())
+        return np.concatenate(out)
+
+    return FineTuned(predict, history)
