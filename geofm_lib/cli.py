@@ -20,6 +20,8 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -59,126 +61,191 @@ def _rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
+# --- arguments ------------------------------------------------------------------------------
+
+def _run_args(p: argparse.ArgumentParser) -> None:
+    """--preset, --experiment and -p: the parameter set of one run."""
+    p.add_argument("--preset", default="demo", help="ci | demo | full (parameters/)")
+    p.add_argument("--experiment", default=None,
+                   help="group_A | group_B | group_C | compiled | group_C_metadata")
+    p.add_argument("-p", "--param", action="append", metavar="KEY=VALUE",
+                   help="override one parameter (repeatable)")
+
+
+def _report_args(p: argparse.ArgumentParser) -> None:
+    _run_args(p)
+    p.add_argument("--notebooks", default=None,
+                   help="comma-separated prefixes, e.g. 01,02 (default: all)")
+
+
+def _study_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default="demo", help="ci | demo | full (parameters/)")
+    p.add_argument("--experiments", default=None,
+                   help="comma-separated experiment sets (default: all five of seed 000)")
+    p.add_argument("-p", "--param", action="append", metavar="KEY=VALUE",
+                   help="override one parameter in every run (repeatable)")
+
+
+def _corpus_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("folder", nargs="?", default="work/examples/captions",
+                   help="output folder (default: work/examples/captions, as "
+                        "parameters/captions_example.yaml expects)")
+    p.add_argument("--images", type=int, default=1200, help="number of images")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _bigearthnet_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("out", help="the root folder to create (source root for dataset_class "
+                               "BigEarthNet)")
+    p.add_argument("--s2", help="folder of Sentinel-2 patch folders")
+    p.add_argument("--s1", help="folder of Sentinel-1 patch folders")
+    p.add_argument("--splits", help="folder with the official {train,val,test}.csv[.bz2]")
+    p.add_argument("--sensor", default="s2", choices=["s1", "s2", "pairs"])
+
+
+def _bench_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quick", action="store_true", help="fewer samples (seconds, for CI)")
+
+
+def _bench_train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quick", action="store_true", help="fewer steps and samples (CI)")
+    p.add_argument("--device", default=None, help="cpu | cuda (default: cuda if present)")
+    p.add_argument("--no-openclip", action="store_true", help="skip open_clip_train")
+    p.add_argument("--no-ddp", action="store_true", help="skip the torchrun 1-vs-2 runs")
+
+
+def _no_args(p: argparse.ArgumentParser) -> None:
+    return None
+
+
+# --- commands -------------------------------------------------------------------------------
+
+def _config(args):
+    return load_config(args.preset, args.experiment, **_overrides(args.param))
+
+
+def _report(args) -> None:
+    chain = args.notebooks.split(",") if args.notebooks else None
+    folder = run_report(args.preset, args.experiment, chain=chain, **_overrides(args.param))
+    print(f"report: {folder.relative_to(folder.parent.parent)}/ and reports/index.html")
+
+
+def _data(args) -> None:
+    cfg = _config(args)
+    folder = build_shards(cfg)
+    m = load_manifest(folder)
+    print(json.dumps({"folder": f"{cfg.work_dir}/shards/{folder.name}",
+                      "samples": m["total_samples"], "counts": m["counts"]}, indent=1))
+
+
+def _train(args) -> None:
+    cfg = _config(args)
+    check_runtime(cfg)
+    result = train(cfg)
+    if result.parameters.get("world_size", 1) == 1 or _rank() == 0:
+        print(json.dumps({"checkpoint": f"{cfg.work_dir}/checkpoints/{cfg.train_hash}/last.pt",
+                          "steps": result.steps, "seconds": result.seconds,
+                          "device": result.device,
+                          "world_size": result.parameters.get("world_size", 1),
+                          "history": result.history}, indent=1))
+
+
+def _ssl(args) -> None:
+    cfg = _config(args)
+    check_runtime(cfg)
+    result = pretrain(cfg, show_progress=_rank() == 0)
+    if _rank() == 0:
+        last = result.history[-1] if result.history else {}
+        print(json.dumps({"encoder": f"{cfg.work_dir}/checkpoints/{cfg.ssl_hash}/encoder.pt",
+                          "seconds": result.seconds,
+                          "already_finished": result.already_finished,
+                          "resumed": result.resumed, **result.params,
+                          "final_loss": last.get("loss"),
+                          "embedding_std": last.get("embedding_std")}, indent=1))
+
+
+def _params(args) -> None:
+    cfg = _config(args)
+    print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+    print(f"# hash {cfg.hash}  data_hash {cfg.data_hash}  run {cfg.name}")
+
+
+def _study(args) -> None:
+    exps = args.experiments.split(",") if args.experiments else None
+    page = run_study(args.preset, exps, **_overrides(args.param))
+    print(f"study: reports/{page.name} (and reports/index.html)")
+
+
+def _index(args) -> None:
+    print(build_index(project_root() / "reports"))
+
+
+def _example_corpus(args) -> None:
+    folder = Path(args.folder)
+    folder = folder if folder.is_absolute() else project_root() / folder
+    cap = write_karpathy_corpus(folder, n_images=args.images, seed=args.seed)
+    print(f"corpus: {args.folder}/ ({cap.name} and images/)")
+
+
+def _bigearthnet_root(args) -> None:
+    counts = bigearthnet_torchgeo_root(args.out, args.s2, args.s1, args.splits, args.sensor)
+    print(json.dumps(counts))
+
+
+def _bench(args) -> None:
+    bench_main(quick=args.quick)
+
+
+def _bench_train(args) -> None:
+    """The benchmark notebook -> reports/bench-training/, numbers in work/bench/."""
+    page = run_page(project_root() / "notebooks" / "bench_training.ipynb", "bench-training",
+                    {"quick": args.quick, "device": args.device,
+                     "with_openclip": not args.no_openclip, "with_ddp": not args.no_ddp})
+    numbers = load_config("demo").path("bench", "training.json")
+    print(numbers.read_text())
+    print(f"numbers: {load_config('demo').work_dir}/bench/training.json; "
+          f"report: reports/{page.parent.name}/{page.name}")
+
+
+@dataclass(frozen=True)
+class Command:
+    help: str
+    arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], None]
+
+
+COMMANDS: dict[str, Command] = {
+    "report": Command("execute notebooks and publish HTML reports", _report_args, _report),
+    "data": Command("build WebDataset shards for a parameter set", _run_args, _data),
+    "train": Command("train the CLIP run of a parameter set (as notebook 03; under torchrun "
+                     "on every rank)", _run_args, _train),
+    "ssl": Command("MoCo-v2 pretraining of a parameter set (as notebook 07; under torchrun on "
+                   "every rank)", _run_args, _ssl),
+    "params": Command("print the resolved parameters", _run_args, _params),
+    "study": Command("seed 000's study: compiled, A, B, C, C+metadata, then "
+                     "reports/study-<preset>.html", _study_args, _study),
+    "index": Command("rebuild reports/index.html (and the study pages)", _no_args, _index),
+    "example-corpus": Command("write a Karpathy-style image-text corpus (images/ + "
+                              "dataset.json) from the simulator", _corpus_args,
+                              _example_corpus),
+    "bigearthnet-root": Command("make torchgeo's BigEarthNet root layout (symlinks + split "
+                                "CSVs) from patch folders", _bigearthnet_args,
+                                _bigearthnet_root),
+    "bench": Command("data-stage benchmarks (prints and writes numbers)", _bench_args, _bench),
+    "bench-train": Command("training benchmarks: ours vs open_clip_train, loader vs step, 1 vs "
+                           "2 processes, CUDA MFU", _bench_train_args, _bench_train),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="geofm", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
-    for name, help_ in (("report", "execute notebooks and publish HTML reports"),
-                        ("data", "build WebDataset shards for a parameter set"),
-                        ("train", "train the CLIP run of a parameter set (as notebook 03; "
-                                  "under torchrun on every rank)"),
-                        ("ssl", "MoCo-v2 pretraining of a parameter set (as notebook 07; "
-                                "under torchrun on every rank)"),
-                        ("params", "print the resolved parameters")):
-        p = sub.add_parser(name, help=help_)
-        p.add_argument("--preset", default="demo", help="ci | demo | full (parameters/)")
-        p.add_argument("--experiment", default=None,
-                       help="group_A | group_B | group_C | compiled | group_C_metadata")
-        p.add_argument("-p", "--param", action="append", metavar="KEY=VALUE",
-                       help="override one parameter (repeatable)")
-        if name == "report":
-            p.add_argument("--notebooks", default=None,
-                           help="comma-separated prefixes, e.g. 01,02 (default: all)")
-    st = sub.add_parser("study", help="seed 000's study: compiled, A, B, C, C+metadata, "
-                                      "then reports/study-<preset>.html")
-    st.add_argument("--preset", default="demo", help="ci | demo | full (parameters/)")
-    st.add_argument("--experiments", default=None,
-                    help="comma-separated experiment sets (default: all five of seed 000)")
-    st.add_argument("-p", "--param", action="append", metavar="KEY=VALUE",
-                    help="override one parameter in every run (repeatable)")
-    sub.add_parser("index", help="rebuild reports/index.html (and the study pages)")
-    ex = sub.add_parser("example-corpus", help="write a Karpathy-style image-text corpus "
-                                               "(images/ + dataset.json) from the simulator")
-    ex.add_argument("folder", nargs="?", default="work/examples/captions",
-                    help="output folder (default: work/examples/captions, as "
-                         "parameters/captions_example.yaml expects)")
-    ex.add_argument("--images", type=int, default=1200, help="number of images")
-    ex.add_argument("--seed", type=int, default=0)
-    bl = sub.add_parser("bigearthnet-root", help="make torchgeo's BigEarthNet root layout "
-                                                  "(symlinks + split CSVs) from patch folders")
-    bl.add_argument("out", help="the root folder to create (source root for dataset_class "
-                                "BigEarthNet)")
-    bl.add_argument("--s2", help="folder of Sentinel-2 patch folders")
-    bl.add_argument("--s1", help="folder of Sentinel-1 patch folders")
-    bl.add_argument("--splits", help="folder with the official {train,val,test}.csv[.bz2]")
-    bl.add_argument("--sensor", default="s2", choices=["s1", "s2", "pairs"])
-    b = sub.add_parser("bench", help="data-stage benchmarks (prints and writes numbers)")
-    b.add_argument("--quick", action="store_true", help="fewer samples (seconds, for CI)")
-    bt = sub.add_parser("bench-train", help="training benchmarks: ours vs open_clip_train, "
-                                            "loader vs step, 1 vs 2 processes, CUDA MFU")
-    bt.add_argument("--quick", action="store_true", help="fewer steps and samples (CI)")
-    bt.add_argument("--device", default=None, help="cpu | cuda (default: cuda if present)")
-    bt.add_argument("--no-openclip", action="store_true", help="skip open_clip_train")
-    bt.add_argument("--no-ddp", action="store_true", help="skip the torchrun 1-vs-2 runs")
+    for name, command in COMMANDS.items():
+        command.arguments(sub.add_parser(name, help=command.help))
     args = parser.parse_args(argv)
-
     try:
-        if args.cmd == "report":
-            chain = args.notebooks.split(",") if args.notebooks else None
-            folder = run_report(args.preset, args.experiment, chain=chain,
-                                **_overrides(args.param))
-            print(f"report: {folder.relative_to(folder.parent.parent)}/ and "
-                  f"reports/index.html")
-        elif args.cmd == "example-corpus":
-            folder = Path(args.folder)
-            folder = folder if folder.is_absolute() else project_root() / folder
-            cap = write_karpathy_corpus(folder, n_images=args.images, seed=args.seed)
-            print(f"corpus: {args.folder}/ ({cap.name} and images/)")
-        elif args.cmd == "bigearthnet-root":
-            counts = bigearthnet_torchgeo_root(args.out, args.s2, args.s1, args.splits,
-                                               args.sensor)
-            print(json.dumps(counts))
-        elif args.cmd == "study":
-            exps = args.experiments.split(",") if args.experiments else None
-            page = run_study(args.preset, exps, **_overrides(args.param))
-            print(f"study: reports/{page.name} (and reports/index.html)")
-        elif args.cmd == "data":
-            cfg = load_config(args.preset, args.experiment, **_overrides(args.param))
-            folder = build_shards(cfg)
-            m = load_manifest(folder)
-            print(json.dumps({"folder": f"{cfg.work_dir}/shards/{folder.name}",
-                              "samples": m["total_samples"], "counts": m["counts"]}, indent=1))
-        elif args.cmd == "train":
-            cfg = load_config(args.preset, args.experiment, **_overrides(args.param))
-            check_runtime(cfg)
-            result = train(cfg)
-            if result.parameters.get("world_size", 1) == 1 or _rank() == 0:
-                print(json.dumps({"checkpoint": f"{cfg.work_dir}/checkpoints/{cfg.train_hash}"
-                                                f"/last.pt", "steps": result.steps,
-                                  "seconds": result.seconds, "device": result.device,
-                                  "world_size": result.parameters.get("world_size", 1),
-                                  "history": result.history}, indent=1))
-        elif args.cmd == "ssl":
-            cfg = load_config(args.preset, args.experiment, **_overrides(args.param))
-            check_runtime(cfg)
-            result = pretrain(cfg, show_progress=_rank() == 0)
-            if _rank() == 0:
-                last = result.history[-1] if result.history else {}
-                print(json.dumps({"encoder": f"{cfg.work_dir}/checkpoints/{cfg.ssl_hash}"
-                                             f"/encoder.pt", "seconds": result.seconds,
-                                  "already_finished": result.already_finished,
-                                  "resumed": result.resumed, **result.params,
-                                  "final_loss": last.get("loss"),
-                                  "embedding_std": last.get("embedding_std")}, indent=1))
-        elif args.cmd == "params":
-            cfg = load_config(args.preset, args.experiment, **_overrides(args.param))
-            print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
-            print(f"# hash {cfg.hash}  data_hash {cfg.data_hash}  run {cfg.name}")
-        elif args.cmd == "index":
-            print(build_index(project_root() / "reports"))
-        elif args.cmd == "bench-train":  # the benchmark notebook -> reports/bench-training/
-
-            page = run_page(project_root() / "notebooks" / "bench_training.ipynb",
-                            "bench-training",
-                            {"quick": args.quick, "device": args.device,
-                             "with_openclip": not args.no_openclip,
-                             "with_ddp": not args.no_ddp})
-            numbers = load_config("demo").path("bench", "training.json")
-            print(numbers.read_text())
-            print(f"numbers: {load_config('demo').work_dir}/bench/training.json; "
-                  f"report: reports/{page.parent.name}/{page.name}")
-        elif args.cmd == "bench":
-            bench_main(quick=args.quick)
+        COMMANDS[args.cmd].run(args)
     except GeofmError as exc:  # expected faults: one message with the fix, no traceback
         print(f"geofm: error: {exc}", file=sys.stderr)
         return 2

@@ -35,12 +35,10 @@ from geofm_lib.data.shards import iter_shards
 from geofm_lib.evaluation.bootstrap import bootstrap_ci
 from geofm_lib.evaluation.metrics import (
     KS,
-    average_precision,
     chance_hit_probability,
     chance_recall_at_k,
     hits_at_k,
     label_matrix,
-    predicted_sets,
     rank,
     recall_at_k,
     text_to_image_recall,
@@ -244,45 +242,8 @@ def _r(v):
     return None if v is None or (isinstance(v, float) and math.isnan(v)) else round(float(v), 2)
 
 
-def predictions(results: dict[str, DatasetResult], enc: Encoded, top: int = 5) -> list[dict]:
-    """Per-image records (the file the map notebook reads)."""
-    records = []
-    for ds, r in results.items():
-        ranking = r.ranking
-        pred = predicted_sets(ranking, r.truth)
-        ap = average_precision(r.scores, r.truth)
-        n_labels = len(r.vocabulary)
-        for row, i in enumerate(r.index):
-            true = [r.vocabulary[j] for j in np.flatnonzero(r.truth[row])]
-            predicted = [r.vocabulary[j] for j in np.flatnonzero(pred[row])]
-            first = (int(np.flatnonzero(r.truth[row][ranking[row]])[0]) + 1
-                     if true else None)
-            rec = {
-                "key": enc.keys[i], "dataset": ds, "caption": enc.captions[i],
-                "labels": true,
-                "top": [{"label": r.vocabulary[j], "score": round(float(r.scores[row, j]), 4)}
-                        for j in ranking[row, :top]],
-                "predicted": predicted,
-                "correct": [x for x in predicted if x in true],
-                "missed": [x for x in true if x not in predicted],
-                "false": [x for x in predicted if x not in true],
-                "first_true_rank": first,
-                "average_precision": None if not true else round(float(ap[row]), 4),
-                **{f"hit@{k}": (None if not true or k >= n_labels
-                                else bool(first is not None and first <= k)) for k in KS},
-                **enc.meta[i],
-            }
-            records.append(rec)
-    return records
 
 
-def best_and_worst(records: list[dict], dataset: str, n: int = 2) -> tuple[list, list]:
-    """The n best and n worst images of a dataset by the average precision of their ranking."""
-    scored = [r for r in records if r["dataset"] == dataset and r["average_precision"] is not None]
-    scored.sort(key=lambda r: (r["average_precision"], r["key"]))
-    best = scored[::-1][:n]
-    worst = [r for r in scored if r not in best][:n]  # disjoint when there are few images
-    return best, worst
 
 
 # --- multi-caption retrieval (image-text corpora: RSICD, UCM-captions, RSITMD, Sydney) ----------
@@ -366,17 +327,3 @@ def caption_table(results: dict[str, CaptionResult]):
     return pd.DataFrame(rows).set_index("dataset") if rows else pd.DataFrame()
 
 
-def caption_predictions(results: dict[str, CaptionResult], enc: Encoded) -> list[dict]:
-    """Per-image records of caption datasets, in the schema of ``predictions`` (labels empty,
-    ``hit@K`` = the image's own caption in the top K)."""
-    records = []
-    for ds, r in results.items():
-        for row, i in enumerate(r.index):
-            records.append({
-                "key": enc.keys[i], "dataset": ds, "caption": enc.captions[i], "labels": [],
-                "top": [{"label": t, "score": 0.0} for t in r.top_captions[row]],
-                "predicted": r.top_captions[row][:1], "correct": [], "missed": [], "false": [],
-                "first_true_rank": None, "average_precision": None,
-                **{f"hit@{k}": bool(r.i2t_hits[row, j]) for j, k in enumerate(KS)},
-                **enc.meta[i]})
-    return records

@@ -18,7 +18,7 @@ import torch
 
 from geofm_lib.config import Config, project_root
 from geofm_lib.io import atomic_write_json
-from geofm_lib.paths import stage_dir
+from geofm_lib.paths import shown, stage_dir
 
 PACKAGES = ("geofm", "numpy", "torch", "torchvision", "open_clip_torch", "torchgeo",
             "webdataset", "scikit-learn", "umap-learn", "papermill", "nbconvert", "leafmap")
@@ -63,27 +63,19 @@ def device_info() -> dict:
 
 def run_record(cfg: Config, stage: str, data: dict | None = None,
                with_device: bool = False) -> dict:
-    """The bookkeeping record of one stage of a run."""
+    """The bookkeeping record of one stage of a run (paths in ``data`` relative to the
+    project)."""
+    data = {k: shown(str(v)) if isinstance(v, Path) else v for k, v in (data or {}).items()}
     rec = {
         "stage": stage, "run": cfg.name, "params": cfg.to_dict(), "params_hash": cfg.hash,
         "data_hash": cfg.data_hash, "seed": cfg.seed, "git": git_state(),
-        "packages": package_versions(), "data": data or {},
+        "packages": package_versions(), "data": data,
         "finished": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
-    rec["params"]["work_dir"] = _relative(rec["params"]["work_dir"])
+    rec["params"]["work_dir"] = shown(rec["params"]["work_dir"])
     if with_device:
         rec["device"] = device_info()
     return rec
-
-
-def _relative(path: str) -> str:
-    p = Path(path)
-    if not p.is_absolute():
-        return path
-    try:
-        return str(p.relative_to(project_root()))
-    except ValueError:
-        return "<outside the project>/" + p.name
 
 
 def save_stage(cfg: Config, stage: str, metrics: dict, data: dict | None = None,

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import open_clip
 import torch
 
 from geofm_lib import distributed
@@ -148,10 +149,47 @@ def train(cfg: Config, on_step: Callable | None = None, on_epoch: Callable | Non
         return _train(cfg, on_step, on_epoch, loss_hook, show_progress)
 
 
-def _train(cfg: Config, on_step, on_epoch, loss_hook, show_progress: bool) -> TrainResult:
-    """The body of :func:`train` (run while holding the checkpoint folder's lock)."""
-    import open_clip
+@dataclass
+class _Run:
+    """What one training run is built from: made once by :func:`_setup`."""
 
+    cfg: Config
+    folder: Path
+    manifest: dict
+    dist: distributed.Dist
+    device: str
+    precision: str
+    stats: dict
+    bands: list[str] | None
+    model: torch.nn.Module  # the model itself; ``step.model`` may wrap it (DDP, compile)
+    tokenizer: object
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    scaler: torch.amp.GradScaler
+    loss_fn: object
+    n_train: int
+    steps_per_epoch: int
+    ckpt_dir: Path
+    step: Step | None = None
+    truncated: float = 0.0
+
+
+@dataclass
+class _Progress:
+    """Where a run stands: what a checkpoint saves and a resume restores."""
+
+    start_epoch: int = 0
+    start_batch: int = 0
+    step: int = 0
+    history: list[dict] = field(default_factory=list)
+    step_losses: list[float] = field(default_factory=list)
+    epoch_losses: list[float] = field(default_factory=list)  # of the epoch in progress
+    epoch_seconds: float = 0.0
+    saved: str | None = None  # where the newest checkpoint stands, for the divergence message
+
+
+def _setup(cfg: Config) -> _Run:
+    """Check the data, join the process group, build model, optimiser, schedule and loss."""
     folder, manifest = preflight(cfg)
     dist, device = distributed.setup(resolve_device(cfg.device))
     if cfg.batch_size % (dist.world_size * cfg.grad_accum_steps):
@@ -166,170 +204,203 @@ def _train(cfg: Config, on_step, on_epoch, loss_hook, show_progress: bool) -> Tr
     if cfg.grad_checkpointing:
         model.set_grad_checkpointing(True)
     channels_last(model)
-    datasets = list(cfg.dataset_keys)
     n_train, steps_per_epoch = plan_steps(cfg, manifest)
-    total_steps = steps_per_epoch * cfg.epochs
-    on_cuda = device.startswith("cuda")
-
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr,
-                                  betas=(0.9, 0.98), eps=1e-6, fused=on_cuda or None)
-    scheduler = make_scheduler(optimizer, total_steps, cfg.warmup_fraction)
+                                  betas=(0.9, 0.98), eps=1e-6,
+                                  fused=device.startswith("cuda") or None)
+    scheduler = make_scheduler(optimizer, steps_per_epoch * cfg.epochs, cfg.warmup_fraction)
     scaler = torch.amp.GradScaler(device.split(":")[0], enabled=(precision == "fp16"))
     loss_fn = open_clip.ClipLoss(gather_with_grad=dist.enabled, rank=dist.rank,
                                  world_size=dist.world_size)
-    ckpt_dir = checkpoint_dir(cfg)
-    ckpt = ckpt_dir / "last.pt"
-    history: list[dict] = []
-    step_losses: list[float] = []
-    epoch_losses: list[float] = []
-    start_epoch, start_batch, epoch_seconds = 0, 0, 0.0
-    saved = None  # where the newest checkpoint stands, for the divergence message
-    if ckpt.is_file():
-        state = load_checkpoint(ckpt, map_location=device)
-        check_checkpoint_run(state, ckpt, {"train_hash": cfg.train_hash,
-                                           "data_hash": cfg.data_hash})
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if "scaler" in state:
-            scaler.load_state_dict(state["scaler"])
-        history = list(state["history"])
-        step_losses = list(state.get("step_losses", []))
-        start_epoch = int(state["epoch"])
-        start_batch = int(state.get("step_in_epoch", 0))
+    return _Run(cfg, folder, manifest, dist, device, precision, stats, bands, model, tokenizer,
+                optimizer, scheduler, scaler, loss_fn, n_train, steps_per_epoch,
+                checkpoint_dir(cfg))
+
+
+def _restore(run: _Run) -> _Progress:
+    """Resume from ``last.pt`` when there is one (weights, optimiser, schedule, scaler, random
+    states and the position in the epoch's stream); a fresh start otherwise."""
+    cfg, ckpt = run.cfg, run.ckpt_dir / "last.pt"
+    if not ckpt.is_file():
+        return _Progress()
+    state = load_checkpoint(ckpt, map_location=run.device)
+    check_checkpoint_run(state, ckpt, {"train_hash": cfg.train_hash, "data_hash": cfg.data_hash})
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    if "scaler" in state:
+        run.scaler.load_state_dict(state["scaler"])
+    start_epoch = int(state["epoch"])
+    start_batch = int(state.get("step_in_epoch", 0))
+    prog = _Progress(
+        start_epoch, start_batch, history=list(state["history"]),
+        step_losses=list(state.get("step_losses", [])),
         # at an epoch boundary the finished epoch's losses are in history, not in this epoch
-        epoch_losses = list(state.get("epoch_losses", [])) if start_batch else []
-        epoch_seconds = float(state.get("epoch_seconds", 0.0))
-        if "rng" in state:
-            _set_rng_state(state["rng"], device)
-        saved = f"epoch {start_epoch + 1}, step {start_batch} of it"
-        if dist.is_main:
-            log.info("resuming from %s: epoch %d of %d, step %d of it", ckpt_dir.name,
-                     start_epoch + 1, cfg.epochs, start_batch)
-    raw_model = model
-    if dist.enabled:
+        epoch_losses=list(state.get("epoch_losses", [])) if start_batch else [],
+        epoch_seconds=float(state.get("epoch_seconds", 0.0)),
+        saved=f"epoch {start_epoch + 1}, step {start_batch} of it")
+    if "rng" in state:
+        _set_rng_state(state["rng"], run.device)
+    if run.dist.is_main:
+        log.info("resuming from %s: epoch %d of %d, step %d of it", run.ckpt_dir.name,
+                 start_epoch + 1, cfg.epochs, start_batch)
+    return prog
+
+
+def _prepare_step(run: _Run) -> None:
+    """Wrap the model (DDP, ``torch.compile``), warn about cut captions, make the step."""
+    cfg, model = run.cfg, run.model
+    if run.dist.enabled:
         model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[dist.local_rank] if on_cuda else None)
+            model, device_ids=[run.dist.local_rank] if run.device.startswith("cuda") else None)
     if cfg.compile:
         model = torch.compile(model)
-    lengths = _caption_lengths(folder, tokenizer)
-    ctx = raw_model.context_length if hasattr(raw_model, "context_length") else 77
-    truncated = float((lengths > ctx).mean()) if lengths.size else 0.0
-    if truncated > 0 and dist.is_main:
+    lengths = _caption_lengths(run.folder, run.tokenizer)
+    ctx = run.model.context_length if hasattr(run.model, "context_length") else 77
+    run.truncated = float((lengths > ctx).mean()) if lengths.size else 0.0
+    if run.truncated > 0 and run.dist.is_main:
         log.warning("%.1f %% of training captions exceed the %d-token context and are cut",
-                    100 * truncated, ctx)
-    autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    dev_type = torch.device(device).type
+                    100 * run.truncated, ctx)
+    autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(run.precision)
+    dev_type = torch.device(run.device).type
 
     def autocast():
         return torch.autocast(dev_type, dtype=autocast_dtype, enabled=autocast_dtype is not None)
 
-    run_step = Step(model, raw_model, loss_fn, optimizer, scheduler, scaler, autocast,
-                    cfg.grad_accum_steps, cfg.grad_clip_norm, dist.enabled)
+    run.step = Step(model, run.model, run.loss_fn, run.optimizer, run.scheduler, run.scaler,
+                    autocast, cfg.grad_accum_steps, cfg.grad_clip_norm, run.dist.enabled)
 
-    def snapshot(epoch_done: int, in_epoch: int, finished: bool, seconds: float) -> dict:
-        # epoch_losses: the losses of the epoch in progress (none at an epoch boundary)
-        return {
-            "format": CHECKPOINT_FORMAT, "model_name": cfg.model, "image_px": cfg.image_px,
-            "model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-            "epoch": epoch_done, "step_in_epoch": in_epoch, "step": step,
-            "epoch_losses": list(epoch_losses) if in_epoch else [], "epoch_seconds": seconds,
-            "history": history, "step_losses": step_losses, "finished": finished,
-            "rng": _rng_state(device), "world_size": dist.world_size,
-            "params": json.loads(json.dumps(cfg.to_dict())),
-            "train_hash": cfg.train_hash, "data_hash": cfg.data_hash,
-            "channel_stats": stats_to_state(stats), "band_adapter": cfg.band_adapter,
-            "model_bands": bands, "datasets": datasets,
-        }
 
+def _snapshot(run: _Run, prog: _Progress, epoch_done: int, in_epoch: int, finished: bool,
+              seconds: float) -> dict:
+    """The checkpoint of a run at a position (``epoch_done`` epochs and ``in_epoch`` steps)."""
+    cfg = run.cfg
+    return {
+        "format": CHECKPOINT_FORMAT, "model_name": cfg.model, "image_px": cfg.image_px,
+        "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(), "scaler": run.scaler.state_dict(),
+        "epoch": epoch_done, "step_in_epoch": in_epoch, "step": prog.step,
+        # the losses of the epoch in progress (none at an epoch boundary)
+        "epoch_losses": list(prog.epoch_losses) if in_epoch else [], "epoch_seconds": seconds,
+        "history": prog.history, "step_losses": prog.step_losses, "finished": finished,
+        "rng": _rng_state(run.device), "world_size": run.dist.world_size,
+        "params": json.loads(json.dumps(cfg.to_dict())),
+        "train_hash": cfg.train_hash, "data_hash": cfg.data_hash,
+        "channel_stats": stats_to_state(run.stats), "band_adapter": cfg.band_adapter,
+        "model_bands": run.bands, "datasets": list(cfg.dataset_keys),
+    }
+
+
+def _diverged(run: _Run, prog: _Progress, loss, epoch: int) -> TrainingDiverged:
+    """The error for a non-finite loss or gradient, saying what is kept and what to change."""
+    cfg, step = run.cfg, run.step
+    kept = (f"the last good checkpoint ({prog.saved}) is kept in checkpoints/"
+            f"{run.ckpt_dir.name}/" if prog.saved else "no checkpoint was written yet")
+    what = (f"the gradient norm became {step.grad_norm} (the loss was {loss.item():.4g}; the "
+            f"update was not applied)" if step.overflowed and torch.isfinite(loss)
+            else f"loss became {loss.item()}")
+    return TrainingDiverged(
+        f"{what} at epoch {epoch + 1}, step {prog.step + 1} "
+        f"(lr {run.scheduler.get_last_lr()[0]:.2e}); training stopped and {kept}. "
+        f"Lower lr (now {cfg.lr:g}), keep grad_clip_norm > 0 (now "
+        f"{cfg.grad_clip_norm:g}) or use precision='fp32' (now {run.precision}).")
+
+
+def _train_epoch(run: _Run, prog: _Progress, epoch: int, on_step, loss_hook,
+                 show_progress: bool) -> dict:
+    """One epoch (from where a resume left it): steps, step checkpoints; its record."""
+    cfg, dist, n = run.cfg, run.dist, run.steps_per_epoch
+    run.step.model.train()
+    first = prog.start_batch if epoch == prog.start_epoch else 0
+    if epoch != prog.start_epoch:
+        prog.epoch_losses, prog.epoch_seconds = [], 0.0
+    it = train_stream(run.folder, run.manifest, list(cfg.dataset_keys), run.stats,
+                      run.tokenizer, cfg.batch_size, cfg.image_px, cfg.seed, epoch,
+                      cfg.num_workers, start_batch=first, rank=dist.rank,
+                      world_size=dist.world_size, pin_memory=run.device.startswith("cuda"))
+    t0 = time.perf_counter() - prog.epoch_seconds
+    bar = progress(total=n, initial=first, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
+                   disable=not (show_progress and dist.is_main))
+    for in_epoch in range(first, n):
+        images, tokens = next(it)
+        images = images.to(run.device, non_blocking=True, memory_format=torch.channels_last)
+        loss = run.step(images, tokens.to(run.device, non_blocking=True), loss_hook, prog.step)
+        if not torch.isfinite(loss) or run.step.overflowed:
+            bar.close()
+            raise _diverged(run, prog, loss, epoch)
+        prog.step += 1
+        prog.epoch_losses.append(float(loss.item()))
+        prog.step_losses.append(prog.epoch_losses[-1])
+        bar.update(1)
+        if (cfg.checkpoint_every_steps and prog.step % cfg.checkpoint_every_steps == 0
+                and in_epoch + 1 < n and dist.is_main):
+            save_step_checkpoint(run.ckpt_dir, _snapshot(run, prog, epoch, in_epoch + 1, False,
+                                                         time.perf_counter() - t0),
+                                 prog.step, cfg.keep_checkpoints)
+            prog.saved = f"epoch {epoch + 1}, step {in_epoch + 1} of it"
+        if on_step is not None and dist.is_main:
+            on_step(prog.step, epoch + 1, prog.epoch_losses[-1], run.scheduler.get_last_lr()[0])
+    bar.close()
+    seconds = time.perf_counter() - t0
+    return {"epoch": epoch + 1, "step": prog.step,
+            "train_loss": float(np.mean(prog.epoch_losses)),
+            "train_loss_last": prog.epoch_losses[-1], "lr_end": run.scheduler.get_last_lr()[0],
+            "seconds": round(seconds, 1),
+            "samples_per_s": round(n * cfg.batch_size / seconds, 1)}
+
+
+def _validate(run: _Run, record: dict) -> None:
+    """Add the validation loss on fixed mixed batches and zero-shot R@K to an epoch's record."""
+    cfg = run.cfg
+    enc = encode_split(run.model, run.tokenizer, shard_paths(run.folder, "val"), run.stats,
+                       run.device, batch_size=256, image_px=cfg.image_px, with_captions=True,
+                       show_progress=False)
+    zs = summary_metrics(zero_shot(run.model, run.tokenizer, enc, cfg.caption_metadata,
+                                   n_boot=200, seed=cfg.seed, device=run.device,
+                                   vocabularies=run.manifest.get("vocabularies")))
+    record.update({"val_loss": val_loss(enc, cfg.batch_size, cfg.seed),
+                   "val_mean_R@1": zs["mean_R@1"], "val_mean_R@5": zs["mean_R@5"],
+                   "logit_scale": enc.logit_scale})
+
+
+def _train(cfg: Config, on_step, on_epoch, loss_hook, show_progress: bool) -> TrainResult:
+    """The body of :func:`train` (run while holding the checkpoint folder's lock)."""
+    run = _setup(cfg)
+    prog = _restore(run)
+    _prepare_step(run)
     t_start = time.perf_counter()
-    step = start_epoch * steps_per_epoch + start_batch
-    for epoch in range(start_epoch, cfg.epochs):
-        model.train()
-        first = start_batch if epoch == start_epoch else 0
-        if epoch != start_epoch:
-            epoch_losses, epoch_seconds = [], 0.0
-        it = train_stream(folder, manifest, datasets, stats, tokenizer, cfg.batch_size,
-                          cfg.image_px, cfg.seed, epoch, cfg.num_workers, start_batch=first,
-                          rank=dist.rank, world_size=dist.world_size, pin_memory=on_cuda)
-        t0 = time.perf_counter() - epoch_seconds
-        bar = progress(total=steps_per_epoch, initial=first, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                       unit="step", disable=not (show_progress and dist.is_main))
-        for in_epoch in range(first, steps_per_epoch):
-            images, tokens = next(it)
-            images = images.to(device, non_blocking=True,
-                               memory_format=torch.channels_last)
-            tokens = tokens.to(device, non_blocking=True)
-            loss = run_step(images, tokens, loss_hook, step)
-            bad_norm = run_step.overflowed
-            if not torch.isfinite(loss) or bad_norm:
-                bar.close()
-                kept = (f"the last good checkpoint ({saved}) is kept in "
-                        f"checkpoints/{ckpt_dir.name}/" if saved else
-                        "no checkpoint was written yet")
-                what = (f"the gradient norm became {run_step.grad_norm} (the loss was "
-                        f"{loss.item():.4g}; the update was not applied)" if bad_norm and
-                        torch.isfinite(loss) else f"loss became {loss.item()}")
-                raise TrainingDiverged(
-                    f"{what} at epoch {epoch + 1}, step {step + 1} "
-                    f"(lr {scheduler.get_last_lr()[0]:.2e}); training stopped and {kept}. "
-                    f"Lower lr (now {cfg.lr:g}), keep grad_clip_norm > 0 (now "
-                    f"{cfg.grad_clip_norm:g}) or use precision='fp32' (now {precision}).")
-            step += 1
-            epoch_losses.append(float(loss.item()))
-            step_losses.append(epoch_losses[-1])
-            bar.update(1)
-            if (cfg.checkpoint_every_steps and step % cfg.checkpoint_every_steps == 0
-                    and in_epoch + 1 < steps_per_epoch and dist.is_main):
-                save_step_checkpoint(ckpt_dir, snapshot(epoch, in_epoch + 1, False,
-                                                        time.perf_counter() - t0),
-                                     step, cfg.keep_checkpoints)
-                saved = f"epoch {epoch + 1}, step {in_epoch + 1} of it"
-            if on_step is not None and dist.is_main:
-                on_step(step, epoch + 1, epoch_losses[-1], scheduler.get_last_lr()[0])
-        bar.close()
-        train_seconds = time.perf_counter() - t0
-        record = {"epoch": epoch + 1, "step": step, "train_loss": float(np.mean(epoch_losses)),
-                  "train_loss_last": epoch_losses[-1], "lr_end": scheduler.get_last_lr()[0],
-                  "seconds": round(train_seconds, 1),
-                  "samples_per_s": round(steps_per_epoch * cfg.batch_size / train_seconds, 1)}
-        if dist.is_main:  # validation: loss on fixed mixed batches and zero-shot R@K
-            enc = encode_split(raw_model, tokenizer, shard_paths(folder, "val"), stats,
-                               device, batch_size=256, image_px=cfg.image_px,
-                               with_captions=True, show_progress=False)
-            zs = summary_metrics(zero_shot(raw_model, tokenizer, enc, cfg.caption_metadata,
-                                           n_boot=200, seed=cfg.seed, device=device,
-                                           vocabularies=manifest.get("vocabularies")))
-            record.update({"val_loss": val_loss(enc, cfg.batch_size, cfg.seed),
-                           "val_mean_R@1": zs["mean_R@1"], "val_mean_R@5": zs["mean_R@5"],
-                           "logit_scale": enc.logit_scale})
-            history.append(record)
-            save_step_checkpoint(ckpt_dir, snapshot(epoch + 1, 0, epoch + 1 == cfg.epochs,
-                                                    0.0), step, cfg.keep_checkpoints)
-            saved = f"end of epoch {epoch + 1}"
+    prog.step = prog.start_epoch * run.steps_per_epoch + prog.start_batch
+    for epoch in range(prog.start_epoch, cfg.epochs):
+        record = _train_epoch(run, prog, epoch, on_step, loss_hook, show_progress)
+        if not run.dist.is_main:
+            prog.history.append(record)
+        else:
+            _validate(run, record)
+            prog.history.append(record)
+            save_step_checkpoint(run.ckpt_dir, _snapshot(run, prog, epoch + 1, 0,
+                                                         epoch + 1 == cfg.epochs, 0.0),
+                                 prog.step, cfg.keep_checkpoints)
+            prog.saved = f"end of epoch {epoch + 1}"
             log.info("epoch %d/%d: train loss %.3f, val loss %.3f, val mean R@1 %s",
                      epoch + 1, cfg.epochs, record["train_loss"], record["val_loss"],
                      record["val_mean_R@1"])
             if on_epoch is not None:
                 on_epoch(record)
-        else:
-            history.append(record)
-        distributed.barrier(dist)
+        distributed.barrier(run.dist)
     return TrainResult(
-        checkpoint=ckpt, history=history, steps=step,
-        seconds=round(time.perf_counter() - t_start, 1), device=device, precision=precision,
-        resumed_from_epoch=start_epoch, already_finished=start_epoch >= cfg.epochs,
-        parameters={"steps_per_epoch": steps_per_epoch, "train_samples": n_train,
-                    "total_steps": total_steps, "model": count_parameters(raw_model),
-                    "world_size": dist.world_size, "resumed_at_step": start_batch},
-        truncated_captions=truncated, step_losses=step_losses)
+        checkpoint=run.ckpt_dir / "last.pt", history=prog.history, steps=prog.step,
+        seconds=round(time.perf_counter() - t_start, 1), device=run.device,
+        precision=run.precision, resumed_from_epoch=prog.start_epoch,
+        already_finished=prog.start_epoch >= cfg.epochs,
+        parameters={"steps_per_epoch": run.steps_per_epoch, "train_samples": run.n_train,
+                    "total_steps": run.steps_per_epoch * cfg.epochs,
+                    "model": count_parameters(run.model), "world_size": run.dist.world_size,
+                    "resumed_at_step": prog.start_batch},
+        truncated_captions=run.truncated, step_losses=prog.step_losses)
 
 
 def val_loss(enc, batch_size: int, seed: int = 0) -> float:
     """Mean CLIP loss of the val captions and images in fixed, shuffled batches."""
-    import open_clip
-
     if enc.caption_features is None or len(enc.keys) < 2:
         return math.nan
     order = np.random.default_rng(seed).permutation(len(enc.keys))
