@@ -26,16 +26,9 @@ from pathlib import Path
 
 import yaml
 
-from geofm_lib.bench.data import main as bench_main
 from geofm_lib.config import check_runtime, load_config, project_root
-from geofm_lib.data.build import build_shards
-from geofm_lib.data.examples import bigearthnet_torchgeo_root, write_karpathy_corpus
-from geofm_lib.data.shards import load_manifest
 from geofm_lib.errors import ConfigError, GeofmError
 from geofm_lib.io import parse_yaml_value
-from geofm_lib.report.reports import build_index, run_page, run_report, run_study
-from geofm_lib.ssl.pretraining import pretrain
-from geofm_lib.training.loop import train
 
 
 def _overrides(pairs: list[str]) -> dict:
@@ -119,18 +112,25 @@ def _no_args(p: argparse.ArgumentParser) -> None:
 
 
 # --- commands -------------------------------------------------------------------------------
+# Each command imports its stage when it runs (deferred on purpose: the stages load torch,
+# open_clip and lightning, several seconds, so `geofm --help` and `geofm params` start at once).
 
 def _config(args):
     return load_config(args.preset, args.experiment, **_overrides(args.param))
 
 
 def _report(args) -> None:
+    from geofm_lib.report.reports import run_report
+
     chain = args.notebooks.split(",") if args.notebooks else None
     folder = run_report(args.preset, args.experiment, chain=chain, **_overrides(args.param))
     print(f"report: {folder.relative_to(folder.parent.parent)}/ and reports/index.html")
 
 
 def _data(args) -> None:
+    from geofm_lib.data.build import build_shards
+    from geofm_lib.data.shards import load_manifest
+
     cfg = _config(args)
     folder = build_shards(cfg)
     m = load_manifest(folder)
@@ -139,6 +139,8 @@ def _data(args) -> None:
 
 
 def _train(args) -> None:
+    from geofm_lib.training.loop import train
+
     cfg = _config(args)
     check_runtime(cfg)
     result = train(cfg)
@@ -151,6 +153,8 @@ def _train(args) -> None:
 
 
 def _ssl(args) -> None:
+    from geofm_lib.ssl.pretraining import pretrain
+
     cfg = _config(args)
     check_runtime(cfg)
     result = pretrain(cfg, show_progress=_rank() == 0)
@@ -171,16 +175,22 @@ def _params(args) -> None:
 
 
 def _study(args) -> None:
+    from geofm_lib.report.reports import run_study
+
     exps = args.experiments.split(",") if args.experiments else None
     page = run_study(args.preset, exps, **_overrides(args.param))
     print(f"study: reports/{page.name} (and reports/index.html)")
 
 
 def _index(args) -> None:
+    from geofm_lib.report.reports import build_index
+
     print(build_index(project_root() / "reports"))
 
 
 def _example_corpus(args) -> None:
+    from geofm_lib.data.examples import write_karpathy_corpus
+
     folder = Path(args.folder)
     folder = folder if folder.is_absolute() else project_root() / folder
     cap = write_karpathy_corpus(folder, n_images=args.images, seed=args.seed)
@@ -188,16 +198,22 @@ def _example_corpus(args) -> None:
 
 
 def _bigearthnet_root(args) -> None:
+    from geofm_lib.data.examples import bigearthnet_torchgeo_root
+
     counts = bigearthnet_torchgeo_root(args.out, args.s2, args.s1, args.splits, args.sensor)
     print(json.dumps(counts))
 
 
 def _bench(args) -> None:
+    from geofm_lib.bench.data import main as bench_main
+
     bench_main(quick=args.quick)
 
 
 def _bench_train(args) -> None:
     """The benchmark notebook -> reports/bench-training/, numbers in work/bench/."""
+    from geofm_lib.report.reports import run_page
+
     page = run_page(project_root() / "notebooks" / "bench_training.ipynb", "bench-training",
                     {"quick": args.quick, "device": args.device,
                      "with_openclip": not args.no_openclip, "with_ddp": not args.no_ddp})

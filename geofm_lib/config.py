@@ -37,7 +37,7 @@ from geofm_lib.catalog import DATASETS, GROUP_DATASETS, SIMULATED
 from geofm_lib.errors import ConfigError, PretrainedUnavailable
 from geofm_lib.io import check_name, read_yaml
 from geofm_lib.models.devices import resolve_device, resolve_precision
-from geofm_lib.models.factory import _check_pretrained, known_model_names
+from geofm_lib.models.names import check_pretrained, known_model_names
 
 
 class SourceSpec(BaseModel):
@@ -511,7 +511,7 @@ def _check_pretrained_choice(cfg: Config, origin: dict) -> None:
         return
 
     try:
-        _check_pretrained(cfg.model, cfg.pretrained)
+        check_pretrained(cfg.model, cfg.pretrained)
     except PretrainedUnavailable as exc:
         raise ConfigError(f"parameter 'pretrained' = {cfg.pretrained!r} (from "
                           f"{origin.get('pretrained', 'defaults')}) is invalid: {exc}") from None

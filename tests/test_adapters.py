@@ -6,12 +6,12 @@ import pytest
 torch = pytest.importorskip("torch")
 open_clip = pytest.importorskip("open_clip")
 
-from geofm_lib import models, training  # noqa: E402
+from geofm_lib import training  # noqa: E402
 from geofm_lib.catalog import SENSORS  # noqa: E402
 from geofm_lib.config import load_config  # noqa: E402
 from geofm_lib.data import build  # noqa: E402
 from geofm_lib.errors import ConfigError  # noqa: E402
-from geofm_lib.models import adapters  # noqa: E402
+from geofm_lib.models import adapters, factory, inputs  # noqa: E402
 
 S2_L2A = list(SENSORS["sentinel2_l2a"].band_names)  # 12 bands
 S2_L1C = list(SENSORS["sentinel2_l1c"].band_names)  # 13 bands
@@ -39,7 +39,7 @@ def _one_step(model, tokenizer, n_bands, px=32, batch=4):
 @pytest.mark.parametrize("n_bands", sorted(BAND_SETS))
 def test_each_adapter_takes_the_band_count_and_trains_a_step(adapter, n_bands):
     model_name = "RN50-tiny" if n_bands != 13 else "ViT-tiny"  # both tower kinds
-    model, tok = models.create_model(model_name, 32, seed=0, band_adapter=adapter,
+    model, tok = factory.create_model(model_name, 32, seed=0, band_adapter=adapter,
                                      bands=BAND_SETS[n_bands])
     loss, before, after = _one_step(model, tok, n_bands)
     assert torch.isfinite(loss)
@@ -52,8 +52,8 @@ def test_each_adapter_takes_the_band_count_and_trains_a_step(adapter, n_bands):
 
 
 def test_first_layer_copies_rgb_kernels_and_averages_the_rest():
-    rgb, _ = models.create_model("RN50-tiny", 32, seed=1)
-    wide, _ = models.create_model("RN50-tiny", 32, seed=1, band_adapter="first_layer",
+    rgb, _ = factory.create_model("RN50-tiny", 32, seed=1)
+    wide, _ = factory.create_model("RN50-tiny", 32, seed=1, band_adapter="first_layer",
                                   bands=S2_L2A)
     w0, w = rgb.visual.conv1.weight, wide.visual.conv1.weight
     assert w.shape[1] == 12
@@ -64,8 +64,8 @@ def test_first_layer_copies_rgb_kernels_and_averages_the_rest():
 
 
 def test_conv1x1_starts_as_the_identity_on_true_colour():
-    rgb, _ = models.create_model("RN50-tiny", 32, seed=2)
-    mixed, _ = models.create_model("RN50-tiny", 32, seed=2, band_adapter="conv1x1",
+    rgb, _ = factory.create_model("RN50-tiny", 32, seed=2)
+    mixed, _ = factory.create_model("RN50-tiny", 32, seed=2, band_adapter="conv1x1",
                                    bands=["B02", "B03", "B04", "B08"])
     x4 = torch.randn(2, 4, 32, 32)
     x3 = x4[:, [2, 1, 0]]  # B04, B03, B02 = R, G, B
@@ -79,7 +79,7 @@ def test_conv1x1_starts_as_the_identity_on_true_colour():
 
 
 def test_wavelength_adapter_takes_another_sensor_with_the_same_weights():
-    model, _ = models.create_model("RN50-tiny", 32, seed=0, band_adapter="wavelength",
+    model, _ = factory.create_model("RN50-tiny", 32, seed=0, band_adapter="wavelength",
                                    bands=S2_L2A + ["VV", "VH"])
     conv = model.visual.conv1
     w_s2 = conv.weight()[:, S2_L2A.index("B04")].detach().clone()
@@ -94,12 +94,12 @@ def test_wavelength_adapter_takes_another_sensor_with_the_same_weights():
 
 
 def test_errors_name_the_problem_and_the_fix():
-    model, _ = models.create_model("RN50-tiny", 32, seed=0, band_adapter="first_layer",
+    model, _ = factory.create_model("RN50-tiny", 32, seed=0, band_adapter="first_layer",
                                    bands=S2_L2A)
     model.eval()
     with pytest.raises(RuntimeError, match="expected input.*12 channels|12"):
         model.encode_image(torch.zeros(1, 3, 32, 32))
-    mixed, _ = models.create_model("RN50-tiny", 32, seed=0, band_adapter="conv1x1",
+    mixed, _ = factory.create_model("RN50-tiny", 32, seed=0, band_adapter="conv1x1",
                                    bands=S2_L2A)
     mixed.eval()
     with pytest.raises(adapters.AdapterError, match="takes 12 bands, this batch has 3"):
@@ -109,22 +109,22 @@ def test_errors_name_the_problem_and_the_fix():
     with pytest.raises(ConfigError, match="band_adapter.*one of rgb, conv1x1"):
         load_config("ci", band_adapter="dofa")
     with pytest.raises(adapters.AdapterError, match="no known centre wavelength"):
-        models.input_spec({"x": {"bands": ["thermal_9"], "mean": [0.0], "std": [1.0]}},
+        inputs.input_spec({"x": {"bands": ["thermal_9"], "mean": [0.0], "std": [1.0]}},
                           "wavelength")
     with pytest.raises(adapters.AdapterError, match="needs the model's input bands"):
-        models.create_model("RN50-tiny", 32, band_adapter="conv1x1")
+        factory.create_model("RN50-tiny", 32, band_adapter="conv1x1")
 
 
 def test_band_slots_place_each_product_in_the_union_layout():
     stats = {"s2": {"bands": S2_L2A, "mean": [1000.0] * 12, "std": [500.0] * 12},
              "s1": {"bands": ["VV", "VH"], "mean": [-10.0, -17.0], "std": [3.0, 4.0]}}
-    spec, bands = models.input_spec(stats, "first_layer")
+    spec, bands = inputs.input_spec(stats, "first_layer")
     assert bands == S2_L2A + ["VV", "VH"]
     img = np.stack([np.full((8, 8), -7.0), np.full((8, 8), -21.0)]).astype(np.float32)
-    x = models.to_model_input(img, ["VV", "VH"], spec["s1"])
+    x = inputs.to_model_input(img, ["VV", "VH"], spec["s1"])
     assert x.shape == (14, 8, 8)
     assert np.allclose(x[12], 1.0) and np.allclose(x[13], -1.0) and not x[:12].any()
-    back = models.stats_from_state(models.stats_to_state(spec))
+    back = inputs.stats_from_state(inputs.stats_to_state(spec))
     assert back["s1"].slots == (12, 13) and np.allclose(back["s2"].mean, 1000.0)
 
 

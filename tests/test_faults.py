@@ -27,6 +27,7 @@ from geofm_lib.errors import (  # noqa: E402
     ShardError,
     TrainingDiverged,
 )
+from geofm_lib.models import factory  # noqa: E402
 from geofm_lib.report import reports  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -314,9 +315,8 @@ def test_an_overflowing_step_changes_no_weight(fp16_scaler):
     itself and lowers its scale, which is normal and not reported as divergence."""
     import open_clip
 
-    from geofm_lib import models
 
-    model, tok = models.create_model("ViT-tiny", 32, seed=0)
+    model, tok = factory.create_model("ViT-tiny", 32, seed=0)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     scaler = torch.amp.GradScaler("cpu", enabled=fp16_scaler, init_scale=2.0 ** 16)

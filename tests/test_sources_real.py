@@ -13,6 +13,7 @@ from geofm_lib import errors
 from geofm_lib.config import load_config
 from geofm_lib.data import build, shards
 from geofm_lib.errors import ConfigError
+from geofm_lib.models import inputs
 
 rasterio = pytest.importorskip("rasterio")
 pytest.importorskip("torchgeo")
@@ -324,9 +325,8 @@ def test_geotiff_scene_with_polygons_and_points_any_crs(tmp_path):
     assert samples[(0, 0)]["json"]["bands"] == ["blue", "green", "red"]
     lon0, lat0, lon1, lat1 = samples[(0, 0)]["json"]["footprint"]["bounds"]
     assert -122 < lon0 < lon1 < -120 and 36 < lat0 < lat1 < 37  # UTM 10N to WGS84
-    from geofm_lib import models
 
-    idx, rule = models.input_bands(["blue", "green", "red"])
+    idx, rule = inputs.input_bands(["blue", "green", "red"])
     assert idx == [2, 1, 0] and rule == "rgb"
 
 
@@ -436,10 +436,9 @@ def test_nan_pixels_are_counted_and_kept_out_of_band_statistics(tmp_path):
     st = m["band_stats"]["sar_scene"]
     assert st["nonfinite_values"] > 0 and np.isfinite(st["mean"]).all()
     assert abs(st["mean"][0] + 12) < 0.5  # NaN kept out of the mean
-    from geofm_lib import models
 
-    stats = models.channel_stats({"sar_scene": st})["sar_scene"]
-    x = models.to_model_input(img[:, :32, :32], ["VV", "VH"], stats)
+    stats = inputs.channel_stats({"sar_scene": st})["sar_scene"]
+    x = inputs.to_model_input(img[:, :32, :32], ["VV", "VH"], stats)
     assert np.isfinite(x).all() and (x[:, :8] == 0).all()  # masked with the band mean
 
 

@@ -6,10 +6,11 @@ import pytest
 torch = pytest.importorskip("torch")
 open_clip = pytest.importorskip("open_clip")
 
-from geofm_lib import errors, models, paths, training  # noqa: E402
+from geofm_lib import errors, paths, training  # noqa: E402
 from geofm_lib.config import load_config  # noqa: E402
 from geofm_lib.data import build, shards  # noqa: E402
 from geofm_lib.errors import ConfigError  # noqa: E402
+from geofm_lib.models import devices, factory, inputs  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,7 @@ def _cfg(work, **kw):
 
 
 def test_a_few_steps_lower_the_loss_on_a_fixed_batch():
-    model, tokenizer = models.create_model("RN50-tiny", 32, seed=0)
+    model, tokenizer = factory.create_model("RN50-tiny", 32, seed=0)
     g = torch.Generator().manual_seed(0)
     images = torch.randn(8, 3, 32, 32, generator=g)
     texts = tokenizer([f"an overhead image showing label {i}" for i in range(8)])
@@ -45,17 +46,17 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch():
 
 
 def test_small_configs_are_registered_by_name():
-    models.register_configs()
+    factory.register_configs()
     assert {"RN50-tiny", "ViT-tiny"} <= set(open_clip.list_models())
-    model, _ = models.create_model("ViT-tiny", 48, seed=0)
+    model, _ = factory.create_model("ViT-tiny", 48, seed=0)
     x = torch.zeros(2, 3, 48, 48)
     assert model.encode_image(x).shape == (2, 128)
 
 
 def test_same_seed_same_initialisation():
-    a, _ = models.create_model("RN50-tiny", 32, seed=3)
-    b, _ = models.create_model("RN50-tiny", 32, seed=3)
-    c, _ = models.create_model("RN50-tiny", 32, seed=4)
+    a, _ = factory.create_model("RN50-tiny", 32, seed=3)
+    b, _ = factory.create_model("RN50-tiny", 32, seed=3)
+    c, _ = factory.create_model("RN50-tiny", 32, seed=4)
     pa, pb, pc = (next(iter(m.visual.parameters())) for m in (a, b, c))
     assert torch.equal(pa, pb) and not torch.equal(pa, pc)
 
@@ -129,34 +130,34 @@ def test_errors_before_training(work, tmp_path):
         training.preflight(load_config("ci", group="B", work_dir=str(tmp_path)))
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="no CUDA GPU"):
-            models.resolve_device("cuda")
+            devices.resolve_device("cuda")
         with pytest.raises(RuntimeError, match="fp16"):
-            models.resolve_precision("fp16", "cpu")
-    assert models.resolve_precision("auto", "cuda") == "bf16"
-    assert models.resolve_precision("auto", "cpu") == "fp32"
+            devices.resolve_precision("fp16", "cpu")
+    assert devices.resolve_precision("auto", "cuda") == "bf16"
+    assert devices.resolve_precision("auto", "cpu") == "fp32"
 
 
 def test_pretrained_weights_never_fall_back_to_random(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(errors.PretrainedUnavailable, match="no pretrained weights 'nonsense'"):
-        models.create_model("RN50", 64, pretrained="nonsense")
+        factory.create_model("RN50", 64, pretrained="nonsense")
     with pytest.raises(errors.PretrainedUnavailable, match="no such file"):
-        models.create_model("RN50-tiny", 64, pretrained=str(tmp_path / "missing.pt"))
+        factory.create_model("RN50-tiny", 64, pretrained=str(tmp_path / "missing.pt"))
     with pytest.raises(errors.PretrainedUnavailable, match="HF_HUB_OFFLINE=1"):
-        models.create_model("RN50", 64, pretrained="openai")
+        factory.create_model("RN50", 64, pretrained="openai")
 
 
 def test_model_input_mapping():
     import numpy as np
 
     s2 = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12"]
-    assert models.input_bands(s2) == ([3, 2, 1], "sentinel2_true_colour")
-    assert models.input_bands(["VV", "VH"])[1] == "sar_vv_vh_ratio"
-    assert models.input_bands(["PAN"]) == ([0, 0, 0], "grey")
+    assert inputs.input_bands(s2) == ([3, 2, 1], "sentinel2_true_colour")
+    assert inputs.input_bands(["VV", "VH"])[1] == "sar_vv_vh_ratio"
+    assert inputs.input_bands(["PAN"]) == ([0, 0, 0], "grey")
     img = np.stack([np.full((4, 4), -10.0), np.full((4, 4), -16.0)]).astype(np.float32)
-    stats = models.channel_stats({"s1": {"bands": ["VV", "VH"], "mean": [-10.0, -16.0],
+    stats = inputs.channel_stats({"s1": {"bands": ["VV", "VH"], "mean": [-10.0, -16.0],
                                          "std": [2.0, 2.0]}})["s1"]
-    x = models.to_model_input(img, ["VV", "VH"], stats)
+    x = inputs.to_model_input(img, ["VV", "VH"], stats)
     assert x.shape == (3, 4, 4) and np.allclose(x, 0.0)
     with pytest.raises(ValueError, match="cannot map bands"):
-        models.input_bands(["X", "Y"])
+        inputs.input_bands(["X", "Y"])

@@ -13,9 +13,10 @@ import pytest
 torch = pytest.importorskip("torch")
 open_clip = pytest.importorskip("open_clip")
 
-from geofm_lib import models, paths, training  # noqa: E402
+from geofm_lib import paths, training  # noqa: E402
 from geofm_lib.config import load_config  # noqa: E402
 from geofm_lib.data import build, shards  # noqa: E402
+from geofm_lib.models import factory, inputs  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +42,8 @@ def _cfg(work, **kw):
 def _stream(cfg, **kw):
     folder = paths.build_folder(cfg)
     manifest = shards.load_manifest(folder)
-    stats, _ = models.input_spec({d: manifest["band_stats"][d] for d in cfg.dataset_keys})
-    _, tok = models.create_model("RN50-tiny", 32)
+    stats, _ = inputs.input_spec({d: manifest["band_stats"][d] for d in cfg.dataset_keys})
+    _, tok = factory.create_model("RN50-tiny", 32)
     return training.train_stream(folder, manifest, list(cfg.dataset_keys), stats, tok,
                                  cfg.batch_size, cfg.image_px, cfg.seed, epoch=0, **kw)
 
@@ -71,8 +72,8 @@ def test_stream_is_the_same_for_any_number_of_ranks_workers_and_start(work):
 def _stream_args(cfg):
     folder = paths.build_folder(cfg)
     manifest = shards.load_manifest(folder)
-    stats, _ = models.input_spec({d: manifest["band_stats"][d] for d in cfg.dataset_keys})
-    _, tok = models.create_model("RN50-tiny", 32)
+    stats, _ = inputs.input_spec({d: manifest["band_stats"][d] for d in cfg.dataset_keys})
+    _, tok = factory.create_model("RN50-tiny", 32)
     return (folder, manifest, list(cfg.dataset_keys), stats, tok, cfg.batch_size, cfg.image_px,
             cfg.seed)
 
@@ -108,7 +109,7 @@ def test_gradient_accumulation_gives_the_full_batch_update():
     """ViT (LayerNorm only): 4 micro-batches give the update of one batch of 8."""
     results = []
     for accum in (1, 4):
-        model, tok = models.create_model("ViT-tiny", 32, seed=0)
+        model, tok = factory.create_model("ViT-tiny", 32, seed=0)
         g = torch.Generator().manual_seed(1)
         x = torch.randn(8, 3, 32, 32, generator=g)
         t = tok([f"scene number {i}" for i in range(8)])

@@ -65,7 +65,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from geofm_lib.models.factory import CONFIG_DIR, known_model_names
+from geofm_lib.models.names import CONFIG_DIR, known_model_names
 
 # geofm precision names -> open_clip_train's. OpenCLIP's own "bf16"/"fp16" mean pure low
 # precision weights, not autocast, so ours must be translated rather than passed through.

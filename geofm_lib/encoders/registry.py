@@ -23,8 +23,9 @@ from geofm_lib.data.shards import file_sha256, load_manifest
 from geofm_lib.encoders import torchgeo_weights
 from geofm_lib.encoders.torchgeo_weights import TorchGeoEncoder, parse, place_bands
 from geofm_lib.errors import EncoderError
-from geofm_lib.models.factory import create_model, known_model_names
+from geofm_lib.models.factory import create_model
 from geofm_lib.models.inputs import BandSlots, input_spec
+from geofm_lib.models.names import known_model_names
 from geofm_lib.paths import build_folder
 from geofm_lib.progress import get_logger
 from geofm_lib.ssl.pretraining import read_encoder

@@ -4,11 +4,11 @@ precision that device supports.
 
 from __future__ import annotations
 
-import torch
-
 
 def resolve_device(name: str = "auto") -> str:
     """'auto' -> 'cuda' if available, then 'mps', then 'cpu'; an unavailable device is an error."""
+    import torch  # deferred: parameters are checked without loading torch (seconds)
+
     if name == "auto":
         if torch.cuda.is_available():
             return "cuda"

@@ -12,32 +12,14 @@ says why and what to do.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
-from functools import lru_cache
-from pathlib import Path
 
 import torch
 
 from geofm_lib.errors import AdapterError, PretrainedUnavailable
 from geofm_lib.models.adapters import adapt_visual
-
-CONFIG_DIR = Path(__file__).with_name("configs")
-
-
-SMALL_MODELS = ("RN50-tiny", "ViT-tiny")
-
-
-@lru_cache(maxsize=1)
-def known_model_names() -> tuple[str, ...]:
-    """Model config names from geofm and OpenCLIP, read from their JSON files (no torch import)."""
-    names = {p.stem for p in CONFIG_DIR.glob("*.json")}
-    spec = importlib.util.find_spec("open_clip")
-    if spec is not None and spec.submodule_search_locations:
-        for loc in spec.submodule_search_locations:
-            names.update(p.stem for p in (Path(loc) / "model_configs").glob("*.json"))
-    return tuple(sorted(names))
+from geofm_lib.models.names import CONFIG_DIR, SMALL_MODELS, check_pretrained
 
 
 def register_configs() -> None:
@@ -46,25 +28,6 @@ def register_configs() -> None:
 
     if not all(n in open_clip.list_models() for n in SMALL_MODELS):
         open_clip.add_model_config(CONFIG_DIR)
-
-
-def _check_pretrained(model_name: str, pretrained: str) -> str:
-    """Validate ``pretrained`` before any download: a local file, or a tag OpenCLIP knows."""
-    import open_clip
-
-    if os.path.sep in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors")):
-        path = Path(pretrained).expanduser()
-        if not path.is_file():
-            raise PretrainedUnavailable(
-                f"pretrained={pretrained!r}: no such file; give an existing checkpoint file, an "
-                f"OpenCLIP tag, or None to train from scratch")
-        return str(path)
-    tags = open_clip.list_pretrained_tags_by_model(model_name)
-    if pretrained not in tags:
-        raise PretrainedUnavailable(
-            f"OpenCLIP has no pretrained weights {pretrained!r} for model {model_name!r}; "
-            f"tags for this model: {', '.join(tags) or 'none (train from scratch: None)'}")
-    return pretrained
 
 
 def create_model(model_name: str, image_px: int, pretrained: str | None = None,
@@ -105,7 +68,7 @@ def create_model(model_name: str, image_px: int, pretrained: str | None = None,
         finally:
             quiet.setLevel(level)
     else:
-        source = _check_pretrained(model_name, pretrained)
+        source = check_pretrained(model_name, pretrained)
         try:
             model = open_clip.create_model(model_name, pretrained=source,
                                            require_pretrained=True, **kwargs)
