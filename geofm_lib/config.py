@@ -39,6 +39,15 @@ from geofm_lib.io import check_name, read_yaml
 from geofm_lib.models.devices import resolve_device, resolve_precision
 from geofm_lib.models.names import check_pretrained, known_model_names
 
+# The positive-pair modes of self-supervised pretraining (seed 003): name -> (the name seed
+# 003's tables print, what a pair is). ``ssl.pairs.VIEWS`` draws the views of each.
+SSL_MODES: dict[str, tuple[str, str]] = {
+    "augment": ("augmentation pairs", "two views of one image"),
+    "sensor": ("sensor pairs", "S1 and S2 of a place"),
+    "fusion_all": ("all fusion", "S1+S2 stacked"),
+    "fusion_partial": ("partial fusion", "S1, S2 or S1+S2 per sample"),
+}
+
 
 class SourceSpec(BaseModel):
     """Where one dataset's samples come from (an entry of the ``sources`` parameter).
@@ -155,10 +164,9 @@ class Config(BaseModel):
     keep_checkpoints: int = Field(2, ge=1, le=1000,
                                   description="step checkpoints kept besides last.pt")
     # self-supervised pretraining (notebook 07, seed 003)
-    ssl_mode: Literal["augment", "sensor", "fusion_all", "fusion_partial"] = Field(
-        "sensor", description="MoCo-v2 positive pairs: augment (two views of one image), "
-                              "sensor (S1 and S2 of a place), fusion_all (S1+S2 stacked), "
-                              "fusion_partial (S1, S2 or S1+S2 per sample)")
+    ssl_mode: Literal[tuple(SSL_MODES)] = Field(
+        "sensor", description="MoCo-v2 positive pairs: " + ", ".join(
+            f"{k} ({v[1]})" for k, v in SSL_MODES.items()))
     ssl_backbone: Literal["resnet18", "resnet34", "resnet50"] = Field(
         "resnet18", description="timm ResNet of the MoCo encoders")
     ssl_adapter: Literal["conv1x1", "first_layer"] = Field(

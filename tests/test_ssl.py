@@ -51,7 +51,7 @@ def _fit(task, batches, steps):
     from lightning.pytorch import Trainer
 
     loader = torch.utils.data.DataLoader(batches, batch_size=None)
-    with callbacks._quiet_lightning():
+    with callbacks.quiet_lightning():
         Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False,
                 enable_progress_bar=False, enable_model_summary=False).fit(task, loader)
 

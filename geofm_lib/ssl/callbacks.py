@@ -1,5 +1,8 @@
 """Lightning callbacks of a pretraining run: progress and loss history, collapse monitor,
-atomic resumable checkpoints.
+per-epoch seeds, the MoCo queue in the checkpoint, atomic resumable checkpoints.
+
+Importing this module loads Lightning (seconds); ``ssl.pretraining`` imports it when a run
+starts.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import Callback
 
 from geofm_lib.progress import get_logger, progress
 from geofm_lib.ssl.model import embedding_std
@@ -20,134 +24,128 @@ from geofm_lib.training.checkpoint import check_finite_state
 log = get_logger()
 
 
-# --- training -------------------------------------------------------------------------------
+class Monitor(Callback):
+    """Every ``every`` steps: loss, positive-pair similarity, queue statistics and the
+    embedding std (collapse), on the un-augmented batch, the model briefly in eval mode.
+    Under DDP these are rank 0's slice of the global batch (the queue is shared)."""
 
-def _callbacks():
-    from lightning.pytorch.callbacks import Callback
+    def __init__(self, every: int, total_steps: int, show_progress: bool):
+        self.every, self.total, self.show = every, total_steps, show_progress
+        self.history: list[dict] = []
+        self.bar = None
 
-    class Monitor(Callback):
-        """Every ``every`` steps: loss, positive-pair similarity, queue statistics and the
-        embedding std (collapse), on the un-augmented batch, the model briefly in eval mode.
-        Under DDP these are rank 0's slice of the global batch (the queue is shared)."""
+    def state_dict(self):
+        return {"history": self.history}
 
-        def __init__(self, every: int, total_steps: int, show_progress: bool):
-            self.every, self.total, self.show = every, total_steps, show_progress
-            self.history: list[dict] = []
-            self.bar = None
+    def load_state_dict(self, state):
+        self.history = list(state["history"])
 
-        def state_dict(self):
-            return {"history": self.history}
+    def on_train_start(self, trainer, module):
+        self.bar = progress(total=trainer.max_epochs * trainer.num_training_batches,
+                            initial=trainer.global_step, unit="step", desc="MoCo-v2",
+                            disable=not self.show)
 
-        def load_state_dict(self, state):
-            self.history = list(state["history"])
+    def on_train_end(self, trainer, module):
+        if self.bar is not None:
+            self.bar.close()
 
-        def on_train_start(self, trainer, module):
-            self.bar = progress(total=trainer.max_epochs * trainer.num_training_batches,
-                                initial=trainer.global_step, unit="step", desc="MoCo-v2",
-                                disable=not self.show)
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if self.bar is not None:
+            self.bar.update(1)
+        step = trainer.global_step
+        if step % self.every and step != self.total:
+            return
+        x = batch["image"]
+        c = x.shape[1] // 2
+        was = module.training
+        module.eval()
+        with torch.no_grad():
+            q, h = module.forward(x[:, :c])
+            k = module.forward_momentum(x[:, c:])
+            q = torch.nn.functional.normalize(q, dim=1)
+            k = torch.nn.functional.normalize(k, dim=1)
+            # lightly starts the queue with random unit vectors; real keys replace them
+            # batch by batch, so the statistics are over the keys enqueued so far
+            bank = module.criterion.memory_bank.bank
+            # keys of every process enter the queue (gathered): world x this batch per step
+            filled = min(step * x.shape[0] * trainer.world_size, bank.shape[0])
+            keys = bank[:filled] if filled else bank
+            neg = float((q @ keys.T).mean())
+            queue_std = embedding_std(keys) if len(keys) > 1 else float("nan")
+        module.train(was)
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        self.history.append({
+            "step": step, "epoch": trainer.current_epoch + 1, "loss": float(loss),
+            "positive_similarity": float((q * k).sum(dim=1).mean()),
+            "negative_similarity": neg, "queue_filled": filled,
+            "queue_std": queue_std, "embedding_std": embedding_std(h),
+            "feature_dim": int(h.shape[1]),
+            "lr": float(trainer.optimizers[0].param_groups[0]["lr"])})
 
-        def on_train_end(self, trainer, module):
-            if self.bar is not None:
-                self.bar.close()
+    def on_train_epoch_end(self, trainer, module):
+        if self.history:
+            r = self.history[-1]
+            log.info("epoch %d/%d: loss %.3f, positive similarity %.3f, keys enqueued "
+                     "%d, embedding std %.4f", r["epoch"], trainer.max_epochs, r["loss"],
+                     r["positive_similarity"], r["queue_filled"], r["embedding_std"])
 
-        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-            if self.bar is not None:
-                self.bar.update(1)
-            step = trainer.global_step
-            if step % self.every and step != self.total:
-                return
-            x = batch["image"]
-            c = x.shape[1] // 2
-            was = module.training
-            module.eval()
-            with torch.no_grad():
-                q, h = module.forward(x[:, :c])
-                k = module.forward_momentum(x[:, c:])
-                q = torch.nn.functional.normalize(q, dim=1)
-                k = torch.nn.functional.normalize(k, dim=1)
-                # lightly starts the queue with random unit vectors; real keys replace them
-                # batch by batch, so the statistics are over the keys enqueued so far
-                bank = module.criterion.memory_bank.bank
-                # keys of every process enter the queue (gathered): world x this batch per step
-                filled = min(step * x.shape[0] * trainer.world_size, bank.shape[0])
-                keys = bank[:filled] if filled else bank
-                neg = float((q @ keys.T).mean())
-                queue_std = embedding_std(keys) if len(keys) > 1 else float("nan")
-            module.train(was)
-            loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-            self.history.append({
-                "step": step, "epoch": trainer.current_epoch + 1, "loss": float(loss),
-                "positive_similarity": float((q * k).sum(dim=1).mean()),
-                "negative_similarity": neg, "queue_filled": filled,
-                "queue_std": queue_std, "embedding_std": embedding_std(h),
-                "feature_dim": int(h.shape[1]),
-                "lr": float(trainer.optimizers[0].param_groups[0]["lr"])})
+class EpochSeed(Callback):
+    """Seeds torch (the GPU-side kornia augmentations) at the start of every epoch from
+    (seed, epoch, rank): an epoch's randomness does not depend on the epochs before it,
+    so a run resumed from ``last.ckpt`` repeats the uninterrupted one."""
 
-        def on_train_epoch_end(self, trainer, module):
-            if self.history:
-                r = self.history[-1]
-                log.info("epoch %d/%d: loss %.3f, positive similarity %.3f, keys enqueued "
-                         "%d, embedding std %.4f", r["epoch"], trainer.max_epochs, r["loss"],
-                         r["positive_similarity"], r["queue_filled"], r["embedding_std"])
+    def __init__(self, seed: int):
+        self.seed = seed
 
-    class EpochSeed(Callback):
-        """Seeds torch (the GPU-side kornia augmentations) at the start of every epoch from
-        (seed, epoch, rank): an epoch's randomness does not depend on the epochs before it,
-        so a run resumed from ``last.ckpt`` repeats the uninterrupted one."""
+    def on_train_epoch_start(self, trainer, module):
+        state = np.random.SeedSequence([self.seed, trainer.current_epoch,
+                                        trainer.global_rank, 11]).generate_state(1)[0]
+        torch.manual_seed(int(state))
 
-        def __init__(self, seed: int):
-            self.seed = seed
+class QueueState(Callback):
+    """lightly registers the queue (``bank``, ``bank_ptr``) as non-persistent buffers, so
+    Lightning's checkpoint leaves it out and a resumed run would start from random keys;
+    this puts it into ``last.ckpt`` and back."""
 
-        def on_train_epoch_start(self, trainer, module):
-            state = np.random.SeedSequence([self.seed, trainer.current_epoch,
-                                            trainer.global_rank, 11]).generate_state(1)[0]
-            torch.manual_seed(int(state))
+    def __init__(self, ssl_hash: str = ""):
+        self.ssl_hash = ssl_hash
 
-    class QueueState(Callback):
-        """lightly registers the queue (``bank``, ``bank_ptr``) as non-persistent buffers, so
-        Lightning's checkpoint leaves it out and a resumed run would start from random keys;
-        this puts it into ``last.ckpt`` and back."""
+    def on_save_checkpoint(self, trainer, module, checkpoint):
+        bank = module.criterion.memory_bank
+        checkpoint["moco_queue"] = {"bank": bank.bank.detach().cpu().clone(),
+                                    "bank_ptr": bank.bank_ptr.detach().cpu().clone()}
+        checkpoint["geofm"] = {"ssl_hash": self.ssl_hash}  # checked before resuming
 
-        def __init__(self, ssl_hash: str = ""):
-            self.ssl_hash = ssl_hash
-
-        def on_save_checkpoint(self, trainer, module, checkpoint):
+    def on_load_checkpoint(self, trainer, module, checkpoint):
+        if "moco_queue" in checkpoint:
             bank = module.criterion.memory_bank
-            checkpoint["moco_queue"] = {"bank": bank.bank.detach().cpu().clone(),
-                                        "bank_ptr": bank.bank_ptr.detach().cpu().clone()}
-            checkpoint["geofm"] = {"ssl_hash": self.ssl_hash}  # checked before resuming
+            for name in ("bank", "bank_ptr"):
+                getattr(bank, name).copy_(checkpoint["moco_queue"][name])
 
-        def on_load_checkpoint(self, trainer, module, checkpoint):
-            if "moco_queue" in checkpoint:
-                bank = module.criterion.memory_bank
-                for name in ("bank", "bank_ptr"):
-                    getattr(bank, name).copy_(checkpoint["moco_queue"][name])
+class AtomicLast(Callback):
+    """``last.ckpt`` after every epoch, written to a temporary file and renamed."""
 
-    class AtomicLast(Callback):
-        """``last.ckpt`` after every epoch, written to a temporary file and renamed."""
+    def __init__(self, path: Path):
+        self.path = path
 
-        def __init__(self, path: Path):
-            self.path = path
+    def on_train_epoch_end(self, trainer, module):
+        # weights and optimiser state finite, or the last good last.ckpt stays
+        check_finite_state({"model": module.state_dict(),
+                            "optimizer": trainer.optimizers[0].state_dict()},
+                           f"{self.path.name} after epoch {trainer.current_epoch + 1}")
+        # one name for all ranks (Lightning writes on rank 0 only); only this run writes
+        # here (it holds the folder's lock)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        # weights_only=False here means "with the optimiser and loop state" (Lightning's
+        # flag); the file still reads with torch.load(weights_only=True). All ranks call.
+        trainer.save_checkpoint(tmp, weights_only=False)
+        if trainer.is_global_zero:  # rank 0 wrote it
+            os.replace(tmp, self.path)
 
-        def on_train_epoch_end(self, trainer, module):
-            # weights and optimiser state finite, or the last good last.ckpt stays
-            check_finite_state({"model": module.state_dict(),
-                                "optimizer": trainer.optimizers[0].state_dict()},
-                               f"{self.path.name} after epoch {trainer.current_epoch + 1}")
-            # one name for all ranks (Lightning writes on rank 0 only); only this run writes
-            # here (it holds the folder's lock)
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            # weights_only=False here means "with the optimiser and loop state" (Lightning's
-            # flag); the file still reads with torch.load(weights_only=True). All ranks call.
-            trainer.save_checkpoint(tmp, weights_only=False)
-            if trainer.is_global_zero:  # rank 0 wrote it
-                os.replace(tmp, self.path)
-
-    return Monitor, AtomicLast, EpochSeed, QueueState
 
 
 @contextlib.contextmanager
-def _quiet_lightning():
+def quiet_lightning():
     """Lightning's banners and tips (GPU/TPU available, litlogger, no val loop) say nothing
     about this run; its warnings and errors still show."""
     loggers = [logging.getLogger(n) for n in ("lightning.pytorch", "lightning.fabric")]

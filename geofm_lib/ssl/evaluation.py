@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from geofm_lib.config import Config
+from geofm_lib.config import SSL_MODES, Config
 from geofm_lib.errors import PairError
 from geofm_lib.evaluation.bootstrap import bootstrap_stats
 from geofm_lib.evaluation.finetune import fit_head
@@ -187,8 +187,8 @@ def evaluate(cfg: Config, encoder_path: Path, finetune_epochs: int = 5, n_boot: 
 
 # --- comparing pair modes -------------------------------------------------------------------
 
-MODE_NAMES = {"sensor": "sensor pairs", "fusion_all": "all fusion",
-              "fusion_partial": "partial fusion", "augment": "augmentation pairs"}
+# seed 003's names of the pair modes, in the order its tables print them
+MODE_NAMES = {m: SSL_MODES[m][0] for m in ("sensor", "fusion_all", "fusion_partial", "augment")}
 
 
 def save_evaluation(cfg: Config, rows: list[dict], settings: dict) -> Path:

@@ -11,14 +11,11 @@ import numpy as np
 import torch
 
 from geofm_lib.catalog import DATASETS
-from geofm_lib.config import Config
+from geofm_lib.config import SSL_MODES, Config
 from geofm_lib.data.shards import iter_shards, load_manifest, shard_paths
 from geofm_lib.errors import ConfigError, PairError
 from geofm_lib.models.adapters import POLARISATIONS
 from geofm_lib.paths import build_folder
-
-PAIR_MODES = ("augment", "sensor", "fusion_all", "fusion_partial")
-
 
 INPUTS = ("s1", "s2", "s1/s2")
 
@@ -191,6 +188,37 @@ def non_overlapping(bounds: list, seed: int = 0) -> np.ndarray:
     return np.sort(np.asarray(kept, int))
 
 
+# --- pair modes: which two inputs of a place (or image) make a positive pair ------------------
+
+def _augment_views(i: int, rng: random.Random) -> tuple[int, tuple[str, str]]:
+    # every place gives two samples: its S2 image, then its S1 image, each seen twice
+    return i // 2, ("s2", "s2") if i % 2 == 0 else ("s1", "s1")
+
+
+def _sensor_views(i: int, rng: random.Random) -> tuple[int, tuple[str, str]]:
+    return i, ("s1", "s2") if rng.random() < 0.5 else ("s2", "s1")
+
+
+def _fusion_all_views(i: int, rng: random.Random) -> tuple[int, tuple[str, str]]:
+    return i, ("s1/s2", "s1/s2")
+
+
+def _fusion_partial_views(i: int, rng: random.Random) -> tuple[int, tuple[str, str]]:
+    one = rng.choice(INPUTS)
+    return i, (one, one)
+
+
+VIEWS = {"augment": _augment_views, "sensor": _sensor_views, "fusion_all": _fusion_all_views,
+         "fusion_partial": _fusion_partial_views}
+"""(sample index, random generator) -> (place, (query input, key input)) of each ``ssl_mode``
+(``config.SSL_MODES`` names them); a new mode is one entry here and one there."""
+SAMPLES_PER_PLACE = {"augment": 2}
+PAIR_MODES = tuple(SSL_MODES)
+if set(VIEWS) != set(SSL_MODES):
+    raise ImportError(f"ssl.pairs.VIEWS {sorted(VIEWS)} and config.SSL_MODES "
+                      f"{sorted(SSL_MODES)} name different pair modes")
+
+
 class PairViews(torch.utils.data.Dataset):
     """Samples of one pair mode: ``image`` holds the two views stacked along the channels
     (query first); ``pair_q``/``pair_k`` and ``sensor_q``/``sensor_k`` say what they are.
@@ -206,7 +234,7 @@ class PairViews(torch.utils.data.Dataset):
         self.pairs, self.mode, self.seed = pairs, mode, seed
 
     def __len__(self) -> int:
-        return 2 * len(self.pairs) if self.mode == "augment" else len(self.pairs)
+        return SAMPLES_PER_PLACE.get(self.mode, 1) * len(self.pairs)
 
     def _view(self, i: int, sensor: str) -> torch.Tensor:
         return torch.from_numpy(self.pairs.inputs(i, sensor)[0])
@@ -214,15 +242,7 @@ class PairViews(torch.utils.data.Dataset):
     def __getitem__(self, index) -> dict:
         epoch, i = index if isinstance(index, tuple) else (0, index)
         rng = random.Random(f"{self.seed}-{epoch}-{i}")  # str seeds hash the same everywhere
-        if self.mode == "augment":
-            i, sensors = i // 2, ("s2", "s2") if i % 2 == 0 else ("s1", "s1")
-        elif self.mode == "sensor":
-            sensors = ("s1", "s2") if rng.random() < 0.5 else ("s2", "s1")
-        elif self.mode == "fusion_all":
-            sensors = ("s1/s2", "s1/s2")
-        else:
-            one = rng.choice(INPUTS)
-            sensors = (one, one)
+        i, sensors = VIEWS[self.mode](i, rng)
         q, k = (self._view(i, s) for s in sensors)
         pid = self.pairs.pair_ids[i]
         return {"image": torch.cat([q, k]), "pair_q": pid, "pair_k": pid,

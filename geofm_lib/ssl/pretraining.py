@@ -53,7 +53,6 @@ from geofm_lib.io import folder_lock
 from geofm_lib.models.devices import resolve_device, resolve_precision
 from geofm_lib.paths import ssl_dir
 from geofm_lib.progress import get_logger
-from geofm_lib.ssl.callbacks import _callbacks, _quiet_lightning
 from geofm_lib.ssl.model import SSL_FORMAT, build_task, make_backbone
 from geofm_lib.ssl.pairs import EpochSampler, PairViews, load_pairs, non_overlapping
 from geofm_lib.training.checkpoint import check_checkpoint_run, load_checkpoint, save_checkpoint
@@ -98,7 +97,10 @@ def pretrain(cfg: Config, show_progress: bool = True, log_every: int = 2,
 
 def _pretrain(cfg: Config, show_progress: bool, log_every: int, callbacks) -> SSLResult:
     """The body of :func:`pretrain`, run while holding the checkpoint folder's lock."""
+    # deferred: Lightning takes seconds to import; it is loaded when a run pretrains
     from lightning.pytorch import Trainer, seed_everything
+
+    from geofm_lib.ssl.callbacks import AtomicLast, EpochSeed, Monitor, QueueState, quiet_lightning
 
     folder = ssl_dir(cfg)
     out = folder / "encoder.pt"
@@ -136,8 +138,7 @@ def _pretrain(cfg: Config, show_progress: bool, log_every: int, callbacks) -> SS
         # which EpochSeed sets for the augmentations (when the iterator is made differs
         # between a fresh and a resumed run)
         generator=torch.Generator().manual_seed(cfg.seed))
-    monitor_cls, atomic_cls, seed_cls, queue_cls = _callbacks()
-    monitor = monitor_cls(log_every, cfg.ssl_epochs * len(loader), show_progress and rank == 0)
+    monitor = Monitor(log_every, cfg.ssl_epochs * len(loader), show_progress and rank == 0)
     folder.mkdir(parents=True, exist_ok=True)
     if world > 1:
         from lightning.pytorch.strategies import DDPStrategy
@@ -146,17 +147,17 @@ def _pretrain(cfg: Config, show_progress: bool, log_every: int, callbacks) -> SS
         devices, nodes = dist.local_world_size, world // dist.local_world_size
     else:
         strategy, devices, nodes = "auto", 1, 1
-    with _quiet_lightning():
+    with quiet_lightning():
         trainer = Trainer(max_epochs=cfg.ssl_epochs, accelerator="gpu" if device == "cuda" else
                           "cpu", devices=devices, num_nodes=nodes, strategy=strategy,
                           precision=precision, logger=False, enable_checkpointing=False,
                           enable_progress_bar=False, enable_model_summary=False,
                           use_distributed_sampler=False,
-                          callbacks=[monitor, seed_cls(cfg.seed), queue_cls(cfg.ssl_hash),
-                                     atomic_cls(last), *callbacks], log_every_n_steps=1)
+                          callbacks=[monitor, EpochSeed(cfg.seed), QueueState(cfg.ssl_hash),
+                                     AtomicLast(last), *callbacks], log_every_n_steps=1)
     t0 = time.perf_counter()
     resumed = last.is_file()
-    with _quiet_lightning():
+    with quiet_lightning():
         trainer.fit(task, loader, ckpt_path=str(last) if resumed else None,
                     weights_only=True if resumed else None)  # tensors and plain values only
     run = {"steps": trainer.global_step, "world_size": world, "places": len(all_pairs),
