@@ -156,7 +156,7 @@ def loader_throughput(cfg, batches: int = 20, warmup_batches: int = 2,
     """Samples/s of the training stream alone (decode, standardise, augment, tokenize)."""
     folder = build_folder(cfg)
     manifest = load_manifest(folder)
-    stats, _ = input_spec({d: manifest["band_stats"][d] for d in cfg.dataset_keys})
+    stats, _ = input_spec(manifest.band_stats_for(cfg.dataset_keys))
     _, tok = create_model(cfg.model, cfg.image_px)
     it = train_stream(folder, manifest, list(cfg.dataset_keys), stats, tok, cfg.batch_size,
                       cfg.image_px, cfg.seed, 0, num_workers)

@@ -86,7 +86,7 @@ def plan_units(cfg: Config, source) -> list[Unit]:
     units = []
     for dataset in source.datasets:
         n = source.count(dataset)
-        official = getattr(source, "splits", lambda _ds: None)(dataset)
+        official = source.splits(dataset)
         plan = official or split_scenes(n, cfg.val_fraction, cfg.seed, dataset)
         for split, idx in plan.items():
             for k in range(0, len(idx), scenes_per_shard):
@@ -287,8 +287,7 @@ def _build_locked(cfg: Config, folder: Path, source, show_progress: bool) -> Pat
         atomic_write_json(side_path, side)
         sidecars[unit.file] = side
     removed = _drop_val_duplicates(folder, sidecars)
-    reports = {ds: source.report(ds) for ds in source.datasets} if hasattr(source, "report") \
-        else {}
+    reports = {ds: r for ds in source.datasets if (r := source.report(ds)) is not None}
     manifest = _manifest(cfg, units, sidecars, removed, reports)
     atomic_write_json(folder / "manifest.json", manifest)
     _seed_cache(folder, manifest)  # readers find the build verified without hashing it again

@@ -344,7 +344,35 @@ def verify_shards(folder: Path, manifest: dict | None = None) -> None:
     verify_build(folder, manifest or _read_manifest(folder), use_cache=False)
 
 
-def load_manifest(folder: Path, verify: bool = True) -> dict:
+class Manifest(dict):
+    """A build's ``manifest.json`` (a dict, as written), with accessors for what readers ask:
+
+    ``counts`` {dataset: {split: n}}, ``band_stats`` {dataset: {bands, mean, std, ...}} of the
+    training split, ``vocabularies`` {dataset: labels}, ``label_frequencies``, ``shards`` (file,
+    split, dataset, n, sha256, bytes), ``data_hash``, ``total_samples``, ``reports``."""
+
+    def count(self, dataset: str, split: str) -> int:
+        return int(self["counts"].get(dataset, {}).get(split, 0))
+
+    def train_samples(self, datasets) -> int:
+        return sum(self["counts"][ds]["train"] for ds in datasets)
+
+    def band_stats_for(self, datasets) -> dict:
+        """{dataset: its band statistics}, for the datasets of a run."""
+        return {ds: self["band_stats"][ds] for ds in datasets}
+
+    def bands(self, dataset: str) -> list[str]:
+        return list(self["band_stats"].get(dataset, {}).get("bands", []))
+
+    def vocabulary(self, dataset: str) -> list[str]:
+        """The dataset's label vocabulary; empty for caption corpora and unlabelled data."""
+        return list((self.get("vocabularies") or {}).get(dataset) or [])
+
+    def label_frequency(self, dataset: str, split: str = "train") -> dict[str, int]:
+        return dict(self["label_frequencies"].get(dataset, {}).get(split, {}))
+
+
+def load_manifest(folder: Path, verify: bool = True) -> Manifest:
     """The manifest of a finished build, after checking the build against it.
 
     Every reader of shards (training, evaluation, probes, SSL, the notebooks) comes through
@@ -358,7 +386,7 @@ def load_manifest(folder: Path, verify: bool = True) -> dict:
     manifest = _read_manifest(folder)
     if verify:
         verify_build(Path(folder), manifest)
-    return manifest
+    return Manifest(manifest)
 
 
 def shard_paths(folder: Path, split: str, dataset: str | None = None) -> list[Path]:

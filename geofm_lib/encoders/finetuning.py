@@ -39,7 +39,7 @@ def finetune(cfg: Config, encoder: str, dataset: str, epochs: int = 5, lr: float
     """Fine-tune an encoder's image tower with a linear multi-label head (binary cross-entropy,
     AdamW, the image augmentations of pretraining) on the dataset's train split; score once on
     its val split with the metrics of the frozen probes (threshold 0.5)."""
-    vocab = load_manifest(build_folder(cfg)).get("vocabularies", {}).get(dataset) or []
+    vocab = load_manifest(build_folder(cfg)).vocabulary(dataset)
     if not vocab:
         raise ValueError(f"{dataset}: no labels to fine-tune on (caption corpora and "
                          f"unlabelled datasets cannot be)")

@@ -171,7 +171,7 @@ def load_encoder(cfg: Config, encoder: str, device: str = "cpu"):
     band_stats = {}
     if kind.reads_data:
         manifest = load_manifest(build_folder(cfg))
-        band_stats = {ds: manifest["band_stats"][ds] for ds in cfg.dataset_keys}
+        band_stats = manifest.band_stats_for(cfg.dataset_keys)
     return kind.load(cfg, encoder, device, band_stats)
 
 

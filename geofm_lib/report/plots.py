@@ -17,6 +17,7 @@ import time
 import numpy as np
 
 from geofm_lib.data.display import display_rgb
+from geofm_lib.data.shards import Manifest
 from geofm_lib.evaluation.metrics import label_matrix
 from geofm_lib.progress import batch_mode
 
@@ -44,12 +45,12 @@ def sample_grid(samples_by_dataset: dict[str, list[dict]], n: int = 6, title_cha
     return fig
 
 
-def label_frequency(manifest: dict, dataset: str, split: str = "train", top: int = 25):
+def label_frequency(manifest: Manifest, dataset: str, split: str = "train", top: int = 25):
     """Horizontal bars of how many training images carry each label."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    freq = manifest["label_frequencies"].get(dataset, {}).get(split, {})
+    freq = manifest.label_frequency(dataset, split)
     items = sorted(freq.items(), key=lambda kv: -kv[1])[:top]
     fig, ax = plt.subplots(figsize=(7, 0.28 * max(len(items), 3) + 0.8))
     if items:

@@ -12,7 +12,7 @@ import torch
 
 from geofm_lib.catalog import DATASETS
 from geofm_lib.config import SSL_MODES, Config
-from geofm_lib.data.shards import iter_shards, load_manifest, shard_paths
+from geofm_lib.data.shards import Manifest, iter_shards, load_manifest, shard_paths
 from geofm_lib.errors import ConfigError, PairError
 from geofm_lib.models.adapters import POLARISATIONS
 from geofm_lib.paths import build_folder
@@ -76,12 +76,12 @@ def _standardise(img: np.ndarray, band_stat: dict, idx: list[int]) -> np.ndarray
     return np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
 
 
-def may_have_pairs(manifest: dict, datasets) -> bool:
+def may_have_pairs(manifest: Manifest, datasets) -> bool:
     """Whether a build can hold S1/S2 pairs (from its band lists, without reading shards): one
     dataset with both sensors, or a SAR and an optical dataset."""
     kinds = set()
     for ds in datasets:
-        bands = manifest["band_stats"].get(ds, {}).get("bands", [])
+        bands = manifest.bands(ds)
         sar = any(b in POLARISATIONS for b in bands)
         optical = any(b not in POLARISATIONS for b in bands)
         kinds.add("both" if sar and optical else "sar" if sar else "optical")
@@ -107,8 +107,8 @@ def load_pairs(cfg: Config, split: str) -> Pairs:
         sar_idx = [i for i, b in enumerate(bands) if b in POLARISATIONS]
         opt_idx = [i for i, b in enumerate(bands) if b not in POLARISATIONS]
         if opt_idx and not vocab:
-            vocab = list((manifest.get("vocabularies") or {}).get(ds)
-                         or (DATASETS[ds].labels if ds in DATASETS else []))
+            vocab = (manifest.vocabulary(ds)
+                     or list(DATASETS[ds].labels if ds in DATASETS else []))
         for s in iter_shards(shard_paths(folder, split, ds)):
             m = s["json"]
             pid = m.get("pair_id") or (s["__key__"] if sar_idx and opt_idx else None)

@@ -23,7 +23,7 @@ import torch
 
 from geofm_lib import distributed
 from geofm_lib.config import Config
-from geofm_lib.data.shards import iter_shards, load_manifest, shard_paths
+from geofm_lib.data.shards import Manifest, iter_shards, load_manifest, shard_paths
 from geofm_lib.errors import ConfigError, ShardError, TrainingDiverged
 from geofm_lib.evaluation.retrieval import encode_split, summary_metrics, zero_shot
 from geofm_lib.io import folder_lock
@@ -88,7 +88,7 @@ def preflight(cfg: Config) -> tuple[Path, dict]:
     if missing:
         raise ShardError(f"the shards in {folder.name} have no {missing}; re-run "
                          f"01_data_prep with the same parameters")
-    n_train = sum(manifest["counts"][ds]["train"] for ds in cfg.dataset_keys)
+    n_train = manifest.train_samples(cfg.dataset_keys)
     if n_train < cfg.batch_size:
         raise ConfigError(f"batch_size={cfg.batch_size} is larger than the {n_train} training "
                          f"samples; lower batch_size or raise samples_per_dataset")
@@ -97,7 +97,7 @@ def preflight(cfg: Config) -> tuple[Path, dict]:
         if ds not in manifest["band_stats"]:
             raise ShardError(f"manifest of {folder.name} has no band statistics for {ds}; "
                              f"rebuild the shards")
-        bands = manifest["band_stats"][ds]["bands"]
+        bands = manifest.bands(ds)
         if cfg.band_adapter != "rgb":
             continue
         try:
@@ -107,13 +107,13 @@ def preflight(cfg: Config) -> tuple[Path, dict]:
                              f"image tower of {cfg.model}: {exc}. Name the bands (e.g. "
                              f"options.band_names: [red, green, blue]), use a band adapter "
                              f"(band_adapter: first_layer) or drop the dataset") from None
-    input_spec({ds: manifest["band_stats"][ds] for ds in cfg.dataset_keys}, cfg.band_adapter)
+    input_spec(manifest.band_stats_for(cfg.dataset_keys), cfg.band_adapter)
     return folder, manifest
 
 
-def plan_steps(cfg: Config, manifest: dict) -> tuple[int, int]:
+def plan_steps(cfg: Config, manifest: Manifest) -> tuple[int, int]:
     """(training samples, steps per epoch) of a run."""
-    n_train = sum(manifest["counts"][ds]["train"] for ds in cfg.dataset_keys)
+    n_train = manifest.train_samples(cfg.dataset_keys)
     return n_train, math.ceil(n_train / cfg.batch_size)
 
 
@@ -155,7 +155,7 @@ class _Run:
 
     cfg: Config
     folder: Path
-    manifest: dict
+    manifest: Manifest
     dist: distributed.Dist
     device: str
     precision: str
@@ -197,8 +197,7 @@ def _setup(cfg: Config) -> _Run:
                          f"process(es) x grad_accum_steps={cfg.grad_accum_steps}; choose a "
                          f"multiple of {dist.world_size * cfg.grad_accum_steps}")
     precision = resolve_precision(cfg.precision, device.split(":")[0])
-    stats, bands = input_spec({ds: manifest["band_stats"][ds] for ds in cfg.dataset_keys},
-                              cfg.band_adapter)
+    stats, bands = input_spec(manifest.band_stats_for(cfg.dataset_keys), cfg.band_adapter)
     model, tokenizer = create_model(cfg.model, cfg.image_px, cfg.pretrained, device, cfg.seed,
                                     band_adapter=cfg.band_adapter, bands=bands)
     if cfg.grad_checkpointing:

@@ -10,7 +10,7 @@ import numpy as np
 
 from geofm_lib.catalog import SENSORS, get_dataset
 from geofm_lib.config import Config
-from geofm_lib.data.sources.base import Scene
+from geofm_lib.data.sources.base import Scene, SourceBase, scene_meta
 from geofm_lib.errors import ConfigError
 
 # --- BigEarthNet v1.0 folders ------------------------------------------------------------------
@@ -69,7 +69,7 @@ def _utm_bounds_to_lonlat(meta: dict) -> list[float] | None:
         return None
 
 
-class BigEarthNetSource:
+class BigEarthNetSource(SourceBase):
     """Real BigEarthNet v1.0 patches from ``BigEarthNet-S2/`` and ``BigEarthNet-S1/`` folders."""
 
     SUBDIRS = {"bigearthnet_s2": "BigEarthNet-S2", "bigearthnet_s1": "BigEarthNet-S1"}
@@ -107,13 +107,10 @@ class BigEarthNetSource:
         labels = [lab for lab in ds.labels if lab in set(raw["labels"])]
         date = (raw.get("acquisition_date") or raw.get("acquisition_time", ""))[:10]
         twin = raw.get("corresponding_s2_patch")
-        meta = {
-            "dataset": dataset, "group": ds.group, "sensor": SENSORS[ds.sensor].name,
-            "bands": list(ds.bands), "gsd_m": 10.0, "index": index, "patch_name": folder.name,
-            "footprint": {"bounds": _utm_bounds_to_lonlat(raw), "date": date},
-            "date": date, "pair_id": twin or (folder.name if dataset == "bigearthnet_s2"
-                                              else None),
-            "scene_labels": labels, "source": "bigearthnet",
-        }
+        meta = scene_meta(dataset, index, "bigearthnet", group=ds.group,
+                          sensor=SENSORS[ds.sensor].name, bands=ds.bands, gsd_m=10.0, date=date,
+                          bounds=_utm_bounds_to_lonlat(raw),
+                          pair_id=twin or (folder.name if dataset == "bigearthnet_s2" else None),
+                          patch_name=folder.name, scene_labels=labels)
         return Scene(dataset, index, image, meta, ds.labels,
                      lambda y0, x0, h, w: list(labels))

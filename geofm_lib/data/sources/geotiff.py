@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 
 from geofm_lib.config import Config
-from geofm_lib.data.sources.base import Scene, _resolve_root
+from geofm_lib.data.sources.base import Scene, SourceBase, _resolve_root, scene_meta
 from geofm_lib.errors import ConfigError
 
 # --- a GeoTIFF scene with vector labels -----------------------------------------------------------
 
-class GeoTiffSource:
+class GeoTiffSource(SourceBase):
     """A large georeferenced scene (any CRS) cut into ``image_px`` patches with a stride,
     optionally labelled by a vector file of polygons and/or points.
 
@@ -148,15 +148,11 @@ class GeoTiffSource:
 
         b = transform_bounds(self.crs, "EPSG:4326",
                              *bounds(Window(x, y, p, p), self.transform))
-        meta = {
-            "dataset": dataset, "group": "custom", "sensor": self.tif.stem,
-            "bands": list(self.band_names), "gsd_m": self.gsd_m,
-            "index": index, "origin_px": [y, x], "file": self.tif.name,
-            "footprint": {"bounds": [round(v, 6) for v in b], "date": None},
-            "date": None, "pair_id": None, "scene_labels": labeller(0, 0, p, p),
-            "nodata_pixels": int(self.invalid[y:y + p, x:x + p].sum()),
-            "nodata": None if self.nodata is None else float(self.nodata),
-            "source": "geotiff",
-        }
+        meta = scene_meta(dataset, index, "geotiff", group="custom", sensor=self.tif.stem,
+                          bands=self.band_names, gsd_m=self.gsd_m,
+                          bounds=[round(v, 6) for v in b], origin_px=[y, x],
+                          file=self.tif.name, scene_labels=labeller(0, 0, p, p),
+                          nodata_pixels=int(self.invalid[y:y + p, x:x + p].sum()),
+                          nodata=None if self.nodata is None else float(self.nodata))
         return Scene(dataset, index, np.ascontiguousarray(image), meta, self.vocabulary,
                      labeller)

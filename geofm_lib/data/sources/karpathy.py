@@ -10,12 +10,18 @@ import numpy as np
 
 from geofm_lib.catalog import SENSORS, get_dataset
 from geofm_lib.config import Config
-from geofm_lib.data.sources.base import Scene, _file_bounds_lonlat, _resolve_root
+from geofm_lib.data.sources.base import (
+    Scene,
+    SourceBase,
+    _file_bounds_lonlat,
+    _resolve_root,
+    scene_meta,
+)
 from geofm_lib.errors import ConfigError, ShardError
 
 # --- image-text corpora in the Karpathy JSON format -----------------------------------------------
 
-class KarpathySource:
+class KarpathySource(SourceBase):
     """RSICD, UCM-captions, RSITMD, Sydney-captions: ``captions_file`` (Karpathy-style JSON:
     ``{"images": [{"filename", "sentences": [{"raw"}], "split"}, ...]}``) and ``images_dir``
     under ``root``. Several captions per image; the JSON's ``split`` field gives the splits
@@ -103,10 +109,9 @@ class KarpathySource:
             raise ShardError(f"{dataset}: image {path.name} cannot be read ({exc})") from exc
         captions = [str(s["raw"]).strip() for s in e["sentences"] if str(s["raw"]).strip()]
         ds = self.ds_info
-        meta = {"dataset": dataset, "group": ds.group, "sensor": SENSORS[ds.sensor].name,
-                "bands": ["R", "G", "B"], "gsd_m": ds.gsd_m, "index": index,
-                "source": "karpathy", "file": e["filename"], "date": None, "pair_id": None,
-                "footprint": {"bounds": _file_bounds_lonlat(path), "date": None},
-                "scene_labels": [], "whole_image": True, "captions": captions}
+        meta = scene_meta(dataset, index, "karpathy", group=ds.group,
+                          sensor=SENSORS[ds.sensor].name, bands=["R", "G", "B"], gsd_m=ds.gsd_m,
+                          bounds=_file_bounds_lonlat(path), file=e["filename"],
+                          scene_labels=[], whole_image=True, captions=captions)
         return Scene(dataset, index, np.ascontiguousarray(np.moveaxis(rgb, -1, 0)), meta, (),
                      lambda y0, x0, h, w: [])

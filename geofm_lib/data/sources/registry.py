@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from geofm_lib.config import Config
 from geofm_lib.data import simulate
-from geofm_lib.data.sources.base import Scene
+from geofm_lib.data.sources.base import Scene, SourceBase
 from geofm_lib.data.sources.bigearthnet import BigEarthNetSource
 from geofm_lib.data.sources.geotiff import GeoTiffSource
 from geofm_lib.data.sources.karpathy import KarpathySource
@@ -25,7 +25,7 @@ def open_source(cfg: Config):
             "geotiff": GeoTiffSource}[cfg.source](cfg)
 
 
-class MultiSource:
+class MultiSource(SourceBase):
     """Datasets from several sources (the ``sources`` parameter); the rest from the simulator."""
 
     def __init__(self, cfg: Config):
@@ -53,13 +53,12 @@ class MultiSource:
     def count(self, dataset: str) -> int:
         return self.by_dataset[dataset].count(dataset)
 
-    def splits(self, dataset: str):
-        fn = getattr(self.by_dataset[dataset], "splits", None)
-        return fn(dataset) if fn else None
+    def splits(self, dataset: str) -> dict[str, list[int]] | None:
+        return self.by_dataset[dataset].splits(dataset)
 
     def scene(self, dataset: str, index: int) -> Scene:
         return self.by_dataset[dataset].scene(dataset, index)
 
     def report(self, dataset: str) -> dict:
-        fn = getattr(self.by_dataset[dataset], "report", None)
-        return fn(dataset) if fn else {"reader": type(self.by_dataset[dataset]).__name__}
+        return (self.by_dataset[dataset].report(dataset)
+                or {"reader": type(self.by_dataset[dataset]).__name__})

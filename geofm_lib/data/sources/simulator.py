@@ -10,11 +10,11 @@ import numpy as np
 from geofm_lib.catalog import DATASETS, SENSORS, get_dataset
 from geofm_lib.config import Config
 from geofm_lib.data import simulate
-from geofm_lib.data.sources.base import Scene
+from geofm_lib.data.sources.base import Scene, SourceBase
 from geofm_lib.errors import ConfigError
 
 
-class SimulatorSource:
+class SimulatorSource(SourceBase):
     """Scenes rendered by :mod:`geofm_lib.data.simulate` at ``scene_px`` pixels."""
 
     def __init__(self, cfg: Config):

@@ -9,7 +9,13 @@ import numpy as np
 
 from geofm_lib.catalog import DATASETS, SENSORS
 from geofm_lib.config import Config
-from geofm_lib.data.sources.base import Scene, _file_bounds_lonlat, _resolve_root
+from geofm_lib.data.sources.base import (
+    Scene,
+    SourceBase,
+    _file_bounds_lonlat,
+    _resolve_root,
+    scene_meta,
+)
 from geofm_lib.errors import ConfigError, ShardError
 
 # --- a generic table of images, captions, labels and coordinates ----------------------------
@@ -39,7 +45,7 @@ def _split_field(value) -> list[str]:
     return [v.strip() for v in str(value).split("|") if v.strip()]
 
 
-class TableSource:
+class TableSource(SourceBase):
     """Images listed in a CSV or Parquet table with captions, labels and coordinates.
 
     Columns: ``image`` (required), ``caption`` or ``captions`` ("|"-separated), ``labels``
@@ -136,12 +142,12 @@ class TableSource:
                              f"({type(exc).__name__}: {exc}); fix or remove it (or set "
                              f"on_bad: skip and re-run)") from exc
         labels = [lab for lab in self.vocabulary if lab in set(r["labels"])]
-        meta = {"dataset": dataset, "group": DATASETS[dataset].group if dataset in DATASETS
-                else "custom", "sensor": SENSORS[DATASETS[dataset].sensor].name
-                if dataset in DATASETS else "table", "bands": bands, "gsd_m": self.gsd_m,
-                "index": index, "source": "table", "file": r["path"].name, "date": None,
-                "pair_id": None, "footprint": {"bounds": r["point"] or bounds, "date": None},
-                "scene_labels": labels, "whole_image": True}
+        known = dataset in DATASETS
+        meta = scene_meta(dataset, index, "table",
+                          group=DATASETS[dataset].group if known else "custom",
+                          sensor=SENSORS[DATASETS[dataset].sensor].name if known else "table",
+                          bands=bands, gsd_m=self.gsd_m, bounds=r["point"] or bounds,
+                          file=r["path"].name, scene_labels=labels, whole_image=True)
         if r["captions"]:
             meta["captions"] = r["captions"]
         return Scene(dataset, index, np.ascontiguousarray(image), meta, self.vocabulary,

@@ -17,7 +17,14 @@ import torch
 
 from geofm_lib.catalog import SENSORS, get_dataset, pair_family
 from geofm_lib.config import Config
-from geofm_lib.data.sources.base import Scene, _file_bounds_lonlat, _resolve_root, label_mapping
+from geofm_lib.data.sources.base import (
+    Scene,
+    SourceBase,
+    _file_bounds_lonlat,
+    _resolve_root,
+    label_mapping,
+    scene_meta,
+)
 from geofm_lib.data.sources.bigearthnet import BIGEARTHNET_S2_BANDS, _utm_bounds_to_lonlat
 from geofm_lib.errors import ConfigError, ShardError
 
@@ -110,7 +117,7 @@ def _bigearthnet_v2_class():
     return BigEarthNetV2Float
 
 
-class TorchGeoSource:
+class TorchGeoSource(SourceBase):
     """One catalog dataset read through a torchgeo dataset class on a local root.
 
     Pixels and labels come from torchgeo; geometry comes from the files where they carry it
@@ -301,10 +308,8 @@ class TorchGeoSource:
 
     def _meta(self, part, i: int, cls_name: str, index: int) -> dict:
         ds = self.ds_info
-        meta = {"dataset": self.dataset, "group": ds.group, "sensor": SENSORS[ds.sensor].name,
-                "bands": list(self.bands), "gsd_m": ds.gsd_m, "index": index,
-                "source": f"torchgeo.{cls_name}", "date": None, "pair_id": None,
-                "footprint": {"bounds": None, "date": None}}
+        meta = scene_meta(self.dataset, index, f"torchgeo.{cls_name}", group=ds.group,
+                          sensor=SENSORS[ds.sensor].name, bands=self.bands, gsd_m=ds.gsd_m)
         if cls_name == "BigEarthNet":
             key = "s2" if "B02" in self.bands else "s1"
             folder = Path(part.folders[i][key])
