@@ -56,13 +56,16 @@ def _rank() -> int:
 
 # --- arguments ------------------------------------------------------------------------------
 
+def _preset_and_params(p: argparse.ArgumentParser, params_help: str) -> None:
+    p.add_argument("--preset", default="demo", help="ci | demo | full (parameters/)")
+    p.add_argument("-p", "--param", action="append", metavar="KEY=VALUE", help=params_help)
+
+
 def _run_args(p: argparse.ArgumentParser) -> None:
     """--preset, --experiment and -p: the parameter set of one run."""
-    p.add_argument("--preset", default="demo", help="ci | demo | full (parameters/)")
+    _preset_and_params(p, "override one parameter (repeatable)")
     p.add_argument("--experiment", default=None,
                    help="group_A | group_B | group_C | compiled | group_C_metadata")
-    p.add_argument("-p", "--param", action="append", metavar="KEY=VALUE",
-                   help="override one parameter (repeatable)")
 
 
 def _report_args(p: argparse.ArgumentParser) -> None:
@@ -72,11 +75,9 @@ def _report_args(p: argparse.ArgumentParser) -> None:
 
 
 def _study_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", default="demo", help="ci | demo | full (parameters/)")
+    _preset_and_params(p, "override one parameter in every run (repeatable)")
     p.add_argument("--experiments", default=None,
                    help="comma-separated experiment sets (default: all five of seed 000)")
-    p.add_argument("-p", "--param", action="append", metavar="KEY=VALUE",
-                   help="override one parameter in every run (repeatable)")
 
 
 def _corpus_args(p: argparse.ArgumentParser) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 import os
 import re
 import shutil
@@ -20,7 +21,7 @@ from pathlib import Path
 import yaml
 
 from geofm_lib.catalog import DATASETS
-from geofm_lib.config import Config, load_config, project_root
+from geofm_lib.config import FIELDS, Config, load_config, project_root
 from geofm_lib.data.shards import load_manifest
 from geofm_lib.errors import ConfigError, GeofmError, NotebookFailed
 from geofm_lib.io import atomic_write_bytes, atomic_write_json, check_name, folder_lock
@@ -93,6 +94,17 @@ def to_html(executed: Path, root: Path, cfg: Config | None = None) -> str:
     return scrub(body, root, cfg)
 
 
+class _WorkspaceParameters(logging.Filter):
+    """papermill warns about a parameter that a notebook's parameters cell does not list; a
+    workspace parameter is still read (``config.from_notebook`` takes every injected value),
+    so that warning would mislead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        return not (msg.startswith("Passed unknown parameter: ")
+                    and msg.split(": ", 1)[1] in FIELDS)
+
+
 def _execute(book: Path, out: Path, parameters: dict, root: Path,
              cfg: Config | None = None) -> None:
     """papermill one notebook into ``out``; its HTML page is written beside it, also when a
@@ -101,6 +113,8 @@ def _execute(book: Path, out: Path, parameters: dict, root: Path,
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
+    quiet = _WorkspaceParameters()
+    logging.getLogger("papermill").addFilter(quiet)
     try:
         pm.execute_notebook(str(book), str(out), parameters=parameters,
                             cwd=str(root / "notebooks"), progress_bar=False,
@@ -116,6 +130,7 @@ def _execute(book: Path, out: Path, parameters: dict, root: Path,
             f"{scrub(str(exc.evalue), root, cfg)} (the executed page with the cell: {shown})"
         ) from None
     finally:
+        logging.getLogger("papermill").removeFilter(quiet)
         if out.exists():
             atomic_write_bytes(out.with_suffix(".html"), to_html(out, root, cfg).encode())
             atomic_write_bytes(out, scrub(out.read_text(), root, cfg).encode())

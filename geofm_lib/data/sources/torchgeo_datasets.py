@@ -1,5 +1,10 @@
 """torchgeo dataset classes as scene sources (EuroSAT, UC Merced, RESISC45, BigEarthNet v1/v2,
-SSL4EO, SEN12MS, ...), with the fixes their real layouts need.
+SSL4EO-S12, SEN12MS), with the fixes their real layouts need.
+
+Each supported class is one :class:`TorchGeoClass` entry of ``TORCHGEO_CLASSES``: its layout on
+disk (shown when a root is incomplete), how the run's options map to its arguments, its class
+names, band names, pixel type, labels and metadata. :class:`TorchGeoSource` reads any of them
+the same way; a new class is one entry (and a fixture test in its real layout).
 """
 
 from __future__ import annotations
@@ -10,6 +15,8 @@ import inspect
 import json
 import os
 import random
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,37 +34,6 @@ from geofm_lib.data.sources.base import (
 )
 from geofm_lib.data.sources.bigearthnet import BIGEARTHNET_S2_BANDS, _utm_bounds_to_lonlat
 from geofm_lib.errors import ConfigError, ShardError
-
-# --- torchgeo datasets (issue 5) ------------------------------------------------------------------
-
-# What each supported torchgeo class expects under its root (shown when the root is incomplete).
-TORCHGEO_LAYOUTS = {
-    "BigEarthNet": "BigEarthNet-v1.0/<S2 patch>/<patch>_B01.tif ... and "
-                   "<patch>_labels_metadata.json, BigEarthNet-S1-v1.0/<S1 patch>/<patch>_VV.tif, "
-                   "_VH.tif and labels json, and bigearthnet-{train,val,test}.csv with rows "
-                   "'<S2 patch>,<S1 patch>'",
-    "EuroSAT": "ds/images/remote_sensing/otherDatasets/sentinel_2/tif/<Class>/<Class>_<n>.tif "
-               "(13-band GeoTIFFs) and eurosat-{train,val,test}.txt (file names)",
-    "UCMerced": "UCMerced_LandUse/Images/<class>/<class><NN>.tif and "
-                "uc_merced-{train,val,test}.txt (file names)",
-    "RESISC45": "NWPU-RESISC45/<class>/<class>_<NNN>.jpg and resisc45-{train,val,test}.txt",
-    "BigEarthNetV2": "BigEarthNet-S2/<tile>/<patch>/<patch>_B02.tif ..., BigEarthNet-S1/<tile>/"
-                     "<S1 patch>/<S1 patch>_VV.tif and _VH.tif, Reference_Maps/<tile>/<patch>/"
-                     "<patch>_reference_map.tif and metadata.parquet (patch_id, s1_name, split, "
-                     "labels)",
-    "SSL4EOS12": "<split: s1|s2c|s2a>/<location, 7 digits>/<season folder named by date>/"
-                 "<band>.tif (e.g. s2c/0000000/20200101T103421_.../B04.tif)",
-    "SEN12MS": "ROIs1158_spring/, ROIs1868_summer/, ROIs1970_fall/, ROIs2017_winter/ each with "
-               "{lc,s1,s2}_<scene>/ROIs<...>_{lc,s1,s2}_<scene>_p<patch>.tif, and "
-               "{train,test}_list.txt naming the s2 files (torchgeo cannot download SEN12MS; "
-               "its docstring gives the wget script)",
-}
-
-
-# product dtype of each class's pixels (torchgeo hands out float tensors)
-_TORCHGEO_DTYPE = {"EuroSAT": np.uint16, "UCMerced": np.uint8, "RESISC45": np.uint8}
-
-
 
 
 def _bigearthnet_class():
@@ -117,6 +93,209 @@ def _bigearthnet_v2_class():
     return BigEarthNetV2Float
 
 
+# --- per-class specs ------------------------------------------------------------------------
+
+def _no_options(dataset: str, opts: dict, spec) -> None:
+    return None
+
+
+def _bigearthnet_options(dataset: str, opts: dict, spec) -> None:
+    want = 19 if dataset.endswith("_19") else 43
+    bands = "all" if "_s1s2" in dataset else ("s1" if "_s1" in dataset else "s2")
+    opts.setdefault("num_classes", want)
+    opts.setdefault("bands", bands)
+    if opts["num_classes"] != want or opts["bands"] != bands:
+        raise ConfigError(f"sources.{dataset}: options {opts} do not fit the dataset key "
+                          f"(bands {bands}, {want} classes)")
+
+
+def _bigearthnet_v2_options(dataset: str, opts: dict, spec) -> None:
+    bands = "s1" if "_s1" in dataset else "s2"
+    opts.setdefault("bands", bands)
+    if opts["bands"] != bands:
+        raise ConfigError(f"sources.{dataset}: options {opts} do not fit the dataset key "
+                          f"(bands {bands})")
+
+
+def _ssl4eo_options(dataset: str, opts: dict, spec) -> None:
+    want = "s1" if dataset.endswith("_s1") else "s2c"
+    split_opt = opts.pop("split", want)
+    if split_opt != want:
+        raise ConfigError(f"sources.{dataset}: split {split_opt!r} does not fit the dataset key "
+                          f"(split {want})")
+    opts["split"] = want
+    if spec.splits == "official":
+        raise ConfigError(f"sources.{dataset}: SSL4EO-S12 has no official splits; use "
+                          "splits: random")
+
+
+def _eurosat_options(dataset: str, opts: dict, spec) -> None:
+    if dataset == "eurosat_rgb":
+        opts.setdefault("bands", ("B04", "B03", "B02"))
+
+
+def _bigearthnet_bands(ds, opts: dict) -> list[str]:
+    return {"s2": list(BIGEARTHNET_S2_BANDS), "s1": ["VV", "VH"],
+            "all": ["VV", "VH", *BIGEARTHNET_S2_BANDS]}[opts["bands"]]
+
+
+def _own_bands(ds, opts: dict) -> list[str]:
+    return list(ds.bands)
+
+
+def _rgb_bands(ds, opts: dict) -> list[str]:
+    return ["R", "G", "B"]
+
+
+def _scene_class(src, sample, image, index: int):
+    """One class per image (EuroSAT, UC Merced, RESISC45): product dtype, the class label."""
+    dtype = src.kind.dtype
+    image = np.clip(np.rint(image), 0, np.iinfo(dtype).max).astype(dtype)
+    labels = [src.labels[int(sample["label"])]]
+    return image, labels, labels[0]
+
+
+def _multi_hot(src, sample, image, index: int):
+    """BigEarthNet v1/v2: uint16 reflectance or float32 dB, the multi-hot labels."""
+    image = image.astype(np.uint16 if src.bands[0] != "VV" else np.float32)
+    if len(image) != len(src.bands):
+        raise ShardError(f"{src.dataset}: patch {index} has {len(image)} bands, expected "
+                         f"{len(src.bands)} ({', '.join(src.bands)}); a band file is missing "
+                         "from its folder")
+    return image, [src.labels[j] for j in sample["label"].numpy().nonzero()[0]], None
+
+
+def _land_cover_mask(src, sample, image, index: int):
+    """SEN12MS: labels are the IGBP classes covering at least 1 % of the patch's mask, the
+    dominant one its largest."""
+    codes = np.bincount(sample["mask"].numpy().ravel(), minlength=18)
+    area = codes[1:18] / max(codes.sum(), 1)
+    labels = [src.labels[j] for j in np.flatnonzero(area >= 0.01)]
+    return image.astype(np.float32), labels, (src.labels[int(area.argmax())]
+                                              if area.max() > 0 else None)
+
+
+def _unlabelled(src, sample, image, index: int):
+    """SSL4EO-S12: no labels; uint16 reflectance or float32 dB."""
+    return image.astype(np.float32 if src.bands[0] == "VV" else np.uint16), [], None
+
+
+def _bigearthnet_meta(part, i: int, bands) -> dict:
+    key = "s2" if "B02" in bands else "s1"
+    folder = Path(part.folders[i][key])
+    raw = json.loads(next(folder.glob("*labels_metadata.json")).read_text())
+    date = (raw.get("acquisition_date") or raw.get("acquisition_time") or "")[:10]
+    return dict(patch_name=folder.name, date=date or None,
+                pair_id=Path(part.folders[i]["s2"]).name,
+                footprint={"bounds": _utm_bounds_to_lonlat(raw), "date": date or None})
+
+
+def _bigearthnet_v2_meta(part, i: int, bands) -> dict:
+    row = part.metadata_df.loc[i]
+    patch = str(row["patch_id"])
+    tif = Path(part.root) / "BigEarthNet-S2" / "_".join(patch.split("_")[0:-2]) / patch
+    band = next(iter(sorted(tif.glob("*.tif"))), None)
+    return dict(patch_name=patch, pair_id=patch, s1_name=str(row["s1_name"]),
+                footprint={"bounds": _file_bounds_lonlat(band) if band else None, "date": None})
+
+
+def _ssl4eo_meta(part, i: int, bands) -> dict:
+    loc = Path(part.root) / part.split / f"{i:07}"
+    first = next(iter(sorted(loc.glob("*/*.tif"))), None)
+    return dict(location=f"{i:07}", pair_id=f"ssl4eo-{i:07}",
+                footprint={"bounds": _file_bounds_lonlat(first) if first else None,
+                           "date": None})
+
+
+def _sen12ms_meta(part, i: int, bands) -> dict:
+    name = part.ids[i]  # ROIs1158_spring_s2_1_p30.tif
+    roi, season, _, scene, _ = name.split("_", 4)
+    path = Path(part.root) / f"{roi}_{season}" / f"s2_{scene}" / name
+    return dict(file=name, season=season, scene=f"{roi}_{season}_{scene}",
+                footprint={"bounds": _file_bounds_lonlat(path), "date": None})
+
+
+def _file_meta(part, i: int, bands) -> dict:
+    path = part.samples[i][0]
+    return dict(file=Path(path).name, footprint={"bounds": _file_bounds_lonlat(path),
+                                                 "date": None})
+
+
+def _ssl4eo_present(part) -> list[int]:
+    """torchgeo reports the full dataset's length (251079) whatever is on disk: the location
+    folders that are there."""
+    return sorted(int(d) for d in os.listdir(Path(part.root) / part.split) if d.isdigit())
+
+
+def _torchgeo(cls_name: str):
+    def load():
+        import torchgeo.datasets as tgd  # deferred: torchgeo takes seconds to import
+
+        return getattr(tgd, cls_name)
+    return load
+
+
+@dataclass(frozen=True)
+class TorchGeoClass:
+    """How one torchgeo dataset class becomes scenes."""
+
+    layout: str  # what the class expects under its root
+    load: Callable[[], type]  # the class (or geofm's subclass with a fix)
+    class_names: Callable  # (first part, options, catalog entry) -> the reader's class names
+    bands: Callable  # (first part, options) -> band names in channel order
+    pixels: Callable  # (source, sample, image, scene index) -> (image, labels, dominant label)
+    meta: Callable  # (part, index, bands) -> metadata beyond the common keys
+    options: Callable = _no_options  # (dataset, options, spec): fix and check the options
+    dtype: type | None = None  # product dtype (torchgeo hands out float tensors)
+    val_split: str = "val"  # the name of the held-out official split
+    present: Callable | None = None  # (part) -> indices on disk, where len() cannot tell
+    dated: bool = False  # samples carry their acquisition time ("t")
+
+
+TORCHGEO_CLASSES: dict[str, TorchGeoClass] = {
+    "BigEarthNet": TorchGeoClass(
+        "BigEarthNet-v1.0/<S2 patch>/<patch>_B01.tif ... and <patch>_labels_metadata.json, "
+        "BigEarthNet-S1-v1.0/<S1 patch>/<patch>_VV.tif, _VH.tif and labels json, and "
+        "bigearthnet-{train,val,test}.csv with rows '<S2 patch>,<S1 patch>'",
+        lambda: _bigearthnet_class(), lambda first, opts, info: first.class_sets[
+            opts["num_classes"]], _bigearthnet_bands, _multi_hot, _bigearthnet_meta,
+        _bigearthnet_options),
+    "EuroSAT": TorchGeoClass(
+        "ds/images/remote_sensing/otherDatasets/sentinel_2/tif/<Class>/<Class>_<n>.tif "
+        "(13-band GeoTIFFs) and eurosat-{train,val,test}.txt (file names)",
+        _torchgeo("EuroSAT"), lambda first, opts, info: first.classes, _own_bands,
+        _scene_class, _file_meta, _eurosat_options, dtype=np.uint16),
+    "UCMerced": TorchGeoClass(
+        "UCMerced_LandUse/Images/<class>/<class><NN>.tif and uc_merced-{train,val,test}.txt "
+        "(file names)",
+        _torchgeo("UCMerced"), lambda first, opts, info: first.classes, _rgb_bands,
+        _scene_class, _file_meta, dtype=np.uint8),
+    "RESISC45": TorchGeoClass(
+        "NWPU-RESISC45/<class>/<class>_<NNN>.jpg and resisc45-{train,val,test}.txt",
+        _torchgeo("RESISC45"), lambda first, opts, info: first.classes, _rgb_bands,
+        _scene_class, _file_meta, dtype=np.uint8),
+    "BigEarthNetV2": TorchGeoClass(
+        "BigEarthNet-S2/<tile>/<patch>/<patch>_B02.tif ..., BigEarthNet-S1/<tile>/<S1 patch>/"
+        "<S1 patch>_VV.tif and _VH.tif, Reference_Maps/<tile>/<patch>/<patch>_reference_map.tif "
+        "and metadata.parquet (patch_id, s1_name, split, labels)",
+        lambda: _bigearthnet_v2_class(), lambda first, opts, info: first.class_set,
+        _bigearthnet_bands, _multi_hot, _bigearthnet_v2_meta, _bigearthnet_v2_options),
+    "SSL4EOS12": TorchGeoClass(
+        "<split: s1|s2c|s2a>/<location, 7 digits>/<season folder named by date>/<band>.tif "
+        "(e.g. s2c/0000000/20200101T103421_.../B04.tif)",
+        _torchgeo("SSL4EOS12"), lambda first, opts, info: (), _own_bands, _unlabelled,
+        _ssl4eo_meta, _ssl4eo_options, present=_ssl4eo_present, dated=True),
+    "SEN12MS": TorchGeoClass(
+        "ROIs1158_spring/, ROIs1868_summer/, ROIs1970_fall/, ROIs2017_winter/ each with "
+        "{lc,s1,s2}_<scene>/ROIs<...>_{lc,s1,s2}_<scene>_p<patch>.tif, and {train,test}_list.txt "
+        "naming the s2 files (torchgeo cannot download SEN12MS; its docstring gives the wget "
+        "script)",
+        _torchgeo("SEN12MS"), lambda first, opts, info: info.labels,  # IGBP 1-17, catalog order
+        _own_bands, _land_cover_mask, _sen12ms_meta, val_split="test"),  # train/test only
+}
+TORCHGEO_LAYOUTS = {name: kind.layout for name, kind in TORCHGEO_CLASSES.items()}
+
+
 class TorchGeoSource(SourceBase):
     """One catalog dataset read through a torchgeo dataset class on a local root.
 
@@ -128,68 +307,32 @@ class TorchGeoSource(SourceBase):
     def __init__(self, dataset: str, spec, cfg: Config):
         self.dataset, self.spec, self.cfg = dataset, spec, cfg
         cls_name = spec.dataset_class
-        if cls_name not in TORCHGEO_LAYOUTS:
+        if cls_name not in TORCHGEO_CLASSES:
             raise ConfigError(f"sources.{dataset}.dataset_class={cls_name!r} is not supported; "
-                              f"choose one of {', '.join(TORCHGEO_LAYOUTS)}")
+                              f"choose one of {', '.join(TORCHGEO_CLASSES)}")
+        self.kind = TORCHGEO_CLASSES[cls_name]
         if not spec.root:
             raise ConfigError(f"sources.{dataset} needs root: the folder holding "
-                              f"{TORCHGEO_LAYOUTS[cls_name]}")
+                              f"{self.kind.layout}")
         self.ds_info = get_dataset(dataset)
         opts = dict(spec.options)
-        if cls_name == "BigEarthNet":
-            want = 19 if dataset.endswith("_19") else 43
-            bands = "all" if "_s1s2" in dataset else ("s1" if "_s1" in dataset else "s2")
-            opts.setdefault("num_classes", want)
-            opts.setdefault("bands", bands)
-            if opts["num_classes"] != want or opts["bands"] != bands:
-                raise ConfigError(f"sources.{dataset}: options {opts} do not fit the dataset "
-                                  f"key (bands {bands}, {want} classes)")
-        if cls_name == "BigEarthNetV2":
-            bands = "s1" if "_s1" in dataset else "s2"
-            opts.setdefault("bands", bands)
-            if opts["bands"] != bands:
-                raise ConfigError(f"sources.{dataset}: options {opts} do not fit the dataset "
-                                  f"key (bands {bands})")
-        if cls_name == "SSL4EOS12":
-            want = "s1" if dataset.endswith("_s1") else "s2c"
-            split_opt = opts.pop("split", want)
-            if split_opt != want:
-                raise ConfigError(f"sources.{dataset}: split {split_opt!r} does not fit the "
-                                  f"dataset key (split {want})")
-            opts["split"] = want
-            if spec.splits == "official":
-                raise ConfigError(f"sources.{dataset}: SSL4EO-S12 has no official splits; use "
-                                  "splits: random")
-        if cls_name == "EuroSAT" and dataset == "eurosat_rgb":
-            opts.setdefault("bands", ("B04", "B03", "B02"))
+        self.kind.options(dataset, opts, spec)
         if "bands" in opts and isinstance(opts["bands"], list):
             opts["bands"] = tuple(opts["bands"])
-        split_opt = opts.pop("split", "train") if cls_name != "SSL4EOS12" else opts.pop("split")
-        val_name = "test" if cls_name == "SEN12MS" else "val"  # SEN12MS has train/test only
-        names = ("train", val_name) if spec.splits == "official" else (split_opt,)
+        split_opt = opts.pop("split", "train")  # SSL4EO-S12's options name its split
+        names = ("train", self.kind.val_split) if spec.splits == "official" else (split_opt,)
         self.parts = {n: self._open(cls_name, n, opts) for n in names}
         first = next(iter(self.parts.values()))
-        if cls_name == "BigEarthNet":
-            raw_names = first.class_sets[opts["num_classes"]]
-        elif cls_name == "BigEarthNetV2":
-            raw_names = first.class_set
-        elif cls_name == "SEN12MS":
-            raw_names = self.ds_info.labels  # IGBP codes 1-17 in catalog order
-        elif cls_name == "SSL4EOS12":
-            raw_names = ()  # unlabelled
-        else:
-            raw_names = first.classes
-        self.labels = label_mapping(raw_names, self.ds_info.labels)
-        self.bands = self._band_names(first, cls_name, opts)
+        self.labels = label_mapping(self.kind.class_names(first, opts, self.ds_info),
+                                    self.ds_info.labels)
+        self.bands = self.kind.bands(first, opts)
         self.datasets = (dataset,)
         self._index = self._plan()
 
     def _open(self, cls_name: str, split: str, opts: dict):
-        import torchgeo.datasets as tgd
-        from torchgeo.datasets.errors import DatasetNotFoundError
+        from torchgeo.datasets.errors import DatasetNotFoundError  # deferred: torchgeo is slow
 
-        cls = {"BigEarthNet": _bigearthnet_class, "BigEarthNetV2": _bigearthnet_v2_class}.get(
-            cls_name, lambda: getattr(tgd, cls_name))()
+        cls = self.kind.load()
         kwargs = dict(opts)
         if "download" in inspect.signature(cls.__init__).parameters:
             kwargs["download"] = self.spec.download
@@ -202,22 +345,13 @@ class TorchGeoSource(SourceBase):
             raise ConfigError(
                 f"sources.{self.dataset}: torchgeo's {cls_name} found no complete dataset in "
                 f"root {Path(self.spec.root).name!r} ({exc}). Expected layout under root: "
-                f"{TORCHGEO_LAYOUTS[cls_name]}. Set download: true in the source spec to let "
+                f"{self.kind.layout}. Set download: true in the source spec to let "
                 f"torchgeo download it (needs internet)") from None
         except (FileNotFoundError, AssertionError, KeyError, ValueError) as exc:
             raise ConfigError(
                 f"sources.{self.dataset}: {cls_name}(split={split!r}, {opts}) failed: "
                 f"{type(exc).__name__}: {exc}. Expected layout under root: "
-                f"{TORCHGEO_LAYOUTS[cls_name]}") from None
-
-    @staticmethod
-    def _band_names(ds, cls_name: str, opts: dict) -> list[str]:
-        if cls_name in ("BigEarthNet", "BigEarthNetV2"):
-            return {"s2": list(BIGEARTHNET_S2_BANDS), "s1": ["VV", "VH"],
-                    "all": ["VV", "VH", *BIGEARTHNET_S2_BANDS]}[opts["bands"]]
-        if cls_name in ("EuroSAT", "SEN12MS", "SSL4EOS12"):
-            return list(ds.bands)
-        return ["R", "G", "B"]
+                f"{self.kind.layout}") from None
 
     def _plan(self) -> dict[str, list[tuple[str, int]]]:
         """(part, index) of every scene, per split of the shards, capped and seeded. The two
@@ -236,11 +370,8 @@ class TorchGeoSource(SourceBase):
                                                                              replace=False))]
             return out
         (name, part), = self.parts.items()
-        if self.spec.dataset_class == "SSL4EOS12":
-            # torchgeo reports the full dataset's length (251079) whatever is on disk: count
-            # the location folders that are there
-            present = sorted(int(d) for d in os.listdir(Path(part.root) / part.split)
-                             if d.isdigit())
+        if self.kind.present is not None:
+            present = self.kind.present(part)
             take = min(len(present), n)
             chosen = sorted(rng.choice(present, take, replace=False).tolist())
             return {"all": [(name, i) for i in chosen]}
@@ -268,36 +399,16 @@ class TorchGeoSource(SourceBase):
     def scene(self, dataset: str, index: int) -> Scene:
         part_name, i = self._locate(index)
         part = self.parts[part_name]
-        if self.spec.dataset_class == "SSL4EOS12":
+        if self.kind.dated:
             random.seed(hash((self.cfg.seed, i)))  # torchgeo draws seasons with `random`
         sample = part[i]
-        image = sample["image"].numpy()
-        cls_name = self.spec.dataset_class
-        dominant = None  # multi-label datasets without a land-cover map have none
-        if cls_name == "SSL4EOS12":
-            image = image.astype(np.float32 if self.bands[0] == "VV" else np.uint16)
-            labels = []
-        elif cls_name == "SEN12MS":
-            image = image.astype(np.float32)
-            codes = np.bincount(sample["mask"].numpy().ravel(), minlength=18)
-            area = codes[1:18] / max(codes.sum(), 1)
-            labels = [self.labels[j] for j in np.flatnonzero(area >= 0.01)]
-            dominant = self.labels[int(area.argmax())] if area.max() > 0 else None
-        elif cls_name in ("BigEarthNet", "BigEarthNetV2"):
-            image = image.astype(np.uint16 if self.bands[0] != "VV" else np.float32)
-            if len(image) != len(self.bands):
-                raise ShardError(f"{dataset}: patch {index} has {len(image)} bands, expected "
-                                 f"{len(self.bands)} ({', '.join(self.bands)}); a band file is "
-                                 "missing from its folder")
-            hot = sample["label"].numpy().nonzero()[0]
-            labels = [self.labels[j] for j in hot]
-        if cls_name not in ("SEN12MS", "BigEarthNet", "BigEarthNetV2", "SSL4EOS12"):
-            image = np.clip(np.rint(image), 0, np.iinfo(_TORCHGEO_DTYPE[cls_name]).max).astype(
-                _TORCHGEO_DTYPE[cls_name])
-            labels = [self.labels[int(sample["label"])]]
-            dominant = labels[0]
-        meta = self._meta(part, i, cls_name, index)
-        if cls_name == "SSL4EOS12":
+        image, labels, dominant = self.kind.pixels(self, sample, sample["image"].numpy(), index)
+        ds = self.ds_info
+        meta = scene_meta(self.dataset, index, f"torchgeo.{self.spec.dataset_class}",
+                          group=ds.group, sensor=SENSORS[ds.sensor].name, bands=self.bands,
+                          gsd_m=ds.gsd_m)
+        meta.update(self.kind.meta(part, i, self.bands))
+        if self.kind.dated:
             meta["date"] = dt.datetime.fromtimestamp(float(sample["t"][0]), dt.UTC).date() \
                 .isoformat()
             meta["footprint"]["date"] = meta["date"]
@@ -305,41 +416,3 @@ class TorchGeoSource(SourceBase):
         meta.update(scene_labels=order, whole_image=True)
         return Scene(dataset, index, np.ascontiguousarray(image), meta, self.ds_info.labels,
                      lambda y0, x0, h, w: list(order), lambda y0, x0, h, w: dominant)
-
-    def _meta(self, part, i: int, cls_name: str, index: int) -> dict:
-        ds = self.ds_info
-        meta = scene_meta(self.dataset, index, f"torchgeo.{cls_name}", group=ds.group,
-                          sensor=SENSORS[ds.sensor].name, bands=self.bands, gsd_m=ds.gsd_m)
-        if cls_name == "BigEarthNet":
-            key = "s2" if "B02" in self.bands else "s1"
-            folder = Path(part.folders[i][key])
-            raw = json.loads(next(folder.glob("*labels_metadata.json")).read_text())
-            date = (raw.get("acquisition_date") or raw.get("acquisition_time") or "")[:10]
-            meta.update(patch_name=folder.name, date=date or None,
-                        pair_id=Path(part.folders[i]["s2"]).name,
-                        footprint={"bounds": _utm_bounds_to_lonlat(raw), "date": date or None})
-        elif cls_name == "BigEarthNetV2":
-            row = part.metadata_df.loc[i]
-            patch = str(row["patch_id"])
-            tif = Path(part.root) / "BigEarthNet-S2" / "_".join(patch.split("_")[0:-2]) / patch
-            band = next(iter(sorted(tif.glob("*.tif"))), None)
-            meta.update(patch_name=patch, pair_id=patch, s1_name=str(row["s1_name"]),
-                        footprint={"bounds": _file_bounds_lonlat(band) if band else None,
-                                   "date": None})
-        elif cls_name == "SSL4EOS12":
-            loc = Path(part.root) / part.split / f"{i:07}"
-            first = next(iter(sorted(loc.glob("*/*.tif"))), None)
-            meta.update(location=f"{i:07}", pair_id=f"ssl4eo-{i:07}",
-                        footprint={"bounds": _file_bounds_lonlat(first) if first else None,
-                                   "date": None})
-        elif cls_name == "SEN12MS":
-            name = part.ids[i]  # ROIs1158_spring_s2_1_p30.tif
-            roi, season, _, scene, _ = name.split("_", 4)
-            path = Path(part.root) / f"{roi}_{season}" / f"s2_{scene}" / name
-            meta.update(file=name, season=season, scene=f"{roi}_{season}_{scene}",
-                        footprint={"bounds": _file_bounds_lonlat(path), "date": None})
-        else:
-            path = part.samples[i][0]
-            meta["file"] = Path(path).name
-            meta["footprint"]["bounds"] = _file_bounds_lonlat(path)
-        return meta
