@@ -148,3 +148,22 @@ def test_sentinel1_and_sentinel2_of_a_place_share_their_split():
     s2 = build.split_scenes(200, 0.1, 0, "bigearthnet_s2")
     assert s1 == s2 and len(s1["val"]) == 20
     assert build.split_scenes(200, 0.1, 0, "xview") != s2  # unpaired datasets: their own draw
+
+
+def test_every_sample_carries_the_scene_contract_and_a_reader_that_breaks_it_is_refused(cfg):
+    from geofm_lib.data.sources import SCENE_KEYS, SimulatorSource
+
+    folder = build.build_shards(cfg, show_progress=False)
+    for s in shards.iter_shards(shards.shard_paths(folder, "train")[:2]):
+        assert set(SCENE_KEYS) <= set(s["json"]), sorted(set(SCENE_KEYS) - set(s["json"]))
+
+    class Forgetful(SimulatorSource):  # a reader that builds its metadata by hand, without date
+        def scene(self, dataset, index):
+            sc = super().scene(dataset, index)
+            sc.meta = {k: v for k, v in sc.meta.items() if k != "date"}
+            return sc
+
+    other = cfg.model_copy(update={"seed": cfg.seed + 1})
+    with pytest.raises(errors.DataError, match=r"lacks metadata \['date'\].*scene_meta"):
+        build.build_shards(other, source=Forgetful(other), show_progress=False)
+    assert not (paths.build_folder(other) / "manifest.json").exists()

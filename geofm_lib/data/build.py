@@ -30,6 +30,7 @@ from geofm_lib.data.shards import (
     iter_shards,
     write_shard,
 )
+from geofm_lib.data.sources.base import missing_scene_keys
 from geofm_lib.data.sources.registry import open_source
 from geofm_lib.errors import DataError, ShardError
 from geofm_lib.io import atomic_write_json, folder_lock
@@ -115,6 +116,11 @@ def resize_image(image: np.ndarray, px: int) -> np.ndarray:
 
 
 def _patches(cfg: Config, scene, split: str) -> Iterator[dict]:
+    missing = missing_scene_keys(scene.meta)
+    if missing:
+        raise DataError(f"scene {scene.dataset}/{scene.index} from {scene.meta.get('source')!r} "
+                        f"lacks metadata {missing}; a reader fills them with "
+                        f"data.sources.base.scene_meta")
     p = cfg.image_px
     if scene.meta.get("whole_image"):  # labels/captions describe the whole image: resize
         native = list(scene.image.shape[1:])

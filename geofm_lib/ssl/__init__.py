@@ -26,6 +26,8 @@ from .model import (
 from .pairs import (
     INPUTS,
     PAIR_MODES,
+    SAMPLES_PER_PLACE,
+    VIEWS,
     EpochSampler,
     Pairs,
     PairViews,
@@ -36,10 +38,10 @@ from .pairs import (
 from .pretraining import SSLResult, pretrain, read_encoder
 
 __all__ = [
-    "PAIR_MODES", "INPUTS", "Pairs", "may_have_pairs", "load_pairs", "non_overlapping",
-    "PairViews", "EpochSampler", "SSL_FORMAT", "augmentations", "build_task", "stem_conv1x1",
-    "make_backbone", "embedding_std", "collapse_check", "SSLResult", "pretrain",
-    "read_encoder", "features_of", "labelled_subset", "accuracy_ci", "single_label_probe",
-    "SingleLabels", "single_labels", "evaluate", "MODE_NAMES", "save_evaluation",
-    "compare_runs",
+    "INPUTS", "Pairs", "may_have_pairs", "load_pairs", "non_overlapping", "VIEWS",
+    "SAMPLES_PER_PLACE", "PAIR_MODES", "PairViews", "EpochSampler", "SSL_FORMAT",
+    "augmentations", "build_task", "stem_conv1x1", "make_backbone", "embedding_std",
+    "collapse_check", "SSLResult", "pretrain", "read_encoder", "features_of",
+    "labelled_subset", "accuracy_ci", "single_label_probe", "SingleLabels", "single_labels",
+    "evaluate", "MODE_NAMES", "save_evaluation", "compare_runs",
 ]

@@ -7,7 +7,18 @@ labels, so patching works the same way on simulated scenes, real BigEarthNet pat
 large labelled GeoTIFF.
 """
 
-from .base import Scene, label_mapping
+from .base import (
+    SCENE_KEYS,
+    Footprint,
+    SampleMeta,
+    Scene,
+    SceneMeta,
+    Source,
+    SourceBase,
+    label_mapping,
+    missing_scene_keys,
+    scene_meta,
+)
 from .bigearthnet import (
     BIGEARTHNET_S2_BANDS,
     BigEarthNetSource,
@@ -19,10 +30,12 @@ from .karpathy import KarpathySource
 from .registry import MultiSource, open_source
 from .simulator import SimulatorSource
 from .table import TableSource
-from .torchgeo_datasets import TORCHGEO_LAYOUTS, TorchGeoSource
+from .torchgeo_datasets import TORCHGEO_CLASSES, TORCHGEO_LAYOUTS, TorchGeoClass, TorchGeoSource
 
 __all__ = [
-    "Scene", "label_mapping", "SimulatorSource", "BIGEARTHNET_S2_BANDS", "read_bigearthnet_s2",
-    "read_bigearthnet_s1", "BigEarthNetSource", "GeoTiffSource", "TORCHGEO_LAYOUTS",
-    "TorchGeoSource", "KarpathySource", "TableSource", "open_source", "MultiSource",
+    "Footprint", "SceneMeta", "SampleMeta", "SCENE_KEYS", "missing_scene_keys", "scene_meta",
+    "Scene", "Source", "SourceBase", "label_mapping", "SimulatorSource",
+    "BIGEARTHNET_S2_BANDS", "read_bigearthnet_s2", "read_bigearthnet_s1", "BigEarthNetSource",
+    "GeoTiffSource", "TorchGeoClass", "TORCHGEO_CLASSES", "TORCHGEO_LAYOUTS", "TorchGeoSource",
+    "KarpathySource", "TableSource", "open_source", "MultiSource",
 ]

@@ -59,6 +59,16 @@ class SampleMeta(SceneMeta, total=False):
     native_px: list[int]
 
 
+SCENE_KEYS = tuple(k for k in SceneMeta.__annotations__
+                   if k in ("dataset", "group", "sensor", "bands", "gsd_m", "index", "source",
+                            "date", "pair_id", "footprint"))
+"""The keys every scene's metadata carries (``scene_meta`` fills them; the build checks)."""
+
+
+def missing_scene_keys(meta: dict) -> list[str]:
+    return [k for k in SCENE_KEYS if k not in meta]
+
+
 def scene_meta(dataset: str, index: int, source: str, *, group: str, sensor: str,
                bands, gsd_m: float, date: str | None = None, bounds=None,
                pair_id: str | None = None, **extra) -> SceneMeta:
