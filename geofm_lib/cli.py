@@ -184,7 +184,7 @@ def _study(args) -> None:
 
 
 def _index(args) -> None:
-    from geofm_lib.report.reports import build_index
+    from geofm_lib.report.index import build_index
 
     print(build_index(project_root() / "reports"))
 

@@ -5,6 +5,7 @@ import nbformat
 import pytest
 
 from geofm_lib.config import project_root
+from geofm_lib.report import index as report_index
 from geofm_lib.report import reports
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,7 +26,7 @@ def _fake_run(reports_dir: Path, name: str, samples: int, r1: float):
 def test_index_lists_two_runs_side_by_side(tmp_path):
     _fake_run(tmp_path, "group_A-ci", 96, 12.5)
     _fake_run(tmp_path, "group_C-ci", 48, 3.25)
-    page = reports.build_index(tmp_path).read_text()
+    page = report_index.build_index(tmp_path).read_text()
     assert page.count("<tr><td><b>") == 2
     assert "group_A-ci/01_data_prep.html" in page and "group_C-ci/01_data_prep.html" in page
     assert "mean R@1" in page and "12.5" in page and "3.25" in page
@@ -83,7 +84,7 @@ def test_study_page_sets_runs_beside_the_paper_tables(tmp_path):
     _fake_study_run(tmp_path, "compiled", "all", False, {"xview": 11.0, "seadronessee": 22.0})
     _fake_study_run(tmp_path, "group_C", "C", False, {"xview": 33.0})
     _fake_study_run(tmp_path, "group_C_metadata", "C", True, {"xview": 44.0})
-    page = reports.build_study(tmp_path, "demo").read_text()
+    page = report_index.build_study(tmp_path, "demo").read_text()
     assert page.count("<h2>R@") == 3
     r1 = page.split("<h2>R@1</h2>")[1].split("<h2>R@5</h2>")[0]
     xview = r1.split("<th class=ds>xview")[1].split("</tr>")[0]
@@ -95,5 +96,5 @@ def test_study_page_sets_runs_beside_the_paper_tables(tmp_path):
     r5 = page.split("<h2>R@5</h2>")[1]
     assert "<td>-<br>" in r5.split("<th class=ds>seadronessee")[1]  # 5 labels: k=5 is '-'
     assert "Different data" in page
-    index = reports.build_index(tmp_path).read_text()
+    index = report_index.build_index(tmp_path).read_text()
     assert 'href="study-demo.html"' in index
