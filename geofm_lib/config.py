@@ -39,6 +39,11 @@ from geofm_lib.io import check_name, read_yaml
 from geofm_lib.models.devices import resolve_device, resolve_precision
 from geofm_lib.models.names import check_pretrained, known_model_names
 
+# The readers of the ``sources`` parameter (``data.sources.registry.READERS`` opens each).
+READERS = ("simulator", "torchgeo", "karpathy", "geotiff", "table")
+# The whole-run ``source`` values (one reader for every dataset of the run).
+SOURCES = ("simulator", "bigearthnet", "geotiff")
+
 # The positive-pair modes of self-supervised pretraining (seed 003): name -> (the name seed
 # 003's tables print, what a pair is). ``ssl.pairs.VIEWS`` draws the views of each.
 SSL_MODES: dict[str, tuple[str, str]] = {
@@ -74,7 +79,7 @@ class SourceSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    reader: Literal["simulator", "torchgeo", "karpathy", "geotiff", "table"]
+    reader: Literal[READERS]
     root: str | None = None
     dataset_class: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)
@@ -107,7 +112,7 @@ class Config(BaseModel):
     sources: dict[str, SourceSpec] | None = Field(
         None, description="per-dataset sources (reader, root, ...); datasets not listed come "
                           "from the simulator")
-    source: Literal["simulator", "bigearthnet", "geotiff"] = Field(
+    source: Literal[SOURCES] = Field(
         "simulator", description="where samples come from")
     source_path: str | None = Field(
         None, description="folder or file for the real-data sources")
@@ -477,7 +482,7 @@ def load_config(preset: str = "demo", experiment: str | None = None,
                 raise ConfigError(
                     f"parameter 'sources' (from {origin.get('sources')}), entry {k!r} is "
                     f"invalid: {_source_problems(exc, v)}. Each entry maps a dataset key to "
-                    f"{{reader: {' | '.join(_READERS)}, root: ..., ...}}") from None
+                    f"{{reader: {' | '.join(READERS)}, root: ..., ...}}") from None
         merged["sources"] = specs
     try:
         cfg = Config(**merged)
@@ -541,7 +546,6 @@ def check_runtime(cfg: Config) -> None:
         raise ConfigError(f"parameter 'precision' = {cfg.precision!r}: {exc}") from None
 
 
-_READERS = ("simulator", "torchgeo", "karpathy", "geotiff", "table")
 
 
 def _source_problems(exc: Exception, value) -> str:

@@ -33,6 +33,7 @@ from .probes import (
     bootstrap_metrics,
     fbeta_counts,
     fit_predict,
+    mean_over_datasets,
     multilabel_metrics,
     probe_dataset,
     run_probe,
@@ -62,7 +63,7 @@ __all__ = [
     "score_dataset", "results_table", "summary_metrics", "CaptionResult", "caption_recall",
     "caption_retrieval", "caption_table", "PROBES", "fbeta_counts", "multilabel_metrics",
     "bootstrap_metrics", "GRIDS", "fit_predict", "ProbeResult", "run_probe", "probe_dataset",
-    "Embeddings", "FineTuned", "output_width", "fit_head", "REQUIRED", "Prediction",
-    "write_predictions", "read_predictions", "label_predictions", "best_and_worst",
-    "caption_predictions", "set_threads", "umap_2d",
+    "Embeddings", "mean_over_datasets", "FineTuned", "output_width", "fit_head", "REQUIRED",
+    "Prediction", "write_predictions", "read_predictions", "label_predictions",
+    "best_and_worst", "caption_predictions", "set_threads", "umap_2d",
 ]

@@ -165,3 +165,12 @@ class Embeddings:
         idx = np.flatnonzero(self.datasets == dataset)
         return (self.features[idx], label_matrix([self.labels[i] for i in idx], vocabulary),
                 self.keys[idx])
+
+
+def mean_over_datasets(results: dict, encoder: str, probe: str, datasets,
+                       key: str = "f2_micro") -> float | None:
+    """The mean of one probe metric over the datasets an encoder was probed on (``results``:
+    {(encoder, dataset): {probe: ProbeResult}}), rounded to 0.01; None when none was."""
+    vals = [results[(encoder, ds)][probe].test[key] for ds in datasets
+            if (encoder, ds) in results]
+    return round(float(np.mean(vals)), 2) if vals else None

@@ -27,7 +27,7 @@ from .bigearthnet import (
 )
 from .geotiff import GeoTiffSource
 from .karpathy import KarpathySource
-from .registry import MultiSource, open_source
+from .registry import READERS, SOURCE_READERS, MultiSource, open_source
 from .simulator import SimulatorSource
 from .table import TableSource
 from .torchgeo_datasets import TORCHGEO_CLASSES, TORCHGEO_LAYOUTS, TorchGeoClass, TorchGeoSource
@@ -37,5 +37,5 @@ __all__ = [
     "Scene", "Source", "SourceBase", "label_mapping", "SimulatorSource",
     "BIGEARTHNET_S2_BANDS", "read_bigearthnet_s2", "read_bigearthnet_s1", "BigEarthNetSource",
     "GeoTiffSource", "TorchGeoClass", "TORCHGEO_CLASSES", "TORCHGEO_LAYOUTS", "TorchGeoSource",
-    "KarpathySource", "TableSource", "open_source", "MultiSource",
+    "KarpathySource", "TableSource", "READERS", "SOURCE_READERS", "open_source", "MultiSource",
 ]

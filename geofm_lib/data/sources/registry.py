@@ -4,7 +4,8 @@
 
 from __future__ import annotations
 
-from geofm_lib.config import Config
+from geofm_lib.config import READERS as CONFIG_READERS
+from geofm_lib.config import SOURCES, Config
 from geofm_lib.data import simulate
 from geofm_lib.data.sources.base import Scene, SourceBase
 from geofm_lib.data.sources.bigearthnet import BigEarthNetSource
@@ -15,23 +16,31 @@ from geofm_lib.data.sources.table import TableSource
 from geofm_lib.data.sources.torchgeo_datasets import TorchGeoSource
 from geofm_lib.errors import ConfigError
 
+READERS = {"torchgeo": TorchGeoSource, "karpathy": KarpathySource,
+           "geotiff": lambda ds, spec, cfg: GeoTiffSource(cfg, ds, spec), "table": TableSource}
+"""The reader of each ``sources`` entry, ``(dataset, spec, cfg) -> Source`` (``simulator``
+entries share one simulator); ``config.READERS`` names them."""
+SOURCE_READERS = {"simulator": SimulatorSource, "bigearthnet": BigEarthNetSource,
+                  "geotiff": GeoTiffSource}
+"""The reader of a whole-run ``source`` (``config.SOURCES``), ``(cfg) -> Source``."""
+if {*READERS, "simulator"} != set(CONFIG_READERS) or set(SOURCE_READERS) != set(SOURCES):
+    raise ImportError("data.sources.registry and config name different readers: "
+                      f"{sorted({*READERS, 'simulator'})} vs {sorted(CONFIG_READERS)}, "
+                      f"{sorted(SOURCE_READERS)} vs {sorted(SOURCES)}")
+
 
 def open_source(cfg: Config):
     """The scene source of a configuration: ``sources`` per dataset (the rest simulated), or
     the single ``source`` (simulator, BigEarthNet folders, a GeoTIFF scene)."""
     if cfg.sources:
         return MultiSource(cfg)
-    return {"simulator": SimulatorSource, "bigearthnet": BigEarthNetSource,
-            "geotiff": GeoTiffSource}[cfg.source](cfg)
+    return SOURCE_READERS[cfg.source](cfg)
 
 
 class MultiSource(SourceBase):
     """Datasets from several sources (the ``sources`` parameter); the rest from the simulator."""
 
     def __init__(self, cfg: Config):
-        readers = {"torchgeo": TorchGeoSource, "karpathy": KarpathySource,
-                   "geotiff": lambda ds, spec, c: GeoTiffSource(c, ds, spec),
-                   "table": TableSource}
         self.by_dataset = {}
         simulated = []
         for ds in cfg.dataset_keys:
@@ -42,7 +51,7 @@ class MultiSource(SourceBase):
                                       f"e.g. {{reader: torchgeo, dataset_class: ..., root: ...}}")
                 simulated.append(ds)
             else:
-                self.by_dataset[ds] = readers[spec.reader](ds, spec, cfg)
+                self.by_dataset[ds] = READERS[spec.reader](ds, spec, cfg)
         if simulated:
             sim = SimulatorSource(cfg.model_copy(update={"datasets": tuple(simulated),
                                                          "group": "custom"}))
