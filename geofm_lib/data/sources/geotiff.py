@@ -31,11 +31,18 @@ class GeoTiffSource(SourceBase):
     """
 
     def __init__(self, cfg: Config, dataset: str = "geotiff", spec=None):
-        import geopandas as gpd
-        import rasterio
-        from rasterio.features import rasterize
-
         opts = dict(spec.options) if spec is not None else {}
+        tif, vec = self._files(cfg, dataset, spec, opts)
+        self.cfg, self.dataset, self.tif = cfg, dataset, tif
+        self.max_nodata = float(opts.get("max_nodata", 0.5))
+        self._read_raster(opts)
+        self._burn_labels(vec, opts)
+        self._cut(opts)
+        self.datasets = (dataset,)
+
+    @staticmethod
+    def _files(cfg: Config, dataset: str, spec, opts: dict) -> tuple[Path, Path | None]:
+        """The scene's GeoTIFF and its vector labels (given, or found beside it)."""
         path = (spec.root if spec is not None else cfg.source_path)
         if not path:
             raise ConfigError(f"{dataset}: a GeoTIFF source needs its file (source_path, or "
@@ -48,17 +55,21 @@ class GeoTiffSource(SourceBase):
             vec = Path(_resolve_root(labels))
             if not vec.is_file():
                 raise ConfigError(f"{dataset}: labels file {vec.name!r} not found")
-        else:
-            vec = next((c for c in (tif.with_name(tif.stem + "_polygons.gpkg"),
-                                    tif.with_name(tif.stem + ".geojson"),
-                                    tif.with_name(tif.stem + "_points.gpkg")) if c.is_file()),
-                       None)
-            if vec is None and spec is None:
-                raise ConfigError(f"source_path {tif.name!r} must be a GeoTIFF with "
-                                  f"{tif.stem + '_polygons.gpkg'!r} beside it (or use a "
-                                  f"`sources` entry with options.labels)")
-        self.cfg, self.dataset, self.tif = cfg, dataset, tif
-        self.max_nodata = float(opts.get("max_nodata", 0.5))
+            return tif, vec
+        vec = next((c for c in (tif.with_name(tif.stem + "_polygons.gpkg"),
+                                tif.with_name(tif.stem + ".geojson"),
+                                tif.with_name(tif.stem + "_points.gpkg")) if c.is_file()), None)
+        if vec is None and spec is None:
+            raise ConfigError(f"source_path {tif.name!r} must be a GeoTIFF with "
+                              f"{tif.stem + '_polygons.gpkg'!r} beside it (or use a "
+                              f"`sources` entry with options.labels)")
+        return tif, vec
+
+    def _read_raster(self, opts: dict) -> None:
+        """Pixels, nodata, transform, CRS and band names of the scene."""
+        import rasterio  # deferred: GDAL takes a while to load
+
+        dataset, tif = self.dataset, self.tif
         try:
             with rasterio.open(tif) as src:
                 self.image = src.read()
@@ -80,32 +91,43 @@ class GeoTiffSource(SourceBase):
         if len(self.band_names) != self.image.shape[0]:
             raise ConfigError(f"{dataset}: band_names has {len(self.band_names)} names for "
                               f"{self.image.shape[0]} bands in {tif.name}")
+
+    def _burn_labels(self, vec: Path | None, opts: dict) -> None:
+        """Polygon and point classes burnt into class maps of the raster's grid."""
         h, w = self.image.shape[1:]
         self.class_map = np.zeros((h, w), np.int16)
         self.point_map = np.zeros((h, w), np.int16)
         self.vocabulary: tuple[str, ...] = ()
-        if vec is not None:
-            column = opts.get("label_column", "name")
-            gdf = gpd.read_file(vec)
-            if column not in gdf.columns:
-                raise ConfigError(f"{dataset}: {vec.name} has no column {column!r}; columns: "
-                                  f"{', '.join(map(str, gdf.columns))} (set label_column)")
-            gdf = gdf.to_crs(self.crs)
-            self.vocabulary = tuple(sorted(map(str, gdf[column].unique())))
-            kinds = gdf.geometry.geom_type
-            for kind, target in (("Polygon", self.class_map), ("Point", self.point_map)):
-                part = gdf[kinds.str.contains(kind)]
-                if len(part):
-                    shapes = [(g, self.vocabulary.index(str(n)) + 1)
-                              for g, n in zip(part.geometry, part[column])]
-                    target[:] = rasterize(shapes, out_shape=(h, w), transform=self.transform,
-                                          fill=0, dtype="int16")
-        p = cfg.image_px
+        if vec is None:
+            return
+        import geopandas as gpd  # deferred: geopandas and GDAL take a while to load
+        from rasterio.features import rasterize
+
+        column = opts.get("label_column", "name")
+        gdf = gpd.read_file(vec)
+        if column not in gdf.columns:
+            raise ConfigError(f"{self.dataset}: {vec.name} has no column {column!r}; columns: "
+                              f"{', '.join(map(str, gdf.columns))} (set label_column)")
+        gdf = gdf.to_crs(self.crs)
+        self.vocabulary = tuple(sorted(map(str, gdf[column].unique())))
+        kinds = gdf.geometry.geom_type
+        for kind, target in (("Polygon", self.class_map), ("Point", self.point_map)):
+            part = gdf[kinds.str.contains(kind)]
+            if len(part):
+                shapes = [(g, self.vocabulary.index(str(n)) + 1)
+                          for g, n in zip(part.geometry, part[column])]
+                target[:] = rasterize(shapes, out_shape=(h, w), transform=self.transform,
+                                      fill=0, dtype="int16")
+
+    def _cut(self, opts: dict) -> None:
+        """Patch origins with a stride, without patches that are mostly nodata."""
+        h, w = self.image.shape[1:]
+        p = self.cfg.image_px
         stride = int(opts.get("stride_px", p))
         if stride < 1:
-            raise ConfigError(f"{dataset}: stride_px must be at least 1")
+            raise ConfigError(f"{self.dataset}: stride_px must be at least 1")
         if h < p or w < p:
-            raise ConfigError(f"{dataset}: the scene ({h}x{w} px) is smaller than "
+            raise ConfigError(f"{self.dataset}: the scene ({h}x{w} px) is smaller than "
                               f"image_px={p}")
         invalid = ~np.isfinite(self.image).all(axis=0) if self.image.dtype.kind == "f" \
             else np.zeros((h, w), bool)
@@ -118,7 +140,6 @@ class GeoTiffSource(SourceBase):
         self.cells = [(y, x) for y, x in cells
                       if invalid[y:y + p, x:x + p].mean() <= self.max_nodata]
         self.skipped = len(cells) - len(self.cells)
-        self.datasets = (dataset,)
 
     def count(self, dataset: str) -> int:
         return min(len(self.cells), self.cfg.samples_per_dataset)
