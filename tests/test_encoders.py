@@ -1,12 +1,12 @@
+"""Frozen encoders and the probes on their features: metrics agree with scikit-learn, probes
+never see test data, caches are reused only when the encoder and data hashes match."""
+
+import numpy as np
+import pytest
+from sklearn.metrics import fbeta_score, hamming_loss, precision_score
+
 from geofm_lib import encoders, errors, evaluation, paths
 from geofm_lib.data import build, shards
-
-"""Frozen-feature probes: metrics agree with scikit-learn, probes never see test data, caches
-are reused only when the encoder and data hashes match."""
-
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from sklearn.metrics import fbeta_score, hamming_loss, precision_score  # noqa: E402
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
