@@ -5,7 +5,7 @@ OpenCLIP's image towers (ModifiedResNet, VisionTransformer) start with a 3-chann
 ``visual.conv1``. Four ways to feed them remote-sensing products:
 
 * ``rgb`` (default): no adapter; every product is mapped to 3 channels in
-  ``models.to_model_input`` (Sentinel-2 B04/B03/B02, Sentinel-1 VV/VH/VV-VH, camera RGB).
+  ``models.inputs.to_model_input`` (Sentinel-2 B04/B03/B02, Sentinel-1 VV/VH/VV-VH, camera RGB).
 * ``conv1x1``: a learned 1x1 convolution from the run's N input bands to 3 channels, in front of
   the stock tower (seed 003's input layer). Bands matched to red, green and blue start as the
   identity onto the R, G, B channels, so pretrained RGB weights see true colour at step 0.
@@ -220,4 +220,4 @@ def _check_channels(x, expected: int) -> None:
     if x.shape[1] != expected:
         raise AdapterError(f"the image tower takes {expected} bands, this batch has "
                            f"{x.shape[1]}; build the input with the model's band layout "
-                           f"(models.input_spec) or retrain with these bands")
+                           f"(models.inputs.input_spec) or retrain with these bands")

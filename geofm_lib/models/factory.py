@@ -84,7 +84,7 @@ def create_model(model_name: str, image_px: int, pretrained: str | None = None,
     if band_adapter != "rgb":
         if not bands:
             raise AdapterError(f"band_adapter={band_adapter!r} needs the model's input bands "
-                               f"(models.input_spec of the shard manifest)")
+                               f"(models.inputs.input_spec of the shard manifest)")
         adapt_visual(model.visual, band_adapter, list(bands))
     tokenizer = open_clip.get_tokenizer(model_name)
     return model, tokenizer
