@@ -76,3 +76,17 @@ def test_from_notebook_reads_parameters_and_catches_strays():
     assert cfg.group == "B" and cfg.preset == "ci"
     with pytest.raises(ConfigError, match="unknown parameter 'n_per_dataset'"):
         from_notebook(ns)
+
+
+def test_parameters_and_the_cli_load_without_torch():
+    """`geofm --help`, `geofm params` and every notebook's first cell check parameters before
+    any heavy library loads: importing the CLI (and with it config) leaves torch unloaded."""
+    import subprocess
+    import sys
+
+    code = ("import sys, geofm_lib.cli; from geofm_lib.config import load_config; "
+            "load_config('ci'); print(sorted(m for m in ('torch', 'open_clip', 'lightning') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "[]"
