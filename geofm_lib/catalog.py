@@ -25,6 +25,7 @@ class Band:
     name: str
     center_nm: float | None  # None for SAR polarisations
     gsd_m: float  # native ground sample distance of this band
+    fwhm_nm: float | None = None  # bandwidth (full width at half maximum), where published
 
 
 @dataclass(frozen=True)
@@ -43,11 +44,12 @@ class Sensor:
 
 
 # Sentinel-2 MSI: 13 bands (ESA). Centre wavelengths of S2A, rounded to nm.
-SENTINEL2_BANDS = (
-    Band("B01", 443, 60), Band("B02", 490, 10), Band("B03", 560, 10), Band("B04", 665, 10),
-    Band("B05", 705, 20), Band("B06", 740, 20), Band("B07", 783, 20), Band("B08", 842, 10),
-    Band("B8A", 865, 20), Band("B09", 945, 60), Band("B10", 1375, 60), Band("B11", 1610, 20),
-    Band("B12", 2190, 20),
+SENTINEL2_BANDS = (  # name, centre nm, native GSD m, bandwidth nm (S2A, ESA)
+    Band("B01", 443, 60, 21), Band("B02", 490, 10, 66), Band("B03", 560, 10, 36),
+    Band("B04", 665, 10, 31), Band("B05", 705, 20, 15), Band("B06", 740, 20, 15),
+    Band("B07", 783, 20, 20), Band("B08", 842, 10, 106), Band("B8A", 865, 20, 21),
+    Band("B09", 945, 60, 20), Band("B10", 1375, 60, 31), Band("B11", 1610, 20, 91),
+    Band("B12", 2190, 20, 175),
 )
 
 

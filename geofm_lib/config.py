@@ -346,7 +346,7 @@ class Config(BaseModel):
 # pairs of BigEarthNet v2 and SSL4EO-S12 through torchgeo share their split and their capped
 # subset too; 4: GeoTIFF samples carry the file's declared nodata value, which stays out of
 # the band statistics), so shards built by older code are not reused under the same hash
-DATA_RULES = 4
+DATA_RULES = 5  # 5: band records (names, wavelengths, nodata per band) in the shards
 
 
 DATA_KEYS = ("datasets", "source", "source_path", "sources", "samples_per_dataset", "image_px",

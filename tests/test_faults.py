@@ -572,7 +572,7 @@ def test_an_unflagged_extreme_pixel_stops_the_build_and_a_declared_one_is_left_o
                            work_dir=str(tmp_path / "w"), sources={name: {
                                "reader": "geotiff", "root": str(tif)}})
 
-    with pytest.raises(DataError, match=r"bad: sample .*band green: 3e\+38.*nodata"):
+    with pytest.raises(DataError, match=r"bad: sample .*band G: 3e\+38.*nodata"):
         build.build_shards(cfg(tmp_path / "bad.tif", "bad"), show_progress=False)
     img[1, 10, 10] = -3.4e38  # the same value declared as the file's nodata
     _geotiff(tmp_path / "ok.tif", img, nodata=-3.4e38)

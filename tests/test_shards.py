@@ -167,3 +167,18 @@ def test_every_sample_carries_the_scene_contract_and_a_reader_that_breaks_it_is_
     with pytest.raises(errors.DataError, match=r"lacks metadata \['date'\].*scene_meta"):
         build.build_shards(other, source=Forgetful(other), show_progress=False)
     assert not (paths.build_folder(other) / "manifest.json").exists()
+
+
+def test_a_dataset_without_a_validation_sample_is_named_with_the_fix(tmp_path):
+    cfg = load_config("ci", group="A", datasets=["bigearthnet_s2"], samples_per_dataset=1,
+                      image_px=32, work_dir=str(tmp_path))
+    manifest = shards.load_manifest(build.build_shards(cfg, show_progress=False))
+    with pytest.raises(errors.DataError, match=r"bigearthnet_s2 has no val samples \(train 1, "
+                                               r"val 0\): raise samples_per_dataset \(now 1\)"):
+        build.check_splits(manifest, cfg.dataset_keys)
+    with pytest.raises(errors.DataError, match="no samples of bigearthnet_s1"):
+        build.check_splits(manifest, ["bigearthnet_s2", "bigearthnet_s1"])
+    ok = load_config("ci", group="A", datasets=["bigearthnet_s2"], samples_per_dataset=4,
+                     image_px=32, work_dir=str(tmp_path))
+    build.check_splits(shards.load_manifest(build.build_shards(ok, show_progress=False)),
+                       ok.dataset_keys)

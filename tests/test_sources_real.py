@@ -322,11 +322,14 @@ def test_geotiff_scene_with_polygons_and_points_any_crs(tmp_path):
     assert "field" in samples[(32, 32)]["json"]["labels"]  # 16 x 16 px of the polygon inside
     assert samples[(64, 64)]["json"]["labels"] == []
     assert samples[(0, 80)]["json"]["nodata_pixels"] == 32 * 16
-    assert samples[(0, 0)]["json"]["bands"] == ["blue", "green", "red"]
+    # the file's band descriptions, resolved to canonical names (the file's kept beside them)
+    assert samples[(0, 0)]["json"]["bands"] == ["B", "G", "R"]
+    assert [b["source_name"] for b in samples[(0, 0)]["json"]["band_info"]] == \
+        ["blue", "green", "red"]
     lon0, lat0, lon1, lat1 = samples[(0, 0)]["json"]["footprint"]["bounds"]
     assert -122 < lon0 < lon1 < -120 and 36 < lat0 < lat1 < 37  # UTM 10N to WGS84
 
-    idx, rule = inputs.input_bands(["blue", "green", "red"])
+    idx, rule = inputs.input_bands(samples[(0, 0)]["json"]["bands"])
     assert idx == [2, 1, 0] and rule == "rgb"
 
 

@@ -159,5 +159,8 @@ def test_model_input_mapping():
                                          "std": [2.0, 2.0]}})["s1"]
     x = inputs.to_model_input(img, ["VV", "VH"], stats)
     assert x.shape == (3, 4, 4) and np.allclose(x, 0.0)
-    with pytest.raises(ValueError, match="cannot map bands"):
+    with pytest.raises(ValueError, match="no red, green and blue among the bands X, Y"):
         inputs.input_bands(["X", "Y"])
+    # three bands without names or wavelengths are not taken for R, G, B
+    with pytest.raises(ValueError, match="band_adapter: first_layer or conv1x1"):
+        inputs.input_bands(["band1", "band2", "band3"])

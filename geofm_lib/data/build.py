@@ -161,12 +161,21 @@ def _patches(cfg: Config, scene, split: str) -> Iterator[dict]:
                "img": scene.image[:, y:y + p, x:x + p], "txt": text, "json": meta}
 
 
-def _valid_mask(img: np.ndarray, nodata) -> np.ndarray:
-    """Pixels that hold a measurement: finite and not the file's declared nodata value."""
+def band_nodata(meta: dict) -> list[float | None]:
+    """Each band's nodata value: from its band record, else the scene's one ``nodata``."""
+    info = meta.get("band_info")
+    if info:
+        return [b.get("nodata") for b in info]
+    return [meta.get("nodata")] * len(meta.get("bands", []))
+
+
+def _valid_mask(img: np.ndarray, meta: dict) -> np.ndarray:
+    """Values that hold a measurement: finite and not their band's declared nodata value."""
     valid = np.isfinite(img) if np.issubdtype(img.dtype, np.floating) else \
         np.ones(img.shape, bool)
-    if nodata is not None and np.isfinite(nodata):
-        valid &= img != nodata
+    for b, value in enumerate(band_nodata(meta)[:img.shape[0]]):
+        if value is not None and np.isfinite(value):
+            valid[b] &= img[b] != value
     return valid
 
 
@@ -177,7 +186,7 @@ def _unit_stats(samples: list[dict]) -> dict:
     imgs = np.stack([s["img"] for s in samples]).astype(np.float64)
     labels = Counter(lab for s in samples for lab in s["json"]["labels"])
     # NaN/inf and declared nodata values are no measurements: kept out of the statistics
-    finite = np.stack([_valid_mask(s["img"], s["json"].get("nodata")) for s in samples])
+    finite = np.stack([_valid_mask(s["img"], s["json"]) for s in samples])
     nonfinite = int(finite.size - finite.sum())
     if nonfinite:
         imgs = np.where(finite, imgs, 0.0)
@@ -186,6 +195,7 @@ def _unit_stats(samples: list[dict]) -> dict:
             "sum": imgs.sum(axis=(0, 2, 3)).tolist(),
             "sumsq": (imgs ** 2).sum(axis=(0, 2, 3)).tolist(),
             "labels": dict(labels), "bands": samples[0]["json"]["bands"],
+            "nodata": band_nodata(samples[0]["json"]),
             "empty_label_sets": sum(1 for s in samples if not s["json"]["labels"])}
 
 
@@ -284,6 +294,7 @@ def _build_locked(cfg: Config, folder: Path, source, show_progress: bool) -> Pat
         check_physical(samples, unit.dataset)
         side = write_shard(tar_path, samples)
         side["vocabulary"] = list(scenes[0].vocabulary) if scenes else []
+        side["band_info"] = samples[0]["json"].get("band_info", []) if samples else []
         side["unreadable_skipped"] = unreadable
         # normalisation statistics come from train only; val keeps just its label counts
         side.update(split=unit.split, dataset=unit.dataset,
@@ -300,6 +311,36 @@ def _build_locked(cfg: Config, folder: Path, source, show_progress: bool) -> Pat
     return folder
 
 
+def check_splits(manifest: dict, datasets) -> None:
+    """Refuse a build that cannot be trained and evaluated: a dataset with no training or no
+    validation sample, a dataset of the run missing, or an image in both splits.
+
+    Raises:
+        DataError: naming the dataset, what it has and how to get the missing split.
+    """
+    counts = manifest["counts"]
+    missing = [ds for ds in datasets if ds not in counts]
+    if missing:
+        raise DataError(f"the build has no samples of {', '.join(missing)}; its source yielded "
+                        f"none (see manifest.json -> source_reports)")
+    for ds in datasets:
+        c = counts[ds]
+        for split in ("train", "val"):
+            if c.get(split, 0) < 1:
+                official = (manifest.get("params", {}).get("sources") or {}).get(ds, {}) \
+                    .get("splits") == "official"
+                fix = (f"the dataset's own {split} list selects none of the files found on "
+                       f"disk (see manifest.json -> source_reports.{ds}); check the list, or "
+                       f"use splits: random") if official else (
+                    f"raise samples_per_dataset (now {manifest['params']['samples_per_dataset']}) "
+                    f"or val_fraction (now {manifest['params']['val_fraction']})")
+                raise DataError(f"{ds} has no {split} samples (train {c.get('train', 0)}, val "
+                                f"{c.get('val', 0)}): {fix}")
+    if manifest.get("duplicates_across_splits"):
+        raise DataError(f"{manifest['duplicates_across_splits']} images occur in both train and "
+                        f"val; rebuild the shards (the build removes such duplicates)")
+
+
 def check_physical(samples: list[dict], dataset: str) -> None:
     """Refuse images holding values no measurement takes (``|x| >= NON_PHYSICAL_ABS``), such
     as an unflagged nodata value of -3.4e38: one such pixel makes the band's standard deviation
@@ -310,7 +351,7 @@ def check_physical(samples: list[dict], dataset: str) -> None:
         if not np.issubdtype(img.dtype, np.floating) and np.iinfo(img.dtype).max < \
                 NON_PHYSICAL_ABS:
             continue
-        valid = _valid_mask(img, s["json"].get("nodata"))
+        valid = _valid_mask(img, s["json"])
         big = np.abs(np.where(valid, img, 0).astype(np.float64)) >= NON_PHYSICAL_ABS
         if big.any():
             per_band = big.reshape(big.shape[0], -1).sum(axis=1)
@@ -339,7 +380,7 @@ def _drop_val_duplicates(folder: Path, sidecars: dict) -> int:
         new = write_shard(folder / name, ({"__key__": s["__key__"], "img": s["img"],
                                            "txt": s["txt"], "json": s["json"]} for s in kept))
         new.update(split="val", dataset=side["dataset"], stats=side["stats"],
-                   vocabulary=side.get("vocabulary", []),
+                   vocabulary=side.get("vocabulary", []), band_info=side.get("band_info", []),
                    unreadable_skipped=side.get("unreadable_skipped", []),
                    val_labels=dict(Counter(lab for s in kept for lab in s["json"]["labels"])))
         atomic_write_json(folder / (name + ".json"), new)
@@ -358,6 +399,16 @@ def _vocabularies(units: list[Unit], sidecars: dict) -> dict[str, list[str]]:
     return out
 
 
+def _band_records(units: list[Unit], sidecars: dict) -> dict[str, list[dict]]:
+    """Each dataset's band records (``geofm_lib.bands.BandRecord``), from its shards."""
+    out: dict[str, list[dict]] = {}
+    for u in units:
+        info = sidecars[u.file].get("band_info")
+        if info and u.dataset not in out:
+            out[u.dataset] = info
+    return out
+
+
 def _manifest(cfg: Config, units: list[Unit], sidecars: dict, removed: int,
               source_reports: dict | None = None) -> dict:
     counts: dict = defaultdict(lambda: {"train": 0, "val": 0})
@@ -373,7 +424,8 @@ def _manifest(cfg: Config, units: list[Unit], sidecars: dict, removed: int,
         if st.get("pixels"):
             acc = sums.setdefault(unit.dataset, {"pixels": 0, "sum": 0, "sumsq": 0,
                                                  "band_pixels": 0, "nonfinite": 0,
-                                                 "bands": st["bands"], "empty": 0})
+                                                 "bands": st["bands"], "empty": 0,
+                                                 "nodata": st.get("nodata")})
             acc["pixels"] += st["pixels"]
             acc["band_pixels"] = np.add(acc["band_pixels"], st.get("band_pixels", st["pixels"]))
             acc["nonfinite"] += st.get("nonfinite", 0)
@@ -384,12 +436,18 @@ def _manifest(cfg: Config, units: list[Unit], sidecars: dict, removed: int,
                        "n": side["n"], "sha256": side["sha256"], "bytes": side["bytes"]})
     band_stats = {}
     for ds, acc in sums.items():
-        n = np.maximum(np.asarray(acc["band_pixels"], dtype=np.float64), 1)
+        valid = np.asarray(acc["band_pixels"], dtype=np.float64)
+        n = np.maximum(valid, 1)
         mean = acc["sum"] / n
         std = np.sqrt(np.maximum(acc["sumsq"] / n - mean ** 2, 0))
         band_stats[ds] = {"bands": acc["bands"], "mean": np.round(mean, 4).tolist(),
                           "std": np.round(std, 4).tolist(), "pixels": acc["pixels"],
                           "nonfinite_values": int(acc["nonfinite"]),
+                          # per band: values that are NaN or the band's nodata (not counted)
+                          "nodata_pixels": (acc["pixels"] - valid).astype(int).tolist(),
+                          "nodata": acc["nodata"] or [None] * len(acc["bands"]),
+                          # bands with no measurement at all: no statistics, not model input
+                          "all_nodata": [b for b, v in zip(acc["bands"], valid) if v == 0],
                           "from_split": "train"}
     all_train = {h for s in sidecars.values() if s["split"] == "train" for h in s["content"]}
     all_val = {h for s in sidecars.values() if s["split"] == "val" for h in s["content"]}
@@ -405,6 +463,7 @@ def _manifest(cfg: Config, units: list[Unit], sidecars: dict, removed: int,
                               for ds, f in freq.items()},
         "band_stats": band_stats,
         "vocabularies": _vocabularies(units, sidecars),
+        "band_records": _band_records(units, sidecars),
         "source_reports": source_reports or {},
         "unreadable_skipped": {ds: n for ds, n in Counter(
             u.dataset for u in units for _ in sidecars[u.file].get("unreadable_skipped", [])

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import webdataset as wds
 
+from geofm_lib.bands import BandRecord
 from geofm_lib.errors import ShardError
 from geofm_lib.io import atomic_path, atomic_write_bytes, atomic_write_json
 
@@ -363,6 +364,14 @@ class Manifest(dict):
 
     def bands(self, dataset: str) -> list[str]:
         return list(self["band_stats"].get(dataset, {}).get("bands", []))
+
+    def band_records(self, dataset: str) -> list[BandRecord]:
+        """The dataset's bands as records: canonical name, wavelength, width, units, nodata."""
+        return [BandRecord.from_dict(d) for d in self.get("band_records", {}).get(dataset, [])]
+
+    def empty_bands(self, dataset: str) -> list[str]:
+        """Bands without one measurement in the training split (entirely nodata)."""
+        return list(self["band_stats"].get(dataset, {}).get("all_nodata", []))
 
     def vocabulary(self, dataset: str) -> list[str]:
         """The dataset's label vocabulary; empty for caption corpora and unlabelled data."""

@@ -31,6 +31,7 @@ from functools import cache, lru_cache
 
 import numpy as np
 
+from geofm_lib.bands import resolve_bands
 from geofm_lib.catalog import SENSORS, Dataset, get_dataset
 from geofm_lib.data.recipes import _MAT_INDEX, _SCENE_FAMILY, _VEGETATED, RECIPES, _signature_table
 
@@ -310,13 +311,20 @@ def render(dataset: str, index: int, seed: int = 0, image_px: int = 64,
     pair = ds.pair_dataset
     meta = {
         "dataset": dataset, "group": ds.group, "sensor": SENSORS[sensor_key].name,
-        "bands": list(SENSORS[sensor_key].band_names), "gsd_m": gsd, "index": index,
+        "bands": list(SENSORS[sensor_key].band_names),
+        "band_info": [r.to_dict() for r in _band_records(sensor_key)], "gsd_m": gsd,
+        "index": index,
         "seed": seed,
         "footprint": footprint, "date": footprint["date"],
         "pair_id": f"{_SCENE_FAMILY[dataset]}-{seed}-{index}" if pair else None,
         "scene_labels": scene_labels, "source": "simulator",
     }
     return Sample(image=image, labels=labels, meta=meta, layers=layers)
+
+
+@cache
+def _band_records(sensor_key: str) -> tuple:
+    return tuple(resolve_bands(SENSORS[sensor_key].band_names, sensor=sensor_key))
 
 
 def window_labels(layers: SceneLayers, y0: int, x0: int, h: int, w: int,

@@ -34,23 +34,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from geofm_lib.catalog import SENSORS
+from geofm_lib.bands import POLARISATIONS, wavelength_nm
 from geofm_lib.errors import AdapterError
 
 ADAPTERS = ("rgb", "conv1x1", "first_layer", "wavelength")
-
-
-# C-band SAR (Sentinel-1, 5.405 GHz): 5.55 cm. Polarisation codes for the wavelength adapter.
-C_BAND_NM = 5.55e7
-
-
-POLARISATIONS = {"VV": 1, "VH": 2, "HH": 3, "HV": 4}
-
-
-# names used by camera products and vector-labelled scenes (geotiff/table readers), nm
-GENERIC_BANDS_NM = {"red": 665.0, "green": 560.0, "blue": 490.0, "nir": 842.0, "pan": 625.0,
-                    "r": 665.0, "g": 560.0, "b": 490.0, "swir1": 1610.0, "swir2": 2190.0,
-                    "rededge": 705.0, "coastal": 443.0}
 
 
 # which bands stand for red, green and blue (for initialising from RGB weights)
@@ -68,19 +55,16 @@ def check_adapter(name: str) -> str:
 
 
 def band_wavelength_nm(name: str) -> float:
-    """Centre wavelength (nm) of a band by name: Sentinel-2/camera bands from the catalog,
-    SAR polarisations at C-band, common names (red, nir, ...) from a table."""
-    if name in POLARISATIONS:
-        return C_BAND_NM
-    for sensor in SENSORS.values():
-        for band in sensor.bands:
-            if band.name == name and band.center_nm is not None:
-                return float(band.center_nm)
-    if name.lower() in GENERIC_BANDS_NM:
-        return GENERIC_BANDS_NM[name.lower()]
-    raise AdapterError(f"band {name!r} has no known centre wavelength; name the bands with "
-                       f"catalog names (B01-B12, VV, VH, R, G, B, PAN) or red/green/blue/nir "
-                       f"(options.band_names), or use band_adapter='first_layer'")
+    """Centre wavelength (nm) of a band by canonical name (``bands.wavelength_nm``), or an
+    error that says how to give one."""
+    nm = wavelength_nm(name)
+    if nm is None:
+        raise AdapterError(f"band {name!r} has no known centre wavelength; give the bands' "
+                           f"wavelengths (options.band_wavelengths_nm or a dataset card), "
+                           f"name them with catalog names (B01-B12, VV, VH, R, G, B, PAN) or "
+                           f"red/green/blue/nir (options.band_names), or use "
+                           f"band_adapter='first_layer'")
+    return nm
 
 
 def model_bands(band_lists: list[list[str]]) -> list[str]:

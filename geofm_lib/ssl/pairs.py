@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from geofm_lib.bands import POLARISATIONS
 from geofm_lib.catalog import DATASETS
 from geofm_lib.config import SSL_MODES, Config
 from geofm_lib.data.shards import Manifest, iter_shards, load_manifest, shard_paths
 from geofm_lib.errors import ConfigError, PairError
-from geofm_lib.models.adapters import POLARISATIONS
 from geofm_lib.paths import build_folder
 
 INPUTS = ("s1", "s2", "s1/s2")
@@ -72,7 +72,12 @@ class Pairs:
 def _standardise(img: np.ndarray, band_stat: dict, idx: list[int]) -> np.ndarray:
     mean = np.asarray(band_stat["mean"], np.float32)[idx][:, None, None]
     std = np.maximum(np.asarray(band_stat["std"], np.float32)[idx], 1e-6)[:, None, None]
-    x = (img[idx].astype(np.float32) - mean) / std
+    x = img[idx].astype(np.float32)
+    for j, value in enumerate(band_stat.get("nodata") or []):  # nodata: the band's mean
+        if value is not None and j in idx:
+            k = idx.index(j)
+            x[k][x[k] == value] = mean[k, 0, 0]
+    x = (x - mean) / std
     return np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
 
 

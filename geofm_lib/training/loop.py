@@ -29,7 +29,7 @@ from geofm_lib.evaluation.retrieval import encode_split, summary_metrics, zero_s
 from geofm_lib.io import folder_lock
 from geofm_lib.models.devices import resolve_device, resolve_precision
 from geofm_lib.models.factory import count_parameters, create_model
-from geofm_lib.models.inputs import input_bands, input_spec, stats_to_state
+from geofm_lib.models.inputs import input_spec, stats_to_state
 from geofm_lib.paths import build_folder, checkpoint_dir
 from geofm_lib.progress import get_logger, progress
 from geofm_lib.training.checkpoint import (
@@ -97,16 +97,8 @@ def preflight(cfg: Config) -> tuple[Path, dict]:
         if ds not in manifest["band_stats"]:
             raise ShardError(f"manifest of {folder.name} has no band statistics for {ds}; "
                              f"rebuild the shards")
-        bands = manifest.bands(ds)
-        if cfg.band_adapter != "rgb":
-            continue
-        try:
-            input_bands(bands)
-        except ValueError as exc:
-            raise ConfigError(f"{ds}: its {len(bands)} bands {bands} do not fit the 3-channel "
-                             f"image tower of {cfg.model}: {exc}. Name the bands (e.g. "
-                             f"options.band_names: [red, green, blue]), use a band adapter "
-                             f"(band_adapter: first_layer) or drop the dataset") from None
+    # the bands must fit the image tower: RGB found by name or wavelength, or a band adapter
+    # that takes them (errors name the bands and the adapters that would)
     input_spec(manifest.band_stats_for(cfg.dataset_keys), cfg.band_adapter)
     return folder, manifest
 

@@ -14,8 +14,9 @@ from typing import Protocol, TypedDict
 
 import numpy as np
 
+from geofm_lib.bands import BandRecord, resolve_bands
 from geofm_lib.config import project_root
-from geofm_lib.errors import ConfigError
+from geofm_lib.errors import ConfigError, DataError
 
 
 class Footprint(TypedDict):
@@ -30,7 +31,8 @@ class SceneMeta(TypedDict, total=False):
     dataset: str  # catalog key (or the dataset name of a custom source)
     group: str  # resolution group (A, B, C) or "custom"
     sensor: str
-    bands: list[str]  # band names, in the image's channel order
+    bands: list[str]  # canonical band names (geofm_lib.bands), in the image's channel order
+    band_info: list[dict]  # one BandRecord per band: wavelength, width, units, nodata, ...
     gsd_m: float
     index: int  # the scene's index in its dataset
     source: str  # the reader ("bigearthnet", "torchgeo.EuroSAT", ...)
@@ -60,7 +62,8 @@ class SampleMeta(SceneMeta, total=False):
 
 
 SCENE_KEYS = tuple(k for k in SceneMeta.__annotations__
-                   if k in ("dataset", "group", "sensor", "bands", "gsd_m", "index", "source",
+                   if k in ("dataset", "group", "sensor", "bands", "band_info", "gsd_m",
+                            "index", "source",
                             "date", "pair_id", "footprint"))
 """The keys every scene's metadata carries (``scene_meta`` fills them; the build checks)."""
 
@@ -72,8 +75,16 @@ def missing_scene_keys(meta: dict) -> list[str]:
 def scene_meta(dataset: str, index: int, source: str, *, group: str, sensor: str,
                bands, gsd_m: float, date: str | None = None, bounds=None,
                pair_id: str | None = None, **extra) -> SceneMeta:
-    """The metadata every reader gives a scene (plus reader-specific ``extra`` keys)."""
-    return SceneMeta(dataset=dataset, group=group, sensor=sensor, bands=list(bands),
+    """The metadata every reader gives a scene (plus reader-specific ``extra`` keys).
+
+    ``bands``: :class:`~geofm_lib.bands.BandRecord` s (a reader resolves its bands once with
+    ``bands.resolve_bands``), or names that need no sensor to resolve (``B04``, ``VV``, ``R``).
+    """
+    records = list(bands)
+    if not records or not isinstance(records[0], BandRecord):
+        records = resolve_bands(records, nodata=extra.get("nodata"), where=dataset)
+    return SceneMeta(dataset=dataset, group=group, sensor=sensor,
+                     bands=[r.name for r in records], band_info=[r.to_dict() for r in records],
                      gsd_m=gsd_m, index=index, source=source, date=date, pair_id=pair_id,
                      footprint=Footprint(bounds=bounds, date=date), **extra)
 
@@ -169,3 +180,92 @@ def _file_bounds_lonlat(path) -> list[float] | None:
 
 
 _LABEL_ALIASES = {"sealake": "Sea or lake"}
+
+
+# options every reader of raster files takes to describe its bands (README, "Bands")
+BAND_OPTIONS = ("band_names", "band_wavelengths_nm", "band_fwhm_nm", "sensor", "units", "nodata")
+
+_DESCRIBED_NM = re.compile(r"(\d+(?:\.\d+)?)\s*(nm|nanomet\w*|um|µm|microm\w*)\b", re.I)
+
+_COLOUR_INTERP = {"red": "R", "green": "G", "blue": "B"}
+
+
+def _tag_wavelength(tags: dict, imagery: dict) -> tuple[float | None, float | None]:
+    """(centre, width) in nm from a band's metadata: GDAL's IMAGERY domain
+    (``CENTRAL_WAVELENGTH_UM``, ``FWHM_UM``) or ENVI-style ``wavelength`` / ``fwhm`` with
+    ``wavelength_units`` (values below 100 without units are micrometres)."""
+    if imagery.get("CENTRAL_WAVELENGTH_UM"):
+        fwhm = imagery.get("FWHM_UM")
+        return (float(imagery["CENTRAL_WAVELENGTH_UM"]) * 1000.0,
+                float(fwhm) * 1000.0 if fwhm else None)
+    low = {k.lower(): v for k, v in tags.items()}
+    if "wavelength" not in low:
+        return None, None
+    units = low.get("wavelength_units", "").lower()
+    scale = 1000.0 if units.startswith(("micro", "um", "µm")) else 1.0
+    center = float(low["wavelength"]) * scale
+    if not units and center < 100:
+        scale, center = 1000.0, center * 1000.0
+    return center, float(low["fwhm"]) * scale if low.get("fwhm") else None
+
+
+def _described_wavelength(description: str | None) -> float | None:
+    match = _DESCRIBED_NM.search(description or "")
+    if not match:
+        return None
+    value = float(match.group(1))
+    return value if match.group(2).lower().startswith("n") else value * 1000.0
+
+
+def raster_bands(src, opts: dict, where: str) -> list[BandRecord]:
+    """Band records of an open rasterio dataset.
+
+    Names: ``options.band_names``, else the file's band descriptions, else its colour
+    interpretation (red/green/blue), else ``band1..N``. Wavelengths: ``options.
+    band_wavelengths_nm``, else each band's metadata (GDAL IMAGERY or ENVI ``wavelength``
+    tags), else a wavelength in the description (``band 17 (463.7 nm)``), else the table of
+    ``options.sensor`` (a catalog sensor or ``enmap``). Nodata: ``options.nodata`` (one value
+    or one per band), else the file's per-band nodata values.
+    """
+    n = src.count
+    names = opts.get("band_names")
+    descriptions = list(src.descriptions)
+    if names is None:
+        if all(descriptions):
+            names = descriptions
+        elif all(c.name in _COLOUR_INTERP for c in src.colorinterp):
+            names = [_COLOUR_INTERP[c.name] for c in src.colorinterp]
+        else:
+            names = [f"band{i + 1}" for i in range(n)]
+    if len(names) != n:
+        raise ConfigError(f"{where}: band_names has {len(names)} names for the {n} bands of "
+                          f"the file")
+    centers, widths = [], []
+    for i in range(1, n + 1):
+        try:
+            imagery = src.tags(i, ns="IMAGERY")
+        except Exception:  # noqa: BLE001 - older GDAL has no IMAGERY domain
+            imagery = {}
+        center, width = _tag_wavelength(src.tags(i), imagery)
+        centers.append(center if center is not None
+                       else _described_wavelength(descriptions[i - 1]))
+        widths.append(width)
+    given = opts.get("band_wavelengths_nm")
+    nodata = opts.get("nodata", list(src.nodatavals))
+    try:
+        return resolve_bands(names, sensor=opts.get("sensor"),
+                             wavelengths_nm=given if given is not None else
+                             (centers if any(c is not None for c in centers) else None),
+                             fwhm_nm=opts.get("band_fwhm_nm") or
+                             (widths if any(w is not None for w in widths) else None),
+                             units=opts.get("units"), nodata=nodata, where=where)
+    except DataError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def check_options(opts: dict, allowed, where: str) -> None:
+    """Refuse reader options nobody reads (a typo would be ignored silently)."""
+    unknown = sorted(set(opts) - set(allowed))
+    if unknown:
+        raise ConfigError(f"{where}: unknown option(s) {', '.join(unknown)}; this reader takes "
+                          f"{', '.join(sorted(allowed))}")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from geofm_lib.bands import resolve_bands
 from geofm_lib.catalog import SENSORS, get_dataset
 from geofm_lib.config import Config
 from geofm_lib.data.sources.base import Scene, SourceBase, scene_meta
@@ -108,7 +109,9 @@ class BigEarthNetSource(SourceBase):
         date = (raw.get("acquisition_date") or raw.get("acquisition_time", ""))[:10]
         twin = raw.get("corresponding_s2_patch")
         meta = scene_meta(dataset, index, "bigearthnet", group=ds.group,
-                          sensor=SENSORS[ds.sensor].name, bands=ds.bands, gsd_m=10.0, date=date,
+                          sensor=SENSORS[ds.sensor].name,
+                          bands=resolve_bands(ds.bands, sensor=ds.sensor, where=dataset),
+                          gsd_m=10.0, date=date,
                           bounds=_utm_bounds_to_lonlat(raw),
                           pair_id=twin or (folder.name if dataset == "bigearthnet_s2" else None),
                           patch_name=folder.name, scene_labels=labels)

@@ -4,13 +4,27 @@ polygons or a class raster.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
 
+from geofm_lib.bands import resolve_bands
 from geofm_lib.config import Config
-from geofm_lib.data.sources.base import Scene, SourceBase, _resolve_root, scene_meta
+from geofm_lib.data.sources.base import (
+    BAND_OPTIONS,
+    Scene,
+    SourceBase,
+    _resolve_root,
+    check_options,
+    raster_bands,
+    scene_meta,
+)
 from geofm_lib.errors import ConfigError
+
+# a band name inside a file name: Sentinel-2 (B02, B8A), SAR polarisations
+_BAND_TOKEN = re.compile(r"^(B\d{1,2}A?|VV|VH|HH|HV)$", re.IGNORECASE)
+
 
 # --- a GeoTIFF scene with vector labels -----------------------------------------------------------
 
@@ -25,6 +39,9 @@ class GeoTiffSource(SourceBase):
     * ``source: geotiff`` + ``source_path`` reads ``<stem>_polygons.gpkg`` beside the file;
       a ``sources`` entry ``{reader: geotiff, root: scene.tif, options: {labels: ...,
       label_column: ..., stride_px: ..., band_names: [...]}}`` says it explicitly.
+    * Bands: named and given wavelengths from the file or the options (``base.raster_bands``:
+      ``band_names``, ``band_wavelengths_nm``, ``band_fwhm_nm``, ``sensor``, ``units``,
+      ``nodata``).
     * Nodata: patches with more than ``max_nodata`` (default 0.5) nodata or NaN pixels are
       skipped and counted (``report``); the rest keep their nodata pixels, counted per patch.
     * Footprints: patch bounds reprojected to WGS84.
@@ -32,6 +49,8 @@ class GeoTiffSource(SourceBase):
 
     def __init__(self, cfg: Config, dataset: str = "geotiff", spec=None):
         opts = dict(spec.options) if spec is not None else {}
+        check_options(opts, ("labels", "label_column", "stride_px", "max_nodata",
+                             *BAND_OPTIONS), f"sources.{dataset}.options")
         tif, vec = self._files(cfg, dataset, spec, opts)
         self.cfg, self.dataset, self.tif = cfg, dataset, tif
         self.max_nodata = float(opts.get("max_nodata", 0.5))
@@ -48,6 +67,12 @@ class GeoTiffSource(SourceBase):
             raise ConfigError(f"{dataset}: a GeoTIFF source needs its file (source_path, or "
                               f"root in sources.{dataset})")
         tif = Path(_resolve_root(path))
+        if tif.is_dir():  # a product stored one band per file
+            labels = opts.get("labels")
+            vec = Path(_resolve_root(labels)) if labels is not None else None
+            if vec is not None and not vec.is_file():
+                raise ConfigError(f"{dataset}: labels file {vec.name!r} not found")
+            return tif, vec
         if not tif.is_file():
             raise ConfigError(f"{dataset}: no GeoTIFF at {tif.name!r}")
         labels = opts.get("labels")
@@ -70,27 +95,87 @@ class GeoTiffSource(SourceBase):
         import rasterio  # deferred: GDAL takes a while to load
 
         dataset, tif = self.dataset, self.tif
+        self.band_files = None
         try:
-            with rasterio.open(tif) as src:
-                self.image = src.read()
-                self.nodata = src.nodata
-                self.transform = src.transform
-                self.crs = src.crs
-                self.gsd_m = float(abs(src.transform.a))
-                descriptions = list(src.descriptions)
+            if tif.is_dir():
+                self._read_band_files(opts)
+            else:
+                with rasterio.open(tif) as src:
+                    self.image = src.read()
+                    self.transform = src.transform
+                    self.crs = src.crs
+                    self.gsd_m = float(abs(src.transform.a))
+                    self.bands = raster_bands(src, opts, f"{dataset} ({tif.name})")
         except rasterio.errors.RasterioIOError as exc:
             raise ConfigError(f"{dataset}: {tif.name!r} is not a raster rasterio/GDAL can read "
-                              f"({str(exc)[:200]}); give the scene's GeoTIFF (.tif) as root"
-                              ) from None
+                              f"({str(exc)[:200]}); give the scene's GeoTIFF (.tif), or a "
+                              f"folder of single-band files, as root") from None
         if self.crs is None:
             raise ConfigError(f"{dataset}: {tif.name} has no CRS; footprints and vector labels "
                               "need a georeferenced raster")
-        names = opts.get("band_names") or (descriptions if all(descriptions) else None)
-        self.band_names = list(names) if names else [f"band{i + 1}"
-                                                     for i in range(self.image.shape[0])]
-        if len(self.band_names) != self.image.shape[0]:
-            raise ConfigError(f"{dataset}: band_names has {len(self.band_names)} names for "
-                              f"{self.image.shape[0]} bands in {tif.name}")
+        values = {r.nodata for r in self.bands}
+        # one nodata value for the file where all bands share it (the scene's ``nodata``)
+        self.nodata = values.pop() if len(values) == 1 else None
+
+    def _read_band_files(self, opts: dict) -> None:
+        """A folder of single-band rasters (a Sentinel-2 product as ``*_B02_10m.jp2`` files):
+        the band named by the token of each file name that is a band name (``B02``, ``B8A``,
+        ``VV``), stacked on the grid of the finest file; coarser bands covering the same
+        extent are upsampled by pixel replication (nearest). Files without a band token
+        (``SCL``, ``TCI``, ``AOT``) are not used, and counted in the report."""
+        import rasterio
+        from rasterio.enums import Resampling
+
+        folder, where = self.tif, f"{self.dataset} ({self.tif.name}/)"
+        found = sorted(p for p in folder.iterdir()
+                       if p.suffix.lower() in (".tif", ".tiff", ".jp2"))
+        bands, unused = {}, {}
+        for path in found:
+            token = next((t for t in path.stem.split("_") if _BAND_TOKEN.match(t)), None)
+            if token is None:
+                unused[path.name] = "no band name (B02, B8A, VV, ...) in the file name"
+            elif token.upper() in {k.upper() for k in bands}:
+                unused[path.name] = f"a second file for band {token}"
+            else:
+                bands[token] = path
+        if not bands:
+            raise ConfigError(f"{where}: none of the {len(found)} raster files has a band name "
+                              f"in its file name (e.g. T32TQM_20200515_B02_10m.jp2); found "
+                              f"{', '.join(p.name for p in found[:5]) or 'no .tif/.jp2 files'}")
+        metas = {}
+        for token, path in bands.items():
+            with rasterio.open(path) as src:
+                if src.count != 1:
+                    raise ConfigError(f"{where}: {path.name} has {src.count} bands; a band "
+                                      f"folder holds one band per file")
+                metas[token] = (src.res[0], src.bounds, src.crs, src.nodata, src.width,
+                                src.height, src.transform)
+        finest = min(metas, key=lambda t: metas[t][0])
+        res, ref_bounds, crs, _, width, height, transform = metas[finest]
+        for token, (r, b, c, *_rest) in metas.items():
+            if c != crs or max(abs(x - y) for x, y in zip(b, ref_bounds)) > r:
+                raise ConfigError(f"{where}: {bands[token].name} does not cover the extent of "
+                                  f"{bands[finest].name} in the same CRS ({c} {tuple(b)} vs "
+                                  f"{crs} {tuple(ref_bounds)}); a band folder holds one "
+                                  f"product")
+        records = resolve_bands(list(bands), sensor=opts.get("sensor"),
+                                wavelengths_nm=opts.get("band_wavelengths_nm"),
+                                fwhm_nm=opts.get("band_fwhm_nm"), units=opts.get("units"),
+                                nodata=opts.get("nodata", [metas[t][3] for t in bands]),
+                                where=where)
+        order = sorted(range(len(records)), key=lambda i: (
+            records[i].center_nm if records[i].center_nm is not None else float("inf"),
+            records[i].name))
+        tokens = [list(bands)[i] for i in order]
+        layers = []
+        for token in tokens:
+            with rasterio.open(bands[token]) as src:
+                layers.append(src.read(1, out_shape=(height, width),
+                                       resampling=Resampling.nearest))
+        self.image = np.stack(layers)
+        self.bands = [records[i] for i in order]
+        self.transform, self.crs, self.gsd_m = transform, crs, float(res)
+        self.band_files = {"found": len(found), "used": len(bands), "not_used": unused}
 
     def _burn_labels(self, vec: Path | None, opts: dict) -> None:
         """Polygon and point classes burnt into class maps of the raster's grid."""
@@ -129,11 +214,14 @@ class GeoTiffSource(SourceBase):
         if h < p or w < p:
             raise ConfigError(f"{self.dataset}: the scene ({h}x{w} px) is smaller than "
                               f"image_px={p}")
-        invalid = ~np.isfinite(self.image).all(axis=0) if self.image.dtype.kind == "f" \
-            else np.zeros((h, w), bool)
-        if self.nodata is not None:
-            invalid |= (self.image == self.nodata).all(axis=0)
-        elif self.image.dtype.kind in "iu":
+        band_invalid = ~np.isfinite(self.image) if self.image.dtype.kind == "f" \
+            else np.zeros(self.image.shape, bool)
+        declared = [r.nodata for r in self.bands]
+        for b, value in enumerate(declared):
+            if value is not None:
+                band_invalid[b] |= self.image[b] == value
+        invalid = band_invalid.all(axis=0)  # no band measured the pixel
+        if all(v is None for v in declared) and self.image.dtype.kind in "iu":
             invalid |= ~self.image.any(axis=0)  # all bands 0: outside the acquisition
         self.invalid = invalid
         cells = [(y, x) for y in range(0, h - p + 1, stride) for x in range(0, w - p + 1, stride)]
@@ -145,7 +233,8 @@ class GeoTiffSource(SourceBase):
         return min(len(self.cells), self.cfg.samples_per_dataset)
 
     def report(self, dataset: str) -> dict:
-        return {"reader": "geotiff", "file": self.tif.name, "patches": len(self.cells),
+        files = {"band_files": self.band_files} if self.band_files else {}
+        return {"reader": "geotiff", "file": self.tif.name, **files, "patches": len(self.cells),
                 "skipped_mostly_nodata": self.skipped, "max_nodata": self.max_nodata,
                 "crs": str(self.crs), "vocabulary_from": "vector file" if self.vocabulary
                 else "none (unlabelled scene)"}
@@ -170,7 +259,7 @@ class GeoTiffSource(SourceBase):
         b = transform_bounds(self.crs, "EPSG:4326",
                              *bounds(Window(x, y, p, p), self.transform))
         meta = scene_meta(dataset, index, "geotiff", group="custom", sensor=self.tif.stem,
-                          bands=self.band_names, gsd_m=self.gsd_m,
+                          bands=self.bands, gsd_m=self.gsd_m,
                           bounds=[round(v, 6) for v in b], origin_px=[y, x],
                           file=self.tif.name, scene_labels=labeller(0, 0, p, p),
                           nodata_pixels=int(self.invalid[y:y + p, x:x + p].sum()),

@@ -10,28 +10,31 @@ import numpy as np
 from geofm_lib.catalog import DATASETS, SENSORS
 from geofm_lib.config import Config
 from geofm_lib.data.sources.base import (
+    BAND_OPTIONS,
     Scene,
     SourceBase,
     _file_bounds_lonlat,
     _resolve_root,
+    check_options,
+    raster_bands,
     scene_meta,
 )
 from geofm_lib.errors import ConfigError, ShardError
 
 # --- a generic table of images, captions, labels and coordinates ----------------------------
 
-def _read_image(path: Path) -> tuple[np.ndarray, list[str], list[float] | None]:
-    """(C, H, W) pixels in the file's dtype, band names, WGS84 bounds (GeoTIFFs keep all bands
-    and their georeference; other formats are read as RGB)."""
+def _read_image(path: Path, opts: dict, sensor: str | None
+                ) -> tuple[np.ndarray, list, list[float] | None]:
+    """(C, H, W) pixels in the file's dtype, band records, WGS84 bounds. GeoTIFFs keep all
+    bands and their georeference, with bands from the file (``base.raster_bands``); other
+    formats are decoded as 8-bit RGB (R, G, B)."""
     if path.suffix.lower() in (".tif", ".tiff"):
         import rasterio
 
         with rasterio.open(path) as src:
             data = src.read()
-            names = [d or f"band{i + 1}" for i, d in enumerate(src.descriptions)]
-        if data.shape[0] == 3 and names == ["band1", "band2", "band3"]:
-            names = ["R", "G", "B"]
-        return data, names, _file_bounds_lonlat(path)
+            bands = raster_bands(src, {"sensor": sensor, **opts}, path.name)
+        return data, bands, _file_bounds_lonlat(path)
     from PIL import Image
 
     with Image.open(path) as im:
@@ -77,6 +80,8 @@ class TableSource(SourceBase):
             raise ConfigError(f"sources.{dataset}: {table.name} has no 'image' column "
                               f"(columns: {', '.join(map(str, df.columns))})")
         self.dataset, self.spec, self.cfg = dataset, spec, cfg
+        self.options = dict(spec.options)
+        check_options(self.options, BAND_OPTIONS, f"sources.{dataset}.options")
         self.images = root / (spec.images_dir or ".")
         rows, self.skipped = [], {"no_caption_or_label": 0, "missing_image": 0,
                                   "unreadable_image": 0}
@@ -136,7 +141,11 @@ class TableSource(SourceBase):
     def scene(self, dataset: str, index: int) -> Scene:
         r = self.rows[index]
         try:
-            image, bands, bounds = _read_image(r["path"])
+            image, bands, bounds = _read_image(
+                r["path"], self.options, DATASETS[dataset].sensor if dataset in DATASETS
+                else None)
+        except ConfigError:  # the bands' description does not fit the file: not a bad image
+            raise
         except Exception as exc:  # noqa: BLE001 - any decoder error
             raise ShardError(f"{dataset}: image {r['path'].name} cannot be read "
                              f"({type(exc).__name__}: {exc}); fix or remove it (or set "

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from geofm_lib.bands import resolve_bands
 from geofm_lib.catalog import SENSORS, get_dataset, pair_family
 from geofm_lib.config import Config
 from geofm_lib.data.sources.base import (
@@ -325,7 +326,10 @@ class TorchGeoSource(SourceBase):
         first = next(iter(self.parts.values()))
         self.labels = label_mapping(self.kind.class_names(first, opts, self.ds_info),
                                     self.ds_info.labels)
-        self.bands = self.kind.bands(first, opts)
+        # torchgeo's names (SSL4EO-S12's B1 ... B12) looked up in the catalog sensor's table
+        self.band_records = resolve_bands(self.kind.bands(first, opts),
+                                          sensor=self.ds_info.sensor, where=dataset)
+        self.bands = [r.name for r in self.band_records]  # canonical: B01 ... B12, B8A
         self.datasets = (dataset,)
         self._index = self._plan()
 
@@ -405,7 +409,8 @@ class TorchGeoSource(SourceBase):
         image, labels, dominant = self.kind.pixels(self, sample, sample["image"].numpy(), index)
         ds = self.ds_info
         meta = scene_meta(self.dataset, index, f"torchgeo.{self.spec.dataset_class}",
-                          group=ds.group, sensor=SENSORS[ds.sensor].name, bands=self.bands,
+                          group=ds.group, sensor=SENSORS[ds.sensor].name,
+                          bands=self.band_records,
                           gsd_m=ds.gsd_m)
         meta.update(self.kind.meta(part, i, self.bands))
         if self.kind.dated:
