@@ -140,6 +140,30 @@ def test_eurosat_13_bands_with_georeferenced_footprints(tmp_path):
     assert all(splits[f] == "train" for f in train_files if f in splits)
 
 
+def test_eurosat_partial_split_lists_are_reported_not_dropped_silently(tmp_path, caplog):
+    names = _write_eurosat(tmp_path / "eurosat", per_class=12)  # 24 files on disk
+    crop, sea = (sorted(f for f in names if f.startswith(c)) for c in ("AnnualCrop", "SeaLake"))
+    root = tmp_path / "eurosat"
+    # 6 files listed for train, 4 for val (torchgeo wants every class in every list)
+    (root / "eurosat-train.txt").write_text("\n".join(crop[:3] + sea[:3]) + "\n")
+    (root / "eurosat-val.txt").write_text("\n".join(crop[3:5] + sea[3:5]) + "\n")
+    spec = {"reader": "torchgeo", "dataset_class": "EuroSAT", "root": str(root)}
+    with caplog.at_level("WARNING", logger="geofm"):
+        folder = build.build_shards(_cfg(tmp_path, {"eurosat": spec}), show_progress=False)
+    m = shards.load_manifest(folder)
+    report = m["source_reports"]["eurosat"]
+    # a random split reads every list; the empty test list cannot be read and says so
+    assert report["splits_read"] == ["train", "val"] and "test" in report["unreadable_lists"]
+    assert "the test list cannot be read" in caplog.text
+    assert (report["found_on_disk"], report["listed"], report["used"]) == (24, 10, 10)
+    assert report["not_used"] == {"not in the train/val list(s)": 14}
+    assert sum(m["counts"]["eurosat"].values()) == 10
+    capped = build.build_shards(_cfg(tmp_path, {"eurosat": spec}, samples_per_dataset=4,
+                                     work_dir=str(tmp_path / "w2")), show_progress=False)
+    assert shards.load_manifest(capped)["source_reports"]["eurosat"]["not_used"] == {
+        "not in the train/val list(s)": 14, "over samples_per_dataset": 6}
+
+
 def test_eurosat_rgb_keeps_three_bands(tmp_path):
     _write_eurosat(tmp_path / "eurosat")
     cfg = _cfg(tmp_path, {"eurosat_rgb": {"reader": "torchgeo", "dataset_class": "EuroSAT",

@@ -8,6 +8,7 @@ for standardisation come from the training split only, with declared nodata left
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -295,6 +296,8 @@ def _build_locked(cfg: Config, folder: Path, source, show_progress: bool) -> Pat
         side = write_shard(tar_path, samples)
         side["vocabulary"] = list(scenes[0].vocabulary) if scenes else []
         side["band_info"] = samples[0]["json"].get("band_info", []) if samples else []
+        side["caption_hashes"] = _caption_hashes(samples)
+        side["own_captions"] = sum(1 for x in samples if x["json"].get("captions"))
         side["unreadable_skipped"] = unreadable
         # normalisation statistics come from train only; val keeps just its label counts
         side.update(split=unit.split, dataset=unit.dataset,
@@ -381,6 +384,8 @@ def _drop_val_duplicates(folder: Path, sidecars: dict) -> int:
                                            "txt": s["txt"], "json": s["json"]} for s in kept))
         new.update(split="val", dataset=side["dataset"], stats=side["stats"],
                    vocabulary=side.get("vocabulary", []), band_info=side.get("band_info", []),
+                   caption_hashes=_caption_hashes(kept),
+                   own_captions=sum(1 for x in kept if x["json"].get("captions")),
                    unreadable_skipped=side.get("unreadable_skipped", []),
                    val_labels=dict(Counter(lab for s in kept for lab in s["json"]["labels"])))
         atomic_write_json(folder / (name + ".json"), new)
@@ -397,6 +402,24 @@ def _vocabularies(units: list[Unit], sidecars: dict) -> dict[str, list[str]]:
         if vocab or u.dataset not in out:
             out[u.dataset] = vocab
     return out
+
+
+def _caption_hashes(samples) -> list[str]:
+    """Short hashes of a shard's distinct captions (to count distinct captions per dataset)."""
+    return sorted({hashlib.sha256(s["txt"].encode()).hexdigest()[:16] for s in samples})
+
+
+def _caption_counts(units: list[Unit], sidecars: dict) -> dict[str, dict[str, dict]]:
+    """Per dataset and split: how many different captions (1: every image the same text) and
+    how many images carry captions of their own (a corpus) rather than ones made from
+    labels."""
+    seen: dict = defaultdict(lambda: defaultdict(set))
+    own: dict = defaultdict(Counter)
+    for u in units:
+        seen[u.dataset][u.split].update(sidecars[u.file].get("caption_hashes", []))
+        own[u.dataset][u.split] += sidecars[u.file].get("own_captions", 0)
+    return {ds: {sp: {"distinct": len(h), "own": own[ds][sp]} for sp, h in splits.items()}
+            for ds, splits in seen.items()}
 
 
 def _band_records(units: list[Unit], sidecars: dict) -> dict[str, list[dict]]:
@@ -464,6 +487,7 @@ def _manifest(cfg: Config, units: list[Unit], sidecars: dict, removed: int,
         "band_stats": band_stats,
         "vocabularies": _vocabularies(units, sidecars),
         "band_records": _band_records(units, sidecars),
+        "captions": _caption_counts(units, sidecars),
         "source_reports": source_reports or {},
         "unreadable_skipped": {ds: n for ds, n in Counter(
             u.dataset for u in units for _ in sidecars[u.file].get("unreadable_skipped", [])

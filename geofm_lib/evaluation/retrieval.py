@@ -116,6 +116,7 @@ def encode_split(model, tokenizer, paths, channel_stats: dict, device: str = "cp
         meta.append({"footprint": m.get("footprint"), "date": m.get("date"),
                      "sensor": m.get("sensor"), "gsd_m": m.get("gsd_m"),
                      "pair_id": m.get("pair_id"), "split": m.get("split"),
+                     "own_captions": bool(m.get("captions")),
                      "shard": str(s["__url__"]).rsplit("/", 1)[-1]})
         if len(batch_imgs) == batch_size:
             flush()
@@ -159,6 +160,29 @@ def vocabulary_of(dataset: str, vocabularies: dict | None = None) -> tuple[str, 
     return DATASETS[dataset].labels if dataset in DATASETS else ()
 
 
+def not_evaluable(enc: Encoded, vocabularies: dict | None = None) -> dict[str, str]:
+    """The datasets of an encoded split that cannot be scored, each with the reason: no labels
+    and no captions of their own (an unlabelled dataset such as SSL4EO-S12), captions that are
+    all the same text, or labels that no image of the split carries. They are shown (maps,
+    embeddings), never scored: :func:`zero_shot` and :func:`caption_retrieval` leave them out
+    and the metrics file records the reason instead of a number."""
+    out = {}
+    for ds in dict.fromkeys(enc.datasets.tolist()):
+        idx = np.flatnonzero(enc.datasets == ds)
+        if vocabulary_of(ds, vocabularies):
+            if not any(enc.labels[i] for i in idx):
+                out[ds] = f"none of its {len(idx)} images in this split carries a label"
+            continue
+        own = [enc.all_captions[i] for i in idx if enc.meta[i].get("own_captions")]
+        if not own:
+            out[ds] = ("no labels and no captions of its own (an unlabelled dataset): "
+                       "nothing to score against")
+        elif len({c for caps in own for c in caps}) < 2:
+            out[ds] = (f"all {sum(map(len, own))} captions are the same text: every ranking "
+                       f"would count as a hit")
+    return out
+
+
 def zero_shot(model, tokenizer, enc: Encoded, metadata: bool = False, ks=KS,
               n_boot: int = 2000, seed: int = 0, device: str = "cpu",
               vocabularies: dict | None = None) -> dict[str, DatasetResult]:
@@ -169,10 +193,12 @@ def zero_shot(model, tokenizer, enc: Encoded, metadata: bool = False, ks=KS,
         vocabularies: labels per dataset from the shard manifest (datasets outside the
             catalog, e.g. GeoTIFF scenes labelled by their vector files, need them).
     """
-    results = {}
+    results, unscored = {}, not_evaluable(enc, vocabularies)
     for ds in dict.fromkeys(enc.datasets.tolist()):
         vocab = vocabulary_of(ds, vocabularies)
         if not vocab:  # an image-text corpus without labels: see caption_retrieval
+            continue
+        if ds in unscored:
             continue
         prompts = label_prompts(ds, metadata=metadata, vocabulary=vocab)
         text = encode_texts(model, tokenizer, prompts, device=device)
@@ -291,10 +317,11 @@ def caption_recall(sim: np.ndarray, owner: np.ndarray, ks=KS) -> tuple[dict, dic
 def caption_retrieval(model, tokenizer, enc: Encoded, ks=KS, device: str = "cpu",
                       vocabularies: dict | None = None) -> dict[str, CaptionResult]:
     """Multi-caption retrieval for every dataset of ``enc`` whose images carry captions of
-    their own and no labels (corpora read with the karpathy reader)."""
-    out = {}
+    their own and no labels (corpora read with the karpathy or table reader); datasets that
+    cannot be scored (:func:`not_evaluable`) are left out."""
+    out, unscored = {}, not_evaluable(enc, vocabularies)
     for ds in dict.fromkeys(enc.datasets.tolist()):
-        if vocabulary_of(ds, vocabularies):
+        if vocabulary_of(ds, vocabularies) or ds in unscored:
             continue
         idx = np.flatnonzero(enc.datasets == ds)
         texts, owner = [], []

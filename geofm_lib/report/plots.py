@@ -446,3 +446,30 @@ def ssl_curves(history: list[dict]):
         ax.set_xlabel("step")
     fig.tight_layout()
     return fig
+
+
+def ssl_score_bars(rows: list[dict], inputs=("s1", "s2", "s1/s2")):
+    """Seed 003's evaluation as bars: one panel per task, a bar per method and input, with the
+    95 % bootstrap interval as error bars."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    table = pd.DataFrame(rows)
+    tasks = list(dict.fromkeys(table.task))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 3.6), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        sub_t = table[table.task == task]
+        methods = list(dict.fromkeys(sub_t.method))
+        width = 0.8 / len(methods)
+        for i, m in enumerate(methods):
+            sub = sub_t[sub_t.method == m].set_index("input").loc[list(inputs)]
+            lo = sub.score - sub.ci.map(lambda c: c[0])
+            hi = sub.ci.map(lambda c: c[1]) - sub.score
+            ax.bar(np.arange(len(inputs)) + i * width, sub.score, width, yerr=[lo, hi],
+                   capsize=2, label=m)
+        ax.set_xticks(np.arange(len(inputs)) + width * (len(methods) - 1) / 2, list(inputs))
+        ax.set_ylabel(f"{sub_t.metric.iloc[0]} (%)")
+        ax.set_title(task)
+    axes[0][0].legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return fig

@@ -8,6 +8,8 @@ from .evaluation import (
     accuracy_ci,
     compare_runs,
     evaluate,
+    headline_scores,
+    not_evaluable,
     features_of,
     labelled_subset,
     save_evaluation,
@@ -43,5 +45,5 @@ __all__ = [
     "augmentations", "build_task", "stem_conv1x1", "make_backbone", "embedding_std",
     "collapse_check", "SSLResult", "pretrain", "read_encoder", "features_of",
     "labelled_subset", "accuracy_ci", "single_label_probe", "SingleLabels", "single_labels",
-    "evaluate", "MODE_NAMES", "save_evaluation", "compare_runs",
+    "evaluate", "headline_scores", "not_evaluable", "MODE_NAMES", "save_evaluation", "compare_runs",
 ]

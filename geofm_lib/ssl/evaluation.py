@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from geofm_lib.config import SSL_MODES, Config
-from geofm_lib.errors import PairError
+from geofm_lib.errors import DataError, PairError
 from geofm_lib.evaluation.bootstrap import bootstrap_stats
 from geofm_lib.evaluation.finetune import fit_head
 from geofm_lib.evaluation.probes import (
@@ -106,6 +106,34 @@ def single_labels(train: Pairs, idx: np.ndarray, test: Pairs) -> SingleLabels | 
                         np.array([pos.get(d, -1) if d else -2 for d in test.dominant]))
 
 
+def not_evaluable(train: Pairs, test: Pairs, cfg: Config) -> str | None:
+    """Why the places cannot be scored (seed 003's protocol needs labels), or None. An
+    unlabelled dataset (SSL4EO-S12) is pretrained on and shown (curves, collapse check,
+    embeddings); it is never given an F2 of 0."""
+    if not train.vocabulary:
+        return ("the data has no labels (an unlabelled dataset such as SSL4EO-S12), so there "
+                "is no multi-label task to score; evaluate the encoder on a labelled dataset "
+                "(e.g. BigEarthNet) with the same bands")
+    idx = labelled_subset(train, cfg.labelled_samples, cfg.seed)
+    if not any(train.labels[i] for i in idx):
+        return f"none of the {len(idx)} places of the labelled training set carries a label"
+    if not any(test.labels):
+        return f"none of the {len(test)} validation places carries a label"
+    return None
+
+
+def headline_scores(rows: list[dict]) -> dict:
+    """The multi-label S1/S2 linear-probe F2 of the MoCo encoder and of random init, with their
+    intervals (the numbers a report leads with)."""
+    multi = [r for r in rows if r["task"] == "multi-label"]
+    probe = {r["input"]: r for r in multi if "linear probe" in r["method"] and "MoCo" in r["method"]}
+    base = {r["input"]: r for r in multi if r["method"] == "random init, linear probe"}
+    return {"linear_probe_f2_s1s2": round(probe["s1/s2"]["score"], 2),
+            "linear_probe_f2_s1s2_ci": [round(v, 2) for v in probe["s1/s2"]["ci"]],
+            "random_init_f2_s1s2": round(base["s1/s2"]["score"], 2),
+            "random_init_f2_s1s2_ci": [round(v, 2) for v in base["s1/s2"]["ci"]]}
+
+
 def evaluate(cfg: Config, encoder_path: Path, finetune_epochs: int = 5, n_boot: int = 300,
              device: str = "cpu", show_progress: bool = True,
              tasks: tuple[str, ...] = ("multi-label", "single-label")) -> list[dict]:
@@ -116,8 +144,11 @@ def evaluate(cfg: Config, encoder_path: Path, finetune_epochs: int = 5, n_boot: 
     Single-label (the dominant land-cover class, where the data has one): accuracy. Every
     score has a bootstrap 95 % interval over test places. Rows: ``task, metric, method,
     input, score, ci, n_train, n_test``."""
-    ssl_net, state = read_encoder(encoder_path, device)
     train, test = load_pairs(cfg, "train"), load_pairs(cfg, "val")
+    why = not_evaluable(train, test, cfg)
+    if why is not None:
+        raise DataError(f"not evaluable: {why}")
+    ssl_net, state = read_encoder(encoder_path, device)
     if train.bands != state["bands"]:
         raise PairError(f"the encoder takes {state['bands']}, this data has {train.bands}")
     idx = labelled_subset(train, cfg.labelled_samples, cfg.seed)

@@ -24,7 +24,7 @@ import torch
 from geofm_lib import distributed
 from geofm_lib.config import Config
 from geofm_lib.data.shards import Manifest, iter_shards, load_manifest, shard_paths
-from geofm_lib.errors import ConfigError, ShardError, TrainingDiverged
+from geofm_lib.errors import ConfigError, DataError, ShardError, TrainingDiverged
 from geofm_lib.evaluation.retrieval import encode_split, summary_metrics, zero_shot
 from geofm_lib.io import folder_lock
 from geofm_lib.models.devices import resolve_device, resolve_precision
@@ -97,10 +97,36 @@ def preflight(cfg: Config) -> tuple[Path, dict]:
         if ds not in manifest["band_stats"]:
             raise ShardError(f"manifest of {folder.name} has no band statistics for {ds}; "
                              f"rebuild the shards")
+    check_captions(manifest, cfg.dataset_keys)
     # the bands must fit the image tower: RGB found by name or wavelength, or a band adapter
     # that takes them (errors name the bands and the adapters that would)
     input_spec(manifest.band_stats_for(cfg.dataset_keys), cfg.band_adapter)
     return folder, manifest
+
+
+def check_captions(manifest: Manifest, datasets) -> None:
+    """Refuse to train CLIP on a dataset whose training images all carry the same caption
+    (an unlabelled dataset captioned "no labelled objects", or a corpus with one caption):
+    the contrastive loss would teach nothing about the images.
+
+    Raises:
+        DataError: naming the dataset, the caption count and what to do instead.
+    """
+    counts = manifest.get("captions")
+    if counts is None:  # a build from before caption counts were kept
+        return
+    fix = ("Give it captions (karpathy or table reader) or labels, leave it out of this run, "
+           "or pretrain on it self-supervised (07_ssl_pretrain)")
+    for ds in datasets:
+        n = manifest.count(ds, "train")
+        c = counts.get(ds, {}).get("train", {"distinct": 0, "own": 0})
+        if n > 1 and c["distinct"] < 2:
+            raise DataError(f"{ds}: all {n} training images carry the same caption, so CLIP "
+                            f"would learn nothing from them. {fix}")
+        if n > 1 and not c["own"] and not manifest.label_frequency(ds, "train"):
+            raise DataError(f"{ds}: none of its {n} training images has a label or a caption "
+                            f"of its own (an unlabelled dataset), so its captions say nothing "
+                            f"about the images. {fix}")
 
 
 def plan_steps(cfg: Config, manifest: Manifest) -> tuple[int, int]:

@@ -35,6 +35,7 @@ from geofm_lib.data.sources.base import (
 )
 from geofm_lib.data.sources.bigearthnet import BIGEARTHNET_S2_BANDS, _utm_bounds_to_lonlat
 from geofm_lib.errors import ConfigError, ShardError
+from geofm_lib.progress import get_logger
 
 
 def _bigearthnet_class():
@@ -92,6 +93,9 @@ def _bigearthnet_v2_class():
             return torch.from_numpy(np.stack(arrays))
 
     return BigEarthNetV2Float
+
+
+log = get_logger()
 
 
 # --- per-class specs ------------------------------------------------------------------------
@@ -222,10 +226,39 @@ def _file_meta(part, i: int, bands) -> dict:
                                                  "date": None})
 
 
+def _file_identity(part, i: int) -> str:
+    return str(part.samples[i][0])
+
+
+def _bigearthnet_identity(part, i: int) -> str:
+    return str(part.folders[i].get("s2") or part.folders[i].get("s1"))
+
+
 def _ssl4eo_present(part) -> list[int]:
     """torchgeo reports the full dataset's length (251079) whatever is on disk: the location
     folders that are there."""
     return sorted(int(d) for d in os.listdir(Path(part.root) / part.split) if d.isdigit())
+
+
+def _count(pattern: str, dirs: bool = False) -> Callable:
+    """Files (or folders) on disk under a root matching a glob, for the reader's report."""
+    def count(root: Path, opts: dict) -> int:
+        return sum(1 for p in root.glob(pattern) if (p.is_dir() if dirs else p.is_file()))
+    return count
+
+
+def _bigearthnet_on_disk(root: Path, opts: dict) -> int:
+    folder = "BigEarthNet-S1-v1.0" if opts.get("bands") == "s1" else "BigEarthNet-v1.0"
+    return _count(f"{folder}/*", dirs=True)(root, opts)
+
+
+def _bigearthnet_v2_on_disk(root: Path, opts: dict) -> int:
+    folder = "BigEarthNet-S1" if opts.get("bands") == "s1" else "BigEarthNet-S2"
+    return _count(f"{folder}/*/*", dirs=True)(root, opts)
+
+
+def _ssl4eo_on_disk(root: Path, opts: dict) -> int:
+    return _count(f"{opts.get('split', 's2c')}/*", dirs=True)(root, opts)
 
 
 def _torchgeo(cls_name: str):
@@ -251,6 +284,12 @@ class TorchGeoClass:
     val_split: str = "val"  # the name of the held-out official split
     present: Callable | None = None  # (part) -> indices on disk, where len() cannot tell
     dated: bool = False  # samples carry their acquisition time ("t")
+    # the split lists a random split reads together (all files of the dataset); () when the
+    # class has none (SSL4EO-S12: every location on disk)
+    split_lists: tuple[str, ...] = ("train", "val", "test")
+    on_disk: Callable | None = None  # (root, options) -> images (or patches) found on disk
+    identity: Callable | None = None  # (part, index) -> the scene's file or patch name, so a
+    #                                   scene named by two split lists is read once
 
 
 TORCHGEO_CLASSES: dict[str, TorchGeoClass] = {
@@ -260,39 +299,48 @@ TORCHGEO_CLASSES: dict[str, TorchGeoClass] = {
         "bigearthnet-{train,val,test}.csv with rows '<S2 patch>,<S1 patch>'",
         lambda: _bigearthnet_class(), lambda first, opts, info: first.class_sets[
             opts["num_classes"]], _bigearthnet_bands, _multi_hot, _bigearthnet_meta,
-        _bigearthnet_options),
+        _bigearthnet_options, on_disk=_bigearthnet_on_disk, identity=_bigearthnet_identity),
     "EuroSAT": TorchGeoClass(
         "ds/images/remote_sensing/otherDatasets/sentinel_2/tif/<Class>/<Class>_<n>.tif "
         "(13-band GeoTIFFs) and eurosat-{train,val,test}.txt (file names)",
         _torchgeo("EuroSAT"), lambda first, opts, info: first.classes, _own_bands,
-        _scene_class, _file_meta, _eurosat_options, dtype=np.uint16),
+        _scene_class, _file_meta, _eurosat_options, dtype=np.uint16,
+        on_disk=_count("ds/images/remote_sensing/otherDatasets/sentinel_2/tif/*/*.tif"),
+        identity=_file_identity),
     "UCMerced": TorchGeoClass(
         "UCMerced_LandUse/Images/<class>/<class><NN>.tif and uc_merced-{train,val,test}.txt "
         "(file names)",
         _torchgeo("UCMerced"), lambda first, opts, info: first.classes, _rgb_bands,
-        _scene_class, _file_meta, dtype=np.uint8),
+        _scene_class, _file_meta, dtype=np.uint8,
+        on_disk=_count("UCMerced_LandUse/Images/*/*.tif"), identity=_file_identity),
     "RESISC45": TorchGeoClass(
         "NWPU-RESISC45/<class>/<class>_<NNN>.jpg and resisc45-{train,val,test}.txt",
         _torchgeo("RESISC45"), lambda first, opts, info: first.classes, _rgb_bands,
-        _scene_class, _file_meta, dtype=np.uint8),
+        _scene_class, _file_meta, dtype=np.uint8, on_disk=_count("NWPU-RESISC45/*/*.jpg"),
+        identity=_file_identity),
     "BigEarthNetV2": TorchGeoClass(
         "BigEarthNet-S2/<tile>/<patch>/<patch>_B02.tif ..., BigEarthNet-S1/<tile>/<S1 patch>/"
         "<S1 patch>_VV.tif and _VH.tif, Reference_Maps/<tile>/<patch>/<patch>_reference_map.tif "
         "and metadata.parquet (patch_id, s1_name, split, labels)",
         lambda: _bigearthnet_v2_class(), lambda first, opts, info: first.class_set,
-        _bigearthnet_bands, _multi_hot, _bigearthnet_v2_meta, _bigearthnet_v2_options),
+        _bigearthnet_bands, _multi_hot, _bigearthnet_v2_meta, _bigearthnet_v2_options,
+        on_disk=_bigearthnet_v2_on_disk,
+        identity=lambda part, i: str(part.metadata_df.loc[i]["patch_id"])),
     "SSL4EOS12": TorchGeoClass(
         "<split: s1|s2c|s2a>/<location, 7 digits>/<season folder named by date>/<band>.tif "
         "(e.g. s2c/0000000/20200101T103421_.../B04.tif)",
         _torchgeo("SSL4EOS12"), lambda first, opts, info: (), _own_bands, _unlabelled,
-        _ssl4eo_meta, _ssl4eo_options, present=_ssl4eo_present, dated=True),
+        _ssl4eo_meta, _ssl4eo_options, present=_ssl4eo_present, dated=True, split_lists=(),
+        on_disk=_ssl4eo_on_disk),
     "SEN12MS": TorchGeoClass(
         "ROIs1158_spring/, ROIs1868_summer/, ROIs1970_fall/, ROIs2017_winter/ each with "
         "{lc,s1,s2}_<scene>/ROIs<...>_{lc,s1,s2}_<scene>_p<patch>.tif, and {train,test}_list.txt "
         "naming the s2 files (torchgeo cannot download SEN12MS; its docstring gives the wget "
         "script)",
         _torchgeo("SEN12MS"), lambda first, opts, info: info.labels,  # IGBP 1-17, catalog order
-        _own_bands, _land_cover_mask, _sen12ms_meta, val_split="test"),  # train/test only
+        _own_bands, _land_cover_mask, _sen12ms_meta, val_split="test",  # train/test only
+        split_lists=("train", "test"), on_disk=_count("ROIs*/s2_*/*.tif"),
+        identity=lambda part, i: str(part.ids[i])),
 }
 TORCHGEO_LAYOUTS = {name: kind.layout for name, kind in TORCHGEO_CLASSES.items()}
 
@@ -321,8 +369,22 @@ class TorchGeoSource(SourceBase):
         if "bands" in opts and isinstance(opts["bands"], list):
             opts["bands"] = tuple(opts["bands"])
         split_opt = opts.pop("split", "train")  # SSL4EO-S12's options name its split
-        names = ("train", self.kind.val_split) if spec.splits == "official" else (split_opt,)
-        self.parts = {n: self._open(cls_name, n, opts) for n in names}
+        self.opts = {**opts, "split": split_opt}
+        if spec.splits == "official":
+            names = ("train", self.kind.val_split)
+        else:  # a random split draws from every file the dataset's split lists name
+            names = (self.kind.split_lists or (split_opt,)) if "split" not in spec.options \
+                else (split_opt,)
+        self.parts, self.unreadable_lists = {}, {}
+        for n in names:
+            try:
+                self.parts[n] = self._open(cls_name, n, opts)
+            except ConfigError as exc:  # an extra list of a random split: said, not fatal
+                if n == names[0] or spec.splits == "official":
+                    raise
+                self.unreadable_lists[n] = str(exc)[:300]
+                log.warning("%s: the %s list cannot be read, its files are not used: %s",
+                            dataset, n, str(exc)[:300])
         first = next(iter(self.parts.values()))
         self.labels = label_mapping(self.kind.class_names(first, opts, self.ds_info),
                                     self.ds_info.labels)
@@ -373,15 +435,38 @@ class TorchGeoSource(SourceBase):
                 out[split] = [(part_name, int(i)) for i in sorted(rng.choice(len(part), take,
                                                                              replace=False))]
             return out
-        (name, part), = self.parts.items()
-        if self.kind.present is not None:
-            present = self.kind.present(part)
-            take = min(len(present), n)
-            chosen = sorted(rng.choice(present, take, replace=False).tolist())
-            return {"all": [(name, i) for i in chosen]}
-        take = min(len(part), n)
-        chosen = sorted(rng.choice(len(part), take, replace=False).tolist())
-        return {"all": [(name, i) for i in chosen]}
+        every = self._listed()
+        take = min(len(every), n)
+        chosen = sorted(rng.choice(len(every), take, replace=False).tolist())
+        return {"all": [every[i] for i in chosen]}
+
+    def _listed(self) -> list[tuple[str, int]]:
+        """(part, index) of every scene the opened split lists name (and that is on disk)."""
+        out, seen = [], set()
+        for name, part in self.parts.items():
+            idx = self.kind.present(part) if self.kind.present is not None else range(len(part))
+            for i in idx:
+                key = self.kind.identity(part, int(i)) if self.kind.identity else (name, i)
+                if key not in seen:  # a scene two lists name is one scene
+                    seen.add(key)
+                    out.append((name, int(i)))
+        return out
+
+    def report(self, dataset: str) -> dict:
+        """What the reader found: images on disk, those the split lists name, those used, and
+        why the rest were not (README, "Nothing dropped unsaid")."""
+        listed, used = len(self._listed()), self.count(dataset)
+        found = (self.kind.on_disk(Path(_resolve_root(self.spec.root)), self.opts)
+                 if self.kind.on_disk is not None else None)
+        not_used = {}
+        if found is not None and found > listed:
+            lists = "/".join(self.parts) if self.kind.split_lists else "torchgeo's index"
+            not_used[f"not in the {lists} list(s)"] = found - listed
+        if listed > used:
+            not_used["over samples_per_dataset"] = listed - used
+        return {"reader": "torchgeo", "class": self.spec.dataset_class,
+                "splits_read": list(self.parts), "found_on_disk": found, "listed": listed,
+                "used": used, "not_used": not_used, "unreadable_lists": self.unreadable_lists}
 
     def count(self, dataset: str) -> int:
         return sum(len(v) for v in self._index.values())
