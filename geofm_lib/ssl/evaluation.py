@@ -126,7 +126,8 @@ def headline_scores(rows: list[dict]) -> dict:
     """The multi-label S1/S2 linear-probe F2 of the MoCo encoder and of random init, with their
     intervals (the numbers a report leads with)."""
     multi = [r for r in rows if r["task"] == "multi-label"]
-    probe = {r["input"]: r for r in multi if "linear probe" in r["method"] and "MoCo" in r["method"]}
+    probe = {r["input"]: r for r in multi
+             if "linear probe" in r["method"] and "MoCo" in r["method"]}
     base = {r["input"]: r for r in multi if r["method"] == "random init, linear probe"}
     return {"linear_probe_f2_s1s2": round(probe["s1/s2"]["score"], 2),
             "linear_probe_f2_s1s2_ci": [round(v, 2) for v in probe["s1/s2"]["ci"]],
