@@ -155,7 +155,7 @@ def test_eurosat_partial_split_lists_are_reported_not_dropped_silently(tmp_path,
     # a random split reads every list; the empty test list cannot be read and says so
     assert report["splits_read"] == ["train", "val"] and "test" in report["unreadable_lists"]
     assert "the test list cannot be read" in caplog.text
-    assert (report["found_on_disk"], report["listed"], report["used"]) == (24, 10, 10)
+    assert (report["found"], report["listed"], report["used"]) == (24, 10, 10)
     assert report["not_used"] == {"not in the train/val list(s)": 14}
     assert sum(m["counts"]["eurosat"].values()) == 10
     capped = build.build_shards(_cfg(tmp_path, {"eurosat": spec}, samples_per_dataset=4,
@@ -340,6 +340,8 @@ def test_geotiff_scene_with_polygons_and_points_any_crs(tmp_path):
     report = m["source_reports"]["my_scene"]
     assert report["patches"] + report["skipped_mostly_nodata"] == 35
     assert report["skipped_mostly_nodata"] == 5 * 1  # x0=96 is all nodata; x0=80 half -> kept
+    assert (report["found"], report["used"]) == (35, 30)
+    assert report["not_used"] == {"more than max nodata": 5}
     samples = {tuple(s["json"]["origin_px"]): s for s in _all(folder)}
     assert samples[(0, 0)]["json"]["labels"] == ["field"]  # polygon covers the patch
     assert samples[(32, 64)]["json"]["labels"] == ["well"]  # the point at row 40, col 70
@@ -398,6 +400,9 @@ def test_karpathy_skip_counts_bad_entries(tmp_path):
                                                  show_progress=False))
     assert sum(m["counts"]["rsicd"].values()) == 7
     assert m["source_reports"]["rsicd"]["skipped"] == {"no_caption": 0, "missing_image": 1}
+    report = m["source_reports"]["rsicd"]
+    assert (report["found"], report["used"]) == (8, 7)
+    assert report["not_used"] == {"image file missing": 1}
 
 
 # --- CSV / Parquet tables -------------------------------------------------------------------------
@@ -436,6 +441,9 @@ def test_table_of_images_captions_labels_and_points(tmp_path, fmt):
     assert m["counts"]["my_pairs"] == {"train": 4, "val": 2}
     assert m["vocabularies"]["my_pairs"] == ["crop", "road"]
     assert m["source_reports"]["my_pairs"]["skipped"]["no_caption_or_label"] == 1
+    report = m["source_reports"]["my_pairs"]
+    assert (report["found"], report["used"], report["not_used"]) == (
+        7, 6, {"no caption or label": 1})
     for s in _all(folder):
         i = int(s["json"]["file"].split(".")[0])
         assert s["json"]["captions"] == [f"a field number {i}", f"crops in row {i}"]
@@ -621,7 +629,37 @@ def test_bigearthnet_v2_through_torchgeo(tmp_path, sensor):
             assert s["img"].dtype == np.uint16 and s["img"].shape == (12, 120, 120)
 
 
-def _write_ssl4eo(root: Path, n_locations: int = 3) -> None:
+def test_bigearthnet_v2_rows_without_files_are_counted_and_maps_not_needed(tmp_path):
+    import shutil
+
+    rows = _write_bigearthnet_v2(tmp_path / "reben")
+    root = tmp_path / "reben"
+    gone = rows[1]["patch_id"]  # a partial download: one train row has no files
+    shutil.rmtree(root / "BigEarthNet-S2" / "_".join(gone.split("_")[:-2]) / gone)
+    shutil.rmtree(root / "Reference_Maps")  # never used: labels come from metadata.parquet
+    spec = {"reader": "torchgeo", "dataset_class": "BigEarthNetV2", "root": str(root)}
+    folder = build.build_shards(_cfg(tmp_path, {"bigearthnet_v2_s2": spec}, image_px=120),
+                                show_progress=False)
+    m = shards.load_manifest(folder)
+    assert sum(m["counts"]["bigearthnet_v2_s2"].values()) == 3
+    report = m["source_reports"]["bigearthnet_v2_s2"]
+    assert (report["found"], report["listed"], report["used"]) == (3, 3, 3)
+    assert report["not_used"] == {"listed, but no files on disk": 1}
+
+
+def test_ssl4eo_locations_not_starting_at_zero_and_an_empty_root(tmp_path):
+    _write_ssl4eo(tmp_path / "ssl4eo", n_locations=2, first=100000)  # 0100000, 0100001
+    spec = {"reader": "torchgeo", "dataset_class": "SSL4EOS12", "root": str(tmp_path / "ssl4eo")}
+    folder = build.build_shards(_cfg(tmp_path, {"ssl4eo_s12_s2c": spec}), show_progress=False)
+    assert {s["json"]["location"] for s in _all(folder)} == {"0100000", "0100001"}
+    (tmp_path / "empty" / "s2c").mkdir(parents=True)
+    with pytest.raises(ConfigError, match=r"found no complete dataset.*found under root: "
+                                          r"s2c/ \(0 folders, 0 files\)"):
+        build.build_shards(_cfg(tmp_path, {"ssl4eo_s12_s2c": {**spec, "root": str(
+            tmp_path / "empty")}}, work_dir=str(tmp_path / "w2")), show_progress=False)
+
+
+def _write_ssl4eo(root: Path, n_locations: int = 3, first: int = 0) -> None:
     """SSL4EO-S12's layout for s1 and s2c: location folders with dated season folders."""
     from rasterio.transform import from_origin
     from torchgeo.datasets import SSL4EOS12
@@ -629,7 +667,7 @@ def _write_ssl4eo(root: Path, n_locations: int = 3) -> None:
     rng = np.random.default_rng(8)
     for split, dtype, stamp in (("s2c", "uint16", "{d}T103021_{d}T103027_T32UMU"),
                                 ("s1", "float32", "S1A_IW_GRDH_1SDV_{d}T052153_{d}T052218")):
-        for loc in range(n_locations):
+        for loc in range(first, first + n_locations):
             for d in ("20200315", "20200620"):
                 folder = root / split / f"{loc:07}" / stamp.format(d=d)
                 folder.mkdir(parents=True)
@@ -638,7 +676,8 @@ def _write_ssl4eo(root: Path, n_locations: int = 3) -> None:
                             else rng.integers(100, 5000, (1, 66, 66))).astype(dtype)
                     with rasterio.open(folder / f"{band}.tif", "w", driver="GTiff", width=66,
                                        height=66, count=1, dtype=dtype, crs="EPSG:32632",
-                                       transform=from_origin(500000 + 3000 * loc, 5300000,
+                                       transform=from_origin(500000 + 3000 * (loc - first),
+                                                             5300000,
                                                              40, 40)) as f:
                         f.write(data)
 

@@ -263,6 +263,13 @@ def raster_bands(src, opts: dict, where: str) -> list[BandRecord]:
         raise ConfigError(str(exc)) from None
 
 
+def usage(found: int | None, used: int, **not_used: int) -> dict:
+    """The part of a reader's report every reader gives: what it found (files, rows, patches),
+    how many it used, and how many it left out for each reason (reasons with 0 left out)."""
+    return {"found": found, "used": used,
+            "not_used": {why.replace("_", " "): n for why, n in not_used.items() if n}}
+
+
 def check_options(opts: dict, allowed, where: str) -> None:
     """Refuse reader options nobody reads (a typo would be ignored silently)."""
     unknown = sorted(set(opts) - set(allowed))

@@ -11,7 +11,7 @@ import numpy as np
 from geofm_lib.bands import resolve_bands
 from geofm_lib.catalog import SENSORS, get_dataset
 from geofm_lib.config import Config
-from geofm_lib.data.sources.base import Scene, SourceBase, scene_meta
+from geofm_lib.data.sources.base import Scene, SourceBase, scene_meta, usage
 from geofm_lib.errors import ConfigError
 
 # --- BigEarthNet v1.0 folders ------------------------------------------------------------------
@@ -99,6 +99,12 @@ class BigEarthNetSource(SourceBase):
 
     def count(self, dataset: str) -> int:
         return min(len(self.folders[dataset]), self.cfg.samples_per_dataset)
+
+    def report(self, dataset: str) -> dict:
+        used = self.count(dataset)
+        return {"reader": "bigearthnet",
+                **usage(len(self.folders[dataset]), used,
+                        over_samples_per_dataset=len(self.folders[dataset]) - used)}
 
     def scene(self, dataset: str, index: int) -> Scene:
         folder = self.folders[dataset][index]

@@ -19,6 +19,7 @@ from geofm_lib.data.sources.base import (
     check_options,
     raster_bands,
     scene_meta,
+    usage,
 )
 from geofm_lib.errors import ConfigError
 
@@ -234,10 +235,14 @@ class GeoTiffSource(SourceBase):
 
     def report(self, dataset: str) -> dict:
         files = {"band_files": self.band_files} if self.band_files else {}
+        used = self.count(dataset)
         return {"reader": "geotiff", "file": self.tif.name, **files, "patches": len(self.cells),
                 "skipped_mostly_nodata": self.skipped, "max_nodata": self.max_nodata,
                 "crs": str(self.crs), "vocabulary_from": "vector file" if self.vocabulary
-                else "none (unlabelled scene)"}
+                else "none (unlabelled scene)",
+                **usage(len(self.cells) + self.skipped, used,
+                        more_than_max_nodata=self.skipped,
+                        over_samples_per_dataset=len(self.cells) - used)}
 
     def scene(self, dataset: str, index: int) -> Scene:
         from rasterio.warp import transform_bounds

@@ -16,6 +16,7 @@ from geofm_lib.data.sources.base import (
     _file_bounds_lonlat,
     _resolve_root,
     scene_meta,
+    usage,
 )
 from geofm_lib.errors import ConfigError, ShardError
 
@@ -56,6 +57,7 @@ class KarpathySource(SourceBase):
             raise ConfigError(f"sources.{dataset}: {len(bad)} entries of {cap_path.name} have "
                               f"no filename or no caption, e.g. {bad[:3]}; fix them or set "
                               f"on_bad: skip (skipped entries are counted in the manifest)")
+        self.found = len(entries)
         entries = [e for e in entries if e.get("filename", "?") not in set(bad)]
         missing = [e["filename"] for e in entries if not (self.images / e["filename"]).is_file()]
         if missing and spec.on_bad == "error":
@@ -86,8 +88,13 @@ class KarpathySource(SourceBase):
         return len(self.entries)
 
     def report(self, dataset: str) -> dict:
+        listed = self.found - sum(self.skipped.values())
         return {"reader": "karpathy", "images_used": len(self.entries),
-                "skipped": dict(self.skipped), "on_bad": self.spec.on_bad}
+                "skipped": dict(self.skipped), "on_bad": self.spec.on_bad,
+                **usage(self.found, len(self.entries),
+                        no_caption_or_filename=self.skipped["no_caption"],
+                        image_file_missing=self.skipped["missing_image"],
+                        over_samples_per_dataset=listed - len(self.entries))}
 
     def splits(self, dataset: str) -> dict[str, list[int]] | None:
         if self.spec.splits != "official":

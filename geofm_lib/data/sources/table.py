@@ -18,6 +18,7 @@ from geofm_lib.data.sources.base import (
     check_options,
     raster_bands,
     scene_meta,
+    usage,
 )
 from geofm_lib.errors import ConfigError, ShardError
 
@@ -85,6 +86,7 @@ class TableSource(SourceBase):
         self.images = root / (spec.images_dir or ".")
         rows, self.skipped = [], {"no_caption_or_label": 0, "missing_image": 0,
                                   "unreadable_image": 0}
+        self.found = len(df)
         problems = []
         for i, r in enumerate(df.to_dict(orient="records")):
             caps = _split_field(r.get("captions")) or _split_field(r.get("caption"))
@@ -135,8 +137,11 @@ class TableSource(SourceBase):
         return out
 
     def report(self, dataset: str) -> dict:
+        kept = self.found - sum(self.skipped.values())
         return {"reader": "table", "rows_used": len(self.rows), "skipped": dict(self.skipped),
-                "on_bad": self.spec.on_bad}
+                "on_bad": self.spec.on_bad,
+                **usage(self.found, len(self.rows), **self.skipped,
+                        over_samples_per_dataset=kept - len(self.rows))}
 
     def scene(self, dataset: str, index: int) -> Scene:
         r = self.rows[index]

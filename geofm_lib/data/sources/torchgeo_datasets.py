@@ -92,7 +92,73 @@ def _bigearthnet_v2_class():
                                            resampling=Resampling.bilinear))
             return torch.from_numpy(np.stack(arrays))
 
+        def _verify(self):
+            # 0.8.1 wants S1, S2 and Reference_Maps whatever `bands` reads: the workspace needs
+            # metadata.parquet and the image folders of the bands it reads
+            need = ["metadata", *({"s1": ["s1"], "s2": ["s2"]}.get(self.bands, ["s1", "s2"]))]
+            if all(os.path.exists(os.path.join(self.root, self.dir_file_names[k]))
+                   for k in need):
+                return
+            super()._verify()
+
+        def _load_map(self, index):
+            # the CORINE reference map is not used (labels come from metadata.parquet); 0.8.1
+            # reads it for every sample and fails with a raw RasterioIOError where it is absent
+            return torch.zeros(0, dtype=torch.long)
+
     return BigEarthNetV2Float
+
+
+def _v2_folder(part, i: int) -> Path:
+    """The image folder of row ``i`` of a BigEarthNetV2 part (S2 patch, or its S1 twin)."""
+    row = part.metadata_df.loc[i]
+    if part.bands == "s1":
+        name = str(row["s1_name"])
+        return Path(part.root) / "BigEarthNet-S1" / "_".join(name.split("_")[0:-3]) / name
+    name = str(row["patch_id"])
+    return Path(part.root) / "BigEarthNet-S2" / "_".join(name.split("_")[0:-2]) / name
+
+
+def _v2_present(part) -> list[int]:
+    """Rows of metadata.parquet whose image files are on disk (a partial download lists
+    patches it does not have; the report counts them)."""
+    return [i for i in range(len(part)) if any(_v2_folder(part, i).glob("*.tif"))]
+
+
+def _ssl4eo_class():
+    """torchgeo's SSL4EOS12, accepting any 7-digit location folders: 0.8.1 checks for
+    extracted files with the glob ``<split>/00000*/*/*.tif``, so a subset of locations that does
+    not start at 0000000 is reported as missing."""
+    from torchgeo.datasets import SSL4EOS12
+
+    class SSL4EOS12AnyLocation(SSL4EOS12):
+        def _verify(self):
+            if glob.glob(os.path.join(self.root, self.split, "[0-9]" * 7, "*", "*.tif")):
+                return
+            super()._verify()
+
+    return SSL4EOS12AnyLocation
+
+
+def _found_under(root: Path, limit: int = 8) -> str:
+    """What a root holds, two levels deep, for layout errors (``s2c/ (3 folders), ...``)."""
+    if not root.is_dir():
+        return f"{root} is not a folder"
+    entries = sorted(root.iterdir())
+    if not entries:
+        return "the root is empty"
+    parts = []
+    for e in entries[:limit]:
+        if e.is_dir():
+            inner = list(e.iterdir())
+            dirs = sum(1 for x in inner if x.is_dir())
+            parts.append(f"{e.name}/ ({dirs} folders, {len(inner) - dirs} files"
+                         f"{': ' + ', '.join(sorted(x.name for x in inner)[:3]) if inner else ''}"
+                         f"{' ...' if len(inner) > 3 else ''})")
+        else:
+            parts.append(e.name)
+    more = f", and {len(entries) - limit} more" if len(entries) > limit else ""
+    return "found under root: " + "; ".join(parts) + more
 
 
 log = get_logger()
@@ -324,12 +390,12 @@ TORCHGEO_CLASSES: dict[str, TorchGeoClass] = {
         "and metadata.parquet (patch_id, s1_name, split, labels)",
         lambda: _bigearthnet_v2_class(), lambda first, opts, info: first.class_set,
         _bigearthnet_bands, _multi_hot, _bigearthnet_v2_meta, _bigearthnet_v2_options,
-        on_disk=_bigearthnet_v2_on_disk,
+        on_disk=_bigearthnet_v2_on_disk, present=_v2_present,
         identity=lambda part, i: str(part.metadata_df.loc[i]["patch_id"])),
     "SSL4EOS12": TorchGeoClass(
         "<split: s1|s2c|s2a>/<location, 7 digits>/<season folder named by date>/<band>.tif "
         "(e.g. s2c/0000000/20200101T103421_.../B04.tif)",
-        _torchgeo("SSL4EOS12"), lambda first, opts, info: (), _own_bands, _unlabelled,
+        _ssl4eo_class, lambda first, opts, info: (), _own_bands, _unlabelled,
         _ssl4eo_meta, _ssl4eo_options, present=_ssl4eo_present, dated=True, split_lists=(),
         on_disk=_ssl4eo_on_disk),
     "SEN12MS": TorchGeoClass(
@@ -411,13 +477,15 @@ class TorchGeoSource(SourceBase):
             raise ConfigError(
                 f"sources.{self.dataset}: torchgeo's {cls_name} found no complete dataset in "
                 f"root {Path(self.spec.root).name!r} ({exc}). Expected layout under root: "
-                f"{self.kind.layout}. Set download: true in the source spec to let "
-                f"torchgeo download it (needs internet)") from None
+                f"{self.kind.layout}; {_found_under(Path(_resolve_root(self.spec.root)))}. "
+                f"Set download: true in the source spec to let torchgeo download it (needs "
+                f"internet)") from None
         except (FileNotFoundError, AssertionError, KeyError, ValueError) as exc:
             raise ConfigError(
                 f"sources.{self.dataset}: {cls_name}(split={split!r}, {opts}) failed: "
                 f"{type(exc).__name__}: {exc}. Expected layout under root: "
-                f"{self.kind.layout}") from None
+                f"{self.kind.layout}; {_found_under(Path(_resolve_root(self.spec.root)))}"
+                ) from None
 
     def _plan(self) -> dict[str, list[tuple[str, int]]]:
         """(part, index) of every scene, per split of the shards, capped and seeded. The two
@@ -456,6 +524,9 @@ class TorchGeoSource(SourceBase):
         """What the reader found: images on disk, those the split lists name, those used, and
         why the rest were not (README, "Nothing dropped unsaid")."""
         listed, used = len(self._listed()), self.count(dataset)
+        # list rows without files (a partial download): only lists name rows (not SSL4EO)
+        absent = (sum(len(p) for p in self.parts.values()) - listed
+                  if self.kind.present is not None and self.kind.split_lists else 0)
         found = (self.kind.on_disk(Path(_resolve_root(self.spec.root)), self.opts)
                  if self.kind.on_disk is not None else None)
         not_used = {}
@@ -464,8 +535,10 @@ class TorchGeoSource(SourceBase):
             not_used[f"not in the {lists} list(s)"] = found - listed
         if listed > used:
             not_used["over samples_per_dataset"] = listed - used
+        if absent:
+            not_used["listed, but no files on disk"] = absent
         return {"reader": "torchgeo", "class": self.spec.dataset_class,
-                "splits_read": list(self.parts), "found_on_disk": found, "listed": listed,
+                "splits_read": list(self.parts), "found": found, "listed": listed,
                 "used": used, "not_used": not_used, "unreadable_lists": self.unreadable_lists}
 
     def count(self, dataset: str) -> int:
