@@ -456,7 +456,22 @@ def load_config(preset: str = "demo", experiment: str | None = None,
             raise ConfigError(f"experiment must be a name such as 'group_C', got {experiment!r}")
         layers.append((f"parameters/{experiment}.yaml", _read_set(experiment)))
     layers.append(("overrides", {k: v for k, v in overrides.items() if v is not None}))
+    cfg = _validated(layers, preset, experiment)
+    if cfg.run_name is None and layers[-1][1]:
+        # a run whose overrides change what is computed gets its own folders (reports/<name>,
+        # runs/<name>): <experiment>-<preset>-<hash>, so it never replaces the plain run's pages
+        try:
+            base = _validated(layers[:-1], preset, experiment).hash
+        except ConfigError:
+            base = None
+        if base != cfg.hash:
+            cfg = cfg.model_copy(update={"run_name": f"{cfg.name}-{cfg.hash[:6]}"})
+    return cfg
 
+
+def _validated(layers: list[tuple[str, dict]], preset: str, experiment: str | None
+               ) -> Config:
+    """The Config of merged parameter layers (later wins), validated and checked."""
     merged: dict[str, Any] = {}
     origin: dict[str, str] = {}
     problems = []

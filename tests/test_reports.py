@@ -98,3 +98,83 @@ def test_study_page_sets_runs_beside_the_paper_tables(tmp_path):
     assert "Different data" in page
     index = report_index.build_index(tmp_path).read_text()
     assert 'href="study-demo.html"' in index
+
+
+def _chain(root: Path, fail_second: bool) -> None:
+    """A workspace with a two-notebook chain: 01 records a metric, 02 fails or succeeds."""
+    import shutil
+
+    (root / "parameters").mkdir(parents=True)
+    for name in ("defaults", "ci"):
+        shutil.copyfile(ROOT / "parameters" / f"{name}.yaml", root / "parameters" / f"{name}.yaml")
+    (root / "notebooks").mkdir()
+    params = nbformat.v4.new_code_cell('preset = "ci"\nexperiment = None')
+    params.metadata["tags"] = ["parameters"]
+    setup = ("from geofm_lib.config import from_notebook\n"
+             "from geofm_lib.report.runinfo import save_stage\n"
+             "cfg = from_notebook(globals())\n")
+    first = nbformat.v4.new_notebook()
+    first.cells = [params, nbformat.v4.new_code_cell(
+        setup + 'save_stage(cfg, "01_first", {"lr": cfg.lr})')]
+    second = nbformat.v4.new_notebook()
+    second.cells = [params, nbformat.v4.new_code_cell(
+        setup + ('raise RuntimeError("the second notebook broke")' if fail_second else
+                 'save_stage(cfg, "02_second", {"ok": True})'))]
+    for nb in (first, second):
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                     "language": "python"}
+        nb.metadata["language_info"] = {"name": "python"}
+    nbformat.write(first, root / "notebooks" / "01_first.ipynb")
+    nbformat.write(second, root / "notebooks" / "02_second.ipynb")
+
+
+def test_a_failed_chain_publishes_the_pages_that_ran_and_keeps_a_good_report(tmp_path,
+                                                                            monkeypatch):
+    from geofm_lib.errors import NotebookFailed
+
+    root = tmp_path / "ws"
+    _chain(root, fail_second=True)
+    monkeypatch.setenv("GEOFM_ROOT", str(root))
+    out = root / "reports"
+    with pytest.raises(NotebookFailed, match=r"02_second.ipynb stopped in cell \d: RuntimeError: "
+                                             r"the second notebook broke \(the executed page "
+                                             r"with the cell: reports/r/02_second.html\)"):
+        reports.run_report("ci", reports_dir=out, run_name="r", work_dir=str(root / "work"))
+    info = json.loads((out / "r" / "run.json").read_text())
+    assert info["status"] == "failed" and info["failed"]["notebook"] == "02_second"
+    assert "the second notebook broke" in info["failed"]["error"]
+    assert {p.name for p in (out / "r").glob("*.html")} == {"01_first.html", "02_second.html"}
+    assert "the second notebook broke" in (out / "r" / "02_second.html").read_text()
+    assert json.loads((out / "r" / "metrics.json").read_text()) == {"01_first": {"lr": 5e-4}}
+    assert not list(out.glob(".r.*.tmp"))  # nothing left hidden
+    index = (out / "index.html").read_text()
+    assert "FAILED in 02_second" in index and "the second notebook broke" in index
+    # a good report of the run is not replaced by a later failure: that goes to r-failed/
+    _chain(tmp_path / "ws2", fail_second=False)
+    monkeypatch.setenv("GEOFM_ROOT", str(tmp_path / "ws2"))
+    reports.run_report("ci", reports_dir=out, run_name="r", work_dir=str(root / "work"))
+    assert json.loads((out / "r" / "run.json").read_text())["status"] == "ok"
+    monkeypatch.setenv("GEOFM_ROOT", str(root))
+    with pytest.raises(NotebookFailed, match="reports/r-failed/"):
+        reports.run_report("ci", reports_dir=out, run_name="r", work_dir=str(root / "work"))
+    assert json.loads((out / "r" / "run.json").read_text())["status"] == "ok"
+    assert json.loads((out / "r-failed" / "run.json").read_text())["status"] == "failed"
+
+
+def test_runs_with_other_overrides_get_their_own_folders(tmp_path, monkeypatch):
+    root = tmp_path / "ws"
+    _chain(root, fail_second=False)
+    monkeypatch.setenv("GEOFM_ROOT", str(root))
+    out = root / "reports"
+    work = str(root / "work")  # work_dir changes no result: the plain run's name
+    plain = reports.run_report("ci", reports_dir=out, work_dir=work)
+    fast = reports.run_report("ci", reports_dir=out, work_dir=work, lr=0.01)
+    slow = reports.run_report("ci", reports_dir=out, work_dir=work, lr=0.0001)
+    assert plain.name == "group_all-ci"
+    assert fast.name.startswith("group_all-ci-") and slow.name.startswith("group_all-ci-")
+    assert len({plain, fast, slow}) == 3
+    for folder, lr in ((plain, 5e-4), (fast, 0.01), (slow, 0.0001)):
+        assert json.loads((folder / "metrics.json").read_text())["01_first"]["lr"] == lr
+        assert (folder / "01_first.html").is_file()
+    index = (out / "index.html").read_text()
+    assert "lr=0.01" in index and "lr=0.0001" in index  # the readable difference

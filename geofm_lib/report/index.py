@@ -58,8 +58,17 @@ def build_index(reports_dir: Path) -> Path:
         cells = "".join(f"<td class=num>{_fmt(metrics.get(s, {}).get(k))}</td>"
                         for s, k, _ in cols)
         secs = sum((info.get("seconds") or {}).values())
+        label = f"<b>{html.escape(name)}</b>"
+        if info.get("overrides"):  # what makes this run differ from the plain parameter set
+            label += "<br><small>" + html.escape(", ".join(
+                f"{k}={v}" for k, v in info["overrides"].items() if k != "run_name")) + \
+                "</small>"
+        if info.get("status") == "failed":
+            failed = info.get("failed") or {}
+            label += (f"<br><span class=failed>FAILED in {html.escape(failed.get('notebook', '?'))}"
+                      f": {html.escape(failed.get('error', ''))}</span>")
         rows.append(
-            f"<tr><td><b>{html.escape(name)}</b></td><td>{html.escape(str(info.get('preset')))}"
+            f"<tr><td>{label}</td><td>{html.escape(str(info.get('preset')))}"
             f"</td><td>{html.escape(str(info.get('experiment') or '-'))}</td>{cells}"
             f"<td class=num>{secs:.0f}</td><td><code>{html.escape(commit)}</code></td>"
             f"<td>{html.escape(info.get('finished', ''))}</td><td>{links}</td></tr>")
@@ -99,6 +108,7 @@ tr:hover td {{ background: #fafbfd; }}
 a {{ color: #2457c5; text-decoration: none; margin-right: .6rem; }}
 a:hover {{ text-decoration: underline; }}
 code {{ font-size: 12px; }}
+.failed {{ color: #b3261e; font-size: 12px; }}
 </style></head><body>
 <h1>geofm reports</h1>
 <p class="sub">{n} run(s). Each row is one parameter set executed end to end with papermill;
@@ -124,6 +134,8 @@ def _study_runs(reports_dir: Path, preset: str) -> dict[str, dict]:
         if run_json.parent.name.startswith("."):  # a run being assembled or swapped
             continue
         info = json.loads(run_json.read_text())
+        if info.get("status") == "failed":  # the study compares finished runs only
+            continue
         exp = info.get("experiment")
         metrics_path = run_json.parent / "metrics.json"
         if info.get("preset") != preset or exp not in STUDY_EXPERIMENTS or \

@@ -3,8 +3,10 @@
 ``run_report`` executes the notebooks of a parameter set into ``reports/<run>/`` (executed
 notebooks, one self-contained HTML each, ``metrics.json``, ``params.yaml``, ``run.json``) and
 rebuilds ``reports/index.html``, a static page with every run's key metrics side by side. The
-run folder is assembled in a temporary folder and swapped in when all notebooks succeeded, so a
-failed run never replaces a good report. HTML is scrubbed of the machine's absolute paths.
+run folder is assembled in a temporary folder and swapped in at the end. A chain whose notebook
+fails stops there and still publishes the pages that ran (the failed one shows its error),
+marked failed in the index; it never replaces a good report of the same run (it goes to
+``<run>-failed/`` then). HTML is scrubbed of the machine's absolute paths.
 """
 
 from __future__ import annotations
@@ -222,7 +224,11 @@ def _run_report_locked(cfg, preset, experiment, chain, books, reports_dir: Path,
     os.environ["GEOFM_ROOT"] = str(root)
     timings = {}
     skipped = {}
+    failure = None
     for book in books:
+        if failure is not None:  # the later notebooks read what the failed one would write
+            skipped[book.stem] = f"not run: {failure['notebook']} failed before it"
+            continue
         why = _not_applicable(book, cfg)
         if why:  # e.g. the SSL notebook on data without S1/S2 pairs
             log.info("skipping %s: %s", book.name, why)
@@ -231,9 +237,16 @@ def _run_report_locked(cfg, preset, experiment, chain, books, reports_dir: Path,
         t0 = time.perf_counter()
         log.info("running %s (%s)", book.name, cfg.name)
         out = tmp / book.name
-        _execute(book, out, params, root, cfg)
+        try:
+            _execute(book, out, params, root, cfg)
+        except NotebookFailed as exc:  # the pages that ran are published, marked failed
+            failure = {"notebook": book.stem, "error": str(exc).split(" (the executed page")[0]
+                       .splitlines()[0][:400], "exception": exc}
+            continue
         timings[book.stem] = round(time.perf_counter() - t0, 1)
         log.info("%s done in %.1f s", book.name, timings[book.stem])
+    if failure is not None:
+        final = _failed_target(final)
     stages = load_stages(cfg)
     metrics = {name: rec.get("metrics", {}) for name, rec in stages.items()
                if name in timings}
@@ -261,6 +274,9 @@ def _run_report_locked(cfg, preset, experiment, chain, books, reports_dir: Path,
         "params_hash": cfg.hash, "data_hash": cfg.data_hash, "git": git_state(root),
         "packages": package_versions(), "notebooks": list(timings),
         "seconds": timings, "skipped": skipped,
+        "overrides": {k: v for k, v in overrides.items() if v is not None},
+        "status": "failed" if failure else "ok",
+        "failed": {k: v for k, v in failure.items() if k != "exception"} if failure else None,
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
     })
     for page in sorted(stage_dir(cfg).glob("*.html")):  # standalone pages (maps) of the run
@@ -272,6 +288,24 @@ def _run_report_locked(cfg, preset, experiment, chain, books, reports_dir: Path,
     if old.exists():
         shutil.rmtree(old)
     build_index(reports_dir)
+    if failure is not None:
+        shown = str(failure["exception"]).replace(f"{tmp.name}/", f"{final.name}/")
+        raise NotebookFailed(f"{shown}; the pages that ran are in reports/{final.name}/ "
+                             f"(marked failed in reports/index.html)") from None
+    return final
+
+
+def _failed_target(final: Path) -> Path:
+    """Where a failed chain publishes its pages: the run's own folder, unless that holds a
+    good report of an earlier run, which a failure must not replace; then ``<run>-failed``."""
+    info = final / "run.json"
+    if info.is_file() and json.loads(info.read_text()).get("status", "ok") != "failed":
+        target = final.with_name(final.name + "-failed")
+        if target.is_symlink() or (target.exists() and not (target.is_dir()
+                                                            and _is_report(target))):
+            raise GeofmError(f"reports/{target.name} exists and is not a geofm report folder; "
+                             f"move it away so the failed run's pages can be published")
+        return target
     return final
 
 
