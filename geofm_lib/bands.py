@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass
 
-from geofm_lib.catalog import SENSORS
+from geofm_lib.catalog import SENSORS, Sensor
 from geofm_lib.errors import DataError
 
 # C-band SAR (Sentinel-1, 5.405 GHz): 5.55 cm, as a "centre wavelength" for the adapters
@@ -119,12 +119,17 @@ def _from_sensor(name: str, sensor: str):
             return None
         center, width = table[int(match.group(1)) - 1]
         return None, center, width, None
-    bands = {b.name: b for b in SENSORS[sensor].bands}
+    catalog = isinstance(sensor, str)
+    bands = {b.name: b for b in (SENSORS[sensor] if catalog else sensor).bands}
     for candidate in (name, name.upper(), _s2_canonical(name)):
         if candidate in bands:
             b = bands[candidate]
-            return (b.name, b.center_nm, b.fwhm_nm,
-                    b.name if b.name in POLARISATIONS else None)
+            pol = b.name.upper() if b.name.upper() in POLARISATIONS else None
+            if catalog:  # the catalog's names are canonical
+                return b.name, b.center_nm, b.fwhm_nm, pol
+            # a dataset card's band: canonical by the usual rules (R, B04, VV, or 842nm)
+            known = _known(b.name)
+            return (known[0] if known else None), b.center_nm, b.fwhm_nm, pol
     return None
 
 
@@ -149,8 +154,9 @@ def resolve_bands(names, *, sensor: str | None = None, wavelengths_nm=None, fwhm
 
     Args:
         names: the band names as the source gives them, in channel order.
-        sensor: a catalog sensor key (``sentinel2_l1c``, ...) or a spectral table (``enmap``)
-            to look the names up in; None for names that need no sensor.
+        sensor: a catalog sensor key (``sentinel2_l1c``, ...), a spectral table (``enmap``) or
+            a ``catalog.Sensor`` (a dataset card's) to look the names up in; None for names
+            that need no sensor.
         wavelengths_nm / fwhm_nm: per-band centres / widths from the file's metadata or the
             user's declaration (None entries: unknown); they win over the sensor's table.
         units: what the stored values are (e.g. ``reflectance x 10000``).
@@ -163,10 +169,12 @@ def resolve_bands(names, *, sensor: str | None = None, wavelengths_nm=None, fwhm
     """
     names = [str(n) for n in names]
     n = len(names)
-    if sensor is not None and sensor not in SENSORS and sensor not in SPECTRAL_TABLES:
+    if isinstance(sensor, Sensor):  # a dataset card's own sensor
+        units = units or (sensor.scaling if sensor.scaling != "as stored" else None)
+    elif sensor is not None and sensor not in SENSORS and sensor not in SPECTRAL_TABLES:
         raise DataError(f"{where}: unknown sensor {sensor!r} for band lookup; choose one of "
                         f"{', '.join(spectral_sensors())}, or give band_wavelengths_nm")
-    if units is None and sensor in SENSORS:
+    if units is None and isinstance(sensor, str) and sensor in SENSORS:
         units = SENSORS[sensor].scaling
     per_band = {}
     for key, values in (("wavelengths_nm", wavelengths_nm), ("fwhm_nm", fwhm_nm),

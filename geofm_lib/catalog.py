@@ -233,7 +233,7 @@ class Dataset:
 
     @property
     def sensor_spec(self) -> Sensor:
-        return SENSORS[self.sensor]
+        return self.extra.get("sensor_spec") or SENSORS[self.sensor]
 
     @property
     def bands(self) -> tuple[str, ...]:
@@ -482,3 +482,21 @@ def get_dataset(key: str) -> Dataset:
     if key not in DATASETS:
         raise KeyError(f"unknown dataset {key!r}; choose one of {', '.join(DATASETS)}")
     return DATASETS[key]
+
+
+def dataset_from_card(key: str, card: dict) -> Dataset:
+    """The catalog entry of a user's dataset card (``config.DatasetCard`` as a dict): its sensor
+    from the catalog, or one made of the card's bands."""
+    extra = {"card": True}
+    sensor = card.get("sensor")
+    if sensor is None:
+        bands = tuple(Band(b["name"], b.get("center_nm"), card["gsd_m"], b.get("fwhm_nm"))
+                      for b in card["bands"])
+        kind = "sar" if all(b.get("polarisation") for b in card["bands"]) else "multispectral"
+        extra["sensor_spec"] = Sensor(card.get("name") or key, kind, bands, "as stored",
+                                      card.get("units") or "as stored")
+        sensor = f"card:{key}"
+    return Dataset(key, card.get("name") or key, card.get("group", "custom"), "user dataset",
+                   sensor, float(card["gsd_m"]), 0, tuple(card.get("labels") or ()),
+                   "declared in a dataset card", (), ("", ""), notes="from a dataset card",
+                   label_kind=card.get("label_kind", "area"), extra=extra)

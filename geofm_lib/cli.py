@@ -64,8 +64,9 @@ def _preset_and_params(p: argparse.ArgumentParser, params_help: str) -> None:
 def _run_args(p: argparse.ArgumentParser) -> None:
     """--preset, --experiment and -p: the parameter set of one run."""
     _preset_and_params(p, "override one parameter (repeatable)")
-    p.add_argument("--experiment", default=None,
-                   help="group_A | group_B | group_C | compiled | group_C_metadata")
+    p.add_argument("--experiment", "--params", default=None, dest="experiment",
+                   help="a set of parameters/ (group_A | group_B | group_C | compiled | "
+                        "group_C_metadata) or the path of your own YAML file, anywhere")
 
 
 def _report_args(p: argparse.ArgumentParser) -> None:

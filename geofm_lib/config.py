@@ -33,7 +33,7 @@ from pydantic import (
     model_validator,
 )
 
-from geofm_lib.catalog import DATASETS, GROUP_DATASETS, SIMULATED
+from geofm_lib.catalog import DATASETS, GROUP_DATASETS, SENSORS, SIMULATED, dataset_from_card
 from geofm_lib.errors import ConfigError, PretrainedUnavailable
 from geofm_lib.io import check_name, read_yaml
 from geofm_lib.models.devices import resolve_device, resolve_precision
@@ -98,6 +98,49 @@ class SourceSpec(BaseModel):
         return v
 
 
+class CardBand(BaseModel):
+    """One band of a dataset card: its name in the files, and its wavelength or polarisation."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    name: str
+    center_nm: float | None = Field(None, gt=0)
+    fwhm_nm: float | None = Field(None, gt=0)
+    polarisation: Literal["VV", "VH", "HH", "HV"] | None = None
+
+
+class DatasetCard(BaseModel):
+    """A dataset the catalog does not know, declared by the user (``dataset_cards`` in a
+    parameter file, or ``dataset.yaml`` beside the data): usable with every reader.
+
+    ``sensor`` is a catalog sensor key (``sentinel2_l2a``, ``aerial_rgb``, ...; ``geofm
+    params`` lists them) or omitted with ``bands`` giving each band's wavelength.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    name: str | None = None  # for tables and captions; default: the key
+    sensor: str | None = None
+    bands: tuple[CardBand, ...] | None = None
+    units: str | None = None
+    gsd_m: float = Field(gt=0, le=10_000)
+    group: Literal["A", "B", "C", "custom"] = "custom"
+    labels: tuple[str, ...] = ()
+    label_kind: Literal["area", "object", "scene", "caption", "unlabelled"] = "area"
+
+    @model_validator(mode="after")
+    def _sensor_or_bands(self):
+        if self.sensor is not None and self.sensor not in SENSORS:
+            raise ValueError(f"sensor {self.sensor!r} is not a catalog sensor ({', '.join(SENSORS)}"
+                             f"); leave it out and list the bands with their center_nm instead")
+        if self.sensor is None and not self.bands:
+            raise ValueError("a dataset card needs a catalog sensor or its bands (name and "
+                             "center_nm or polarisation each)")
+        if len(set(self.labels)) != len(self.labels):
+            raise ValueError("labels has duplicates")
+        return self
+
+
 class Config(BaseModel):
     """The resolved parameters of a run. Frozen: a run cannot change its own parameters."""
 
@@ -112,6 +155,9 @@ class Config(BaseModel):
     sources: dict[str, SourceSpec] | None = Field(
         None, description="per-dataset sources (reader, root, ...); datasets not listed come "
                           "from the simulator")
+    dataset_cards: dict[str, DatasetCard] | None = Field(
+        None, description="datasets the catalog does not know: {key: {sensor or bands, gsd_m, "
+                          "labels, group, name}}, usable with every reader")
     source: Literal[SOURCES] = Field(
         "simulator", description="where samples come from")
     source_path: str | None = Field(
@@ -220,24 +266,27 @@ class Config(BaseModel):
             check_name(v, "run_name")
         return v
 
-    @field_validator("sources")
-    @classmethod
-    def _known_source_keys(cls, v):
-        if v is not None:
-            bad = [k for k, spec in v.items()
-                   if k not in DATASETS and spec.reader not in ("geotiff", "table")]
-            if bad:
-                raise ValueError(f"sources for unknown dataset(s) {bad}: keys must be catalog "
-                                 f"datasets ({', '.join(DATASETS)}) unless the reader is "
-                                 f"geotiff or table")
-        return v
+    @model_validator(mode="after")
+    def _known_source_keys(self):
+        cards = set(self.dataset_cards or {})
+        bad = [k for k, spec in (self.sources or {}).items()
+               if k not in DATASETS and k not in cards and spec.reader not in ("geotiff", "table")]
+        if bad:
+            raise ValueError(f"sources for unknown dataset(s) {bad}: keys must be catalog "
+                             f"datasets ({', '.join(DATASETS)}) or declared in dataset_cards "
+                             f"(sensor, gsd_m, labels), unless the reader is geotiff or table")
+        both = sorted(cards & set(DATASETS))
+        if both:
+            raise ValueError(f"dataset_cards {both} are catalog datasets; give your dataset a "
+                             f"key of its own")
+        return self
 
     @model_validator(mode="after")
     def _known_datasets(self):
         v = self.datasets
         if v is not None:
             scenes = {k for k, spec in (self.sources or {}).items()
-                      if spec.reader in ("geotiff", "table")}
+                      if spec.reader in ("geotiff", "table")} | set(self.dataset_cards or {})
             bad = [k for k in v if k not in DATASETS and k not in scenes]
             if bad:
                 raise ValueError(f"unknown dataset(s) {bad} in datasets; choose from "
@@ -274,7 +323,7 @@ class Config(BaseModel):
         if self.datasets is None:
             return in_group
         scenes = {k for k, spec in (self.sources or {}).items()
-                  if spec.reader in ("geotiff", "table")}
+                  if spec.reader in ("geotiff", "table")} | set(self.dataset_cards or {})
         outside = [d for d in self.datasets if d not in in_group and not
                    (self.group == "custom" and d in scenes)]
         if outside:
@@ -291,10 +340,27 @@ class Config(BaseModel):
         d = self.model_dump()
         if d["datasets"] is not None:
             d["datasets"] = list(d["datasets"])
+        if d["dataset_cards"] is not None:  # plain lists and dicts (YAML, hashing)
+            d["dataset_cards"] = {k: json.loads(v.model_dump_json(exclude_defaults=True))
+                                  for k, v in self.dataset_cards.items()}
         if d["sources"] is not None:  # only what was set, so YAML round trips stay short
             d["sources"] = {k: v.model_dump(exclude_defaults=True)
                             for k, v in self.sources.items()}
         return d
+
+    def dataset_info(self, key: str):
+        """The catalog entry of a dataset: the catalog's, or one made from its dataset card.
+
+        Raises:
+            ConfigError: a key that is neither, with the keys that are.
+        """
+        if self.dataset_cards and key in self.dataset_cards:
+            return dataset_from_card(key, self.dataset_cards[key].model_dump())
+        if key in DATASETS:
+            return DATASETS[key]
+        raise ConfigError(f"unknown dataset {key!r}: not in the catalog ({', '.join(DATASETS)}) "
+                          f"and no dataset card declares it (dataset_cards in the parameter "
+                          f"file, or dataset.yaml beside the data)")
 
     def source_for(self, dataset: str) -> SourceSpec:
         """The source spec of a dataset: from ``sources``, else the simulator."""
@@ -305,7 +371,7 @@ class Config(BaseModel):
     @property
     def hash(self) -> str:
         """Stable 12-hex hash of everything that changes results (not paths or names)."""
-        return _digest({k: v for k, v in self.to_dict().items() if k not in _NOT_HASHED})
+        return _digest({k: v for k, v in self.to_dict().items() if k not in NOT_HASHED})
 
     @property
     def data_hash(self) -> str:
@@ -331,7 +397,10 @@ class Config(BaseModel):
 
     @property
     def name(self) -> str:
-        return self.run_name or f"{self.experiment or 'group_' + self.group}-{self.preset}"
+        experiment = self.experiment
+        if experiment and is_parameter_file(experiment):
+            experiment = Path(experiment).stem  # my_forest.yaml -> my_forest-demo
+        return self.run_name or f"{experiment or 'group_' + self.group}-{self.preset}"
 
     def path(self, *parts: str) -> Path:
         """A path inside the work folder (created on demand by the writers)."""
@@ -349,7 +418,8 @@ class Config(BaseModel):
 DATA_RULES = 5  # 5: band records (names, wavelengths, nodata per band) in the shards
 
 
-DATA_KEYS = ("datasets", "source", "source_path", "sources", "samples_per_dataset", "image_px",
+DATA_KEYS = ("datasets", "dataset_cards", "source", "source_path", "sources",
+             "samples_per_dataset", "image_px",
              "scene_px", "patch_stride_px", "caption_metadata", "s2_product", "val_fraction",
              "shard_size", "seed")
 
@@ -363,7 +433,7 @@ SSL_KEYS = ("ssl_mode", "ssl_backbone", "ssl_adapter", "ssl_augment", "ssl_patch
             "precision", "seed")
 
 
-_NOT_HASHED = {"work_dir", "run_name", "num_workers", "device", "preset", "experiment",
+NOT_HASHED = {"work_dir", "run_name", "num_workers", "device", "preset", "experiment",
                "compile", "grad_checkpointing", "checkpoint_every_steps", "keep_checkpoints"}
 
 
@@ -405,6 +475,27 @@ def parameter_sets(kind: str | None = None) -> list[str]:
 
 
 PRESETS = ("ci", "demo", "full")
+
+
+def is_parameter_file(experiment: str) -> bool:
+    """Whether an experiment is a path to a YAML file (anywhere) rather than a set's name."""
+    return experiment.endswith((".yaml", ".yml"))
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    """A user's parameter file outside parameters/ (same rules as the named sets)."""
+    check_name(path.stem, "parameter file name")
+    if not path.is_file():
+        raise ConfigError(f"parameter file {str(path)!r} does not exist; give the path of a "
+                          f"YAML file of key: value lines (or the name of a set in "
+                          f"parameters/: {', '.join(parameter_sets('experiment'))})")
+    data = read_yaml(path, str(path))
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of key: value, not a "
+                          f"{type(data).__name__}")
+    return data
 
 
 def _read_set(name: str) -> dict[str, Any]:
@@ -454,7 +545,11 @@ def load_config(preset: str = "demo", experiment: str | None = None,
     if experiment is not None:
         if not isinstance(experiment, str):
             raise ConfigError(f"experiment must be a name such as 'group_C', got {experiment!r}")
-        layers.append((f"parameters/{experiment}.yaml", _read_set(experiment)))
+        if is_parameter_file(experiment):  # a user's own file, anywhere
+            experiment = str(Path(experiment).expanduser().resolve())
+            layers.append((experiment, _read_file(Path(experiment))))
+        else:
+            layers.append((f"parameters/{experiment}.yaml", _read_set(experiment)))
     layers.append(("overrides", {k: v for k, v in overrides.items() if v is not None}))
     cfg = _validated(layers, preset, experiment)
     if cfg.run_name is None and layers[-1][1]:
@@ -488,6 +583,23 @@ def _validated(layers: list[tuple[str, dict]], preset: str, experiment: str | No
     merged["experiment"] = experiment
     if isinstance(merged.get("datasets"), list):
         merged["datasets"] = tuple(merged["datasets"])
+    _cards_beside_data(merged, origin)
+    if isinstance(merged.get("dataset_cards"), dict):
+        cards = {}
+        for k, v in merged["dataset_cards"].items():
+            try:
+                cards[k] = v if isinstance(v, DatasetCard) else DatasetCard(
+                    **{**v, **({"bands": tuple(v["bands"])} if isinstance(v, dict) and
+                               isinstance(v.get("bands"), list) else {}),
+                       **({"labels": tuple(v["labels"])} if isinstance(v, dict) and
+                          isinstance(v.get("labels"), list) else {})})
+            except (TypeError, ValidationError) as exc:
+                raise ConfigError(
+                    f"dataset card {k!r} (from {origin.get('dataset_cards')}) is invalid: "
+                    f"{_source_problems(exc, v)}. A card is {{sensor: <catalog sensor> or "
+                    f"bands: [{{name, center_nm}}, ...], gsd_m: ..., labels: [...], group: "
+                    f"custom}}") from None
+        merged["dataset_cards"] = cards
     if isinstance(merged.get("sources"), dict):
         specs = {}
         for k, v in merged["sources"].items():
@@ -507,6 +619,34 @@ def _validated(layers: list[tuple[str, dict]], preset: str, experiment: str | No
     _check_sources(cfg, origin)
     _check_pretrained_choice(cfg, origin)
     return cfg
+
+
+CARD_FILE = "dataset.yaml"
+
+
+def _cards_beside_data(merged: dict, origin: dict) -> None:
+    """Dataset cards found beside the data: ``<root>/dataset.yaml`` for a folder root,
+    ``<stem>.dataset.yaml`` beside a file root, for ``sources`` keys that are neither catalog
+    datasets nor declared in ``dataset_cards`` (a card in the parameter file wins)."""
+    cards = dict(merged.get("dataset_cards") or {})
+    for key, spec in (merged.get("sources") or {}).items():
+        root = spec.root if isinstance(spec, SourceSpec) else (spec or {}).get("root") \
+            if isinstance(spec, dict) else None
+        if key in DATASETS or key in cards or not isinstance(root, str):
+            continue
+        path = Path(root).expanduser()
+        path = path if path.is_absolute() else project_root() / path
+        card = path / CARD_FILE if path.is_dir() else path.with_suffix(".dataset.yaml")
+        if card.is_file():
+            data = read_yaml(card, str(card))
+            if not isinstance(data, dict):
+                raise ConfigError(f"{card} must hold a dataset card (a mapping: sensor or "
+                                  f"bands, gsd_m, labels, ...)")
+            cards[key] = data
+            origin["dataset_cards"] = str(card)
+    if cards:
+        merged["dataset_cards"] = cards
+        origin.setdefault("dataset_cards", "dataset cards")
 
 
 def _check_sources(cfg: Config, origin: dict) -> None:

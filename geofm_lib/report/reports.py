@@ -21,7 +21,14 @@ from pathlib import Path
 
 import yaml
 
-from geofm_lib.config import FIELDS, Config, load_config, project_root
+from geofm_lib.config import (
+    FIELDS,
+    NOT_HASHED,
+    Config,
+    is_parameter_file,
+    load_config,
+    project_root,
+)
 from geofm_lib.data.shards import load_manifest
 from geofm_lib.errors import ConfigError, GeofmError, NotebookFailed
 from geofm_lib.io import atomic_write_bytes, atomic_write_json, check_name, folder_lock
@@ -56,6 +63,8 @@ def private_paths(cfg: Config | None) -> list[tuple[str, str]]:
                     pairs.append((form, label))
 
     add(cfg.work_dir, "<work_dir>")
+    if cfg.experiment and is_parameter_file(cfg.experiment):
+        add(str(Path(cfg.experiment).parent), "<parameter file folder>")
     add(cfg.source_path, "<source_path>")
     for ds, spec in (cfg.sources or {}).items():
         add(spec.root, f"<{ds} root>")
@@ -173,6 +182,7 @@ def run_report(preset: str = "demo", experiment: str | None = None,
     """
 
     cfg = load_config(preset, experiment, **overrides)  # fails here on bad parameters
+    experiment = cfg.experiment  # a parameter file's absolute path (notebooks run elsewhere)
     root = project_root()
     reports_dir = Path(reports_dir or root / "reports")
     books = notebooks(root)
@@ -270,11 +280,15 @@ def _run_report_locked(cfg, preset, experiment, chain, books, reports_dir: Path,
     atomic_write_bytes(tmp / "params.yaml", scrub(yaml.safe_dump(
         {k: v for k, v in cfg.to_dict().items()}, sort_keys=False), root, cfg).encode())
     atomic_write_json(tmp / "run.json", {
-        "run": cfg.name, "preset": preset, "experiment": experiment,
+        "run": cfg.name, "preset": preset,
+        "experiment": scrub(experiment, root, cfg) if experiment else None,
         "params_hash": cfg.hash, "data_hash": cfg.data_hash, "git": git_state(root),
         "packages": package_versions(), "notebooks": list(timings),
         "seconds": timings, "skipped": skipped,
-        "overrides": {k: v for k, v in overrides.items() if v is not None},
+        # what makes the run differ from its parameter set (shown in the index)
+        "overrides": json.loads(scrub(json.dumps(
+            {k: v for k, v in overrides.items() if v is not None and k not in NOT_HASHED}),
+            root, cfg)),
         "status": "failed" if failure else "ok",
         "failed": {k: v for k, v in failure.items() if k != "exception"} if failure else None,
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),

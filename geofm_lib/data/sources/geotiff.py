@@ -54,6 +54,10 @@ class GeoTiffSource(SourceBase):
                              *BAND_OPTIONS), f"sources.{dataset}.options")
         tif, vec = self._files(cfg, dataset, spec, opts)
         self.cfg, self.dataset, self.tif = cfg, dataset, tif
+        # a dataset card (or catalog entry) gives the group, the sensor's bands and the labels
+        self.info = cfg.dataset_info(dataset) if dataset in (cfg.dataset_cards or {}) else None
+        if self.info is not None and "sensor" not in opts:
+            opts["sensor"] = self.info.sensor_spec
         self.max_nodata = float(opts.get("max_nodata", 0.5))
         self._read_raster(opts)
         self._burn_labels(vec, opts)
@@ -196,6 +200,12 @@ class GeoTiffSource(SourceBase):
                               f"{', '.join(map(str, gdf.columns))} (set label_column)")
         gdf = gdf.to_crs(self.crs)
         self.vocabulary = tuple(sorted(map(str, gdf[column].unique())))
+        if self.info is not None and self.info.labels:  # the card's vocabulary, in its order
+            unknown = [c for c in self.vocabulary if c not in self.info.labels]
+            if unknown:
+                raise ConfigError(f"{self.dataset}: classes {unknown[:5]} of {vec.name} are not "
+                                  f"in the dataset card's labels ({', '.join(self.info.labels)})")
+            self.vocabulary = tuple(self.info.labels)
         kinds = gdf.geometry.geom_type
         for kind, target in (("Polygon", self.class_map), ("Point", self.point_map)):
             part = gdf[kinds.str.contains(kind)]
@@ -263,7 +273,9 @@ class GeoTiffSource(SourceBase):
 
         b = transform_bounds(self.crs, "EPSG:4326",
                              *bounds(Window(x, y, p, p), self.transform))
-        meta = scene_meta(dataset, index, "geotiff", group="custom", sensor=self.tif.stem,
+        meta = scene_meta(dataset, index, "geotiff",
+                          group=self.info.group if self.info else "custom",
+                          sensor=self.info.sensor_spec.name if self.info else self.tif.stem,
                           bands=self.bands, gsd_m=self.gsd_m,
                           bounds=[round(v, 6) for v in b], origin_px=[y, x],
                           file=self.tif.name, scene_labels=labeller(0, 0, p, p),

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 
-from geofm_lib.catalog import SENSORS, get_dataset
 from geofm_lib.config import Config
 from geofm_lib.data.sources.base import (
     Scene,
@@ -81,7 +80,7 @@ class KarpathySource(SourceBase):
         else:
             take = sorted(rng.choice(len(entries), min(len(entries), n), replace=False).tolist())
             self.entries = [entries[i] for i in take]
-        self.ds_info = get_dataset(dataset)
+        self.ds_info = cfg.dataset_info(dataset)  # the catalog's entry, or a dataset card
         self.datasets = (dataset,)
 
     def count(self, dataset: str) -> int:
@@ -117,7 +116,7 @@ class KarpathySource(SourceBase):
         captions = [str(s["raw"]).strip() for s in e["sentences"] if str(s["raw"]).strip()]
         ds = self.ds_info
         meta = scene_meta(dataset, index, "karpathy", group=ds.group,
-                          sensor=SENSORS[ds.sensor].name, bands=["R", "G", "B"], gsd_m=ds.gsd_m,
+                          sensor=ds.sensor_spec.name, bands=["R", "G", "B"], gsd_m=ds.gsd_m,
                           bounds=_file_bounds_lonlat(path), file=e["filename"],
                           scene_labels=[], whole_image=True, captions=captions)
         return Scene(dataset, index, np.ascontiguousarray(np.moveaxis(rgb, -1, 0)), meta, (),

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from geofm_lib.catalog import DATASETS, SENSORS
+from geofm_lib.catalog import DATASETS
 from geofm_lib.config import Config
 from geofm_lib.data.sources.base import (
     BAND_OPTIONS,
@@ -110,19 +110,24 @@ class TableSource(SourceBase):
                               f"(they are counted in the manifest)")
         for _, _, kind in problems:
             self.skipped[kind] += 1
-        known = DATASETS[dataset].labels if dataset in DATASETS else None
+        # a catalog dataset or a dataset card fixes the vocabulary; else the table's labels
+        self.info = cfg.dataset_info(dataset) if dataset in DATASETS or dataset in (
+            cfg.dataset_cards or {}) else None
+        known = self.info.labels if self.info is not None and self.info.labels else None
         seen = sorted({lab for r in rows for lab in r["labels"]})
         if known is not None:
             unknown = [lab for lab in seen if lab not in known]
             if unknown:
                 raise ConfigError(f"sources.{dataset}: labels {unknown[:5]} are not in the "
-                                  f"catalog's {dataset} vocabulary")
+                                  f"{dataset} vocabulary ({', '.join(known[:8])}"
+                                  f"{' ...' if len(known) > 8 else ''}); fix the table or the "
+                                  f"dataset card")
         self.vocabulary = tuple(known) if known is not None else tuple(seen)
         rng = np.random.default_rng([cfg.seed, 17, *dataset.encode()])
         take = sorted(rng.choice(len(rows), min(len(rows), cfg.samples_per_dataset),
                                  replace=False).tolist()) if rows else []
         self.rows = [rows[i] for i in take]
-        self.gsd_m = DATASETS[dataset].gsd_m if dataset in DATASETS else None
+        self.gsd_m = self.info.gsd_m if self.info is not None else None
         self.datasets = (dataset,)
 
     def count(self, dataset: str) -> int:
@@ -147,7 +152,7 @@ class TableSource(SourceBase):
         r = self.rows[index]
         try:
             image, bands, bounds = _read_image(
-                r["path"], self.options, DATASETS[dataset].sensor if dataset in DATASETS
+                r["path"], self.options, self.info.sensor_spec if self.info is not None
                 else None)
         except ConfigError:  # the bands' description does not fit the file: not a bad image
             raise
@@ -156,10 +161,10 @@ class TableSource(SourceBase):
                              f"({type(exc).__name__}: {exc}); fix or remove it (or set "
                              f"on_bad: skip and re-run)") from exc
         labels = [lab for lab in self.vocabulary if lab in set(r["labels"])]
-        known = dataset in DATASETS
+        known = self.info is not None
         meta = scene_meta(dataset, index, "table",
-                          group=DATASETS[dataset].group if known else "custom",
-                          sensor=SENSORS[DATASETS[dataset].sensor].name if known else "table",
+                          group=self.info.group if known else "custom",
+                          sensor=self.info.sensor_spec.name if known else "table",
                           bands=bands, gsd_m=self.gsd_m, bounds=r["point"] or bounds,
                           file=r["path"].name, scene_labels=labels, whole_image=True)
         if r["captions"]:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from geofm_lib.bands import resolve_bands
-from geofm_lib.catalog import SENSORS, get_dataset, pair_family
+from geofm_lib.catalog import pair_family
 from geofm_lib.config import Config
 from geofm_lib.data.sources.base import (
     Scene,
@@ -429,7 +429,7 @@ class TorchGeoSource(SourceBase):
         if not spec.root:
             raise ConfigError(f"sources.{dataset} needs root: the folder holding "
                               f"{self.kind.layout}")
-        self.ds_info = get_dataset(dataset)
+        self.ds_info = cfg.dataset_info(dataset)  # the catalog's entry, or a dataset card
         opts = dict(spec.options)
         self.kind.options(dataset, opts, spec)
         if "bands" in opts and isinstance(opts["bands"], list):
@@ -456,7 +456,7 @@ class TorchGeoSource(SourceBase):
                                     self.ds_info.labels)
         # torchgeo's names (SSL4EO-S12's B1 ... B12) looked up in the catalog sensor's table
         self.band_records = resolve_bands(self.kind.bands(first, opts),
-                                          sensor=self.ds_info.sensor, where=dataset)
+                                          sensor=self.ds_info.sensor_spec, where=dataset)
         self.bands = [r.name for r in self.band_records]  # canonical: B01 ... B12, B8A
         self.datasets = (dataset,)
         self._index = self._plan()
@@ -567,7 +567,7 @@ class TorchGeoSource(SourceBase):
         image, labels, dominant = self.kind.pixels(self, sample, sample["image"].numpy(), index)
         ds = self.ds_info
         meta = scene_meta(self.dataset, index, f"torchgeo.{self.spec.dataset_class}",
-                          group=ds.group, sensor=SENSORS[ds.sensor].name,
+                          group=ds.group, sensor=ds.sensor_spec.name,
                           bands=self.band_records,
                           gsd_m=ds.gsd_m)
         meta.update(self.kind.meta(part, i, self.bands))
