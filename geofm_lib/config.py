@@ -489,11 +489,16 @@ def _read_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"parameter file {str(path)!r} does not exist; give the path of a "
                           f"YAML file of key: value lines (or the name of a set in "
                           f"parameters/: {', '.join(parameter_sets('experiment'))})")
-    data = read_yaml(path, str(path))
+    return _mapping(path, str(path))
+
+
+def _mapping(path: Path, shown: str) -> dict[str, Any]:
+    """A parameter file's key: value mapping (empty file: none), or an error naming it."""
+    data = read_yaml(path, shown)
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a mapping of key: value, not a "
+        raise ConfigError(f"{shown} must hold a mapping of key: value, not a "
                           f"{type(data).__name__}")
     return data
 
@@ -506,13 +511,7 @@ def _read_set(name: str) -> dict[str, Any]:
         raise ConfigError(
             f"unknown parameter set {name!r}; choose one of {', '.join(parameter_sets())} "
             f"(files in parameters/)")
-    data = read_yaml(path, f"parameters/{name}.yaml")
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"parameters/{name}.yaml must hold a mapping of key: value, not a "
-                          f"{type(data).__name__}")
-    return data
+    return _mapping(path, f"parameters/{name}.yaml")
 
 
 def _unknown_key_message(key: str, origin: str) -> str:

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from geofm_lib import bands as B
-from geofm_lib.config import load_config
 from geofm_lib.data import build, shards
 from geofm_lib.data.display import display_rgb
 from geofm_lib.errors import ConfigError, DataError
@@ -18,10 +17,9 @@ rasterio = pytest.importorskip("rasterio")
 
 
 def _cfg(tmp_path, sources, **kw):
-    base = dict(group="custom", datasets=list(sources), sources=sources, image_px=32,
-                samples_per_dataset=50, val_fraction=0.25, shard_size=16,
-                work_dir=str(tmp_path / "work"))
-    return load_config("ci", **{**base, **kw})
+    from test_sources_real import _cfg as sources_cfg
+
+    return sources_cfg(tmp_path, sources, **{"image_px": 32, **kw})
 
 
 def _samples(folder):
