@@ -180,6 +180,16 @@ class Config(BaseModel):
     val_fraction: float = Field(0.05, gt=0.0, le=0.5,
                                 description="fraction of scenes held out for validation")
     shard_size: int = Field(512, ge=1, le=1_000_000, description="samples per shard")
+    data_workers: int = Field(
+        0, ge=0, le=4096, description="processes writing shards in parallel; 0 = one per CPU "
+                                      "core (the shards are the same for any number)")
+    data_engine: Literal["processes", "dask"] = Field(
+        "processes", description="how shard units run in parallel: processes (this machine) | "
+                                 "dask (Dask distributed: a local cluster, or dask_scheduler)")
+    dask_scheduler: str | None = Field(
+        None, description="address of a running Dask scheduler (tcp://host:8786) whose workers "
+                          "see work_dir on a shared file system; None = a local cluster of "
+                          "data_workers processes")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="global random seed")
     # training (notebooks 03-06)
     model: str = Field("RN50-tiny", description="model config name (OpenCLIP registry style)")
@@ -415,7 +425,8 @@ class Config(BaseModel):
 # pairs of BigEarthNet v2 and SSL4EO-S12 through torchgeo share their split and their capped
 # subset too; 4: GeoTIFF samples carry the file's declared nodata value, which stays out of
 # the band statistics), so shards built by older code are not reused under the same hash
-DATA_RULES = 5  # 5: band records (names, wavelengths, nodata per band) in the shards
+DATA_RULES = 6  # 5: band records (names, wavelengths, nodata per band) in the shards; 6:
+# images compressed losslessly (PNG, Blosc) and tars without pax headers
 
 
 DATA_KEYS = ("datasets", "dataset_cards", "source", "source_path", "sources",
@@ -434,6 +445,7 @@ SSL_KEYS = ("ssl_mode", "ssl_backbone", "ssl_adapter", "ssl_augment", "ssl_patch
 
 
 NOT_HASHED = {"work_dir", "run_name", "num_workers", "device", "preset", "experiment",
+               "data_workers", "data_engine", "dask_scheduler",
                "compile", "grad_checkpointing", "checkpoint_every_steps", "keep_checkpoints"}
 
 

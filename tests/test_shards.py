@@ -104,12 +104,12 @@ def test_corrupt_member_is_named(cfg, tmp_path):
     with tarfile.open(src) as tin, tarfile.open(bad, "w") as tout:
         for info in tin.getmembers():
             data = tin.extractfile(info).read()
-            if info.name.endswith(".img.npy"):
+            if info.name.endswith((".img.png", ".img.npy.blosc")):
                 data = b"not an array"
                 info.size = len(data)
             import io
             tout.addfile(info, io.BytesIO(data))
-    with pytest.raises(errors.ShardError, match=r"member .*\.img\.npy cannot be decoded"):
+    with pytest.raises(errors.ShardError, match=r"member .*\.img\.png cannot be decoded"):
         list(shards.iter_shards([bad]))
 
 

@@ -20,6 +20,7 @@ import numpy as np
 from geofm_lib.catalog import DATASETS, pair_family
 from geofm_lib.config import Config
 from geofm_lib.data.captions import caption, join_labels
+from geofm_lib.data.parallel import run_units
 from geofm_lib.data.shards import (
     _OURS,
     SCHEMA_VERSION,
@@ -36,7 +37,7 @@ from geofm_lib.data.sources.registry import open_source
 from geofm_lib.errors import DataError, ShardError
 from geofm_lib.io import atomic_write_json, folder_lock
 from geofm_lib.paths import build_folder
-from geofm_lib.progress import get_logger, progress
+from geofm_lib.progress import get_logger
 
 log = get_logger()
 
@@ -230,13 +231,14 @@ def build_shards(cfg: Config, source=None, show_progress: bool = True) -> Path:
     check_folder(folder)
     if is_complete(folder):  # no lock needed to reuse a whole build (it may be read-only)
         return folder
+    opened_here = source is None
     if source is None:
         source = open_source(cfg)  # validates the source before anything is written or removed
     with folder_lock(folder, f"the shard build {folder.name}", wait=True, log=log):
         check_folder(folder)
         if (folder / "manifest.json").is_file() and not _damaged_build(folder):
             return folder  # another process finished (or repaired) it while we waited
-        return _build_locked(cfg, folder, source, show_progress)
+        return _build_locked(cfg, folder, source, show_progress, opened_here)
 
 
 def _damaged_build(folder: Path) -> bool:
@@ -262,7 +264,8 @@ def _damaged_build(folder: Path) -> bool:
     return True
 
 
-def _build_locked(cfg: Config, folder: Path, source, show_progress: bool) -> Path:
+def _build_locked(cfg: Config, folder: Path, source, show_progress: bool,
+                  opened_here: bool) -> Path:
     """The body of :func:`build_shards`, run while holding the build folder's lock."""
     if cfg.samples_per_dataset < 1:
         raise ShardError("samples_per_dataset must be at least 1")
@@ -273,45 +276,62 @@ def _build_locked(cfg: Config, folder: Path, source, show_progress: bool) -> Pat
     folder.mkdir(parents=True, exist_ok=True)
     for tmp in folder.glob("*.tmp"):  # leftovers of an interrupted write (we hold the lock)
         tmp.unlink()
-    sidecars = {}
-    for unit in progress(units, desc="writing shards", unit="shard",
-                         disable=not show_progress):
-        side_path = folder / (unit.file + ".json")
-        tar_path = folder / unit.file
-        if side_path.is_file() and tar_path.is_file():
-            side = json.loads(side_path.read_text())
-            if side.get("sha256") == file_sha256(tar_path):
-                sidecars[unit.file] = side
-                continue
-        scenes, unreadable = [], []
-        for i in unit.scenes:
-            try:
-                scenes.append(source.scene(unit.dataset, i))
-            except ShardError as exc:  # an image that exists but cannot be decoded
-                if cfg.source_for(unit.dataset).on_bad != "skip":
-                    raise
-                unreadable.append(str(exc)[:200])
-        samples = [s for sc in scenes for s in _patches(cfg, sc, unit.split)]
-        check_physical(samples, unit.dataset)
-        side = write_shard(tar_path, samples)
-        side["vocabulary"] = list(scenes[0].vocabulary) if scenes else []
-        side["band_info"] = samples[0]["json"].get("band_info", []) if samples else []
-        side["caption_hashes"] = _caption_hashes(samples)
-        side["own_captions"] = sum(1 for x in samples if x["json"].get("captions"))
-        side["unreadable_skipped"] = unreadable
-        # normalisation statistics come from train only; val keeps just its label counts
-        side.update(split=unit.split, dataset=unit.dataset,
-                    stats=_unit_stats(samples if unit.split == "train" else []),
-                    val_labels=dict(Counter(lab for s in samples for lab in s["json"]["labels"]))
-                    if unit.split == "val" else {})
-        atomic_write_json(side_path, side)
-        sidecars[unit.file] = side
+    sidecars, todo = {}, []
+    for unit in units:  # shards whose tar and sidecar exist and agree are kept (a resume)
+        side = _finished_unit(folder, unit)
+        if side is None:
+            todo.append(unit)
+        else:
+            sidecars[unit.file] = side
+    if todo and len(todo) < len(units):
+        log.info("resuming the build: %d of %d shards are written", len(units) - len(todo),
+                 len(units))
+    sidecars.update(run_units(cfg, folder, todo, source, write_unit, opened_here,
+                              show_progress))
     removed = _drop_val_duplicates(folder, sidecars)
     reports = {ds: r for ds in source.datasets if (r := source.report(ds)) is not None}
     manifest = _manifest(cfg, units, sidecars, removed, reports)
     atomic_write_json(folder / "manifest.json", manifest)
     _seed_cache(folder, manifest)  # readers find the build verified without hashing it again
     return folder
+
+
+def _finished_unit(folder: Path, unit: Unit) -> dict | None:
+    """The sidecar of a shard already written whole, else None."""
+    side_path, tar_path = folder / (unit.file + ".json"), folder / unit.file
+    if side_path.is_file() and tar_path.is_file():
+        side = json.loads(side_path.read_text())
+        if side.get("sha256") == file_sha256(tar_path):
+            return side
+    return None
+
+
+def write_unit(cfg: Config, folder: Path, unit: Unit, source) -> dict:
+    """Read the scenes of one unit, cut them into patches and write its shard and sidecar
+    (atomically); returns the sidecar. Runs in the build's process or in a worker."""
+    scenes, unreadable = [], []
+    for i in unit.scenes:
+        try:
+            scenes.append(source.scene(unit.dataset, i))
+        except ShardError as exc:  # an image that exists but cannot be decoded
+            if cfg.source_for(unit.dataset).on_bad != "skip":
+                raise
+            unreadable.append(str(exc)[:200])
+    samples = [s for sc in scenes for s in _patches(cfg, sc, unit.split)]
+    check_physical(samples, unit.dataset)
+    side = write_shard(folder / unit.file, samples)
+    side["vocabulary"] = list(scenes[0].vocabulary) if scenes else []
+    side["band_info"] = samples[0]["json"].get("band_info", []) if samples else []
+    side["caption_hashes"] = _caption_hashes(samples)
+    side["own_captions"] = sum(1 for x in samples if x["json"].get("captions"))
+    side["unreadable_skipped"] = unreadable
+    # normalisation statistics come from train only; val keeps just its label counts
+    side.update(split=unit.split, dataset=unit.dataset,
+                stats=_unit_stats(samples if unit.split == "train" else []),
+                val_labels=dict(Counter(lab for s in samples for lab in s["json"]["labels"]))
+                if unit.split == "val" else {})
+    atomic_write_json(folder / (unit.file + ".json"), side)
+    return side
 
 
 def check_splits(manifest: dict, datasets) -> None:

@@ -7,9 +7,13 @@ Layout of one build (``<work>/shards/<data_hash>/``)::
     ...
     manifest.json                       written last: the build is complete when it exists
 
-Each sample holds ``img.npy`` (all bands, the product's own dtype, no lossy compression),
-``txt`` (the caption) and ``json`` (labels, dataset, group, sensor, GSD, footprint, date, split,
-pair id, the dominant land-cover class where the source knows it, ...). Shards are written
+Each sample holds its image losslessly compressed, in the product's own dtype and all its
+bands: ``img.png`` for 8-bit images of one or three bands (PNG), else ``img.npy.blosc`` (the
+``.npy`` file compressed by Blosc: zstd with byte shuffle, which groups the high and low bytes of
+16-bit and float values; ``numcodecs.Blosc().decode`` gives the ``.npy`` bytes back). Builds of
+older workspaces hold plain ``img.npy`` and still read. Then ``txt`` (the caption) and
+``json`` (labels, dataset, group, sensor, GSD, footprint, date, split, pair id, the dominant
+land-cover class where the source knows it, ...). Shards are written
 to a temporary name and renamed, so a shard that exists is whole; a build that is interrupted
 resumes from the shards it has. Splits are assigned per scene (all patches of a scene go to the
 same split) and checked by content hash: an image that also occurs in train is removed from
@@ -63,6 +67,48 @@ def encode_npy(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+IMAGE_MEMBERS = ("img.png", "img.npy.blosc", "img.npy")  # written (first two) and read
+
+
+def _blosc():
+    from numcodecs import Blosc, blosc
+
+    blosc.use_threads = False  # one thread: workers run in parallel already, output is fixed
+    return Blosc(cname="zstd", clevel=5, shuffle=Blosc.SHUFFLE)
+
+
+def encode_image(array: np.ndarray) -> tuple[str, bytes]:
+    """(member name, bytes) of a (bands, H, W) image, lossless: PNG for 8-bit images of one or
+    three bands, else the .npy file compressed by Blosc (zstd, byte shuffle by the value's
+    size, so the high and low bytes of 16-bit and float values are compressed apart)."""
+    from PIL import Image
+
+    array = np.ascontiguousarray(array)
+    if array.dtype == np.uint8 and array.ndim == 3 and array.shape[0] in (1, 3):
+        img = Image.fromarray(array[0] if array.shape[0] == 1 else np.moveaxis(array, 0, -1),
+                              "L" if array.shape[0] == 1 else "RGB")
+        buf = io.BytesIO()
+        img.save(buf, format="PNG", compress_level=6)
+        return "img.png", buf.getvalue()
+    raw = encode_npy(array)  # its header is padded to a multiple of 64 bytes: values stay
+    width = array.dtype.itemsize  # aligned for the shuffle
+    return "img.npy.blosc", _blosc().encode(np.frombuffer(raw, dtype=f"u{width}")
+                                            if len(raw) % width == 0 else raw)
+
+
+def decode_image(member: str, data: bytes) -> np.ndarray:
+    """The (bands, H, W) array of an image member written by :func:`encode_image` (or a plain
+    ``img.npy`` of older builds)."""
+    if member == "img.png":
+        from PIL import Image
+
+        a = np.asarray(Image.open(io.BytesIO(data)))
+        return a[None] if a.ndim == 2 else np.ascontiguousarray(np.moveaxis(a, -1, 0))
+    if member == "img.npy.blosc":
+        data = bytes(_blosc().decode(data))
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
 def write_shard(path: Path, samples: Iterable[dict]) -> dict:
     """Write samples (dicts with __key__, img, txt, json) to one tar, atomically.
 
@@ -70,11 +116,12 @@ def write_shard(path: Path, samples: Iterable[dict]) -> dict:
     """
     keys, hashes = [], []
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        # fixed owner and mtime: the same samples give a byte-identical tar
-        with wds.TarWriter(f, encoder=False, mtime=0.0, user="geofm", group="geofm") as tw:
+        # fixed owner and mtime: the same samples give a byte-identical tar (an integer
+        # mtime: a float one costs each member an extra 1 KB pax header)
+        with wds.TarWriter(f, encoder=False, mtime=0, user="geofm", group="geofm") as tw:
             for s in samples:
-                img = encode_npy(s["img"])
-                tw.write({"__key__": s["__key__"], "img.npy": img,
+                member, img = encode_image(s["img"])
+                tw.write({"__key__": s["__key__"], member: img,
                           "txt": s["txt"].encode(),
                           "json": json.dumps(s["json"], sort_keys=True).encode()})
                 keys.append(s["__key__"])
@@ -97,11 +144,13 @@ def decode_sample(raw: dict) -> dict:
     """Decode one raw WebDataset sample; a bad member raises ShardError naming it."""
     url, key = raw.get("__url__", "?"), raw.get("__key__", "?")
     out = {"__key__": key, "__url__": url}
-    for member, fn in (("img.npy", lambda b: np.load(io.BytesIO(b), allow_pickle=False)),
+    image = next((m for m in IMAGE_MEMBERS if m in raw), "img.png")
+    for member, fn in ((image, lambda b: decode_image(image, b)),
                        ("txt", bytes.decode), ("json", json.loads)):
         if member not in raw:
+            what = "image (img.png, img.npy.blosc or img.npy)" if member == image else member
             raise ShardError(f"shard {Path(str(url)).name}: sample {key!r} has no "
-                             f"{member} member; the shard is incomplete - {_REBUILD}")
+                             f"{what} member; the shard is incomplete - {_REBUILD}")
         try:
             out[member.split(".")[0]] = fn(raw[member])
         except Exception as exc:  # noqa: BLE001
