@@ -11,6 +11,7 @@
     geofm study --preset demo                  # seed 000's grouped study, side by side
     geofm example-corpus                       # a Karpathy-style image-text corpus to try
     geofm bench                                # data-stage benchmarks
+    geofm bench-compile [--quick]              # shard compile: workers, bytes per sample
     geofm bench-train [--quick]                # training benchmarks (vs open_clip_train, ...)
 """
 
@@ -100,6 +101,11 @@ def _bigearthnet_args(p: argparse.ArgumentParser) -> None:
 
 def _bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="fewer samples (seconds, for CI)")
+
+
+def _bench_compile_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quick", action="store_true", help="150 scenes per dataset, not 1000")
+    p.add_argument("--repeats", type=int, default=1, help="builds per variant (median)")
 
 
 def _bench_train_args(p: argparse.ArgumentParser) -> None:
@@ -212,6 +218,12 @@ def _bench(args) -> None:
     bench_main(quick=args.quick)
 
 
+def _bench_compile(args) -> None:
+    from geofm_lib.bench.compile import main as compile_main
+
+    compile_main(quick=args.quick, repeats=args.repeats)
+
+
 def _bench_train(args) -> None:
     """The benchmark notebook -> reports/bench-training/, numbers in work/bench/."""
     from geofm_lib.report.reports import run_page
@@ -250,6 +262,8 @@ COMMANDS: dict[str, Command] = {
                                 "CSVs) from patch folders", _bigearthnet_args,
                                 _bigearthnet_root),
     "bench": Command("data-stage benchmarks (prints and writes numbers)", _bench_args, _bench),
+    "bench-compile": Command("shard-compile benchmark: 1 vs 2 processes vs Dask, bytes per "
+                             "sample, loader vs step", _bench_compile_args, _bench_compile),
     "bench-train": Command("training benchmarks: ours vs open_clip_train, loader vs step, 1 vs "
                            "2 processes, CUDA MFU", _bench_train_args, _bench_train),
 }
