@@ -125,3 +125,22 @@ def test_builds_of_the_older_format_still_read(tmp_path):
     raw = {"__key__": "b", "__url__": str(path), "txt": b"t", "json": b"{}"}
     with pytest.raises(errors.ShardError, match=r"no image \(img.png, img.npy.blosc or img.npy\)"):
         shards.decode_sample(raw)
+
+
+def test_a_script_without_a_main_guard_builds_in_parallel(tmp_path):
+    """Workers do not re-import the caller's script, so one without ``if __name__ ==
+    "__main__":`` builds once (not once per worker) and finishes."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "build.py"
+    script.write_text(
+        "from geofm_lib.config import load_config\n"
+        "from geofm_lib.data.build import build_shards\n"
+        f"cfg = load_config('ci', work_dir={str(tmp_path / 'w')!r}, group='B',\n"
+        "                  samples_per_dataset=10, shard_size=4, data_workers=2)\n"
+        "print('built', build_shards(cfg, show_progress=False).name)\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.count("built ") == 1

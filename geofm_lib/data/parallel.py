@@ -16,10 +16,12 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import pickle
+import sys
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from pathlib import Path
 
 from geofm_lib.config import Config
@@ -71,6 +73,11 @@ def _dask_task(task: Callable, cfg: Config, folder: str, unit, source_blob: byte
 
 def _source_blob(source, opened_here: bool) -> bytes | None:
     """The pickled source, or None when workers should open it from the configuration."""
+    if type(source).__module__ == "__main__":
+        raise ConfigError(f"data_workers > 1: the source class {type(source).__name__} is "
+                          f"defined in the script that runs the build (__main__), which worker "
+                          f"processes do not import; define it in a module, or set "
+                          f"data_workers: 1")
     try:
         return pickle.dumps(source)
     except Exception as exc:  # noqa: BLE001 - any pickling failure
@@ -107,6 +114,22 @@ def run_units(cfg: Config, folder: Path, units: list, source, task: Callable,
         bar.close()
 
 
+@contextmanager
+def _main_not_reimported():
+    """Start worker processes without them importing the caller's script (``__main__``): a
+    script without an ``if __name__ == "__main__":`` guard would otherwise build the shards
+    again inside each worker. The workers run library code only, so they never need it."""
+    main = sys.modules.get("__main__")
+    saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if main and k in main.__dict__}
+    for k in saved:
+        setattr(main, k, None) if k == "__spec__" else delattr(main, k)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            setattr(main, k, v)
+
+
 def _pool_context():
     """Worker processes start from a fork server (no fork of a process that runs threads, as
     torch's do); each imports the build itself while this process already writes shards."""
@@ -120,8 +143,9 @@ def _run_processes(cfg, folder, units, source, task, opened_here, workers, bar) 
     log.info("writing %d shards with %d processes", len(units), workers)
     blob = _source_blob(source, opened_here)
     queue, out, running = deque(units), {}, {}
-    with ProcessPoolExecutor(workers - 1, mp_context=_pool_context(), initializer=_init_worker,
-                             initargs=(cfg, blob)) as pool:
+    with _main_not_reimported(), ProcessPoolExecutor(
+            workers - 1, mp_context=_pool_context(), initializer=_init_worker,
+            initargs=(cfg, blob)) as pool:
         try:
             while queue or running:
                 while queue and len(running) < 3 * (workers - 1):
@@ -177,8 +201,9 @@ def _run_dask(cfg, folder, units, source, task, opened_here, bar) -> dict:
                  len(client.scheduler_info()["workers"]), folder)
     else:
         n = resolve_workers(cfg, len(units))
-        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                               dashboard_address=None, silence_logs=40)
+        with _main_not_reimported():
+            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                                   dashboard_address=None, silence_logs=40)
         client = Client(cluster)
         log.info("writing %d shards on a local Dask cluster of %d workers", len(units), n)
     try:
