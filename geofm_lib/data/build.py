@@ -117,7 +117,7 @@ def resize_image(image: np.ndarray, px: int) -> np.ndarray:
     return out.astype(image.dtype)
 
 
-def _patches(cfg: Config, scene, split: str) -> Iterator[dict]:
+def _patches(cfg: Config, scene, split: str, counts: Counter | None = None) -> Iterator[dict]:
     missing = missing_scene_keys(scene.meta)
     if missing:
         raise DataError(f"scene {scene.dataset}/{scene.index} from {scene.meta.get('source')!r} "
@@ -135,8 +135,14 @@ def _patches(cfg: Config, scene, split: str) -> Iterator[dict]:
     step = cfg.patch_stride_px or p
     origins = [(y, x) for y in range(0, h - p + 1, step) for x in range(0, w - p + 1, step)]
     bounds = scene.meta.get("footprint", {}).get("bounds")
+    counts = Counter() if counts is None else counts
     for k, (y, x) in enumerate(origins):
+        counts["cut"] += 1
+        if scene.keep_window is not None and not scene.keep_window(y, x, p, p):
+            counts["dropped"] += 1  # too little valid area (the reader's min_valid)
+            continue
         labels = scene.label_window(y, x, p, p)
+        counts["empty"] += not labels
         meta = dict(scene.meta)
         meta.update(split=split, patch=k, patch_origin_px=[y, x], image_px=p,
                     labels=labels, label_idx=[scene.vocabulary.index(lab) for lab in labels],
@@ -317,7 +323,8 @@ def write_unit(cfg: Config, folder: Path, unit: Unit, source) -> dict:
             if cfg.source_for(unit.dataset).on_bad != "skip":
                 raise
             unreadable.append(str(exc)[:200])
-    samples = [s for sc in scenes for s in _patches(cfg, sc, unit.split)]
+    patches = Counter()
+    samples = [s for sc in scenes for s in _patches(cfg, sc, unit.split, patches)]
     check_physical(samples, unit.dataset)
     side = write_shard(folder / unit.file, samples)
     side["vocabulary"] = list(scenes[0].vocabulary) if scenes else []
@@ -325,6 +332,7 @@ def write_unit(cfg: Config, folder: Path, unit: Unit, source) -> dict:
     side["caption_hashes"] = _caption_hashes(samples)
     side["own_captions"] = sum(1 for x in samples if x["json"].get("captions"))
     side["unreadable_skipped"] = unreadable
+    side["patches"] = {k: patches[k] for k in ("cut", "dropped", "empty")}
     # normalisation statistics come from train only; val keeps just its label counts
     side.update(split=unit.split, dataset=unit.dataset,
                 stats=_unit_stats(samples if unit.split == "train" else []),
@@ -407,6 +415,7 @@ def _drop_val_duplicates(folder: Path, sidecars: dict) -> int:
                    caption_hashes=_caption_hashes(kept),
                    own_captions=sum(1 for x in kept if x["json"].get("captions")),
                    unreadable_skipped=side.get("unreadable_skipped", []),
+                   patches=side.get("patches", {}),
                    val_labels=dict(Counter(lab for s in kept for lab in s["json"]["labels"])))
         atomic_write_json(folder / (name + ".json"), new)
         sidecars[name] = new
@@ -440,6 +449,15 @@ def _caption_counts(units: list[Unit], sidecars: dict) -> dict[str, dict[str, di
         own[u.dataset][u.split] += sidecars[u.file].get("own_captions", 0)
     return {ds: {sp: {"distinct": len(h), "own": own[ds][sp]} for sp, h in splits.items()}
             for ds, splits in seen.items()}
+
+
+def _patch_counts(units: list[Unit], sidecars: dict) -> dict[str, dict[str, int]]:
+    """Per dataset: patches cut from its scenes, dropped (too little valid area) and kept
+    without any label (``empty``; before validation duplicates are removed)."""
+    out: dict = defaultdict(Counter)
+    for u in units:
+        out[u.dataset].update(sidecars[u.file].get("patches", {}))
+    return {ds: {k: c[k] for k in ("cut", "dropped", "empty")} for ds, c in out.items()}
 
 
 def _band_records(units: list[Unit], sidecars: dict) -> dict[str, list[dict]]:
@@ -512,6 +530,7 @@ def _manifest(cfg: Config, units: list[Unit], sidecars: dict, removed: int,
         "unreadable_skipped": {ds: n for ds, n in Counter(
             u.dataset for u in units for _ in sidecars[u.file].get("unreadable_skipped", [])
         ).items()},
+        "patches": _patch_counts(units, sidecars),
         "val_duplicates_removed": removed,
         "duplicates_across_splits": len(all_train & all_val),
         "shards": shards,

@@ -101,6 +101,9 @@ class Scene:
     label_window: Callable[[int, int, int, int], list[str]]
     # the single (dominant) label of a pixel window, where the source knows one
     dominant_window: Callable[[int, int, int, int], str | None] | None = None
+    # False for a pixel window too empty to keep (e.g. mostly outside the valid area); the
+    # build drops such patches and counts them
+    keep_window: Callable[[int, int, int, int], bool] | None = None
 
 
 class Source(Protocol):
@@ -179,7 +182,8 @@ def _file_bounds_lonlat(path) -> list[float] | None:
         return None
 
 
-_LABEL_ALIASES = {"sealake": "Sea or lake"}
+_LABEL_ALIASES = {"sealake": "Sea or lake",  # EuroSAT
+                  "lifesavingappliances": "Life-saving appliance"}  # SeaDronesSee v2
 
 
 # options every reader of raster files takes to describe its bands (README, "Bands")

@@ -9,15 +9,19 @@ from geofm_lib.config import SOURCES, Config
 from geofm_lib.data import simulate
 from geofm_lib.data.sources.base import Scene, SourceBase
 from geofm_lib.data.sources.bigearthnet import BigEarthNetSource
+from geofm_lib.data.sources.coco import CocoSource
+from geofm_lib.data.sources.dota import DotaSource
 from geofm_lib.data.sources.geotiff import GeoTiffSource
 from geofm_lib.data.sources.karpathy import KarpathySource
 from geofm_lib.data.sources.simulator import SimulatorSource
 from geofm_lib.data.sources.table import TableSource
 from geofm_lib.data.sources.torchgeo_datasets import TorchGeoSource
+from geofm_lib.data.sources.xview import XViewSource
 from geofm_lib.errors import ConfigError
 
 READERS = {"torchgeo": TorchGeoSource, "karpathy": KarpathySource,
-           "geotiff": lambda ds, spec, cfg: GeoTiffSource(cfg, ds, spec), "table": TableSource}
+           "geotiff": lambda ds, spec, cfg: GeoTiffSource(cfg, ds, spec), "table": TableSource,
+           "xview": XViewSource, "coco": CocoSource, "dota": DotaSource}
 """The reader of each ``sources`` entry, ``(dataset, spec, cfg) -> Source`` (``simulator``
 entries share one simulator); ``config.READERS`` names them."""
 SOURCE_READERS = {"simulator": SimulatorSource, "bigearthnet": BigEarthNetSource,

@@ -1,0 +1,190 @@
+"""Readers of seed 000's datasets in their published formats: fixtures in the real layouts ->
+shards, every patch's labels checked against the annotations written, and the bad inputs."""
+
+import json
+
+import numpy as np
+import pytest
+from paper_fixtures import (
+    MAFAT_ROWS,
+    SEADRONESSEE_IMAGES,
+    XVIEW_BOXES,
+    box_share,
+    write_mafat,
+    write_seadronessee,
+    write_xview,
+)
+
+from geofm_lib import errors
+from geofm_lib.config import load_config
+from geofm_lib.data import build, shards
+
+
+def _cfg(tmp_path, dataset, spec, **kw):
+    base = dict(datasets=[dataset], group="C" if dataset in ("xview", "mafat") else "B",
+                sources={dataset: spec}, image_px=32, samples_per_dataset=50,
+                val_fraction=0.34, shard_size=64, work_dir=str(tmp_path / "work"))
+    return load_config("ci", **{**base, **kw})
+
+
+def _samples(folder):
+    return [s for split in ("train", "val") for s in
+            shards.iter_shards(shards.shard_paths(folder, split))]
+
+
+def _expected(boxes, y, x, p=32, share=0.5):
+    """Labels of a patch from axis-aligned boxes (label, x0, y0, x1, y1), independently of the
+    reader: the box's share inside the patch."""
+    return {lab for lab, *box in boxes if box_share(box, y, x, p) >= share}
+
+
+XVIEW_NAMES = {73: "Building", 18: "Small Car", 86: "Storage Tank", 40: "Maritime Vessel"}
+
+
+def test_xview_geojson_and_geotiffs_to_patches_with_their_boxes(tmp_path):
+    write_xview(tmp_path / "xview")
+    folder = build.build_shards(_cfg(tmp_path, "xview", {"reader": "xview",
+                                                         "root": str(tmp_path / "xview")}),
+                                None, False)
+    samples = _samples(folder)
+    assert len(samples) == 3 * 9  # three 96-px images, nine 32-px patches each
+    for s in samples:
+        m = s["json"]
+        y, x = m["patch_origin_px"]
+        boxes = [(XVIEW_NAMES[t], x0, y0, x1, y1) for img, t, x0, y0, x1, y1 in XVIEW_BOXES
+                 if img == m["file"] and t in XVIEW_NAMES]
+        assert set(m["labels"]) == _expected(boxes, y, x), (m["file"], y, x, m["labels"])
+        assert m["footprint"]["bounds"] and -82 < m["footprint"]["bounds"][0] < -80
+        assert s["img"].dtype == np.uint8 and m["bands"] == ["R", "G", "B"]
+    by_patch = {(s["json"]["file"], *s["json"]["patch_origin_px"]): s["json"]["labels"]
+                for s in samples}
+    assert by_patch[("10.tif", 32, 32)] == ["Small Car"] and by_patch[("10.tif", 32, 0)] == []
+    assert by_patch[("10.tif", 64, 64)] == []  # the tank's box is 9 % inside the image
+    assert by_patch[("10.tif", 0, 0)] == ["Building"]
+    manifest = shards.load_manifest(folder)
+    report = manifest["source_reports"]["xview"]
+    assert report["found"] == 3 and report["used"] == 3
+    assert report["not_used"] == {"type ids 75 and 82 (not among the 60 classes)": 1,
+                                  "features without pixel bounds": 1}
+    assert manifest["patches"]["xview"] == {"cut": 27, "dropped": 0, "empty": 27 - sum(
+        1 for s in samples if s["json"]["labels"])}
+
+
+def test_seadronessee_coco_splits_categories_and_flight_records(tmp_path):
+    write_seadronessee(tmp_path / "sds")
+    cfg = _cfg(tmp_path, "seadronessee", {"reader": "coco", "root": str(tmp_path / "sds"),
+                                          "splits": "official"})
+    folder = build.build_shards(cfg, None, False)
+    samples = _samples(folder)
+    names = {1: "Swimmer", 2: "Boat", 4: "Life-saving appliance", 5: "Buoy"}
+    entries = {image_id: (split, boxes) for split, images in SEADRONESSEE_IMAGES.items()
+               for image_id, _, _, _, boxes in images}
+    assert len(samples) == 6 + 6 + 4
+    for s in samples:
+        m = s["json"]
+        split, boxes = entries[m["image_id"]]
+        assert m["split"] == split
+        y, x = m["patch_origin_px"]
+        expected = _expected([(names[c], bx, by, bx + w, by + h) for c, bx, by, w, h in boxes
+                              if c in names], y, x)
+        assert set(m["labels"]) == expected, (m["image_id"], y, x)
+    first = next(s["json"] for s in samples if s["json"]["image_id"] == 48)
+    assert first["footprint"]["bounds"] == [9.2701, 47.6712, 9.2701, 47.6712]
+    assert first["altitude_m"] == 31.4 and first["date"] == "2020-08-25"
+    quirk = next(s["json"] for s in samples if s["json"]["image_id"] == 7001)
+    assert quirk["footprint"]["bounds"][:2] == [9.18, 47.65]  # numbers held in gps_*_ref
+    assert next(s["json"] for s in samples if s["json"]["image_id"] == 52)["footprint"][
+        "bounds"] is None
+    report = shards.load_manifest(folder)["source_reports"]["seadronessee"]
+    assert report["not_used"] == {"annotations of the ignored category": 1}
+
+
+def test_mafat_dota_rows_16_bit_frames_oriented_and_cut_boxes(tmp_path):
+    write_mafat(tmp_path / "mafat")
+    folder = build.build_shards(_cfg(tmp_path, "mafat", {"reader": "dota",
+                                                         "root": str(tmp_path / "mafat")}),
+                                None, False)
+    samples = _samples(folder)
+    assert len(samples) == 3 * 4
+    label = {"small_vehicle": "Small Vehicle", "pylon": "Pylon", "container": "Container",
+             "small_vessel": "Small Vessel", "bus": "Bus"}
+    for s in samples:
+        m = s["json"]
+        assert s["img"].dtype == np.uint16 and m["bands"] == ["PAN"]
+        y, x = m["patch_origin_px"]
+        boxes = []
+        for row in MAFAT_ROWS[m["frame"]]:
+            t = row.split()
+            if len(t) >= 9:
+                xy = np.array([float(v) for v in t[:8]]).reshape(4, 2)
+                boxes.append((label[t[8]], *xy.min(0), *xy.max(0)))
+        expected = _expected([b for b in boxes if b[0] != "Bus"], y, x)
+        if (m["frame"], y, x) == ("10011_0_0", 32, 0):
+            expected.add("Bus")  # the diamond lies wholly inside this patch
+        assert set(m["labels"]) == expected, (m["frame"], y, x, m["labels"])
+    assert {s["json"].get("gsd_header_m") for s in samples} == {None, 0.52}
+
+
+def test_bad_annotations_are_named_or_skipped_and_counted(tmp_path):
+    # a frame whose label file is missing
+    write_mafat(tmp_path / "m", drop_label="10011_0_1280")
+    spec = {"reader": "dota", "root": str(tmp_path / "m")}
+    with pytest.raises(errors.DataError, match=r"10011_0_1280.tif has no train/labelTxt/"
+                                               r"10011_0_1280.txt.*on_bad: skip"):
+        build.build_shards(_cfg(tmp_path, "mafat", spec), None, False)
+    folder = build.build_shards(_cfg(tmp_path, "mafat", {**spec, "on_bad": "skip"}), None,
+                                False)
+    assert shards.load_manifest(folder)["source_reports"]["mafat"]["not_used"] == {
+        "label files missing": 1}
+    # an unknown class, a malformed row and a box outside its image
+    rows = tmp_path / "m" / "train" / "labelTxt" / "10011_0_0.txt"
+    rows.write_text("1 1 5 1 5 5 1 5 tank\n1 2 3\n100 100 120 100 120 120 100 120 bus\n")
+    with pytest.raises(errors.DataError, match="class 'tank' is not one of mafat's 13"):
+        build.build_shards(_cfg(tmp_path, "mafat", spec, seed=1), None, False)
+    folder = build.build_shards(_cfg(tmp_path, "mafat", {**spec, "on_bad": "skip"}, seed=1),
+                                None, False)
+    assert shards.load_manifest(folder)["source_reports"]["mafat"]["not_used"] == {
+        "label files missing": 1, "unknown classes": 1, "malformed rows": 1,
+        "objects outside their image": 1}
+
+
+def test_xview_unknown_type_ids_missing_images_and_files_without_crs(tmp_path):
+    root = tmp_path / "x"
+    write_xview(root)
+    data = json.loads((root / "xView_train.geojson").read_text())
+    data["features"][0]["properties"]["type_id"] = 99
+    (root / "xView_train.geojson").write_text(json.dumps(data))
+    spec = {"reader": "xview", "root": str(root)}
+    with pytest.raises(errors.DataError, match="type_id 99, which is none of xView's 60"):
+        build.build_shards(_cfg(tmp_path, "xview", spec), None, False)
+    data["features"][0]["properties"]["type_id"] = 73
+    (root / "xView_train.geojson").write_text(json.dumps(data))
+    (root / "train_images" / "11.tif").unlink()
+    with pytest.raises(errors.DataError, match=r"boxes of 1 images not in train_images/ "
+                                               r"\(e.g. 11.tif\)"):
+        build.build_shards(_cfg(tmp_path, "xview", spec, seed=1), None, False)
+    flat = tmp_path / "flat"
+    write_xview(flat, crs=False)
+    with pytest.raises(errors.DataError, match="10.tif has no CRS"):
+        build.build_shards(_cfg(tmp_path, "xview", {"reader": "xview", "root": str(flat)},
+                                seed=2), None, False)
+    (root / "xView_train.geojson").unlink()
+    with pytest.raises(errors.ConfigError, match="no xView_train.geojson.*train_labels.zip"):
+        build.build_shards(_cfg(tmp_path, "xview", spec, seed=3), None, False)
+
+
+def test_coco_images_referenced_but_absent_and_unknown_categories(tmp_path):
+    root = tmp_path / "s"
+    write_seadronessee(root)
+    (root / "images" / "train" / "52.jpg").unlink()
+    spec = {"reader": "coco", "root": str(root)}
+    with pytest.raises(errors.DataError, match="instances_train.json lists 52.jpg, which is not"):
+        build.build_shards(_cfg(tmp_path, "seadronessee", spec), None, False)
+    coco = json.loads((root / "annotations" / "instances_val.json").read_text())
+    coco["annotations"][0]["category_id"] = 9
+    (root / "annotations" / "instances_val.json").write_text(json.dumps(coco))
+    folder = build.build_shards(_cfg(tmp_path, "seadronessee", {**spec, "on_bad": "skip"}),
+                                None, False)
+    assert shards.load_manifest(folder)["source_reports"]["seadronessee"]["not_used"] == {
+        "images referenced but absent": 1, "unknown category ids": 1,
+        "annotations of the ignored category": 1}
