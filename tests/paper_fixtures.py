@@ -152,3 +152,83 @@ def box_share(box, y: int, x: int, p: int) -> float:
     w = max(0.0, min(x1, x + p) - max(x0, x))
     h = max(0.0, min(y1, y + p) - max(y0, y))
     return w * h / ((x1 - x0) * (y1 - y0))
+
+
+# --- Agriculture-Vision: <split>/images/{rgb,nir}, boundaries, masks, labels/<class> --------
+
+AGRIVISION_TILES = {  # split -> {tile: {class folder: (x0, y0, x1, y1) of its mask}}
+    "train": {"UG6H862FY_2777-3999-3289-4511": {"double_plant": (0, 0, 20, 20),
+                                                 "waterway": (40, 40, 64, 64)},
+              "ZAD3NZMXK_5223-878-5735-1390": {}},      # a tile with no anomaly
+    "val": {"K8PJ2HQ7A_1024-512-1536-1024": {"weed_cluster": (0, 32, 32, 64)}},
+}
+AGRIVISION_INVALID = (0, 32, 32, 64)  # outside the field in the first train tile: dropped
+
+
+def write_agriculture_vision(root: Path, extra_folder: str | None = None,
+                             mask_px: int = 64) -> dict:
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    classes = ("double_plant", "waterway", "weed_cluster") + \
+        ((extra_folder,) if extra_folder else ())
+    for split, tiles in AGRIVISION_TILES.items():
+        base = root / split
+        for sub in ("images/rgb", "images/nir", "boundaries", "masks",
+                    *(f"labels/{c}" for c in classes)):
+            (base / sub).mkdir(parents=True, exist_ok=True)
+        for k, (tile, boxes) in enumerate(tiles.items()):
+            Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(
+                base / "images" / "rgb" / f"{tile}.jpg")
+            Image.fromarray(rng.integers(0, 255, (64, 64), dtype=np.uint8)).save(
+                base / "images" / "nir" / f"{tile}.jpg")
+            boundary = np.full((64, 64), 255, np.uint8)
+            if split == "train" and k == 0:
+                x0, y0, x1, y1 = AGRIVISION_INVALID
+                boundary[y0:y1, x0:x1] = 0
+            Image.fromarray(boundary).save(base / "boundaries" / f"{tile}.png")
+            Image.fromarray(np.full((mask_px, mask_px), 255, np.uint8)).save(
+                base / "masks" / f"{tile}.png")
+            for c in classes:
+                m = np.zeros((64, 64), np.uint8)
+                if c in boxes:
+                    x0, y0, x1, y1 = boxes[c]
+                    m[y0:y1, x0:x1] = 255
+                Image.fromarray(m).save(base / "labels" / c / f"{tile}.png")
+    return AGRIVISION_TILES
+
+
+# --- Houston Harvey, FloodNet layout: <split>/<split>-org-img, <split>-label-img/<id>_lab.png
+
+FLOODNET_IMAGES = {"train": {"6467": [(1, 0, 0, 40, 20), (5, 0, 40, 64, 64)],   # index, box
+                             "7021": [(6, 0, 0, 64, 64)]},                     # only trees
+                   "val": {"10807": [(3, 32, 0, 64, 32), (8, 0, 0, 4, 4)]}}
+
+
+def write_floodnet(root: Path, bad_value: int | None = None) -> dict:
+    from PIL import Image
+
+    rng = np.random.default_rng(4)
+    for split, images in FLOODNET_IMAGES.items():
+        (root / split / f"{split}-org-img").mkdir(parents=True, exist_ok=True)
+        (root / split / f"{split}-label-img").mkdir(parents=True, exist_ok=True)
+        for image_id, regions in images.items():
+            Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(
+                root / split / f"{split}-org-img" / f"{image_id}.jpg")
+            m = np.zeros((64, 64), np.uint8)
+            for value, x0, y0, x1, y1 in regions:
+                m[y0:y1, x0:x1] = value
+            if bad_value is not None:
+                m[63, 63] = bad_value
+            Image.fromarray(m).save(root / split / f"{split}-label-img" / f"{image_id}_lab.png")
+    return FLOODNET_IMAGES
+
+
+def mask_share(box, y: int, x: int, p: int, valid=None) -> float:
+    """Share of a patch's valid pixels covered by an axis-aligned mask region."""
+    x0, y0, x1, y1 = box
+    inside = np.zeros((64, 64), bool)
+    inside[y0:y1, x0:x1] = True
+    ok = np.ones((64, 64), bool) if valid is None else valid
+    n = ok[y:y + p, x:x + p].sum()
+    return float((inside & ok)[y:y + p, x:x + p].sum() / n) if n else 0.0

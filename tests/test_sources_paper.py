@@ -6,10 +6,16 @@ import json
 import numpy as np
 import pytest
 from paper_fixtures import (
+    AGRIVISION_INVALID,
+    AGRIVISION_TILES,
+    FLOODNET_IMAGES,
     MAFAT_ROWS,
     SEADRONESSEE_IMAGES,
     XVIEW_BOXES,
     box_share,
+    mask_share,
+    write_agriculture_vision,
+    write_floodnet,
     write_mafat,
     write_seadronessee,
     write_xview,
@@ -188,3 +194,78 @@ def test_coco_images_referenced_but_absent_and_unknown_categories(tmp_path):
     assert shards.load_manifest(folder)["source_reports"]["seadronessee"]["not_used"] == {
         "images referenced but absent": 1, "unknown category ids": 1,
         "annotations of the ignored category": 1}
+
+
+def test_agriculture_vision_rgb_nir_class_masks_inside_the_valid_field(tmp_path):
+    write_agriculture_vision(tmp_path / "av")
+    cfg = _cfg(tmp_path, "agriculture_vision", {"reader": "agriculture_vision",
+                                                "root": str(tmp_path / "av"),
+                                                "splits": "official"})
+    folder = build.build_shards(cfg, None, False)
+    samples = _samples(folder)
+    assert len(samples) == 3 * 4 - 1  # the patch outside the field is dropped
+    names = {"double_plant": "Double plant", "waterway": "Waterway",
+             "weed_cluster": "Weed cluster"}
+    first = next(iter(AGRIVISION_TILES["train"]))
+    for s in samples:
+        m = s["json"]
+        tile = f"{m['field_id']}_{'-'.join(map(str, m['field_window_px']))}"
+        split = next(sp for sp, tiles in AGRIVISION_TILES.items() if tile in tiles)
+        assert m["split"] == split and s["img"].shape == (4, 32, 32)
+        assert m["bands"] == ["R", "G", "B", "nir"] and m["band_info"][3]["center_nm"] == 842
+        valid = np.ones((64, 64), bool)
+        if tile == first:
+            x0, y0, x1, y1 = AGRIVISION_INVALID
+            valid[y0:y1, x0:x1] = False
+        y, x = m["patch_origin_px"]
+        expected = {names[c] for c, box in AGRIVISION_TILES[split][tile].items()
+                    if mask_share(box, y, x, 32, valid) >= 0.01}
+        assert set(m["labels"]) == expected, (tile, y, x, m["labels"])
+    manifest = shards.load_manifest(folder)
+    assert manifest["patches"]["agriculture_vision"]["dropped"] == 1
+    assert manifest["patches"]["agriculture_vision"]["cut"] == 12
+
+
+def test_agriculture_vision_unknown_class_folders_and_masks_of_another_size(tmp_path):
+    write_agriculture_vision(tmp_path / "a", extra_folder="cloud_shadow")
+    spec = {"reader": "agriculture_vision", "root": str(tmp_path / "a")}
+    with pytest.raises(errors.DataError, match=r"train/labels/cloud_shadow is none of "
+                                               r"agriculture_vision's classes.*class_folders"):
+        build.build_shards(_cfg(tmp_path, "agriculture_vision", spec), None, False)
+    folder = build.build_shards(_cfg(tmp_path, "agriculture_vision",
+                                     {**spec, "options": {"class_folders": [
+                                         "cloud_shadow=Water"]}}), None, False)
+    assert "Water" in shards.load_manifest(folder)["vocabularies"]["agriculture_vision"]
+    write_agriculture_vision(tmp_path / "b", mask_px=48)
+    with pytest.raises(errors.DataError, match=r"masks of another size|mask is \(48, 48\)"):
+        build.build_shards(_cfg(tmp_path, "agriculture_vision",
+                                {"reader": "agriculture_vision", "root": str(tmp_path / "b")}),
+                           None, False)
+
+
+def test_houston_harvey_floodnet_index_masks_to_the_five_flood_labels(tmp_path):
+    write_floodnet(tmp_path / "fn")
+    folder = build.build_shards(_cfg(tmp_path, "houston_harvey", {
+        "reader": "class_masks", "root": str(tmp_path / "fn"), "splits": "official"},
+        group="C"), None, False)
+    samples = _samples(folder)
+    assert len(samples) == 3 * 4
+    names = {1: "Flooded building", 3: "Flooded road", 5: "Water"}  # 6 tree, 8 pool: no label
+    for s in samples:
+        m = s["json"]
+        split = next(sp for sp, imgs in FLOODNET_IMAGES.items() if m["image_id"] in imgs)
+        assert m["split"] == split
+        y, x = m["patch_origin_px"]
+        expected = {names[v] for v, *box in FLOODNET_IMAGES[split][m["image_id"]]
+                    if v in names and mask_share(box, y, x, 32) >= 0.01}
+        assert set(m["labels"]) == expected, (m["image_id"], y, x, m["labels"])
+
+
+def test_class_indices_outside_the_list_stop_or_are_skipped(tmp_path):
+    write_floodnet(tmp_path / "fn", bad_value=12)
+    spec = {"reader": "class_masks", "root": str(tmp_path / "fn")}
+    with pytest.raises(errors.DataError, match=r"6467_lab.png holds class indices \[12\]"):
+        build.build_shards(_cfg(tmp_path, "houston_harvey", spec, group="C"), None, False)
+    folder = build.build_shards(_cfg(tmp_path, "houston_harvey", {**spec, "on_bad": "skip"},
+                                     group="C"), None, False)
+    assert shards.load_manifest(folder)["unreadable_skipped"] == {"houston_harvey": 3}

@@ -319,7 +319,7 @@ def write_unit(cfg: Config, folder: Path, unit: Unit, source) -> dict:
     for i in unit.scenes:
         try:
             scenes.append(source.scene(unit.dataset, i))
-        except ShardError as exc:  # an image that exists but cannot be decoded
+        except (ShardError, DataError) as exc:  # an image that cannot be decoded or used
             if cfg.source_for(unit.dataset).on_bad != "skip":
                 raise
             unreadable.append(str(exc)[:200])

@@ -7,8 +7,10 @@ from __future__ import annotations
 from geofm_lib.config import READERS as CONFIG_READERS
 from geofm_lib.config import SOURCES, Config
 from geofm_lib.data import simulate
+from geofm_lib.data.sources.agriculture_vision import AgricultureVisionSource
 from geofm_lib.data.sources.base import Scene, SourceBase
 from geofm_lib.data.sources.bigearthnet import BigEarthNetSource
+from geofm_lib.data.sources.class_masks import ClassMaskSource
 from geofm_lib.data.sources.coco import CocoSource
 from geofm_lib.data.sources.dota import DotaSource
 from geofm_lib.data.sources.geotiff import GeoTiffSource
@@ -21,7 +23,8 @@ from geofm_lib.errors import ConfigError
 
 READERS = {"torchgeo": TorchGeoSource, "karpathy": KarpathySource,
            "geotiff": lambda ds, spec, cfg: GeoTiffSource(cfg, ds, spec), "table": TableSource,
-           "xview": XViewSource, "coco": CocoSource, "dota": DotaSource}
+           "xview": XViewSource, "coco": CocoSource, "dota": DotaSource,
+           "agriculture_vision": AgricultureVisionSource, "class_masks": ClassMaskSource}
 """The reader of each ``sources`` entry, ``(dataset, spec, cfg) -> Source`` (``simulator``
 entries share one simulator); ``config.READERS`` names them."""
 SOURCE_READERS = {"simulator": SimulatorSource, "bigearthnet": BigEarthNetSource,
