@@ -41,7 +41,7 @@ from geofm_lib.models.names import check_pretrained, known_model_names
 
 # The readers of the ``sources`` parameter (``data.sources.registry.READERS`` opens each).
 READERS = ("simulator", "torchgeo", "karpathy", "geotiff", "table", "xview", "coco", "dota",
-           "agriculture_vision", "class_masks")
+           "agriculture_vision", "class_masks", "qfabric")
 # The whole-run ``source`` values (one reader for every dataset of the run).
 SOURCES = ("simulator", "bigearthnet", "geotiff")
 
@@ -71,7 +71,7 @@ class SourceSpec(BaseModel):
       ``band_names``, ``max_nodata``. Its dataset key may be any name (labels come from the
       vector file).
     * ``xview``, ``coco`` (SeaDronesSee v2), ``dota`` (MAFAT), ``agriculture_vision``,
-      ``class_masks`` (Houston Harvey, FloodNet's layout): seed 000's datasets in their
+      ``class_masks`` (Houston Harvey, FloodNet's layout), ``qfabric``: seed 000's datasets in their
       published formats (``data/sources/<reader>.py`` documents each layout); ``options``
       ``min_object_share``, ``min_mask_share``, ``min_valid`` set how patches are labelled.
     * ``table``: a CSV or Parquet file (``captions_file`` under ``root``) with columns

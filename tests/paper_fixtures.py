@@ -232,3 +232,58 @@ def mask_share(box, y: int, x: int, p: int, valid=None) -> float:
     ok = np.ones((64, 64), bool) if valid is None else valid
     n = ok[y:y + p, x:x + p].sum()
     return float((inside & ok)[y:y + p, x:x + p].sum() / n) if n else 0.0
+
+
+# --- QFabric: vectors/<split>/COCO/metadata.json + <location>.json, five dates per place ----
+
+QFABRIC_OPTIONS = [
+    ["Residential", "Commercial", "Industrial", "Road", "Demolition", "Mega Projects"],
+    ["Prior Construction", "Greenland", "Land Cleared", "Excavation", "Materials Dumped",
+     "Construction Started", "Construction Midway", "Construction Done", "Operational"],
+    ["Dense Urban", "Sparse Urban", "Rural"],
+    ["River", "Hills"]]
+# location -> (split, [(polygon corners, change type, {date: status}, urban, geography)])
+QFABRIC_LOCATIONS = {
+    "loc_0001": ("train", [
+        ([(2, 2), (30, 2), (30, 20), (2, 20)], 0, {"0": [1], "4": [8]}, [1], [0]),
+        ([(40, 40), (60, 40), (60, 60), (40, 60)], 3, {"0": [0], "4": [6]}, [0], [])]),
+    "loc_0002": ("val", []),    # a place where nothing changed
+}
+
+
+def write_qfabric(root: Path, urban=None) -> dict:
+    import rasterio
+    from rasterio.transform import from_origin
+
+    rng = np.random.default_rng(5)
+    coco = root / "vectors" / "random-split-1_2023_02_05-11_47_30" / "COCO"
+    coco.mkdir(parents=True, exist_ok=True)
+    (root / "images").mkdir(exist_ok=True)
+    options = [list(o) for o in QFABRIC_OPTIONS]
+    if urban:
+        options[2] = urban
+    (coco / "metadata.json").write_text(json.dumps({
+        "dataset": {s: [f"{loc}.json" for loc, (sp, _) in QFABRIC_LOCATIONS.items() if sp == s]
+                    for s in ("train", "val")},
+        "label:metadata": [{"name": n, "options": o} for n, o in zip(
+            ("change_type", "change_status", "urban_type", "geography_type"), options)]}))
+    for k, (loc, (_, polys)) in enumerate(QFABRIC_LOCATIONS.items()):
+        images = []
+        for d in range(5):
+            name = f"images/{loc}_d{d}.tif"
+            with rasterio.open(root / name, "w", driver="GTiff", width=64, height=64, count=3,
+                               dtype="uint8", crs="EPSG:32643", photometric="RGB",
+                               transform=from_origin(300000 + 1000 * k, 2000000, 0.5, 0.5)) as f:
+                f.write(rng.integers(0, 255, (3, 64, 64), dtype=np.uint8))
+            images.append({"id": d, "file_name": name, "width": 64, "height": 64,
+                           "date_captured": f"201{5 + d}-03-0{d + 1}"})
+        anns = []
+        for i, (corners, ct, status, urban_i, geo) in enumerate(polys):
+            flat = [float(v) for c in corners + [corners[0]] for v in c]
+            xs, ys = flat[0::2], flat[1::2]
+            anns.append({"id": i, "image_id": 0, "segmentation": [flat],
+                         "bbox": [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)],
+                         "properties": [{"labels": [ct]}, {"labels": status},
+                                        {"labels": urban_i}, {"labels": geo}]})
+        (coco / f"{loc}.json").write_text(json.dumps({"images": images, "annotations": anns}))
+    return QFABRIC_LOCATIONS

@@ -10,6 +10,8 @@ from paper_fixtures import (
     AGRIVISION_TILES,
     FLOODNET_IMAGES,
     MAFAT_ROWS,
+    QFABRIC_LOCATIONS,
+    QFABRIC_OPTIONS,
     SEADRONESSEE_IMAGES,
     XVIEW_BOXES,
     box_share,
@@ -17,6 +19,7 @@ from paper_fixtures import (
     write_agriculture_vision,
     write_floodnet,
     write_mafat,
+    write_qfabric,
     write_seadronessee,
     write_xview,
 )
@@ -269,3 +272,41 @@ def test_class_indices_outside_the_list_stop_or_are_skipped(tmp_path):
     folder = build.build_shards(_cfg(tmp_path, "houston_harvey", {**spec, "on_bad": "skip"},
                                      group="C"), None, False)
     assert shards.load_manifest(folder)["unreadable_skipped"] == {"houston_harvey": 3}
+
+
+@pytest.mark.parametrize("date", [4, 0])
+def test_qfabric_change_polygons_with_the_status_at_the_scene_date(tmp_path, date):
+    write_qfabric(tmp_path / "qf")
+    spec = {"reader": "qfabric", "root": str(tmp_path / "qf"), "splits": "official",
+            "options": {"date": date}}
+    folder = build.build_shards(_cfg(tmp_path, "qfabric", spec, group="C"), None, False)
+    samples = _samples(folder)
+    assert len(samples) == 2 * 4
+    types, status, urban, geo = QFABRIC_OPTIONS
+    for s in samples:
+        m = s["json"]
+        split, polys = QFABRIC_LOCATIONS[m["location"]]
+        assert m["split"] == split and m["date"] == f"201{5 + date}-03-0{date + 1}"
+        assert m["footprint"]["bounds"] and 70 < m["footprint"]["bounds"][0] < 80
+        y, x = m["patch_origin_px"]
+        expected = set()
+        for corners, ct, st, ur, ge in polys:
+            xs, ys = [c[0] for c in corners], [c[1] for c in corners]
+            if box_share((min(xs), min(ys), max(xs), max(ys)), y, x, 32) >= 0.5:
+                expected |= {types[ct], *(status[i] for i in st.get(str(date), [])),
+                             *(urban[i] for i in ur), *(geo[i] for i in ge)}
+        assert set(m["labels"]) == expected, (m["location"], y, x, m["labels"])
+    by = {(s["json"]["location"], *s["json"]["patch_origin_px"]): s["json"]["labels"]
+          for s in samples}
+    assert ("Operational" if date == 4 else "Greenland") in by[("loc_0001", 0, 0)]
+
+
+def test_qfabric_context_names_the_catalog_does_not_list(tmp_path):
+    write_qfabric(tmp_path / "qf", urban=["Dense Urban", "Urban Slum", "Rural"])
+    spec = {"reader": "qfabric", "root": str(tmp_path / "qf")}
+    with pytest.raises(errors.ConfigError, match="class 'Urban Slum' of the reader has no label"):
+        build.build_shards(_cfg(tmp_path, "qfabric", spec, group="C"), None, False)
+    folder = build.build_shards(_cfg(tmp_path, "qfabric", {
+        **spec, "options": {"context_labels": False}}, group="C"), None, False)
+    labels = {lab for s in _samples(folder) for lab in s["json"]["labels"]}
+    assert labels and labels <= set(QFABRIC_OPTIONS[0] + QFABRIC_OPTIONS[1])
