@@ -33,7 +33,14 @@ from pydantic import (
     model_validator,
 )
 
-from geofm_lib.catalog import DATASETS, GROUP_DATASETS, SENSORS, SIMULATED, dataset_from_card
+from geofm_lib.catalog import (
+    DATASETS,
+    GROUP_DATASETS,
+    SENSORS,
+    SIMULATED,
+    dataset_from_card,
+    paper_patches,
+)
 from geofm_lib.errors import ConfigError, PretrainedUnavailable
 from geofm_lib.io import check_name, read_yaml
 from geofm_lib.models.devices import resolve_device, resolve_precision
@@ -168,6 +175,10 @@ class Config(BaseModel):
     source_path: str | None = Field(
         None, description="folder or file for the real-data sources")
     # data
+    dataset_mix: Literal["balanced", "paper"] = Field(
+        "balanced", description="balanced: samples_per_dataset scenes of every dataset; paper: "
+                                "the same total, shared as seed 000's compiled set (Table 1 "
+                                "after cutting into 512-px patches)")
     samples_per_dataset: int = Field(64, ge=1, le=10_000_000,
                                      description="scenes rendered per dataset")
     image_px: int = Field(64, ge=8, le=4096, description="side of stored patches, pixels")
@@ -326,6 +337,17 @@ class Config(BaseModel):
                              f"at most image_px (0 means image_px)")
         return self
 
+    @model_validator(mode="after")
+    def _paper_mix_of_table_1_datasets(self):
+        if self.dataset_mix == "paper":
+            other = [k for k in self.dataset_keys
+                     if k not in DATASETS or DATASETS[k].paper_n_images is None]
+            if other:
+                raise ValueError(f"dataset_mix: paper shares the datasets of seed 000's Table "
+                                 f"1, and {', '.join(other)} is not one of them: use "
+                                 f"dataset_mix: balanced, or leave it out of datasets")
+        return self
+
     # -- derived values ---------------------------------------------------------------------
     @property
     def dataset_keys(self) -> tuple[str, ...]:
@@ -350,6 +372,21 @@ class Config(BaseModel):
     @property
     def effective_scene_px(self) -> int:
         return self.scene_px or self.image_px
+
+    def samples_for(self, dataset: str) -> int:
+        """Scenes (images) a dataset contributes: ``samples_per_dataset``, or with
+        ``dataset_mix: paper`` its share of the run's total (``samples_per_dataset`` times the
+        number of datasets) in the proportions of seed 000's compiled set, counted in patches
+        of ``image_px`` (each scene gives ``(scene_px // image_px) ** 2``), at least 2 so that
+        every dataset has a training and a validation scene."""
+        if self.dataset_mix == "balanced":
+            return self.samples_per_dataset
+        keys = self.dataset_keys
+        weights = {k: paper_patches(k) for k in keys}  # all in Table 1 (checked on load)
+        total = self.samples_per_dataset * len(keys)
+        per_scene = max(self.effective_scene_px // self.image_px, 1) ** 2
+        patches = total * weights[dataset] / sum(weights.values())
+        return max(int(round(patches / per_scene)), 2)
 
     def to_dict(self) -> dict[str, Any]:
         d = self.model_dump()
@@ -435,7 +472,7 @@ DATA_RULES = 6  # 5: band records (names, wavelengths, nodata per band) in the s
 
 
 DATA_KEYS = ("datasets", "dataset_cards", "source", "source_path", "sources",
-             "samples_per_dataset", "image_px",
+             "samples_per_dataset", "dataset_mix", "image_px",
              "scene_px", "patch_stride_px", "caption_metadata", "s2_product", "val_fraction",
              "shard_size", "seed")
 

@@ -144,3 +144,31 @@ def test_a_script_without_a_main_guard_builds_in_parallel(tmp_path):
                          timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.count("built ") == 1
+
+
+def test_paper_mix_shares_the_total_as_seed_000s_compiled_set(tmp_path):
+    from geofm_lib.catalog import paper_patches
+
+    cfg = load_config("ci", group="all", dataset_mix="paper", samples_per_dataset=100,
+                      work_dir=str(tmp_path))
+    counts = {ds: cfg.samples_for(ds) for ds in cfg.dataset_keys}
+    assert abs(sum(counts.values()) - 800) <= 8
+    weights = {ds: paper_patches(ds) for ds in counts}
+    total = sum(weights.values())
+    assert total == 3_114_295  # whole 512-px patches of Table 1's images
+    for ds, n in counts.items():
+        assert n == max(round(800 * weights[ds] / total), 2)
+    assert counts["houston_harvey"] > counts["qfabric"] > counts["bigearthnet_s2"] > \
+        counts["xview"] > counts["seadronessee"] > counts["mafat"] > counts["agriculture_vision"]
+    balanced = load_config("ci", group="all", samples_per_dataset=100)
+    assert balanced.samples_for("mafat") == 100 and balanced.data_hash != cfg.data_hash
+    small = load_config("ci", group="all", dataset_mix="paper", samples_per_dataset=12,
+                        image_px=32, work_dir=str(tmp_path / "w"))
+    manifest = shards.load_manifest(build.build_shards(small, None, False))
+    for ds, c in manifest["counts"].items():
+        assert c["train"] + c["val"] == small.samples_for(ds), ds
+    assert manifest["params"]["dataset_mix"] == "paper"
+    with pytest.raises(errors.ConfigError, match="eurosat is not one of them"):
+        load_config("ci", group="custom", datasets=["xview", "eurosat"], dataset_mix="paper",
+                    sources={"eurosat": {"reader": "torchgeo", "dataset_class": "EuroSAT",
+                                         "root": str(tmp_path)}})

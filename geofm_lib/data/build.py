@@ -515,7 +515,7 @@ def _manifest(cfg: Config, units: list[Unit], sidecars: dict, removed: int,
     return {
         "schema_version": SCHEMA_VERSION, "data_hash": cfg.data_hash, "params_hash": cfg.hash,
         "params": {k: cfg.to_dict()[k] for k in ("group", "datasets", "source",
-                                                  "samples_per_dataset", "image_px",
+                                                  "samples_per_dataset", "dataset_mix", "image_px",
                                                   "scene_px", "caption_metadata",
                                                   "val_fraction", "shard_size", "seed")},
         "datasets": list(counts),

@@ -192,9 +192,9 @@ class AnnotatedSource(SourceBase):
         if not items:
             raise DataError(f"{dataset}: the {reader} reader found no usable image under "
                             f"{spec.root} (found {found}; left out: {dict(problems.counts)})")
-        # at most samples_per_dataset images: a seeded draw, kept in file order
+        # at most samples_per_dataset images (cfg.samples_for): a seeded draw, kept in file order
         rng = np.random.default_rng([cfg.seed, 23, *dataset.encode()])
-        take = sorted(rng.choice(len(items), min(len(items), cfg.samples_per_dataset),
+        take = sorted(rng.choice(len(items), min(len(items), cfg.samples_for(dataset)),
                                  replace=False).tolist())
         self.cfg, self.dataset, self.reader = cfg, dataset, reader
         self.items = [items[i] for i in take]

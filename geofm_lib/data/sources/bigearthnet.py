@@ -98,7 +98,7 @@ class BigEarthNetSource(SourceBase):
         self.datasets = tuple(self.folders)
 
     def count(self, dataset: str) -> int:
-        return min(len(self.folders[dataset]), self.cfg.samples_per_dataset)
+        return min(len(self.folders[dataset]), self.cfg.samples_for(dataset))
 
     def report(self, dataset: str) -> dict:
         used = self.count(dataset)

@@ -241,7 +241,7 @@ class GeoTiffSource(SourceBase):
         self.skipped = len(cells) - len(self.cells)
 
     def count(self, dataset: str) -> int:
-        return min(len(self.cells), self.cfg.samples_per_dataset)
+        return min(len(self.cells), self.cfg.samples_for(dataset))
 
     def report(self, dataset: str) -> dict:
         files = {"band_files": self.band_files} if self.band_files else {}

@@ -66,7 +66,7 @@ class KarpathySource(SourceBase):
         entries = [e for e in entries if e["filename"] not in set(missing)]
         self.skipped = {"no_caption": len(bad), "missing_image": len(missing)}
         rng = np.random.default_rng([cfg.seed, 13, *dataset.encode()])
-        n = cfg.samples_per_dataset
+        n = cfg.samples_for(dataset)
         if spec.splits == "official":  # caps per official split, as for torchgeo sources
             n_val = max(int(round(n * cfg.val_fraction)), 1)
             groups = {"train": [e for e in entries if e.get("split", "train") == "train"],

@@ -63,7 +63,8 @@ class MultiSource(SourceBase):
                 self.by_dataset[ds] = READERS[spec.reader](ds, spec, cfg)
         if simulated:
             sim = SimulatorSource(cfg.model_copy(update={"datasets": tuple(simulated),
-                                                         "group": "custom"}))
+                                                         "group": "custom"}),
+                                  caps={ds: cfg.samples_for(ds) for ds in simulated})
             for ds in simulated:
                 self.by_dataset[ds] = sim
         self.datasets = tuple(cfg.dataset_keys)

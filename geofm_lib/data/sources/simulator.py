@@ -17,8 +17,9 @@ from geofm_lib.errors import ConfigError
 class SimulatorSource(SourceBase):
     """Scenes rendered by :mod:`geofm_lib.data.simulate` at ``scene_px`` pixels."""
 
-    def __init__(self, cfg: Config):
+    def __init__(self, cfg: Config, caps: dict[str, int] | None = None):
         self.cfg = cfg
+        self.caps = caps  # scenes per dataset, where a run's other datasets decide them
         self.datasets = cfg.dataset_keys
         scene_px = cfg.effective_scene_px
         for key in self.datasets:
@@ -35,7 +36,7 @@ class SimulatorSource(SourceBase):
                     f"{DATASETS[key].gsd_m:g} m; use image_px >= {need}")
 
     def count(self, dataset: str) -> int:
-        return self.cfg.samples_per_dataset
+        return self.caps[dataset] if self.caps else self.cfg.samples_for(dataset)
 
     def scene(self, dataset: str, index: int) -> Scene:
         sensor = None

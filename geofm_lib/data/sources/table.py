@@ -124,7 +124,7 @@ class TableSource(SourceBase):
                                   f"dataset card")
         self.vocabulary = tuple(known) if known is not None else tuple(seen)
         rng = np.random.default_rng([cfg.seed, 17, *dataset.encode()])
-        take = sorted(rng.choice(len(rows), min(len(rows), cfg.samples_per_dataset),
+        take = sorted(rng.choice(len(rows), min(len(rows), cfg.samples_for(dataset)),
                                  replace=False).tolist()) if rows else []
         self.rows = [rows[i] for i in take]
         self.gsd_m = self.info.gsd_m if self.info is not None else None

@@ -492,7 +492,7 @@ class TorchGeoSource(SourceBase):
         sensors of a pair family draw with the same seed, so a cap picks the same places for
         both (given the same places on disk)."""
         rng = np.random.default_rng([self.cfg.seed, 11, *pair_family(self.dataset).encode()])
-        n = self.cfg.samples_per_dataset
+        n = self.cfg.samples_for(self.dataset)
         if self.spec.splits == "official":
             caps = {"train": max(n - max(int(round(n * self.cfg.val_fraction)), 1), 1),
                     "val": max(int(round(n * self.cfg.val_fraction)), 1)}
