@@ -310,3 +310,42 @@ def test_qfabric_context_names_the_catalog_does_not_list(tmp_path):
         **spec, "options": {"context_labels": False}}, group="C"), None, False)
     labels = {lab for s in _samples(folder) for lab in s["json"]["labels"]}
     assert labels and labels <= set(QFABRIC_OPTIONS[0] + QFABRIC_OPTIONS[1])
+
+
+def test_the_six_datasets_from_their_real_layouts_through_notebooks_01_to_05(tmp_path):
+    """Seed 000's six non-Sentinel datasets, each from a fixture in its published layout, in
+    one run of the notebook chain on the ci preset."""
+    import yaml
+
+    from geofm_lib.report import reports
+
+    data = tmp_path / "data"
+    write_xview(data / "xview")
+    write_seadronessee(data / "seadronessee")
+    write_mafat(data / "mafat")
+    write_agriculture_vision(data / "agriculture_vision")
+    write_floodnet(data / "houston_harvey")
+    write_qfabric(data / "qfabric")
+    readers = {"xview": "xview", "seadronessee": "coco", "mafat": "dota",
+               "agriculture_vision": "agriculture_vision", "houston_harvey": "class_masks",
+               "qfabric": "qfabric"}
+    params = tmp_path / "paper_datasets.yaml"
+    params.write_text(yaml.safe_dump({
+        "group": "all", "datasets": list(readers), "image_px": 32, "samples_per_dataset": 50,
+        "val_fraction": 0.34, "batch_size": 8,
+        "sources": {ds: {"reader": r, "root": str(data / ds)} for ds, r in readers.items()}}))
+    out = reports.run_report("ci", str(params), chain=["01", "02", "03", "04", "05"],
+                             reports_dir=tmp_path / "reports", work_dir=str(tmp_path / "work"))
+    run = json.loads((out / "run.json").read_text())
+    assert run["status"] == "ok", run
+    assert {p.stem for p in out.glob("*.html")} >= {"01_data_prep", "02_explore_data",
+                                                    "03_pretrain", "04_zero_shot_eval",
+                                                    "05_map_viz"}
+    metrics = json.loads((out / "metrics.json").read_text())
+    zs = metrics["04_zero_shot_eval"]
+    # each dataset scored, or named with the reason it cannot be (a val split without labels)
+    assert set(zs["per_dataset"]) | set(zs["not_evaluable"]) == set(readers)
+    assert zs["per_dataset"] and zs["mean_R@1"] is not None
+    manifest = metrics["01_data_prep"]
+    assert manifest["samples"] == 86 and manifest["shards"] == 12
+    assert str(tmp_path) not in (out / "01_data_prep.html").read_text()
