@@ -227,6 +227,8 @@ class Dataset:
     paper_n_labels: int | None = None
     pair_dataset: str | None = None  # the dataset imaging the same footprints (S1 <-> S2)
     notes: str = ""
+    reader: str = ""  # the reader of its published files (config.READERS), where there is one
+    format_status: str = ""  # what of that format was confirmed, and against what
     label_kind: str = "area"  # "area": land cover/regions; "object": discrete instances;
     #                           "scene": one class per image; "caption": captions, no labels
     extra: dict = field(default_factory=dict, compare=False, hash=False)
@@ -251,7 +253,10 @@ _BIGEARTHNET_REGIONS = (
 
 DATASETS: dict[str, Dataset] = {d.key: d for d in (
     Dataset(
-        key="bigearthnet_s2", name="BigEarthNet-S2", group="A", problem="image classification",
+        key="bigearthnet_s2", reader="torchgeo",
+        format_status="confirmed: BigEarthNet v1 patch folders (real sample files in tests), read"
+                      " by torchgeo's BigEarthNet",
+        name="BigEarthNet-S2", group="A", problem="image classification",
         sensor="sentinel2_l2a", gsd_m=10.0, native_px=120, labels=BIGEARTHNET_43,
         labels_status="confirmed (BigEarthNet v1.0; cross-checked against torchgeo in tests)",
         regions=_BIGEARTHNET_REGIONS, date_range=("2017-06-01", "2018-05-31"),
@@ -260,7 +265,10 @@ DATASETS: dict[str, Dataset] = {d.key: d for d in (
         notes="Table 1 lists 3 channels (the paper trained on RGB); the real product has 12 "
               "L2A bands at 10/20/60 m, all kept here and resampled to the 10 m grid."),
     Dataset(
-        key="bigearthnet_s1", name="BigEarthNet-S1", group="A", problem="image classification",
+        key="bigearthnet_s1", reader="torchgeo",
+        format_status="confirmed: BigEarthNet-S1 v1 patch folders (real sample files in tests), "
+                      "read by torchgeo's BigEarthNet",
+        name="BigEarthNet-S1", group="A", problem="image classification",
         sensor="sentinel1_grd", gsd_m=10.0, native_px=120, labels=BIGEARTHNET_43,
         labels_status="confirmed (labels of the Sentinel-2 twin patch)",
         regions=_BIGEARTHNET_REGIONS, date_range=("2017-06-01", "2018-05-31"),
@@ -268,7 +276,12 @@ DATASETS: dict[str, Dataset] = {d.key: d for d in (
         paper_channels=2, paper_n_labels=43, pair_dataset="bigearthnet_s2",
         notes="Table 1 lists 500 cm; BigEarthNet-S1 patches are on the same 10 m grid as S2."),
     Dataset(
-        key="agriculture_vision", name="Agriculture-Vision", group="B", problem="segmentation",
+        key="agriculture_vision", reader="agriculture_vision",
+        format_status="layout of the 2020 README (images/rgb, images/nir, boundaries, masks, "
+                      "labels/<class>) confirmed; the 2021 class folders and 255 = "
+                      "valid/inside/present from the challenge-winning loader, not from the "
+                      "release itself",
+        name="Agriculture-Vision", group="B", problem="segmentation",
         sensor="uav_rgb", gsd_m=0.06, native_px=512, labels=AGRICULTURE_VISION_9,
         labels_status="confirmed (9 anomaly classes of the 2021 release, consistent with "
                       "seed 000 Fig. 2)",
@@ -279,7 +292,11 @@ DATASETS: dict[str, Dataset] = {d.key: d for d in (
         notes="Called Agriculture-2017 in seed 000. The real imagery is aerial RGB+NIR at "
               "10-20 cm; Table 1's 6 cm UAV RGB is what is simulated."),
     Dataset(
-        key="seadronessee", name="SeaDronesSee v2", group="B", problem="object detection",
+        key="seadronessee", reader="coco",
+        format_status="confirmed against the published instances_val.json of object detection v2 "
+                      "(categories 0-5, bbox x/y/w/h, per-image meta with two flight-record "
+                      "schemas)",
+        name="SeaDronesSee v2", group="B", problem="object detection",
         sensor="uav_rgb", gsd_m=0.06, native_px=1230, labels=SEADRONESSEE_5,
         labels_status="confirmed (object-detection v2 classes)",
         regions=(Region("Lake Constance", 9.0, 47.45, 9.75, 47.8),),
@@ -287,7 +304,11 @@ DATASETS: dict[str, Dataset] = {d.key: d for d in (
         paper_resolution_cm=6, paper_image_size=1230, paper_n_images=14227, paper_channels=3,
         paper_n_labels=5),
     Dataset(
-        key="xview", name="xView", group="C", problem="object detection",
+        key="xview", reader="xview",
+        format_status="type ids and bounds_imcoords confirmed from the xView baseline code; the "
+                      "GeoTIFFs' band layout (3-band 8-bit RGB) is inferred, not checked against "
+                      "the files",
+        name="xView", group="C", problem="object detection",
         sensor="worldview3_rgb", gsd_m=0.30, native_px=3320, labels=XVIEW_60,
         labels_status="confirmed (xView's 60 classes)", label_kind="object",
         regions=(Region("Gulf coast", -97.5, 27.5, -94.0, 30.5),
@@ -301,7 +322,11 @@ DATASETS: dict[str, Dataset] = {d.key: d for d in (
         notes="Regions are coarse stand-ins: xView spans many countries; exact locations are "
               "not published with the imagery."),
     Dataset(
-        key="qfabric", name="QFabric", group="C", problem="change detection",
+        key="qfabric", reader="qfabric",
+        format_status="unconfirmed: the vectors/<split>/COCO layout (metadata.json options, per-"
+                      "location files with per-date status) is what public loading code reads; "
+                      "the release itself could not be checked offline, nor its image format",
+        name="QFabric", group="C", problem="change detection",
         sensor="worldview2_rgb", gsd_m=0.50, native_px=20480,
         labels=QFABRIC_CHANGE_TYPE + QFABRIC_CHANGE_STATUS + QFABRIC_LAND,
         labels_status="partly unconfirmed: change types (6) and change statuses (9) are "
@@ -318,7 +343,12 @@ DATASETS: dict[str, Dataset] = {d.key: d for d in (
         paper_n_labels=33,
         notes="A change-detection dataset of 5-date series; one date is simulated."),
     Dataset(
-        key="houston_harvey", name="Houston Harvey NOAA", group="C", problem="segmentation",
+        key="houston_harvey", reader="class_masks",
+        format_status="unconfirmed which release seed 000 used; read in FloodNet-Supervised "
+                      "v1.0's layout (<split>-org-img, <split>-label-img/<id>_lab.png, indices "
+                      "0-9) from third-party audits of that release, its classes 1-5 mapped to "
+                      "the five labels",
+        name="Houston Harvey NOAA", group="C", problem="segmentation",
         sensor="aerial_rgb", gsd_m=0.20, native_px=2560, labels=HARVEY_5,
         labels_status="unconfirmed: seed 000 gives 5 labels without names; these are the "
                       "flood classes of the FloodNet family (cited by seed 000 as [7])",
@@ -327,7 +357,11 @@ DATASETS: dict[str, Dataset] = {d.key: d for d in (
         paper_resolution_cm=20, paper_image_size=2560, paper_n_images=32818, paper_channels=3,
         paper_n_labels=5),
     Dataset(
-        key="mafat", name="MAFAT", group="C", problem="object detection",
+        key="mafat", reader="dota",
+        format_status="from participants' code and label files: 1280-px 16-bit single-band "
+                      "frames, DOTA rows without header or difficulty; the image file extension "
+                      "and metadata fields are not confirmed",
+        name="MAFAT", group="C", problem="object detection",
         sensor="aerial_pan", gsd_m=0.40, native_px=1280, labels=MAFAT_13,
         labels_status="unconfirmed: 13 classes as in the MAFAT 2023 satellite-vision "
                       "challenge, consistent with seed 000 Fig. 2 (vehicles, containers, "

@@ -349,3 +349,12 @@ def test_the_six_datasets_from_their_real_layouts_through_notebooks_01_to_05(tmp
     manifest = metrics["01_data_prep"]
     assert manifest["samples"] == 86 and manifest["shards"] == 12
     assert str(tmp_path) not in (out / "01_data_prep.html").read_text()
+
+
+def test_every_catalog_reader_exists():
+    from geofm_lib.catalog import DATASETS
+    from geofm_lib.config import READERS
+
+    named = {d.reader for d in DATASETS.values() if d.reader}
+    assert named and named <= set(READERS)
+    assert all(d.format_status for d in DATASETS.values() if d.reader)
