@@ -1,0 +1,123 @@
+"""The manifest of a shard build, made from its units' sidecars: counts, label frequencies,
+band statistics (from the training split), vocabularies, band records, caption and patch
+counts, what each reader found and left out. ``build.build_shards`` writes it last."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+
+import numpy as np
+
+from geofm_lib.config import Config
+from geofm_lib.data.shards import SCHEMA_VERSION
+
+
+def _vocabularies(units: list, sidecars: dict) -> dict[str, list[str]]:
+    """Each dataset's label vocabulary as its source gave it (catalog or vector file)."""
+    out: dict[str, list[str]] = {}
+    for u in units:
+        vocab = sidecars[u.file].get("vocabulary") or []
+        if vocab or u.dataset not in out:
+            out[u.dataset] = vocab
+    return out
+
+
+def _caption_counts(units: list, sidecars: dict) -> dict[str, dict[str, dict]]:
+    """Per dataset and split: how many different captions (1: every image the same text) and
+    how many images carry captions of their own (a corpus) rather than ones made from
+    labels."""
+    seen: dict = defaultdict(lambda: defaultdict(set))
+    own: dict = defaultdict(Counter)
+    for u in units:
+        seen[u.dataset][u.split].update(sidecars[u.file].get("caption_hashes", []))
+        own[u.dataset][u.split] += sidecars[u.file].get("own_captions", 0)
+    return {ds: {sp: {"distinct": len(h), "own": own[ds][sp]} for sp, h in splits.items()}
+            for ds, splits in seen.items()}
+
+
+def _patch_counts(units: list, sidecars: dict) -> dict[str, dict[str, int]]:
+    """Per dataset: patches cut from its scenes, dropped (too little valid area) and kept
+    without any label (``empty``; before validation duplicates are removed)."""
+    out: dict = defaultdict(Counter)
+    for u in units:
+        out[u.dataset].update(sidecars[u.file].get("patches", {}))
+    return {ds: {k: c[k] for k in ("cut", "dropped", "empty")} for ds, c in out.items()}
+
+
+def _band_records(units: list, sidecars: dict) -> dict[str, list[dict]]:
+    """Each dataset's band records (``geofm_lib.bands.BandRecord``), from its shards."""
+    out: dict[str, list[dict]] = {}
+    for u in units:
+        info = sidecars[u.file].get("band_info")
+        if info and u.dataset not in out:
+            out[u.dataset] = info
+    return out
+
+
+def make_manifest(cfg: Config, units: list, sidecars: dict, removed: int,
+              source_reports: dict | None = None) -> dict:
+    counts: dict = defaultdict(lambda: {"train": 0, "val": 0})
+    freq: dict = defaultdict(lambda: {"train": Counter(), "val": Counter()})
+    sums: dict = {}
+    shards = []
+    for unit in units:
+        side = sidecars[unit.file]
+        counts[unit.dataset][unit.split] += side["n"]
+        st = side["stats"]
+        freq[unit.dataset][unit.split].update(st["labels"] if unit.split == "train"
+                                              else side.get("val_labels", {}))
+        if st.get("pixels"):
+            acc = sums.setdefault(unit.dataset, {"pixels": 0, "sum": 0, "sumsq": 0,
+                                                 "band_pixels": 0, "nonfinite": 0,
+                                                 "bands": st["bands"], "empty": 0,
+                                                 "nodata": st.get("nodata")})
+            acc["pixels"] += st["pixels"]
+            acc["band_pixels"] = np.add(acc["band_pixels"], st.get("band_pixels", st["pixels"]))
+            acc["nonfinite"] += st.get("nonfinite", 0)
+            acc["sum"] = np.add(acc["sum"], st["sum"])
+            acc["sumsq"] = np.add(acc["sumsq"], st["sumsq"])
+            acc["empty"] += st["empty_label_sets"]
+        shards.append({"file": unit.file, "split": unit.split, "dataset": unit.dataset,
+                       "n": side["n"], "sha256": side["sha256"], "bytes": side["bytes"]})
+    band_stats = {}
+    for ds, acc in sums.items():
+        valid = np.asarray(acc["band_pixels"], dtype=np.float64)
+        n = np.maximum(valid, 1)
+        mean = acc["sum"] / n
+        std = np.sqrt(np.maximum(acc["sumsq"] / n - mean ** 2, 0))
+        band_stats[ds] = {"bands": acc["bands"], "mean": np.round(mean, 4).tolist(),
+                          "std": np.round(std, 4).tolist(), "pixels": acc["pixels"],
+                          "nonfinite_values": int(acc["nonfinite"]),
+                          # per band: values that are NaN or the band's nodata (not counted)
+                          "nodata_pixels": (acc["pixels"] - valid).astype(int).tolist(),
+                          "nodata": acc["nodata"] or [None] * len(acc["bands"]),
+                          # bands with no measurement at all: no statistics, not model input
+                          "all_nodata": [b for b, v in zip(acc["bands"], valid) if v == 0],
+                          "from_split": "train"}
+    all_train = {h for s in sidecars.values() if s["split"] == "train" for h in s["content"]}
+    all_val = {h for s in sidecars.values() if s["split"] == "val" for h in s["content"]}
+    return {
+        "schema_version": SCHEMA_VERSION, "data_hash": cfg.data_hash, "params_hash": cfg.hash,
+        "params": {k: cfg.to_dict()[k] for k in ("group", "datasets", "source",
+                                                  "samples_per_dataset", "dataset_mix", "image_px",
+                                                  "scene_px", "caption_metadata",
+                                                  "val_fraction", "shard_size", "seed")},
+        "datasets": list(counts),
+        "counts": {ds: dict(c) for ds, c in counts.items()},
+        "label_frequencies": {ds: {sp: dict(sorted(c.items())) for sp, c in f.items()}
+                              for ds, f in freq.items()},
+        "band_stats": band_stats,
+        "vocabularies": _vocabularies(units, sidecars),
+        "band_records": _band_records(units, sidecars),
+        "captions": _caption_counts(units, sidecars),
+        "source_reports": source_reports or {},
+        "unreadable_skipped": {ds: n for ds, n in Counter(
+            u.dataset for u in units for _ in sidecars[u.file].get("unreadable_skipped", [])
+        ).items()},
+        "patches": _patch_counts(units, sidecars),
+        "val_duplicates_removed": removed,
+        "duplicates_across_splits": len(all_train & all_val),
+        "shards": shards,
+        "total_samples": sum(s["n"] for s in shards),
+        "total_bytes": sum(s["bytes"] for s in shards),
+    }
