@@ -229,6 +229,11 @@ class Config(BaseModel):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="autocast precision; auto = bf16 on CUDA, fp32 elsewhere")
     num_workers: int = Field(0, ge=0, le=256, description="data-loader worker processes")
+    stream: Literal["auto", "exact", "sharded"] = Field(
+        "auto", description="training stream: exact (every reader reads the whole stream; the "
+                            "same batches for any number of processes), sharded (each process "
+                            "and loader worker reads its own share: throughput grows with "
+                            "them), auto = sharded when processes x workers > 1")
     grad_accum_steps: int = Field(
         1, ge=1, le=4096, description="split each batch into this many micro-batches (less "
                                       "memory; the contrastive loss still sees the whole batch)")
@@ -487,7 +492,7 @@ SSL_KEYS = ("ssl_mode", "ssl_backbone", "ssl_adapter", "ssl_augment", "ssl_patch
 
 
 NOT_HASHED = {"work_dir", "run_name", "num_workers", "device", "preset", "experiment",
-               "data_workers", "data_engine", "dask_scheduler",
+               "data_workers", "data_engine", "dask_scheduler", "stream",
                "compile", "grad_checkpointing", "checkpoint_every_steps", "keep_checkpoints"}
 
 

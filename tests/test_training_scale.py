@@ -149,7 +149,7 @@ def test_two_gloo_processes_follow_the_one_process_loss_curve(work, tmp_path):
            "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
            "-m", "geofm_lib.cli", "train", "--preset", "ci", "-p", "group=B",
            "-p", f"work_dir={two_dir}", "-p", "batch_size=8", "-p", "run_name=t",
-           "-p", "model=ViT-tiny", "-p", "epochs=2"]
+           "-p", "model=ViT-tiny", "-p", "epochs=2", "-p", "stream=exact"]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     cfg = _cfg(two_dir, **kw)

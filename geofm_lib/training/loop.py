@@ -46,7 +46,7 @@ from geofm_lib.training.step import (
     make_scheduler,
     param_groups,
 )
-from geofm_lib.training.stream import train_stream
+from geofm_lib.training.stream import stream_mode, train_stream
 
 log = get_logger()
 
@@ -261,6 +261,11 @@ def _restore(run: _Run) -> _Progress:
     if run.dist.is_main:
         log.info("resuming from %s: epoch %d of %d, step %d of it", run.ckpt_dir.name,
                  start_epoch + 1, cfg.epochs, start_batch)
+        saved, now = state.get("stream") or {"mode": "exact"}, _stream_signature(run)
+        if saved != now and not (saved["mode"] == now["mode"] == "exact"):
+            log.warning("resuming with another training stream (%s, saved with %s): the run "
+                        "continues from the same sample count, but its batches differ from "
+                        "those of an uninterrupted run", now, saved)
     return prog
 
 
@@ -301,11 +306,22 @@ def _snapshot(run: _Run, prog: _Progress, epoch_done: int, in_epoch: int, finish
         "epoch_losses": list(prog.epoch_losses) if in_epoch else [], "epoch_seconds": seconds,
         "history": prog.history, "step_losses": prog.step_losses, "finished": finished,
         "rng": _rng_state(run.device), "world_size": run.dist.world_size,
+        "stream": _stream_signature(run),
         "params": json.loads(json.dumps(cfg.to_dict())),
         "train_hash": cfg.train_hash, "data_hash": cfg.data_hash,
         "channel_stats": stats_to_state(run.stats), "band_adapter": cfg.band_adapter,
         "model_bands": run.bands, "datasets": list(cfg.dataset_keys),
     }
+
+
+def _stream_signature(run: _Run) -> dict:
+    """What decides the order of the training batches besides seed and epoch: the stream mode,
+    and for the sharded stream the number of readers (processes x loader workers). Every
+    reader's position follows from the step in the epoch, saved beside it."""
+    cfg = run.cfg
+    mode = stream_mode(cfg.stream, run.dist.world_size, cfg.num_workers)
+    return {"mode": mode, "world_size": run.dist.world_size,
+            "num_workers": cfg.num_workers if mode == "sharded" else None}
 
 
 def _diverged(run: _Run, prog: _Progress, loss, epoch: int) -> TrainingDiverged:
@@ -334,7 +350,8 @@ def _train_epoch(run: _Run, prog: _Progress, epoch: int, on_step, loss_hook,
     it = train_stream(run.folder, run.manifest, list(cfg.dataset_keys), run.stats,
                       run.tokenizer, cfg.batch_size, cfg.image_px, cfg.seed, epoch,
                       cfg.num_workers, start_batch=first, rank=dist.rank,
-                      world_size=dist.world_size, pin_memory=run.device.startswith("cuda"))
+                      world_size=dist.world_size, pin_memory=run.device.startswith("cuda"),
+                      mode=cfg.stream)
     t0 = time.perf_counter() - prog.epoch_seconds
     bar = progress(total=n, initial=first, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
                    disable=not (show_progress and dist.is_main))

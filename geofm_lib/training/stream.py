@@ -112,13 +112,113 @@ class TrainStream(torch.utils.data.IterableDataset):
                 batch = []
 
 
+class ShardedStream(TrainStream):
+    """The training batches of one epoch, each reader reading only its own share.
+
+    A reader is one (rank ``r``, DataLoader worker ``w``) of ``G = W x workers``; reader
+    ``g = r * workers + w``. Per dataset, the epoch has one sequence of shard draws (with
+    replacement, seeded by seed, epoch and dataset); reader ``g`` reads draws ``g, g + G,
+    g + 2G, ...`` through its own shuffle buffer, so the readers' draws are disjoint and each
+    reads about ``1/G`` of the epoch's bytes: the job's data rate grows with ranks x workers.
+
+    The mix: each reader interleaves its datasets by smooth weighted round robin on their
+    training counts, so any ``L`` consecutive samples of a reader (one local batch of
+    ``L = B / W``) hold ``L * n_i / n`` of dataset ``i``, give or take one; a global batch of
+    ``W`` local batches is proportional to within ``W`` samples per dataset.
+
+    The batches depend on ``W`` and ``workers`` (unlike ``TrainStream``'s); for the same pair
+    they are deterministic, so resuming at batch ``k`` (each worker skipping the raw samples of
+    its batches before ``k`` without decoding them) continues exactly as an uninterrupted run.
+    The shuffle buffer per reader and dataset is ``shuffle_buffer``, at most a twentieth of the
+    reader's share of the dataset's epoch (what it holds at the end is read but not used).
+    """
+
+    def __init__(self, *args, world_size: int = 1, **kw):
+        super().__init__(*args, world_size=world_size, **kw)
+        self.world_size = world_size
+        self.bytes_read = 0  # raw bytes this reader pulled from its shards (in its process)
+
+    def _buffer(self, n: int, readers: int) -> int:
+        return max(1, min(self.shuffle_buffer, n // (20 * readers)))
+
+    def _counted(self, src):
+        for raw in src:
+            self.bytes_read += sum(len(v) for v in raw.values() if isinstance(v, bytes))
+            yield raw
+
+    def reader_samples(self, reader: int, readers: int):
+        """The endless raw samples of reader ``reader`` of ``readers``, mixed."""
+        streams = []
+        for i, (urls, n) in enumerate(zip(self.urls, self.counts, strict=True)):
+            buf = self._buffer(n, readers)
+            streams.append(iter(wds.DataPipeline(
+                lambda urls=urls, i=i: _share(urls, random.Random(self.epoch_seed + 7919 * i),
+                                              reader, readers),
+                wds.tarfile_to_samples(), self._counted,
+                wds.shuffle(buf, initial=buf, rng=random.Random(
+                    (self.epoch_seed + 31 * i) * 1_000_033 + reader)))))
+        credit = np.zeros(len(streams))
+        share = np.asarray(self.counts, float) / sum(self.counts)
+        while True:  # smooth weighted round robin: the dataset furthest behind its share
+            credit += share
+            i = int(np.argmax(credit))
+            credit[i] -= 1.0
+            yield next(streams[i])
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        worker, n_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        # the rank's batch b is read by its reader b % n; the loader takes its workers in turn
+        # from worker 0, so after a resume at batch k worker w plays reader (w + k) % n and
+        # skips, undecoded, that reader's batches before k
+        role = (worker + self.start_batch) % n_workers
+        readers, reader = self.world_size * n_workers, self.rank * n_workers + role
+        skip = max(0, -(-(self.start_batch - role) // n_workers)) * self.local
+        collate = _collate(self.tokenizer, self.image_px)
+        batch = []
+        for j, raw in enumerate(self.reader_samples(reader, readers)):
+            if j < skip:
+                continue
+            seed = (self.epoch_seed * 1_000_003 + reader) * 1_000_033 + j
+            batch.append(_prepare(raw, self.stats, random.Random(seed)))
+            if len(batch) == self.local:
+                yield collate(batch)
+                batch = []
+
+
+def _share(urls: list[str], rng: random.Random, reader: int, readers: int):
+    """Reader ``reader``'s draws of the epoch's one sequence of shard draws of a dataset."""
+    j = 0
+    while True:
+        url = rng.choice(urls)
+        if j % readers == reader:
+            yield {"url": url}
+        j += 1
+
+
+STREAM_MODES = ("auto", "exact", "sharded")
+
+
+def stream_mode(mode: str, world_size: int, num_workers: int) -> str:
+    """``exact`` or ``sharded``: ``auto`` is sharded when more than one reader would read."""
+    if mode not in STREAM_MODES:
+        raise ConfigError(f"stream={mode!r}; choose one of {', '.join(STREAM_MODES)}")
+    if mode == "auto":
+        return "sharded" if world_size * max(num_workers, 1) > 1 else "exact"
+    return mode
+
+
 def train_stream(folder: Path, manifest: dict, datasets: list[str], channel_stats: dict,
                  tokenizer, batch_size: int, image_px: int, seed: int, epoch: int,
                  num_workers: int = 0, start_batch: int = 0, rank: int = 0,
-                 world_size: int = 1, pin_memory: bool = False):
-    """An endless iterator of this process's (images, tokens) batches (see ``TrainStream``)."""
-    stream = TrainStream(folder, manifest, datasets, channel_stats, tokenizer, batch_size,
-                         image_px, seed, epoch, start_batch, rank, world_size)
+                 world_size: int = 1, pin_memory: bool = False, mode: str = "exact"):
+    """An endless iterator of this process's (images, tokens) batches: ``TrainStream`` (exact:
+    the same global batches for any number of processes and workers) or ``ShardedStream``
+    (each reader reads its own share; see ``stream_mode`` for ``auto``)."""
+    cls = ShardedStream if stream_mode(mode, world_size, num_workers) == "sharded" \
+        else TrainStream
+    stream = cls(folder, manifest, datasets, channel_stats, tokenizer, batch_size,
+                 image_px, seed, epoch, start_batch, rank, world_size=world_size)
     if num_workers:
         return iter(torch.utils.data.DataLoader(
             stream, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
