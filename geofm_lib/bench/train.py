@@ -47,7 +47,7 @@ from geofm_lib.paths import build_folder, checkpoint_dir
 from geofm_lib.training.checkpoint import load_checkpoint
 from geofm_lib.training.step import Step, make_scheduler, param_groups
 from geofm_lib.training.step import channels_last as to_channels_last
-from geofm_lib.training.stream import train_stream
+from geofm_lib.training.stream import ShardedStream, TrainStream, train_stream
 
 # dense bf16 peak of common training GPUs (NVIDIA data sheets), FLOP/s
 PEAK_BF16 = {"H100 PCIe": 756e12, "H100": 989e12, "H200": 989e12, "A100": 312e12,
@@ -170,6 +170,53 @@ def loader_throughput(cfg, batches: int = 20, warmup_batches: int = 2,
             "num_workers": num_workers}
 
 
+def stream_scaling(cfg, quick: bool) -> dict:
+    """Samples/s delivered to rank 0 of ``W`` simulated ranks (one process; rank 0's stream
+    alone, as on a node of its own) with 0, 1, 2 loader workers, in both stream modes, and the
+    raw bytes rank 0 reads per sample it gets, against one reader reading the whole stream."""
+    folder = build_folder(cfg)
+    manifest = load_manifest(folder)
+    stats, _ = input_spec(manifest.band_stats_for(cfg.dataset_keys))
+    _, tok = create_model(cfg.model, cfg.image_px)
+    batches = 6 if quick else 24
+    ranks, workers = ((1, 8), (0, 2)) if quick else ((1, 2, 4, 8), (0, 1, 2))
+    out: dict = {"batch_size": cfg.batch_size, "batches_timed": batches, "rates": {},
+                 "bytes_per_sample": {}}
+    args = (folder, manifest, list(cfg.dataset_keys), stats, tok, cfg.batch_size,
+            cfg.image_px, cfg.seed, 0)
+    for mode in ("exact", "sharded"):
+        for w in ranks:
+            for n in workers:
+                it = train_stream(*args, num_workers=n, rank=0, world_size=w, mode=mode)
+                next(it)  # worker start and shuffle buffers fill here
+                t0 = time.perf_counter()
+                for _ in range(batches):
+                    next(it)
+                rate = batches * cfg.batch_size // w / (time.perf_counter() - t0)
+                out["rates"][f"{mode} W={w} workers={n}"] = round(rate, 1)
+                del it
+            cls = ShardedStream if mode == "sharded" else TrainStream
+            s = cls(*args, rank=0, world_size=w)
+            raw = s.reader_samples(0, w) if mode == "sharded" else s._raw_samples()
+            n_samples = 0
+            for j, _ in enumerate(raw):  # rank 0's share of 16 global batches
+                n_samples += mode == "sharded" or (j % cfg.batch_size) < cfg.batch_size // w
+                if n_samples >= 16 * cfg.batch_size // w:
+                    break
+            out["bytes_per_sample"][f"{mode} W={w}"] = round(s.bytes_read / n_samples)
+    r = out["rates"]
+    for mode in ("exact", "sharded"):
+        out[f"{mode}_W8_vs_W1"] = r[f"{mode} W=8 workers=0"] / r[f"{mode} W=1 workers=0"]
+        out[f"{mode}_2workers_vs_0"] = r[f"{mode} W=1 workers=2"] / r[f"{mode} W=1 workers=0"]
+    b = out["bytes_per_sample"]
+    # bytes read per delivered sample at W over those at W=1: 1 = only its share
+    out["sharded_bytes_W8_vs_W1"] = b["sharded W=8"] / b["sharded W=1"]
+    out["exact_bytes_W8_vs_W1"] = b["exact W=8"] / b["exact W=1"]
+    out["targets"] = {"sharded_W8_vs_W1": ">= 0.8", "sharded_2workers_vs_0": ">= 1.5",
+                      "sharded_bytes_W8_vs_W1": "1 +- 0.1"}
+    return out
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -252,6 +299,10 @@ def run(quick: bool = False, device: str | None = None, with_openclip: bool = Tr
         loader = loader_throughput(cfg, batches=8 if quick else 20)
         step = our_step_throughput("RN50-tiny", cfg.batch_size, cfg.image_px, "fp32", "cpu",
                                    steps=steps, threads=cores)
+        scale_cfg = _bench_config(work, quick, samples_per_dataset=160 if quick else 1000,
+                                  shard_size=128)
+        build_shards(scale_cfg, show_progress=False)
+        results["stream_scaling"] = stream_scaling(scale_cfg, quick)
         results["loader_vs_step"] = {
             "batch_size": cfg.batch_size, "image_px": cfg.image_px,
             "datasets": len(cfg.dataset_keys),

@@ -81,13 +81,19 @@ class TrainStream(torch.utils.data.IterableDataset):
         self.epoch_seed = seed * 100_003 + epoch
         self.start_batch, self.rank = start_batch, rank
         self.shuffle_buffer = shuffle_buffer
+        self.bytes_read = 0  # raw member bytes pulled from the shards (in this process)
+
+    def _counted(self, src):
+        for raw in src:
+            self.bytes_read += sum(len(v) for v in raw.values() if isinstance(v, bytes))
+            yield raw
 
     def _raw_samples(self):
         streams = []
         for i, (urls, n) in enumerate(zip(self.urls, self.counts, strict=True)):
             streams.append(iter(wds.DataPipeline(
                 lambda urls=urls, i=i: _resampled(urls, random.Random(self.epoch_seed + 7919 * i)),
-                wds.tarfile_to_samples(),
+                wds.tarfile_to_samples(), self._counted,
                 wds.shuffle(self.shuffle_buffer, initial=min(self.shuffle_buffer, max(n // 2, 1)),
                             rng=random.Random(self.epoch_seed + 31 * i)))))
         mix = random.Random(self.epoch_seed)
@@ -136,15 +142,9 @@ class ShardedStream(TrainStream):
     def __init__(self, *args, world_size: int = 1, **kw):
         super().__init__(*args, world_size=world_size, **kw)
         self.world_size = world_size
-        self.bytes_read = 0  # raw bytes this reader pulled from its shards (in its process)
 
     def _buffer(self, n: int, readers: int) -> int:
         return max(1, min(self.shuffle_buffer, n // (20 * readers)))
-
-    def _counted(self, src):
-        for raw in src:
-            self.bytes_read += sum(len(v) for v in raw.values() if isinstance(v, bytes))
-            yield raw
 
     def reader_samples(self, reader: int, readers: int):
         """The endless raw samples of reader ``reader`` of ``readers``, mixed."""
