@@ -100,13 +100,11 @@ def test_sharded_resume_continues_exactly_for_the_same_readers(work):
 
 
 def test_killed_and_resumed_sharded_run_with_loader_workers_is_bit_identical(work, tmp_path):
-    import shutil
-
     kw = dict(epochs=1, checkpoint_every_steps=3, keep_checkpoints=2, num_workers=2,
-              stream="auto")
+              stream="auto", samples_per_dataset=48)  # 7 steps
 
-    def fresh(name):
-        shutil.copytree(work / "shards", tmp_path / name / "shards")
+    def fresh(name):  # its own small build and checkpoints
+        build.build_shards(_cfg(tmp_path / name, **kw), show_progress=False)
         return tmp_path / name
 
     straight = training.train(_cfg(fresh("a"), **kw), show_progress=False)
