@@ -25,3 +25,17 @@ def test_gpu_peaks_are_matched_by_name():
     assert bench_train._peak_flops("NVIDIA H100 PCIe") == 756e12
     assert bench_train._peak_flops("NVIDIA H200") == 989e12
     assert bench_train._peak_flops("Some other GPU") is None
+
+
+def test_step_fed_by_a_loader_takes_a_new_batch_every_step():
+    torch = pytest.importorskip("torch")
+    taken = []
+
+    def feed():
+        while True:
+            taken.append(1)
+            yield torch.randn(4, 3, 32, 32), torch.randint(1, 100, (4, 77))
+
+    r = bench_train.our_step_throughput("RN50-tiny", batch_size=4, image_px=32, steps=3,
+                                        warmup_steps=1, threads=1, feed=feed())
+    assert len(taken) == 4 and r["samples_per_s"] > 0

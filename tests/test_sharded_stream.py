@@ -2,6 +2,7 @@
 the epoch's shard draws, the dataset mix holds in every batch, and resuming is exact for the
 same number of readers."""
 
+import logging
 import random
 
 import numpy as np
@@ -124,3 +125,37 @@ def test_killed_and_resumed_sharded_run_with_loader_workers_is_bit_identical(wor
     b = torch.load(resumed.checkpoint, weights_only=True)
     assert all(torch.equal(v, b["model"][k]) for k, v in a["model"].items())
     assert np.isfinite(resumed.step_losses).all()
+
+
+def test_resuming_with_another_reader_count_continues_and_says_batches_differ(
+        work, tmp_path):
+    kw = dict(epochs=1, checkpoint_every_steps=3, keep_checkpoints=2, num_workers=2,
+              stream="sharded", samples_per_dataset=48)  # 8 steps of 12
+    cfg = _cfg(tmp_path / "w", **kw)
+    build.build_shards(cfg, show_progress=False)
+
+    def kill(step, epoch, loss, lr):
+        if step == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        training.train(cfg, on_step=kill, show_progress=False)
+    saved = training.load_checkpoint(paths.checkpoint_dir(cfg) / "last.pt")
+    assert saved["stream"]["num_workers"] == 2
+    done_before = saved["step"]
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logging.getLogger("geofm").addHandler(handler)  # geofm's logger does not propagate
+    try:
+        resumed = training.train(_cfg(tmp_path / "w", **{**kw, "num_workers": 1}),
+                                 show_progress=False)
+    finally:
+        logging.getLogger("geofm").removeHandler(handler)
+    said = [r.getMessage() for r in records if "another training stream" in r.getMessage()]
+    assert len(said) == 1 and "differ" in said[0] and "'num_workers': 1" in said[0], said
+    # the same sample count: the steps already taken are kept, the rest of the epoch follows
+    assert resumed.step_losses[:done_before] == saved["step_losses"][:done_before]
+    assert len(resumed.step_losses) == 8 and np.isfinite(resumed.step_losses).all()
+    last = training.load_checkpoint(paths.checkpoint_dir(cfg) / "last.pt")
+    assert last["step"] == 8 and last["stream"]["num_workers"] == 1

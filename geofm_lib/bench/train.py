@@ -70,10 +70,13 @@ def our_step_throughput(model_name: str = "RN50-tiny", batch_size: int = 64,
                         image_px: int = 64, precision: str = "fp32", device: str = "cpu",
                         steps: int = 20, warmup_steps: int = 3, threads: int | None = None,
                         compile: bool = False, grad_checkpointing: bool = False,
-                        count_flops: bool = False, channels_last: bool = True) -> dict:
+                        count_flops: bool = False, channels_last: bool = True,
+                        feed=None) -> dict:
     """Samples/s of ``training.Step`` on a fixed in-memory batch (no data loading), with the
     image tower in channels-last layout as ``training.train`` has it (``channels_last=False``:
-    the layout before that optimisation)."""
+    the layout before that optimisation). With ``feed`` (an iterator of ``(images, tokens)``
+    batches, e.g. the training stream on real shards) every step takes the next batch from it
+    and moves it to the device, so the figure is the rate of training fed by that loader."""
     import open_clip
 
     old_threads = torch.get_num_threads()
@@ -120,6 +123,12 @@ def our_step_throughput(model_name: str = "RN50-tiny", batch_size: int = 64,
         for i in range(steps + warmup_steps):
             _sync(device)
             t0 = time.perf_counter()
+            if feed is not None:
+                images, tokens = next(feed)
+                images = images.to(device, non_blocking=True,
+                                   memory_format=torch.channels_last if channels_last
+                                   else torch.contiguous_format)
+                tokens = tokens.to(device, non_blocking=True)
             loss = step(images, tokens)
             float(loss.item())  # the loop logs every step's loss, as open_clip_train does
             _sync(device)
@@ -151,15 +160,23 @@ def _bench_config(work: Path, quick: bool, **kw):
     return load_config("demo", **{**base, **kw})
 
 
-def loader_throughput(cfg, batches: int = 20, warmup_batches: int = 2,
-                      num_workers: int = 0) -> dict:
-    """Samples/s of the training stream alone (decode, standardise, augment, tokenize)."""
+def shard_feed(cfg, num_workers: int = 0, mode: str = "exact", batch_size: int | None = None,
+               pin_memory: bool = False):
+    """The training stream of ``cfg``'s built shards (rank 0 of 1), as ``training.train``
+    reads it."""
     folder = build_folder(cfg)
     manifest = load_manifest(folder)
     stats, _ = input_spec(manifest.band_stats_for(cfg.dataset_keys))
     _, tok = create_model(cfg.model, cfg.image_px)
-    it = train_stream(folder, manifest, list(cfg.dataset_keys), stats, tok, cfg.batch_size,
-                      cfg.image_px, cfg.seed, 0, num_workers)
+    return train_stream(folder, manifest, list(cfg.dataset_keys), stats, tok,
+                        batch_size or cfg.batch_size, cfg.image_px, cfg.seed, 0, num_workers,
+                        pin_memory=pin_memory, mode=mode)
+
+
+def loader_throughput(cfg, batches: int = 20, warmup_batches: int = 2,
+                      num_workers: int = 0, mode: str = "exact") -> dict:
+    """Samples/s of the training stream alone (decode, standardise, augment, tokenize)."""
+    it = shard_feed(cfg, num_workers, mode)
     for _ in range(warmup_batches):  # shuffle buffers fill here
         next(it)
     t0 = time.perf_counter()
@@ -167,7 +184,7 @@ def loader_throughput(cfg, batches: int = 20, warmup_batches: int = 2,
         next(it)
     seconds = time.perf_counter() - t0
     return {"samples_per_s": batches * cfg.batch_size / seconds, "batches": batches,
-            "num_workers": num_workers}
+            "num_workers": num_workers, "mode": mode}
 
 
 def stream_scaling(cfg, quick: bool) -> dict:
@@ -223,17 +240,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def ddp_scaling(shard_work: Path, quick: bool, nprocs=(1, 2), model: str = "RN50-tiny"
-                ) -> dict:
-    """The same CPU training run under torchrun with 1 and with 2 gloo processes."""
+def ddp_scaling(shard_work: Path, quick: bool, model: str = "RN50-tiny") -> dict:
+    """The same CPU training run under torchrun with 1 and with 2 gloo processes; two
+    processes with the sharded stream (the default there) and, in the full run, also with
+    the exact one, whose every process reads the whole stream."""
     out = {}
-    for n in nprocs:
+    runs = [(1, "auto"), (2, "sharded")] + ([] if quick else [(2, "exact")])
+    for n, stream in runs:
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
             shutil.copytree(shard_work / "shards", work / "shards")
             params = dict(group="all", samples_per_dataset=48 if quick else 160, image_px=64,
                           shard_size=64, val_fraction=0.1, batch_size=32 if quick else 64,
-                          epochs=1, model=model, run_name="bench")
+                          epochs=1, model=model, run_name="bench", stream=stream)
             args = [f"{k}={v}" for k, v in {**params, "work_dir": str(work)}.items()]
             env = {**os.environ, "HF_HUB_OFFLINE": "1", "GEOFM_PROGRESS": "text"}
             env.pop("OMP_NUM_THREADS", None)  # torchrun sets 1 per process when n > 1
@@ -250,14 +269,16 @@ def ddp_scaling(shard_work: Path, quick: bool, nprocs=(1, 2), model: str = "RN50
             cfg = load_config("demo", **{**params, "work_dir": str(work)})
             state = load_checkpoint(checkpoint_dir(cfg) / "last.pt")
             rec = state["history"][0]
-            out[f"{n}_process"] = {"samples_per_s": rec["samples_per_s"],
-                                   "train_seconds": rec["seconds"], "steps": state["step"],
-                                   "final_loss": rec["train_loss_last"],
-                                   "wall_seconds": round(time.perf_counter() - t0, 1),
-                                   "world_size": state["world_size"]}
-    if len(nprocs) == 2:
-        a, b = (out[f"{n}_process"]["samples_per_s"] for n in nprocs)
-        out["speedup"] = b / a
+            key = f"{n}_process" + ("" if n == 1 else f"_{state['stream']['mode']}")
+            out[key] = {"samples_per_s": rec["samples_per_s"],
+                        "train_seconds": rec["seconds"], "steps": state["step"],
+                        "final_loss": rec["train_loss_last"],
+                        "wall_seconds": round(time.perf_counter() - t0, 1),
+                        "world_size": state["world_size"], "stream": state["stream"]}
+    one = out["1_process"]["samples_per_s"]
+    for key in ("2_process_sharded", "2_process_exact"):
+        if key in out:
+            out[f"speedup_{key.split('_')[-1]}"] = out[key]["samples_per_s"] / one
     return out
 
 
@@ -299,6 +320,8 @@ def run(quick: bool = False, device: str | None = None, with_openclip: bool = Tr
         loader = loader_throughput(cfg, batches=8 if quick else 20)
         step = our_step_throughput("RN50-tiny", cfg.batch_size, cfg.image_px, "fp32", "cpu",
                                    steps=steps, threads=cores)
+        fed = our_step_throughput("RN50-tiny", cfg.batch_size, cfg.image_px, "fp32", "cpu",
+                                  steps=steps, threads=cores, feed=shard_feed(cfg))
         scale_cfg = _bench_config(work, quick, samples_per_dataset=160 if quick else 1000,
                                   shard_size=128)
         build_shards(scale_cfg, show_progress=False)
@@ -308,18 +331,36 @@ def run(quick: bool = False, device: str | None = None, with_openclip: bool = Tr
             "datasets": len(cfg.dataset_keys),
             "loader_samples_per_s": loader["samples_per_s"],
             "step_samples_per_s": step["samples_per_s"],
+            "step_fed_by_stream_samples_per_s": fed["samples_per_s"],
             "ratio": loader["samples_per_s"] / step["samples_per_s"], "target_ratio": 3.0}
         # 3. 1 against 2 processes (gloo), a real torchrun launch each
         if with_ddp:
             results["ddp_gloo_cpu"] = ddp_scaling(work, quick)
-    # 4. the GPU figures
+    # 4. the GPU figures: the step on a batch in memory, then fed by the sharded stream
+    # reading real 224 px shards of the eight datasets, beside that stream's rate alone
     if device.startswith("cuda"):
         gpu = {}
-        for name, px, bs in (("ViT-B-16", 224, 256), ("ViT-B-32", 224, 256)):
-            r = our_step_throughput(name, bs, px, "bf16", device, steps=steps,
-                                    count_flops=True)
-            r.pop("step_seconds")
-            gpu[f"{name}@{px}px bf16 batch {bs}"] = r
+        workers = max(1, min(8, cores - 2))
+        with tempfile.TemporaryDirectory() as tmp:
+            gcfg = _bench_config(Path(tmp), quick, image_px=224, batch_size=256,
+                                 samples_per_dataset=100 if quick else 600, shard_size=128)
+            build_shards(gcfg, show_progress=False)
+            for name, px, bs in (("ViT-B-16", 224, 256), ("ViT-B-32", 224, 256)):
+                r = our_step_throughput(name, bs, px, "bf16", device, steps=steps,
+                                        count_flops=True)
+                r.pop("step_seconds")
+                fed = our_step_throughput(
+                    name, bs, px, "bf16", device, steps=steps, count_flops=True,
+                    feed=shard_feed(gcfg, workers, "sharded", bs, pin_memory=True))
+                r.update({"fed_samples_per_s": fed["samples_per_s"],
+                          "fed_MFU": fed.get("MFU"),
+                          "fed_peak_memory_GiB": fed.get("peak_memory_GiB"),
+                          "loader_workers": workers})
+                gpu[f"{name}@{px}px bf16 batch {bs}"] = r
+            loader = loader_throughput(gcfg, batches=steps, num_workers=workers,
+                                       mode="sharded")
+            gpu["sharded stream alone, 224 px batch 256"] = {
+                "samples_per_s": loader["samples_per_s"], "loader_workers": workers}
         results["cuda"] = gpu
         if with_openclip:
             theirs = bench_openclip.openclip_train_throughput(
