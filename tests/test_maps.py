@@ -1,11 +1,12 @@
 """Maps are checked by their content (layers, features, popups, overlays), offline."""
 
+import html
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from geofm_lib.report import maps
+from geofm_lib.report import maps, offline
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,6 +47,21 @@ def test_prediction_map_layers_popups_and_overlay(tmp_path):
     assert not any("<b>with</b>" in h for h in popups)
     # the notebook output (iframe srcdoc) carries the same map
     assert maps.map_content(m._repr_html_())["layers"] == content["layers"]
+    # and both need no network but for the tiles: Leaflet and the rest are in the page
+    for page in (out.read_text(), html.unescape(m._repr_html_())):
+        assert offline.remote_assets(page) == []
+        assert "Leaflet 1.9.3, a JS library for interactive maps" in page  # its code inline
+        assert "<style>" in page and "data:image/png;base64," in page  # css images inline
+
+
+def test_offline_pages_say_which_cdn_link_they_do_not_know():
+    page = ('<script src="https://cdn.jsdelivr.net/npm/leaflet@1.9.3/dist/leaflet.js"></script>'
+            '<script src="https://example.org/new-plugin.js"></script>'
+            '<link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/@fortawesome/'
+            'fontawesome-free@6.2.0/css/all.min.css"/>')
+    out = offline.inline_assets(page)
+    assert offline.remote_assets(out) == ["https://example.org/new-plugin.js"]
+    assert "fontawesome" not in out and len(out) > 100_000
 
 
 def test_overlay_bounds_are_reprojected_to_wgs84(tmp_path):
@@ -73,3 +89,18 @@ def test_ci_report_holds_the_map():
     assert content["image_overlays"] >= 1
     standalone = maps.map_content((page.parent / "map.html").read_text())
     assert standalone["layers"] == content["layers"]
+    for text in (html.unescape(page.read_text()), (page.parent / "map.html").read_text()):
+        assert offline.remote_assets(text) == []
+
+
+def test_static_picture_has_a_panel_per_dataset_and_is_what_the_page_prints(tmp_path):
+    fig, png = maps.static_map(_records())
+    assert png.startswith(b"\x89PNG")
+    titles = sorted(ax.get_title() for ax in fig.axes if ax.get_title())
+    assert titles == ["bigearthnet_s2: R@1 1/2", "xview: R@1 1/3"]  # hits / scored, per layer
+    boxes = {ax.get_title().split(":")[0]: len(ax.patches) for ax in fig.axes if ax.get_title()}
+    assert boxes == {"xview": 4, "bigearthnet_s2": 2}  # the record without footprint is absent
+    out = tmp_path / "map.html"
+    maps.save_map(maps.predictions_map(_records()), out, picture=png)
+    page = out.read_text()
+    assert "@media print{.folium-map{display:none" in page and 'class="geofm-print"' in page

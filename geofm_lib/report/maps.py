@@ -3,8 +3,8 @@
 Maps use leafmap's folium backend, so an executed notebook and its HTML report carry the map as
 plain HTML (an iframe), and ``save_map`` writes the same map as a standalone page. Layers are
 GeoJSON with the data inline (features, styles and popups), so a map can be checked by its
-content without a browser; base-map tiles and Leaflet's scripts load from the web when the page
-is viewed.
+content without a browser. Leaflet and the other scripts are inline too (``offline``), so maps
+work with the network off; only the base-map tiles load from the web.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import numpy as np
 from geofm_lib.data.display import display_rgb
 from geofm_lib.data.sources.base import _resolve_root
 from geofm_lib.io import atomic_path, atomic_write_bytes
+from geofm_lib.report.offline import offline
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
            "#17becf", "#bcbd22", "#7f7f7f")
@@ -58,8 +59,8 @@ def footprints_map(samples: list[dict], min_size_deg: float = 0.02):
     import leafmap.foliumap as leafmap
 
     layers = footprint_features(samples)
-    m = leafmap.Map(center=[30, 0], zoom=2, draw_control=False, measure_control=False,
-                    fullscreen_control=False)
+    m = offline(leafmap.Map(center=[30, 0], zoom=2, draw_control=False, measure_control=False,
+                            fullscreen_control=False))
     legend = {}
     all_bounds = []
     for i, (ds, fc) in enumerate(sorted(layers.items())):
@@ -166,8 +167,8 @@ def predictions_map(records: list[dict], thumbnails: dict[str, bytes] | None = N
     import folium
     import leafmap.foliumap as leafmap
 
-    m = leafmap.Map(center=[30, 0], zoom=2, draw_control=False, measure_control=False,
-                    fullscreen_control=False)
+    m = offline(leafmap.Map(center=[30, 0], zoom=2, draw_control=False, measure_control=False,
+                            fullscreen_control=False))
     all_bounds = []
     for ds, fc in sorted(prediction_layers(records, thumbnails, min_size_deg).items()):
         hits = sum(f["properties"]["result"] == "hit" for f in fc["features"])
@@ -194,6 +195,56 @@ def predictions_map(records: list[dict], thumbnails: dict[str, bytes] | None = N
                                                      "no labels": NA_COLOR})
     folium.LayerControl(collapsed=False).add_to(m)
     return m
+
+
+def static_map(records: list[dict], columns: int = 4, dpi: int = 110) -> tuple:
+    """The map as a picture, for PDFs and print: one panel per dataset on a plain background
+    (lon/lat axes), its footprints as boxes coloured by R@1 hit, miss or no labels. Returns
+    ``(figure, png bytes)``; boxes narrower than 1 % of a panel are drawn at that size."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch, Rectangle
+
+    layers = prediction_layers(records, min_size_deg=0.0)
+    n = max(len(layers), 1)
+    cols = min(columns, n)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 3.0 * rows + 0.5), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    for ax, (ds, fc) in zip(axes.flat, sorted(layers.items()), strict=False):
+        rings = [f["geometry"]["coordinates"][0] for f in fc["features"]]
+        x0 = min(r[0][0] for r in rings)
+        x1 = max(r[2][0] for r in rings)
+        y0 = min(r[0][1] for r in rings)
+        y1 = max(r[2][1] for r in rings)
+        span = max(x1 - x0, y1 - y0, 1e-3)
+        least = span * 0.01
+        for f, r in zip(fc["features"], rings, strict=True):
+            bx0, by0, bx1, by1 = _box((r[0][0], r[0][1], r[2][0], r[2][1]), least)
+            color = f["properties"]["style"]["color"]
+            ax.add_patch(Rectangle((bx0, by0), bx1 - bx0, by1 - by0, facecolor=color,
+                                   edgecolor=color, alpha=0.7, linewidth=0.6))
+        pad = span * 0.08
+        ax.set_xlim(x0 - pad, x0 + span + pad)
+        ax.set_ylim(y0 - pad, y0 + span + pad)
+        ax.set_aspect("equal", adjustable="box")
+        hits = sum(f["properties"]["result"] == "hit" for f in fc["features"])
+        scored = sum(f["properties"]["result"] != "no labels" for f in fc["features"])
+        ax.set_title(f"{ds}: R@1 {hits}/{scored}", fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.set_facecolor("#f7f7f7")
+    if not layers:
+        axes.flat[0].text(0.5, 0.5, "no evaluated image has a footprint", ha="center",
+                          va="center", transform=axes.flat[0].transAxes)
+    fig.legend(handles=[Patch(color=HIT_COLOR, label="hit"), Patch(color=MISS_COLOR, label="miss"),
+                        Patch(color=NA_COLOR, label="no labels")],
+               loc="lower center", ncol=3, frameon=False, fontsize=8)
+    fig.supxlabel("longitude (°)", fontsize=8, y=0.06)
+    fig.supylabel("latitude (°)", fontsize=8)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return fig, buf.getvalue()
 
 
 def write_geotiff(path, image, bounds_lonlat, crs: str = "EPSG:4326", band_names=None) -> None:
@@ -262,9 +313,18 @@ def scene_files(cfg) -> list:
     return [f for f in files if f.is_file()]
 
 
-def save_map(m, path) -> None:
-    """Write a map as a standalone HTML page (atomically)."""
-    atomic_write_bytes(Path(path), m.get_root().render().encode())
+def save_map(m, path, picture: bytes | None = None) -> None:
+    """Write a map as a standalone HTML page (atomically). ``picture`` (PNG bytes, e.g. from
+    :func:`static_map`) is what the page prints: on paper and in PDFs it replaces the map."""
+    page = m.get_root().render()
+    if picture is not None:
+        b64 = base64.b64encode(picture).decode()
+        page = page.replace("</body>", (
+            '<style>.geofm-print{display:none}@media print{.folium-map{display:none!important}'
+            '.geofm-print{display:block;width:100%}}</style>'
+            f'<img class="geofm-print" alt="the map as a picture" '
+            f'src="data:image/png;base64,{b64}">\n</body>'), 1)
+    atomic_write_bytes(Path(path), page.encode())
 
 
 def map_content(html_text: str, with_popups: bool = False) -> dict:
