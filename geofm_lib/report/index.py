@@ -1,4 +1,5 @@
-"""The pages above the runs: ``reports/index.html`` (one row per published run) and the seed 000
+"""The pages above the runs: ``reports/index.html`` (every published run: headline numbers, each
+notebook's figure and key metrics, one click to its page) and the seed 000
 study page ``reports/study-<preset>.html`` (its five experiment sets side by side, beside the
 paper's tables).
 """
@@ -14,17 +15,15 @@ import yaml
 from geofm_lib.catalog import DATASETS
 from geofm_lib.io import atomic_write_bytes
 from geofm_lib.papers import paper_table_for
+from geofm_lib.report.summary import key_metrics, thumbnail
 
-# Metrics shown as index columns when present: (stage, metric key, column title).
+# The runs-at-a-glance columns when some run has them: (stage, metric key, column title).
 INDEX_COLUMNS = (
     ("01_data_prep", "samples", "samples"),
-    ("01_data_prep", "samples_per_s", "data prep samples/s"),
-    ("02_explore_data", "mean_labels_per_image", "labels / image"),
     ("03_pretrain", "final_train_loss", "train loss"),
-    ("03_pretrain", "final_val_loss", "val loss"),
     ("04_zero_shot_eval", "mean_R@1", "mean R@1"),
-    ("04_zero_shot_eval", "mean_R@5", "mean R@5"),
     ("06_feature_probes", "probe_f2_micro", "linear probe F2 micro"),
+    ("07_ssl_pretrain", "linear_probe_f2_s1s2", "MoCo probe F2 s1/s2"),
 )
 
 
@@ -36,8 +35,83 @@ def _fmt(v) -> str:
     return html.escape(str(v)) if v is not None else ""
 
 
+def _page_tile(run: str, page: Path, seconds: dict, metrics: dict, skipped: dict) -> str:
+    """One notebook of a run: its headline figure (a link to the page), time, key metrics."""
+    href = f"{html.escape(run)}/{html.escape(page.name)}"
+    executed = page.with_suffix(".ipynb")
+    thumb = thumbnail(executed) if executed.is_file() else None
+    figure = (f'<img src="{html.escape(run)}/thumbs/{html.escape(thumb.name)}" alt="headline '
+              f'figure of {html.escape(page.stem)}" loading="lazy">' if thumb else
+              '<div class="nofig">no figure</div>')
+    secs = seconds.get(page.stem)
+    facts = "".join(f"<li>{m}</li>" for m in key_metrics(page.stem, metrics.get(page.stem, {})))
+    note = f'<li class="skip">{html.escape(skipped[page.stem])}</li>' \
+        if page.stem in skipped else ""
+    return (f'<div class="tile"><a href="{href}">{figure}</a>'
+            f'<div class="name"><a href="{href}">{html.escape(page.stem)}</a>'
+            f'{f" <span class=secs>{secs:.0f} s</span>" if secs is not None else ""}</div>'
+            f"<ul>{facts}{note}</ul></div>")
+
+
+def _run_card(name: str, info: dict, metrics: dict, pages: list[Path]) -> str:
+    git = info.get("git") or {}
+    commit = (git.get("commit") or "")[:8] + (" (dirty)" if git.get("dirty") else "")
+    secs = sum((info.get("seconds") or {}).values())
+    facts = [f"preset <b>{html.escape(str(info.get('preset')))}</b>",
+             f"experiment <b>{html.escape(str(info.get('experiment') or '-'))}</b>"]
+    if info.get("overrides"):  # what makes this run differ from the plain parameter set
+        facts.append(html.escape(", ".join(f"{k}={v}" for k, v in info["overrides"].items()
+                                           if k != "run_name")))
+    facts += [f"{secs:.0f} s", f"<code>{html.escape(commit)}</code>",
+              html.escape(info.get("finished", ""))]
+    banner = ""
+    if info.get("status") == "failed":
+        failed = info.get("failed") or {}
+        banner = (f'<p class="failed">FAILED in {html.escape(failed.get("notebook", "?"))}: '
+                  f'{html.escape(failed.get("error", ""))}</p>')
+    notebooks = [p for p in pages if p.with_suffix(".ipynb").is_file() or
+                 p.stem[:2].isdigit()]
+    others = [p for p in pages if p not in notebooks]
+    tiles = "".join(_page_tile(name, p, info.get("seconds") or {}, metrics,
+                               info.get("skipped") or {}) for p in notebooks)
+    extra = " ".join(f'<a href="{html.escape(name)}/{html.escape(p.name)}">{html.escape(p.name)}'
+                     f"</a>" for p in others)
+    skipped = "".join(f"<li>{html.escape(k)}: {html.escape(v)}</li>"
+                      for k, v in (info.get("skipped") or {}).items()
+                      if k not in {p.stem for p in notebooks})
+    return (f'<section class="run{" is-failed" if banner else ""}" id="{html.escape(name)}">'
+            f"<h2>{html.escape(name)}</h2><p class=facts>{' · '.join(facts)}</p>{banner}"
+            f'<div class="tiles">{tiles}</div>'
+            + (f"<p class=more>also: {extra}</p>" if extra else "")
+            + (f"<ul class=skipped>{skipped}</ul>" if skipped else "") + "</section>")
+
+
+def _other_pages(reports_dir: Path) -> str:
+    """The seed-000 study pages and the benchmark pages, with their headline figures."""
+    tiles = []
+    for p in sorted(Path(reports_dir).glob("study-*.html")):
+        tiles.append(f'<div class="tile"><div class="name"><a href="{html.escape(p.name)}">'
+                     f"{html.escape(p.stem)}</a></div><ul><li>seed 000's experiment sets side "
+                     f"by side with the paper's tables</li></ul></div>")
+    for p in sorted(Path(reports_dir).glob("bench-*/*.html")):
+        href = f"{html.escape(p.parent.name)}/{html.escape(p.name)}"
+        executed = p.with_suffix(".ipynb")
+        thumb = thumbnail(executed) if executed.is_file() else None
+        figure = (f'<a href="{href}"><img src="{html.escape(p.parent.name)}/thumbs/'
+                  f'{html.escape(thumb.name)}" alt="benchmark figure" loading="lazy"></a>'
+                  if thumb else "")
+        tiles.append(f'<div class="tile">{figure}<div class="name"><a href="{href}">'
+                     f"{html.escape(p.parent.name)}</a></div></div>")
+    if not tiles:
+        return ""
+    return f'<section class="run"><h2>Studies and benchmarks</h2><div class="tiles">' \
+           f'{"".join(tiles)}</div></section>'
+
+
 def build_index(reports_dir: Path) -> Path:
-    """Rebuild reports/index.html from every reports/<run>/run.json."""
+    """Rebuild reports/index.html from every reports/<run>/run.json: a table of the runs'
+    headline numbers, then per run each notebook's headline figure (one click to its page),
+    time and key metrics with their intervals; failed runs marked; studies and benchmarks."""
     runs = []
     for run_json in sorted(Path(reports_dir).glob("*/run.json")):
         folder = run_json.parent
@@ -49,43 +123,19 @@ def build_index(reports_dir: Path) -> Path:
         runs.append((folder.name, info, metrics, sorted(folder.glob("*.html"))))
     cols = [c for c in INDEX_COLUMNS if any(c[1] in m.get(c[0], {}) for _, _, m, _ in runs)]
     head = "".join(f"<th>{html.escape(t)}</th>" for _, _, t in cols)
-    rows = []
+    rows, cards = [], []
     for name, info, metrics, pages in runs:
-        links = " ".join(f'<a href="{html.escape(name)}/{html.escape(p.name)}">'
-                         f'{html.escape(p.stem)}</a>' for p in pages)
-        git = info.get("git") or {}
-        commit = (git.get("commit") or "")[:8] + (" (dirty)" if git.get("dirty") else "")
         cells = "".join(f"<td class=num>{_fmt(metrics.get(s, {}).get(k))}</td>"
                         for s, k, _ in cols)
-        secs = sum((info.get("seconds") or {}).values())
-        label = f"<b>{html.escape(name)}</b>"
-        if info.get("overrides"):  # what makes this run differ from the plain parameter set
-            label += "<br><small>" + html.escape(", ".join(
-                f"{k}={v}" for k, v in info["overrides"].items() if k != "run_name")) + \
-                "</small>"
-        if info.get("status") == "failed":
-            failed = info.get("failed") or {}
-            label += (f"<br><span class=failed>FAILED in {html.escape(failed.get('notebook', '?'))}"
-                      f": {html.escape(failed.get('error', ''))}</span>")
-        rows.append(
-            f"<tr><td>{label}</td><td>{html.escape(str(info.get('preset')))}"
-            f"</td><td>{html.escape(str(info.get('experiment') or '-'))}</td>{cells}"
-            f"<td class=num>{secs:.0f}</td><td><code>{html.escape(commit)}</code></td>"
-            f"<td>{html.escape(info.get('finished', ''))}</td><td>{links}</td></tr>")
+        status = ("<span class=failed>failed</span>" if info.get("status") == "failed"
+                  else "ok")
+        rows.append(f'<tr><td><b><a href="#{html.escape(name)}">{html.escape(name)}</a></b>'
+                    f"</td><td>{status}</td>{cells}</tr>")
+        cards.append(_run_card(name, info, metrics, pages))
     page = _INDEX_TEMPLATE.format(
         head=head, rows="\n".join(rows) or
         '<tr><td colspan=20>No runs yet: <code>make report</code> makes one.</td></tr>',
-        n=len(runs))
-    studies = sorted(Path(reports_dir).glob("study-*.html"))
-    if studies:
-        links = " ".join(f'<a href="{html.escape(p.name)}">{html.escape(p.stem)}</a>'
-                         for p in studies)
-        page = page.replace("<table>", f"<p>Studies: {links}</p>\n<table>", 1)
-    benches = sorted(Path(reports_dir).glob("bench-*/*.html"))
-    if benches:
-        links = " ".join(f'<a href="{html.escape(p.parent.name)}/{html.escape(p.name)}">'
-                         f'{html.escape(p.stem)}</a>' for p in benches)
-        page = page.replace("<table>", f"<p>Benchmarks: {links}</p>\n<table>", 1)
+        n=len(runs), cards="\n".join(cards), others=_other_pages(reports_dir))
     out = Path(reports_dir) / "index.html"
     atomic_write_bytes(out, page.encode())
     return out
@@ -96,28 +146,46 @@ _INDEX_TEMPLATE = """<!doctype html>
 <title>geofm reports</title>
 <style>
 body {{ font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem;
-       color: #1d2433; max-width: 1400px; }}
+       color: #1d2433; max-width: 1500px; }}
 h1 {{ font-weight: 600; margin-bottom: .2rem; }}
+h2 {{ font-weight: 600; font-size: 1.2rem; margin: 0 0 .2rem; }}
 p.sub {{ color: #5b6477; margin-top: 0; }}
-table {{ border-collapse: collapse; width: 100%; font-size: 14px; }}
-th, td {{ padding: .45rem .7rem; border-bottom: 1px solid #e3e6ec; text-align: left;
-          vertical-align: top; }}
+table {{ border-collapse: collapse; font-size: 14px; margin-bottom: 1.5rem; }}
+th, td {{ padding: .4rem .8rem; border-bottom: 1px solid #e3e6ec; text-align: left; }}
 th {{ background: #f4f6fa; font-weight: 600; }}
 td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
-tr:hover td {{ background: #fafbfd; }}
-a {{ color: #2457c5; text-decoration: none; margin-right: .6rem; }}
+a {{ color: #2457c5; text-decoration: none; }}
 a:hover {{ text-decoration: underline; }}
 code {{ font-size: 12px; }}
-.failed {{ color: #b3261e; font-size: 12px; }}
+.failed {{ color: #b3261e; font-weight: 600; }}
+section.run {{ border: 1px solid #e3e6ec; border-radius: 8px; padding: 1rem 1.2rem;
+               margin-bottom: 1.5rem; }}
+section.is-failed {{ border-color: #e8b4b0; background: #fffafa; }}
+p.facts {{ color: #5b6477; font-size: 13px; margin: 0 0 .8rem; }}
+.tiles {{ display: grid; grid-template-columns: repeat(auto-fill, minmax(230px, 1fr));
+          gap: 1rem; }}
+.tile {{ font-size: 13px; }}
+.tile img {{ width: 100%; height: 170px; object-fit: contain; background: #fff;
+             border: 1px solid #eef0f4; border-radius: 4px; }}
+.nofig {{ height: 170px; display: flex; align-items: center; justify-content: center;
+          color: #9aa1b0; background: #f7f8fa; border-radius: 4px; }}
+.tile .name {{ font-weight: 600; margin: .3rem 0 .1rem; }}
+.secs {{ color: #7a8396; font-weight: normal; }}
+.tile ul {{ margin: 0; padding-left: 1.1rem; color: #3b4457; }}
+.ci {{ color: #7a8396; font-size: 12px; }}
+li.skip, .skipped {{ color: #8a4b08; }}
+.more {{ font-size: 13px; margin: .6rem 0 0; }}
 </style></head><body>
 <h1>geofm reports</h1>
-<p class="sub">{n} run(s). Each row is one parameter set executed end to end with papermill;
-links open the executed notebooks as HTML. Metrics are those the notebooks recorded.</p>
-<table><thead><tr><th>run</th><th>preset</th><th>experiment</th>{head}<th>seconds</th>
-<th>commit</th><th>finished</th><th>reports</th></tr></thead>
+<p class="sub">{n} run(s). Each run is one parameter set executed end to end with papermill;
+a figure or name opens that notebook's page. Metrics are those the notebooks recorded; intervals
+are 95&nbsp;% bootstrap intervals over test images.</p>
+<table><thead><tr><th>run</th><th>status</th>{head}</tr></thead>
 <tbody>
 {rows}
 </tbody></table>
+{others}
+{cards}
 </body></html>
 """
 

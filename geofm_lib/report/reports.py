@@ -35,6 +35,7 @@ from geofm_lib.io import atomic_write_bytes, atomic_write_json, check_name, fold
 from geofm_lib.paths import build_folder, stage_dir
 from geofm_lib.progress import get_logger
 from geofm_lib.report.index import STUDY_EXPERIMENTS, build_index, build_study
+from geofm_lib.report.pages import tidy
 from geofm_lib.report.runinfo import git_state, load_stages, package_versions
 from geofm_lib.ssl.pairs import may_have_pairs
 
@@ -82,11 +83,13 @@ def scrub(text: str, root: Path, cfg: Config | None = None) -> str:
 
 
 def to_html(executed: Path, root: Path, cfg: Config | None = None) -> str:
-    """A self-contained HTML page of an executed notebook (images inline)."""
+    """A self-contained HTML page of an executed notebook (images inline), arranged for
+    reading (``pages.tidy``: the resolved parameters as a table, progress bars cut to their
+    last line)."""
     import nbformat
     from nbconvert import HTMLExporter
 
-    nb = nbformat.read(executed, as_version=4)
+    nb = tidy(nbformat.read(executed, as_version=4), cfg)
     exporter = HTMLExporter(template_name="lab", embed_images=True)
     body, _ = exporter.from_notebook_node(nb)
     return scrub(body, root, cfg)

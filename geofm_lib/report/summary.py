@@ -1,0 +1,117 @@
+"""What the index shows of a run: each notebook's headline figure as a thumbnail and its key
+metrics, with their intervals where the notebook measured one.
+
+The headline figure is the image output of the cell tagged ``headline`` (else the notebook's
+first image). Thumbnails are written beside the run's pages, ``<run>/thumbs/<notebook>.png``,
+and remade when the executed notebook is newer.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+
+from geofm_lib.io import atomic_write_bytes
+
+
+def headline_png(executed: Path) -> bytes | None:
+    """The PNG of the headline figure of an executed notebook, or None (no figure)."""
+    nb = json.loads(Path(executed).read_text())
+    first = None
+    for cell in nb.get("cells", []):
+        for out in cell.get("outputs", []):
+            png = out.get("data", {}).get("image/png")
+            if not png:
+                continue
+            if "headline" in cell.get("metadata", {}).get("tags", []):
+                return base64.b64decode("".join(png))
+            first = first or "".join(png)
+    return base64.b64decode(first) if first else None
+
+
+def thumbnail(executed: Path, width: int = 520) -> Path | None:
+    """``thumbs/<notebook>.png`` beside the executed notebook (made or remade), or None."""
+    executed = Path(executed)
+    out = executed.parent / "thumbs" / f"{executed.stem}.png"
+    if out.is_file() and out.stat().st_mtime >= executed.stat().st_mtime:
+        return out
+    png = headline_png(executed)
+    if png is None:
+        return None
+    from PIL import Image
+
+    img = Image.open(io.BytesIO(png)).convert("RGB")
+    if img.width > width:
+        img = img.resize((width, max(1, round(img.height * width / img.width))),
+                         Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=True)
+    out.parent.mkdir(exist_ok=True)
+    atomic_write_bytes(out, buf.getvalue())
+    return out
+
+
+def _num(v, digits: int = 1) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return f"{v:,.{digits}f}"
+
+
+def _ci(ci) -> str:
+    return f' <span class="ci">[{ci[0]:.1f}, {ci[1]:.1f}]</span>' if ci else ""
+
+
+def key_metrics(stage: str, m: dict) -> list[str]:
+    """HTML snippets of a notebook's key metrics (empty: nothing recorded)."""
+    if not m:
+        return []
+    if stage.startswith("01_"):
+        return [f"{_num(m.get('samples'))} samples in {_num(m.get('shards'))} shards",
+                f"{_num(m.get('megabytes'))} MB", f"{_num(m.get('samples_per_s'), 0)} samples/s"]
+    if stage.startswith("02_"):
+        return [f"{_num(m.get('mean_labels_per_image'), 2)} labels / image"]
+    if stage.startswith("03_"):
+        return [f"train loss {_num(m.get('final_train_loss'), 3)}, val loss "
+                f"{_num(m.get('final_val_loss'), 3)}",
+                f"{_num(m.get('steps'))} steps, {_num(m.get('samples_per_s'), 0)} samples/s "
+                f"({html.escape(str(m.get('device', '')))})"]
+    if stage.startswith("04_"):
+        per = m.get("per_dataset") or {}
+        above = sum(1 for r in per.values()
+                    if r.get("R@1_ci95") and r["R@1_ci95"][0] > r.get("chance_R@1", 100))
+        out = [f"<b>mean R@1 {_num(m.get('mean_R@1'))}</b> (chance "
+               f"{_num(m.get('mean_chance_R@1'))}, at init {_num(m.get('init_mean_R@1'))})",
+               f"R@1 interval above chance in {above} of {len(per)} datasets"]
+        if m.get("not_evaluable"):
+            out.append(f"not evaluable: {html.escape(', '.join(m['not_evaluable']))}")
+        return out
+    if stage.startswith("05_"):
+        return [f"{_num(m.get('footprints'))} footprints in {_num(m.get('layers'))} layers, "
+                f"{_num(m.get('image_overlays'))} overlays"]
+    if stage.startswith("06_"):
+        means = m.get("mean_f2_micro") or {}
+        out = [f"<b>linear probe F2 {_num(means.get('trained/linear'))}</b> trained vs "
+               f"{_num(means.get('init/linear'))} at init (mean of datasets)"]
+        ft = m.get("finetuned") or {}
+        if ft:
+            ds = next(iter(ft.values()))["dataset"]
+            out.append(f"fine-tuned on {html.escape(ds)}: F2 " + ", ".join(
+                f"{_num(r['f2_micro'])}{_ci(r.get('f2_micro_ci95'))} from {html.escape(name)}"
+                for name, r in ft.items()))
+        return out
+    if stage.startswith("07_"):
+        if m.get("evaluation") == "not evaluable":
+            return [f"not evaluable: {html.escape(str(m.get('reason')))}"]
+        return [f"<b>MoCo ({html.escape(str(m.get('ssl_mode')))}) linear probe F2 s1/s2 "
+                f"{_num(m.get('linear_probe_f2_s1s2'))}</b>{_ci(m.get('linear_probe_f2_s1s2_ci'))}",
+                f"random init {_num(m.get('random_init_f2_s1s2'))}"
+                f"{_ci(m.get('random_init_f2_s1s2_ci'))}",
+                "collapsed" if m.get("collapsed") else
+                f"{_num(m.get('places_pretrained'))} places pretrained, not collapsed"]
+    return [f"{html.escape(k)}: {_num(v) if isinstance(v, int | float) else html.escape(str(v))}"
+            for k, v in m.items() if isinstance(v, int | float | str)][:4]
