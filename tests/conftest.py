@@ -23,3 +23,10 @@ def shared_data():
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is absent (real sample files exist only beside the project)")
     return SHARED_DATA
+
+
+def pytest_collection_modifyitems(config, items):
+    """nbval's cells re-execute the notebooks run_all.sh executed: they read its reports too."""
+    for item in items:
+        if str(item.fspath).endswith(".ipynb"):
+            item.add_marker(pytest.mark.reports)

@@ -162,3 +162,20 @@ def test_one_bootstrap_gives_the_intervals_the_three_copies_gave():
         draws.append(multilabel_metrics(y_true[idx], y_pred[idx])["f2_micro"])
     ci = bootstrap_metrics(y_true, y_pred, n_boot=50, seed=7)["f2_micro"]
     assert ci == [float(np.quantile(draws, 0.025)), float(np.quantile(draws, 0.975))]
+
+
+def test_paired_f2_difference_is_narrower_than_the_two_intervals():
+    from geofm_lib.evaluation.probes import bootstrap_metrics, paired_f2_difference
+
+    rng = np.random.default_rng(0)
+    y = rng.random((200, 6)) < 0.3
+    noise = rng.random((200, 6))
+    worse = np.where(noise < 0.30, ~y, y)  # 30 % of the cells flipped
+    better = np.where(noise < 0.20, ~y, y)  # a subset of those: better on every image
+    d, ci = paired_f2_difference(y, better, worse, n_boot=300, seed=1)
+    a = bootstrap_metrics(y, better, n_boot=300, seed=1)["f2_micro"]
+    b = bootstrap_metrics(y, worse, n_boot=300, seed=1)["f2_micro"]
+    assert d > 0 and ci[0] > 0 and ci[0] <= d <= ci[1]
+    assert ci[1] - ci[0] < min(a[1] - a[0], b[1] - b[0])  # the shared images cancel out
+    same, same_ci = paired_f2_difference(y, worse, worse, n_boot=50)
+    assert same == 0 and same_ci == [0.0, 0.0]

@@ -1,6 +1,7 @@
 """Maps are checked by their content (layers, features, popups, overlays), offline."""
 
 import html
+import re
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +80,7 @@ def test_overlay_bounds_are_reprojected_to_wgs84(tmp_path):
     assert ov["image"].shape == (10, 20, 4) and (ov["image"][..., 3] == 255).all()
 
 
+@pytest.mark.reports
 def test_ci_report_holds_the_map():
     """After tests/run_all.sh ran the notebooks: the 05 report page and map.html have layers."""
     page = ROOT / "reports" / "ci-notebooks" / "05_map_viz.html"
@@ -89,7 +91,9 @@ def test_ci_report_holds_the_map():
     assert content["image_overlays"] >= 1
     standalone = maps.map_content((page.parent / "map.html").read_text())
     assert standalone["layers"] == content["layers"]
-    for text in (html.unescape(page.read_text()), (page.parent / "map.html").read_text()):
+    frames = re.findall(r'srcdoc="([^"]*)"', page.read_text())  # the map in the page
+    assert frames
+    for text in [html.unescape(f) for f in frames] + [(page.parent / "map.html").read_text()]:
         assert offline.remote_assets(text) == []
 
 

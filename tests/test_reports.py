@@ -50,6 +50,7 @@ def test_html_has_no_absolute_paths(tmp_path):
     assert "<img" not in html or "data:image" in html
 
 
+@pytest.mark.reports
 def test_generated_ci_reports_are_clean():
     """After `make test` ran the notebooks: every HTML report is free of machine paths."""
     pages = [p for p in (ROOT / "reports").glob("*/*.html")

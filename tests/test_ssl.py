@@ -1,6 +1,8 @@
 """MoCo-v2 with sensor-based positive pairs (issue 8): pairs, queue, momentum rule, the loss on a
 fixed batch, adapters for 2 and 13 bands, the collapse check, real S1/S2 pairs."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -13,6 +15,7 @@ from geofm_lib.catalog import SENSORS  # noqa: E402
 from geofm_lib.config import load_config  # noqa: E402
 from geofm_lib.data import build  # noqa: E402
 from geofm_lib.ssl import callbacks  # noqa: E402
+from geofm_lib.ssl import evaluation as ssl_evaluation  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -141,6 +144,23 @@ def test_pretrain_resumes_and_evaluates(work):
         assert r["ci"][0] <= r["score"] <= r["ci"][1] and 0 <= r["score"] <= 100
         assert r["metric"] == ("F2 micro" if r["task"] == "multi-label" else "accuracy")
     assert all(r["n_train"] == 12 for r in rows if r["task"] == "multi-label")
+    moco = [r for r in rows if r["method"].endswith("linear probe") and "MoCo" in r["method"]
+            and r["task"] == "multi-label"]
+    assert all(r["minus_random_init_ci"][0] <= r["minus_random_init"]
+               <= r["minus_random_init_ci"][1] for r in moco) and len(moco) == 3
+    # the baselines do not depend on the encoder: a second evaluation takes them from the
+    # store beside the checkpoints (12 fits), with the same numbers, and redoes the rest
+    stores = list(cfg.path("checkpoints").glob("ssl-baselines/*.json"))
+    assert len(stores) == 1 and len(json.loads(stores[0].read_text())["rows"]) == 12
+    fitted = []
+    real_fit = ssl_evaluation.fit_head
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ssl_evaluation, "fit_head", lambda *a, **k: fitted.append(1) or
+                   real_fit(*a, **k))
+        again_rows = ssl.evaluate(cfg, first.encoder_path, finetune_epochs=1, n_boot=20,
+                                  show_progress=False)
+    assert again_rows == rows
+    assert len(fitted) == 6  # only the MoCo fine-tunes: 3 inputs x 2 tasks
 
     emb = encoders.embed(cfg, f"ssl:{first.encoder_path}", "val", show_progress=False)
     assert emb.features.shape[1] == 512 and np.isfinite(emb.features).all()

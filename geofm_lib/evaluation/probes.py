@@ -51,6 +51,18 @@ def multilabel_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
     }
 
 
+def paired_f2_difference(y_true, pred_a, pred_b, n_boot: int = 500, seed: int = 0):
+    """F2 micro of ``pred_a`` minus that of ``pred_b`` on the same test images, with the 95 %
+    percentile-bootstrap interval of the difference (both resampled with the same images,
+    so what the two share does not widen it)."""
+    def diff(idx):
+        return {"d": multilabel_metrics(y_true[idx], pred_a[idx])["f2_micro"]
+                - multilabel_metrics(y_true[idx], pred_b[idx])["f2_micro"]}
+
+    whole = diff(np.arange(len(y_true)))["d"]
+    return whole, bootstrap_stats(diff, len(y_true), n_boot, seed, ("d",))["d"]
+
+
 def bootstrap_metrics(y_true, y_pred, n_boot: int = 500, seed: int = 0) -> dict:
     """95 % percentile-bootstrap intervals (resampling test images) of the scalar metrics."""
     keys = ("f2_micro", "f2_macro", "hamming_loss", "precision_micro", "precision_macro")
@@ -71,7 +83,9 @@ def _make_probe(kind: str, param, seed: int, single: bool = False):
     from sklearn.preprocessing import StandardScaler
 
     if kind == "linear":
-        lr = LogisticRegression(C=param, max_iter=2000)
+        # tol 1e-3 (scikit-learn's default 1e-4): on the demo's BigEarthNet S1/S2 probe 7x
+        # faster (8.0 s -> 1.1 s) with the same chosen C and test F2 micro 55.10 vs 55.27
+        lr = LogisticRegression(C=param, max_iter=2000, tol=1e-3)
         # one logistic regression per class, fitted in parallel (the same fits as one by one)
         return make_pipeline(StandardScaler(), lr if single else
                              OneVsRestClassifier(lr, n_jobs=min(os.cpu_count() or 1, 4)))
@@ -112,6 +126,7 @@ class ProbeResult:
     ci: dict
     n_train: int
     n_test: int
+    pred: np.ndarray | None = None  # the test predictions (for paired comparisons)
 
 
 def run_probe(kind: str, x_train, y_train, x_test, y_test, seed: int = 0,
@@ -136,7 +151,7 @@ def run_probe(kind: str, x_train, y_train, x_test, y_test, seed: int = 0,
     pred = fit_predict(kind, best, x_train[order], y_train[order], x_test, seed)
     return ProbeResult(kind, best, best_score, multilabel_metrics(y_test, pred),
                        bootstrap_metrics(y_test, pred, n_boot=n_boot, seed=seed), len(order),
-                       len(x_test))
+                       len(x_test), pred)
 
 
 def probe_dataset(train: Embeddings, test: Embeddings, dataset: str, vocabulary,

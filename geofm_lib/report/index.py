@@ -41,7 +41,7 @@ def _page_tile(run: str, page: Path, seconds: dict, metrics: dict, skipped: dict
     executed = page.with_suffix(".ipynb")
     thumb = thumbnail(executed) if executed.is_file() else None
     figure = (f'<img src="{html.escape(run)}/thumbs/{html.escape(thumb.name)}" alt="headline '
-              f'figure of {html.escape(page.stem)}" loading="lazy">' if thumb else
+              f'figure of {html.escape(page.stem)}">' if thumb else
               '<div class="nofig">no figure</div>')
     secs = seconds.get(page.stem)
     facts = "".join(f"<li>{m}</li>" for m in key_metrics(page.stem, metrics.get(page.stem, {})))
@@ -98,7 +98,7 @@ def _other_pages(reports_dir: Path) -> str:
         executed = p.with_suffix(".ipynb")
         thumb = thumbnail(executed) if executed.is_file() else None
         figure = (f'<a href="{href}"><img src="{html.escape(p.parent.name)}/thumbs/'
-                  f'{html.escape(thumb.name)}" alt="benchmark figure" loading="lazy"></a>'
+                  f'{html.escape(thumb.name)}" alt="benchmark figure"></a>'
                   if thumb else "")
         tiles.append(f'<div class="tile">{figure}<div class="name"><a href="{href}">'
                      f"{html.escape(p.parent.name)}</a></div></div>")

@@ -111,6 +111,9 @@ def key_metrics(stage: str, m: dict) -> list[str]:
                 f"{_num(m.get('linear_probe_f2_s1s2'))}</b>{_ci(m.get('linear_probe_f2_s1s2_ci'))}",
                 f"random init {_num(m.get('random_init_f2_s1s2'))}"
                 f"{_ci(m.get('random_init_f2_s1s2_ci'))}",
+                *([f"difference {m['moco_minus_random_init_f2_s1s2']:+.1f}"
+                   f"{_ci(m.get('moco_minus_random_init_f2_s1s2_ci'))} (paired)"]
+                  if "moco_minus_random_init_f2_s1s2" in m else []),
                 "collapsed" if m.get("collapsed") else
                 f"{_num(m.get('places_pretrained'))} places pretrained, not collapsed"]
     return [f"{html.escape(k)}: {_num(v) if isinstance(v, int | float) else html.escape(str(v))}"

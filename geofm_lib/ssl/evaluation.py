@@ -4,7 +4,9 @@ and fine-tuning beside random init, with bootstrap intervals.
 
 from __future__ import annotations
 
+import base64
 import copy
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,7 @@ from geofm_lib.evaluation.probes import (
     bootstrap_metrics,
     label_matrix,
     multilabel_metrics,
+    paired_f2_difference,
     run_probe,
 )
 from geofm_lib.io import atomic_write_json
@@ -129,10 +132,65 @@ def headline_scores(rows: list[dict]) -> dict:
     probe = {r["input"]: r for r in multi
              if "linear probe" in r["method"] and "MoCo" in r["method"]}
     base = {r["input"]: r for r in multi if r["method"] == "random init, linear probe"}
-    return {"linear_probe_f2_s1s2": round(probe["s1/s2"]["score"], 2),
-            "linear_probe_f2_s1s2_ci": [round(v, 2) for v in probe["s1/s2"]["ci"]],
-            "random_init_f2_s1s2": round(base["s1/s2"]["score"], 2),
-            "random_init_f2_s1s2_ci": [round(v, 2) for v in base["s1/s2"]["ci"]]}
+    out = {"linear_probe_f2_s1s2": round(probe["s1/s2"]["score"], 2),
+           "linear_probe_f2_s1s2_ci": [round(v, 2) for v in probe["s1/s2"]["ci"]],
+           "random_init_f2_s1s2": round(base["s1/s2"]["score"], 2),
+           "random_init_f2_s1s2_ci": [round(v, 2) for v in base["s1/s2"]["ci"]]}
+    if "minus_random_init" in probe["s1/s2"]:  # the paired difference on the same places
+        out["moco_minus_random_init_f2_s1s2"] = round(probe["s1/s2"]["minus_random_init"], 2)
+        out["moco_minus_random_init_f2_s1s2_ci"] = [
+            round(v, 2) for v in probe["s1/s2"]["minus_random_init_ci"]]
+    return out
+
+
+BASELINES_VERSION = 1  # bump when the baseline recipe changes: older results are not reused
+
+
+def _pack(pred: np.ndarray) -> dict:
+    return {"shape": list(pred.shape),
+            "bits": base64.b64encode(np.packbits(pred.astype(bool))).decode()}
+
+
+def _unpack(packed: dict, shape) -> np.ndarray:
+    bits = np.unpackbits(np.frombuffer(base64.b64decode(packed["bits"]), np.uint8))
+    return bits[:int(np.prod(shape))].reshape(shape).astype(bool)
+
+
+class _Baselines:
+    """The rows of :func:`evaluate` that do not depend on the pretrained encoder (random init
+    with a linear probe, the supervised baseline from scratch), kept under
+    ``<checkpoints>/ssl-baselines/<key>.json`` so that evaluating another pair mode or another
+    pretraining of the same architecture on the same labelled set reuses them. The key holds
+    everything they depend on: data, labelled places, bands, backbone, adapter, seed,
+    fine-tuning epochs, bootstrap draws, device and this recipe's version."""
+
+    def __init__(self, cfg: Config, state: dict, idx: np.ndarray, finetune_epochs: int,
+                 n_boot: int, device: str):
+        spec = {"version": BASELINES_VERSION, "data": cfg.data_hash,
+                "labelled": hashlib.sha256(np.asarray(idx, np.int64).tobytes()).hexdigest(),
+                "bands": state["bands"], "backbone": state["backbone"],
+                "adapter": state["adapter"], "seed": cfg.seed,
+                "finetune_epochs": finetune_epochs, "n_boot": n_boot,
+                "device": torch.device(device).type}
+        key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+        self.path = cfg.path("checkpoints") / "ssl-baselines" / f"{key}.json"
+        self.spec = spec
+        self.done = json.loads(self.path.read_text())["rows"] if self.path.is_file() else {}
+        self.reused = 0
+
+    def has(self, which: str, method: str) -> bool:
+        return all(k in self.done for k in (f"{which}|{method}|multi-label",
+                                             f"{which}|{method}|single-label"))
+
+    def get(self, which: str, method: str, task: str, compute) -> dict:
+        key = f"{which}|{method}|{task}"
+        if key in self.done:
+            self.reused += 1
+            return self.done[key]
+        self.done[key] = json.loads(json.dumps(compute(), default=float))
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.path, {"spec": self.spec, "rows": self.done})
+        return self.done[key]
 
 
 def evaluate(cfg: Config, encoder_path: Path, finetune_epochs: int = 5, n_boot: int = 300,
@@ -175,44 +233,93 @@ def evaluate(cfg: Config, encoder_path: Path, finetune_epochs: int = 5, n_boot: 
                      **extra})
         bar.update(1)
 
-    for which in INPUTS:
+    memo = _Baselines(cfg, state, idx, finetune_epochs, n_boot, device)
+
+    def scratch_net():
+        return make_backbone(state["backbone"], state["bands"], state["adapter"], cfg.seed + 2)
+
+    def one_input(which):  # the eight rows of one input (s1, s2 or s1/s2)
         x_tr, x_te = train.inputs(idx, which), test.inputs(np.arange(len(test)), which)
+        nets = {f"MoCo-v2 {mode}": ssl_net}
+        if not memo.has(which, "random init"):  # its features only feed its probes
+            nets = {"random init": init, **nets}
         feats = {name: (features_of(net, x_tr, device), features_of(net, x_te, device))
-                 for name, net in (("random init", init), (f"MoCo-v2 {mode}", ssl_net))}
+                 for name, net in nets.items()}
         if "multi-label" in tasks:
-            for name, (f_tr, f_te) in feats.items():
-                r = run_probe("linear", f_tr, y_tr.astype(bool), f_te, y_te, seed=cfg.seed,
+            def init_probe():
+                i_tr, i_te = feats["random init"]
+                r = run_probe("linear", i_tr, y_tr.astype(bool), i_te, y_te, seed=cfg.seed,
                               n_boot=n_boot)
-                row("multi-label", f"{name}, linear probe", which, r.test["f2_micro"],
-                    r.ci["f2_micro"], len(idx), len(test),
-                    precision_micro=r.test["precision_micro"],
-                    hamming_loss=r.test["hamming_loss"])
-            for name, start in (("supervised from scratch", None),
-                                (f"MoCo-v2 {mode}, fine-tuned", ssl_net)):
-                # the same recipe for both: only the starting weights differ
-                net = (make_backbone(state["backbone"], state["bands"], state["adapter"],
-                                     cfg.seed + 2) if start is None else copy.deepcopy(start))
+                return {"score": r.test["f2_micro"], "ci": r.ci["f2_micro"],
+                        "precision_micro": r.test["precision_micro"],
+                        "hamming_loss": r.test["hamming_loss"], "pred": _pack(r.pred)}
+
+            base = memo.get(which, "random init", "multi-label", init_probe)
+            init_pred = _unpack(base["pred"], y_te.shape)
+            row("multi-label", "random init, linear probe", which, base["score"], base["ci"],
+                len(idx), len(test), precision_micro=base["precision_micro"],
+                hamming_loss=base["hamming_loss"])
+            f_tr, f_te = feats[f"MoCo-v2 {mode}"]
+            r = run_probe("linear", f_tr, y_tr.astype(bool), f_te, y_te, seed=cfg.seed,
+                          n_boot=n_boot)
+            # paired with random init on the same places
+            d, dci = paired_f2_difference(y_te, r.pred, init_pred, n_boot, cfg.seed)
+            row("multi-label", f"MoCo-v2 {mode}, linear probe", which, r.test["f2_micro"],
+                r.ci["f2_micro"], len(idx), len(test),
+                precision_micro=r.test["precision_micro"], hamming_loss=r.test["hamming_loss"],
+                minus_random_init=d, minus_random_init_ci=dci)
+
+            def tuned(start):  # the same recipe for both: only the starting weights differ
+                net = scratch_net() if start is None else copy.deepcopy(start)
                 pred = fit_head(net.to(device), x_tr, y_tr, finetune_epochs, 1e-3,
                                 cfg.seed, device).predict(x_te)
                 m = multilabel_metrics(y_te, pred)
                 ci = bootstrap_metrics(y_te, pred, n_boot=n_boot, seed=cfg.seed)
-                row("multi-label", name, which, m["f2_micro"], ci["f2_micro"], len(idx),
-                    len(test), precision_micro=m["precision_micro"],
-                    hamming_loss=m["hamming_loss"])
+                return {"score": m["f2_micro"], "ci": ci["f2_micro"],
+                        "precision_micro": m["precision_micro"],
+                        "hamming_loss": m["hamming_loss"]}
+
+            for name, res in (
+                    ("supervised from scratch",
+                     memo.get(which, "supervised from scratch", "multi-label",
+                              lambda: tuned(None))),
+                    (f"MoCo-v2 {mode}, fine-tuned", tuned(ssl_net))):
+                row("multi-label", name, which, res["score"], res["ci"], len(idx), len(test),
+                    precision_micro=res["precision_micro"], hamming_loss=res["hamming_loss"])
         if single is not None:
             k, yt = single.train_idx, single.y_test[has]
-            for name, (f_tr, f_te) in feats.items():
+
+            def probe_single(name):
+                f_tr, f_te = feats[name]
                 pred = single_label_probe(f_tr[k], single.y_train, f_te[has], cfg.seed)
-                row("single-label", f"{name}, linear probe", which,
-                    *accuracy_ci(yt, pred, n_boot, cfg.seed), len(k), int(has.sum()))
-            for name, start in (("supervised from scratch", None),
-                                (f"MoCo-v2 {mode}, fine-tuned", ssl_net)):
-                net = (make_backbone(state["backbone"], state["bands"], state["adapter"],
-                                     cfg.seed + 2) if start is None else copy.deepcopy(start))
+                score, ci = accuracy_ci(yt, pred, n_boot, cfg.seed)
+                return {"score": score, "ci": ci}
+
+            def tuned_single(start):
+                net = scratch_net() if start is None else copy.deepcopy(start)
                 pred = fit_head(net.to(device), x_tr[k], single.y_train, finetune_epochs,
                                 1e-3, cfg.seed, device, single=True).predict(x_te[has])
-                row("single-label", name, which, *accuracy_ci(yt, pred, n_boot, cfg.seed),
-                    len(k), int(has.sum()))
+                score, ci = accuracy_ci(yt, pred, n_boot, cfg.seed)
+                return {"score": score, "ci": ci}
+
+            for name, res in (
+                    ("random init, linear probe",
+                     memo.get(which, "random init", "single-label",
+                              lambda: probe_single("random init"))),
+                    (f"MoCo-v2 {mode}, linear probe", probe_single(f"MoCo-v2 {mode}")),
+                    ("supervised from scratch",
+                     memo.get(which, "supervised from scratch", "single-label",
+                              lambda: tuned_single(None))),
+                    (f"MoCo-v2 {mode}, fine-tuned", tuned_single(ssl_net))):
+                row("single-label", name, which, res["score"], res["ci"], len(k),
+                    int(has.sum()))
+
+    for which in INPUTS:
+        one_input(which)
+    if memo.reused:
+        log.info("baselines (random init, supervised from scratch) of %d fit(s) taken from "
+                 "%s: they do not depend on the pretrained encoder", memo.reused,
+                 memo.path.name)
     bar.close()
     return rows
 

@@ -1,0 +1,106 @@
+"""The published pages in a real browser with the network off (issue 19): Debian's chromium
+driven by Playwright, every request that leaves the machine aborted. The index's figures load,
+and a map page (standalone and inside the 05 report page) draws its footprints, overlays,
+layer control and legend from what the page carries.
+
+Runs after tests/run_all.sh made the reports. CI installs chromium (apt) and must run these;
+elsewhere they are skipped when chromium or the reports are missing."""
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from geofm_lib.report import maps
+
+pytestmark = pytest.mark.reports
+
+ROOT = Path(__file__).resolve().parents[1]
+REPORTS = ROOT / "reports"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if CHROMIUM is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the browser checks: apt-get install chromium")
+        pytest.skip("no chromium here (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--no-first-run",
+            "--disable-background-networking"])
+        yield b
+        b.close()
+
+
+def _offline_page(browser):
+    page = browser.new_context(viewport={"width": 1300, "height": 900}).new_page()
+    remote = []
+
+    def route(r):
+        if r.request.url.startswith(("http://", "https://")):
+            remote.append(r.request.url)
+            return r.abort()
+        return r.continue_()
+
+    page.route("**/*", route)
+    return page, remote
+
+
+def _report(path: Path) -> Path:
+    if not path.is_file():
+        pytest.skip(f"no {path.relative_to(ROOT)} yet (tests/run_all.sh makes it)")
+    return path
+
+
+def test_index_figures_all_load_offline(browser):
+    index = _report(REPORTS / "index.html")
+    page, _ = _offline_page(browser)
+    page.goto(index.as_uri(), wait_until="load")
+    images = page.eval_on_selector_all(
+        "img", "els => els.map(e => [e.getAttribute('src'), e.complete && e.naturalWidth > 0])")
+    assert images, "the index shows no figure"
+    assert [src for src, ok in images if not ok] == []
+    links = page.eval_on_selector_all("a[href$='.html']", "els => els.map(e => e.href)")
+    for href in links:  # one click to every page: each link leads to a file that exists
+        assert Path(href.removeprefix("file://")).is_file(), href
+
+
+def _check_map(frame, content):
+    frame.wait_for_selector(".leaflet-container", timeout=20_000)
+    footprints = sum(layer["features"] for layer in content["layers"])
+    drawn = frame.eval_on_selector_all("path.leaflet-interactive", "els => els.length")
+    assert drawn == footprints, (drawn, footprints)
+    overlays = frame.eval_on_selector_all(
+        "img.leaflet-image-layer", "els => els.map(e => e.complete && e.naturalWidth > 0)")
+    assert len(overlays) == content["image_overlays"] and all(overlays)
+    names = frame.inner_text(".leaflet-control-layers")
+    assert all(layer in names for layer in content["layer_names"][:3]), names
+    assert "hit" in frame.inner_text("#maplegend")  # leafmap's legend, drawn by its script
+
+
+def test_map_page_draws_everything_offline(browser):
+    standalone = _report(REPORTS / "ci-notebooks" / "map.html")
+    content = maps.map_content(standalone.read_text())
+    page, remote = _offline_page(browser)
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(standalone.as_uri(), wait_until="load")
+    _check_map(page, content)
+    assert errors == []
+    assert all("tile.openstreetmap.org" in u for u in remote), remote  # only base tiles
+
+
+def test_report_page_map_and_picture_work_offline(browser):
+    report = _report(REPORTS / "ci-notebooks" / "05_map_viz.html")
+    content = maps.map_content(report.read_text())
+    page, _ = _offline_page(browser)
+    page.goto(report.as_uri(), wait_until="load")
+    frame = next(f for f in page.frames if f != page.main_frame)  # folium's srcdoc iframe
+    _check_map(frame, content)
+    pictures = page.eval_on_selector_all(
+        "img[src^='data:image/png']", "els => els.map(e => e.complete && e.naturalWidth > 0)")
+    assert pictures and all(pictures)  # the static map and the other figures
