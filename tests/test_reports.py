@@ -179,3 +179,25 @@ def test_runs_with_other_overrides_get_their_own_folders(tmp_path, monkeypatch):
         assert (folder / "01_first.html").is_file()
     index = (out / "index.html").read_text()
     assert "lr=0.01" in index and "lr=0.0001" in index  # the readable difference
+
+
+def test_two_reports_started_at_once_both_finish(tmp_path):
+    """Kernels listen on Unix sockets of their own (``reports._kernel_manager``): with TCP, two
+    runs starting together could take the same ports and one waited forever; with a shared
+    socket prefix both fail. Two chains at the same moment must both publish."""
+    import subprocess
+    import sys
+
+    if sys.platform.startswith("linux"):
+        assert reports._kernel_manager()().transport == "ipc"
+    code = ("import sys; from geofm_lib.report import reports; "
+            "reports.run_report('ci', chain=['01'], reports_dir=sys.argv[1], "
+            "work_dir=sys.argv[2], run_name=sys.argv[3])")
+    runs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "reports"),
+                              str(tmp_path / f"work-{n}"), n], stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True) for n in ("a", "b")]
+    for p in runs:
+        out, _ = p.communicate(timeout=300)
+        assert p.returncode == 0, out[-2000:]
+    for n in ("a", "b"):
+        assert json.loads((tmp_path / "reports" / n / "run.json").read_text())["status"] == "ok"

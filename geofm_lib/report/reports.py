@@ -16,7 +16,10 @@ import logging
 import os
 import re
 import shutil
+import sys
+import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import yaml
@@ -106,6 +109,27 @@ class _WorkspaceParameters(logging.Filter):
                     and msg.split(": ", 1)[1] in FIELDS)
 
 
+def _kernel_manager():
+    """The kernel manager papermill starts kernels with. On Linux the kernel listens on Unix
+    sockets named after its own connection file, not on TCP ports: with TCP, two notebook runs
+    started at the same moment (two reports at once) can pick the same free ports, and one
+    client then waits forever for a kernel that never receives its requests."""
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import CaselessStrEnum, default
+
+    if not sys.platform.startswith("linux"):  # macOS socket paths can exceed their limit
+        return AsyncKernelManager
+
+    class UnixSocketKernelManager(AsyncKernelManager):
+        transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
+
+        @default("ip")
+        def _unique_socket_prefix(self) -> str:  # one prefix per kernel, never shared
+            return os.path.join(tempfile.gettempdir(), f"geofm-kernel-{uuid.uuid4().hex}")
+
+    return UnixSocketKernelManager
+
+
 def _execute(book: Path, out: Path, parameters: dict, root: Path,
              cfg: Config | None = None) -> None:
     """papermill one notebook into ``out``; its HTML page is written beside it, also when a
@@ -119,7 +143,8 @@ def _execute(book: Path, out: Path, parameters: dict, root: Path,
     try:
         pm.execute_notebook(str(book), str(out), parameters=parameters,
                             cwd=str(root / "notebooks"), progress_bar=False,
-                            kernel_name="python3", log_output=False)
+                            kernel_name="python3", log_output=False,
+                            kernel_manager_class=_kernel_manager())
     except PapermillExecutionError as exc:  # the page says where; the command says what
         shown = out.with_suffix(".html")
         try:
