@@ -100,6 +100,16 @@ def test_sharded_resume_continues_exactly_for_the_same_readers(work):
     assert not torch.equal(rank0, rank1)  # the ranks read different samples
 
 
+def _train_until_killed(cfg, at_step: int) -> None:
+    """Train ``cfg`` and interrupt it (as Ctrl-C would) at step ``at_step``."""
+    def kill(step, epoch, loss, lr):
+        if step == at_step:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        training.train(cfg, on_step=kill, show_progress=False)
+
+
 def test_killed_and_resumed_sharded_run_with_loader_workers_is_bit_identical(work, tmp_path):
     kw = dict(epochs=1, checkpoint_every_steps=3, keep_checkpoints=2, num_workers=2,
               stream="auto", samples_per_dataset=48)  # 7 steps
@@ -111,12 +121,7 @@ def test_killed_and_resumed_sharded_run_with_loader_workers_is_bit_identical(wor
     straight = training.train(_cfg(fresh("a"), **kw), show_progress=False)
     cfg = _cfg(fresh("b"), **kw)
 
-    def kill(step, epoch, loss, lr):
-        if step == 5:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        training.train(cfg, on_step=kill, show_progress=False)
+    _train_until_killed(cfg, at_step=5)
     state = training.load_checkpoint(paths.checkpoint_dir(cfg) / "last.pt")
     assert state["stream"] == {"mode": "sharded", "world_size": 1, "num_workers": 2}
     resumed = training.train(cfg, show_progress=False)
@@ -134,12 +139,7 @@ def test_resuming_with_another_reader_count_continues_and_says_batches_differ(
     cfg = _cfg(tmp_path / "w", **kw)
     build.build_shards(cfg, show_progress=False)
 
-    def kill(step, epoch, loss, lr):
-        if step == 4:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        training.train(cfg, on_step=kill, show_progress=False)
+    _train_until_killed(cfg, at_step=4)
     saved = training.load_checkpoint(paths.checkpoint_dir(cfg) / "last.pt")
     assert saved["stream"]["num_workers"] == 2
     done_before = saved["step"]
