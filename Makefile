@@ -13,11 +13,11 @@ CI_RUN := ci-notebooks
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt pyproject.toml
+# uv when it can (about 4x faster than pip for the same pins), pip otherwise: tools/install_env.py
+$(STAMP): requirements.txt pyproject.toml tools/install_env.py
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "geofm needs Python 3.11, found " + sys.version.split()[0] + "; set PYTHON=/path/to/python3.11"'
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -r requirements.txt -e .
+	$(PYTHON) tools/install_env.py $(VENV)
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 

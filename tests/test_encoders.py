@@ -62,6 +62,51 @@ def test_probes_learn_separable_labels_and_never_see_test_data():
         evaluation.probe_dataset(train, leaked, "d", vocab, n_boot=10)
 
 
+def test_probes_spread_over_processes_give_the_same_results_as_one_by_one():
+    """run_probes (notebook 06's probes, over the cores) against the same probes in turn."""
+    rng = np.random.default_rng(3)
+    vocab = ("a", "b", "c", "d")
+    train, test, sets = {}, {}, ["d1", "d2"]
+    for name in ("enc1", "enc2"):
+        parts_tr, parts_te = [], []
+        for ds in sets:
+            y = rng.random((120, 4)) < 0.4
+            x = y.astype(float) + rng.normal(0, 0.7, (120, 4))
+            labels = [[vocab[j] for j in np.flatnonzero(r)] for r in y]
+            parts_tr.append(_emb([f"{ds}{i}" for i in range(90)], x[:90], labels[:90], ds))
+            parts_te.append(_emb([f"{ds}{i}" for i in range(90, 120)], x[90:], labels[90:], ds))
+        train[name], test[name] = (evaluation.Embeddings(
+            np.concatenate([p.features for p in parts]), np.concatenate([p.keys for p in parts]),
+            np.concatenate([p.datasets for p in parts]), sum((p.labels for p in parts), []), name)
+            for parts in (parts_tr, parts_te))
+    vocabs = {ds: vocab for ds in sets}
+    kinds = ("linear", "random_forest")
+    spread = evaluation.probe_datasets(train, test, sets, vocabs, kinds, n_boot=20, n_jobs=2)
+    in_turn = evaluation.probe_datasets(train, test, sets, vocabs, kinds, n_boot=20, n_jobs=1)
+    assert set(spread) == {(e, ds) for e in ("enc1", "enc2") for ds in sets}
+    for key, by_probe in spread.items():
+        assert list(by_probe) == list(kinds)
+        for kind, r in by_probe.items():
+            assert r.test == in_turn[key][kind].test and r.param == in_turn[key][kind].param
+            assert np.array_equal(r.pred, in_turn[key][kind].pred)
+
+
+def test_small_probes_fit_with_one_blas_thread_large_ones_with_all():
+    from threadpoolctl import threadpool_info
+
+    from geofm_lib.evaluation.probes import SMALL_PROBLEM_VALUES, blas_threads_for
+
+    def blas_threads():
+        return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+    usual = blas_threads()
+    with blas_threads_for(np.zeros((512, 512), np.float32)):
+        assert blas_threads() == {1}
+    with blas_threads_for(np.zeros(SMALL_PROBLEM_VALUES + 1, np.float32)):
+        assert blas_threads() == usual
+    assert blas_threads() == usual
+
+
 def test_label_efficiency_uses_fewer_samples():
     rng = np.random.default_rng(1)
     y = rng.random((300, 2)) < 0.5
@@ -86,13 +131,21 @@ def test_cache_reused_only_when_hashes_match(tmp_path, monkeypatch):
 
     cfg = load_config("ci", group="B", work_dir=str(tmp_path))
     build.build_shards(cfg, show_progress=False)
+    from geofm_lib.models.devices import resolve_precision
+
     first = encoders.embed(cfg, "init", "val", show_progress=False)
-    assert not first.cached and encoders.cache_path(cfg, "init", "val").is_file()
+    precision = resolve_precision(cfg.precision, "cpu")
+    assert not first.cached and encoders.cache_path(cfg, "init", "val", None, precision).is_file()
     again = encoders.embed(cfg, "init", "val", show_progress=False)
     assert again.cached and np.array_equal(again.features, first.features)
     other = load_config("ci", group="B", work_dir=str(tmp_path), model="ViT-tiny")
     assert encoders.cache_path(other, "init", "val") != encoders.cache_path(cfg, "init", "val")
     assert not encoders.embed(other, "init", "val", show_progress=False).cached
+    # embeddings of another precision are not taken for these
+    fp32 = load_config("ci", group="B", work_dir=str(tmp_path), precision="fp32")
+    bf16 = load_config("ci", group="B", work_dir=str(tmp_path), precision="bf16")
+    assert not encoders.embed(bf16 if precision == "fp32" else fp32, "init", "val",
+                              show_progress=False).cached
 
 
 def test_checkpoint_encoder_of_another_run_and_mismatches(tmp_path):

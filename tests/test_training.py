@@ -134,7 +134,19 @@ def test_errors_before_training(work, tmp_path):
         with pytest.raises(RuntimeError, match="fp16"):
             devices.resolve_precision("fp16", "cpu")
     assert devices.resolve_precision("auto", "cuda") == "bf16"
-    assert devices.resolve_precision("auto", "cpu") == "fp32"
+    assert devices.resolve_precision("auto", "mps") == "fp32"
+    assert devices.resolve_precision("bf16", "cpu") == "bf16"
+
+
+@pytest.mark.parametrize("amx", [True, False])
+def test_auto_precision_is_bf16_on_cpus_with_amx_only(monkeypatch, amx):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    assert devices.cpu_has_native_bf16() is amx
+    assert devices.resolve_precision("auto", "cpu") == ("bf16" if amx else "fp32")
+    assert devices.resolve_precision("fp32", "cpu") == "fp32"
+    with devices.autocast("cpu", devices.resolve_precision("auto", "cpu")):
+        y = torch.nn.Linear(4, 4)(torch.ones(2, 4))
+    assert y.dtype == (torch.bfloat16 if amx else torch.float32)
 
 
 def test_pretrained_weights_never_fall_back_to_random(tmp_path, monkeypatch):

@@ -15,6 +15,7 @@ from geofm_lib.encoders.registry import load_encoder
 from geofm_lib.evaluation.finetune import fit_head
 from geofm_lib.evaluation.metrics import label_matrix
 from geofm_lib.evaluation.probes import bootstrap_metrics, multilabel_metrics
+from geofm_lib.models.devices import resolve_precision
 from geofm_lib.models.inputs import to_model_input
 from geofm_lib.paths import build_folder
 
@@ -56,7 +57,8 @@ def finetune(cfg: Config, encoder: str, dataset: str, epochs: int = 5, lr: float
     x_tr, y_tr = load("train")
     x_te, y_te = load("val")
     t0 = time.perf_counter()
-    tuned = fit_head(tower, x_tr, y_tr, epochs, lr, seed, device, batch=batch_size)
+    tuned = fit_head(tower, x_tr, y_tr, epochs, lr, seed, device, batch=batch_size,
+                     precision=resolve_precision(cfg.precision, device))
     pred = tuned.predict(x_te)
     history = tuned.history
     truth = y_te.astype(bool)

@@ -36,7 +36,9 @@ from .probes import (
     mean_over_datasets,
     multilabel_metrics,
     probe_dataset,
+    probe_datasets,
     run_probe,
+    run_probes,
 )
 from .projection import set_threads, umap_2d
 from .retrieval import (
@@ -65,6 +67,7 @@ __all__ = [
     "caption_retrieval", "caption_table", "not_evaluable", "PROBES", "fbeta_counts",
     "multilabel_metrics",
     "bootstrap_metrics", "GRIDS", "fit_predict", "ProbeResult", "run_probe", "probe_dataset",
+    "probe_datasets", "run_probes",
     "Embeddings", "mean_over_datasets", "FineTuned", "output_width", "fit_head", "REQUIRED",
     "Prediction", "write_predictions", "read_predictions", "label_predictions",
     "best_and_worst", "caption_predictions", "set_threads", "umap_2d",

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from geofm_lib.models.devices import autocast
 from geofm_lib.models.inputs import augment
 
 
@@ -36,9 +37,11 @@ def output_width(net, x: np.ndarray, device: str = "cpu") -> int:
 
 
 def fit_head(net, x_tr: np.ndarray, y_tr: np.ndarray, epochs: int, lr: float, seed: int,
-             device: str = "cpu", batch: int = 64, single: bool = False) -> FineTuned:
+             device: str = "cpu", batch: int = 64, single: bool = False,
+             precision: str = "fp32") -> FineTuned:
     """Train ``net`` and a new linear head on (images, targets): multi-label (``y_tr`` 0/1 rows)
-    or, with ``single``, single-label (``y_tr`` class indices)."""
+    or, with ``single``, single-label (``y_tr`` class indices); forward passes under the
+    autocast of ``precision`` (a resolved one), the loss in fp32."""
     dim = output_width(net, x_tr, device)
     torch.manual_seed(seed)
     n_out = int(y_tr.max()) + 1 if single else y_tr.shape[1]
@@ -58,7 +61,9 @@ def fit_head(net, x_tr: np.ndarray, y_tr: np.ndarray, epochs: int, lr: float, se
             if len(b) < 2:
                 continue
             xb = torch.from_numpy(np.stack([augment(x_tr[j], aug) for j in b])).to(device)
-            loss = loss_fn(model(xb), target[b].to(device))
+            with autocast(device, precision):
+                logits = model(xb)
+            loss = loss_fn(logits.float(), target[b].to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -69,9 +74,9 @@ def fit_head(net, x_tr: np.ndarray, y_tr: np.ndarray, epochs: int, lr: float, se
     def predict(x: np.ndarray) -> np.ndarray:
         model.eval()
         out = []
-        with torch.no_grad():
+        with torch.no_grad(), autocast(device, precision):
             for i in range(0, len(x), 256):
-                logits = model(torch.from_numpy(x[i:i + 256]).to(device))
+                logits = model(torch.from_numpy(x[i:i + 256]).to(device)).float()
                 out.append((logits.argmax(1) if single else torch.sigmoid(logits) > 0.5)
                            .cpu().numpy())
         return np.concatenate(out)

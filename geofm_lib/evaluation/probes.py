@@ -9,6 +9,7 @@ a percentile-bootstrap 95 % interval over test images.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -72,9 +73,27 @@ def bootstrap_metrics(y_true, y_pred, n_boot: int = 500, seed: int = 0) -> dict:
 
 # --- probes ---------------------------------------------------------------------------------------
 
-def _make_probe(kind: str, param, seed: int, single: bool = False):
+# Below this many feature values a probe's BLAS calls run on one thread: on these small
+# problems OpenBLAS's threads cost more than they give (measured on 2 cores: the multinomial
+# logistic regression of notebook 07, 512 x 512 features, 2.88 s with 2 threads, 0.27 s with 1).
+SMALL_PROBLEM_VALUES = 4_000_000
+
+
+def blas_threads_for(x: np.ndarray):
+    """A context in which BLAS uses one thread when ``x`` is a small problem (see
+    ``SMALL_PROBLEM_VALUES``), and its usual threads otherwise."""
+    if np.asarray(x).size > SMALL_PROBLEM_VALUES:
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits  # scikit-learn's own dependency
+
+    return threadpool_limits(1, user_api="blas")
+
+
+def _make_probe(kind: str, param, seed: int, single: bool = False, n_jobs: int | None = None):
     """A probe; linear and MLP probes standardise features first (fitted on the fit data only),
-    so an encoder is not judged by the scale of its embeddings."""
+    so an encoder is not judged by the scale of its embeddings. ``n_jobs``: processes or
+    threads the probe may use itself (None: up to the CPU count; 1 inside :func:`run_probes`,
+    which spreads whole probes over the cores instead)."""
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.linear_model import LogisticRegression
     from sklearn.multiclass import OneVsRestClassifier
@@ -82,16 +101,17 @@ def _make_probe(kind: str, param, seed: int, single: bool = False):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    cores = os.cpu_count() or 1
     if kind == "linear":
         # tol 1e-3 (scikit-learn's default 1e-4): on the demo's BigEarthNet S1/S2 probe 7x
         # faster (8.0 s -> 1.1 s) with the same chosen C and test F2 micro 55.10 vs 55.27
         lr = LogisticRegression(C=param, max_iter=2000, tol=1e-3)
         # one logistic regression per class, fitted in parallel (the same fits as one by one)
         return make_pipeline(StandardScaler(), lr if single else
-                             OneVsRestClassifier(lr, n_jobs=min(os.cpu_count() or 1, 4)))
+                             OneVsRestClassifier(lr, n_jobs=n_jobs or min(cores, 4)))
     if kind == "random_forest":
-        return RandomForestClassifier(n_estimators=100, min_samples_leaf=param, n_jobs=2,
-                                      random_state=seed)
+        return RandomForestClassifier(n_estimators=100, min_samples_leaf=param,
+                                      n_jobs=n_jobs or min(cores, 2), random_state=seed)
     if kind == "mlp":
         return make_pipeline(StandardScaler(), MLPClassifier(
             hidden_layer_sizes=(128,), alpha=param, max_iter=200, random_state=seed))
@@ -101,7 +121,7 @@ def _make_probe(kind: str, param, seed: int, single: bool = False):
 GRIDS = {"linear": (0.01, 0.1, 1.0), "random_forest": (1, 5), "mlp": (1e-3, 1e-1)}
 
 
-def fit_predict(kind, param, x_fit, y_fit, x_eval, seed):
+def fit_predict(kind, param, x_fit, y_fit, x_eval, seed, n_jobs: int | None = None):
     """Fit (columns that never vary in the fit data are predicted constant) and predict."""
     keep = y_fit.any(axis=0) & ~y_fit.all(axis=0)
     pred = np.zeros((len(x_eval), y_fit.shape[1]), dtype=bool)
@@ -110,9 +130,10 @@ def fit_predict(kind, param, x_fit, y_fit, x_eval, seed):
         return pred
     y = y_fit[:, keep]
     single = y.shape[1] == 1 and kind == "linear"
-    model = _make_probe(kind, param, seed, single=single)
-    model.fit(x_fit, y[:, 0] if single else y)
-    out = np.asarray(model.predict(x_eval)).astype(bool)
+    model = _make_probe(kind, param, seed, single=single, n_jobs=n_jobs)
+    with blas_threads_for(x_fit):
+        model.fit(x_fit, y[:, 0] if single else y)
+        out = np.asarray(model.predict(x_eval)).astype(bool)
     pred[:, keep] = out.reshape(len(x_eval), -1)
     return pred
 
@@ -130,7 +151,8 @@ class ProbeResult:
 
 
 def run_probe(kind: str, x_train, y_train, x_test, y_test, seed: int = 0,
-              n_boot: int = 500, fit_fraction: float = 1.0) -> ProbeResult:
+              n_boot: int = 500, fit_fraction: float = 1.0,
+              n_jobs: int | None = None) -> ProbeResult:
     """Choose the hyper-parameter on a held-out 20 % of train, refit on all of train (or a
     ``fit_fraction`` of it, for label-efficiency curves) and score once on test."""
     rng = np.random.default_rng(seed)
@@ -144,26 +166,81 @@ def run_probe(kind: str, x_train, y_train, x_test, y_test, seed: int = 0,
     best, best_score = None, -1.0
     for param in GRIDS[kind]:
         pred = fit_predict(kind, param, x_train[fit_idx], y_train[fit_idx],
-                            x_train[val_idx], seed)
+                           x_train[val_idx], seed, n_jobs)
         score = multilabel_metrics(y_train[val_idx], pred)["f2_micro"]
         if score > best_score:
             best, best_score = param, score
-    pred = fit_predict(kind, best, x_train[order], y_train[order], x_test, seed)
+    pred = fit_predict(kind, best, x_train[order], y_train[order], x_test, seed, n_jobs)
     return ProbeResult(kind, best, best_score, multilabel_metrics(y_test, pred),
                        bootstrap_metrics(y_test, pred, n_boot=n_boot, seed=seed), len(order),
                        len(x_test), pred)
 
 
+def _probe_job(job: dict) -> ProbeResult:
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    with warnings.catch_warnings():  # an MLP that stops at max_iter is still scored
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return run_probe(**job)
+
+
+def run_probes(jobs: list[dict], n_jobs: int = 0) -> list[ProbeResult]:
+    """:func:`run_probe` for each job (a dict of its arguments), spread over ``n_jobs``
+    processes (0: one per CPU core), each probe on one core; results in the order of
+    ``jobs``. Every probe is seeded by its own arguments, so the results are the same for
+    any ``n_jobs``."""
+    n_jobs = n_jobs or os.cpu_count() or 1
+    if n_jobs == 1 or len(jobs) < 2:
+        return [_probe_job(j) for j in jobs]
+    from joblib import Parallel, delayed
+
+    # the largest problems first, so that no core idles at the end on one long fit
+    order = sorted(range(len(jobs)), key=lambda i: -np.asarray(jobs[i]["x_train"]).size
+                   * np.asarray(jobs[i]["y_train"]).shape[-1])
+    # processes, not threads: with threads the probes hold the GIL (notebook 06's 48 probes
+    # took 76 s on 2 threads against 54 s on 2 processes, of which ~7 s start the workers)
+    done = Parallel(n_jobs=min(n_jobs, len(jobs)))(
+        delayed(_probe_job)({**jobs[i], "n_jobs": 1}) for i in order)
+    out: list = [None] * len(jobs)
+    for i, r in zip(order, done):
+        out[i] = r
+    return out
+
+
+def probe_datasets(train: dict[str, Embeddings], test: dict[str, Embeddings], datasets,
+                   vocabularies: dict, probes=PROBES, seed: int = 0, n_boot: int = 500,
+                   n_jobs: int = 0) -> dict[tuple[str, str], dict[str, ProbeResult]]:
+    """Every probe for every (encoder, dataset): ``train[encoder]`` embeddings fit,
+    ``test[encoder]`` embeddings score; all fits spread over the cores (:func:`run_probes`).
+    Returns {(encoder, dataset): {probe: ProbeResult}}."""
+    keys, jobs = [], []
+    for name in train:
+        for ds in datasets:
+            x_tr, y_tr, k_tr = train[name].of(ds, vocabularies[ds])
+            x_te, y_te, k_te = test[name].of(ds, vocabularies[ds])
+            if not set(k_tr).isdisjoint(k_te):
+                raise AssertionError(f"{ds}: probe test images occur in the probe's training "
+                                     f"data")
+            if not y_tr.any():
+                raise ValueError(f"{ds}: no labels in the training split; probes need labels")
+            for kind in probes:
+                keys.append((name, ds, kind))
+                jobs.append({"kind": kind, "x_train": x_tr, "y_train": y_tr, "x_test": x_te,
+                             "y_test": y_te, "seed": seed, "n_boot": n_boot})
+    out: dict = {}
+    for (name, ds, kind), r in zip(keys, run_probes(jobs, n_jobs)):
+        out.setdefault((name, ds), {})[kind] = r
+    return out
+
+
 def probe_dataset(train: Embeddings, test: Embeddings, dataset: str, vocabulary,
-                  probes=PROBES, seed: int = 0, n_boot: int = 500) -> dict[str, ProbeResult]:
+                  probes=PROBES, seed: int = 0, n_boot: int = 500,
+                  n_jobs: int = 1) -> dict[str, ProbeResult]:
     """All probes for one dataset: train-split embeddings fit, val-split embeddings score."""
-    x_tr, y_tr, k_tr = train.of(dataset, vocabulary)
-    x_te, y_te, k_te = test.of(dataset, vocabulary)
-    if not set(k_tr).isdisjoint(k_te):
-        raise AssertionError(f"{dataset}: probe test images occur in the probe's training data")
-    if not y_tr.any():
-        raise ValueError(f"{dataset}: no labels in the training split; probes need labels")
-    return {k: run_probe(k, x_tr, y_tr, x_te, y_te, seed, n_boot) for k in probes}
+    return probe_datasets({"": train}, {"": test}, [dataset], {dataset: vocabulary}, probes,
+                          seed, n_boot, n_jobs)[("", dataset)]
 
 
 @dataclass

@@ -43,6 +43,7 @@ from geofm_lib.evaluation.metrics import (
     recall_at_k,
     text_to_image_recall,
 )
+from geofm_lib.models.devices import autocast
 from geofm_lib.models.inputs import to_model_input
 from geofm_lib.progress import progress
 
@@ -79,8 +80,9 @@ def encode_texts(model, tokenizer, texts: Sequence[str], device: str = "cpu",
 def encode_split(model, tokenizer, paths, channel_stats: dict, device: str = "cpu",
                  batch_size: int = 128, image_px: int | None = None,
                  with_captions: bool = False, limit: int | None = None,
-                 show_progress: bool = True) -> Encoded:
-    """Embed every image of some shards (and optionally their captions), streaming."""
+                 show_progress: bool = True, precision: str = "fp32") -> Encoded:
+    """Embed every image of some shards (and optionally their captions), streaming, under
+    the autocast of ``precision`` (a resolved one: fp32, bf16, fp16); features come out fp32."""
     model.eval()
     feats, cap_feats = [], []
     keys, dsets, labels, captions, meta, all_captions = [], [], [], [], [], []
@@ -94,10 +96,13 @@ def encode_split(model, tokenizer, paths, channel_stats: dict, device: str = "cp
             x = torch.nn.functional.interpolate(x, size=(image_px, image_px), mode="bilinear",
                                                 antialias=True, align_corners=False)
         with torch.no_grad():
-            feats.append(model.encode_image(x, normalize=True).float().cpu().numpy())
-            if with_captions:
-                tokens = tokenizer(batch_txt).to(device)
-                cap_feats.append(model.encode_text(tokens, normalize=True).float().cpu().numpy())
+            with autocast(device, precision):  # the towers at the run's precision ...
+                img = model.encode_image(x)
+                txt = model.encode_text(tokenizer(batch_txt).to(device)) if with_captions else None
+            # ... the L2 normalisation in fp32 (in bf16 a norm is only good to ~1e-2)
+            feats.append(torch.nn.functional.normalize(img.float(), dim=-1).cpu().numpy())
+            if txt is not None:
+                cap_feats.append(torch.nn.functional.normalize(txt.float(), dim=-1).cpu().numpy())
         batch_imgs.clear()
         batch_txt.clear()
 

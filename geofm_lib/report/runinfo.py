@@ -18,6 +18,7 @@ import torch
 
 from geofm_lib.config import Config, project_root
 from geofm_lib.io import atomic_write_json
+from geofm_lib.models import devices
 from geofm_lib.paths import shown, stage_dir
 
 PACKAGES = ("geofm", "numpy", "torch", "torchvision", "open_clip_torch", "torchgeo",
@@ -56,6 +57,7 @@ def device_info() -> dict:
             info["gpu"] = torch.cuda.get_device_name(0)
             info["gpus"] = torch.cuda.device_count()
         info["threads"] = torch.get_num_threads()
+        info["cpu_native_bf16"] = devices.cpu_has_native_bf16()
     except ImportError:
         info["cuda"] = False
     return info
@@ -75,6 +77,10 @@ def run_record(cfg: Config, stage: str, data: dict | None = None,
     rec["params"]["work_dir"] = shown(rec["params"]["work_dir"])
     if with_device:
         rec["device"] = device_info()
+        # what precision: auto resolved to here (bf16 on GPUs and AMX CPUs, else fp32)
+        used = devices.resolve_device(cfg.device)
+        rec["device"].update(device=used,
+                             precision=devices.resolve_precision(cfg.precision, used))
     return rec
 
 
