@@ -227,7 +227,8 @@ class Config(BaseModel):
     device: Literal["auto", "cpu", "cuda", "mps"] = Field(
         "auto", description="compute device; auto = CUDA, then MPS, then CPU")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description="autocast precision; auto = bf16 on CUDA, fp32 elsewhere")
+        "auto", description="autocast precision; auto = bf16 on CUDA and on CPUs with AMX, "
+        "fp32 elsewhere")
     num_workers: int = Field(0, ge=0, le=256, description="data-loader worker processes")
     stream: Literal["auto", "exact", "sharded"] = Field(
         "auto", description="training stream: exact (every reader reads the whole stream; the "

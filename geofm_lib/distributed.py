@@ -62,7 +62,9 @@ def setup(device: str) -> tuple[Dist, str]:
         torch.cuda.set_device(dist.local_rank)
         device = f"cuda:{dist.local_rank}"
     elif "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // dist.local_world_size))
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
+            (os.cpu_count() or 1)
+        torch.set_num_threads(max(1, cores // dist.local_world_size))
     if not td.is_initialized():
         td.init_process_group(backend="nccl" if on_cuda else "gloo")
     return dist, device

@@ -1,43 +1,109 @@
 #!/usr/bin/env bash
-# The whole test suite (what `make test` and CI run), with a timing summary at the end:
-#   1. ruff over the library, tests and notebooks; import-linter: the library's layers (.importlinter)
-#   2. every notebook executed with papermill on the CI preset -> reports/ci-notebooks/ + HTML;
-#      the example caption corpus; real BigEarthNet (../shared, when present)
-#   3. the training benchmark notebook in its quick form (-> reports/bench-training/)
-#   4. the demo pipeline (01-07 on the demo preset, CPU) whose metrics the quality-bar tests
-#      check; GEOFM_SKIP_DEMO=1 skips it (`make test-fast`)
-#   5. pytest: unit tests; the quality bars and the reports in headless chromium with the
-#      network off (marked `reports`: they read what steps 2-4 made); nbval re-executing the
-#      executed CI notebooks (cells marked NBVAL_CHECK_OUTPUT must reproduce their output)
-# Steps run one after the other: two at once (tried for issue 19) slowed each about as much as
-# it overlapped them on two cores.
+# The whole test suite (what `make test` and CI run), with a timing summary at the end.
+#
+# Two lanes run side by side, each pinned to one CPU core (taskset), so that neither slows the
+# other by oversubscribing the cores (torch, OpenBLAS and joblib all size themselves to the
+# cores a process may use):
+#   checks  1. ruff over the library, tests, notebooks and tools; import-linter: the library's
+#              layers (.importlinter)
+#           2. every notebook executed with papermill on the CI preset -> reports/ci-notebooks/
+#              + HTML; the example caption corpus; real BigEarthNet (../shared, when present)
+#           3. the training benchmark notebook in its quick form (-> reports/bench-training/)
+#           4. pytest: the unit tests; nbval re-executing the executed CI notebooks (cells
+#              marked NBVAL_CHECK_OUTPUT must reproduce their output)
+#   demo    5. the demo pipeline (01-07 on the demo preset, CPU) whose metrics the quality-bar
+#              tests check; GEOFM_SKIP_DEMO=1 skips it (`make test-fast`)
+# then, on both cores:
+#           6. pytest, the tests marked `reports`: the quality bars and the reports in headless
+#              chromium with the network off (they read what steps 2-5 made)
+# Most of the checks lane is single-threaded (kernels starting, imports, tiny tensors), so the
+# two lanes overlap almost fully; without two cores, or with the demo skipped, the steps run
+# one after the other, unpinned.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 GEOFM_PROGRESS=text GEOFM_ROOT="$PWD"
-declare -a names times
-step() { local name=$1; shift; local t0=$SECONDS; echo "== $name"; "$@"; names+=("$name"); times+=($((SECONDS - t0))); }
-t_all=$SECONDS
+LOGS=work/test-logs
+TIMES=$LOGS/times.tsv
 
-step "ruff" ruff check geofm_lib tests notebooks
-step "import layers (import-linter)" lint-imports
-step "notebooks (papermill, ci preset) + HTML reports" geofm report --preset ci -p run_name=ci-notebooks
-step "image-text corpus: example corpus + notebooks (ci)" bash -c \
-  "geofm example-corpus && geofm report --preset ci --experiment captions_example -p samples_per_dataset=64 -p run_name=ci-captions"
-SHARED_BEN=../shared/data/bigearthnet-v1-examples
-if [ -d "$SHARED_BEN" ]; then  # real BigEarthNet patches beside the project (not in a user's clone)
-  step "real BigEarthNet via torchgeo: notebooks 01-02 (ci)" bash -c "
-    geofm bigearthnet-root work/data/bigearthnet-s2 --s2 $SHARED_BEN/BigEarthNet-S2 --s1 $SHARED_BEN/BigEarthNet-S1 &&
-    geofm bigearthnet-root work/data/bigearthnet-s1 --s2 $SHARED_BEN/BigEarthNet-S2 --s1 $SHARED_BEN/BigEarthNet-S1 --sensor s1 &&
-    geofm report --preset ci --experiment bigearthnet_torchgeo --notebooks 01,02 -p run_name=ci-bigearthnet-real"
-fi
-step "training benchmarks (quick: a smoke test of the notebook, not figures)" \
-  geofm bench-train --quick
-if [ "${GEOFM_SKIP_DEMO:-0}" != "1" ]; then
+step() {  # step NAME COMMAND...: run it, append "lane<TAB>name<TAB>seconds" to $TIMES
+  local name=$1; shift; local t0=$SECONDS
+  echo "== $name"
+  "$@"
+  printf '%s\t%s\t%s\n' "${LANE:-main}" "$name" "$((SECONDS - t0))" >> "$TIMES"
+}
+
+lane_checks() {
+  step "ruff" ruff check geofm_lib tests notebooks tools
+  step "import layers (import-linter)" lint-imports
+  step "notebooks (papermill, ci preset) + HTML reports" geofm report --preset ci -p run_name=ci-notebooks
+  step "image-text corpus: example corpus + notebooks (ci)" bash -c \
+    "geofm example-corpus && geofm report --preset ci --experiment captions_example -p samples_per_dataset=64 -p run_name=ci-captions"
+  local ben=../shared/data/bigearthnet-v1-examples
+  if [ -d "$ben" ]; then  # real BigEarthNet patches beside the project (not in a user's clone)
+    step "real BigEarthNet via torchgeo: notebooks 01-02 (ci)" bash -c "
+      geofm bigearthnet-root work/data/bigearthnet-s2 --s2 $ben/BigEarthNet-S2 --s1 $ben/BigEarthNet-S1 &&
+      geofm bigearthnet-root work/data/bigearthnet-s1 --s2 $ben/BigEarthNet-S2 --s1 $ben/BigEarthNet-S1 --sensor s1 &&
+      geofm report --preset ci --experiment bigearthnet_torchgeo --notebooks 01,02 -p run_name=ci-bigearthnet-real"
+  fi
+  step "training benchmarks (quick: a smoke test of the notebook, not figures)" \
+    geofm bench-train --quick
+  step "pytest: unit tests" pytest -q tests -m "not reports" -p no:cacheprovider
+  step "pytest: nbval re-executes the CI notebooks" \
+    pytest -q reports/ci-notebooks/*.ipynb --nbval-lax --nbval-current-env -p no:cacheprovider
+}
+
+lane_demo() {
   step "demo pipeline 01-07 (quality bars)" geofm report --preset demo
-fi
-step "pytest: unit tests, quality bars, reports in chromium, nbval" \
-  pytest -q tests reports/ci-notebooks/*.ipynb --nbval-lax --nbval-current-env -p no:cacheprovider
+}
 
-echo "== timing summary"
-for i in "${!names[@]}"; do printf '  %-62s %5d s\n' "${names[$i]}" "${times[$i]}"; done
-printf '  %-62s %5d s\n' "total (this script)" "$((SECONDS - t_all))"
+if [ "${1:-}" = "--lane" ]; then  # one lane, started by the main script below
+  LANE=$2
+  "lane_$2"
+  exit 0
+fi
+
+mkdir -p "$LOGS"
+: > "$TIMES"
+t_all=$SECONDS
+mapfile -t cores < <(python -c 'import os; print(*sorted(os.sched_getaffinity(0))[:2], sep="\n")')
+skip_demo=${GEOFM_SKIP_DEMO:-0}
+if [ "$skip_demo" != "1" ] && [ "${#cores[@]}" -ge 2 ] && command -v taskset >/dev/null \
+    && command -v setsid >/dev/null; then
+  echo "== two lanes: checks on CPU ${cores[0]}, demo on CPU ${cores[1]} (logs in $LOGS/)"
+  declare -A pid
+  setsid taskset -c "${cores[0]}" bash "$0" --lane checks > "$LOGS/checks.log" 2>&1 & pid[checks]=$!
+  setsid taskset -c "${cores[1]}" bash "$0" --lane demo > "$LOGS/demo.log" 2>&1 & pid[demo]=$!
+  failed=
+  for _ in 1 2; do  # print each lane's log as it ends; a failed lane stops the other one
+    set +e; wait -n -p done_pid "${pid[@]}"; rc=$?; set -e
+    for lane in "${!pid[@]}"; do
+      if [ "${pid[$lane]}" = "$done_pid" ]; then
+        echo "== lane $lane ended (exit $rc) after $((SECONDS - t_all)) s:"
+        cat "$LOGS/$lane.log"
+        unset "pid[$lane]"
+        if [ "$rc" != 0 ]; then failed=$lane; fi
+      fi
+    done
+    if [ -n "$failed" ]; then
+      for other in "${!pid[@]}"; do
+        echo "== stopping lane $other: lane $failed failed"
+        kill -TERM -- "-${pid[$other]}" 2>/dev/null || true
+        wait "${pid[$other]}" 2>/dev/null || true
+        echo "== what lane $other printed before it was stopped:"
+        cat "$LOGS/$other.log"
+      done
+      exit 1
+    fi
+  done
+else
+  LANE=checks lane_checks
+  if [ "$skip_demo" != "1" ]; then LANE=demo lane_demo; fi
+fi
+step "pytest: quality bars, reports in chromium (read what the lanes made)" \
+  pytest -q tests -m reports -p no:cacheprovider
+
+echo "== timing summary (steps of one lane run one after the other; the lanes side by side)"
+while IFS=$'\t' read -r lane name secs; do
+  printf '  %-7s %-66s %5d s\n' "$lane" "$name" "$secs"
+done < "$TIMES"
+printf '  %-74s %5d s\n' "total (this script, wall)" "$((SECONDS - t_all))"

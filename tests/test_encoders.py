@@ -62,8 +62,11 @@ def test_probes_learn_separable_labels_and_never_see_test_data():
         evaluation.probe_dataset(train, leaked, "d", vocab, n_boot=10)
 
 
-def test_probes_spread_over_processes_give_the_same_results_as_one_by_one():
+def test_probes_spread_over_processes_give_the_same_results_as_one_by_one(monkeypatch):
     """run_probes (notebook 06's probes, over the cores) against the same probes in turn."""
+    from geofm_lib.evaluation import probes
+
+    monkeypatch.setattr(probes, "SMALL_BATCH_VALUES", 0)  # these tiny ones would stay in-process
     rng = np.random.default_rng(3)
     vocab = ("a", "b", "c", "d")
     train, test, sets = {}, {}, ["d1", "d2"]

@@ -10,7 +10,6 @@ a percentile-bootstrap 95 % interval over test images.
 from __future__ import annotations
 
 import contextlib
-import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -79,6 +78,12 @@ def bootstrap_metrics(y_true, y_pred, n_boot: int = 500, seed: int = 0) -> dict:
 SMALL_PROBLEM_VALUES = 4_000_000
 
 
+# Below this many training feature values over all the probes of a run_probes call, they run in
+# this process: starting the worker processes (~7 s on 2 cores, each imports torch and
+# scikit-learn) costs more than such probes take (the ci preset's 48 probes: ~3 s).
+SMALL_BATCH_VALUES = 1_000_000
+
+
 def blas_threads_for(x: np.ndarray):
     """A context in which BLAS uses one thread when ``x`` is a small problem (see
     ``SMALL_PROBLEM_VALUES``), and its usual threads otherwise."""
@@ -87,6 +92,13 @@ def blas_threads_for(x: np.ndarray):
     from threadpoolctl import threadpool_limits  # scikit-learn's own dependency
 
     return threadpool_limits(1, user_api="blas")
+
+
+def _cores() -> int:
+    """The CPU cores this process may use (its affinity: a CI lane pinned to one core gets 1)."""
+    from joblib import cpu_count  # scikit-learn's dependency; it reads the affinity mask
+
+    return cpu_count()
 
 
 def _make_probe(kind: str, param, seed: int, single: bool = False, n_jobs: int | None = None):
@@ -101,7 +113,7 @@ def _make_probe(kind: str, param, seed: int, single: bool = False, n_jobs: int |
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    cores = os.cpu_count() or 1
+    cores = _cores()
     if kind == "linear":
         # tol 1e-3 (scikit-learn's default 1e-4): on the demo's BigEarthNet S1/S2 probe 7x
         # faster (8.0 s -> 1.1 s) with the same chosen C and test F2 micro 55.10 vs 55.27
@@ -191,8 +203,9 @@ def run_probes(jobs: list[dict], n_jobs: int = 0) -> list[ProbeResult]:
     processes (0: one per CPU core), each probe on one core; results in the order of
     ``jobs``. Every probe is seeded by its own arguments, so the results are the same for
     any ``n_jobs``."""
-    n_jobs = n_jobs or os.cpu_count() or 1
-    if n_jobs == 1 or len(jobs) < 2:
+    n_jobs = n_jobs or _cores()
+    small = sum(np.asarray(j["x_train"]).size for j in jobs) < SMALL_BATCH_VALUES
+    if n_jobs == 1 or len(jobs) < 2 or small:
         return [_probe_job(j) for j in jobs]
     from joblib import Parallel, delayed
 

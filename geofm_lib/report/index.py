@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from geofm_lib.catalog import DATASETS
-from geofm_lib.io import atomic_write_bytes
+from geofm_lib.io import atomic_write_bytes, folder_lock
 from geofm_lib.papers import paper_table_for
 from geofm_lib.report.summary import key_metrics, thumbnail
 
@@ -112,6 +112,16 @@ def build_index(reports_dir: Path) -> Path:
     """Rebuild reports/index.html from every reports/<run>/run.json: a table of the runs'
     headline numbers, then per run each notebook's headline figure (one click to its page),
     time and key metrics with their intervals; failed runs marked; studies and benchmarks."""
+    out = Path(reports_dir) / "index.html"
+    # two reports finishing at once (CI's two lanes) each rebuild the index: under the lock,
+    # the later one reads the folder after the earlier one wrote, so no finished run is lost
+    with folder_lock(out, "the report index", wait=True):
+        atomic_write_bytes(out, _index_page(reports_dir).encode())
+    return out
+
+
+def _index_page(reports_dir: Path) -> str:
+    """The HTML of reports/index.html for the runs in ``reports_dir`` now."""
     runs = []
     for run_json in sorted(Path(reports_dir).glob("*/run.json")):
         folder = run_json.parent
@@ -136,9 +146,8 @@ def build_index(reports_dir: Path) -> Path:
         head=head, rows="\n".join(rows) or
         '<tr><td colspan=20>No runs yet: <code>make report</code> makes one.</td></tr>',
         n=len(runs), cards="\n".join(cards), others=_other_pages(reports_dir))
-    out = Path(reports_dir) / "index.html"
-    atomic_write_bytes(out, page.encode())
-    return out
+    return page
+
 
 
 _INDEX_TEMPLATE = """<!doctype html>
