@@ -48,8 +48,13 @@ def main(venv: str) -> int:
     python = str(Path(venv) / "bin" / "python")
     wanted = ["-r", "requirements.txt", "-e", "."]
     if run([python, "-m", "pip", "install", "-q", "--upgrade", "pip", "uv"]):
+        # --compile-bytecode: pip writes the .pyc files at install time, uv only when asked;
+        # without them every process compiles what it imports (torch + scikit-learn +
+        # matplotlib + geopandas: 7.1 s against 3.1 s a process where PYTHONDONTWRITEBYTECODE
+        # is set, as on the CI machines)
         uv = [python, "-m", "uv", "pip", "install", "--python", python, "-q",
-              "--index-strategy", "unsafe-best-match", *pip_sources(python), *wanted]
+              "--compile-bytecode", "--index-strategy", "unsafe-best-match",
+              *pip_sources(python), *wanted]
         if run(uv):
             return 0
         print("uv could not install the environment; installing with pip instead", flush=True)
