@@ -61,6 +61,22 @@ SSL_MODES: dict[str, tuple[str, str]] = {
     "fusion_partial": ("partial fusion", "S1, S2 or S1+S2 per sample"),
 }
 
+# Self-supervised methods (seed 001 compares the three; ``ssl.methods.METHODS`` builds each).
+SSL_METHODS: dict[str, str] = {
+    "moco": "MoCo-v2, torchgeo's MoCoTask: query/key encoders, a queue of negatives",
+    "dino": "DINO, lightly's head and loss: a momentum teacher, multi-crop self-distillation",
+    "mae": "MAE, lightly's masked ViT: reconstruct the masked patches (ViT backbones only)",
+}
+# Encoders of SSL runs: timm ResNets, and ViTs named by width and patch (timm's <name>_224,
+# made at the data's image_px). ViT-S/16 is seed 001's; the tiny one is for CPU tests.
+SSL_BACKBONES = ("resnet18", "resnet34", "resnet50", "vit_small_patch16", "vit_small_patch8",
+                 "vit_tiny_patch16")
+
+
+def vit_patch_px(backbone: str) -> int:
+    """The patch side of a ViT backbone name (``vit_small_patch16`` -> 16)."""
+    return int(backbone.rsplit("patch", 1)[1])
+
 
 class SourceSpec(BaseModel):
     """Where one dataset's samples come from (an entry of the ``sources`` parameter).
@@ -250,8 +266,11 @@ class Config(BaseModel):
     ssl_mode: Literal[tuple(SSL_MODES)] = Field(
         "sensor", description="MoCo-v2 positive pairs: " + ", ".join(
             f"{k} ({v[1]})" for k, v in SSL_MODES.items()))
-    ssl_backbone: Literal["resnet18", "resnet34", "resnet50"] = Field(
-        "resnet18", description="timm ResNet of the MoCo encoders")
+    ssl_method: Literal[tuple(SSL_METHODS)] = Field(
+        "moco", description="self-supervised method: " + ", ".join(
+            f"{k} ({v})" for k, v in SSL_METHODS.items()))
+    ssl_backbone: Literal[tuple(SSL_BACKBONES)] = Field(
+        "resnet18", description="timm encoder of the SSL run: ResNets, or ViTs (mae needs one)")
     ssl_adapter: Literal["conv1x1", "first_layer"] = Field(
         "first_layer", description="input layer for N bands: conv1x1 (N->3, seed 003) or an "
                                    "N-channel first convolution")
@@ -262,11 +281,23 @@ class Config(BaseModel):
                            "overlap (seed 003 compared both)")
     ssl_epochs: int = Field(20, ge=1, le=100_000, description="MoCo pretraining epochs")
     ssl_batch_size: int = Field(64, ge=2, le=65536, description="MoCo batch size")
-    ssl_lr: float = Field(0.03, gt=0.0, le=10.0, description="MoCo SGD learning rate")
+    ssl_lr: float | None = Field(
+        None, gt=0.0, le=10.0, description="learning rate; None = the method's (MoCo SGD 0.03; "
+                                          "DINO AdamW 5e-4 and MAE AdamW 1.5e-4 per 256 samples)")
     moco_queue: int = Field(4096, ge=0, le=10_000_000, description="negatives in the queue")
     moco_momentum: float = Field(0.99, ge=0.0, lt=1.0,
                                  description="key encoder momentum m (k = m k + (1-m) q)")
     moco_temperature: float = Field(0.2, gt=0.0, le=10.0, description="InfoNCE temperature")
+    dino_out_dim: int = Field(65536, ge=16, le=1_000_000,
+                              description="DINO head output dimension K (the paper's 65,536)")
+    dino_local_crops: int = Field(6, ge=0, le=64,
+                                  description="DINO small crops per sample (multi-crop)")
+    dino_teacher_temp: float = Field(0.04, gt=0.0, le=1.0, description="DINO teacher temperature")
+    dino_momentum: float = Field(0.996, ge=0.0, lt=1.0,
+                                 description="DINO teacher EMA momentum at the start (cosine to 1)")
+    mae_mask_ratio: float = Field(0.75, gt=0.0, lt=1.0, description="MAE share of patches masked")
+    mae_decoder_dim: int = Field(256, ge=16, le=4096, description="MAE decoder width")
+    mae_decoder_depth: int = Field(4, ge=1, le=32, description="MAE decoder transformer blocks")
     labelled_samples: int = Field(1024, ge=8, le=10_000_000,
                                   description="labelled places for the SSL evaluation")
     eval_split: Literal["val", "train"] = Field(
@@ -333,6 +364,25 @@ class Config(BaseModel):
             raise ValueError(f"grad_accum_steps={self.grad_accum_steps} does not divide "
                              f"batch_size={self.batch_size} into equal micro-batches; choose a "
                              f"divisor of {self.batch_size} (or change batch_size)")
+        return self
+
+    @model_validator(mode="after")
+    def _ssl_method_fits_backbone(self):
+        vit = self.ssl_backbone.startswith("vit_")
+        if self.ssl_method == "mae" and not vit:
+            raise ValueError(f"ssl_method=mae masks image patches and needs a ViT backbone, "
+                             f"not {self.ssl_backbone}; set ssl_backbone to one of "
+                             f"{', '.join(b for b in SSL_BACKBONES if b.startswith('vit_'))}")
+        if self.ssl_method == "moco" and vit:
+            raise ValueError(f"ssl_method=moco is torchgeo's MoCo-v2 task on ResNets, not "
+                             f"{self.ssl_backbone}; use ssl_backbone=resnet18/34/50, or "
+                             f"ssl_method=dino or mae for a ViT")
+        if vit:
+            patch = vit_patch_px(self.ssl_backbone)
+            if self.image_px % patch:
+                raise ValueError(f"image_px={self.image_px} is not a multiple of the "
+                                 f"{self.ssl_backbone} patch ({patch} px); use image_px a "
+                                 f"multiple of {patch} or another backbone")
         return self
 
     @model_validator(mode="after")
@@ -447,11 +497,25 @@ class Config(BaseModel):
         return _digest({"data": self.data_hash, **{k: d[k] for k in TRAIN_KEYS}})
 
     @property
+    def ssl_learning_rate(self) -> float:
+        """``ssl_lr``, or the method's own (DINO and MAE scale theirs with the batch)."""
+        if self.ssl_lr is not None:
+            return self.ssl_lr
+        per_256 = {"moco": None, "dino": 5e-4, "mae": 1.5e-4}[self.ssl_method]
+        return 0.03 if per_256 is None else per_256 * self.ssl_batch_size / 256
+
+    @property
     def ssl_hash(self) -> str:
-        """Hash of what determines a self-supervised run (data + MoCo parameters)."""
-        d = self.to_dict()
-        return _digest({"data": self.data_hash, "kind": "moco-v2",
-                        **{k: d[k] for k in SSL_KEYS}})
+        """Hash of what determines a self-supervised run (data + the method's parameters).
+        A MoCo run hashes as before DINO and MAE existed, so its checkpoints stay valid."""
+        d = {**self.to_dict(), "ssl_lr": self.ssl_learning_rate}
+        if self.ssl_method == "moco":
+            return _digest({"data": self.data_hash, "kind": "moco-v2",
+                            **{k: d[k] for k in SSL_KEYS}})
+        keys = [k for k in SSL_KEYS if not k.startswith("moco_")] + list(
+            SSL_METHOD_KEYS[self.ssl_method])
+        return _digest({"data": self.data_hash, "kind": self.ssl_method,
+                        **{k: d[k] for k in keys}})
 
     @property
     def name(self) -> str:
@@ -490,6 +554,13 @@ TRAIN_KEYS = ("model", "pretrained", "band_adapter", "batch_size", "epochs", "lr
 SSL_KEYS = ("ssl_mode", "ssl_backbone", "ssl_adapter", "ssl_augment", "ssl_patches", "ssl_epochs",
             "ssl_batch_size", "ssl_lr", "moco_queue", "moco_momentum", "moco_temperature",
             "precision", "seed")
+
+
+# the parameters of each method besides SSL_KEYS (MoCo's are in SSL_KEYS already)
+SSL_METHOD_KEYS = {"moco": (),
+                   "dino": ("dino_out_dim", "dino_local_crops", "dino_teacher_temp",
+                            "dino_momentum"),
+                   "mae": ("mae_mask_ratio", "mae_decoder_dim", "mae_decoder_depth")}
 
 
 NOT_HASHED = {"work_dir", "run_name", "num_workers", "device", "preset", "experiment",

@@ -70,4 +70,5 @@ def test_sensor_pairs_beat_random_init_in_the_linear_probe_on_s1_s2():
     assert m["ssl_mode"] == "sensor" and not m["collapsed"]
     assert m["linear_probe_f2_s1s2"] > m["random_init_f2_s1s2"], m
     # and reliably so: the paired 95 % interval of the difference on the same places is above 0
-    assert m["moco_minus_random_init_f2_s1s2_ci"][0] > 0, m
+    assert m["ssl_method"] == "moco"
+    assert m["ssl_minus_random_init_f2_s1s2_ci"][0] > 0, m

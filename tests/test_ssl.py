@@ -342,7 +342,7 @@ def test_runs_of_other_pair_modes_on_the_same_data_are_put_side_by_side(tmp_path
     table = ssl.compare_runs(cfg, settings)
     assert [r["run"] for r in table] == [
         "random init, linear probe", "supervised from scratch (labelled set only)",
-        "sensor pairs, linear probe", "sensor pairs, fine-tuned",
-        "augmentation pairs, linear probe", "augmentation pairs, fine-tuned"]
+        "MoCo-v2 sensor pairs, linear probe", "MoCo-v2 sensor pairs, fine-tuned",
+        "MoCo-v2 augmentation pairs, linear probe", "MoCo-v2 augmentation pairs, fine-tuned"]
     assert [r["score"] for r in table] == [12.0, 22.0, 32.0, 42.0, 31.0, 41.0]
     assert ssl.compare_runs(cfg, {"finetune_epochs": 2, "n_boot": 10}) == []

@@ -419,31 +419,93 @@ def benchmark_bars(results: dict):
 
 
 def ssl_curves(history: list[dict]):
-    """MoCo training over steps: loss; similarity of positive pairs and of queue negatives;
-    queue fill; embedding std against the 1/sqrt(d) of embeddings spread over the sphere (a
-    collapsed encoder falls towards 0)."""
+    """SSL training over steps, panels by what the method logs: the loss; MoCo's similarity of
+    positive pairs and queue negatives and the queue fill; DINO's teacher entropy against its
+    two collapses (log K: uniform outputs; 0: one output for all) and the student-teacher KL;
+    MAE's reconstruction loss under fixed masks; for all, the embedding std against the
+    1/sqrt(d) of embeddings spread over the sphere (a collapsed encoder falls towards 0)."""
     import matplotlib.pyplot as plt
 
     steps = [r["step"] for r in history]
-    fig, axes = plt.subplots(1, 4, figsize=(15, 3.2))
-    axes[0].plot(steps, [r["loss"] for r in history], color="#1f77b4")
-    axes[0].set_title("InfoNCE loss")
-    axes[1].plot(steps, [r["positive_similarity"] for r in history], label="positive pair")
-    axes[1].plot(steps, [r["negative_similarity"] for r in history], label="queue negatives")
-    axes[1].set_title("cosine similarity of the query to")
-    axes[1].legend(fontsize=8)
-    axes[2].plot(steps, [r["queue_filled"] for r in history], color="#2ca02c")
-    axes[2].set_title("keys enqueued (queue size)")
-    axes[3].plot(steps, [r["embedding_std"] for r in history], label="encoder features")
-    axes[3].plot(steps, [r["queue_std"] for r in history], label="queue keys")
-    d = history[-1].get("feature_dim")
+    last = history[-1]
+    col = lambda k: [r.get(k, np.nan) for r in history]  # noqa: E731
+    if "queue_filled" in last:
+        kind, loss_name = "moco", "InfoNCE loss"
+    elif "teacher_entropy" in last:
+        kind, loss_name = "dino", "DINO loss (cross-entropy)"
+    else:
+        kind, loss_name = "mae", "MAE loss (masked patches)"
+    n = {"moco": 4, "dino": 4, "mae": 3}[kind]
+    fig, axes = plt.subplots(1, n, figsize=(3.8 * n, 3.2))
+    axes[0].plot(steps, col("loss"), color="#1f77b4")
+    axes[0].set_title(loss_name)
+    if kind == "moco":
+        axes[1].plot(steps, col("positive_similarity"), label="positive pair")
+        axes[1].plot(steps, col("negative_similarity"), label="queue negatives")
+        axes[1].set_title("cosine similarity of the query to")
+        axes[1].legend(fontsize=8)
+        axes[2].plot(steps, col("queue_filled"), color="#2ca02c")
+        axes[2].set_title("keys enqueued (queue size)")
+    elif kind == "dino":
+        axes[1].plot(steps, col("teacher_entropy"), label="per sample")
+        axes[1].plot(steps, col("teacher_batch_entropy"), label="of the batch mean")
+        axes[1].axhline(last["max_entropy"], color="red", ls=":", lw=1, label="log K (uniform)")
+        axes[1].set_title("teacher output entropy")
+        axes[1].legend(fontsize=7)
+        axes[2].plot(steps, col("kl_teacher_student"), color="#9467bd")
+        axes[2].set_title("KL(teacher || student)")
+    else:
+        axes[1].plot(steps, col("reconstruction_loss"), color="#ff7f0e")
+        axes[1].set_title("reconstruction loss, fixed masks")
+    ax = axes[-1]
+    ax.plot(steps, col("embedding_std"), label="encoder features")
+    if kind == "moco":
+        ax.plot(steps, col("queue_std"), label="queue keys")
+    d = last.get("feature_dim")
     if d:
-        axes[3].axhline(1 / np.sqrt(d), color="grey", ls="--", lw=1, label="1/sqrt(d)")
-        axes[3].axhline(0.1 / np.sqrt(d), color="red", ls=":", lw=1, label="collapse line")
-    axes[3].set_title("embedding std (collapse check)")
-    axes[3].legend(fontsize=7)
+        ax.axhline(1 / np.sqrt(d), color="grey", ls="--", lw=1, label="1/sqrt(d)")
+        ax.axhline(0.1 / np.sqrt(d), color="red", ls=":", lw=1, label="collapse line")
+    ax.set_title("embedding std (collapse check)")
+    ax.legend(fontsize=7)
     for ax in axes:
         ax.set_xlabel("step")
+    fig.tight_layout()
+    return fig
+
+
+def mae_reconstructions(shown: dict, bands: list[str], n: int = 4):
+    """MAE's reconstructions: per sample the image, what the encoder saw (masked patches
+    blank) and the reconstruction. Standardised bands shown as colour composites chosen by
+    name and wavelength (red, green, blue for optical views; VV for SAR-only ones, grey), each
+    channel stretched between the 2nd and 98th percentile of the image, the same stretch for
+    the three panels of a row."""
+    import matplotlib.pyplot as plt
+
+    from geofm_lib.bands import POLARISATIONS, colour_bands
+
+    n = min(n, len(shown["image"]))
+    optical = [j for j, b in enumerate(bands) if b not in POLARISATIONS]
+    rgb = colour_bands([bands[j] for j in optical]) if optical else None
+    rgb = [optical[j] for j in rgb] if rgb is not None else None
+    sar = [j for j, b in enumerate(bands) if b in POLARISATIONS]
+    fig, axes = plt.subplots(n, 3, figsize=(6.6, 2.2 * n), squeeze=False)
+    titles = ("image", f"visible ({1 - shown['masked_share']:.0%} of patches)",
+              "reconstruction")
+    for i in range(n):
+        img = shown["image"][i]
+        use = (rgb if rgb and np.abs(img[rgb]).sum() > 0
+               else [sar[0]] * 3 if sar else [optical[0]] * 3)
+        lo = np.percentile(img[use], 2, axis=(1, 2))[:, None, None]
+        hi = np.percentile(img[use], 98, axis=(1, 2))[:, None, None]
+        for k, key in enumerate(("image", "visible", "reconstruction")):
+            x = np.clip((shown[key][i][use] - lo) / np.maximum(hi - lo, 1e-6), 0, 1)
+            if key == "visible":  # blank patches white, not a stretched colour
+                x = np.where((shown[key][i][use] == 0).all(axis=0), 1.0, x)
+            axes[i, k].imshow(np.moveaxis(x, 0, -1))
+            axes[i, k].set_xticks([])
+            axes[i, k].set_yticks([])
+            if i == 0:
+                axes[i, k].set_title(titles[k], fontsize=9)
     fig.tight_layout()
     return fig
 

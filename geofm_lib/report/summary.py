@@ -107,13 +107,17 @@ def key_metrics(stage: str, m: dict) -> list[str]:
     if stage.startswith("07_"):
         if m.get("evaluation") == "not evaluable":
             return [f"not evaluable: {html.escape(str(m.get('reason')))}"]
-        return [f"<b>MoCo ({html.escape(str(m.get('ssl_mode')))}) linear probe F2 s1/s2 "
+        # records before DINO and MAE: MoCo, and the difference under its old key
+        method = {"dino": "DINO", "mae": "MAE"}.get(m.get("ssl_method"), "MoCo")
+        diff = "ssl_minus_random_init_f2_s1s2"
+        if diff not in m and "moco_minus_random_init_f2_s1s2" in m:
+            diff = "moco_minus_random_init_f2_s1s2"
+        return [f"<b>{method} ({html.escape(str(m.get('ssl_mode')))}) linear probe F2 s1/s2 "
                 f"{_num(m.get('linear_probe_f2_s1s2'))}</b>{_ci(m.get('linear_probe_f2_s1s2_ci'))}",
                 f"random init {_num(m.get('random_init_f2_s1s2'))}"
                 f"{_ci(m.get('random_init_f2_s1s2_ci'))}",
-                *([f"difference {m['moco_minus_random_init_f2_s1s2']:+.1f}"
-                   f"{_ci(m.get('moco_minus_random_init_f2_s1s2_ci'))} (paired)"]
-                  if "moco_minus_random_init_f2_s1s2" in m else []),
+                *([f"difference {m[diff]:+.1f}{_ci(m.get(diff + '_ci'))} (paired)"]
+                  if diff in m else []),
                 "collapsed" if m.get("collapsed") else
                 f"{_num(m.get('places_pretrained'))} places pretrained, not collapsed"]
     return [f"{html.escape(k)}: {_num(v) if isinstance(v, int | float) else html.escape(str(v))}"

@@ -18,16 +18,18 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from geofm_lib.progress import get_logger, progress
-from geofm_lib.ssl.model import embedding_std
+from geofm_lib.ssl.methods import method_stats
+from geofm_lib.ssl.model import METHOD_LABELS
 from geofm_lib.training.checkpoint import check_finite_state
 
 log = get_logger()
 
 
 class Monitor(Callback):
-    """Every ``every`` steps: loss, positive-pair similarity, queue statistics and the
-    embedding std (collapse), on the un-augmented batch, the model briefly in eval mode.
-    Under DDP these are rank 0's slice of the global batch (the queue is shared)."""
+    """Every ``every`` steps: the loss and the method's statistics (``methods.method_stats``:
+    MoCo's pair similarities and queue, DINO's teacher entropy and centre, MAE's reconstruction
+    loss; the embedding std, collapse, for all), on the un-augmented batch, the model briefly
+    in eval mode. Under DDP these are rank 0's slice of the global batch."""
 
     def __init__(self, every: int, total_steps: int, show_progress: bool):
         self.every, self.total, self.show = every, total_steps, show_progress
@@ -42,7 +44,8 @@ class Monitor(Callback):
 
     def on_train_start(self, trainer, module):
         self.bar = progress(total=trainer.max_epochs * trainer.num_training_batches,
-                            initial=trainer.global_step, unit="step", desc="MoCo-v2",
+                            initial=trainer.global_step, unit="step",
+                            desc=METHOD_LABELS[getattr(module, "method", "moco")],
                             disable=not self.show)
 
     def on_train_end(self, trainer, module):
@@ -55,39 +58,24 @@ class Monitor(Callback):
         step = trainer.global_step
         if step % self.every and step != self.total:
             return
-        x = batch["image"]
-        c = x.shape[1] // 2
         was = module.training
         module.eval()
-        with torch.no_grad():
-            q, h = module.forward(x[:, :c])
-            k = module.forward_momentum(x[:, c:])
-            q = torch.nn.functional.normalize(q, dim=1)
-            k = torch.nn.functional.normalize(k, dim=1)
-            # lightly starts the queue with random unit vectors; real keys replace them
-            # batch by batch, so the statistics are over the keys enqueued so far
-            bank = module.criterion.memory_bank.bank
-            # keys of every process enter the queue (gathered): world x this batch per step
-            filled = min(step * x.shape[0] * trainer.world_size, bank.shape[0])
-            keys = bank[:filled] if filled else bank
-            neg = float((q @ keys.T).mean())
-            queue_std = embedding_std(keys) if len(keys) > 1 else float("nan")
+        stats = method_stats(module, batch, step, trainer.world_size)
         module.train(was)
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         self.history.append({
-            "step": step, "epoch": trainer.current_epoch + 1, "loss": float(loss),
-            "positive_similarity": float((q * k).sum(dim=1).mean()),
-            "negative_similarity": neg, "queue_filled": filled,
-            "queue_std": queue_std, "embedding_std": embedding_std(h),
-            "feature_dim": int(h.shape[1]),
+            "step": step, "epoch": trainer.current_epoch + 1, "loss": float(loss), **stats,
             "lr": float(trainer.optimizers[0].param_groups[0]["lr"])})
 
     def on_train_epoch_end(self, trainer, module):
         if self.history:
             r = self.history[-1]
-            log.info("epoch %d/%d: loss %.3f, positive similarity %.3f, keys enqueued "
-                     "%d, embedding std %.4f", r["epoch"], trainer.max_epochs, r["loss"],
-                     r["positive_similarity"], r["queue_filled"], r["embedding_std"])
+            extra = {"queue_filled": "keys enqueued %d", "teacher_entropy":
+                     "teacher entropy %.3f", "reconstruction_loss": "reconstruction %.4f"}
+            said = ", ".join(f % r[k] for k, f in extra.items() if k in r)
+            log.info("epoch %d/%d: loss %.3f, %sembedding std %.4f", r["epoch"],
+                     trainer.max_epochs, r["loss"], said + ", " if said else "",
+                     r["embedding_std"])
 
 class EpochSeed(Callback):
     """Seeds torch (the GPU-side kornia augmentations) at the start of every epoch from
@@ -111,10 +99,12 @@ class QueueState(Callback):
         self.ssl_hash = ssl_hash
 
     def on_save_checkpoint(self, trainer, module, checkpoint):
-        bank = module.criterion.memory_bank
+        checkpoint["geofm"] = {"ssl_hash": self.ssl_hash}  # checked before resuming
+        bank = getattr(getattr(module, "criterion", None), "memory_bank", None)
+        if bank is None:  # DINO and MAE keep no queue
+            return
         checkpoint["moco_queue"] = {"bank": bank.bank.detach().cpu().clone(),
                                     "bank_ptr": bank.bank_ptr.detach().cpu().clone()}
-        checkpoint["geofm"] = {"ssl_hash": self.ssl_hash}  # checked before resuming
 
     def on_load_checkpoint(self, trainer, module, checkpoint):
         if "moco_queue" in checkpoint:

@@ -30,7 +30,7 @@ from geofm_lib.io import atomic_write_json
 from geofm_lib.models.devices import autocast, resolve_device, resolve_precision
 from geofm_lib.paths import ssl_dir
 from geofm_lib.progress import get_logger, progress
-from geofm_lib.ssl.model import make_backbone
+from geofm_lib.ssl.model import METHOD_LABELS, make_backbone
 from geofm_lib.ssl.pairs import INPUTS, Pairs, load_pairs
 from geofm_lib.ssl.pretraining import read_encoder
 
@@ -132,19 +132,19 @@ def not_evaluable(train: Pairs, test: Pairs, cfg: Config) -> str | None:
 
 
 def headline_scores(rows: list[dict]) -> dict:
-    """The multi-label S1/S2 linear-probe F2 of the MoCo encoder and of random init, with their
-    intervals (the numbers a report leads with)."""
+    """The multi-label S1/S2 linear-probe F2 of the SSL encoder and of random init, with their
+    intervals, and their paired difference (the numbers a report leads with)."""
     multi = [r for r in rows if r["task"] == "multi-label"]
     probe = {r["input"]: r for r in multi
-             if "linear probe" in r["method"] and "MoCo" in r["method"]}
+             if "linear probe" in r["method"] and not r["method"].startswith("random init")}
     base = {r["input"]: r for r in multi if r["method"] == "random init, linear probe"}
     out = {"linear_probe_f2_s1s2": round(probe["s1/s2"]["score"], 2),
            "linear_probe_f2_s1s2_ci": [round(v, 2) for v in probe["s1/s2"]["ci"]],
            "random_init_f2_s1s2": round(base["s1/s2"]["score"], 2),
            "random_init_f2_s1s2_ci": [round(v, 2) for v in base["s1/s2"]["ci"]]}
     if "minus_random_init" in probe["s1/s2"]:  # the paired difference on the same places
-        out["moco_minus_random_init_f2_s1s2"] = round(probe["s1/s2"]["minus_random_init"], 2)
-        out["moco_minus_random_init_f2_s1s2_ci"] = [
+        out["ssl_minus_random_init_f2_s1s2"] = round(probe["s1/s2"]["minus_random_init"], 2)
+        out["ssl_minus_random_init_f2_s1s2_ci"] = [
             round(v, 2) for v in probe["s1/s2"]["minus_random_init_ci"]]
     return out
 
@@ -228,8 +228,9 @@ def evaluate(cfg: Config, encoder_path: Path, finetune_epochs: int = 5, n_boot: 
         has = single.y_test > -2  # test places with a dominant class
     elif "single-label" in tasks:
         log.info("no dominant land-cover classes in this data: single-label rows left out")
-    init = make_backbone(state["backbone"], state["bands"], state["adapter"], cfg.seed + 1)
-    mode = state["mode"]
+    arch = (state["backbone"], state["bands"], state["adapter"])
+    init = make_backbone(*arch, cfg.seed + 1, state.get("image_px"))
+    ssl_name = f"{METHOD_LABELS[state.get('method', 'moco')]} {state['mode']}"
     rows = []
     n_tasks = ("multi-label" in tasks) + (single is not None)
     bar = progress(total=len(INPUTS) * 4 * n_tasks, desc="evaluation", unit="fit",
@@ -245,11 +246,11 @@ def evaluate(cfg: Config, encoder_path: Path, finetune_epochs: int = 5, n_boot: 
     memo = _Baselines(cfg, state, idx, finetune_epochs, n_boot, device, precision)
 
     def scratch_net():
-        return make_backbone(state["backbone"], state["bands"], state["adapter"], cfg.seed + 2)
+        return make_backbone(*arch, cfg.seed + 2, state.get("image_px"))
 
     def one_input(which):  # the eight rows of one input (s1, s2 or s1/s2)
         x_tr, x_te = train.inputs(idx, which), test.inputs(np.arange(len(test)), which)
-        nets = {f"MoCo-v2 {mode}": ssl_net}
+        nets = {ssl_name: ssl_net}
         if not memo.has(which, "random init"):  # its features only feed its probes
             nets = {"random init": init, **nets}
         feats = {name: (features_of(net, x_tr, device, precision=precision),
@@ -269,12 +270,12 @@ def evaluate(cfg: Config, encoder_path: Path, finetune_epochs: int = 5, n_boot: 
             row("multi-label", "random init, linear probe", which, base["score"], base["ci"],
                 len(idx), len(test), precision_micro=base["precision_micro"],
                 hamming_loss=base["hamming_loss"])
-            f_tr, f_te = feats[f"MoCo-v2 {mode}"]
+            f_tr, f_te = feats[ssl_name]
             r = run_probe("linear", f_tr, y_tr.astype(bool), f_te, y_te, seed=cfg.seed,
                           n_boot=n_boot)
             # paired with random init on the same places
             d, dci = paired_f2_difference(y_te, r.pred, init_pred, n_boot, cfg.seed)
-            row("multi-label", f"MoCo-v2 {mode}, linear probe", which, r.test["f2_micro"],
+            row("multi-label", f"{ssl_name}, linear probe", which, r.test["f2_micro"],
                 r.ci["f2_micro"], len(idx), len(test),
                 precision_micro=r.test["precision_micro"], hamming_loss=r.test["hamming_loss"],
                 minus_random_init=d, minus_random_init_ci=dci)
@@ -293,7 +294,7 @@ def evaluate(cfg: Config, encoder_path: Path, finetune_epochs: int = 5, n_boot: 
                     ("supervised from scratch",
                      memo.get(which, "supervised from scratch", "multi-label",
                               lambda: tuned(None))),
-                    (f"MoCo-v2 {mode}, fine-tuned", tuned(ssl_net))):
+                    (f"{ssl_name}, fine-tuned", tuned(ssl_net))):
                 row("multi-label", name, which, res["score"], res["ci"], len(idx), len(test),
                     precision_micro=res["precision_micro"], hamming_loss=res["hamming_loss"])
         if single is not None:
@@ -317,11 +318,11 @@ def evaluate(cfg: Config, encoder_path: Path, finetune_epochs: int = 5, n_boot: 
                     ("random init, linear probe",
                      memo.get(which, "random init", "single-label",
                               lambda: probe_single("random init"))),
-                    (f"MoCo-v2 {mode}, linear probe", probe_single(f"MoCo-v2 {mode}")),
+                    (f"{ssl_name}, linear probe", probe_single(ssl_name)),
                     ("supervised from scratch",
                      memo.get(which, "supervised from scratch", "single-label",
                               lambda: tuned_single(None))),
-                    (f"MoCo-v2 {mode}, fine-tuned", tuned_single(ssl_net))):
+                    (f"{ssl_name}, fine-tuned", tuned_single(ssl_net))):
                 row("single-label", name, which, res["score"], res["ci"], len(k),
                     int(has.sum()))
 
@@ -346,7 +347,8 @@ def save_evaluation(cfg: Config, rows: list[dict], settings: dict) -> Path:
     run with, so runs of other pair modes on the same data can be put side by side."""
     path = ssl_dir(cfg) / "evaluation.json"
     atomic_write_json(path, {"ssl_hash": cfg.ssl_hash, "data_hash": cfg.data_hash,
-                             "ssl_mode": cfg.ssl_mode, "ssl_patches": cfg.ssl_patches,
+                             "ssl_method": cfg.ssl_method, "ssl_mode": cfg.ssl_mode,
+                             "ssl_patches": cfg.ssl_patches,
                              "ssl": {k: getattr(cfg, k) for k in
                                      ("ssl_backbone", "ssl_adapter", "ssl_augment",
                                       "ssl_epochs", "ssl_batch_size", "moco_queue")},
@@ -356,10 +358,10 @@ def save_evaluation(cfg: Config, rows: list[dict], settings: dict) -> Path:
 
 
 def compare_runs(cfg: Config, settings: dict) -> list[dict]:
-    """The evaluations of every finished MoCo run on this data with the same labelled set,
-    evaluation settings, backbone and input adapter (pair modes, patch subsets, epochs, ...),
-    as rows shaped like seed 003's table:
-    the supervised baseline once, then each run's linear-probe and fine-tuned rows."""
+    """The evaluations of every finished SSL run on this data with the same labelled set,
+    evaluation settings, backbone and input adapter (methods, pair modes, patch subsets,
+    epochs, ...), as rows shaped like seed 003's table: the supervised baseline once, then each
+    run's linear-probe and fine-tuned rows (MoCo, DINO, MAE; each by pair mode)."""
     found = []
     settings = json.loads(json.dumps(settings))  # as stored
     for path in sorted(cfg.path("checkpoints").glob("*/evaluation.json")):
@@ -372,14 +374,18 @@ def compare_runs(cfg: Config, settings: dict) -> list[dict]:
                 and rec["ssl"]["ssl_adapter"] == cfg.ssl_adapter):
             found.append(rec)
     order = {m: i for i, m in enumerate(MODE_NAMES)}
-    found.sort(key=lambda r: (order.get(r["ssl_mode"], 9), r["ssl_patches"], r["ssl_hash"]))
+    methods = {m: i for i, m in enumerate(METHOD_LABELS)}
+    method = lambda r: r.get("ssl_method", "moco")  # noqa: E731 (older records: MoCo)
+    found.sort(key=lambda r: (methods.get(method(r), 9), order.get(r["ssl_mode"], 9),
+                              r["ssl_patches"], r["ssl_hash"]))
     base_rows, out = [], []
     for rec in found:
-        label = MODE_NAMES.get(rec["ssl_mode"], rec["ssl_mode"])
+        label = (f"{METHOD_LABELS.get(method(rec), method(rec))} "
+                 f"{MODE_NAMES.get(rec['ssl_mode'], rec['ssl_mode'])}")
         if rec["ssl_patches"] != "all":
             label += ", non-overlapping"
-        others = [r for r in found if r["ssl_mode"] == rec["ssl_mode"]
-                  and r["ssl_patches"] == rec["ssl_patches"]]
+        others = [r for r in found if r["ssl_mode"] == rec["ssl_mode"] and method(r) ==
+                  method(rec) and r["ssl_patches"] == rec["ssl_patches"]]
         if len(others) > 1:  # the same mode with other SSL settings: say which
             label += f" [{rec['ssl_hash']}]"
         for r in rec["rows"]:

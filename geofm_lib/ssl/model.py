@@ -1,5 +1,5 @@
 """The MoCo-v2 task (torchgeo's ``MoCoTask``), its augmentation sets, backbones with a band
-stem, and collapse checks.
+stem (timm ResNets and ViTs), and collapse checks. DINO and MAE are in ``ssl.methods``.
 """
 
 from __future__ import annotations
@@ -9,9 +9,13 @@ import math
 import torch
 
 from geofm_lib.config import Config
+from geofm_lib.errors import ConfigError
 from geofm_lib.models.adapters import ChannelMixer
 
 SSL_FORMAT = "geofm-ssl-1"
+
+# the names results tables print for each method
+METHOD_LABELS = {"moco": "MoCo-v2", "dino": "DINO", "mae": "MAE"}
 
 
 # --- the MoCo-v2 model ----------------------------------------------------------------------
@@ -41,8 +45,11 @@ def build_task(cfg: Config, bands: list[str], world: int = 1):
 
     torch.manual_seed(cfg.seed)
     milestones = [max(1, int(cfg.ssl_epochs * 0.6)), max(2, int(cfg.ssl_epochs * 0.8))]
+    if cfg.ssl_backbone.startswith("vit_"):
+        raise ConfigError(f"torchgeo's MoCoTask takes ResNets, not {cfg.ssl_backbone}; use "
+                          f"ssl_backbone=resnet18/34/50 with MoCo, or ssl_method=dino/mae")
     task = MoCoTask(model=cfg.ssl_backbone, in_channels=len(bands), version=2, layers=2,
-                    hidden_dim=2048, output_dim=128, lr=cfg.ssl_lr, weight_decay=1e-4,
+                    hidden_dim=2048, output_dim=128, lr=cfg.ssl_learning_rate, weight_decay=1e-4,
                     momentum=0.9, schedule=milestones, temperature=cfg.moco_temperature,
                     memory_bank_size=cfg.moco_queue, moco_momentum=cfg.moco_momentum,
                     size=cfg.image_px, augmentation1=augmentations(cfg.ssl_augment, cfg.image_px),
@@ -66,11 +73,25 @@ def stem_conv1x1(conv, bands: list[str]):
     return ChannelMixer(len(bands), bands, rgb)
 
 
-def make_backbone(name: str, bands: list[str], adapter: str, seed: int):
-    """A timm ResNet taking ``bands`` (the architecture of the SSL encoder), random init."""
+def make_backbone(name: str, bands: list[str], adapter: str, seed: int,
+                  image_px: int | None = None):
+    """A timm encoder taking ``bands`` (the architecture of the SSL encoder), random init,
+    pooled features out. ResNets take any image size. ViTs (``vit_small_patch16`` is timm's
+    ``vit_small_patch16_224``) are made for ``image_px`` (positional embeddings interpolated
+    for other sizes, as DINO's small crops need), features averaged over the patch tokens
+    after the final norm; ``conv1x1`` puts the N -> 3 mixer in front of the patch embedding."""
     import timm
 
     torch.manual_seed(seed)
+    if name.startswith("vit_"):
+        if image_px is None:
+            raise ConfigError(f"{name} is made for one image size: give image_px")
+        net = timm.create_model(f"{name}_224", img_size=image_px, in_chans=len(bands),
+                                num_classes=0, global_pool="avg", fc_norm=False,
+                                dynamic_img_size=True)
+        if adapter == "conv1x1":
+            net.patch_embed.proj = stem_conv1x1(net.patch_embed.proj, bands)
+        return net
     net = timm.create_model(name, in_chans=len(bands), num_classes=0)
     if adapter == "conv1x1":
         net.conv1 = stem_conv1x1(net.conv1, bands)

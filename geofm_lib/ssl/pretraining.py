@@ -53,7 +53,7 @@ from geofm_lib.io import folder_lock
 from geofm_lib.models.devices import resolve_device, resolve_precision
 from geofm_lib.paths import ssl_dir
 from geofm_lib.progress import get_logger
-from geofm_lib.ssl.model import SSL_FORMAT, build_task, make_backbone
+from geofm_lib.ssl.model import SSL_FORMAT, make_backbone
 from geofm_lib.ssl.pairs import EpochSampler, PairViews, load_pairs, non_overlapping
 from geofm_lib.training.checkpoint import check_checkpoint_run, load_checkpoint, save_checkpoint
 
@@ -73,7 +73,8 @@ class SSLResult:
 
 def pretrain(cfg: Config, show_progress: bool = True, log_every: int = 2,
              callbacks=()) -> SSLResult:
-    """Pretrain (or resume, or load) the MoCo-v2 encoder of ``cfg`` on the train places.
+    """Pretrain (or resume, or load) the SSL encoder of ``cfg`` (``ssl_method``: MoCo-v2, DINO
+    or MAE, ``ssl.methods``) on the train places.
 
     Under ``torchrun`` (``python -m torch.distributed.run ... -m geofm_lib.cli ssl``) every
     process runs this: Lightning's DDP on the launcher's processes (NCCL on GPUs, gloo on CPU),
@@ -101,6 +102,7 @@ def _pretrain(cfg: Config, show_progress: bool, log_every: int, callbacks) -> SS
     from lightning.pytorch import Trainer, seed_everything
 
     from geofm_lib.ssl.callbacks import AtomicLast, EpochSeed, Monitor, QueueState, quiet_lightning
+    from geofm_lib.ssl.methods import build_module
 
     folder = ssl_dir(cfg)
     out = folder / "encoder.pt"
@@ -128,7 +130,7 @@ def _pretrain(cfg: Config, show_progress: bool, log_every: int, callbacks) -> SS
     precision = {"fp32": "32-true", "bf16": "bf16-mixed", "fp16": "16-mixed"}[
         resolve_precision(cfg.precision, device)]
     seed_everything(cfg.seed, workers=True, verbose=False)
-    task = build_task(cfg, pairs.bands, world)
+    task = build_module(cfg, pairs.bands, world)
     sampler = EpochSampler(len(views), cfg.ssl_batch_size, cfg.seed, rank, world)
     loader = torch.utils.data.DataLoader(
         views, batch_size=cfg.ssl_batch_size // world, sampler=sampler, drop_last=True,
@@ -164,7 +166,8 @@ def _pretrain(cfg: Config, show_progress: bool, log_every: int, callbacks) -> SS
            "places_pretrained": len(pairs), "incomplete_places": pairs.incomplete}
     if trainer.global_rank == 0:
         save_checkpoint(out, {
-            "format": SSL_FORMAT, "backbone": cfg.ssl_backbone, "adapter": cfg.ssl_adapter,
+            "format": SSL_FORMAT, "method": cfg.ssl_method, "backbone": cfg.ssl_backbone,
+            "adapter": cfg.ssl_adapter,
             "bands": pairs.bands, "image_px": cfg.image_px, "mode": cfg.ssl_mode,
             "state_dict": task.backbone.state_dict(), "history": monitor.history,
             "pairs": len(pairs), "finished": True, "ssl_hash": cfg.ssl_hash, "run": run,
@@ -192,6 +195,7 @@ def _check_last_ckpt(last: Path, cfg: Config) -> None:
 def read_encoder(path: Path, device: str = "cpu"):
     """(backbone, checkpoint state) of a pretrained SSL encoder (``encoder.pt``)."""
     state = load_checkpoint(path, map_location=device, expected_format=SSL_FORMAT)
-    net = make_backbone(state["backbone"], state["bands"], state["adapter"], 0)
+    net = make_backbone(state["backbone"], state["bands"], state["adapter"], 0,
+                        state.get("image_px"))
     net.load_state_dict(state["state_dict"])
     return net.to(device).eval(), state
