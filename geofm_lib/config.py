@@ -444,6 +444,17 @@ class Config(BaseModel):
         patches = total * weights[dataset] / sum(weights.values())
         return max(int(round(patches / per_scene)), 2)
 
+    def with_params(self, **changes) -> Config:
+        """This configuration with ``changes``, validated again (e.g. another ``ssl_method``
+        on the same data)."""
+        unknown = [k for k in changes if k not in type(self).model_fields]
+        if unknown:
+            raise ConfigError(f"unknown parameter(s) {unknown}")
+        try:
+            return type(self).model_validate({**self.model_dump(), **changes})
+        except ValidationError as exc:
+            raise ConfigError(str(exc)) from None
+
     def to_dict(self) -> dict[str, Any]:
         d = self.model_dump()
         if d["datasets"] is not None:

@@ -69,3 +69,11 @@ def test_other_lines_between_two_bars_are_kept():
     b = BAR.format(p=100, bar="#" * 10, i=4)
     text = f"{a}\n{b}\nloss 0.3\n{a}\n"
     assert pages.collapse_progress(text) == f"{b}\nloss 0.3\n{a}\n"
+
+
+def test_a_bar_with_log_lines_between_its_states_is_shown_once_at_its_end():
+    a = BAR.format(p=50, bar="#####", i=2)
+    b = BAR.format(p=100, bar="#" * 10, i=4)
+    text = f"\r{a}12:00:01 geofm: epoch 1/2: loss 6.1\n\r{b}12:00:02 geofm: epoch 2/2\n"
+    assert pages.collapse_progress(text) == (
+        f"12:00:01 geofm: epoch 1/2: loss 6.1\n{b}\n12:00:02 geofm: epoch 2/2\n")

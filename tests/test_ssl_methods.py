@@ -239,3 +239,10 @@ def test_pretrain_and_evaluate_as_moco_does(work, kw):
         f"{label}, fine-tuned"}
     head = ssl.headline_scores(rows)
     assert "ssl_minus_random_init_f2_s1s2_ci" in head
+    if cfg.ssl_method == "mae":  # the decoder is kept: the notebook shows reconstructions
+        shown = ssl.mae_reconstructions(cfg, result.encoder_path,
+                                        pairs.inputs(np.arange(3), "s2"), ["s2"] * 3)
+        assert shown["reconstruction"].shape == (3, len(pairs.bands), 32, 32)
+    else:
+        with pytest.raises(errors.CheckpointError, match="not a finished MAE run"):
+            ssl.mae_reconstructions(cfg, result.encoder_path, np.zeros((1, 14, 32, 32)), ["s2"])

@@ -20,7 +20,8 @@ import re
 
 import nbformat
 
-PROGRESS = re.compile(r"^(?P<desc>[^\r\n|]*?):\s+\d+%\|[^|\n]*\|\s*\d+/\d+\s*\[")
+PROGRESS = re.compile(r"^(?P<desc>[^\r\n|]*?):\s+\d+%\|[^|\n]*\|\s*(?P<n>\d+)/(?P<total>\d+)"
+                      r"\s*\[[^\]\n]*\]")
 _PATH_REPR = re.compile(r"^(Posix|Windows)?Path\('.*'\)$")
 
 
@@ -90,19 +91,31 @@ def parameter_table(rows: list[dict], per_row: int = 2) -> str:
 
 
 def collapse_progress(text: str) -> str:
-    """Text output with each run of progress lines of one bar cut to its last line."""
-    kept: list[str] = []
-    last_bar = None
+    """Text output with each progress bar shown once, at its last state: a bar's earlier
+    states go even when log lines came between them (a bar that counts on is the same bar;
+    one that starts again from a lower count is a new one). A log line written onto the end
+    of a bar line (no newline between) gets its own line."""
+    lines: list[str] = []
     for raw in text.replace("\r\n", "\n").split("\n"):
         # a carriage return starts the line again, as in a terminal
         line = next((part for part in reversed(raw.split("\r")) if part), "")
         m = PROGRESS.match(line)
-        if m and last_bar == m.group("desc") and kept:
-            kept[-1] = line
-            continue
+        if m and line[m.end():].strip():
+            lines += [line[:m.end()], line[m.end():]]
+        else:
+            lines.append(line)
+    kept: list[str | None] = []
+    open_bars: dict[str, tuple[int, int, int]] = {}  # desc -> (index in kept, n, total)
+    for line in lines:
+        m = PROGRESS.match(line)
+        if m:
+            desc, n, total = m.group("desc"), int(m.group("n")), int(m.group("total"))
+            prev = open_bars.get(desc)
+            if prev is not None and prev[2] == total and n >= prev[1]:
+                kept[prev[0]] = None  # the same bar, further on: its earlier state goes
+            open_bars[desc] = (len(kept), n, total)
         kept.append(line)
-        last_bar = m.group("desc") if m else None
-    return "\n".join(kept)
+    return "\n".join(k for k in kept if k is not None)
 
 
 def tidy(nb, cfg=None):

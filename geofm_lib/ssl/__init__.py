@@ -1,5 +1,5 @@
-"""Self-supervised pretraining (seed 003): positive pairs, the MoCo-v2 task, the training run
-and its evaluation.
+"""Self-supervised pretraining (seeds 003 and 001): positive pairs, MoCo-v2, DINO and MAE
+(``ssl.methods``, loaded with Lightning when a run starts), the training run and its evaluation.
 """
 
 from .evaluation import (
@@ -17,6 +17,7 @@ from .evaluation import (
     single_labels,
 )
 from .model import (
+    METHOD_LABELS,
     SSL_FORMAT,
     augmentations,
     build_task,
@@ -37,13 +38,14 @@ from .pairs import (
     may_have_pairs,
     non_overlapping,
 )
-from .pretraining import SSLResult, pretrain, read_encoder
+from .pretraining import SSLResult, mae_reconstructions, pretrain, read_encoder
 
 __all__ = [
     "INPUTS", "Pairs", "may_have_pairs", "load_pairs", "non_overlapping", "VIEWS",
     "SAMPLES_PER_PLACE", "PAIR_MODES", "PairViews", "EpochSampler", "SSL_FORMAT",
     "augmentations", "build_task", "stem_conv1x1", "make_backbone", "embedding_std",
-    "collapse_check", "SSLResult", "pretrain", "read_encoder", "features_of",
+    "collapse_check", "SSLResult", "pretrain", "read_encoder", "mae_reconstructions",
+    "METHOD_LABELS", "features_of",
     "labelled_subset", "accuracy_ci", "single_label_probe", "SingleLabels", "single_labels",
     "evaluate", "headline_scores", "not_evaluable", "MODE_NAMES", "save_evaluation", "compare_runs",
 ]

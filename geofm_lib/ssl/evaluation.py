@@ -201,7 +201,8 @@ class _Baselines:
 
 def evaluate(cfg: Config, encoder_path: Path, finetune_epochs: int = 5, n_boot: int = 300,
              device: str | None = None, show_progress: bool = True,
-             tasks: tuple[str, ...] = ("multi-label", "single-label")) -> list[dict]:
+             tasks: tuple[str, ...] = ("multi-label", "single-label"),
+             finetune: bool = True) -> list[dict]:
     """Seed 003's table: rows (random init + linear probe, supervised from scratch, the SSL
     encoder with a linear probe and fine-tuned) x inputs (s1, s2, s1/s2) x tasks, on the
     validation places (never seen in pretraining or fitting) with ``labelled_samples``
@@ -209,7 +210,8 @@ def evaluate(cfg: Config, encoder_path: Path, finetune_epochs: int = 5, n_boot: 
     Single-label (the dominant land-cover class, where the data has one): accuracy. Every
     score has a bootstrap 95 % interval over test places. Rows: ``task, metric, method,
     input, score, ci, n_train, n_test``. Fits and features run on ``device`` (None:
-    ``cfg.device``) at ``cfg.precision``."""
+    ``cfg.device``) at ``cfg.precision``. ``finetune=False`` leaves out the fine-tuned SSL
+    encoder's rows (the frozen encoder's probe and the baselines stay)."""
     train, test = load_pairs(cfg, "train"), load_pairs(cfg, "val")
     why = not_evaluable(train, test, cfg)
     if why is not None:
@@ -233,7 +235,8 @@ def evaluate(cfg: Config, encoder_path: Path, finetune_epochs: int = 5, n_boot: 
     ssl_name = f"{METHOD_LABELS[state.get('method', 'moco')]} {state['mode']}"
     rows = []
     n_tasks = ("multi-label" in tasks) + (single is not None)
-    bar = progress(total=len(INPUTS) * 4 * n_tasks, desc="evaluation", unit="fit",
+    bar = progress(total=len(INPUTS) * (3 + finetune) * n_tasks, desc="evaluation",
+                   unit="fit",
                    disable=not show_progress)
 
     def row(task, method, which, score, ci, n_train, n_test, **extra):
@@ -290,11 +293,12 @@ def evaluate(cfg: Config, encoder_path: Path, finetune_epochs: int = 5, n_boot: 
                         "precision_micro": m["precision_micro"],
                         "hamming_loss": m["hamming_loss"]}
 
-            for name, res in (
-                    ("supervised from scratch",
-                     memo.get(which, "supervised from scratch", "multi-label",
-                              lambda: tuned(None))),
-                    (f"{ssl_name}, fine-tuned", tuned(ssl_net))):
+            fits = [("supervised from scratch", lambda: memo.get(
+                which, "supervised from scratch", "multi-label", lambda: tuned(None)))]
+            if finetune:
+                fits.append((f"{ssl_name}, fine-tuned", lambda: tuned(ssl_net)))
+            for name, fit in fits:
+                res = fit()
                 row("multi-label", name, which, res["score"], res["ci"], len(idx), len(test),
                     precision_micro=res["precision_micro"], hamming_loss=res["hamming_loss"])
         if single is not None:
@@ -314,15 +318,18 @@ def evaluate(cfg: Config, encoder_path: Path, finetune_epochs: int = 5, n_boot: 
                 score, ci = accuracy_ci(yt, pred, n_boot, cfg.seed)
                 return {"score": score, "ci": ci}
 
-            for name, res in (
-                    ("random init, linear probe",
-                     memo.get(which, "random init", "single-label",
-                              lambda: probe_single("random init"))),
-                    (f"{ssl_name}, linear probe", probe_single(ssl_name)),
-                    ("supervised from scratch",
-                     memo.get(which, "supervised from scratch", "single-label",
-                              lambda: tuned_single(None))),
-                    (f"{ssl_name}, fine-tuned", tuned_single(ssl_net))):
+            fits = [("random init, linear probe", lambda: memo.get(
+                        which, "random init", "single-label",
+                        lambda: probe_single("random init"))),
+                    (f"{ssl_name}, linear probe", lambda: probe_single(ssl_name)),
+                    ("supervised from scratch", lambda: memo.get(
+                        which, "supervised from scratch", "single-label",
+                        lambda: tuned_single(None))),
+                    (f"{ssl_name}, fine-tuned", lambda: tuned_single(ssl_net))]
+            for name, fit in fits:
+                if name == f"{ssl_name}, fine-tuned" and not finetune:
+                    continue
+                res = fit()
                 row("single-label", name, which, res["score"], res["ci"], len(k),
                     int(has.sum()))
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 
 import torch
 from lightning.pytorch import LightningModule
@@ -97,11 +98,13 @@ class DINOTask(LightningModule):
         super().__init__()
         self.backbone = backbone
         dim = backbone.num_features
-        self.head = DINOProjectionHead(dim, 2048, 256, out_dim, freeze_last_layer=1)
+        with warnings.catch_warnings():  # lightly's head still uses the old weight_norm
+            warnings.filterwarnings("ignore", message=".*weight_norm.*", category=FutureWarning)
+            self.head = DINOProjectionHead(dim, 2048, 256, out_dim, freeze_last_layer=1)
+            # the weight-normalised last layer cannot be deep-copied: a twin, then the
+            # student's weights (the teacher starts as a copy of the student, as in DINO)
+            self.teacher_head = DINOProjectionHead(dim, 2048, 256, out_dim)
         self.teacher_backbone = copy.deepcopy(backbone)
-        # the head's weight-normalised last layer cannot be deep-copied: a twin, then the
-        # student's weights (the teacher starts as a copy of the student, as in DINO)
-        self.teacher_head = DINOProjectionHead(dim, 2048, 256, out_dim)
         self.teacher_head.load_state_dict(self.head.state_dict())
         for p in (*self.teacher_backbone.parameters(), *self.teacher_head.parameters()):
             p.requires_grad = False

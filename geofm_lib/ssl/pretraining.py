@@ -1,5 +1,7 @@
 """Self-supervised pretraining with sensor-based positive pairs (seed 003): MoCo-v2 on
 Sentinel-1 / Sentinel-2 images of the same place, and its evaluation on a small labelled set.
+Seed 001's DINO and MAE run through the same path (``ssl_method``; ``ssl.methods`` describes
+them); what follows is MoCo's part.
 
 The model and loss are torchgeo's ``MoCoTask`` (version 2: a timm ResNet query encoder and its
 momentum key encoder, the 2-layer MLP projection head, InfoNCE with a temperature against a
@@ -171,6 +173,8 @@ def _pretrain(cfg: Config, show_progress: bool, log_every: int, callbacks) -> SS
             "bands": pairs.bands, "image_px": cfg.image_px, "mode": cfg.ssl_mode,
             "state_dict": task.backbone.state_dict(), "history": monitor.history,
             "pairs": len(pairs), "finished": True, "ssl_hash": cfg.ssl_hash, "run": run,
+            # MAE's decoder too: the notebook shows its reconstructions
+            **({"task_state_dict": task.state_dict()} if cfg.ssl_method == "mae" else {}),
             "params": json.loads(json.dumps(cfg.to_dict()))})
     return SSLResult(out, monitor.history, round(time.perf_counter() - t0, 1), False, resumed,
                      len(pairs), run)
@@ -199,3 +203,19 @@ def read_encoder(path: Path, device: str = "cpu"):
                         state.get("image_px"))
     net.load_state_dict(state["state_dict"])
     return net.to(device).eval(), state
+
+
+def mae_reconstructions(cfg: Config, encoder_path: Path, images, sensors, seed: int = 0) -> dict:
+    """MAE's reconstructions of ``images`` ((B, C, H, W) standardised, ``sensors`` each
+    ``s1``, ``s2`` or ``s1/s2``) by the finished run at ``encoder_path``, under masks drawn
+    from ``seed`` (``methods.MAETask.reconstructions``)."""
+    from geofm_lib.ssl.methods import build_module
+
+    state = load_checkpoint(encoder_path, expected_format=SSL_FORMAT)
+    if state.get("method") != "mae" or "task_state_dict" not in state:
+        raise CheckpointError(f"{encoder_path.parent.name}/{encoder_path.name} is not a "
+                              f"finished MAE run (method {state.get('method', 'moco')})")
+    task = build_module(cfg, list(state["bands"]))
+    task.load_state_dict(state["task_state_dict"])
+    x = torch.as_tensor(images, dtype=torch.float32)
+    return task.reconstructions(x, list(sensors), seed)
