@@ -548,8 +548,9 @@ class Config(BaseModel):
 # pairs of BigEarthNet v2 and SSL4EO-S12 through torchgeo share their split and their capped
 # subset too; 4: GeoTIFF samples carry the file's declared nodata value, which stays out of
 # the band statistics), so shards built by older code are not reused under the same hash
-DATA_RULES = 6  # 5: band records (names, wavelengths, nodata per band) in the shards; 6:
-# images compressed losslessly (PNG, Blosc) and tars without pax headers
+DATA_RULES = 7  # 5: band records (names, wavelengths, nodata per band) in the shards; 6:
+# images compressed losslessly (PNG, Blosc) and tars without pax headers; 7: dense labels
+# (class masks, tree cover) in the samples of sources that have them
 
 
 DATA_KEYS = ("datasets", "dataset_cards", "source", "source_path", "sources",

@@ -40,6 +40,11 @@ def test_opens_with_description_and_literal_parameters(path):
     for line in tagged[0].source.splitlines():
         if "=" in line:
             assert "#" in line, f"parameter without a comment: {line}"
+    # papermill reads every parameter and its comment (its parser gives up on a line whose
+    # comment holds "=", and `papermill --help-notebook` then leaves the parameter out)
+    from papermill.translators import PythonTranslator
+
+    assert [p.name for p in PythonTranslator.inspect({"source": tagged[0].source})] == names
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)

@@ -13,6 +13,7 @@ import json
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from geofm_lib.catalog import DATASETS, pair_family
 from geofm_lib.config import Config
 from geofm_lib.data.captions import caption, join_labels
 from geofm_lib.data.manifest import make_manifest
+from geofm_lib.data.masks import DENSE_MEMBERS
 from geofm_lib.data.parallel import run_units
 from geofm_lib.data.shards import (
     _OURS,
@@ -117,6 +119,13 @@ def resize_image(image: np.ndarray, px: int) -> np.ndarray:
     return out.astype(image.dtype)
 
 
+def _resized_window(full: np.ndarray, p: int, y: int, x: int, h: int, w: int) -> np.ndarray:
+    """A window of ``full`` resized to p x p by nearest neighbour (class indices stay)."""
+    rows = (np.arange(p) * full.shape[0] / p).astype(int)
+    cols = (np.arange(p) * full.shape[1] / p).astype(int)
+    return full[rows][:, cols][y:y + h, x:x + w]
+
+
 def _patches(cfg: Config, scene, split: str, counts: Counter | None = None) -> Iterator[dict]:
     missing = missing_scene_keys(scene.meta)
     if missing:
@@ -128,6 +137,10 @@ def _patches(cfg: Config, scene, split: str, counts: Counter | None = None) -> I
         native = list(scene.image.shape[1:])
         scene.image = resize_image(scene.image, p)
         scene.meta = dict(scene.meta, native_px=native)
+        for name in ("mask_window", "trees_window"):  # dense labels: nearest neighbour
+            window = getattr(scene, name)
+            if window is not None:
+                setattr(scene, name, partial(_resized_window, window(0, 0, *native), p))
     _, h, w = scene.image.shape
     if h < p or w < p:
         raise ShardError(f"scene {scene.dataset}/{scene.index} is {h}x{w} px, smaller than "
@@ -165,8 +178,15 @@ def _patches(cfg: Config, scene, split: str, counts: Counter | None = None) -> I
                            scene.index * 4096 + k)
         else:  # a custom source (e.g. a GeoTIFF scene) has no catalog entry for sensor phrases
             text = "An overhead image showing " + join_labels(labels) + "."
-        yield {"__key__": f"{scene.dataset}-{scene.index:07d}-{k:03d}",
-               "img": scene.image[:, y:y + p, x:x + p], "txt": text, "json": meta}
+        sample = {"__key__": f"{scene.dataset}-{scene.index:07d}-{k:03d}",
+                  "img": scene.image[:, y:y + p, x:x + p], "txt": text, "json": meta}
+        for name, window in (("mask", scene.mask_window), ("trees", scene.trees_window)):
+            if window is not None:  # dense labels (data.masks), as one-band uint8 PNGs
+                sample[name] = np.ascontiguousarray(window(y, x, p, p), np.uint8)
+        dense = [n for n in DENSE_MEMBERS if n in sample]
+        if dense:
+            meta["dense"] = dense
+        yield sample
 
 
 def band_nodata(meta: dict) -> list[float | None]:

@@ -13,7 +13,8 @@ bands: ``img.png`` for 8-bit images of one or three bands (PNG), else ``img.npy.
 16-bit and float values; ``numcodecs.Blosc().decode`` gives the ``.npy`` bytes back). Builds of
 older workspaces hold plain ``img.npy`` and still read. Then ``txt`` (the caption) and
 ``json`` (labels, dataset, group, sensor, GSD, footprint, date, split, pair id, the dominant
-land-cover class where the source knows it, ...). Shards are written
+land-cover class where the source knows it, ...), and where the source has dense labels
+``mask.png`` and ``trees.png`` (``data.masks``). Shards are written
 to a temporary name and renamed, so a shard that exists is whole; a build that is interrupted
 resumes from the shards it has. Splits are assigned per scene (all patches of a scene go to the
 same split) and checked by content hash: an image that also occurs in train is removed from
@@ -34,6 +35,7 @@ import numpy as np
 import webdataset as wds
 
 from geofm_lib.bands import BandRecord
+from geofm_lib.data.masks import DENSE_MEMBERS
 from geofm_lib.errors import ShardError
 from geofm_lib.io import atomic_path, atomic_write_bytes, atomic_write_json
 
@@ -121,7 +123,9 @@ def write_shard(path: Path, samples: Iterable[dict]) -> dict:
         with wds.TarWriter(f, encoder=False, mtime=0, user="geofm", group="geofm") as tw:
             for s in samples:
                 member, img = encode_image(s["img"])
-                tw.write({"__key__": s["__key__"], member: img,
+                dense = {f"{n}.png": encode_image(s[n][None])[1] for n in DENSE_MEMBERS
+                         if n in s}
+                tw.write({"__key__": s["__key__"], member: img, **dense,
                           "txt": s["txt"].encode(),
                           "json": json.dumps(s["json"], sort_keys=True).encode()})
                 keys.append(s["__key__"])
@@ -157,6 +161,14 @@ def decode_sample(raw: dict) -> dict:
             raise ShardError(f"shard {Path(str(url)).name}: member {key}.{member} cannot be "
                              f"decoded ({type(exc).__name__}: {exc}); the shard is corrupt - "
                              f"{_REBUILD}") from exc
+    for name in DENSE_MEMBERS:  # dense labels (data.masks), where the sample has them
+        if f"{name}.png" in raw:
+            try:
+                out[name] = decode_image("img.png", raw[f"{name}.png"])[0]
+            except Exception as exc:  # noqa: BLE001
+                raise ShardError(f"shard {Path(str(url)).name}: member {key}.{name}.png "
+                                 f"cannot be decoded ({type(exc).__name__}: {exc}); the shard "
+                                 f"is corrupt - {_REBUILD}") from exc
     meta = out["json"]
     missing = [k for k in SAMPLE_KEYS if not isinstance(meta, dict) or k not in meta]
     if missing:

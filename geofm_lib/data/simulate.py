@@ -33,6 +33,7 @@ import numpy as np
 
 from geofm_lib.bands import resolve_bands
 from geofm_lib.catalog import SENSORS, Dataset, get_dataset
+from geofm_lib.data.masks import MASK_BACKGROUND
 from geofm_lib.data.recipes import _MAT_INDEX, _SCENE_FAMILY, _VEGETATED, RECIPES, _signature_table
 
 MIN_IMAGE_PX = 8
@@ -40,6 +41,9 @@ MIN_IMAGE_PX = 8
 
 
 MIN_VISIBLE_PX = 4.0
+
+# materials of tree crowns (the tree-cover layer counts them)
+TREE_MATERIALS = ("broadleaf", "conifer")
 """An object is labelled only if it covers at least this many pixels' worth of area."""
 
 
@@ -86,6 +90,10 @@ class SceneLayers:
     objects: np.ndarray
     object_names: tuple[str, ...]
     object_is_label: tuple[bool, ...]
+    # dense layers for segmentation: the share of each pixel covered by tree crowns (broadleaf
+    # or conifer material, after objects are drawn over it) and by each object class
+    tree_fraction: np.ndarray | None = None  # (H, W) float32 in [0, 1]
+    object_cover: np.ndarray | None = None  # (H, W, len(object_names)) float32 in [0, 1]
 
 
 def _stable_code(text: str) -> int:
@@ -163,8 +171,10 @@ def _compose(rng: np.random.Generator, dataset: str):
 
 
 def _render_objects(rng, recipe, objects, class_map, area_order, mix_sig, sig_table, gsd,
-                    extent_m, omit=()):
-    """Place objects on allowed surfaces and blend them into the per-pixel signatures."""
+                    extent_m, omit=(), n_sig=None):
+    """Place objects on allowed surfaces and blend them into the per-pixel signatures.
+    Channels from ``n_sig`` on are dense layers: the tree share (the table's own column)
+    and, for object class k, channel ``n_sig + 1 + k`` (set to 1 where it covers)."""
     h, w = class_map.shape
     rows = []
     names = tuple(recipe.objects)
@@ -178,7 +188,9 @@ def _render_objects(rng, recipe, objects, class_map, area_order, mix_sig, sig_ta
         cx = np.minimum((cand[:, 1] * w).astype(int), w - 1)
         ok = np.isin(class_map[cy, cx], allowed)
         cand = cand[ok][:count]
-        sig = sig_table[_MAT_INDEX[spec.material]]
+        sig = sig_table[_MAT_INDEX[spec.material]].copy()
+        if n_sig is not None:
+            sig[n_sig + 1 + names.index(name)] = 1.0
         for fy, fx in cand:
             length = spec.length_m * rng.uniform(0.85, 1.15)
             width = spec.width_m * rng.uniform(0.85, 1.15)
@@ -290,8 +302,24 @@ def render(dataset: str, index: int, seed: int = 0, image_px: int = 64,
     signal = np.take(sig_a, class_map, axis=0)
     signal += alpha[..., None] * np.take(sig_b - sig_a, class_map, axis=0)
 
+    # dense layers ride along as extra channels: objects are blended into them exactly as into
+    # the signal (each channel on its own, so the image is the same as without them)
+    n_sig = signal.shape[-1]
+    tree = np.array([m in TREE_MATERIALS for m in _MAT_INDEX], np.float32)
+    tree_a = np.take(np.array([tree[_MAT_INDEX[sp.materials[0]]] for sp in specs], np.float32),
+                     class_map)
+    tree_b = np.take(np.array([tree[_MAT_INDEX[sp.materials[1]]] for sp in specs], np.float32),
+                     class_map)
+    n_obj = len(recipe.objects)
+    dense = np.zeros((*class_map.shape, 1 + n_obj), np.float32)
+    dense[..., 0] = tree_a + alpha * (tree_b - tree_a)
+    signal = np.concatenate([signal, dense], axis=-1)
+    extra = np.zeros((len(sig_table), 1 + n_obj), np.float32)
+    extra[:, 0] = tree
     obj_rows, obj_names = _render_objects(rng, recipe, objects, class_map, areas, signal,
-                                          sig_table, gsd, extent, set(omit_objects))
+                                          np.concatenate([sig_table, extra], axis=1), gsd,
+                                          extent, set(omit_objects), n_sig)
+    signal, dense = signal[..., :n_sig], signal[..., n_sig:]
     if omit_objects:
         keep = [obj_names[int(r[0])] not in omit_objects for r in obj_rows]
         obj_rows = obj_rows[np.array(keep, bool)] if len(obj_rows) else obj_rows
@@ -302,7 +330,8 @@ def render(dataset: str, index: int, seed: int = 0, image_px: int = 64,
         class_map=class_map, area_names=tuple(areas),
         area_is_label=tuple(recipe.areas[a].label for a in areas),
         objects=obj_rows, object_names=obj_names,
-        object_is_label=tuple(recipe.objects[o].label for o in obj_names))
+        object_is_label=tuple(recipe.objects[o].label for o in obj_names),
+        tree_fraction=np.clip(dense[..., 0], 0, 1), object_cover=np.clip(dense[..., 1:], 0, 1))
     labels = window_labels(layers, 0, 0, px, px, ds.labels, recipe.min_area_fraction)
     scene_labels = sorted({a for a in areas if recipe.areas[a].label} |
                           {obj_names[int(r[0])] for r in obj_rows
@@ -353,6 +382,35 @@ def window_labels(layers: SceneLayers, y0: int, x0: int, h: int, w: int,
         if visible >= MIN_VISIBLE_PX and (frac_inside >= 0.3 or visible >= 0.3 * h * w):
             found.add(name)
     return sorted(found, key=vocabulary.index)
+
+
+def window_mask(layers: SceneLayers, y0: int, x0: int, h: int, w: int,
+                vocabulary: tuple[str, ...]) -> np.ndarray:
+    """(h, w) uint8 class mask of a pixel window: the vocabulary index of each pixel's class,
+    an object class where objects cover at least half of the pixel (the most covering one),
+    else the land-cover class; ``MASK_BACKGROUND`` for a class outside the vocabulary (an
+    unlabelled surface or object)."""
+    cm = layers.class_map[y0:y0 + h, x0:x0 + w]
+    to_vocab = np.array([vocabulary.index(n) if lab and n in vocabulary else MASK_BACKGROUND
+                         for n, lab in zip(layers.area_names, layers.area_is_label,
+                                           strict=True)], np.uint8)
+    out = np.take(to_vocab, cm)
+    if layers.object_cover is not None and layers.object_cover.shape[-1]:
+        cover = layers.object_cover[y0:y0 + h, x0:x0 + w]
+        top = cover.argmax(axis=-1)
+        covered = np.take_along_axis(cover, top[..., None], axis=-1)[..., 0] >= 0.5
+        obj = np.array([vocabulary.index(n) if lab and n in vocabulary else MASK_BACKGROUND
+                        for n, lab in zip(layers.object_names, layers.object_is_label,
+                                          strict=True)], np.uint8)
+        out = np.where(covered, np.take(obj, top), out)
+    return out.astype(np.uint8)
+
+
+def window_trees(layers: SceneLayers, y0: int, x0: int, h: int, w: int) -> np.ndarray:
+    """(h, w) uint8 tree cover of a pixel window in percent (0-100): the share of each pixel
+    under tree crowns (seed 001's forest use case: tree density; >= 50 is a tree pixel)."""
+    tf = layers.tree_fraction[y0:y0 + h, x0:x0 + w]
+    return np.rint(100 * tf).astype(np.uint8)
 
 
 def window_dominant(layers: SceneLayers, y0: int, x0: int, h: int, w: int) -> str | None:

@@ -147,6 +147,15 @@ class ChannelMixer(torch.nn.Module):
         return self.rgb(self.mix(x))
 
 
+def stem_conv1x1(conv, bands: list[str]) -> ChannelMixer:
+    """Seed 003's stem: a learned 1x1 convolution N -> 3, then a 3-channel first convolution of
+    the same shape as ``conv`` (used by the SSL encoders and the segmentation models that take
+    their weights)."""
+    rgb = torch.nn.Conv2d(3, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                          bias=conv.bias is not None)
+    return ChannelMixer(len(bands), bands, rgb)
+
+
 class WavelengthConv(torch.nn.Module):
     """``conv1`` whose per-band kernels are generated from the bands' wavelengths."""
 

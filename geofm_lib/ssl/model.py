@@ -10,7 +10,7 @@ import torch
 
 from geofm_lib.config import Config
 from geofm_lib.errors import ConfigError
-from geofm_lib.models.adapters import ChannelMixer
+from geofm_lib.models.adapters import stem_conv1x1
 
 SSL_FORMAT = "geofm-ssl-1"
 
@@ -63,14 +63,6 @@ def build_task(cfg: Config, bands: list[str], world: int = 1):
     for p in (*task.backbone_momentum.parameters(), *task.projection_head_momentum.parameters()):
         p.requires_grad = False
     return task
-
-
-def stem_conv1x1(conv, bands: list[str]):
-    """Seed 003's stem: a learned 1x1 convolution N -> 3, then a 3-channel first convolution of
-    the same shape as ``conv``."""
-    rgb = torch.nn.Conv2d(3, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                          bias=conv.bias is not None)
-    return ChannelMixer(len(bands), bands, rgb)
 
 
 def make_backbone(name: str, bands: list[str], adapter: str, seed: int,

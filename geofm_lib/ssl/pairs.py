@@ -36,6 +36,10 @@ class Pairs:
     incomplete: int = 0  # places with only one sensor in this split (left out)
     dominant: list[str | None] = field(default_factory=list)  # single label, where known
     bounds: list[list[float] | None] = field(default_factory=list)  # lon/lat footprint
+    # dense labels of the places (``data.masks``), where the shards have them for every place:
+    # the class mask (indices into ``vocabulary`` and the codes) and the tree cover in percent
+    masks: np.ndarray | None = None  # (N, H, W) uint8
+    trees: np.ndarray | None = None  # (N, H, W) uint8
 
     def subset(self, idx) -> Pairs:
         """The places ``idx`` (in that order)."""
@@ -43,7 +47,9 @@ class Pairs:
         pick = lambda seq: [seq[i] for i in idx] if seq else []  # noqa: E731
         return Pairs(self.optical_bands, self.sar_bands, self.optical[idx], self.sar[idx],
                      pick(self.pair_ids), pick(self.labels), self.vocabulary, self.incomplete,
-                     pick(self.dominant), pick(self.bounds))
+                     pick(self.dominant), pick(self.bounds),
+                     None if self.masks is None else self.masks[idx],
+                     None if self.trees is None else self.trees[idx])
 
     @property
     def bands(self) -> list[str]:
@@ -125,6 +131,9 @@ def load_pairs(cfg: Config, split: str) -> Pairs:
                 rec["dominant"] = m["dominant_label"]  # the optical image's, if they differ
             if (m.get("footprint") or {}).get("bounds") and "bounds" not in rec:
                 rec["bounds"] = m["footprint"]["bounds"]
+            for dense in ("mask", "trees"):  # the optical image's, as the dominant class
+                if dense in s and (opt_idx or dense not in rec):
+                    rec[dense] = s[dense]
             for part, idx in (("sar", sar_idx), ("optical", opt_idx)):
                 if idx:
                     names = [bands[i] for i in idx]
@@ -145,13 +154,16 @@ def load_pairs(cfg: Config, split: str) -> Pairs:
             f"(datasets {', '.join(cfg.dataset_keys)}); use group A (bigearthnet_s2 + "
             f"bigearthnet_s1), SEN12MS, bigearthnet_s1s2 or the SSL4EO-S12 pair")
     complete.sort()
+    dense = {d: (np.stack([halves[p][d] for p in complete])
+                 if all(d in halves[p] for p in complete) else None) for d in ("mask", "trees")}
     return Pairs(opt_bands, sar_bands,
                  np.stack([halves[p]["optical"] for p in complete]),
                  np.stack([halves[p]["sar"] for p in complete]), complete,
                  [sorted(halves[p]["labels"]) for p in complete], vocab,
                  incomplete=len(halves) - len(complete),
                  dominant=[halves[p].get("dominant") for p in complete],
-                 bounds=[halves[p].get("bounds") for p in complete])
+                 bounds=[halves[p].get("bounds") for p in complete],
+                 masks=dense["mask"], trees=dense["trees"])
 
 
 def non_overlapping(bounds: list, seed: int = 0) -> np.ndarray:

@@ -27,12 +27,14 @@ import warnings
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from geofm_lib.bands import BandRecord, resolve_bands
 from geofm_lib.config import Config
+from geofm_lib.data.masks import from_class_masks
 from geofm_lib.data.sources.base import (
     Scene,
     SourceBase,
@@ -273,8 +275,16 @@ class AnnotatedSource(SourceBase):
             sensor=self.info.sensor_spec.name, bands=self.bands, gsd_m=self.info.gsd_m,
             date=item.date, bounds=item.bounds, file=item.name,
             scene_labels=labeller.scene_labels(), **item.extra)
+        # a class mask where the annotation is per pixel (masks, not boxes or polygons)
+        mask = (from_class_masks(classes, self.vocabulary, valid if item.valid else None)
+                if classes and not item.objects else None)
         return Scene(dataset, index, image, meta, self.vocabulary, labeller.window,
-                     keep_window=labeller.keep if item.valid else None)
+                     keep_window=labeller.keep if item.valid else None,
+                     mask_window=None if mask is None else partial(_window_of, mask))
+
+
+def _window_of(array: np.ndarray, y: int, x: int, h: int, w: int) -> np.ndarray:
+    return array[y:y + h, x:x + w]
 
 
 class _Labeller:

@@ -104,6 +104,10 @@ class Scene:
     # False for a pixel window too empty to keep (e.g. mostly outside the valid area); the
     # build drops such patches and counts them
     keep_window: Callable[[int, int, int, int], bool] | None = None
+    # dense labels of a pixel window, where the source has them (``data.masks``): the class
+    # mask (uint8 vocabulary indices and codes) and the tree cover in percent
+    mask_window: Callable[[int, int, int, int], np.ndarray] | None = None
+    trees_window: Callable[[int, int, int, int], np.ndarray] | None = None
 
 
 class Source(Protocol):

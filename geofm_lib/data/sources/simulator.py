@@ -48,8 +48,14 @@ class SimulatorSource(SourceBase):
         labeller = partial(_window, s.layers, ds.labels,
                            simulate.RECIPES[dataset].min_area_fraction)
         return Scene(dataset, index, s.image, s.meta, ds.labels, labeller,
-                     partial(simulate.window_dominant, s.layers))
+                     partial(simulate.window_dominant, s.layers),
+                     mask_window=partial(_mask, s.layers, ds.labels),
+                     trees_window=partial(simulate.window_trees, s.layers))
 
 
 def _window(layers, vocabulary, min_frac, y0, x0, h, w):
     return simulate.window_labels(layers, y0, x0, h, w, vocabulary, min_frac)
+
+
+def _mask(layers, vocabulary, y0, x0, h, w):
+    return simulate.window_mask(layers, y0, x0, h, w, vocabulary)

@@ -1,0 +1,205 @@
+"""Segmentation with a given encoder (seed 001's forest use case): a UNet or DeepLabV3+ decoder
+from segmentation_models_pytorch on a timm ResNet encoder (``tu-resnet18`` ...), the encoder
+random or loaded from a pretrained state (notebook 07's ``encoder.pt``), trained on labelled
+masks with the frozen-encoder or the full fine-tuning protocol, scored per epoch (convergence)
+and at the end with bootstrap intervals over test images (``evaluation.segmentation``).
+
+Seed 001's two detail-preserving changes are parameters:
+
+* ``boundary_weight``: the per-pixel cross-entropy weighted ``boundary_weight`` times within
+  ``boundary_px`` of a class boundary of the target (``segmentation.boundary_weights``);
+* ``stem="detail"``: the ResNet's first convolution at stride 1 and no max-pooling, the
+  stride 2 moved into the first residual block, so the stem keeps full-resolution detail
+  (every feature map twice the standard stem's size; the logits resized to the input).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from geofm_lib.evaluation.segmentation import (
+    SegmentationScores,
+    boundary_weights,
+    confusion,
+    evaluate_masks,
+    scores,
+)
+from geofm_lib.models.adapters import stem_conv1x1
+from geofm_lib.models.devices import autocast
+
+DECODERS = {"unet": "Unet", "deeplabv3plus": "DeepLabV3Plus"}
+STEMS = ("standard", "detail")
+PROTOCOLS = ("frozen", "finetune")
+
+
+class _Resized(torch.nn.Module):
+    """A segmentation model whose logits are resized to the input's size (the detail stem
+    doubles every feature map, so the decoder's output is twice the input)."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+        self.encoder = net.encoder
+
+    def forward(self, x):
+        out = self.net(x)
+        if out.shape[-2:] != x.shape[-2:]:
+            out = torch.nn.functional.interpolate(out, size=x.shape[-2:], mode="bilinear",
+                                                  align_corners=False)
+        return out
+
+
+def detail_stem(resnet) -> None:
+    """Seed 001's stem on a timm ResNet (in place): conv1 at stride 1, max-pooling removed,
+    stride 2 in the first residual block (its first convolution and its shortcut)."""
+    conv = resnet.conv1.rgb if hasattr(resnet.conv1, "rgb") else resnet.conv1
+    conv.stride = (1, 1)
+    resnet.maxpool = torch.nn.Identity()
+    block = resnet.layer1[0]
+    # the 3x3 convolution takes the stride: conv2 of a bottleneck, conv1 of a basic block
+    (block.conv2 if hasattr(block, "conv3") else block.conv1).stride = (2, 2)
+    if block.downsample is None:  # a new shortcut projection (random init, as any new layer)
+        c_in = block.conv1.in_channels
+        c_out = (block.conv3 if hasattr(block, "conv3") else block.conv2).out_channels
+        block.downsample = torch.nn.Sequential(
+            torch.nn.Conv2d(c_in, c_out, 1, stride=2, bias=False), torch.nn.BatchNorm2d(c_out))
+    else:
+        block.downsample[0].stride = (2, 2)
+
+
+def build_segmenter(decoder: str, backbone: str, bands: list[str], n_classes: int,
+                    adapter: str = "first_layer", encoder_state: dict | None = None,
+                    stem: str = "standard", seed: int = 0) -> torch.nn.Module:
+    """A UNet / DeepLabV3+ on the timm ResNet ``backbone`` taking ``bands``; the encoder from
+    ``encoder_state`` (the state dict of the SSL backbone: the same timm names) or random.
+    ``adapter``: ``conv1x1`` puts seed 003's N -> 3 mixer in front of conv1, as the encoder
+    was pretrained with."""
+    import segmentation_models_pytorch as smp
+
+    if decoder not in DECODERS:
+        raise ValueError(f"unknown decoder {decoder!r}; choose {', '.join(DECODERS)}")
+    if stem not in STEMS:
+        raise ValueError(f"unknown stem {stem!r}; choose {', '.join(STEMS)}")
+    if not backbone.startswith("resnet"):
+        raise ValueError(f"segmentation takes ResNet encoders here, not {backbone} (a ViT "
+                         f"needs a decoder of its own)")
+    torch.manual_seed(seed)
+    kwargs = {"decoder_attention_type": None} if decoder == "unet" else {}
+    net = getattr(smp, DECODERS[decoder])(f"tu-{backbone}", encoder_weights=None,
+                                          in_channels=len(bands), classes=n_classes, **kwargs)
+    resnet = net.encoder.model
+    if adapter == "conv1x1":
+        resnet.conv1 = stem_conv1x1(resnet.conv1, bands)
+    if encoder_state is not None:
+        missing, unexpected = resnet.load_state_dict(encoder_state, strict=False)
+        if missing or unexpected:
+            raise ValueError(f"the encoder weights do not fit {backbone} + {adapter}: missing "
+                             f"{missing[:3]}, unexpected {unexpected[:3]}")
+    if stem == "detail":
+        detail_stem(resnet)
+        return _Resized(net)
+    return net
+
+
+@dataclass
+class SegmentationRun:
+    """A fitted segmenter's history (train loss and validation scores per epoch) and its
+    final scores on the test images."""
+
+    history: list[dict]
+    final: SegmentationScores
+    seconds: float
+    predictions: np.ndarray = field(repr=False)
+    settings: dict = field(default_factory=dict)
+
+
+def predict_masks(model, x: np.ndarray, device: str = "cpu", precision: str = "fp32",
+                  batch: int = 64) -> np.ndarray:
+    """Class index of every pixel (N, H, W), in eval mode, without gradients."""
+    model.eval()
+    out = []
+    with torch.no_grad(), autocast(device, precision):
+        for i in range(0, len(x), batch):
+            logits = model(torch.from_numpy(x[i:i + batch]).to(device))
+            out.append(logits.argmax(1).cpu().numpy().astype(np.int16))
+    return np.concatenate(out)
+
+
+def fit_segmenter(model, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
+                  y_test: np.ndarray, classes: list[str], *, protocol: str = "finetune",
+                  epochs: int = 10, lr: float = 1e-3, batch_size: int = 32,
+                  boundary_weight: float = 1.0, boundary_px: int = 1, seed: int = 0,
+                  device: str = "cpu", precision: str = "fp32", n_boot: int = 300,
+                  eval_every: int = 1) -> SegmentationRun:
+    """Train ``model`` on (x_train, y_train) (targets: class indices, -1 left out) and score it
+    on the test images after every ``eval_every`` epochs and at the end.
+
+    ``protocol``: ``frozen`` trains the decoder and head only (the encoder's weights and its
+    BatchNorm statistics stay as given), ``finetune`` everything (the encoder at a tenth of
+    ``lr``). AdamW, a cosine schedule over the run, cross-entropy per pixel weighted by
+    ``boundary_weights`` when ``boundary_weight`` is not 1."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; choose {', '.join(PROTOCOLS)}")
+    if len(x_train) == 0:
+        raise ValueError("no labelled training images")
+    model = model.to(device)
+    encoder = model.encoder
+    enc_params = list(encoder.parameters())
+    enc_ids = {id(p) for p in enc_params}
+    rest = [p for p in model.parameters() if id(p) not in enc_ids]
+    if protocol == "frozen":
+        for p in enc_params:
+            p.requires_grad = False
+        groups = [{"params": rest, "lr": lr}]
+    else:
+        groups = [{"params": rest, "lr": lr}, {"params": enc_params, "lr": lr / 10}]
+    opt = torch.optim.AdamW(groups, weight_decay=1e-4)
+    steps_per_epoch = max(1, int(np.ceil(len(x_train) / batch_size)))
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps_per_epoch)
+    weights = (boundary_weights(y_train, boundary_px, boundary_weight)
+               if boundary_weight != 1.0 else (y_train >= 0).astype(np.float32))
+    rng = np.random.default_rng([seed, 8])
+    torch.manual_seed(seed)
+    history: list[dict] = []
+    t0 = time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        model.train()
+        if protocol == "frozen":
+            encoder.eval()  # frozen: BatchNorm statistics as pretrained
+        order = rng.permutation(len(x_train))
+        total, n = 0.0, 0
+        for i in range(0, len(order), batch_size):
+            idx = np.sort(order[i:i + batch_size])
+            xb = torch.from_numpy(x_train[idx]).to(device)
+            yb = torch.from_numpy(y_train[idx].astype(np.int64)).to(device)
+            wb = torch.from_numpy(weights[idx]).to(device)
+            with autocast(device, precision):
+                logits = model(xb)
+            per_pixel = torch.nn.functional.cross_entropy(logits.float(), yb.clamp_min(0),
+                                                          reduction="none")
+            loss = (per_pixel * wb).sum() / wb.sum().clamp_min(1e-6)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss.detach()) * len(idx)
+            n += len(idx)
+        row = {"epoch": epoch, "train_loss": total / n}
+        if epoch % eval_every == 0 or epoch == epochs:
+            pred = predict_masks(model, x_test, device, precision)
+            s = scores(sum(confusion(t, p, len(classes)) for t, p in zip(y_test, pred,
+                                                                         strict=True)))
+            row.update(val_mean_iou=s["mean_iou"], val_overall_accuracy=s["overall_accuracy"])
+        history.append(row)
+    seconds = time.perf_counter() - t0
+    pred = predict_masks(model, x_test, device, precision)
+    final = evaluate_masks(y_test, pred, classes, n_boot=n_boot, seed=seed)
+    return SegmentationRun(history, final, round(seconds, 1), pred,
+                           {"protocol": protocol, "epochs": epochs, "lr": lr,
+                            "boundary_weight": boundary_weight, "boundary_px": boundary_px,
+                            "n_train": len(x_train), "n_test": len(x_test)})
+

@@ -1,0 +1,280 @@
+"""Dense labels and their scores (issue 20, part 2): class masks and tree cover in the shards
+round-trip exactly and match the scene's class map; the readers' masks (FloodNet indices,
+Agriculture-Vision's overlapping binary masks) come through with their codes; OA, IoU, mean
+IoU and the boundary F1 against hand-computed cases."""
+
+import math
+
+import numpy as np
+import pytest
+from paper_fixtures import AGRIVISION_INVALID, write_agriculture_vision, write_floodnet
+
+from geofm_lib.catalog import get_dataset
+from geofm_lib.config import load_config
+from geofm_lib.data import build, masks, shards, simulate
+from geofm_lib.evaluation import segmentation as seg
+from geofm_lib.paths import build_folder
+
+
+def _samples(folder):
+    return list(shards.iter_shards(sorted(folder.glob("*.tar"))))
+
+
+# --- masks in the shards ---------------------------------------------------------------------
+
+def test_simulated_masks_round_trip_and_match_the_scene_class_map(tmp_path):
+    cfg = load_config("ci", group="all", work_dir=str(tmp_path), scene_px=64, image_px=32,
+                      samples_per_dataset=4)
+    build.build_shards(cfg, show_progress=False)
+    samples = _samples(build_folder(cfg))
+    seen = set()
+    for s in samples:
+        m = s["json"]
+        assert m["dense"] == ["mask", "trees"]
+        assert s["mask"].dtype == np.uint8 and s["mask"].shape == (32, 32)
+        scene = simulate.render(m["dataset"], m["index"], seed=cfg.seed, image_px=64)
+        y, x = m["patch_origin_px"]
+        vocab = get_dataset(m["dataset"]).labels
+        assert np.array_equal(s["mask"], simulate.window_mask(scene.layers, y, x, 32, 32, vocab))
+        assert np.array_equal(s["trees"], simulate.window_trees(scene.layers, y, x, 32, 32))
+        # where no object covers a pixel, the mask is the land-cover class map itself
+        cm = scene.layers.class_map[y:y + 32, x:x + 32]
+        free = (scene.layers.object_cover[y:y + 32, x:x + 32].max(-1, initial=0) < 0.5)
+        areas = np.array([vocab.index(a) if lab else masks.MASK_BACKGROUND for a, lab in
+                          zip(scene.layers.area_names, scene.layers.area_is_label, strict=True)])
+        assert np.array_equal(s["mask"][free], areas[cm][free])
+        # objects over at least half a pixel take it (the labels count the land cover under
+        # them too: a flooded building on water leaves the patch labelled Water)
+        top = scene.layers.object_cover[y:y + 32, x:x + 32]
+        if top.shape[-1]:
+            covered = top.max(-1) >= 0.5
+            obj = np.array([vocab.index(n) if lab else masks.MASK_BACKGROUND for n, lab in
+                            zip(scene.layers.object_names, scene.layers.object_is_label,
+                                strict=True)])
+            assert np.array_equal(s["mask"][covered], obj[top.argmax(-1)][covered])
+        seen.add(m["dataset"])
+    assert "bigearthnet_s2" in seen and "xview" in seen
+
+
+def test_tree_cover_is_the_share_of_tree_crowns(tmp_path):
+    scene = next(s for i in range(40)
+                 if "Coniferous forest" in (s := simulate.render("bigearthnet_s2", i)).labels)
+    layers = scene.layers
+    j = layers.area_names.index("Coniferous forest")
+    pure = layers.class_map == j  # conifer on conifer: every pixel all trees
+    assert pure.any() and np.allclose(layers.tree_fraction[pure], 1.0)
+    trees = simulate.window_trees(layers, 0, 0, *layers.class_map.shape)
+    assert trees.max() <= 100 and (trees[pure] == 100).all()
+    water = [i for i, a in enumerate(layers.area_names) if a == "Water bodies"]
+    if water:
+        assert (trees[layers.class_map == water[0]] == 0).all()
+
+
+def test_codes_become_training_targets():
+    stored = np.array([[0, 3, masks.MASK_BACKGROUND], [masks.MASK_SEVERAL, masks.MASK_NODATA, 1]],
+                      np.uint8)
+    assert masks.to_class_index(stored, 4).tolist() == [[0, 3, 4], [-1, -1, 1]]
+    with pytest.raises(ValueError, match="neither vocabulary indices"):
+        masks.to_class_index(np.array([[7]], np.uint8), 4)
+    assert masks.mask_classes(["a", "b"]) == ["a", "b", "background"]
+    a = np.zeros((2, 3), bool)
+    a[0, :2] = True
+    b = np.zeros((2, 3), bool)
+    b[0, 1:] = True
+    valid = np.ones((2, 3), bool)
+    valid[1, 2] = False
+    out = masks.from_class_masks({"a": a, "b": b}, ["a", "b"], valid)
+    assert out.tolist() == [[0, masks.MASK_SEVERAL, 1], [250, 250, masks.MASK_NODATA]]
+
+
+def test_floodnet_index_masks_reach_the_shards_as_harvey_classes(tmp_path):
+    write_floodnet(tmp_path / "fn")
+    cfg = load_config("ci", group="C", datasets=["houston_harvey"], work_dir=str(tmp_path),
+                      image_px=32, sources={"houston_harvey": {
+                          "reader": "class_masks", "root": str(tmp_path / "fn"),
+                          "splits": "official"}})
+    folder = build.build_shards(cfg, None, False)
+    vocab = get_dataset("houston_harvey").labels
+    names = {1: "Flooded building", 3: "Flooded road", 5: "Water"}  # others: background
+    from paper_fixtures import FLOODNET_IMAGES
+    for s in _samples(folder):
+        m = s["json"]
+        regions = FLOODNET_IMAGES[m["split"]][m["image_id"]]
+        full = np.full((64, 64), masks.MASK_BACKGROUND, np.uint8)
+        for value, x0, y0, x1, y1 in regions:
+            full[y0:y1, x0:x1] = vocab.index(names[value]) if value in names else 250
+        y, x = m["patch_origin_px"]
+        assert np.array_equal(s["mask"], full[y:y + 32, x:x + 32]), (m["image_id"], y, x)
+        assert "trees" not in s and m["dense"] == ["mask"]
+
+
+def test_agriculture_vision_masks_keep_the_field_boundary(tmp_path):
+    write_agriculture_vision(tmp_path / "av")
+    cfg = load_config("ci", group="B", datasets=["agriculture_vision"], work_dir=str(tmp_path),
+                      image_px=32, sources={"agriculture_vision": {
+                          "reader": "agriculture_vision", "root": str(tmp_path / "av"),
+                          "splits": "official"}})
+    folder = build.build_shards(cfg, None, False)
+    found = 0
+    for s in _samples(folder):
+        m = s["json"]
+        if m["split"] == "train" and m["patch_origin_px"] == [0, 0]:
+            tile = f"{m['field_id']}_{'-'.join(map(str, m['field_window_px']))}"
+            if "UG6H862FY" in tile:  # double_plant over (0, 0)-(20, 20); outside the field
+                vocab = list(get_dataset("agriculture_vision").labels)
+                assert (s["mask"][:20, :20] == vocab.index("Double plant")).all()
+                assert (s["mask"][20:, 20:] == masks.MASK_BACKGROUND).all()
+                found += 1
+        x0, y0, x1, y1 = AGRIVISION_INVALID  # the dropped patch: not in the shards
+        assert m["patch_origin_px"] != [y0, x0] or "UG6H862FY" not in m.get("field_id", "")
+    assert found == 1
+
+
+# --- scores ----------------------------------------------------------------------------------
+
+def test_oa_iou_and_mean_iou_by_hand():
+    t = np.array([[0, 0], [1, 1]])
+    p = np.array([[0, 1], [1, 1]])
+    cm = seg.confusion(t, p, 3)
+    assert cm.tolist() == [[1, 1, 0], [0, 2, 0], [0, 0, 0]]
+    s = seg.scores(cm)
+    assert s["overall_accuracy"] == 75.0
+    assert s["iou"][0] == pytest.approx(50.0) and s["iou"][1] == pytest.approx(200 / 3)
+    assert math.isnan(s["iou"][2])  # in neither: no IoU, and not in the mean
+    assert s["mean_iou"] == pytest.approx((50 + 200 / 3) / 2)
+    # ignored target pixels are left out of everything
+    t2 = np.array([[0, -1], [1, 1]])
+    assert seg.confusion(t2, p, 3).sum() == 3
+    assert seg.scores(seg.confusion(t2, p, 3))["overall_accuracy"] == 100.0
+    with pytest.raises(ValueError, match="outside"):
+        seg.confusion(t, p + 5, 3)
+
+
+def test_boundary_f1_by_hand():
+    true = np.zeros((4, 4), int)
+    true[:, 2:] = 1  # boundary columns 1 and 2
+    assert seg.boundaries(true)[0].tolist() == [False, True, True, False]
+    assert seg.boundary_f1(true, true) == 1.0
+    shifted = np.zeros((4, 4), int)
+    shifted[:, 3:] = 1  # boundary columns 2 and 3: half of each on the other's
+    assert seg.boundary_f1(true, shifted, tolerance_px=0) == pytest.approx(0.5)
+    assert seg.boundary_f1(true, shifted, tolerance_px=1) == pytest.approx(1.0)
+    assert math.isnan(seg.boundary_f1(np.zeros((3, 3), int), np.zeros((3, 3), int)))
+    assert seg.boundary_f1(true, np.zeros((4, 4), int)) == 0.0
+
+
+def test_boundary_weights_mark_the_edges():
+    m = np.zeros((4, 6), int)
+    m[:, 3:] = 1
+    m[0, 0] = -1
+    w = seg.boundary_weights(m, width_px=1, weight=3.0)
+    assert w[1].tolist() == [1, 1, 3, 3, 1, 1] and w[0, 0] == 0
+    wide = seg.boundary_weights(m, width_px=2, weight=3.0)
+    assert wide[1].tolist() == [1, 3, 3, 3, 3, 1]
+    assert seg.boundary_weights(np.stack([m, m])).shape == (2, 4, 6)
+
+
+def test_intervals_resample_images():
+    t = np.zeros((2, 4, 4), int)
+    t[:, :, 2:] = 1
+    perfect = seg.evaluate_masks(t, t, ["a", "b"], n_boot=50)
+    assert perfect.mean_iou == 100.0 and perfect.ci["mean_iou"] == [100.0, 100.0]
+    assert perfect.boundary_f1 == 100.0 and perfect.n_pixels == 32
+    half = t.copy()
+    half[1] = 1 - t[1]  # the second image all wrong
+    r = seg.evaluate_masks(t, half, ["a", "b"], n_boot=200)
+    assert r.overall_accuracy == 50.0
+    lo, hi = r.ci["overall_accuracy"]
+    assert lo == 0.0 and hi == 100.0  # resampling images: all-wrong to all-right
+    assert set(r.row()["iou"]) == {"a", "b"}
+
+
+# --- the segmenter ---------------------------------------------------------------------------
+
+BANDS = ["B02", "B03", "B04", "B08", "VV", "VH"]
+
+
+def _toy(n, px=16, seed=0):
+    """Class 1 where band 0 is positive, else 0, in 4 x 4 blocks (regions, as land cover
+    comes), with pixel noise: a task a UNet learns in a few epochs."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.normal(size=(n, len(BANDS), px // 4, px // 4)).astype(np.float32)
+    x = np.kron(coarse, np.ones((4, 4), np.float32))
+    x += 0.2 * rng.normal(size=x.shape).astype(np.float32)
+    y = np.kron(coarse[:, 0] > 0, np.ones((4, 4), int)).astype(np.int64)
+    y[:, 0, 0] = -1  # a left-out pixel
+    return x, y
+
+
+def test_the_encoder_loads_pretrained_weights_and_refuses_others():
+    import timm
+    import torch
+
+    from geofm_lib.evaluation.segmenter import build_segmenter
+
+    src = timm.create_model("resnet18", in_chans=len(BANDS), num_classes=0)
+    net = build_segmenter("unet", "resnet18", BANDS, 3, encoder_state=src.state_dict())
+    got = net.encoder.model.state_dict()
+    assert all(torch.equal(got[k], v) for k, v in src.state_dict().items())
+    other = timm.create_model("resnet34", in_chans=len(BANDS), num_classes=0)
+    with pytest.raises(ValueError, match="do not fit resnet18"):
+        build_segmenter("unet", "resnet18", BANDS, 3, encoder_state=other.state_dict())
+    with pytest.raises(ValueError, match="ViT needs a decoder"):
+        build_segmenter("unet", "vit_small_patch16", BANDS, 3)
+
+
+@pytest.mark.parametrize("protocol", ["frozen", "finetune"])
+def test_protocols_train_what_they_say_and_the_model_learns(protocol):
+    import torch
+
+    from geofm_lib.evaluation.segmenter import build_segmenter, fit_segmenter
+
+    x, y = _toy(48)
+    xt, yt = _toy(16, seed=1)
+    net = build_segmenter("unet", "resnet18", BANDS, 2, seed=0)
+    before = {k: v.clone() for k, v in net.encoder.state_dict().items()}
+    run = fit_segmenter(net, x, y, xt, yt, ["no", "yes"], protocol=protocol, epochs=10,
+                        batch_size=8, lr=3e-3, n_boot=20)
+    after = net.encoder.state_dict()
+    unchanged = all(torch.equal(before[k], after[k]) for k in before)
+    assert unchanged == (protocol == "frozen")  # weights and BatchNorm statistics
+    assert [h["epoch"] for h in run.history] == list(range(1, 11))
+    assert all("val_mean_iou" in h for h in run.history)
+    losses = [h["train_loss"] for h in run.history]
+    assert losses[-1] < losses[0], losses  # the decoder learns either way
+    if protocol == "finetune":  # band 0's sign per pixel: easy with the whole network
+        assert run.final.mean_iou > 75, run.history  # chance: about 33
+    lo, hi = run.final.ci["mean_iou"]
+    assert lo <= run.final.mean_iou <= hi
+    assert run.final.n_pixels == 16 * 16 * 16 - 16  # the left-out pixels are not scored
+
+
+def test_detail_stem_keeps_the_input_resolution_longer():
+    import torch
+
+    from geofm_lib.evaluation.segmenter import build_segmenter
+
+    net = build_segmenter("unet", "resnet18", BANDS, 2, stem="detail")
+    resnet = net.encoder.model
+    assert resnet.conv1.stride == (1, 1) and isinstance(resnet.maxpool, torch.nn.Identity)
+    assert resnet.layer1[0].conv1.stride == (2, 2)
+    sizes = [tuple(f.shape[-2:]) for f in net.encoder(torch.randn(1, len(BANDS), 32, 32))]
+    assert sizes[1] == (32, 32)  # the stem's features at full resolution (standard: 16)
+    assert tuple(net(torch.randn(2, len(BANDS), 32, 32)).shape) == (2, 2, 32, 32)
+    w = build_segmenter("deeplabv3plus", "resnet50", BANDS, 2, stem="detail")
+    assert tuple(w(torch.randn(2, len(BANDS), 32, 32)).shape) == (2, 2, 32, 32)
+
+
+def test_places_carry_their_masks(tmp_path):
+    from geofm_lib import ssl
+
+    cfg = load_config("ci", group="A", work_dir=str(tmp_path), samples_per_dataset=12)
+    build.build_shards(cfg, show_progress=False)
+    pairs = ssl.load_pairs(cfg, "train")
+    assert pairs.masks.shape == (len(pairs), 32, 32) and pairs.trees.shape == pairs.masks.shape
+    sub = pairs.subset([2, 0])
+    assert np.array_equal(sub.masks[1], pairs.masks[0])
+    by_key = {s["json"]["pair_id"]: s["mask"] for s in _samples(build_folder(cfg))
+              if s["json"]["dataset"] == "bigearthnet_s2" and s["json"]["split"] == "train"}
+    assert all(np.array_equal(by_key[p], m) for p, m in zip(pairs.pair_ids, pairs.masks,
+                                                            strict=True))
