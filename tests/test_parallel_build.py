@@ -106,7 +106,8 @@ def test_shards_hold_compressed_members_without_pax_headers(tmp_path):
             for m in t.getmembers():
                 names.add(m.name.split(".", 1)[1])
                 assert not m.pax_headers, m.name  # 1 KB per member saved
-    assert names == {"img.npy.blosc", "txt", "json"}  # S1 float32, S2 uint16
+    # S1 float32 and S2 uint16 images; the dense labels as one-band PNGs (data.masks)
+    assert names == {"img.npy.blosc", "mask.png", "trees.png", "txt", "json"}
     s = next(shards.iter_shards(shards.shard_paths(folder, "train", "bigearthnet_s2")))
     assert s["img"].dtype == np.uint16 and s["img"].shape[0] == 12
 

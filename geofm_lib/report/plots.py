@@ -535,3 +535,76 @@ def ssl_score_bars(rows: list[dict], inputs=("s1", "s2", "s1/s2")):
     axes[0][0].legend(fontsize=7, ncol=2)
     fig.tight_layout()
     return fig
+
+
+def segmentation_panel(images: np.ndarray, bands: list[str], targets: np.ndarray,
+                       predictions: dict[str, np.ndarray], classes: list[str], n: int = 4):
+    """Seed 001's qualitative panel: per test image the image (red/green/blue by band name,
+    each band stretched between its 2nd and 98th percentile), the target mask and each
+    encoder's prediction side by side; left-out pixels white."""
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+
+    from geofm_lib.bands import POLARISATIONS, colour_bands
+
+    n = min(n, len(images))
+    optical = [j for j, b in enumerate(bands) if b not in POLARISATIONS]
+    rgb = colour_bands([bands[j] for j in optical]) if optical else None
+    use = [optical[j] for j in rgb] if rgb is not None else [0, 0, 0]
+    palette = plt.get_cmap("tab20" if len(classes) > 10 else "tab10")
+    cmap = ListedColormap([palette(i % palette.N) for i in range(len(classes))] + ["white"])
+    cols = 2 + len(predictions)
+    fig, axes = plt.subplots(n, cols, figsize=(2.1 * cols, 2.1 * n), squeeze=False)
+    for i in range(n):
+        img = images[i][use]
+        lo = np.percentile(img, 2, axis=(1, 2))[:, None, None]
+        hi = np.percentile(img, 98, axis=(1, 2))[:, None, None]
+        axes[i, 0].imshow(np.moveaxis(np.clip((img - lo) / np.maximum(hi - lo, 1e-6), 0, 1),
+                                      0, -1))
+        shown = [("image", None), ("mask", targets[i]),
+                 *((name, p[i]) for name, p in predictions.items())]
+        for k, (title, m) in enumerate(shown):
+            ax = axes[i, k]
+            if m is not None:
+                m = np.where(targets[i] < 0, len(classes), m)
+                ax.imshow(m, cmap=cmap, vmin=0, vmax=len(classes), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(title, fontsize=9)
+    present = sorted({int(v) for v in np.unique(targets[:n]) if v >= 0})
+    handles = [plt.Rectangle((0, 0), 1, 1, color=cmap(c)) for c in present]
+    fig.legend(handles, [classes[c] for c in present], loc="lower center",
+               ncol=min(len(present), 4), fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    return fig
+
+
+def segmentation_curves(histories: dict[str, list[dict]], fractions: dict[str, list[dict]]):
+    """Left: validation mean IoU per epoch of each encoder (convergence); right: mean IoU
+    with its 95 % interval against the number of labelled training images (label
+    efficiency), one line per encoder."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
+    for name, hist in histories.items():
+        pts = [(h["epoch"], h["val_mean_iou"]) for h in hist if "val_mean_iou" in h]
+        axes[0].plot(*zip(*pts, strict=True), marker="o", ms=3, label=name)
+    axes[0].set_xlabel("epoch")
+    axes[0].set_ylabel("validation mean IoU (%)")
+    axes[0].set_title("convergence (all labelled images)")
+    axes[0].legend(fontsize=8)
+    for name, rows in fractions.items():
+        rows = sorted(rows, key=lambda r: r["n_train"])
+        x = [r["n_train"] for r in rows]
+        y = [r["mean_iou"] for r in rows]
+        lo = [r["mean_iou"] - r["ci"]["mean_iou"][0] for r in rows]
+        hi = [r["ci"]["mean_iou"][1] - r["mean_iou"] for r in rows]
+        axes[1].errorbar(x, y, yerr=[lo, hi], marker="o", ms=4, capsize=3, label=name)
+    axes[1].set_xscale("log")
+    axes[1].set_xlabel("labelled training images")
+    axes[1].set_ylabel("test mean IoU (%)")
+    axes[1].set_title("label efficiency (95 % intervals over test images)")
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -119,6 +119,21 @@ def key_metrics(stage: str, m: dict) -> list[str]:
                 *([f"difference {m[diff]:+.1f}{_ci(m.get(diff + '_ci'))} (paired)"]
                   if diff in m else []),
                 "collapsed" if m.get("collapsed") else
-                f"{_num(m.get('places_pretrained'))} places pretrained, not collapsed"]
+                f"{_num(m.get('places_pretrained'))} places pretrained, not collapsed",
+                *(f"beside it {html.escape(name.upper() if name != 'dino' else 'DINO')}: probe F2 "
+                  f"{_num(a.get('linear_probe_f2_s1s2'))}, difference "
+                  f"{a.get('ssl_minus_random_init_f2_s1s2', float('nan')):+.1f}"
+                  f"{_ci(a.get('ssl_minus_random_init_f2_s1s2_ci'))}"
+                  + (" (collapsed)" if a.get("collapsed") else "")
+                  for name, a in (m.get("also") or {}).items())]
+    if stage.startswith("08_"):
+        miou, ci = m.get("mean_iou") or {}, m.get("mean_iou_ci") or {}
+        diff, dci = m.get("minus_random_init") or {}, m.get("minus_random_init_ci") or {}
+        what = ", ".join(html.escape(str(m.get(k))) for k in ("decoder", "protocol"))
+        return [f"<b>{html.escape(str(m.get('target')))} mean IoU</b> ({what} encoder, "
+                f"{_num(m.get('few_labels'))} labelled):",
+                *(f"{html.escape(name)} {_num(v)}{_ci(ci.get(name))}"
+                  + (f", {diff[name]:+.1f}{_ci(dci.get(name))} vs random (paired)"
+                     if name in diff else "") for name, v in miou.items())]
     return [f"{html.escape(k)}: {_num(v) if isinstance(v, int | float) else html.escape(str(v))}"
             for k, v in m.items() if isinstance(v, int | float | str)][:4]

@@ -9,6 +9,7 @@ from .evaluation import (
     compare_runs,
     evaluate,
     features_of,
+    finished_encoders,
     headline_scores,
     labelled_subset,
     not_evaluable,
@@ -47,5 +48,6 @@ __all__ = [
     "collapse_check", "SSLResult", "pretrain", "read_encoder", "mae_reconstructions",
     "METHOD_LABELS", "features_of",
     "labelled_subset", "accuracy_ci", "single_label_probe", "SingleLabels", "single_labels",
-    "evaluate", "headline_scores", "not_evaluable", "MODE_NAMES", "save_evaluation", "compare_runs",
+    "evaluate", "finished_encoders", "headline_scores", "not_evaluable", "MODE_NAMES",
+    "save_evaluation", "compare_runs",
 ]

@@ -406,3 +406,29 @@ def compare_runs(cfg: Config, settings: dict) -> list[dict]:
             how = "linear probe" if r["method"].endswith("linear probe") else "fine-tuned"
             out.append({**r, "run": f"{label}, {how}", "ssl_hash": rec["ssl_hash"]})
     return base_rows + out
+
+
+def finished_encoders(cfg: Config, methods) -> dict[str, Path]:
+    """The ``encoder.pt`` of a finished, evaluated run of each method in ``methods`` on this
+    data with this backbone, input adapter and pair mode (the longest-trained where there
+    are several), as notebook 07 leaves them; a method without one is an error naming the
+    notebook run that makes it."""
+    found: dict[str, tuple[int, Path]] = {}
+    for path in sorted(cfg.path("checkpoints").glob("*/evaluation.json")):
+        rec = json.loads(path.read_text())
+        enc = path.parent / "encoder.pt"
+        method = rec.get("ssl_method", "moco")
+        if (method in methods and enc.is_file() and rec.get("data_hash") == cfg.data_hash
+                and rec["ssl"]["ssl_backbone"] == cfg.ssl_backbone
+                and rec["ssl"]["ssl_adapter"] == cfg.ssl_adapter
+                and rec.get("ssl_mode") == cfg.ssl_mode):
+            epochs = int(rec["ssl"].get("ssl_epochs", 0))
+            if method not in found or epochs > found[method][0]:
+                found[method] = (epochs, enc)
+    missing = [m for m in methods if m not in found]
+    if missing:
+        raise DataError(
+            f"no finished {', '.join(missing)} run on data {cfg.data_hash} with "
+            f"{cfg.ssl_backbone} + {cfg.ssl_adapter}, {cfg.ssl_mode} pairs: run notebook 07 "
+            f"first (ssl_method={missing[0]}, or also_methods) with the same parameters")
+    return {m: found[m][1] for m in methods}
