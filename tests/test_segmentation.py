@@ -17,7 +17,7 @@ from geofm_lib.paths import build_folder
 
 
 def _samples(folder):
-    return list(shards.iter_shards(sorted(folder.glob("*.tar"))))
+    return list(shards.iter_shards(sorted(folder.glob("*.tar")), dense=True))
 
 
 # --- masks in the shards ---------------------------------------------------------------------
@@ -278,3 +278,32 @@ def test_places_carry_their_masks(tmp_path):
               if s["json"]["dataset"] == "bigearthnet_s2" and s["json"]["split"] == "train"}
     assert all(np.array_equal(by_key[p], m) for p, m in zip(pairs.pair_ids, pairs.masks,
                                                             strict=True))
+
+
+def test_validation_shards_rewritten_without_duplicates_keep_their_masks(tmp_path):
+    """The build drops validation images that also occur in train by rewriting the shard:
+    the dense labels of the samples it keeps are rewritten with them."""
+    from geofm_lib.data.build import _drop_val_duplicates
+
+    img = np.arange(2 * 4 * 4, dtype=np.float32).reshape(2, 4, 4)
+    other = img + 100
+    mask = np.full((4, 4), 3, np.uint8)
+    meta = {"dataset": "x", "bands": ["VV", "VH"], "labels": [], "split": "val"}
+
+    def sample(key, image):
+        return {"__key__": key, "img": image, "txt": "t", "json": dict(meta), "mask": mask,
+                "trees": mask * 10}
+
+    sidecars = {}
+    for split, samples in (("train", [sample("a", img)]),
+                           ("val", [sample("b", img), sample("c", other)])):
+        name = f"{split}-x-000000.tar"
+        side = shards.write_shard(tmp_path / name, samples)
+        side.update(split=split, dataset="x", stats={})
+        sidecars[name] = side
+    _drop_val_duplicates(tmp_path, sidecars)
+    (kept,) = shards.iter_shards([tmp_path / "val-x-000000.tar"], dense=True)
+    assert kept["__key__"] == "c" and np.array_equal(kept["mask"], mask)
+    assert np.array_equal(kept["trees"], mask * 10)
+    (plain,) = shards.iter_shards([tmp_path / "val-x-000000.tar"])
+    assert "mask" not in plain  # readers that do not ask skip the dense members

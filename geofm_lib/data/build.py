@@ -427,9 +427,10 @@ def _drop_val_duplicates(folder: Path, sidecars: dict) -> int:
         dup = {k for k, h in zip(side["keys"], side["content"]) if h in train}
         if not dup:
             continue
-        kept = [s for s in iter_shards([folder / name]) if s["__key__"] not in dup]
-        new = write_shard(folder / name, ({"__key__": s["__key__"], "img": s["img"],
-                                           "txt": s["txt"], "json": s["json"]} for s in kept))
+        kept = [s for s in iter_shards([folder / name], dense=True) if s["__key__"] not in dup]
+        new = write_shard(folder / name, ({k: s[k] for k in ("__key__", "img", "txt", "json",
+                                                              *DENSE_MEMBERS) if k in s}
+                                          for s in kept))
         new.update(split="val", dataset=side["dataset"], stats=side["stats"],
                    vocabulary=side.get("vocabulary", []), band_info=side.get("band_info", []),
                    caption_hashes=_caption_hashes(kept),

@@ -144,8 +144,10 @@ def file_sha256(path: Path) -> str:
 
 # --- reading --------------------------------------------------------------------------------
 
-def decode_sample(raw: dict) -> dict:
-    """Decode one raw WebDataset sample; a bad member raises ShardError naming it."""
+def decode_sample(raw: dict, dense: bool = False) -> dict:
+    """Decode one raw WebDataset sample; a bad member raises ShardError naming it. ``dense``:
+    also the dense labels (``mask``, ``trees``) where the sample has them (readers that do
+    not use them skip two PNG decodes per sample)."""
     url, key = raw.get("__url__", "?"), raw.get("__key__", "?")
     out = {"__key__": key, "__url__": url}
     image = next((m for m in IMAGE_MEMBERS if m in raw), "img.png")
@@ -161,7 +163,7 @@ def decode_sample(raw: dict) -> dict:
             raise ShardError(f"shard {Path(str(url)).name}: member {key}.{member} cannot be "
                              f"decoded ({type(exc).__name__}: {exc}); the shard is corrupt - "
                              f"{_REBUILD}") from exc
-    for name in DENSE_MEMBERS:  # dense labels (data.masks), where the sample has them
+    for name in DENSE_MEMBERS if dense else ():  # dense labels (data.masks), where present
         if f"{name}.png" in raw:
             try:
                 out[name] = decode_image("img.png", raw[f"{name}.png"])[0]
@@ -178,8 +180,9 @@ def decode_sample(raw: dict) -> dict:
     return out
 
 
-def iter_shards(paths: Iterable[Path]) -> Iterator[dict]:
-    """Iterate decoded samples (img, txt, json) over shards, in order, with WebDataset.
+def iter_shards(paths: Iterable[Path], dense: bool = False) -> Iterator[dict]:
+    """Iterate decoded samples (img, txt, json; with ``dense`` also mask and trees where
+    they are) over shards, in order, with WebDataset.
 
     Raises:
         ShardError: on a truncated or corrupt tar, naming the file and the last good member.
@@ -192,7 +195,7 @@ def iter_shards(paths: Iterable[Path]) -> Iterator[dict]:
             # training stream splits samples itself, see training.TrainStream)
             for raw in wds.WebDataset(str(path), shardshuffle=False, empty_check=False,
                                       nodesplitter=None, workersplitter=None):
-                sample = decode_sample(raw)
+                sample = decode_sample(raw, dense)
                 last = sample["__key__"]
                 yield sample
         except ShardError:
