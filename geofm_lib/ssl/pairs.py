@@ -120,10 +120,12 @@ def load_pairs(cfg: Config, split: str) -> Pairs:
         if opt_idx and not vocab:
             vocab = (manifest.vocabulary(ds)
                      or list(DATASETS[ds].labels if ds in DATASETS else []))
-        for s in iter_shards(shard_paths(folder, split, ds), dense=True):
+        for n_seen, s in enumerate(iter_shards(shard_paths(folder, split, ds), dense=True)):
             m = s["json"]
             pid = m.get("pair_id") or (s["__key__"] if sar_idx and opt_idx else None)
             if pid is None:
+                if n_seen == 0:  # a dataset of unpaired images (a reader pairs all or none):
+                    break        # its other samples are not decoded
                 continue
             rec = halves.setdefault(pid, {"labels": set()})
             rec["labels"].update(m.get("labels") or [])
