@@ -601,7 +601,10 @@ def segmentation_curves(histories: dict[str, list[dict]], fractions: dict[str, l
         lo = [r["mean_iou"] - r["ci"]["mean_iou"][0] for r in rows]
         hi = [r["ci"]["mean_iou"][1] - r["mean_iou"] for r in rows]
         axes[1].errorbar(x, y, yerr=[lo, hi], marker="o", ms=4, capsize=3, label=name)
+    counts = sorted({r["n_train"] for rows in fractions.values() for r in rows})
     axes[1].set_xscale("log")
+    axes[1].set_xticks(counts, [str(c) for c in counts])
+    axes[1].minorticks_off()
     axes[1].set_xlabel("labelled training images")
     axes[1].set_ylabel("test mean IoU (%)")
     axes[1].set_title("label efficiency (95 % intervals over test images)")
