@@ -32,7 +32,7 @@ from geofm_lib.config import (
     load_config,
     project_root,
 )
-from geofm_lib.data.shards import load_manifest
+from geofm_lib.data.shards import iter_shards, load_manifest, shard_paths
 from geofm_lib.errors import ConfigError, GeofmError, NotebookFailed
 from geofm_lib.io import atomic_write_bytes, atomic_write_json, check_name, folder_lock
 from geofm_lib.paths import build_folder, stage_dir
@@ -181,8 +181,9 @@ def run_page(book: Path, name: str, parameters: dict, reports_dir: Path | None =
 
 
 def _not_applicable(book: Path, cfg) -> str | None:
-    """Why a chain notebook cannot run on this data (None: it can)."""
-    if book.stem.startswith("07_"):
+    """Why a chain notebook cannot run on this data (None: it can): 07 and 08 need S1/S2
+    pairs, 08 also masks in the shards."""
+    if book.stem.startswith(("07_", "08_")):
         try:
             manifest = load_manifest(build_folder(cfg))
         except Exception:  # noqa: BLE001 - no shards yet: let the notebook say so
@@ -190,7 +191,22 @@ def _not_applicable(book: Path, cfg) -> str | None:
         if not may_have_pairs(manifest, cfg.dataset_keys):
             return ("no Sentinel-1/optical pairs in this data (self-supervised pairs need "
                     "group A, all, or paired sources)")
+        if book.stem.startswith("08_") and not _has_masks(cfg):
+            return ("the shards carry no masks (the simulator, class_masks and "
+                    "agriculture_vision sources write them; rebuild older shards with 01)")
     return None
+
+
+def _has_masks(cfg) -> bool:
+    """Whether the first training sample of some dataset of the run has dense labels."""
+    folder = build_folder(cfg)
+    for ds in cfg.dataset_keys:
+        paths = shard_paths(folder, "train", ds)[:1]
+        for s in iter_shards(paths):
+            if s["json"].get("dense"):
+                return True
+            break
+    return False
 
 
 def run_report(preset: str = "demo", experiment: str | None = None,
