@@ -60,7 +60,7 @@ nbval() {
 }
 
 lane_demo() {
-  step "demo pipeline 01-07 (quality bars)" geofm report --preset demo
+  step "demo pipeline 01-08 (quality bars)" geofm report --preset demo
   nbval
 }
 
