@@ -10,7 +10,7 @@
 #              + HTML; the example caption corpus; real BigEarthNet (../shared, when present)
 #           3. the training benchmark notebook in its quick form (-> reports/bench-training/)
 #           4. pytest: the unit tests
-#   demo    5. the demo pipeline (01-07 on the demo preset, CPU) whose metrics the quality-bar
+#   demo    5. the demo pipeline (01-08 on the demo preset, CPU) whose metrics the quality-bar
 #              tests check; GEOFM_SKIP_DEMO=1 skips it (`make test-fast`)
 #           6. pytest: nbval re-executing the CI notebooks of step 2 (cells marked
 #              NBVAL_CHECK_OUTPUT must reproduce their output); it waits for step 2
