@@ -48,9 +48,10 @@ def test_simulated_masks_round_trip_and_match_the_scene_class_map(tmp_path):
         top = scene.layers.object_cover[y:y + 32, x:x + 32]
         if top.shape[-1]:
             covered = top.max(-1) >= 0.5
-            obj = np.array([vocab.index(n) if lab else masks.MASK_BACKGROUND for n, lab in
-                            zip(scene.layers.object_names, scene.layers.object_is_label,
-                                strict=True)])
+            label = dict(zip(scene.layers.object_names, scene.layers.object_is_label,
+                             strict=True))
+            obj = np.array([vocab.index(n) if label[n] else masks.MASK_BACKGROUND
+                            for n in scene.layers.cover_names])
             assert np.array_equal(s["mask"][covered], obj[top.argmax(-1)][covered])
         seen.add(m["dataset"])
     assert "bigearthnet_s2" in seen and "xview" in seen

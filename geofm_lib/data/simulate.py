@@ -93,7 +93,8 @@ class SceneLayers:
     # dense layers for segmentation: the share of each pixel covered by tree crowns (broadleaf
     # or conifer material, after objects are drawn over it) and by each object class
     tree_fraction: np.ndarray | None = None  # (H, W) float32 in [0, 1]
-    object_cover: np.ndarray | None = None  # (H, W, len(object_names)) float32 in [0, 1]
+    object_cover: np.ndarray | None = None  # (H, W, len(cover_names)) float32 in [0, 1]
+    cover_names: tuple[str, ...] = ()  # the object classes placed in the scene
 
 
 def _stable_code(text: str) -> int:
@@ -171,10 +172,10 @@ def _compose(rng: np.random.Generator, dataset: str):
 
 
 def _render_objects(rng, recipe, objects, class_map, area_order, mix_sig, sig_table, gsd,
-                    extent_m, omit=(), n_sig=None):
+                    extent_m, omit=(), n_sig=None, placed=()):
     """Place objects on allowed surfaces and blend them into the per-pixel signatures.
     Channels from ``n_sig`` on are dense layers: the tree share (the table's own column)
-    and, for object class k, channel ``n_sig + 1 + k`` (set to 1 where it covers)."""
+    and, for the k-th class of ``placed``, channel ``n_sig + 1 + k`` (1 where it covers)."""
     h, w = class_map.shape
     rows = []
     names = tuple(recipe.objects)
@@ -190,7 +191,7 @@ def _render_objects(rng, recipe, objects, class_map, area_order, mix_sig, sig_ta
         cand = cand[ok][:count]
         sig = sig_table[_MAT_INDEX[spec.material]].copy()
         if n_sig is not None:
-            sig[n_sig + 1 + names.index(name)] = 1.0
+            sig[n_sig + 1 + placed.index(name)] = 1.0
         for fy, fx in cand:
             length = spec.length_m * rng.uniform(0.85, 1.15)
             width = spec.width_m * rng.uniform(0.85, 1.15)
@@ -310,7 +311,8 @@ def render(dataset: str, index: int, seed: int = 0, image_px: int = 64,
                      class_map)
     tree_b = np.take(np.array([tree[_MAT_INDEX[sp.materials[1]]] for sp in specs], np.float32),
                      class_map)
-    n_obj = len(recipe.objects)
+    placed = tuple(dict.fromkeys(objects))  # a channel per object class in the scene only
+    n_obj = len(placed)
     dense = np.zeros((*class_map.shape, 1 + n_obj), np.float32)
     dense[..., 0] = tree_a + alpha * (tree_b - tree_a)
     signal = np.concatenate([signal, dense], axis=-1)
@@ -318,7 +320,7 @@ def render(dataset: str, index: int, seed: int = 0, image_px: int = 64,
     extra[:, 0] = tree
     obj_rows, obj_names = _render_objects(rng, recipe, objects, class_map, areas, signal,
                                           np.concatenate([sig_table, extra], axis=1), gsd,
-                                          extent, set(omit_objects), n_sig)
+                                          extent, set(omit_objects), n_sig, placed)
     signal, dense = signal[..., :n_sig], signal[..., n_sig:]
     if omit_objects:
         keep = [obj_names[int(r[0])] not in omit_objects for r in obj_rows]
@@ -331,7 +333,8 @@ def render(dataset: str, index: int, seed: int = 0, image_px: int = 64,
         area_is_label=tuple(recipe.areas[a].label for a in areas),
         objects=obj_rows, object_names=obj_names,
         object_is_label=tuple(recipe.objects[o].label for o in obj_names),
-        tree_fraction=np.clip(dense[..., 0], 0, 1), object_cover=np.clip(dense[..., 1:], 0, 1))
+        tree_fraction=np.clip(dense[..., 0], 0, 1), object_cover=np.clip(dense[..., 1:], 0, 1),
+        cover_names=placed)
     labels = window_labels(layers, 0, 0, px, px, ds.labels, recipe.min_area_fraction)
     scene_labels = sorted({a for a in areas if recipe.areas[a].label} |
                           {obj_names[int(r[0])] for r in obj_rows
@@ -399,9 +402,9 @@ def window_mask(layers: SceneLayers, y0: int, x0: int, h: int, w: int,
         cover = layers.object_cover[y0:y0 + h, x0:x0 + w]
         top = cover.argmax(axis=-1)
         covered = np.take_along_axis(cover, top[..., None], axis=-1)[..., 0] >= 0.5
-        obj = np.array([vocabulary.index(n) if lab and n in vocabulary else MASK_BACKGROUND
-                        for n, lab in zip(layers.object_names, layers.object_is_label,
-                                          strict=True)], np.uint8)
+        label = dict(zip(layers.object_names, layers.object_is_label, strict=True))
+        obj = np.array([vocabulary.index(n) if label[n] and n in vocabulary else MASK_BACKGROUND
+                        for n in layers.cover_names], np.uint8)
         out = np.where(covered, np.take(obj, top), out)
     return out.astype(np.uint8)
 
