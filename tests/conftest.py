@@ -25,6 +25,19 @@ def shared_data():
     return SHARED_DATA
 
 
+@pytest.fixture(scope="session")
+def paired_shards(tmp_path_factory):
+    """Group A (BigEarthNet S2 + S1, paired by place), 24 scenes at 32 px (the ci preset),
+    built once for the session: the work folder of the self-supervised tests."""
+    from geofm_lib.config import load_config
+    from geofm_lib.data import build
+
+    work = tmp_path_factory.mktemp("paired")
+    build.build_shards(load_config("ci", group="A", work_dir=str(work), samples_per_dataset=24),
+                       show_progress=False)
+    return work
+
+
 def pytest_collection_modifyitems(config, items):
     """nbval's cells re-execute the notebooks run_all.sh executed: they read its reports too."""
     for item in items:

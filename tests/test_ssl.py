@@ -18,12 +18,10 @@ from geofm_lib.ssl import callbacks  # noqa: E402
 from geofm_lib.ssl import evaluation as ssl_evaluation  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def work(tmp_path_factory):
-    """Group A (BigEarthNet S2 + S1, paired by place) at 32 px, built once for the module."""
-    work = tmp_path_factory.mktemp("work")
-    build.build_shards(_cfg(work), show_progress=False)
-    return work
+@pytest.fixture
+def work(paired_shards):
+    """Group A at 32 px (conftest's paired_shards, built once for the session)."""
+    return paired_shards
 
 
 def _cfg(work, **kw):

@@ -13,7 +13,6 @@ pytest.importorskip("lightning")
 
 from geofm_lib import errors, paths, ssl  # noqa: E402
 from geofm_lib.config import load_config  # noqa: E402
-from geofm_lib.data import build  # noqa: E402
 from geofm_lib.ssl import callbacks, methods  # noqa: E402
 
 VIT = dict(ssl_method="mae", ssl_backbone="vit_tiny_patch16", mae_decoder_dim=64,
@@ -21,12 +20,10 @@ VIT = dict(ssl_method="mae", ssl_backbone="vit_tiny_patch16", mae_decoder_dim=64
 DINO = dict(ssl_method="dino", dino_out_dim=256, dino_local_crops=2)
 
 
-@pytest.fixture(scope="module")
-def work(tmp_path_factory):
-    """Group A (BigEarthNet S2 + S1, paired by place) at 32 px, built once for the module."""
-    work = tmp_path_factory.mktemp("work")
-    build.build_shards(_cfg(work), show_progress=False)
-    return work
+@pytest.fixture
+def work(paired_shards):
+    """Group A at 32 px (conftest's paired_shards, built once for the session)."""
+    return paired_shards
 
 
 def _cfg(work, **kw):
