@@ -240,6 +240,13 @@ def test_pretrain_and_evaluate_as_moco_does(work, kw):
         shown = ssl.mae_reconstructions(cfg, result.encoder_path,
                                         pairs.inputs(np.arange(3), "s2"), ["s2"] * 3)
         assert shown["reconstruction"].shape == (3, len(pairs.bands), 32, 32)
+        from geofm_lib.report import plots  # the figure 07 shows with ssl_method=mae
+
+        fig = plots.mae_reconstructions(shown, pairs.bands)
+        assert len(fig.axes) == 3 * 3
+        for h in result.history:  # and the curves of an MAE run
+            assert "reconstruction_loss" in h
+        assert len(plots.ssl_curves(result.history).axes) == 3
     else:
         with pytest.raises(errors.CheckpointError, match="not a finished MAE run"):
             ssl.mae_reconstructions(cfg, result.encoder_path, np.zeros((1, 14, 32, 32)), ["s2"])
