@@ -9,6 +9,7 @@
     torchrun --nproc_per_node 4 -m geofm_lib.cli ssl --preset full --experiment group_A
     geofm params --preset full --experiment group_C_metadata   # show the resolved set
     geofm study --preset demo                  # seed 000's grouped study, side by side
+    geofm study --study seed001 --preset demo  # seed 001: MoCo, DINO, MAE x decoders x protocols
     geofm example-corpus                       # a Karpathy-style image-text corpus to try
     geofm bench                                # data-stage benchmarks
     geofm bench-compile [--quick]              # shard compile: workers, bytes per sample
@@ -78,8 +79,14 @@ def _report_args(p: argparse.ArgumentParser) -> None:
 
 def _study_args(p: argparse.ArgumentParser) -> None:
     _preset_and_params(p, "override one parameter in every run (repeatable)")
+    p.add_argument("--study", default="seed000", choices=["seed000", "seed001"],
+                   help="seed000: CLIP on the resolution groups (study-<preset>.html); seed001: "
+                        "MoCo, DINO and MAE for segmentation (study-seed001-<preset>.html)")
     p.add_argument("--experiments", default=None,
-                   help="comma-separated experiment sets (default: all five of seed 000)")
+                   help="seed000: comma-separated experiment sets (default: all five)")
+    p.add_argument("--methods", default=None,
+                   help="seed001: comma-separated SSL methods, method or method:backbone "
+                        "(default: moco,dino,mae:vit_small_patch16)")
 
 
 def _corpus_args(p: argparse.ArgumentParser) -> None:
@@ -185,6 +192,17 @@ def _params(args) -> None:
 def _study(args) -> None:
     from geofm_lib.report.reports import run_study
 
+    if args.study == "seed001":
+        from geofm_lib.report.ssl_study import run_seed001_study
+
+        if args.experiments:
+            raise SystemExit("geofm study: --experiments belongs to --study seed000")
+        methods = args.methods.split(",") if args.methods else None
+        page = run_seed001_study(args.preset, methods, **_overrides(args.param))
+        print(f"study: reports/{page.name} (and reports/index.html)")
+        return
+    if args.methods:
+        raise SystemExit("geofm study: --methods belongs to --study seed001")
     exps = args.experiments.split(",") if args.experiments else None
     page = run_study(args.preset, exps, **_overrides(args.param))
     print(f"study: reports/{page.name} (and reports/index.html)")
@@ -252,8 +270,10 @@ COMMANDS: dict[str, Command] = {
     "ssl": Command("MoCo-v2 pretraining of a parameter set (as notebook 07; under torchrun on "
                    "every rank)", _run_args, _ssl),
     "params": Command("print the resolved parameters", _run_args, _params),
-    "study": Command("seed 000's study: compiled, A, B, C, C+metadata, then "
-                     "reports/study-<preset>.html", _study_args, _study),
+    "study": Command("seed 000's study (compiled, A, B, C, C+metadata -> "
+                     "reports/study-<preset>.html) or, with --study seed001, seed 001's "
+                     "SSL-for-segmentation comparison -> reports/study-seed001-<preset>.html",
+                     _study_args, _study),
     "index": Command("rebuild reports/index.html (and the study pages)", _no_args, _index),
     "example-corpus": Command("write a Karpathy-style image-text corpus (images/ + "
                               "dataset.json) from the simulator", _corpus_args,

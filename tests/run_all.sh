@@ -8,7 +8,8 @@
 #              layers (.importlinter)
 #           2. every notebook executed with papermill on the CI preset -> reports/ci-notebooks/
 #              + HTML; the example caption corpus; real BigEarthNet (../shared, when present)
-#           3. the training benchmark notebook in its quick form (-> reports/bench-training/)
+#           3. seed 001's study on the CI preset (-> reports/study-seed001-ci.html); the training
+#              benchmark notebook in its quick form (-> reports/bench-training/)
 #           4. pytest: the unit tests
 #   demo    5. the demo pipeline (01-08 on the demo preset, CPU) whose metrics the quality-bar
 #              tests check; GEOFM_SKIP_DEMO=1 skips it (`make test-fast`)
@@ -48,6 +49,8 @@ lane_checks() {
       geofm bigearthnet-root work/data/bigearthnet-s1 --s2 $ben/BigEarthNet-S2 --s1 $ben/BigEarthNet-S1 --sensor s1 &&
       geofm report --preset ci --experiment bigearthnet_torchgeo --notebooks 01,02 -p run_name=ci-bigearthnet-real"
   fi
+  step "seed 001 study (ci preset: 01, 07 with every method, 08's whole grid)" \
+    geofm study --study seed001 --preset ci
   step "training benchmarks (quick: a smoke test of the notebook, not figures)" \
     geofm bench-train --quick
   step "pytest: unit tests" pytest -q tests -m "not reports" -p no:cacheprovider

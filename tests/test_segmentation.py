@@ -220,8 +220,45 @@ def test_the_encoder_loads_pretrained_weights_and_refuses_others():
     other = timm.create_model("resnet34", in_chans=len(BANDS), num_classes=0)
     with pytest.raises(ValueError, match="do not fit resnet18"):
         build_segmenter("unet", "resnet18", BANDS, 3, encoder_state=other.state_dict())
-    with pytest.raises(ValueError, match="ViT needs a decoder"):
-        build_segmenter("unet", "vit_small_patch16", BANDS, 3)
+    with pytest.raises(ValueError, match="takes decoder=upconv"):
+        build_segmenter("unet", "vit_small_patch16", BANDS, 3, image_px=32)
+    with pytest.raises(ValueError, match="ResNet encoders, the UpConv decoder ViTs"):
+        build_segmenter("upconv", "resnet18", BANDS, 3)
+
+
+def test_a_vit_encoder_gets_the_upconv_decoder_and_its_pretrained_weights():
+    """Seed 001's UpConv decoder on a ViT's patch tokens (MAE's encoder): logits at the input's
+    resolution, the encoder's weights exactly the pretrained ones, the frozen protocol keeps
+    them, and a ResNet stem variant is refused."""
+    import torch
+
+    from geofm_lib.evaluation.segmenter import build_segmenter, decoder_for, fit_segmenter
+    from geofm_lib.models.backbones import make_backbone
+
+    assert decoder_for("vit_tiny_patch16", "unet") == "upconv"
+    assert decoder_for("resnet18", "deeplabv3plus") == "deeplabv3plus"
+    src = make_backbone("vit_tiny_patch16", BANDS, "first_layer", 3, 32)
+    net = build_segmenter("upconv", "vit_tiny_patch16", BANDS, 2,
+                          encoder_state=src.state_dict(), image_px=32)
+    got = net.encoder.state_dict()
+    assert all(torch.equal(got[k], v) for k, v in src.state_dict().items())
+    assert tuple(net(torch.randn(2, len(BANDS), 32, 32)).shape) == (2, 2, 32, 32)
+    # patch 8: three x2 stages instead of four
+    p8 = build_segmenter("upconv", "vit_small_patch8", BANDS, 3, image_px=32)
+    assert sum(isinstance(m, torch.nn.Upsample) for m in p8.decoder) == 3
+    assert tuple(p8(torch.randn(1, len(BANDS), 32, 32)).shape) == (1, 3, 32, 32)
+    x, y = _toy(16, px=32)
+    before = {k: v.clone() for k, v in net.encoder.state_dict().items()}
+    run = fit_segmenter(net, x, y, x[:4], y[:4], ["no", "yes"], protocol="frozen", epochs=2,
+                        batch_size=8, n_boot=10)
+    assert all(torch.equal(before[k], v) for k, v in net.encoder.state_dict().items())
+    assert len(run.history) == 2 and run.predictions.shape == (4, 32, 32)
+    with pytest.raises(ValueError, match="patch embedding instead"):
+        build_segmenter("upconv", "vit_tiny_patch16", BANDS, 2, stem="detail", image_px=32)
+    other = make_backbone("vit_small_patch16", BANDS, "first_layer", 0, 32)
+    with pytest.raises(ValueError, match="do not fit vit_tiny_patch16"):
+        build_segmenter("upconv", "vit_tiny_patch16", BANDS, 2,
+                        encoder_state=other.state_dict(), image_px=32)
 
 
 @pytest.mark.parametrize("protocol", ["frozen", "finetune"])
@@ -308,3 +345,38 @@ def test_validation_shards_rewritten_without_duplicates_keep_their_masks(tmp_pat
     assert np.array_equal(kept["trees"], mask * 10)
     (plain,) = shards.iter_shards([tmp_path / "val-x-000000.tar"])
     assert "mask" not in plain  # readers that do not ask skip the dense members
+
+
+def test_tree_density_scores_by_hand():
+    from geofm_lib.evaluation.segmentation import evaluate_density, paired_rmse_difference
+
+    t = np.array([[[0, 50], [100, -1]], [[20, 20], [20, 20]]], float)  # -1: left out
+    p = np.array([[[10, 50], [80, 99]], [[20, 20], [20, 30]]], float)
+    s = evaluate_density(t, p, n_boot=50)
+    err = np.array([10, 0, -20, 0, 0, 0, 10])  # the 7 valid pixels
+    assert s["rmse"] == pytest.approx(np.sqrt((err ** 2).mean()))
+    assert s["mae"] == pytest.approx(np.abs(err).mean())
+    tv = np.array([0, 50, 100, 20, 20, 20, 20])
+    assert s["r2"] == pytest.approx(1 - (err ** 2).sum() / ((tv - tv.mean()) ** 2).sum())
+    assert s["n_pixels"] == 7 and s["n_images"] == 2
+    assert s["ci"]["rmse"][0] <= s["rmse"] <= s["ci"]["rmse"][1]
+    assert np.isfinite(s["ci"]["r2"]).all()  # draws without spread are left out, not NaN
+    d, ci = paired_rmse_difference(t, t.clip(0), p, n_boot=50)
+    assert d == pytest.approx(-s["rmse"]) and ci[1] <= 0  # perfect minus imperfect
+
+
+def test_the_density_regressor_learns_the_cover():
+    from geofm_lib.evaluation.segmenter import build_segmenter, fit_density
+
+    x, y = _toy(48)
+    cover = np.where(y < 0, -1, 80.0 * y + 10.0)  # 90 % where band 0 is positive, else 10 %
+    xt, yt = _toy(16, seed=1)
+    cover_t = np.where(yt < 0, -1, 80.0 * yt + 10.0)
+    net = build_segmenter("unet", "resnet18", BANDS, 1, seed=0)
+    run = fit_density(net, x, cover, xt, cover_t, protocol="finetune", epochs=10, batch_size=8,
+                      lr=3e-3, n_boot=20)
+    rmse = [h["val_rmse"] for h in run.history]
+    assert rmse[-1] < rmse[0] and run.final["rmse"] < 25, rmse  # the target's std: ~40
+    assert run.final["r2"] > 0.5
+    assert run.predictions.shape == cover_t.shape
+    assert 0 <= run.predictions.min() and run.predictions.max() <= 100

@@ -67,6 +67,23 @@ def test_each_method_is_checked_against_its_backbone_before_any_work():
     assert load_config("ci", ssl_method="dino", ssl_backbone="resnet18").ssl_method == "dino"
 
 
+def test_methods_beside_a_run_name_their_backbone_and_are_checked():
+    cfg = load_config("ci")
+    assert ssl.parse_method("dino", "resnet18") == ("dino", "resnet18")
+    assert ssl.parse_method("mae:vit_tiny_patch16", "resnet18") == ("mae", "vit_tiny_patch16")
+    mae = ssl.method_config(cfg, "mae:vit_tiny_patch16", 3)
+    assert (mae.ssl_method, mae.ssl_backbone, mae.ssl_epochs) == ("mae", "vit_tiny_patch16", 3)
+    assert ssl.method_label("mae", "vit_tiny_patch16", "resnet18") == "MAE ViT-Ti/16"
+    assert ssl.method_label("dino", "resnet18", "resnet18") == "DINO"
+    assert ssl.backbone_label("vit_small_patch8") == "ViT-S/8"
+    with pytest.raises(errors.ConfigError, match="unknown SSL method 'simclr'"):
+        ssl.parse_method("simclr", "resnet18")
+    with pytest.raises(errors.ConfigError, match="unknown backbone 'vit_huge'"):
+        ssl.parse_method("mae:vit_huge", "resnet18")
+    with pytest.raises(errors.ConfigError, match="ViT"):
+        ssl.method_config(cfg, "mae")  # MAE on the run's ResNet
+
+
 def test_a_run_hashes_only_its_own_method_s_parameters():
     base = load_config("ci", group="A")
     assert base.ssl_learning_rate == 0.03  # MoCo's SGD rate when ssl_lr is None
@@ -236,6 +253,19 @@ def test_pretrain_and_evaluate_as_moco_does(work, kw):
         f"{label}, fine-tuned"}
     head = ssl.headline_scores(rows)
     assert "ssl_minus_random_init_f2_s1s2_ci" in head
+    if cfg.ssl_method == "mae":
+        # 07 beside MoCo: the frozen protocol alone, then 08 finds the run by method:backbone
+        frozen = ssl.evaluate(cfg, result.encoder_path, finetune_epochs=1, n_boot=20,
+                              show_progress=False, tasks=("multi-label",), finetune=False,
+                              scratch=False)
+        assert {r["method"] for r in frozen} == {"random init, linear probe",
+                                                 f"{label}, linear probe"}
+        ssl.save_evaluation(cfg, frozen, {"n_boot": 20})
+        resnet_cfg = _cfg(work, labelled_samples=12)
+        found = ssl.finished_encoders(resnet_cfg, ["mae:vit_tiny_patch16"])
+        assert found == {"mae:vit_tiny_patch16": result.encoder_path}
+        with pytest.raises(errors.DataError, match="ssl_method=mae ssl_backbone=vit_small_patch16"):
+            ssl.finished_encoders(resnet_cfg, ["mae:vit_small_patch16"])
     if cfg.ssl_method == "mae":  # the decoder is kept: the notebook shows reconstructions
         shown = ssl.mae_reconstructions(cfg, result.encoder_path,
                                         pairs.inputs(np.arange(3), "s2"), ["s2"] * 3)
@@ -250,3 +280,31 @@ def test_pretrain_and_evaluate_as_moco_does(work, kw):
     else:
         with pytest.raises(errors.CheckpointError, match="not a finished MAE run"):
             ssl.mae_reconstructions(cfg, result.encoder_path, np.zeros((1, 14, 32, 32)), ["s2"])
+
+
+@pytest.mark.parametrize("kw", [DINO, VIT], ids=["dino", "mae"])
+def test_torchrun_two_processes_train_dino_and_mae(work, kw):
+    """DINO and MAE under torchrun as MoCo: two gloo processes each train on their share of
+    the places (Lightning DDP; DINO's centre is all-reduced by lightly's loss), rank 0 alone
+    writes the encoder, and the run records its world size."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    args = dict(group="A", work_dir=str(work), samples_per_dataset=24, ssl_batch_size=8,
+                ssl_epochs=1, run_name="ddp-" + kw["ssl_method"], **kw)
+    port = {"dino": "29541", "mae": "29542"}[kw["ssl_method"]]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_port", port, "-m", "geofm_lib.cli", "ssl", "--preset", "ci"]
+    for k, v in args.items():
+        cmd += ["-p", f"{k}={v}"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout[out.stdout.index("{"):])
+    assert report["world_size"] == 2 and np.isfinite(report["final_loss"])
+    cfg = _cfg(work, **{k: v for k, v in args.items() if k != "work_dir"})
+    net, state = ssl.read_encoder(paths.ssl_dir(cfg) / "encoder.pt")
+    assert state["run"]["world_size"] == 2 and state["method"] == kw["ssl_method"]
+    assert state["run"]["steps"] >= 1

@@ -1,5 +1,7 @@
 """Segmentation with a given encoder (seed 001's forest use case): a UNet or DeepLabV3+ decoder
-from segmentation_models_pytorch on a timm ResNet encoder (``tu-resnet18`` ...), the encoder
+from segmentation_models_pytorch on a timm ResNet encoder (``tu-resnet18`` ...), or seed 001's
+UpConv decoder on a timm ViT's patch tokens (``vit_small_patch16`` ..., the encoders of MAE and
+of DINO with a ViT), the encoder
 random or loaded from a pretrained state (notebook 07's ``encoder.pt``), trained on labelled
 masks with the frozen-encoder or the full fine-tuning protocol, scored per epoch (convergence)
 and at the end with bootstrap intervals over test images (``evaluation.segmentation``).
@@ -15,6 +17,7 @@ Seed 001's two detail-preserving changes are parameters:
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -25,13 +28,18 @@ from geofm_lib.evaluation.segmentation import (
     SegmentationScores,
     boundary_weights,
     confusion,
+    density_scores,
+    density_sums,
+    evaluate_density,
     evaluate_masks,
     scores,
 )
 from geofm_lib.models.adapters import stem_conv1x1
+from geofm_lib.models.backbones import make_backbone
 from geofm_lib.models.devices import autocast
 
-DECODERS = {"unet": "Unet", "deeplabv3plus": "DeepLabV3Plus"}
+DECODERS = {"unet": "Unet", "deeplabv3plus": "DeepLabV3Plus", "upconv": None}
+RESNET_DECODERS = ("unet", "deeplabv3plus")
 STEMS = ("standard", "detail")
 PROTOCOLS = ("frozen", "finetune")
 
@@ -71,22 +79,72 @@ def detail_stem(resnet) -> None:
         block.downsample[0].stride = (2, 2)
 
 
+class UpConvViT(torch.nn.Module):
+    """Seed 001's decoder for a ViT encoder: the last block's patch tokens laid out as a
+    (D, H/p, W/p) map, then log2(p) stages of (bilinear x2 upsampling, 3x3 convolution,
+    BatchNorm, ReLU), the channels halved each stage from ``width``, and a 1x1 convolution to
+    the classes at the input's resolution."""
+
+    def __init__(self, vit, n_classes: int, width: int = 256):
+        super().__init__()
+        self.encoder = vit
+        patch = vit.patch_embed.patch_size[0]
+        stages = int(round(math.log2(patch)))
+        if 2 ** stages != patch:
+            raise ValueError(f"the UpConv decoder needs a power-of-two patch, not {patch}")
+        layers, c_in = [], vit.embed_dim
+        for i in range(stages):
+            c_out = max(16, width >> i)
+            layers += [torch.nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+                       torch.nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+                       torch.nn.BatchNorm2d(c_out), torch.nn.ReLU(inplace=True)]
+            c_in = c_out
+        self.decoder = torch.nn.Sequential(*layers)
+        self.head = torch.nn.Conv2d(c_in, n_classes, 1)
+
+    def forward(self, x):
+        tokens = self.encoder.forward_features(x)[:, self.encoder.num_prefix_tokens:]
+        p = self.encoder.patch_embed.patch_size[0]
+        h, w = x.shape[-2] // p, x.shape[-1] // p
+        fmap = tokens.transpose(1, 2).reshape(x.shape[0], -1, h, w)
+        return self.head(self.decoder(fmap))
+
+
+def decoder_for(backbone: str, decoder: str) -> str:
+    """The decoder an encoder gets: ``decoder`` (UNet or DeepLabV3+) on a ResNet, the UpConv
+    decoder on a ViT (seed 001's pairing; smp's decoders want a ResNet's feature pyramid)."""
+    return "upconv" if backbone.startswith("vit_") else decoder
+
+
 def build_segmenter(decoder: str, backbone: str, bands: list[str], n_classes: int,
                     adapter: str = "first_layer", encoder_state: dict | None = None,
-                    stem: str = "standard", seed: int = 0) -> torch.nn.Module:
-    """A UNet / DeepLabV3+ on the timm ResNet ``backbone`` taking ``bands``; the encoder from
+                    stem: str = "standard", seed: int = 0,
+                    image_px: int | None = None) -> torch.nn.Module:
+    """A UNet / DeepLabV3+ on the timm ResNet ``backbone``, or the UpConv decoder on the timm
+    ViT ``backbone`` (made for ``image_px``), taking ``bands``; the encoder from
     ``encoder_state`` (the state dict of the SSL backbone: the same timm names) or random.
-    ``adapter``: ``conv1x1`` puts seed 003's N -> 3 mixer in front of conv1, as the encoder
-    was pretrained with."""
+    ``adapter``: ``conv1x1`` puts seed 003's N -> 3 mixer in front of conv1 (the patch
+    embedding of a ViT), as the encoder was pretrained with."""
     import segmentation_models_pytorch as smp
 
     if decoder not in DECODERS:
         raise ValueError(f"unknown decoder {decoder!r}; choose {', '.join(DECODERS)}")
     if stem not in STEMS:
         raise ValueError(f"unknown stem {stem!r}; choose {', '.join(STEMS)}")
-    if not backbone.startswith("resnet"):
-        raise ValueError(f"segmentation takes ResNet encoders here, not {backbone} (a ViT "
-                         f"needs a decoder of its own)")
+    if backbone.startswith("vit_"):
+        if decoder != "upconv":
+            raise ValueError(f"a ViT encoder ({backbone}) takes decoder=upconv, not {decoder} "
+                             f"(UNet and DeepLabV3+ need a ResNet's feature pyramid)")
+        if stem != "standard":
+            raise ValueError(f"stem={stem} changes a ResNet's first layers; {backbone} has "
+                             f"a patch embedding instead")
+        vit = make_backbone(backbone, bands, adapter, seed, image_px)
+        _load_encoder(vit, encoder_state, backbone, adapter)
+        torch.manual_seed(seed)
+        return UpConvViT(vit, n_classes)
+    if not backbone.startswith("resnet") or decoder not in RESNET_DECODERS:
+        raise ValueError(f"{decoder} on {backbone}: UNet and DeepLabV3+ take ResNet encoders, "
+                         f"the UpConv decoder ViTs")
     torch.manual_seed(seed)
     kwargs = {"decoder_attention_type": None} if decoder == "unet" else {}
     net = getattr(smp, DECODERS[decoder])(f"tu-{backbone}", encoder_weights=None,
@@ -94,15 +152,25 @@ def build_segmenter(decoder: str, backbone: str, bands: list[str], n_classes: in
     resnet = net.encoder.model
     if adapter == "conv1x1":
         resnet.conv1 = stem_conv1x1(resnet.conv1, bands)
-    if encoder_state is not None:
-        missing, unexpected = resnet.load_state_dict(encoder_state, strict=False)
-        if missing or unexpected:
-            raise ValueError(f"the encoder weights do not fit {backbone} + {adapter}: missing "
-                             f"{missing[:3]}, unexpected {unexpected[:3]}")
+    _load_encoder(resnet, encoder_state, backbone, adapter)
     if stem == "detail":
         detail_stem(resnet)
         return _Resized(net)
     return net
+
+
+def _load_encoder(net, state: dict | None, backbone: str, adapter: str) -> None:
+    if state is None:
+        return
+    # smp's timm wrapper keeps timm's names, so the SSL backbone's state fits key by key
+    try:
+        missing, unexpected = net.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # the same names at other shapes (ViT-S weights into a ViT-Ti)
+        raise ValueError(f"the encoder weights do not fit {backbone} + {adapter}: "
+                         f"{str(exc).splitlines()[1].strip()[:300]}") from None
+    if missing or unexpected:
+        raise ValueError(f"the encoder weights do not fit {backbone} + {adapter}: missing "
+                         f"{missing[:3]}, unexpected {unexpected[:3]}")
 
 
 @dataclass
@@ -129,24 +197,18 @@ def predict_masks(model, x: np.ndarray, device: str = "cpu", precision: str = "f
     return np.concatenate(out)
 
 
-def fit_segmenter(model, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
-                  y_test: np.ndarray, classes: list[str], *, protocol: str = "finetune",
-                  epochs: int = 10, lr: float = 1e-3, batch_size: int = 32,
-                  boundary_weight: float = 1.0, boundary_px: int = 1, seed: int = 0,
-                  device: str = "cpu", precision: str = "fp32", n_boot: int = 300,
-                  eval_every: int = 1) -> SegmentationRun:
-    """Train ``model`` on (x_train, y_train) (targets: class indices, -1 left out) and score it
-    on the test images after every ``eval_every`` epochs and at the end.
-
-    ``protocol``: ``frozen`` trains the decoder and head only (the encoder's weights and its
-    BatchNorm statistics stay as given), ``finetune`` everything (the encoder at a tenth of
-    ``lr``). AdamW, a cosine schedule over the run, cross-entropy per pixel weighted by
-    ``boundary_weights`` when ``boundary_weight`` is not 1."""
+def _train(model, x_train: np.ndarray, n_train: int, loss_of, evaluate, *, protocol: str,
+           epochs: int, lr: float, batch_size: int, seed: int, device: str, precision: str,
+           eval_every: int) -> tuple[list[dict], float]:
+    """The loop both tasks share: ``loss_of(logits, idx)`` the batch loss of the images
+    ``idx``, ``evaluate()`` the validation scores (a dict) after every ``eval_every`` epochs.
+    ``frozen`` trains the decoder and head only (the encoder's weights and BatchNorm
+    statistics stay as given), ``finetune`` everything (the encoder at a tenth of ``lr``);
+    AdamW with a cosine schedule over the run."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; choose {', '.join(PROTOCOLS)}")
-    if len(x_train) == 0:
+    if n_train == 0:
         raise ValueError("no labelled training images")
-    model = model.to(device)
     encoder = model.encoder
     enc_params = list(encoder.parameters())
     enc_ids = {id(p) for p in enc_params}
@@ -158,10 +220,8 @@ def fit_segmenter(model, x_train: np.ndarray, y_train: np.ndarray, x_test: np.nd
     else:
         groups = [{"params": rest, "lr": lr}, {"params": enc_params, "lr": lr / 10}]
     opt = torch.optim.AdamW(groups, weight_decay=1e-4)
-    steps_per_epoch = max(1, int(np.ceil(len(x_train) / batch_size)))
+    steps_per_epoch = max(1, int(np.ceil(n_train / batch_size)))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps_per_epoch)
-    weights = (boundary_weights(y_train, boundary_px, boundary_weight)
-               if boundary_weight != 1.0 else (y_train >= 0).astype(np.float32))
     rng = np.random.default_rng([seed, 8])
     torch.manual_seed(seed)
     history: list[dict] = []
@@ -170,18 +230,13 @@ def fit_segmenter(model, x_train: np.ndarray, y_train: np.ndarray, x_test: np.nd
         model.train()
         if protocol == "frozen":
             encoder.eval()  # frozen: BatchNorm statistics as pretrained
-        order = rng.permutation(len(x_train))
+        order = rng.permutation(n_train)
         total, n = 0.0, 0
         for i in range(0, len(order), batch_size):
             idx = np.sort(order[i:i + batch_size])
-            xb = torch.from_numpy(x_train[idx]).to(device)
-            yb = torch.from_numpy(y_train[idx].astype(np.int64)).to(device)
-            wb = torch.from_numpy(weights[idx]).to(device)
             with autocast(device, precision):
-                logits = model(xb)
-            per_pixel = torch.nn.functional.cross_entropy(logits.float(), yb.clamp_min(0),
-                                                          reduction="none")
-            loss = (per_pixel * wb).sum() / wb.sum().clamp_min(1e-6)
+                logits = model(torch.from_numpy(x_train[idx]).to(device))
+            loss = loss_of(logits.float(), idx)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -190,12 +245,40 @@ def fit_segmenter(model, x_train: np.ndarray, y_train: np.ndarray, x_test: np.nd
             n += len(idx)
         row = {"epoch": epoch, "train_loss": total / n}
         if epoch % eval_every == 0 or epoch == epochs:
-            pred = predict_masks(model, x_test, device, precision)
-            s = scores(sum(confusion(t, p, len(classes)) for t, p in zip(y_test, pred,
-                                                                         strict=True)))
-            row.update(val_mean_iou=s["mean_iou"], val_overall_accuracy=s["overall_accuracy"])
+            row.update(evaluate())
         history.append(row)
-    seconds = time.perf_counter() - t0
+    return history, time.perf_counter() - t0
+
+
+def fit_segmenter(model, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
+                  y_test: np.ndarray, classes: list[str], *, protocol: str = "finetune",
+                  epochs: int = 10, lr: float = 1e-3, batch_size: int = 32,
+                  boundary_weight: float = 1.0, boundary_px: int = 1, seed: int = 0,
+                  device: str = "cpu", precision: str = "fp32", n_boot: int = 300,
+                  eval_every: int = 1) -> SegmentationRun:
+    """Train ``model`` on (x_train, y_train) (targets: class indices, -1 left out) and score it
+    on the test images after every ``eval_every`` epochs and at the end (``_train``: the
+    protocols, optimiser and schedule). Cross-entropy per pixel, weighted by
+    ``boundary_weights`` when ``boundary_weight`` is not 1."""
+    model = model.to(device)
+    weights = (boundary_weights(y_train, boundary_px, boundary_weight)
+               if boundary_weight != 1.0 else (y_train >= 0).astype(np.float32))
+
+    def loss_of(logits, idx):
+        yb = torch.from_numpy(y_train[idx].astype(np.int64)).to(device)
+        wb = torch.from_numpy(weights[idx]).to(device)
+        per_pixel = torch.nn.functional.cross_entropy(logits, yb.clamp_min(0), reduction="none")
+        return (per_pixel * wb).sum() / wb.sum().clamp_min(1e-6)
+
+    def evaluate():
+        pred = predict_masks(model, x_test, device, precision)
+        s = scores(sum(confusion(t, p, len(classes)) for t, p in zip(y_test, pred, strict=True)))
+        return {"val_mean_iou": s["mean_iou"], "val_overall_accuracy": s["overall_accuracy"]}
+
+    history, seconds = _train(model, x_train, len(x_train), loss_of, evaluate,
+                              protocol=protocol, epochs=epochs, lr=lr, batch_size=batch_size,
+                              seed=seed, device=device, precision=precision,
+                              eval_every=eval_every)
     pred = predict_masks(model, x_test, device, precision)
     final = evaluate_masks(y_test, pred, classes, n_boot=n_boot, seed=seed)
     return SegmentationRun(history, final, round(seconds, 1), pred,
@@ -203,3 +286,56 @@ def fit_segmenter(model, x_train: np.ndarray, y_train: np.ndarray, x_test: np.nd
                             "boundary_weight": boundary_weight, "boundary_px": boundary_px,
                             "n_train": len(x_train), "n_test": len(x_test)})
 
+
+def predict_density(model, x: np.ndarray, device: str = "cpu", precision: str = "fp32",
+                    batch: int = 64) -> np.ndarray:
+    """Tree cover of every pixel in percent (N, H, W): 100 x the sigmoid of the one output."""
+    model.eval()
+    out = []
+    with torch.no_grad(), autocast(device, precision):
+        for i in range(0, len(x), batch):
+            logits = model(torch.from_numpy(x[i:i + batch]).to(device))
+            out.append(100 * torch.sigmoid(logits.float()[:, 0]).cpu().numpy())
+    return np.concatenate(out).astype(np.float32)
+
+
+@dataclass
+class DensityRun:
+    """A fitted tree-density regressor: history (train loss, validation RMSE per epoch), the
+    final scores with intervals (``segmentation.evaluate_density``) and its predictions."""
+
+    history: list[dict]
+    final: dict
+    seconds: float
+    predictions: np.ndarray = field(repr=False)
+
+
+def fit_density(model, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
+                y_test: np.ndarray, *, protocol: str = "finetune", epochs: int = 10,
+                lr: float = 1e-3, batch_size: int = 32, seed: int = 0, device: str = "cpu",
+                precision: str = "fp32", n_boot: int = 300, eval_every: int = 1) -> DensityRun:
+    """Seed 001's tree-density task: ``model`` (one output channel) regresses the tree cover of
+    every pixel (targets in percent, below 0 left out) through a sigmoid, mean squared error on
+    the cover as a fraction; the same protocols and loop as ``fit_segmenter``; scored by RMSE,
+    MAE (percent points) and R^2 with intervals over test images."""
+    model = model.to(device)
+    target = np.where(y_train >= 0, y_train / 100.0, -1.0).astype(np.float32)
+
+    def loss_of(logits, idx):
+        yb = torch.from_numpy(target[idx]).to(device)
+        valid = (yb >= 0).float()
+        err = (torch.sigmoid(logits[:, 0]) - yb.clamp_min(0)) ** 2
+        return (err * valid).sum() / valid.sum().clamp_min(1.0)
+
+    def evaluate():
+        s = density_scores(density_sums(y_test, predict_density(model, x_test, device,
+                                                                 precision)))
+        return {"val_rmse": s["rmse"], "val_r2": s["r2"]}
+
+    history, seconds = _train(model, x_train, len(x_train), loss_of, evaluate,
+                              protocol=protocol, epochs=epochs, lr=lr, batch_size=batch_size,
+                              seed=seed, device=device, precision=precision,
+                              eval_every=eval_every)
+    pred = predict_density(model, x_test, device, precision)
+    return DensityRun(history, evaluate_density(y_test, pred, n_boot, seed), round(seconds, 1),
+                      pred)

@@ -90,9 +90,11 @@ def _other_pages(reports_dir: Path) -> str:
     """The seed-000 study pages and the benchmark pages, with their headline figures."""
     tiles = []
     for p in sorted(Path(reports_dir).glob("study-*.html")):
+        what = ("seed 001: MoCo, DINO and MAE encoders under every decoder and protocol, "
+                "its findings checked" if p.stem.startswith("study-seed001-") else
+                "seed 000's experiment sets side by side with the paper's tables")
         tiles.append(f'<div class="tile"><div class="name"><a href="{html.escape(p.name)}">'
-                     f"{html.escape(p.stem)}</a></div><ul><li>seed 000's experiment sets side "
-                     f"by side with the paper's tables</li></ul></div>")
+                     f"{html.escape(p.stem)}</a></div><ul><li>{what}</li></ul></div>")
     for p in sorted(Path(reports_dir).glob("bench-*/*.html")):
         href = f"{html.escape(p.parent.name)}/{html.escape(p.name)}"
         executed = p.with_suffix(".ipynb")

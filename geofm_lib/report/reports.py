@@ -209,9 +209,34 @@ def _has_masks(cfg) -> bool:
     return False
 
 
+def notebook_parameters(book: Path) -> dict:
+    """The parameters papermill reads from ``book``'s parameters cell (name -> default)."""
+    import papermill as pm
+
+    return {k: v.get("default") for k, v in pm.inspect_notebook(str(book)).items()}
+
+
+def check_notebook_params(books: list[Path], notebook_params: dict) -> dict[str, dict]:
+    """``notebook_params`` ({notebook prefix: {name: value}}) checked against the notebooks'
+    parameters cells before anything runs: an unknown notebook or parameter is an error."""
+    out = {}
+    for prefix, extra in (notebook_params or {}).items():
+        match = [b for b in books if b.name.startswith(prefix)]
+        if len(match) != 1:
+            raise ConfigError(f"notebook {prefix!r} of notebook_params: not one notebook of "
+                              f"{', '.join(b.stem for b in books)}")
+        known = notebook_parameters(match[0])
+        bad = [k for k in extra if k not in known]
+        if bad:
+            raise ConfigError(f"{match[0].stem} has no parameter(s) {bad}; it has "
+                              f"{', '.join(known)}")
+        out[match[0].stem] = dict(extra)
+    return out
+
+
 def run_report(preset: str = "demo", experiment: str | None = None,
                chain: list[str] | None = None, reports_dir: Path | None = None,
-               **overrides) -> Path:
+               notebook_params: dict | None = None, **overrides) -> Path:
     """Execute the notebook chain for a parameter set and publish it under reports/.
 
     Args:
@@ -219,6 +244,9 @@ def run_report(preset: str = "demo", experiment: str | None = None,
         experiment: experiment set (``group_A`` ... ``group_C_metadata``) or None.
         chain: notebook name prefixes to run (e.g. ``["01", "02"]``); None = all notebooks.
         reports_dir: where the static site lives; default ``<project>/reports``.
+        notebook_params: parameters of one notebook only (its own, such as 08's
+            ``decoder``), ``{"08": {"decoder": ["unet", "deeplabv3plus"]}}``; checked against
+            the notebooks' parameters cells before anything runs.
         **overrides: single parameters, as papermill ``-p`` would pass them.
 
     Returns:
@@ -235,11 +263,12 @@ def run_report(preset: str = "demo", experiment: str | None = None,
         if not books:
             raise ConfigError(f"no notebook matches {chain}; have "
                               f"{', '.join(b.name for b in notebooks(root))}")
+    local = check_notebook_params(books, notebook_params)
     final = reports_dir / check_name(cfg.name, "run_name")
     reports_dir.mkdir(parents=True, exist_ok=True)
     with folder_lock(final, f"the report folder reports/{cfg.name}", wait=False):
         return _run_report_locked(cfg, preset, experiment, chain, books, reports_dir, final,
-                                  root, overrides)
+                                  root, overrides, local)
 
 
 def remove_stale(reports_dir: Path, name: str) -> list[str]:
@@ -261,7 +290,7 @@ def _is_report(folder: Path) -> bool:
 
 
 def _run_report_locked(cfg, preset, experiment, chain, books, reports_dir: Path, final: Path,
-                       root: Path, overrides: dict) -> Path:
+                       root: Path, overrides: dict, local: dict | None = None) -> Path:
     """The body of :func:`run_report`, run while holding the report folder's lock: the
     notebooks run into ``.<run>.<pid>.tmp/``, which replaces ``<run>/`` only when all
     succeeded. Only folders inside ``reports_dir`` that a report run made are ever removed."""
@@ -292,7 +321,7 @@ def _run_report_locked(cfg, preset, experiment, chain, books, reports_dir: Path,
         log.info("running %s (%s)", book.name, cfg.name)
         out = tmp / book.name
         try:
-            _execute(book, out, params, root, cfg)
+            _execute(book, out, {**params, **(local or {}).get(book.stem, {})}, root, cfg)
         except NotebookFailed as exc:  # the pages that ran are published, marked failed
             failure = {"notebook": book.stem, "error": str(exc).split(" (the executed page")[0]
                        .splitlines()[0][:400], "exception": exc}
@@ -333,6 +362,7 @@ def _run_report_locked(cfg, preset, experiment, chain, books, reports_dir: Path,
         "overrides": json.loads(scrub(json.dumps(
             {k: v for k, v in overrides.items() if v is not None and k not in NOT_HASHED}),
             root, cfg)),
+        "notebook_params": local or {},
         "status": "failed" if failure else "ok",
         "failed": {k: v for k, v in failure.items() if k != "exception"} if failure else None,
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),

@@ -120,7 +120,7 @@ def key_metrics(stage: str, m: dict) -> list[str]:
                   if diff in m else []),
                 "collapsed" if m.get("collapsed") else
                 f"{_num(m.get('places_pretrained'))} places pretrained, not collapsed",
-                *(f"beside it {html.escape(name.upper() if name != 'dino' else 'DINO')}: probe F2 "
+                *(f"beside it {html.escape(a.get('label') or name.upper())}: probe F2 "
                   f"{_num(a.get('linear_probe_f2_s1s2'))}, difference "
                   f"{a.get('ssl_minus_random_init_f2_s1s2', float('nan')):+.1f}"
                   f"{_ci(a.get('ssl_minus_random_init_f2_s1s2_ci'))}"

@@ -21,10 +21,14 @@ from .model import (
     METHOD_LABELS,
     SSL_FORMAT,
     augmentations,
+    backbone_label,
     build_task,
     collapse_check,
     embedding_std,
     make_backbone,
+    method_config,
+    method_label,
+    parse_method,
     stem_conv1x1,
 )
 from .pairs import (
@@ -49,5 +53,6 @@ __all__ = [
     "METHOD_LABELS", "features_of",
     "labelled_subset", "accuracy_ci", "single_label_probe", "SingleLabels", "single_labels",
     "evaluate", "finished_encoders", "headline_scores", "not_evaluable", "MODE_NAMES",
-    "save_evaluation", "compare_runs",
+    "save_evaluation", "compare_runs", "parse_method", "method_config", "method_label",
+    "backbone_label",
 ]

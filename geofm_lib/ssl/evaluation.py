@@ -30,7 +30,7 @@ from geofm_lib.io import atomic_write_json
 from geofm_lib.models.devices import autocast, resolve_device, resolve_precision
 from geofm_lib.paths import ssl_dir
 from geofm_lib.progress import get_logger, progress
-from geofm_lib.ssl.model import METHOD_LABELS, make_backbone
+from geofm_lib.ssl.model import METHOD_LABELS, make_backbone, parse_method
 from geofm_lib.ssl.pairs import INPUTS, Pairs, load_pairs
 from geofm_lib.ssl.pretraining import read_encoder
 
@@ -202,7 +202,7 @@ class _Baselines:
 def evaluate(cfg: Config, encoder_path: Path, finetune_epochs: int = 5, n_boot: int = 300,
              device: str | None = None, show_progress: bool = True,
              tasks: tuple[str, ...] = ("multi-label", "single-label"),
-             finetune: bool = True) -> list[dict]:
+             finetune: bool = True, scratch: bool = True) -> list[dict]:
     """Seed 003's table: rows (random init + linear probe, supervised from scratch, the SSL
     encoder with a linear probe and fine-tuned) x inputs (s1, s2, s1/s2) x tasks, on the
     validation places (never seen in pretraining or fitting) with ``labelled_samples``
@@ -211,7 +211,9 @@ def evaluate(cfg: Config, encoder_path: Path, finetune_epochs: int = 5, n_boot: 
     score has a bootstrap 95 % interval over test places. Rows: ``task, metric, method,
     input, score, ci, n_train, n_test``. Fits and features run on ``device`` (None:
     ``cfg.device``) at ``cfg.precision``. ``finetune=False`` leaves out the fine-tuned SSL
-    encoder's rows (the frozen encoder's probe and the baselines stay)."""
+    encoder's rows (the frozen encoder's probe and the baselines stay); ``scratch=False`` the
+    supervised-from-scratch baseline's (the frozen-encoder protocol alone: the SSL encoder's
+    probe and random init's)."""
     train, test = load_pairs(cfg, "train"), load_pairs(cfg, "val")
     why = not_evaluable(train, test, cfg)
     if why is not None:
@@ -235,7 +237,7 @@ def evaluate(cfg: Config, encoder_path: Path, finetune_epochs: int = 5, n_boot: 
     ssl_name = f"{METHOD_LABELS[state.get('method', 'moco')]} {state['mode']}"
     rows = []
     n_tasks = ("multi-label" in tasks) + (single is not None)
-    bar = progress(total=len(INPUTS) * (3 + finetune) * n_tasks, desc="evaluation",
+    bar = progress(total=len(INPUTS) * (2 + scratch + finetune) * n_tasks, desc="evaluation",
                    unit="fit",
                    disable=not show_progress)
 
@@ -294,7 +296,8 @@ def evaluate(cfg: Config, encoder_path: Path, finetune_epochs: int = 5, n_boot: 
                         "hamming_loss": m["hamming_loss"]}
 
             fits = [("supervised from scratch", lambda: memo.get(
-                which, "supervised from scratch", "multi-label", lambda: tuned(None)))]
+                which, "supervised from scratch", "multi-label", lambda: tuned(None)))
+                    ] if scratch else []
             if finetune:
                 fits.append((f"{ssl_name}, fine-tuned", lambda: tuned(ssl_net)))
             for name, fit in fits:
@@ -327,7 +330,8 @@ def evaluate(cfg: Config, encoder_path: Path, finetune_epochs: int = 5, n_boot: 
                         lambda: tuned_single(None))),
                     (f"{ssl_name}, fine-tuned", lambda: tuned_single(ssl_net))]
             for name, fit in fits:
-                if name == f"{ssl_name}, fine-tuned" and not finetune:
+                if ((name == f"{ssl_name}, fine-tuned" and not finetune)
+                        or (name == "supervised from scratch" and not scratch)):
                     continue
                 res = fit()
                 row("single-label", name, which, res["score"], res["ci"], len(k),
@@ -409,26 +413,30 @@ def compare_runs(cfg: Config, settings: dict) -> list[dict]:
 
 
 def finished_encoders(cfg: Config, methods) -> dict[str, Path]:
-    """The ``encoder.pt`` of a finished, evaluated run of each method in ``methods`` on this
-    data with this backbone, input adapter and pair mode (the longest-trained where there
-    are several), as notebook 07 leaves them; a method without one is an error naming the
+    """The ``encoder.pt`` of a finished, evaluated run of each method in ``methods`` (``moco``,
+    or ``mae:vit_tiny_patch16`` for a backbone other than ``cfg.ssl_backbone``) on this data
+    with this input adapter and pair mode (the longest-trained where there are several), as
+    notebook 07 leaves them, keyed as given; a method without one is an error naming the
     notebook run that makes it."""
+    wanted = {spec: parse_method(spec, cfg.ssl_backbone) for spec in methods}
     found: dict[str, tuple[int, Path]] = {}
     for path in sorted(cfg.path("checkpoints").glob("*/evaluation.json")):
         rec = json.loads(path.read_text())
         enc = path.parent / "encoder.pt"
-        method = rec.get("ssl_method", "moco")
-        if (method in methods and enc.is_file() and rec.get("data_hash") == cfg.data_hash
-                and rec["ssl"]["ssl_backbone"] == cfg.ssl_backbone
+        have = (rec.get("ssl_method", "moco"), rec["ssl"]["ssl_backbone"])
+        if not (enc.is_file() and rec.get("data_hash") == cfg.data_hash
                 and rec["ssl"]["ssl_adapter"] == cfg.ssl_adapter
                 and rec.get("ssl_mode") == cfg.ssl_mode):
-            epochs = int(rec["ssl"].get("ssl_epochs", 0))
-            if method not in found or epochs > found[method][0]:
-                found[method] = (epochs, enc)
+            continue
+        epochs = int(rec["ssl"].get("ssl_epochs", 0))
+        for spec, want in wanted.items():
+            if want == have and (spec not in found or epochs > found[spec][0]):
+                found[spec] = (epochs, enc)
     missing = [m for m in methods if m not in found]
     if missing:
+        m, b = wanted[missing[0]]
         raise DataError(
             f"no finished {', '.join(missing)} run on data {cfg.data_hash} with "
-            f"{cfg.ssl_backbone} + {cfg.ssl_adapter}, {cfg.ssl_mode} pairs: run notebook 07 "
-            f"first (ssl_method={missing[0]}, or also_methods) with the same parameters")
+            f"{cfg.ssl_adapter}, {cfg.ssl_mode} pairs: run notebook 07 first with the same "
+            f"parameters and ssl_method={m} ssl_backbone={b} (or also_methods=[{missing[0]}])")
     return {m: found[m][1] for m in methods}

@@ -11,11 +11,51 @@ import torch
 from geofm_lib.config import Config
 from geofm_lib.errors import ConfigError
 from geofm_lib.models.adapters import stem_conv1x1
+from geofm_lib.models.backbones import make_backbone  # noqa: F401 (the SSL encoders)
 
 SSL_FORMAT = "geofm-ssl-1"
 
 # the names results tables print for each method
 METHOD_LABELS = {"moco": "MoCo-v2", "dino": "DINO", "mae": "MAE"}
+
+
+def parse_method(spec: str, backbone: str) -> tuple[str, str]:
+    """(method, backbone) of ``method`` or ``method:backbone`` (e.g. ``mae:vit_tiny_patch16``,
+    for a method beside a run on another backbone; without one, ``backbone``)."""
+    from geofm_lib.config import SSL_BACKBONES
+
+    method, _, own = str(spec).partition(":")
+    if method not in METHOD_LABELS:
+        raise ConfigError(f"unknown SSL method {method!r} in {spec!r}; choose "
+                          f"{', '.join(METHOD_LABELS)} (optionally method:backbone)")
+    own = own or backbone
+    if own not in SSL_BACKBONES:
+        raise ConfigError(f"unknown backbone {own!r} in {spec!r}; choose "
+                          f"{', '.join(SSL_BACKBONES)}")
+    return method, own
+
+
+def method_config(cfg: Config, spec: str, epochs: int | None = None) -> Config:
+    """``cfg`` for the method (and backbone) of ``spec``, validated (MAE needs a ViT, MoCo a
+    ResNet), for ``epochs`` epochs (None: ``cfg``'s)."""
+    method, backbone = parse_method(spec, cfg.ssl_backbone)
+    return cfg.with_params(ssl_method=method, ssl_backbone=backbone,
+                           ssl_epochs=epochs or cfg.ssl_epochs)
+
+
+def method_label(method: str, backbone: str, default_backbone: str | None = None) -> str:
+    """``MAE`` or, on a backbone other than ``default_backbone``, ``MAE ViT-Ti/16``."""
+    if backbone == default_backbone or default_backbone is None:
+        return METHOD_LABELS[method]
+    return f"{METHOD_LABELS[method]} {backbone_label(backbone)}"
+
+
+def backbone_label(backbone: str) -> str:
+    """``vit_tiny_patch16`` -> ``ViT-Ti/16``, ``resnet18`` -> ``ResNet-18``."""
+    if backbone.startswith("vit_"):
+        size, patch = backbone[4:].split("_patch")
+        return f"ViT-{ {'tiny': 'Ti', 'small': 'S', 'base': 'B'}.get(size, size)}/{patch}"
+    return f"ResNet-{backbone[6:]}"
 
 
 # --- the MoCo-v2 model ----------------------------------------------------------------------
@@ -63,31 +103,6 @@ def build_task(cfg: Config, bands: list[str], world: int = 1):
     for p in (*task.backbone_momentum.parameters(), *task.projection_head_momentum.parameters()):
         p.requires_grad = False
     return task
-
-
-def make_backbone(name: str, bands: list[str], adapter: str, seed: int,
-                  image_px: int | None = None):
-    """A timm encoder taking ``bands`` (the architecture of the SSL encoder), random init,
-    pooled features out. ResNets take any image size. ViTs (``vit_small_patch16`` is timm's
-    ``vit_small_patch16_224``) are made for ``image_px`` (positional embeddings interpolated
-    for other sizes, as DINO's small crops need), features averaged over the patch tokens
-    after the final norm; ``conv1x1`` puts the N -> 3 mixer in front of the patch embedding."""
-    import timm
-
-    torch.manual_seed(seed)
-    if name.startswith("vit_"):
-        if image_px is None:
-            raise ConfigError(f"{name} is made for one image size: give image_px")
-        net = timm.create_model(f"{name}_224", img_size=image_px, in_chans=len(bands),
-                                num_classes=0, global_pool="avg", fc_norm=False,
-                                dynamic_img_size=True)
-        if adapter == "conv1x1":
-            net.patch_embed.proj = stem_conv1x1(net.patch_embed.proj, bands)
-        return net
-    net = timm.create_model(name, in_chans=len(bands), num_classes=0)
-    if adapter == "conv1x1":
-        net.conv1 = stem_conv1x1(net.conv1, bands)
-    return net
 
 
 def embedding_std(features: torch.Tensor) -> float:
