@@ -189,6 +189,10 @@ class MAETask(LightningModule):
 
         super().__init__()
         self.encoder = MaskedVisionTransformerTIMM(vit=vit)
+        # lightly's masked ViT carries a mask token for SimMIM-style inputs; MAE drops the
+        # masked patches instead and never uses it. Frozen, so that DDP does not wait for its
+        # gradient (AdamW skipped it anyway: its gradient was always None)
+        self.encoder.mask_token.requires_grad_(False)
         self.decoder_embed = torch.nn.Linear(vit.embed_dim, decoder_dim)
         self.decoder = MaskedVisionTransformerDecoderTIMM(
             num_patches=vit.patch_embed.num_patches, embed_dim=decoder_dim,
