@@ -455,8 +455,11 @@ def ssl_curves(history: list[dict]):
         axes[2].plot(steps, col("kl_teacher_student"), color="#9467bd")
         axes[2].set_title("KL(teacher || student)")
     else:
-        axes[1].plot(steps, col("reconstruction_loss"), color="#ff7f0e")
+        axes[1].plot(steps, col("reconstruction_loss"), color="#ff7f0e", label="MAE")
+        # the target is normalised per patch: predicting each hidden patch's mean (0) scores 1
+        axes[1].axhline(1.0, color="grey", ls=":", lw=1, label="each patch's mean")
         axes[1].set_title("reconstruction loss, fixed masks")
+        axes[1].legend(fontsize=7)
     ax = axes[-1]
     ax.plot(steps, col("embedding_std"), label="encoder features")
     if kind == "moco":
