@@ -269,8 +269,10 @@ def build_seed001_study(reports_dir: Path, preset: str) -> Path:
              f"target {html.escape(str(seg.get('target', '-')))}, input "
              f"{html.escape(str(seg.get('input', '-')))}",
              f"{seg.get('epochs', '-')} segmentation epochs, {seg.get('n_test', '-')} test places",
-             "encoders: " + ", ".join(f"{html.escape(k)} ({html.escape(backbone_label(v))})"
-                                      for k, v in backbones.items()),
+             "encoders: " + ", ".join(  # in the table's order (the record sorts its keys)
+                 f"{html.escape(k)} ({html.escape(backbone_label(backbones[k]))})"
+                 for k in dict.fromkeys(_short(r["encoder"]) for r in seg.get("table") or [])
+                 if k in backbones),
              "seconds: " + ", ".join(f"{k[:2]} {v:.0f}" for k, v in
                                       (info.get("seconds") or {}).items())]
     status = ("" if info.get("status") == "ok" else
