@@ -38,6 +38,23 @@ def paired_shards(tmp_path_factory):
     return work
 
 
+def torchrun_ssl(args: dict, port: str) -> dict:
+    """`geofm ssl --preset ci -p k=v ...` under torchrun with two gloo processes of one thread
+    each; the JSON report rank 0 prints (the run must succeed)."""
+    import json
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_port", port, "-m", "geofm_lib.cli", "ssl", "--preset", "ci"]
+    for k, v in args.items():
+        cmd += ["-p", f"{k}={v}"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout[out.stdout.index("{"):])
+
+
 def pytest_collection_modifyitems(config, items):
     """nbval's cells re-execute the notebooks run_all.sh executed: they read its reports too."""
     for item in items:

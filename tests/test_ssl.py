@@ -298,21 +298,11 @@ def test_an_interrupted_run_resumes_to_the_same_weights(work):
 def test_torchrun_two_processes_share_the_global_batch_and_the_queue(work):
     """Two gloo processes under torchrun: every process trains, rank 0 writes the encoder, and
     the queue holds the keys of both (gathered before enqueueing: 2 steps x 8 keys)."""
-    import json
-    import os
-    import subprocess
-    import sys
+    from conftest import torchrun_ssl
 
     args = dict(group="A", work_dir=str(work), samples_per_dataset=24, ssl_batch_size=8,
                 ssl_epochs=1, moco_queue=32, run_name="ddp", moco_temperature=0.25)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-           "--master_port", "29533", "-m", "geofm_lib.cli", "ssl", "--preset", "ci"]
-    for k, v in args.items():
-        cmd += ["-p", f"{k}={v}"]
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    report = json.loads(out.stdout[out.stdout.index("{"):])
+    report = torchrun_ssl(args, "29533")
     assert report["world_size"] == 2 and report["steps"] == 2  # 18 places // 8 per step
     cfg = _cfg(work, **{k: v for k, v in args.items() if k != "work_dir"})
     last = torch.load(paths.ssl_dir(cfg) / "last.ckpt", weights_only=True)

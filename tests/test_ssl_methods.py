@@ -287,22 +287,11 @@ def test_torchrun_two_processes_train_dino_and_mae(work, kw):
     """DINO and MAE under torchrun as MoCo: two gloo processes each train on their share of
     the places (Lightning DDP; DINO's centre is all-reduced by lightly's loss), rank 0 alone
     writes the encoder, and the run records its world size."""
-    import json
-    import os
-    import subprocess
-    import sys
+    from conftest import torchrun_ssl
 
     args = dict(group="A", work_dir=str(work), samples_per_dataset=24, ssl_batch_size=8,
                 ssl_epochs=1, run_name="ddp-" + kw["ssl_method"], **kw)
-    port = {"dino": "29541", "mae": "29542"}[kw["ssl_method"]]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-           "--master_port", port, "-m", "geofm_lib.cli", "ssl", "--preset", "ci"]
-    for k, v in args.items():
-        cmd += ["-p", f"{k}={v}"]
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    report = json.loads(out.stdout[out.stdout.index("{"):])
+    report = torchrun_ssl(args, {"dino": "29541", "mae": "29542"}[kw["ssl_method"]])
     assert report["world_size"] == 2 and np.isfinite(report["final_loss"])
     cfg = _cfg(work, **{k: v for k, v in args.items() if k != "work_dir"})
     net, state = ssl.read_encoder(paths.ssl_dir(cfg) / "encoder.pt")

@@ -185,16 +185,21 @@ class SegmentationRun:
     settings: dict = field(default_factory=dict)
 
 
-def predict_masks(model, x: np.ndarray, device: str = "cpu", precision: str = "fp32",
-                  batch: int = 64) -> np.ndarray:
-    """Class index of every pixel (N, H, W), in eval mode, without gradients."""
+def _predict(model, x: np.ndarray, device: str, precision: str, batch: int, head):
+    """``head(logits)`` of every batch of ``x``, in eval mode, without gradients, concatenated."""
     model.eval()
     out = []
     with torch.no_grad(), autocast(device, precision):
         for i in range(0, len(x), batch):
-            logits = model(torch.from_numpy(x[i:i + batch]).to(device))
-            out.append(logits.argmax(1).cpu().numpy().astype(np.int16))
+            out.append(head(model(torch.from_numpy(x[i:i + batch]).to(device))))
     return np.concatenate(out)
+
+
+def predict_masks(model, x: np.ndarray, device: str = "cpu", precision: str = "fp32",
+                  batch: int = 64) -> np.ndarray:
+    """Class index of every pixel (N, H, W)."""
+    return _predict(model, x, device, precision, batch,
+                    lambda logits: logits.argmax(1).cpu().numpy().astype(np.int16))
 
 
 def _train(model, x_train: np.ndarray, n_train: int, loss_of, evaluate, *, protocol: str,
@@ -290,13 +295,8 @@ def fit_segmenter(model, x_train: np.ndarray, y_train: np.ndarray, x_test: np.nd
 def predict_density(model, x: np.ndarray, device: str = "cpu", precision: str = "fp32",
                     batch: int = 64) -> np.ndarray:
     """Tree cover of every pixel in percent (N, H, W): 100 x the sigmoid of the one output."""
-    model.eval()
-    out = []
-    with torch.no_grad(), autocast(device, precision):
-        for i in range(0, len(x), batch):
-            logits = model(torch.from_numpy(x[i:i + batch]).to(device))
-            out.append(100 * torch.sigmoid(logits.float()[:, 0]).cpu().numpy())
-    return np.concatenate(out).astype(np.float32)
+    return _predict(model, x, device, precision, batch, lambda logits: (
+        100 * torch.sigmoid(logits.float()[:, 0])).cpu().numpy().astype(np.float32))
 
 
 @dataclass
