@@ -9,7 +9,7 @@ PRESET ?= demo
 EXPERIMENT ?=
 CI_RUN := ci-notebooks
 
-.PHONY: report test test-fast study lab data bench clean-work setup
+.PHONY: report test test-fast study study-seed001 lab data bench clean-work setup
 
 setup: $(STAMP)
 
@@ -32,6 +32,9 @@ test-fast: $(STAMP)
 
 study: $(STAMP)
 	$(BIN)/geofm study --preset $(PRESET)
+
+study-seed001: $(STAMP)
+	$(BIN)/geofm study --study seed001 --preset $(PRESET)
 
 data: $(STAMP)
 	$(BIN)/geofm data --preset $(PRESET) $(if $(EXPERIMENT),--experiment $(EXPERIMENT))
