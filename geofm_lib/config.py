@@ -24,6 +24,7 @@ import types
 from pathlib import Path
 from typing import Any, Literal
 
+import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -907,7 +908,19 @@ def from_notebook(namespace: dict[str, Any], local: tuple[str, ...] = ()) -> Con
     Every public, non-callable, non-module name in ``namespace`` counts as a parameter, so a
     misspelt ``-p batchsize 10`` is caught instead of silently ignored. Names in ``local`` are
     the notebook's own parameters (not workspace parameters) and are skipped.
+
+    papermill's ``-p`` passes a list or mapping as its text (``-p decoder '["unet",
+    "deeplabv3plus"]'`` arrives as a string); such values, local ones included, are read as
+    YAML and written back into ``namespace``, so the notebook sees the list.
     """
+    for k, v in list(namespace.items()):
+        if isinstance(v, str) and v.lstrip()[:1] in ("[", "{") and not k.startswith("_"):
+            try:
+                namespace[k] = yaml.safe_load(v)
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"parameter {k!r}: {v!r} is not a YAML list or mapping "
+                                  f"({str(exc).splitlines()[0]}); write e.g. -p {k} "
+                                  f"'[a, b]', or -y '{k}: [a, b]'") from None
     params = {
         k: v for k, v in namespace.items()
         if not k.startswith("_") and not k.startswith("PAPERMILL_") and k not in _IPYTHON_NAMES

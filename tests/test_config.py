@@ -90,3 +90,17 @@ def test_parameters_and_the_cli_load_without_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "[]"
+
+
+def test_papermill_lists_given_as_text_become_lists():
+    """papermill's -p hands a list over as its text: the notebook's own parameters and the
+    workspace's both get the list, and bad text is a clear error naming the parameter."""
+    from geofm_lib.config import from_notebook
+
+    ns = {"preset": "ci", "datasets": '["bigearthnet_s2", bigearthnet_s1]',
+          "decoder": '["unet", "deeplabv3plus"]', "target": "trees"}
+    cfg = from_notebook(ns, local=("decoder", "target"))
+    assert cfg.datasets == ("bigearthnet_s2", "bigearthnet_s1")
+    assert ns["decoder"] == ["unet", "deeplabv3plus"] and ns["target"] == "trees"
+    with pytest.raises(ConfigError, match="parameter 'decoder'.*-y 'decoder: \\[a, b\\]'"):
+        from_notebook({"preset": "ci", "decoder": "[unet,"}, local=("decoder",))
