@@ -14,6 +14,7 @@
     geofm bench                                # data-stage benchmarks
     geofm bench-compile [--quick]              # shard compile: workers, bytes per sample
     geofm bench-train [--quick]                # training benchmarks (vs open_clip_train, ...)
+    geofm bench-ssl --preset full              # seed 001's SSL and segmentation steps (GPU)
 """
 
 from __future__ import annotations
@@ -120,6 +121,16 @@ def _bench_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="cpu | cuda (default: cuda if present)")
     p.add_argument("--no-openclip", action="store_true", help="skip open_clip_train")
     p.add_argument("--no-ddp", action="store_true", help="skip the torchrun 1-vs-2 runs")
+    p.add_argument("--gpu-only", action="store_true",
+                   help="only the CUDA figures (skip the CPU comparisons)")
+
+
+def _bench_ssl_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default="full", help="sizes to time at (default: full)")
+    p.add_argument("--device", default=None, help="cpu | cuda (default: the preset's)")
+    p.add_argument("--methods", default=None,
+                   help="comma-separated SSL methods (default: the seed 001 study's)")
+    p.add_argument("--quick", action="store_true", help="tiny sizes: the code path only")
 
 
 def _no_args(p: argparse.ArgumentParser) -> None:
@@ -243,7 +254,14 @@ def _bench_compile(args) -> None:
 
 
 def _bench_train(args) -> None:
-    """The benchmark notebook -> reports/bench-training/, numbers in work/bench/."""
+    """The benchmark notebook -> reports/bench-training/, numbers in work/bench/;
+    ``--gpu-only``: the CUDA figures alone, printed and written, without the notebook."""
+    if args.gpu_only:
+        from geofm_lib.bench.train import run as train_bench
+
+        print(json.dumps(train_bench(args.quick, args.device or "cuda", not args.no_openclip,
+                                     with_cpu=False), indent=1))
+        return
     from geofm_lib.report.reports import run_page
 
     page = run_page(project_root() / "notebooks" / "bench_training.ipynb", "bench-training",
@@ -253,6 +271,13 @@ def _bench_train(args) -> None:
     print(numbers.read_text())
     print(f"numbers: {load_config('demo').work_dir}/bench/training.json; "
           f"report: reports/{page.parent.name}/{page.name}")
+
+
+def _bench_ssl(args) -> None:
+    from geofm_lib.bench.ssl import run as ssl_bench
+
+    ssl_bench(args.preset, args.device, args.quick,
+              args.methods.split(",") if args.methods else None)
 
 
 @dataclass(frozen=True)
@@ -286,6 +311,8 @@ COMMANDS: dict[str, Command] = {
                              "sample, loader vs step", _bench_compile_args, _bench_compile),
     "bench-train": Command("training benchmarks: ours vs open_clip_train, loader vs step, 1 vs "
                            "2 processes, CUDA MFU", _bench_train_args, _bench_train),
+    "bench-ssl": Command("seed 001's SSL methods and segmenters: samples/s and memory of "
+                         "the step at a preset's sizes", _bench_ssl_args, _bench_ssl),
 }
 
 

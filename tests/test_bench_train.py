@@ -39,3 +39,22 @@ def test_step_fed_by_a_loader_takes_a_new_batch_every_step():
     r = bench_train.our_step_throughput("RN50-tiny", batch_size=4, image_px=32, steps=3,
                                         warmup_steps=1, threads=1, feed=feed())
     assert len(taken) == 4 and r["samples_per_s"] > 0
+
+
+def test_seed001_step_benchmark_times_every_method_and_segmenter(tmp_path, monkeypatch):
+    """`geofm bench-ssl --quick` on the CPU: the code path the GPU figures come from (tiny
+    sizes; the numbers mean nothing here)."""
+    pytest.importorskip("lightly")
+    from geofm_lib.bench import ssl as bench_ssl
+
+    monkeypatch.chdir(tmp_path)
+    r = bench_ssl.run("ci", "cpu", quick=True,
+                      methods=["moco", "dino", "mae:vit_tiny_patch16"], work_dir=str(tmp_path))
+    assert set(r["ssl"]) == {"MoCo-v2", "DINO", "MAE ViT-Ti/16"}
+    assert all(v["samples_per_s"] > 0 and v["timed_steps"] == 2 for v in r["ssl"].values())
+    assert set(r["segmentation"]) == {f"{d} on {b}, {p}" for d, b in
+                                      [("unet", "resnet18"), ("deeplabv3plus", "resnet18"),
+                                       ("upconv", "vit_tiny_patch16")]
+                                      for p in ("frozen", "finetune")}
+    assert r["ssl"]["DINO"]["epoch_seconds"] == pytest.approx(
+        r["places_per_epoch"] / r["ssl"]["DINO"]["samples_per_s"], rel=0.01)

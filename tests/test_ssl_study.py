@@ -100,3 +100,21 @@ def test_the_seed001_study_page_shows_the_run_s_numbers():
                   "Detail preservation", "Seed 001's table", "On a GPU"):
         assert title in text
     assert "study-seed001-ci.html" in (ROOT / "reports" / "index.html").read_text()
+
+
+def test_the_full_preset_s_gpu_time_comes_only_from_a_gpu_measurement(tmp_path):
+    from geofm_lib.config import load_config
+    from geofm_lib.report import ssl_study
+
+    cfg = load_config("full")
+    bench = tmp_path / "ssl.json"
+    assert "not measured on this machine" in ssl_study._gpu_time(cfg, bench)  # none
+    numbers = {"preset": "full", "image_px": cfg.image_px, "precision": "bf16",
+               "places_per_epoch": 20000, "machine": {"gpu": "NVIDIA H200"},
+               "ssl": {"DINO": {"samples_per_s": 160.0, "epoch_seconds": 125.0}}}
+    bench.write_text(json.dumps({**numbers, "machine": {"gpu": None}}))
+    assert "not measured on this machine" in ssl_study._gpu_time(cfg, bench)  # a CPU's
+    bench.write_text(json.dumps(numbers))
+    text = ssl_study._gpu_time(cfg, bench)
+    hours = cfg.ssl_epochs * 125.0 / 3600
+    assert "NVIDIA H200" in text and f"{hours:.1f}&nbsp;h for {cfg.ssl_epochs} epochs" in text

@@ -283,8 +283,9 @@ def ddp_scaling(shard_work: Path, quick: bool, model: str = "RN50-tiny") -> dict
 
 
 def run(quick: bool = False, device: str | None = None, with_openclip: bool = True,
-        with_ddp: bool = True) -> dict:
-    """All training benchmarks that fit this machine; returns and writes the results."""
+        with_ddp: bool = True, with_cpu: bool = True) -> dict:
+    """All training benchmarks that fit this machine; returns and writes the results.
+    ``with_cpu=False``: the CUDA figures (section 4) alone."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     steps = 8 if quick else 20
@@ -292,6 +293,29 @@ def run(quick: bool = False, device: str | None = None, with_openclip: bool = Tr
                                  "cores": cores, "torch": torch.__version__,
                                  "device": device},
                      "quick": quick}
+    if with_cpu:
+        _cpu_sections(results, quick, steps, cores, with_openclip, with_ddp)
+    if device.startswith("cuda"):
+        results["cuda"] = _cuda_section(quick, steps, cores, device, with_openclip)
+    for section in results.values():  # round floats for reading
+        if isinstance(section, dict):
+            for k, v in list(section.items()):
+                if isinstance(v, float):
+                    section[k] = round(v, 3)
+    text = json.dumps(results, indent=1, default=str)
+    try:
+        out = load_config("demo").path("bench")
+    except Exception:  # noqa: BLE001 - outside a workspace: write beside the cwd
+        out = Path("bench")
+    out.mkdir(parents=True, exist_ok=True)
+    name = "training.json" if with_cpu else "training_gpu.json"
+    (out / name).write_text(text)
+    print(f"written to {out.parent.name}/{out.name}/{name}")
+    return results
+
+
+def _cpu_sections(results: dict, quick: bool, steps: int, cores: int, with_openclip: bool,
+                  with_ddp: bool) -> None:
     # 1. our step against open_clip_train, same settings, one after the other
     cpu_setting = dict(model_name="RN50-tiny", batch_size=64, image_px=64, precision="fp32")
     before = our_step_throughput(**cpu_setting, device="cpu", steps=steps, threads=cores,
@@ -336,49 +360,42 @@ def run(quick: bool = False, device: str | None = None, with_openclip: bool = Tr
         # 3. 1 against 2 processes (gloo), a real torchrun launch each
         if with_ddp:
             results["ddp_gloo_cpu"] = ddp_scaling(work, quick)
+
+
+def _cuda_section(quick: bool, steps: int, cores: int, device: str,
+                  with_openclip: bool) -> dict:
     # 4. the GPU figures: the step on a batch in memory, then fed by the sharded stream
     # reading real 224 px shards of the eight datasets, beside that stream's rate alone
-    if device.startswith("cuda"):
-        gpu = {}
-        workers = max(1, min(8, cores - 2))
-        with tempfile.TemporaryDirectory() as tmp:
-            gcfg = _bench_config(Path(tmp), quick, image_px=224, batch_size=256,
-                                 samples_per_dataset=100 if quick else 600, shard_size=128)
-            build_shards(gcfg, show_progress=False)
-            for name, px, bs in (("ViT-B-16", 224, 256), ("ViT-B-32", 224, 256)):
-                r = our_step_throughput(name, bs, px, "bf16", device, steps=steps,
-                                        count_flops=True)
-                r.pop("step_seconds")
-                fed = our_step_throughput(
-                    name, bs, px, "bf16", device, steps=steps, count_flops=True,
-                    feed=shard_feed(gcfg, workers, "sharded", bs, pin_memory=True))
-                r.update({"fed_samples_per_s": fed["samples_per_s"],
-                          "fed_MFU": fed.get("MFU"),
-                          "fed_peak_memory_GiB": fed.get("peak_memory_GiB"),
-                          "loader_workers": workers})
-                gpu[f"{name}@{px}px bf16 batch {bs}"] = r
-            loader = loader_throughput(gcfg, batches=steps, num_workers=workers,
-                                       mode="sharded")
-            gpu["sharded stream alone, 224 px batch 256"] = {
-                "samples_per_s": loader["samples_per_s"], "loader_workers": workers}
-        results["cuda"] = gpu
-        if with_openclip:
-            theirs = bench_openclip.openclip_train_throughput(
-                "ViT-B-16", 256, 224, "bf16", device, steps=steps)
-            results["cuda"]["open_clip_train ViT-B-16@224px bf16 batch 256"] = {
-                "samples_per_s": theirs["samples_per_s"]}
-    for section in results.values():  # round floats for reading
-        if isinstance(section, dict):
-            for k, v in list(section.items()):
-                if isinstance(v, float):
-                    section[k] = round(v, 3)
-    text = json.dumps(results, indent=1, default=str)
-    try:
-        out = load_config("demo").path("bench")
-    except Exception:  # noqa: BLE001 - outside a workspace: write beside the cwd
-        out = Path("bench")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "training.json").write_text(text)
-    print(f"written to {out.parent.name}/{out.name}/training.json")
-    return results
-
+    gpu: dict = {}
+    workers = max(1, min(8, cores - 2))
+    with tempfile.TemporaryDirectory() as tmp:
+        gcfg = _bench_config(Path(tmp), quick, image_px=224, batch_size=256,
+                             samples_per_dataset=100 if quick else 600, shard_size=128)
+        t0 = time.perf_counter()
+        build_shards(gcfg, show_progress=False)
+        print(f"224 px shards built in {time.perf_counter() - t0:.0f} s", flush=True)
+        for name, px, bs in (("ViT-B-16", 224, 256), ("ViT-B-32", 224, 256)):
+            r = our_step_throughput(name, bs, px, "bf16", device, steps=steps,
+                                    count_flops=True)
+            r.pop("step_seconds")
+            fed = our_step_throughput(
+                name, bs, px, "bf16", device, steps=steps, count_flops=True,
+                feed=shard_feed(gcfg, workers, "sharded", bs, pin_memory=True))
+            r.update({"fed_samples_per_s": fed["samples_per_s"],
+                      "fed_MFU": fed.get("MFU"),
+                      "fed_peak_memory_GiB": fed.get("peak_memory_GiB"),
+                      "loader_workers": workers})
+            gpu[f"{name}@{px}px bf16 batch {bs}"] = r
+            print(f"{name}: {r['samples_per_s']:.0f} samples/s in memory (MFU "
+                  f"{r.get('MFU', float('nan')):.2f}), {fed['samples_per_s']:.0f} fed by the "
+                  f"stream", flush=True)
+        loader = loader_throughput(gcfg, batches=steps, num_workers=workers,
+                                   mode="sharded")
+        gpu["sharded stream alone, 224 px batch 256"] = {
+            "samples_per_s": loader["samples_per_s"], "loader_workers": workers}
+    if with_openclip:
+        theirs = bench_openclip.openclip_train_throughput(
+            "ViT-B-16", 256, 224, "bf16", device, steps=steps)
+        gpu["open_clip_train ViT-B-16@224px bf16 batch 256"] = {
+            "samples_per_s": theirs["samples_per_s"]}
+    return gpu

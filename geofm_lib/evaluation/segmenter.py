@@ -186,8 +186,9 @@ class SegmentationRun:
 
 
 def _predict(model, x: np.ndarray, device: str, precision: str, batch: int, head):
-    """``head(logits)`` of every batch of ``x``, in eval mode, without gradients, concatenated."""
-    model.eval()
+    """``head(logits)`` of every batch of ``x``, in eval mode, without gradients, concatenated
+    (the model moved to ``device`` first)."""
+    model = model.to(device).eval()
     out = []
     with torch.no_grad(), autocast(device, precision):
         for i in range(0, len(x), batch):

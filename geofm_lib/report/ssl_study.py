@@ -250,7 +250,27 @@ def full_preset_plan() -> str:
             f"{', '.join(SEED001_DECODERS)} (ResNets) and UpConv (ViTs), frozen and fine-tuned, "
             f"on {', '.join(str(n) for n in SEED001_LABELLED)} labelled places, with the three "
             f"detail variants. It has not been run by this workspace's CI (2 CPU cores, no "
-            f"GPU); its time on a GPU is not measured here.</p>")
+            f"GPU).</p>" + _gpu_time(cfg))
+
+
+def _gpu_time(cfg, path: Path | None = None) -> str:
+    """The full preset's SSL time from ``geofm bench-ssl``'s numbers (``path``, default
+    ``<work>/bench/ssl.json``), where they were measured on this machine at the full preset's
+    sizes on a GPU; otherwise how to measure it."""
+    path = path or load_config("demo").path("bench", "ssl.json")
+    bench = json.loads(path.read_text()) if path.is_file() else {}
+    if (bench.get("preset") != "full" or bench.get("image_px") != cfg.image_px
+            or not bench.get("machine", {}).get("gpu")):
+        return ("<p>Its time on a GPU is not measured on this machine: run "
+                "<code>geofm bench-ssl --preset full</code> there (the README lists one "
+                "H200's numbers).</p>")
+    rows = "".join(
+        f"<li>{html.escape(k)}: {v['samples_per_s']:,.0f} samples/s, "
+        f"{v['epoch_seconds']:,.0f} s per epoch, {cfg.ssl_epochs * v['epoch_seconds'] / 3600:.1f}"
+        f"&nbsp;h for {cfg.ssl_epochs} epochs</li>" for k, v in bench["ssl"].items())
+    return (f"<p>Measured here by <code>geofm bench-ssl --preset full</code> on one "
+            f"{html.escape(bench['machine']['gpu'])} ({bench['precision']}, a batch in memory; "
+            f"an epoch is {bench['places_per_epoch']:,} places):</p><ul>{rows}</ul>")
 
 
 def build_seed001_study(reports_dir: Path, preset: str) -> Path:

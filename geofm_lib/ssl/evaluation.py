@@ -42,8 +42,9 @@ log = get_logger()
 def features_of(net, x: np.ndarray, device: str = "cpu", batch: int = 256,
                 precision: str = "fp32") -> np.ndarray:
     """Pooled backbone features of images, without gradients, in eval mode, under the autocast
-    of ``precision`` (a resolved one); fp32 out."""
-    net.eval()
+    of ``precision`` (a resolved one); fp32 out. The net is moved to ``device`` first (random
+    init is made on the CPU; on a GPU it would meet CUDA inputs with CPU weights)."""
+    net = net.to(device).eval()
     out = []
     with torch.no_grad(), autocast(device, precision):
         for i in range(0, len(x), batch):
