@@ -79,6 +79,22 @@ def detail_stem(resnet) -> None:
         block.downsample[0].stride = (2, 2)
 
 
+def _upconv(c_in: int, stride: int, n_classes: int, width: int):
+    """log2(stride) stages of (bilinear x2, 3x3 conv, BatchNorm, ReLU), the channels halved
+    each stage from ``width``, then a 1x1 convolution to the classes: (decoder, head)."""
+    stages = int(round(math.log2(stride)))
+    if stride < 1 or 2 ** stages != stride:
+        raise ValueError(f"the UpConv decoder needs a power-of-two stride, not {stride}")
+    layers = []
+    for i in range(stages):
+        c_out = max(16, width >> i)
+        layers += [torch.nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+                   torch.nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+                   torch.nn.BatchNorm2d(c_out), torch.nn.ReLU(inplace=True)]
+        c_in = c_out
+    return torch.nn.Sequential(*layers), torch.nn.Conv2d(c_in, n_classes, 1)
+
+
 class UpConvViT(torch.nn.Module):
     """Seed 001's decoder for a ViT encoder: the last block's patch tokens laid out as a
     (D, H/p, W/p) map, then log2(p) stages of (bilinear x2 upsampling, 3x3 convolution,
@@ -88,19 +104,8 @@ class UpConvViT(torch.nn.Module):
     def __init__(self, vit, n_classes: int, width: int = 256):
         super().__init__()
         self.encoder = vit
-        patch = vit.patch_embed.patch_size[0]
-        stages = int(round(math.log2(patch)))
-        if 2 ** stages != patch:
-            raise ValueError(f"the UpConv decoder needs a power-of-two patch, not {patch}")
-        layers, c_in = [], vit.embed_dim
-        for i in range(stages):
-            c_out = max(16, width >> i)
-            layers += [torch.nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
-                       torch.nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
-                       torch.nn.BatchNorm2d(c_out), torch.nn.ReLU(inplace=True)]
-            c_in = c_out
-        self.decoder = torch.nn.Sequential(*layers)
-        self.head = torch.nn.Conv2d(c_in, n_classes, 1)
+        self.decoder, self.head = _upconv(vit.embed_dim, vit.patch_embed.patch_size[0],
+                                          n_classes, width)
 
     def forward(self, x):
         tokens = self.encoder.forward_features(x)[:, self.encoder.num_prefix_tokens:]
@@ -108,6 +113,30 @@ class UpConvViT(torch.nn.Module):
         h, w = x.shape[-2] // p, x.shape[-1] // p
         fmap = tokens.transpose(1, 2).reshape(x.shape[0], -1, h, w)
         return self.head(self.decoder(fmap))
+
+
+class UpConvMap(torch.nn.Module):
+    """The same UpConv decoder on any encoder that maps an image to one feature map
+    (B, C, H/s, W/s), e.g. an OpenCLIP image tower's last block: C and the stride s are read
+    from one forward pass of a blank image of ``in_channels`` x ``image_px``^2."""
+
+    def __init__(self, encoder: torch.nn.Module, n_classes: int, in_channels: int,
+                 image_px: int, width: int = 256):
+        super().__init__()
+        self.encoder = encoder
+        was = encoder.training
+        encoder.eval()
+        with torch.no_grad():
+            fmap = encoder(torch.zeros(1, in_channels, image_px, image_px))
+        encoder.train(was)
+        if fmap.ndim != 4 or image_px % fmap.shape[-1]:
+            raise ValueError(f"the encoder gives {tuple(fmap.shape)} for a {image_px} px image, "
+                             f"not a feature map whose side divides {image_px}")
+        self.stride = image_px // fmap.shape[-1]
+        self.decoder, self.head = _upconv(fmap.shape[1], self.stride, n_classes, width)
+
+    def forward(self, x):
+        return self.head(self.decoder(self.encoder(x)))
 
 
 def decoder_for(backbone: str, decoder: str) -> str:

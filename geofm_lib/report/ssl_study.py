@@ -58,13 +58,14 @@ def study_plan(preset: str, methods=None, **overrides) -> dict:
 
 def run_seed001_study(preset: str = "demo", methods=None, reports_dir: Path | None = None,
                       **overrides) -> Path:
-    """Run seed 001's comparison (01 -> 07 -> 08) and build its page; returns the page."""
+    """Run seed 001's comparison (01 -> 03 -> 07 -> 08: 03's CLIP tower is one of 08's
+    encoders) and build its page; returns the page."""
     from geofm_lib.report.index import build_index
     from geofm_lib.report.reports import run_report
 
     plan = study_plan(preset, methods, **overrides)
     reports_dir = Path(reports_dir or project_root() / "reports")
-    run_report(preset, None, chain=["01", "07", "08"], reports_dir=reports_dir,
+    run_report(preset, None, chain=["01", "03", "07", "08"], reports_dir=reports_dir,
                notebook_params=plan["notebook_params"], **plan["overrides"])
     page = build_seed001_study(reports_dir, preset)
     build_index(reports_dir)

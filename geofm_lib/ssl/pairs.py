@@ -40,6 +40,10 @@ class Pairs:
     # the class mask (indices into ``vocabulary`` and the codes) and the tree cover in percent
     masks: np.ndarray | None = None  # (N, H, W) uint8
     trees: np.ndarray | None = None  # (N, H, W) uint8
+    # where each place's optical image comes from, and the statistics it was standardised
+    # with: what undoes the standardisation for encoders that take raw values (``raw_optical``)
+    optical_dataset: list[str] = field(default_factory=list)
+    band_stats: dict = field(default_factory=dict)  # dataset -> the manifest's band stats
 
     def subset(self, idx) -> Pairs:
         """The places ``idx`` (in that order)."""
@@ -49,7 +53,8 @@ class Pairs:
                      pick(self.pair_ids), pick(self.labels), self.vocabulary, self.incomplete,
                      pick(self.dominant), pick(self.bounds),
                      None if self.masks is None else self.masks[idx],
-                     None if self.trees is None else self.trees[idx])
+                     None if self.trees is None else self.trees[idx],
+                     pick(self.optical_dataset), self.band_stats)
 
     @property
     def bands(self) -> list[str]:
@@ -73,6 +78,24 @@ class Pairs:
     def inputs(self, idx, which: str) -> np.ndarray:
         """Images of one evaluation input: ``s1``, ``s2`` or ``s1/s2``."""
         return self.compose(idx, optical=which != "s1", sar=which != "s2")
+
+    def raw_optical(self, idx) -> tuple[np.ndarray, list[str]]:
+        """(optical images as stored in the shards (e.g. reflectance x 10000), the dataset of
+        each): the standardisation undone with each place's dataset statistics. Nodata pixels
+        come back as the band's mean (what standardising made of them)."""
+        idx = np.atleast_1d(np.asarray(idx))
+        if not self.optical_dataset:
+            raise ValueError("these pairs do not say which dataset each image came from; "
+                             "load them with ssl.load_pairs")
+        out = np.empty((len(idx), *self.optical.shape[1:]), np.float32)
+        sources = [self.optical_dataset[i] for i in idx]
+        for k, (i, ds) in enumerate(zip(idx, sources, strict=True)):
+            st = self.band_stats[ds]
+            pos = [st["bands"].index(b) for b in self.optical_bands]
+            mean = np.asarray(st["mean"], np.float32)[pos][:, None, None]
+            std = np.maximum(np.asarray(st["std"], np.float32)[pos], 1e-6)[:, None, None]
+            out[k] = self.optical[i] * std + mean
+        return out, sources
 
 
 def _standardise(img: np.ndarray, band_stat: dict, idx: list[int]) -> np.ndarray:
@@ -136,6 +159,8 @@ def load_pairs(cfg: Config, split: str) -> Pairs:
             for dense in ("mask", "trees"):  # the optical image's, as the dominant class
                 if dense in s and (opt_idx or dense not in rec):
                     rec[dense] = s[dense]
+            if opt_idx:
+                rec["optical_ds"] = ds
             for part, idx in (("sar", sar_idx), ("optical", opt_idx)):
                 if idx:
                     names = [bands[i] for i in idx]
@@ -165,7 +190,9 @@ def load_pairs(cfg: Config, split: str) -> Pairs:
                  incomplete=len(halves) - len(complete),
                  dominant=[halves[p].get("dominant") for p in complete],
                  bounds=[halves[p].get("bounds") for p in complete],
-                 masks=dense["mask"], trees=dense["trees"])
+                 masks=dense["mask"], trees=dense["trees"],
+                 optical_dataset=[halves[p]["optical_ds"] for p in complete],
+                 band_stats={ds: manifest["band_stats"][ds] for ds in cfg.dataset_keys})
 
 
 def non_overlapping(bounds: list, seed: int = 0) -> np.ndarray:
