@@ -596,7 +596,6 @@ def segmentation_curves(histories: dict[str, list[dict]], fractions: dict[str, l
     axes[0].set_xlabel("epoch")
     axes[0].set_ylabel("validation mean IoU (%)")
     axes[0].set_title("convergence (all labelled images)")
-    axes[0].legend(fontsize=8)
     for name, rows in fractions.items():
         rows = sorted(rows, key=lambda r: r["n_train"])
         x = [r["n_train"] for r in rows]
@@ -611,6 +610,9 @@ def segmentation_curves(histories: dict[str, list[dict]], fractions: dict[str, l
     axes[1].set_xlabel("labelled training images")
     axes[1].set_ylabel("test mean IoU (%)")
     axes[1].set_title("label efficiency (95 % intervals over test images)")
-    axes[1].legend(fontsize=8)
     fig.tight_layout()
+    # one legend for both, beside them: inside, it covered the curves of 7+ encoders
+    handles, labels = axes[1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8,
+               frameon=False)
     return fig
