@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass
 
-from geofm_lib.catalog import SENSORS, Sensor
+from geofm_lib.catalog import ENMAP_BANDS, SENSORS, Sensor
 from geofm_lib.errors import DataError
 
 # C-band SAR (Sentinel-1, 5.405 GHz): 5.55 cm, as a "centre wavelength" for the adapters
@@ -50,12 +50,11 @@ _S2_NAME = re.compile(r"^(?:S2[_-]?)?B0*(\d{1,2})(A?)$", re.IGNORECASE)
 _INDEX_NAME = re.compile(r"^(?:band|b)[ _-]?0*(\d+)$", re.IGNORECASE)
 
 
-def _enmap_table() -> list[tuple[float, None]]:
-    """EnMAP's 224 band centres (nm) from torchgeo's ``EnMAP.wavelengths`` (defaults that vary
-    a little from tile to tile; a tile's own metadata wins where the reader has it)."""
-    from torchgeo.datasets import EnMAP  # deferred: torchgeo takes seconds to import
-
-    return [(round(EnMAP.wavelengths[b] * 1000.0, 2), None) for b in EnMAP.all_bands]
+def _enmap_table() -> list[tuple[float, float]]:
+    """EnMAP's 224 band centres and nominal widths (nm), from the catalog (whose centres are
+    torchgeo's ``EnMAP.wavelengths``: defaults that vary a little from tile to tile; a tile's
+    own metadata wins where the reader has it)."""
+    return [(b.center_nm, b.fwhm_nm) for b in ENMAP_BANDS]
 
 
 # hyperspectral sensors whose bands are known by index (``band17``, ``B17``): centre, width

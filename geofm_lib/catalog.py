@@ -53,6 +53,63 @@ SENTINEL2_BANDS = (  # name, centre nm, native GSD m, bandwidth nm (S2A, ESA)
 )
 
 
+# EnMAP HSI (L2A): 224 bands, VNIR 418-993 nm (91 bands) and SWIR 902-2445 nm (133), 30 m.
+# Centres: torchgeo's EnMAP.wavelengths (a test checks they agree), the defaults of the product;
+# a tile's own metadata varies them slightly and wins where a reader has it.
+ENMAP_CENTERS_NM = (
+    418.416, 424.043, 429.457, 434.686, 439.758, 444.699, 449.539, 454.306, 459.031, 463.73,
+    468.411, 473.08, 477.744, 482.411, 487.087, 491.78, 496.497, 501.243, 506.02, 510.829,
+    515.672, 520.551, 525.467, 530.424, 535.422, 540.463, 545.551, 550.687, 555.873, 561.112,
+    566.405, 571.756, 577.166, 582.636, 588.171, 593.773, 599.446, 605.193, 611.017, 616.923,
+    622.921, 628.987, 635.112, 641.294, 647.537, 653.841, 660.207, 666.637, 673.131, 679.691,
+    686.319, 693.014, 699.78, 706.617, 713.524, 720.501, 727.545, 734.654, 741.826, 749.06,
+    756.353, 763.703, 771.108, 778.567, 786.078, 793.639, 801.249, 808.905, 816.608, 824.355,
+    832.145, 839.976, 847.847, 855.757, 863.703, 871.683, 879.693, 887.729, 895.789, 903.87,
+    911.968, 920.081, 928.204, 936.335, 944.47, 952.608, 960.748, 968.892, 977.037, 985.186,
+    993.338, 901.961, 911.571, 921.32, 931.203, 941.218, 951.36, 961.628, 972.016, 982.523,
+    993.144, 1003.88, 1014.72, 1025.66, 1036.7, 1047.84, 1059.07, 1070.39, 1081.78, 1093.26,
+    1104.81, 1116.43, 1128.1, 1139.84, 1151.62, 1163.44, 1175.3, 1187.2, 1199.11, 1211.05, 1223,
+    1234.97, 1246.94, 1258.93, 1270.92, 1282.92, 1294.91, 1306.9, 1318.88, 1330.85, 1342.82,
+    1354.76, 1366.69, 1378.6, 1390.48, 1461.1, 1472.74, 1484.34, 1495.89, 1507.4, 1518.87,
+    1530.29, 1541.67, 1553.01, 1564.3, 1575.55, 1586.76, 1597.91, 1609.02, 1620.09, 1631.11,
+    1642.07, 1653, 1663.87, 1674.7, 1685.47, 1696.2, 1706.87, 1717.5, 1728.08, 1738.6, 1749.08,
+    1759.51, 1939.14, 1948.69, 1958.2, 1967.66, 1977.08, 1986.45, 1995.79, 2005.08, 2014.33,
+    2023.54, 2032.7, 2041.83, 2050.92, 2059.96, 2068.97, 2077.93, 2086.86, 2095.74, 2104.59,
+    2113.4, 2122.17, 2130.9, 2139.6, 2148.26, 2156.88, 2165.47, 2174.02, 2182.53, 2191.01,
+    2199.45, 2207.86, 2216.24, 2224.58, 2232.89, 2241.16, 2249.4, 2257.61, 2265.79, 2273.93,
+    2282.04, 2290.12, 2298.17, 2306.19, 2314.17, 2322.13, 2330.05, 2337.94, 2345.81, 2353.64,
+    2361.44, 2369.21, 2376.95, 2384.66, 2392.34, 2400, 2407.62, 2415.21, 2422.78, 2430.32,
+    2437.82, 2445.3
+)
+ENMAP_VNIR_BANDS = 91
+# nominal FWHM from the mission's specification: VNIR 8.1 nm, SWIR 12.5 nm (per-band values
+# are in each tile's metadata)
+ENMAP_FWHM_NM = (8.1, 12.5)
+# the bands in the water-vapour absorption around 1.4 and 1.9 um, where the L2A product has no
+# measurement (nodata): 127-141 and 161-167 (1-based), the 22 that HySpecNet-11k and seed 001's
+# SpectralEarth leave out (202 kept), as torchgeo's EnMAP default bands do (a test checks)
+ENMAP_WATER_VAPOUR = tuple(range(127, 142)) + tuple(range(161, 168))
+
+
+def _wavelength_names(centers) -> list[str]:
+    """Bands named by their centre (``bands.resolve_bands``' rule): ``463nm``, with one decimal
+    for centres that round to the same nanometre."""
+    whole = [f"{c:.0f}nm" for c in centers]
+    return [f"{c:.1f}nm" if whole.count(w) > 1 else w for c, w in zip(centers, whole,
+                                                                      strict=True)]
+
+
+ENMAP_BANDS = tuple(
+    Band(name, c, 30, ENMAP_FWHM_NM[i >= ENMAP_VNIR_BANDS])
+    for i, (name, c) in enumerate(zip(_wavelength_names(ENMAP_CENTERS_NM), ENMAP_CENTERS_NM,
+                                      strict=True)))
+
+
+def water_vapour_bands() -> tuple[str, ...]:
+    """Names of EnMAP's water-vapour bands (``ENMAP_WATER_VAPOUR``)."""
+    return tuple(ENMAP_BANDS[i - 1].name for i in ENMAP_WATER_VAPOUR)
+
+
 SENSORS: dict[str, Sensor] = {
     "sentinel2_l1c": Sensor(
         "Sentinel-2 MSI L1C", "multispectral", SENTINEL2_BANDS, "uint16",
@@ -97,7 +154,12 @@ SENSORS: dict[str, Sensor] = {
     "aerial_pan": Sensor(
         "Aerial panchromatic", "panchromatic", (Band("PAN", 625, 0),), "uint8",
         "8-bit grey level"),
+    # EnMAP L2A: int16 surface reflectance x 10000, -32768 where there is no measurement
+    "enmap_l2a": Sensor(
+        "EnMAP HSI L2A", "hyperspectral", ENMAP_BANDS, "int16",
+        "bottom-of-atmosphere reflectance x 10000; nodata -32768"),
 }
+ENMAP_NODATA = -32768
 
 
 # --- label vocabularies -----------------------------------------------------------------------
@@ -463,6 +525,10 @@ REAL_DATASETS: dict[str, Dataset] = {d.key: d for d in (
           pair="ssl4eo_s12_s1"),
     _real("ssl4eo_s12_s1", "SSL4EO-S12 Sentinel-1 GRD", "self-supervised pretraining",
           "sentinel1_grd", 10.0, 264, (), _WORLD, "unlabelled", pair="ssl4eo_s12_s2c"),
+    _real("hyspecnet11k", "HySpecNet-11k", "self-supervised pretraining", "enmap_l2a", 30.0,
+          128, (), _WORLD, "unlabelled",
+          "11,483 EnMAP L2A patches of 128 x 128 px, 224 bands (the 22 water-vapour bands are "
+          "nodata), for self-supervised learning; torchgeo's HySpecNet11k reads them."),
     _real("sen12ms", "SEN12MS", "multi-label classification", "sentinel1_sentinel2_l1c", 10.0,
           256, IGBP_17, _WORLD, "area",
           "Labels: the IGBP classes of the MODIS land-cover layer covering at least 1 % of a "
@@ -491,9 +557,32 @@ REAL_DATASETS: dict[str, Dataset] = {d.key: d for d in (
 
 
 PAPER_DATASETS = dict(DATASETS)
-SIMULATED = tuple(PAPER_DATASETS)
-"""The datasets the embedded simulator draws: seed 000's eight (``data.simulate.RECIPES`` holds
-one recipe each); every other dataset needs a real source."""
+
+# seed 001's hyperspectral downstream task, simulated (not one of seed 000's groups)
+HYPERSPECTRAL_DATASETS: dict[str, Dataset] = {d.key: d for d in (
+    Dataset(
+        key="enmap_corine", reader="geotiff", name="EnMAP-CORINE", group="H",
+        format_status="EnMAP L2A GeoTIFFs (224 int16 bands, nodata -32768, band descriptions "
+                      "with wavelengths) read by the geotiff reader with options.sensor: enmap, "
+                      "tested on a tile written in that layout; the benchmark's own patch "
+                      "files were not available to check",
+        problem="multi-label classification", sensor="enmap_l2a", gsd_m=30.0, native_px=128,
+        labels=BIGEARTHNET_43,
+        labels_status="CORINE Land Cover level 3 (BigEarthNet's 43 classes, which "
+                      "BIGEARTHNET_43_TO_19 maps to the 19-class nomenclature whose names seed "
+                      "001's EnMAP-CORINE figure shows); the benchmark's own class list could "
+                      "not be checked offline",
+        regions=_BIGEARTHNET_REGIONS, date_range=("2022-11-02", "2024-10-31"),
+        notes="Seed 001's EnMAP-CORINE: EnMAP L2A patches of 128 x 128 px at 30 m with CORINE "
+              "labels (SpectralEarth's multi-label task). Simulated here with the 224 EnMAP "
+              "bands, their water-vapour bands as nodata; real tiles come through the geotiff "
+              "reader with options.sensor: enmap."),
+)}
+DATASETS.update(HYPERSPECTRAL_DATASETS)
+
+SIMULATED = (*PAPER_DATASETS, *HYPERSPECTRAL_DATASETS)
+"""The datasets the embedded simulator draws (``data.simulate.RECIPES`` holds one recipe each):
+seed 000's eight and seed 001's EnMAP-CORINE; every other dataset needs a real source."""
 DATASETS.update(REAL_DATASETS)
 
 
@@ -513,6 +602,7 @@ GROUP_DATASETS["all"] = tuple(PAPER_DATASETS)  # the compiled dataset of seed 00
 
 
 GROUP_DATASETS["custom"] = tuple(DATASETS)  # any catalog dataset, named in `datasets`
+GROUP_DATASETS["H"] = tuple(HYPERSPECTRAL_DATASETS)  # seed 001's hyperspectral data
 
 
 def datasets_for(group: str) -> tuple[str, ...]:

@@ -176,9 +176,10 @@ class Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     # what to run
-    group: Literal["A", "B", "C", "all", "custom"] = Field(
+    group: Literal["A", "B", "C", "all", "H", "custom"] = Field(
         "all", description="resolution group of seed 000 (A: 10 m, B: 6 cm, C: 30-50 cm), all "
-                           "(compiled), or custom (exactly the `datasets` listed)")
+                           "(compiled), H (seed 001's hyperspectral EnMAP data), or custom "
+                           "(exactly the `datasets` listed)")
     datasets: tuple[str, ...] | None = Field(
         None, description="subset of the group's datasets (catalog keys); None = all")
     sources: dict[str, SourceSpec] | None = Field(

@@ -56,5 +56,5 @@ def test_seed001_step_benchmark_times_every_method_and_segmenter(tmp_path, monke
                                       [("unet", "resnet18"), ("deeplabv3plus", "resnet18"),
                                        ("upconv", "vit_tiny_patch16")]
                                       for p in ("frozen", "finetune")}
-    assert r["ssl"]["DINO"]["epoch_seconds"] == pytest.approx(
-        r["places_per_epoch"] / r["ssl"]["DINO"]["samples_per_s"], rel=0.01)
+    assert r["ssl"]["DINO"]["epoch_seconds"] == pytest.approx(  # both rounded to 0.1
+        r["places_per_epoch"] / r["ssl"]["DINO"]["samples_per_s"], rel=0.01, abs=0.06)

@@ -100,9 +100,36 @@ _SAR_DB = np.array([v[1] for v in _MATERIALS.values()], float)  # (M, 2)
 _VEGETATED = np.array([v[2] for v in _MATERIALS.values()])
 
 
+# absorption features a multispectral band samples too coarsely to see (centre nm, width nm,
+# depth as a fraction of the reflectance there): leaf water and chlorophyll of vegetation, the
+# Al-OH feature of clay in soils and rock (hyperspectral sensors resolve them)
+_FEATURES = {
+    True: ((970.0, 25.0, 0.10), (1200.0, 45.0, 0.18), (2100.0, 120.0, 0.25)),  # vegetated
+    "mineral": ((2200.0, 30.0, 0.15), (1900.0, 60.0, 0.10)),
+}
+_MINERAL = ("bare_soil", "sand", "rock", "crop_dry")
+
+
+def _fine_spectra(wl: np.ndarray) -> np.ndarray:
+    """(materials, len(wl)) surface reflectance on a fine grid: the control points without the
+    1375 nm point (near 0 there is the atmosphere's cirrus absorption as Sentinel-2's B10 sees
+    it at the top of the atmosphere, not the surface's), held flat past 2190 nm, with each
+    material's narrow absorption features."""
+    keep = _WL != 1375
+    out = np.stack([np.interp(wl, _WL[keep], r[keep]) for r in _REFL])
+    for i, name in enumerate(MATERIALS):
+        feats = _FEATURES.get("mineral") if name in _MINERAL else (
+            _FEATURES[True] if _VEGETATED[i] else ())
+        for centre, width, depth in feats:
+            out[i] *= 1 - depth * np.exp(-0.5 * ((wl - centre) / width) ** 2)
+    return out
+
+
 @cache
 def _signature_table(sensor_key: str) -> np.ndarray:
-    """Per-material signature for a sensor: reflectance at band centres, or linear sigma0."""
+    """Per-material signature for a sensor: reflectance at band centres (multispectral), each
+    band's Gaussian spectral response over the fine spectra (hyperspectral: centre and FWHM of
+    every band), or linear sigma0 (SAR)."""
     sensor = SENSORS[sensor_key]
     if sensor.kind == "sar":
         return 10.0 ** (_SAR_DB / 10.0)
@@ -110,6 +137,12 @@ def _signature_table(sensor_key: str) -> np.ndarray:
         wl = np.linspace(450, 800, 8)
         return np.stack([np.interp(wl, _WL, r).mean(keepdims=True) for r in _REFL])
     centers = np.array([b.center_nm for b in sensor.bands], float)
+    if sensor.kind == "hyperspectral":
+        wl = np.arange(380.0, 2500.0, 1.0)
+        fwhm = np.array([b.fwhm_nm for b in sensor.bands], float)
+        srf = np.exp(-0.5 * ((wl[None] - centers[:, None]) / (fwhm[:, None] / 2.3548)) ** 2)
+        srf /= srf.sum(axis=1, keepdims=True)
+        return _fine_spectra(wl) @ srf.T
     return np.stack([np.interp(centers, _WL, r) for r in _REFL])
 
 
@@ -431,10 +464,12 @@ _QFABRIC = Recipe(
 
 RECIPES: dict[str, Recipe] = {
     "bigearthnet_s2": _BIGEARTHNET, "bigearthnet_s1": _BIGEARTHNET,
+    "enmap_corine": _BIGEARTHNET,  # CORINE land cover seen by EnMAP, as seed 001's EnMAP-CORINE
     "agriculture_vision": _AGRI, "seadronessee": _SEA, "xview": _XVIEW, "qfabric": _QFABRIC,
     "houston_harvey": _HARVEY, "mafat": _MAFAT,
 }
 
 
 # Datasets that image the same scenes share a scene family (and so a scene seed).
-_SCENE_FAMILY = {"bigearthnet_s2": "bigearthnet", "bigearthnet_s1": "bigearthnet"}
+_SCENE_FAMILY = {"bigearthnet_s2": "bigearthnet", "bigearthnet_s1": "bigearthnet",
+                 "enmap_corine": "enmap_corine"}

@@ -32,7 +32,14 @@ from functools import cache, lru_cache
 import numpy as np
 
 from geofm_lib.bands import resolve_bands
-from geofm_lib.catalog import SENSORS, Dataset, get_dataset
+from geofm_lib.catalog import (
+    ENMAP_NODATA,
+    ENMAP_VNIR_BANDS,
+    SENSORS,
+    Dataset,
+    get_dataset,
+    water_vapour_bands,
+)
 from geofm_lib.data.masks import MASK_BACKGROUND
 from geofm_lib.data.recipes import _MAT_INDEX, _SCENE_FAMILY, _VEGETATED, RECIPES, _signature_table
 
@@ -356,7 +363,9 @@ def render(dataset: str, index: int, seed: int = 0, image_px: int = 64,
 
 @cache
 def _band_records(sensor_key: str) -> tuple:
-    return tuple(resolve_bands(SENSORS[sensor_key].band_names, sensor=sensor_key))
+    nodata = ENMAP_NODATA if SENSORS[sensor_key].kind == "hyperspectral" else None
+    return tuple(resolve_bands(SENSORS[sensor_key].band_names, sensor=sensor_key,
+                               nodata=nodata))
 
 
 def window_labels(layers: SceneLayers, y0: int, x0: int, h: int, w: int,
@@ -473,6 +482,8 @@ def _sensor_model(sensor_key: str, signal: np.ndarray, gsd: float,
         # noise + residual atmosphere: 40 reflectance units (x 10000), as float32
         out = out * 10000 + _gaussian_noise(rng, out.shape) * 40 + 0.5  # +0.5: round on cast
         return np.clip(out, 0, 65535, out=out).astype(np.uint16)
+    if sensor.kind == "hyperspectral":
+        return _hyperspectral(sensor, chw, rng)
     if sensor.kind == "sar":
         looks = 4.4  # equivalent number of looks of IW GRD high resolution
         speckle = rng.gamma(looks, 1 / looks, chw.shape)
@@ -481,6 +492,24 @@ def _sensor_model(sensor_key: str, signal: np.ndarray, gsd: float,
     dn = 255 * np.clip(chw * 2.2, 0, 1) ** (1 / 2.2)
     dn += _gaussian_noise(rng, dn.shape) * 2.0
     return np.clip(np.rint(dn), 0, 255).astype(np.uint8)
+
+
+# EnMAP's noise in reflectance x 10000: SNR of about 400 (VNIR) and 180 (SWIR) at a reflectance
+# of 0.3, rising towards the SWIR's long end where the signal fades
+_HSI_NOISE = (7.5, 17.0)
+
+
+def _hyperspectral(sensor, chw: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """EnMAP L2A: int16 reflectance x 10000 with the detector noise of each spectrometer; the
+    water-vapour bands (``catalog.ENMAP_WATER_VAPOUR``) hold no measurement (nodata)."""
+    sigma = np.where(np.arange(len(sensor.bands)) < ENMAP_VNIR_BANDS, *_HSI_NOISE)
+    sigma = sigma * (1 + np.clip((np.array([b.center_nm for b in sensor.bands]) - 2200) / 250,
+                                 0, None))
+    out = chw * 10000 + _gaussian_noise(rng, chw.shape) * sigma[:, None, None].astype(np.float32)
+    out = np.clip(np.rint(out), -32767, 32767).astype(np.int16)
+    dropped = set(water_vapour_bands())
+    out[[i for i, b in enumerate(sensor.bands) if b.name in dropped]] = ENMAP_NODATA
+    return out
 
 
 def render_many(dataset: str, indices, seed: int = 0, image_px: int = 64) -> list[Sample]:

@@ -15,6 +15,7 @@ import inspect
 import json
 import os
 import random
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 
 from geofm_lib.bands import resolve_bands
-from geofm_lib.catalog import pair_family
+from geofm_lib.catalog import ENMAP_BANDS, ENMAP_NODATA, pair_family
 from geofm_lib.config import Config
 from geofm_lib.data.sources.base import (
     Scene,
@@ -205,6 +206,40 @@ def _eurosat_options(dataset: str, opts: dict, spec) -> None:
         opts.setdefault("bands", ("B04", "B03", "B02"))
 
 
+def _hyspecnet_options(dataset: str, opts: dict, spec) -> None:
+    """Every one of EnMAP's 224 bands by default, the water-vapour ones included (nodata in
+    the files: the manifest records them, and the model input leaves them out), as torchgeo
+    names them (B1 ... B224); ``strategy``: easy (patchwise split) or hard (tilewise)."""
+    opts.setdefault("bands", tuple(f"B{i}" for i in range(1, len(ENMAP_BANDS) + 1)))
+    if opts.setdefault("strategy", "easy") not in ("easy", "hard"):
+        raise ConfigError(f"sources.{dataset}.options.strategy={opts['strategy']!r}: "
+                          f"HySpecNet-11k's splits are easy (patchwise) or hard (tilewise)")
+
+
+def _enmap_bands(ds, opts: dict) -> list[str]:
+    """torchgeo's B<n> as the catalog's names (by centre wavelength)."""
+    return [ENMAP_BANDS[int(b[1:]) - 1].name for b in opts["bands"]]
+
+
+def _enmap_l2a(src, sample, image, index: int):
+    """EnMAP L2A patches: back to the product's int16 (torchgeo hands out float32), nodata
+    kept; no labels (HySpecNet-11k is for self-supervised learning)."""
+    return np.rint(image).clip(ENMAP_NODATA, 32767).astype(np.int16), [], None
+
+
+def _hyspecnet_file(part, i: int) -> Path:
+    rel = part.files[i].replace("DATA.npy", "SPECTRAL_IMAGE.TIF")
+    return Path(part.root) / "hyspecnet-11k" / "patches" / rel
+
+
+def _hyspecnet_meta(part, i: int, bands) -> dict:
+    path = _hyspecnet_file(part, i)
+    found = re.search(r"-DT\d{10}_(\d{4})(\d{2})(\d{2})T\d{6}Z_", path.name)  # acquisition
+    date = "-".join(found.groups()) if found else None
+    return dict(file=path.name, tile=path.parent.parent.name,
+                footprint={"bounds": _file_bounds_lonlat(path), "date": date}, date=date)
+
+
 def _bigearthnet_bands(ds, opts: dict) -> list[str]:
     return {"s2": list(BIGEARTHNET_S2_BANDS), "s1": ["VV", "VH"],
             "all": ["VV", "VH", *BIGEARTHNET_S2_BANDS]}[opts["bands"]]
@@ -356,6 +391,7 @@ class TorchGeoClass:
     on_disk: Callable | None = None  # (root, options) -> images (or patches) found on disk
     identity: Callable | None = None  # (part, index) -> the scene's file or patch name, so a
     #                                   scene named by two split lists is read once
+    nodata: float | None = None  # the product's value for "no measurement", in every band
 
 
 TORCHGEO_CLASSES: dict[str, TorchGeoClass] = {
@@ -407,6 +443,14 @@ TORCHGEO_CLASSES: dict[str, TorchGeoClass] = {
         _own_bands, _land_cover_mask, _sen12ms_meta, val_split="test",  # train/test only
         split_lists=("train", "test"), on_disk=_count("ROIs*/s2_*/*.tif"),
         identity=lambda part, i: str(part.ids[i])),
+    "HySpecNet11k": TorchGeoClass(
+        "hyspecnet-11k/patches/<tile>/<tile>-Y<row>_X<col>/<tile>-Y<row>_X<col>-SPECTRAL_IMAGE"
+        ".TIF (224-band int16 EnMAP L2A patches, nodata -32768) and hyspecnet-11k/splits/"
+        "{easy,hard}/{train,val,test}.csv (one '<tile>/<patch>/<patch>-DATA.npy' per line)",
+        _torchgeo("HySpecNet11k"), lambda first, opts, info: (), _enmap_bands, _enmap_l2a,
+        _hyspecnet_meta, _hyspecnet_options,
+        on_disk=_count("hyspecnet-11k/patches/*/*/*-SPECTRAL_IMAGE.TIF"),
+        identity=lambda part, i: str(part.files[i]), nodata=ENMAP_NODATA),
 }
 TORCHGEO_LAYOUTS = {name: kind.layout for name, kind in TORCHGEO_CLASSES.items()}
 
@@ -456,7 +500,8 @@ class TorchGeoSource(SourceBase):
                                     self.ds_info.labels)
         # torchgeo's names (SSL4EO-S12's B1 ... B12) looked up in the catalog sensor's table
         self.band_records = resolve_bands(self.kind.bands(first, opts),
-                                          sensor=self.ds_info.sensor_spec, where=dataset)
+                                          sensor=self.ds_info.sensor_spec, where=dataset,
+                                          nodata=self.kind.nodata)
         self.bands = [r.name for r in self.band_records]  # canonical: B01 ... B12, B8A
         self.datasets = (dataset,)
         self._index = self._plan()

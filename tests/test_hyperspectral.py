@@ -1,0 +1,192 @@
+"""Hyperspectral input (issue 21, part 1): the EnMAP sensor in the catalog (224 bands by
+wavelength, the water-vapour bands, nodata), its simulation (each band's Gaussian spectral
+response over the materials' spectra, the detector noise, the water-vapour bands as nodata) and
+seed 001's EnMAP-CORINE through the shards."""
+
+import numpy as np
+import pytest
+
+from geofm_lib import bands as B
+from geofm_lib.catalog import (
+    ENMAP_BANDS,
+    ENMAP_NODATA,
+    ENMAP_VNIR_BANDS,
+    ENMAP_WATER_VAPOUR,
+    GROUP_DATASETS,
+    PAPER_DATASETS,
+    SENSORS,
+    water_vapour_bands,
+)
+from geofm_lib.data import recipes, simulate
+
+
+def test_enmap_bands_are_torchgeo_s_with_its_water_vapour_bands():
+    tg = pytest.importorskip("torchgeo.datasets")
+    assert len(ENMAP_BANDS) == 224 and ENMAP_VNIR_BANDS == 91
+    want = [tg.EnMAP.wavelengths[b] * 1000 for b in tg.EnMAP.all_bands]
+    np.testing.assert_allclose([b.center_nm for b in ENMAP_BANDS], want, atol=1e-3)
+    kept = tg.EnMAP.default_bands  # what torchgeo (HySpecNet-11k, SpectralEarth) keeps
+    assert len(kept) == 202
+    dropped = [b for b in tg.EnMAP.all_bands if b not in kept]
+    assert [int(b[1:]) for b in dropped] == list(ENMAP_WATER_VAPOUR)
+    # the names readers give EnMAP's bands (band17 of a tile) are the catalog's
+    read = B.resolve_bands([f"band{i}" for i in range(1, 225)], sensor="enmap")
+    assert [r.name for r in read] == [b.name for b in ENMAP_BANDS]
+    assert [read[i - 1].name for i in ENMAP_WATER_VAPOUR] == list(water_vapour_bands())
+    assert {b.fwhm_nm for b in ENMAP_BANDS[:91]} == {8.1} and ENMAP_BANDS[91].fwhm_nm == 12.5
+
+
+def test_enmap_corine_is_seed_001_s_and_not_one_of_seed_000_s_groups():
+    assert "enmap_corine" not in PAPER_DATASETS
+    assert "enmap_corine" not in GROUP_DATASETS["all"]
+    assert GROUP_DATASETS["H"] == ("enmap_corine",)
+    assert SENSORS["enmap_l2a"].kind == "hyperspectral" and SENSORS["enmap_l2a"].dtype == "int16"
+
+
+def test_each_band_integrates_the_spectrum_over_its_gaussian_response():
+    table = recipes._signature_table("enmap_l2a")
+    assert table.shape == (len(recipes.MATERIALS), 224)
+    wl = np.arange(380.0, 2500.0, 1.0)
+    fine = recipes._fine_spectra(wl)
+    i, band = recipes._MAT_INDEX["conifer"], ENMAP_BANDS[150]
+    w = np.exp(-0.5 * ((wl - band.center_nm) / (band.fwhm_nm / 2.3548)) ** 2)
+    assert table[i, 150] == pytest.approx((fine[i] * w).sum() / w.sum(), rel=1e-9)
+    # a flat spectrum comes back flat: the responses are normalised
+    flat = np.full_like(fine[:1], 0.25)
+    srf = np.exp(-0.5 * ((wl[None] - np.array([b.center_nm for b in ENMAP_BANDS])[:, None])
+                         / (np.array([b.fwhm_nm for b in ENMAP_BANDS])[:, None] / 2.3548)) ** 2)
+    np.testing.assert_allclose(flat @ (srf / srf.sum(1, keepdims=True)).T, 0.25)
+
+
+def _spectrum(material: str):
+    return recipes._signature_table("enmap_l2a")[recipes._MAT_INDEX[material]]
+
+
+def _at(nm: float) -> int:
+    return int(np.argmin([abs(b.center_nm - nm) for b in ENMAP_BANDS]))
+
+
+def test_the_simulated_spectra_show_what_only_a_hyperspectral_sensor_resolves():
+    leaf = _spectrum("broadleaf")
+    assert leaf[_at(800)] > 4 * leaf[_at(670)]  # the red edge
+    # leaf water at 1200 nm: a dip below both shoulders (no Sentinel-2 band samples it)
+    assert leaf[_at(1200)] < 0.95 * min(leaf[_at(1100)], leaf[_at(1280)])
+    soil = _spectrum("bare_soil")
+    assert soil[_at(2200)] < 0.95 * min(soil[_at(2120)], soil[_at(2290)])  # clay's Al-OH
+    water = _spectrum("water")
+    assert water[_at(1600)] < 0.01  # water absorbs the SWIR
+
+
+def test_a_simulated_enmap_scene_is_an_l2a_product():
+    s = simulate.render("enmap_corine", 3, seed=0, image_px=32)
+    assert s.image.shape == (224, 32, 32) and s.image.dtype == np.int16
+    gone = np.array(ENMAP_WATER_VAPOUR) - 1
+    assert np.all(s.image[gone] == ENMAP_NODATA)
+    rest = np.delete(s.image, gone, axis=0)
+    assert rest.min() > ENMAP_NODATA and rest.max() < 10000
+    assert s.meta["bands"] == [b.name for b in ENMAP_BANDS] and s.meta["gsd_m"] == 30.0
+    assert all(r["nodata"] == ENMAP_NODATA for r in s.meta["band_info"])
+    assert s.labels and set(s.labels) <= set(simulate.get_dataset("enmap_corine").labels)
+    # detector noise: neighbouring bands of one pixel differ by more than the smooth spectrum
+    step = np.diff(rest[:ENMAP_VNIR_BANDS, 5, 5].astype(float))
+    assert 3 < np.std(step) < 60
+
+
+def test_enmap_corine_shards_record_the_water_vapour_bands_as_nodata(tmp_path):
+    pytest.importorskip("webdataset")
+    from geofm_lib.config import load_config
+    from geofm_lib.data.build import build_shards
+    from geofm_lib.data.shards import iter_shards, load_manifest, shard_paths
+    from geofm_lib.models.inputs import input_spec, to_model_input
+    from geofm_lib.paths import build_folder
+
+    cfg = load_config("ci", group="H", work_dir=str(tmp_path), samples_per_dataset=12,
+                      image_px=16)
+    build_shards(cfg, show_progress=False)
+    folder = build_folder(cfg)
+    m = load_manifest(folder)
+    st = m["band_stats"]["enmap_corine"]
+    assert st["bands"] == [b.name for b in ENMAP_BANDS]
+    assert sorted(st["all_nodata"]) == sorted(water_vapour_bands())
+    stats, model_bands = input_spec(m.band_stats_for(["enmap_corine"]), "wavelength")
+    assert len(model_bands) == 202  # SpectralEarth's band count
+    s = next(iter(iter_shards(shard_paths(folder, "train", "enmap_corine"))))
+    assert s["img"].dtype == np.int16 and s["img"].shape == (224, 16, 16)
+    x = to_model_input(s["img"], s["json"]["bands"], stats["enmap_corine"])
+    assert x.shape == (202, 16, 16) and np.isfinite(x).all() and abs(float(x.mean())) < 1.5
+    rgb, _ = input_spec(m.band_stats_for(["enmap_corine"]))
+    assert rgb["enmap_corine"].rule == "rgb_by_wavelength"
+    picked = [st["bands"][i] for i in rgb["enmap_corine"].idx]
+    assert [float(b[:-2]) for b in picked] == pytest.approx([665, 560, 490], abs=6)
+
+
+# --- HySpecNet-11k through torchgeo, on files in its real layout ------------------------------
+
+TILE = "ENMAP01-____L2A-DT0000004950_20221103T162438Z_001_V010110_20221118T145147Z"
+
+
+def _write_hyspecnet(root, n_patches: int = 6, px: int = 16, missing_from_lists=()):
+    """HySpecNet-11k's layout: patches/<tile>/<tile>-Y.._X../<...>-SPECTRAL_IMAGE.TIF (224
+    int16 bands, the water-vapour ones nodata, band 1 nodata in one corner as at tile edges)
+    and splits/easy/{train,val,test}.csv naming '<tile>/<patch>/<patch>-DATA.npy'."""
+    rasterio = pytest.importorskip("rasterio")
+    from rasterio.transform import from_origin
+
+    rng = np.random.default_rng(21)
+    rows = []
+    for k in range(n_patches):
+        patch = f"{TILE}-Y{1460273 + 128 * k:08d}_X{5670694:08d}"
+        folder = root / "hyspecnet-11k" / "patches" / TILE / patch
+        folder.mkdir(parents=True)
+        data = rng.integers(200, 5000, (224, px, px)).astype(np.int16)
+        data[np.array(ENMAP_WATER_VAPOUR) - 1] = ENMAP_NODATA
+        data[0, :3, :3] = ENMAP_NODATA
+        with rasterio.open(folder / f"{patch}-SPECTRAL_IMAGE.TIF", "w", driver="GTiff",
+                           width=px, height=px, count=224, dtype="int16", crs="EPSG:32633",
+                           transform=from_origin(600000 + 3840 * k, 5800000, 30, 30),
+                           nodata=ENMAP_NODATA) as f:
+            f.write(data)
+        if k not in missing_from_lists:
+            rows.append(f"{TILE}/{patch}/{patch}-DATA.npy")
+    splits = root / "hyspecnet-11k" / "splits" / "easy"
+    splits.mkdir(parents=True)
+    (splits / "train.csv").write_text("\n".join(rows[:-2]) + "\n")
+    (splits / "val.csv").write_text(rows[-2] + "\n")
+    (splits / "test.csv").write_text(rows[-1] + "\n")
+    return rows
+
+
+def test_hyspecnet_11k_patches_keep_their_bands_wavelengths_and_nodata(tmp_path):
+    pytest.importorskip("torchgeo")
+    from geofm_lib.config import load_config
+    from geofm_lib.data import build
+    from geofm_lib.data.shards import iter_shards, load_manifest, shard_paths
+
+    _write_hyspecnet(tmp_path / "hsn", missing_from_lists=(2,))
+    spec = {"reader": "torchgeo", "dataset_class": "HySpecNet11k", "root": str(tmp_path / "hsn")}
+    cfg = load_config("ci", group="custom", datasets=["hyspecnet11k"],
+                      sources={"hyspecnet11k": spec}, image_px=16, samples_per_dataset=50,
+                      val_fraction=0.25, work_dir=str(tmp_path / "work"))
+    folder = build.build_shards(cfg, show_progress=False)
+    m = load_manifest(folder)
+    assert m["band_stats"]["hyspecnet11k"]["bands"] == [b.name for b in ENMAP_BANDS]
+    assert sorted(m["band_stats"]["hyspecnet11k"]["all_nodata"]) == sorted(water_vapour_bands())
+    report = m["source_reports"]["hyspecnet11k"]
+    assert report["found"] == 6 and report["listed"] == 5
+    samples = [s for split in ("train", "val")
+               for s in iter_shards(shard_paths(folder, split, "hyspecnet11k"))]
+    assert len(samples) == 5  # the patch no split list names is not read
+    for s in samples:
+        assert s["img"].dtype == np.int16 and s["img"].shape == (224, 16, 16)
+        assert s["json"]["date"] == "2022-11-03" and s["json"]["labels"] == []
+        assert s["json"]["band_info"][0]["center_nm"] == pytest.approx(418.416)
+        lon0, lat0, lon1, lat1 = s["json"]["footprint"]["bounds"]
+        assert 16 < lon0 < lon1 < 17 and 52 < lat0 < lat1 < 53
+    # band 1's corner is nodata in the files: the statistics leave it out
+    assert m["band_stats"]["hyspecnet11k"]["mean"][0] > 1000
+    assert report["not_used"] == {"not in the train/val/test list(s)": 1}
+    bad = {**spec, "options": {"strategy": "medium"}}
+    with pytest.raises(Exception, match="easy \\(patchwise\\) or hard"):
+        build.build_shards(load_config("ci", group="custom", datasets=["hyspecnet11k"],
+                                       sources={"hyspecnet11k": bad}, image_px=16,
+                                       work_dir=str(tmp_path / "w2")), show_progress=False)
