@@ -15,6 +15,7 @@
     geofm bench-compile [--quick]              # shard compile: workers, bytes per sample
     geofm bench-train [--quick]                # training benchmarks (vs open_clip_train, ...)
     geofm bench-ssl --preset full              # seed 001's SSL and segmentation steps (GPU)
+    geofm bench-hyperspectral                  # EnMAP shards: bytes per sample, loader vs step
 """
 
 from __future__ import annotations
@@ -273,6 +274,17 @@ def _bench_train(args) -> None:
           f"report: reports/{page.parent.name}/{page.name}")
 
 
+def _bench_hyperspectral_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quick", action="store_true", help="48 patches, 3 steps (CI)")
+    p.add_argument("--image-px", type=int, default=128, help="patch side (EnMAP's: 128)")
+
+
+def _bench_hyperspectral(args) -> None:
+    from geofm_lib.bench.hyperspectral import run as hyper_bench
+
+    hyper_bench(args.quick, args.image_px)
+
+
 def _bench_ssl(args) -> None:
     from geofm_lib.bench.ssl import run as ssl_bench
 
@@ -311,6 +323,8 @@ COMMANDS: dict[str, Command] = {
                              "sample, loader vs step", _bench_compile_args, _bench_compile),
     "bench-train": Command("training benchmarks: ours vs open_clip_train, loader vs step, 1 vs "
                            "2 processes, CUDA MFU", _bench_train_args, _bench_train),
+    "bench-hyperspectral": Command("EnMAP shards: bytes per sample, the loader against the "
+                                   "step", _bench_hyperspectral_args, _bench_hyperspectral),
     "bench-ssl": Command("seed 001's SSL methods and segmenters: samples/s and memory of "
                          "the step at a preset's sizes", _bench_ssl_args, _bench_ssl),
 }

@@ -190,3 +190,17 @@ def test_hyspecnet_11k_patches_keep_their_bands_wavelengths_and_nodata(tmp_path)
         build.build_shards(load_config("ci", group="custom", datasets=["hyspecnet11k"],
                                        sources={"hyspecnet11k": bad}, image_px=16,
                                        work_dir=str(tmp_path / "w2")), show_progress=False)
+
+
+def test_the_hyperspectral_benchmark_reports_bytes_per_sample_and_the_loader_against_the_step():
+    """`geofm bench-hyperspectral` at a tiny size: the code path of its numbers."""
+    pytest.importorskip("open_clip")
+    from geofm_lib.bench import hyperspectral
+
+    r = hyperspectral.run(quick=True, image_px=32, samples=24, batch_size=8)
+    b = r["bytes_per_sample"]
+    assert b["raw_int16"] == 32 * 32 * 224 * 2 and b["float32"] == 2 * b["raw_int16"]
+    assert 0 < b["shards_vs_int16"] < 1.2 and r["model_bands"] == 202
+    assert r["loader_samples_per_s"] > 0 and r["step_samples_per_s"] > 0
+    assert r["loader_vs_step"] == pytest.approx(
+        r["loader_samples_per_s"] / r["step_samples_per_s"], rel=0.02)

@@ -71,19 +71,23 @@ def our_step_throughput(model_name: str = "RN50-tiny", batch_size: int = 64,
                         steps: int = 20, warmup_steps: int = 3, threads: int | None = None,
                         compile: bool = False, grad_checkpointing: bool = False,
                         count_flops: bool = False, channels_last: bool = True,
-                        feed=None) -> dict:
+                        feed=None, band_adapter: str = "rgb",
+                        bands: list[str] | None = None) -> dict:
     """Samples/s of ``training.Step`` on a fixed in-memory batch (no data loading), with the
     image tower in channels-last layout as ``training.train`` has it (``channels_last=False``:
     the layout before that optimisation). With ``feed`` (an iterator of ``(images, tokens)``
     batches, e.g. the training stream on real shards) every step takes the next batch from it
-    and moves it to the device, so the figure is the rate of training fed by that loader."""
+    and moves it to the device, so the figure is the rate of training fed by that loader.
+    ``band_adapter``/``bands``: the image tower takes those bands (``models.adapters``)."""
     import open_clip
 
     old_threads = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
     try:
-        model, tok = create_model(model_name, image_px, None, device, seed=0)
+        model, tok = create_model(model_name, image_px, None, device, seed=0,
+                                  band_adapter=band_adapter, bands=bands)
+        channels = len(bands) if band_adapter != "rgb" else 3
         if grad_checkpointing:
             model.set_grad_checkpointing(True)
         if channels_last:
@@ -103,7 +107,7 @@ def our_step_throughput(model_name: str = "RN50-tiny", batch_size: int = 64,
         step = Step(run, model, open_clip.ClipLoss(), opt, sched, scaler, autocast, 1, 1.0,
                     False)
         g = torch.Generator().manual_seed(0)
-        images = torch.randn(batch_size, 3, image_px, image_px, generator=g).to(device)
+        images = torch.randn(batch_size, channels, image_px, image_px, generator=g).to(device)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         tokens = tok([f"an overhead image number {i}" for i in range(batch_size)]).to(device)

@@ -616,3 +616,40 @@ def segmentation_curves(histories: dict[str, list[dict]], fractions: dict[str, l
     fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8,
                frameon=False)
     return fig
+
+
+def mean_spectra(samples: list[dict], title: str = "", max_classes: int = 6,
+                 scale: float = 10000.0):
+    """Mean reflectance spectrum of each dominant land-cover class over the samples' valid
+    pixels (each band's nodata left out; a band with none left is a gap in the line), against
+    the bands' centre wavelengths, for products with many bands (hyperspectral)."""
+    import matplotlib.pyplot as plt
+
+    info = samples[0]["json"]["band_info"]
+    centres = np.array([b["center_nm"] if b.get("center_nm") else np.nan for b in info])
+    nodata = [b.get("nodata") for b in info]
+    sums: dict[str, list] = {}
+    for s in samples:
+        cls = s["json"].get("dominant_label") or (s["json"]["labels"] or ["(no label)"])[0]
+        img = s["img"].astype(np.float64)
+        valid = np.ones(img.shape, bool)
+        for j, v in enumerate(nodata):
+            if v is not None:
+                valid[j] = img[j] != v
+        acc = sums.setdefault(cls, [np.zeros(len(info)), np.zeros(len(info))])
+        acc[0] += np.where(valid, img, 0).sum(axis=(1, 2))
+        acc[1] += valid.sum(axis=(1, 2))
+    order = sorted(sums, key=lambda c: -sums[c][1].sum())[:max_classes]
+    fig, ax = plt.subplots(figsize=(10, 3.6))
+    for cls in order:
+        total, count = sums[cls]
+        mean = np.where(count > 0, total / np.maximum(count, 1), np.nan) / scale
+        n = sum(1 for s in samples if (s["json"].get("dominant_label")
+                                       or (s["json"]["labels"] or ["(no label)"])[0]) == cls)
+        ax.plot(centres, mean, lw=1.2, label=f"{textwrap.shorten(cls, 40)} ({n})")
+    ax.set_xlabel("band centre (nm)")
+    ax.set_ylabel("reflectance")
+    ax.set_title(title or "mean spectrum per dominant class (gaps: bands without a measurement)")
+    fig.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
+    fig.tight_layout()
+    return fig
