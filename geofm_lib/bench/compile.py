@@ -25,6 +25,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from geofm_lib.bench.results import write_results
 from geofm_lib.config import load_config
 from geofm_lib.data import shards
 from geofm_lib.data.build import build_shards
@@ -122,10 +123,7 @@ def main(quick: bool = False, repeats: int = 1) -> dict:
         cfg = load_config("demo", work_dir=str(folder.parent.parent), **base, data_workers=1)
         results["loader_vs_step"] = loader_vs_step(cfg)
         print(json.dumps({"loader_vs_step": results["loader_vs_step"]}, indent=1))
-    out = load_config("demo").path("bench")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "compile.json").write_text(json.dumps(results, indent=1))
-    print(f"written to {load_config('demo').work_dir}/bench/compile.json")
+    write_results("compile.json", results)
     return results
 
 

@@ -16,8 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from geofm_lib.bench.results import write_results
 from geofm_lib.catalog import PAPER_DATASETS as DATASETS
-from geofm_lib.config import load_config
 from geofm_lib.data import shards, simulate
 
 
@@ -81,13 +81,7 @@ def main(quick: bool = False) -> dict:
         "target": "simulator >= 500 samples/s at 64 px for the 10 m datasets (one core)",
     }
     print(json.dumps(results, indent=1))
-    try:
-        out = load_config("demo").path("bench")
-    except Exception:  # noqa: BLE001 - outside a workspace: write beside the cwd
-        out = Path("bench")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "data_stage.json").write_text(json.dumps(results, indent=1))
-    print(f"written to {out.name}/data_stage.json")
+    write_results("data_stage.json", results)
     return results
 
 

@@ -17,8 +17,8 @@ import json
 import platform
 import tempfile
 import time
-from pathlib import Path
 
+from geofm_lib.bench.results import write_results
 from geofm_lib.bench.train import our_step_throughput
 from geofm_lib.catalog import ENMAP_BANDS
 from geofm_lib.config import load_config
@@ -71,11 +71,5 @@ def run(quick: bool = False, image_px: int = 128, samples: int | None = None,
                           f"{image_px} px, batch {batch_size}, fp32, CPU, one process, no "
                           f"loader workers")
     print(json.dumps(results, indent=1))
-    try:
-        out = load_config("demo").path("bench")
-    except Exception:  # noqa: BLE001 - outside a workspace: write beside the cwd
-        out = Path("bench")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "hyperspectral.json").write_text(json.dumps(results, indent=1))
-    print(f"written to {out / 'hyperspectral.json'}")
+    write_results("hyperspectral.json", results)
     return results

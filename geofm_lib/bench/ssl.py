@@ -14,14 +14,13 @@ each SSL sample being the two views of a place stacked, as ``ssl.PairViews`` giv
 
 from __future__ import annotations
 
-import json
 import platform
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
+from geofm_lib.bench.results import write_results
 from geofm_lib.config import load_config
 from geofm_lib.evaluation.segmenter import build_segmenter, decoder_for
 from geofm_lib.models.devices import autocast, resolve_device, resolve_precision
@@ -178,12 +177,5 @@ def run(preset: str = "full", device: str | None = None, quick: bool = False,
             print(f"{key:>34}: {r['samples_per_s']:8.1f} samples/s"
                   + (f", peak {r['peak_memory_GiB']} GiB" if "peak_memory_GiB" in r else ""),
                   flush=True)
-    text = json.dumps(results, indent=1)
-    try:
-        out = load_config("demo").path("bench")
-    except Exception:  # noqa: BLE001 - outside a workspace: write beside the cwd
-        out = Path("bench")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "ssl.json").write_text(text)
-    print(f"written to {out / 'ssl.json'}")
+    write_results("ssl.json", results)
     return results

@@ -22,7 +22,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import shutil
@@ -38,6 +37,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from geofm_lib.bench import openclip as bench_openclip
+from geofm_lib.bench.results import write_results
 from geofm_lib.config import load_config
 from geofm_lib.data.build import build_shards
 from geofm_lib.data.shards import load_manifest
@@ -306,15 +306,7 @@ def run(quick: bool = False, device: str | None = None, with_openclip: bool = Tr
             for k, v in list(section.items()):
                 if isinstance(v, float):
                     section[k] = round(v, 3)
-    text = json.dumps(results, indent=1, default=str)
-    try:
-        out = load_config("demo").path("bench")
-    except Exception:  # noqa: BLE001 - outside a workspace: write beside the cwd
-        out = Path("bench")
-    out.mkdir(parents=True, exist_ok=True)
-    name = "training.json" if with_cpu else "training_gpu.json"
-    (out / name).write_text(text)
-    print(f"written to {out.parent.name}/{out.name}/{name}")
+    write_results("training.json" if with_cpu else "training_gpu.json", results)
     return results
 
 
