@@ -87,6 +87,12 @@ def test_a_simulated_enmap_scene_is_an_l2a_product():
     assert s.meta["bands"] == [b.name for b in ENMAP_BANDS] and s.meta["gsd_m"] == 30.0
     assert all(r["nodata"] == ENMAP_NODATA for r in s.meta["band_info"])
     assert s.labels and set(s.labels) <= set(simulate.get_dataset("enmap_corine").labels)
+    # shown in Sentinel-2's false colour, from the bands nearest 842/665/560 nm
+    from geofm_lib.data.display import display_rgb
+
+    nir = s.meta["bands"].index("840nm")
+    want = np.clip(s.image[nir].astype(np.float32) / 5000.0, 0, 1) ** (1 / 1.4)
+    assert np.allclose(display_rgb(s.image, s.meta["bands"])[..., 0], want)
     # detector noise: neighbouring bands of one pixel differ by more than the smooth spectrum
     step = np.diff(rest[:ENMAP_VNIR_BANDS, 5, 5].astype(float))
     assert 3 < np.std(step) < 60

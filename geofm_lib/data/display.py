@@ -4,6 +4,8 @@
     0-0.5 NIR, 0-0.3 red and green, gamma 1.4), so vegetation is red, water dark, and images
     compare with each other.
   * Sentinel-1: VV backscatter in dB shown in grey between -25 dB and 0 dB.
+  * Hyperspectral products (20 or more bands with wavelengths, e.g. EnMAP): the same false
+    colour and stretch from the bands nearest 842, 665 and 560 nm.
   * 8-bit RGB and panchromatic products: shown as stored; other products: the bands nearest
     red, green and blue (by name or wavelength), stretched.
 """
@@ -12,9 +14,23 @@ from __future__ import annotations
 
 import numpy as np
 
-from geofm_lib.bands import colour_bands
+from geofm_lib.bands import colour_bands, wavelength_nm
 
 S2_DISPLAY_MAX = np.array([5000.0, 3000.0, 3000.0], dtype=np.float32)  # B08, B04, B03 (x 10000)
+FALSE_COLOUR_NM = (842.0, 665.0, 560.0)  # Sentinel-2's B08, B04, B03
+
+
+def _false_colour_bands(bands: list[str]) -> list[int] | None:
+    """The bands nearest 842/665/560 nm (each within 15 nm) of a product with 20 or more bands
+    with wavelengths (a hyperspectral one), else None."""
+    nm = [wavelength_nm(b) for b in bands]
+    known = [(i, w) for i, w in enumerate(nm) if w is not None and w < 3000]
+    if len(known) < 20:
+        return None
+    pick = [min(known, key=lambda iw, t=t: abs(iw[1] - t)) for t in FALSE_COLOUR_NM]
+    if any(abs(w - t) > 15 for (_, w), t in zip(pick, FALSE_COLOUR_NM, strict=True)):
+        return None
+    return [i for i, _ in pick]
 
 
 def display_rgb(image: np.ndarray, bands: list[str]) -> np.ndarray:
@@ -28,6 +44,10 @@ def display_rgb(image: np.ndarray, bands: list[str]) -> np.ndarray:
         # Sentinel-2 false colour, fixed reflectance stretch
         idx = [bands.index(b) for b in ("B08", "B04", "B03")]
         rgb = image[idx].astype(np.float32) / S2_DISPLAY_MAX[:, None, None]
+        return np.moveaxis(np.clip(rgb, 0, 1) ** (1 / 1.4), 0, -1)
+    spectral = _false_colour_bands(list(bands))
+    if spectral is not None:  # the same false colour from the nearest bands
+        rgb = image[spectral].astype(np.float32) / S2_DISPLAY_MAX[:, None, None]
         return np.moveaxis(np.clip(rgb, 0, 1) ** (1 / 1.4), 0, -1)
     if "VV" in bands:
         vv = np.clip((image[bands.index("VV")] + 25) / 25, 0, 1)
