@@ -52,6 +52,8 @@ def test_names_are_checked_before_any_work():
         dense.check_name("torchgeo:vit_small_patch16_224:SENTINEL2_ALL_DINO")
     with pytest.raises(errors.EncoderError, match="name the weights"):
         dense.check_name("torchgeo:resnet18")
+    with pytest.raises(errors.EncoderError, match="do not name their bands"):
+        dense.check_name("torchgeo:resnet50:FMOW_RGB_GASSL")
     with pytest.raises(errors.EncoderError, match="no weights 'SENTINEL2_ALL_MOCA'"):
         dense.check_name("torchgeo:resnet18:SENTINEL2_ALL_MOCA")
 

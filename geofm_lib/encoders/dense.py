@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from geofm_lib.config import Config
-from geofm_lib.encoders.torchgeo_weights import PREFIX, canonical_band, load, parse, place_bands
+from geofm_lib.encoders.torchgeo_weights import PREFIX, load, parse, weights_meta
 from geofm_lib.errors import EncoderError
 from geofm_lib.evaluation.segmenter import UpConvMap, build_segmenter
 from geofm_lib.models.factory import create_model
@@ -142,6 +142,10 @@ def check_name(name: str) -> None:
         if weights is None:
             raise EncoderError(f"{name}: name the weights (torchgeo:{model}:<weights>); its "
                                f"random init is already the baseline of every ResNet")
+        if "bands" not in weights_meta(model, weights):
+            raise EncoderError(f"{name}: these weights do not name their bands, so their "
+                               f"input cannot be placed by name; choose weights that do "
+                               f"(e.g. SENTINEL2_ALL_MOCO)")
         return
     raise EncoderError(f"unknown segmentation encoder {name!r}; write {USAGE}")
 
@@ -184,16 +188,14 @@ def _normalisation(transforms, name: str, channels: int):
 
 def _torchgeo(name: str, band_stats: dict, image_px: int) -> DenseEncoder:
     model, weights = parse(name)
-    encoder, _ = load(name, band_stats, image_px)  # fails here offline, with the reason
-    from torchgeo.models import get_model_weights
-
-    meta = get_model_weights(model)[weights].meta
-    layout = [b for b in meta["bands"]]
-    stats = place_bands(band_stats, [canonical_band(b) for b in layout], name, raw=True)
-    net = encoder.visual.net
-    state = {k: v for k, v in net.state_dict().items() if not k.startswith("fc.")}
-    normalise = _normalisation(encoder.visual.transform, name, len(layout))
-    return DenseEncoder(name, f"torchgeo {model} {weights}", "resnet", model, len(layout),
+    # the registry's loader: downloads (or fails offline with the reason) and places each
+    # dataset's raw bands by name into the weights' band order (their metadata names them)
+    encoder, stats = load(name, band_stats, image_px)
+    channels = next(iter(stats.values())).channels
+    state = {k: v for k, v in encoder.visual.net.state_dict().items()
+             if not k.startswith("fc.")}
+    normalise = _normalisation(encoder.visual.transform, name, channels)
+    return DenseEncoder(name, f"torchgeo {model} {weights}", "resnet", model, channels,
                         stats, normalise, state=state)
 
 

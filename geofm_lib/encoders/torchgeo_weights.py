@@ -69,6 +69,13 @@ def parse(encoder: str) -> tuple[str, str | None]:
     return name, weights
 
 
+def weights_meta(model: str, weights: str) -> dict:
+    """The metadata of torchgeo's weights ``weights`` for ``model`` (bands, ...)."""
+    from torchgeo.models import get_model_weights  # deferred: torchgeo takes seconds to import
+
+    return dict(get_model_weights(model)[weights].meta)
+
+
 def canonical_band(name: str) -> str:
     """torchgeo's band names in the catalog's spelling: B1 -> B01, B8a -> B8A."""
     up = name.upper()
