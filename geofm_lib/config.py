@@ -230,10 +230,12 @@ class Config(BaseModel):
     pretrained: str | None = Field(
         None, description="OpenCLIP pretrained tag (e.g. 'openai') or a local .pt file; "
                           "None = train from scratch")
-    band_adapter: Literal["rgb", "conv1x1", "first_layer", "wavelength"] = Field(
+    band_adapter: Literal["rgb", "conv1x1", "first_layer", "wavelength", "spectral"] = Field(
         "rgb", description="how products enter the image tower: rgb (3 channels per product), "
                            "conv1x1 (learned N->3), first_layer (N-channel conv1 from RGB "
-                           "weights), wavelength (DOFA-style kernels from band wavelengths)")
+                           "weights), wavelength (DOFA-style kernels from band wavelengths), "
+                           "spectral (seed 001's 1-D convolutions over each pixel's spectrum "
+                           "on a wavelength grid, then conv1)")
     batch_size: int = Field(64, ge=2, le=65536, description="samples per optimisation step")
     epochs: int = Field(2, ge=1, le=10_000, description="passes over the training shards")
     lr: float = Field(5.0e-4, gt=0.0, le=1.0, description="peak learning rate")
@@ -273,9 +275,11 @@ class Config(BaseModel):
             f"{k} ({v})" for k, v in SSL_METHODS.items()))
     ssl_backbone: Literal[tuple(SSL_BACKBONES)] = Field(
         "resnet18", description="timm encoder of the SSL run: ResNets, or ViTs (mae needs one)")
-    ssl_adapter: Literal["conv1x1", "first_layer"] = Field(
-        "first_layer", description="input layer for N bands: conv1x1 (N->3, seed 003) or an "
-                                   "N-channel first convolution")
+    ssl_adapter: Literal["conv1x1", "first_layer", "spectral"] = Field(
+        "first_layer", description="input layer for N bands: conv1x1 (N->3, seed 003), an "
+                                   "N-channel first convolution, or spectral (seed 001's "
+                                   "1-D convolutions over each pixel's spectrum, optical bands "
+                                   "with wavelengths)")
     ssl_augment: Literal["none", "set1", "set2"] = Field(
         "set2", description="seed 003's augmentations: set1 resized crop, set2 + blur")
     ssl_patches: Literal["all", "non_overlapping"] = Field(
@@ -302,6 +306,14 @@ class Config(BaseModel):
     mae_decoder_depth: int = Field(4, ge=1, le=32, description="MAE decoder transformer blocks")
     labelled_samples: int = Field(1024, ge=8, le=10_000_000,
                                   description="labelled places for the SSL evaluation")
+    protocol_sizes: list[int] = Field(
+        [32, 128, 512], min_length=1,
+        description="labelled places of seed 001's three protocols in 07 (frozen, adapter and "
+                    "full fine-tuning; encoders with the spectral stem): the label-efficiency "
+                    "curve's points")
+    protocol_steps: int = Field(40, ge=1, le=1_000_000,
+                                description="optimiser steps of each fine-tuning fit of seed "
+                                            "001's protocols, whatever the labelled-set size")
     eval_split: Literal["val", "train"] = Field(
         "val", description="split the evaluation notebooks score (train = fitted data)")
     # bookkeeping

@@ -166,10 +166,14 @@ def test_pretrain_resumes_and_evaluates(work):
 
 
 def test_no_pairs_is_a_clear_error(tmp_path):
+    """Optical images alone are single-sensor places: pretraining with augmentation pairs
+    works on them; sensor pairs are refused with what to use instead."""
     cfg = load_config("ci", group="B", work_dir=str(tmp_path))
     build.build_shards(cfg, show_progress=False)
-    with pytest.raises(errors.PairError, match="both a Sentinel-1 and an optical image"):
-        ssl.load_pairs(cfg, "train")
+    places = ssl.load_pairs(cfg, "train")
+    assert places.single_sensor and places.bands == ["R", "G", "B"]
+    with pytest.raises(errors.PairError, match="use ssl_mode=augment"):
+        ssl.PairViews(places, "sensor", 0)
 
 
 def test_real_bigearthnet_pairs_load(shared_data, tmp_path):

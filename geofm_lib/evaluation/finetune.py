@@ -38,22 +38,35 @@ def output_width(net, x: np.ndarray, device: str = "cpu") -> int:
 
 def fit_head(net, x_tr: np.ndarray, y_tr: np.ndarray, epochs: int, lr: float, seed: int,
              device: str = "cpu", batch: int = 64, single: bool = False,
-             precision: str = "fp32") -> FineTuned:
+             precision: str = "fp32", train_only=None) -> FineTuned:
     """Train ``net`` and a new linear head on (images, targets): multi-label (``y_tr`` 0/1 rows)
     or, with ``single``, single-label (``y_tr`` class indices); forward passes under the
-    autocast of ``precision`` (a resolved one), the loss in fp32."""
+    autocast of ``precision`` (a resolved one), the loss in fp32.
+
+    ``train_only``: modules of ``net`` that learn with the head (seed 001's adapter
+    fine-tuning: the spectral stem); the rest of ``net`` stays as it is, weights and
+    BatchNorm statistics (eval mode). None: all of ``net`` learns."""
     dim = output_width(net, x_tr, device)
     torch.manual_seed(seed)
     n_out = int(y_tr.max()) + 1 if single else y_tr.shape[1]
     head = torch.nn.Linear(dim, n_out).to(device)
     model = torch.nn.Sequential(net, head).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
+    if train_only is not None:
+        learn = {id(p) for m in train_only for p in m.parameters()}
+        for p in net.parameters():
+            p.requires_grad_(id(p) in learn)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr,
+                            weight_decay=0.05)
     loss_fn = torch.nn.CrossEntropyLoss() if single else torch.nn.BCEWithLogitsLoss()
     target = torch.from_numpy(y_tr.astype(np.int64 if single else np.float32))
     rng, aug = np.random.default_rng(seed), random.Random(seed)
     history = []
     for epoch in range(epochs):
         model.train()
+        if train_only is not None:
+            net.eval()
+            for m in train_only:
+                m.train()
         order = rng.permutation(len(x_tr))
         losses = []
         for i in range(0, len(order), batch):

@@ -31,7 +31,8 @@ def fbeta_counts(tp, fp, fn, beta: float = 2.0):
 
 
 def multilabel_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
-    """F2 micro/macro, Hamming loss, precision micro/macro, per-class F2 (percent, except
+    """F1 (seed 001's EnMAP-CORINE score) and F2 (seed 003's) micro/macro, Hamming loss,
+    precision micro/macro, per-class F2 (percent, except
     Hamming loss, a fraction). Macro averages run over classes present in ``y_true`` or
     predicted."""
     y_true, y_pred = y_true.astype(bool), y_pred.astype(bool)
@@ -41,7 +42,10 @@ def multilabel_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
     active = (tp + fp + fn) > 0
     f2_class = fbeta_counts(tp, fp, fn)
     prec_class = np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1), 0.0)
+    f1_class = fbeta_counts(tp, fp, fn, beta=1.0)
     return {
+        "f1_micro": 100 * float(fbeta_counts(tp.sum(), fp.sum(), fn.sum(), beta=1.0)),
+        "f1_macro": 100 * float(f1_class[active].mean()) if active.any() else 0.0,
         "f2_micro": 100 * float(fbeta_counts(tp.sum(), fp.sum(), fn.sum())),
         "f2_macro": 100 * float(f2_class[active].mean()) if active.any() else 0.0,
         "hamming_loss": float((y_true != y_pred).mean()),
@@ -51,13 +55,15 @@ def multilabel_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
     }
 
 
-def paired_f2_difference(y_true, pred_a, pred_b, n_boot: int = 500, seed: int = 0):
-    """F2 micro of ``pred_a`` minus that of ``pred_b`` on the same test images, with the 95 %
-    percentile-bootstrap interval of the difference (both resampled with the same images,
-    so what the two share does not widen it)."""
+def paired_f2_difference(y_true, pred_a, pred_b, n_boot: int = 500, seed: int = 0,
+                         metric: str = "f2_micro"):
+    """F2 micro (or another ``multilabel_metrics`` score) of ``pred_a`` minus that of
+    ``pred_b`` on the same test images, with the 95 % percentile-bootstrap interval of the
+    difference (both resampled with the same images, so what the two share does not widen
+    it)."""
     def diff(idx):
-        return {"d": multilabel_metrics(y_true[idx], pred_a[idx])["f2_micro"]
-                - multilabel_metrics(y_true[idx], pred_b[idx])["f2_micro"]}
+        return {"d": multilabel_metrics(y_true[idx], pred_a[idx])[metric]
+                - multilabel_metrics(y_true[idx], pred_b[idx])[metric]}
 
     whole = diff(np.arange(len(y_true)))["d"]
     return whole, bootstrap_stats(diff, len(y_true), n_boot, seed, ("d",))["d"]
@@ -65,7 +71,8 @@ def paired_f2_difference(y_true, pred_a, pred_b, n_boot: int = 500, seed: int = 
 
 def bootstrap_metrics(y_true, y_pred, n_boot: int = 500, seed: int = 0) -> dict:
     """95 % percentile-bootstrap intervals (resampling test images) of the scalar metrics."""
-    keys = ("f2_micro", "f2_macro", "hamming_loss", "precision_micro", "precision_macro")
+    keys = ("f1_micro", "f2_micro", "f2_macro", "hamming_loss", "precision_micro",
+            "precision_macro")
     return bootstrap_stats(lambda idx: multilabel_metrics(y_true[idx], y_pred[idx]),
                            len(y_true), n_boot, seed, keys)
 

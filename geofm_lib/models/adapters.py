@@ -17,6 +17,10 @@ OpenCLIP's image towers (ModifiedResNet, VisionTransformer) start with a 3-chann
   SAR) by a small MLP, so one set of weights takes Sentinel-2, Sentinel-1 and RGB; a sensor
   unseen in training only needs its wavelengths (``set_bands``). Differences from DOFA: one MLP
   per band (DOFA's generator is a transformer across the bands) and no generated bias.
+* ``spectral``: seed 001's spectral stem (``models.spectral``): each pixel's spectrum resampled
+  onto a fixed wavelength grid and passed through 1-D convolutions, then ``conv1`` on the
+  stem's feature maps (its kernels start as the mean RGB kernel x 3/C, as ``first_layer``'s
+  extra bands). For hyperspectral products; like ``wavelength`` it takes any optical band set.
 
 Channel layout: a run's model input is the ordered union of the bands of its datasets
 (``model_bands``), e.g. group A is S2's 12 bands then VV, VH (14 channels). A sample fills the
@@ -37,7 +41,7 @@ import torch.nn.functional as F
 from geofm_lib.bands import POLARISATIONS, wavelength_nm
 from geofm_lib.errors import AdapterError
 
-ADAPTERS = ("rgb", "conv1x1", "first_layer", "wavelength")
+ADAPTERS = ("rgb", "conv1x1", "first_layer", "wavelength", "spectral")
 
 
 # which bands stand for red, green and blue (for initialising from RGB weights)
@@ -103,6 +107,12 @@ def adapt_visual(visual, adapter: str, bands: list[str]) -> None:
         new = ChannelMixer(n, bands, conv)
     elif adapter == "first_layer":
         new = widen_conv(conv, bands)
+    elif adapter == "spectral":
+        from geofm_lib.models.spectral import SpectralFirst, SpectralStem
+
+        stem = SpectralStem(bands)
+        new = SpectralFirst(stem, widen_conv(conv, [f"stem{i}" for i in
+                                                    range(stem.out_channels)]))
     else:
         new = WavelengthConv(conv, bands)
     visual.conv1 = new.to(device)
@@ -145,6 +155,12 @@ class ChannelMixer(torch.nn.Module):
     def forward(self, x):
         _check_channels(x, self.mix.in_channels)
         return self.rgb(self.mix(x))
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The RGB convolution's weight (lightly's masked ViT initialises
+        ``patch_embed.proj.weight``; without this, MAE with ``conv1x1`` failed to build)."""
+        return self.rgb.weight
 
 
 def stem_conv1x1(conv, bands: list[str]) -> ChannelMixer:

@@ -173,9 +173,13 @@ def input_spec(band_stats: dict, band_adapter: str = "rgb"
     if not bands:
         raise DataError("every band of the run's datasets is entirely nodata in the training "
                         "split; check the files' nodata value (the manifest's band_stats)")
-    if band_adapter == "wavelength":
+    if band_adapter in ("wavelength", "spectral"):
         for b in bands:
             band_wavelength_nm(b)  # every band needs a wavelength: fail now, not mid-training
+    if band_adapter == "spectral":
+        from geofm_lib.models.spectral import resampling
+
+        resampling(bands)  # optical bands only (SAR is refused here, with the reason)
     return {ds: BandSlots.place(st, bands) for ds, st in band_stats.items()}, bands
 
 

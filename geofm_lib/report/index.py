@@ -23,7 +23,7 @@ INDEX_COLUMNS = (
     ("03_pretrain", "final_train_loss", "train loss"),
     ("04_zero_shot_eval", "mean_R@1", "mean R@1"),
     ("06_feature_probes", "probe_f2_micro", "linear probe F2 micro"),
-    ("07_ssl_pretrain", "linear_probe_f2_s1s2", "SSL probe F2 s1/s2"),
+    ("07_ssl_pretrain", "linear_probe_f2_s1s2", "SSL probe F2 (s1/s2 or optical)"),
 )
 
 

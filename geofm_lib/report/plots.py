@@ -540,6 +540,42 @@ def ssl_score_bars(rows: list[dict], inputs=("s1", "s2", "s1/s2")):
     return fig
 
 
+def protocol_curves(rows: list[dict]):
+    """Seed 001's label-efficiency curves: one panel per protocol, F1 against labelled places
+    (log scale) for each initialisation, the bootstrap 95 % interval as a band."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    table = pd.DataFrame(rows)
+    protocols = list(dict.fromkeys(table.protocol))
+    inits = list(dict.fromkeys(table["init"]))
+    colours = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(inits)}
+    fig, axes = plt.subplots(1, len(protocols), figsize=(4.2 * len(protocols), 3.4),
+                             squeeze=False, sharey=True)
+    for ax, protocol in zip(axes[0], protocols, strict=True):
+        sub_p = table[table.protocol == protocol]
+        for m in inits:
+            sub = sub_p[sub_p["init"] == m].sort_values("n_labelled")
+            if sub.empty:
+                continue
+            style = "--" if m.startswith("random init") else "-"
+            ax.plot(sub.n_labelled, sub.score, style, marker="o", color=colours[m], label=m)
+            ax.fill_between(sub.n_labelled, sub.ci.map(lambda c: c[0]),
+                            sub.ci.map(lambda c: c[1]), color=colours[m], alpha=0.12)
+        ax.set_xscale("log")
+        ticks = sorted(set(sub_p.n_labelled))
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.minorticks_off()
+        ax.set_xlabel("labelled places")
+        ax.set_title(protocol, fontsize=10)
+    axes[0][0].set_ylabel(f"{table.metric.iloc[0]} (%)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8,
+               frameon=False)
+    fig.tight_layout()
+    return fig
+
+
 def segmentation_panel(images: np.ndarray, bands: list[str], targets: np.ndarray,
                        predictions: dict[str, np.ndarray], classes: list[str], n: int = 4):
     """Seed 001's qualitative panel: per test image the image (red/green/blue by band name,

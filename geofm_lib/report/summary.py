@@ -66,6 +66,18 @@ def _ci(ci) -> str:
     return f' <span class="ci">[{ci[0]:.1f}, {ci[1]:.1f}]</span>' if ci else ""
 
 
+def _protocol_lines(rows: list[dict]) -> list[str]:
+    """Seed 001's frozen protocol at the largest labelled set: each pretrained encoder's F1
+    and its paired difference to random init."""
+    if not rows:
+        return []
+    n = max(r["n_labelled"] for r in rows)
+    return [f"frozen, {n} labels: {html.escape(r['init'])} F1 {_num(r['score'])}, "
+            f"{r['minus_random_init']:+.1f}{_ci(r.get('minus_random_init_ci'))} vs random init"
+            for r in rows if r["n_labelled"] == n and r["protocol"] == "frozen encoder"
+            and "minus_random_init" in r]
+
+
 def key_metrics(stage: str, m: dict) -> list[str]:
     """HTML snippets of a notebook's key metrics (empty: nothing recorded)."""
     if not m:
@@ -112,7 +124,8 @@ def key_metrics(stage: str, m: dict) -> list[str]:
         diff = "ssl_minus_random_init_f2_s1s2"
         if diff not in m and "moco_minus_random_init_f2_s1s2" in m:
             diff = "moco_minus_random_init_f2_s1s2"
-        return [f"<b>{method} ({html.escape(str(m.get('ssl_mode')))}) linear probe F2 s1/s2 "
+        which = {"s2": "optical"}.get(m.get("headline_input", "s1/s2"), "s1/s2")
+        return [f"<b>{method} ({html.escape(str(m.get('ssl_mode')))}) linear probe F2 {which} "
                 f"{_num(m.get('linear_probe_f2_s1s2'))}</b>{_ci(m.get('linear_probe_f2_s1s2_ci'))}",
                 f"random init {_num(m.get('random_init_f2_s1s2'))}"
                 f"{_ci(m.get('random_init_f2_s1s2_ci'))}",
@@ -125,7 +138,8 @@ def key_metrics(stage: str, m: dict) -> list[str]:
                   f"{a.get('ssl_minus_random_init_f2_s1s2', float('nan')):+.1f}"
                   f"{_ci(a.get('ssl_minus_random_init_f2_s1s2_ci'))}"
                   + (" (collapsed)" if a.get("collapsed") else "")
-                  for name, a in (m.get("also") or {}).items())]
+                  for name, a in (m.get("also") or {}).items()),
+                *_protocol_lines(m.get("protocols") or [])]
     if stage.startswith("08_"):
         miou, ci = m.get("mean_iou") or {}, m.get("mean_iou_ci") or {}
         diff, dci = m.get("minus_random_init") or {}, m.get("minus_random_init_ci") or {}

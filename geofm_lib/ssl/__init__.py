@@ -44,6 +44,7 @@ from .pairs import (
     non_overlapping,
 )
 from .pretraining import SSLResult, mae_reconstructions, pretrain, read_encoder
+from .protocols import PROTOCOLS, protocol_rows, protocol_table
 
 __all__ = [
     "INPUTS", "Pairs", "may_have_pairs", "load_pairs", "non_overlapping", "VIEWS",
@@ -54,5 +55,5 @@ __all__ = [
     "labelled_subset", "accuracy_ci", "single_label_probe", "SingleLabels", "single_labels",
     "evaluate", "finished_encoders", "headline_scores", "not_evaluable", "MODE_NAMES",
     "save_evaluation", "compare_runs", "parse_method", "method_config", "method_label",
-    "backbone_label",
+    "backbone_label", "PROTOCOLS", "protocol_rows", "protocol_table",
 ]

@@ -31,7 +31,7 @@ from geofm_lib.models.devices import autocast, resolve_device, resolve_precision
 from geofm_lib.paths import ssl_dir
 from geofm_lib.progress import get_logger, progress
 from geofm_lib.ssl.model import METHOD_LABELS, make_backbone, parse_method
-from geofm_lib.ssl.pairs import INPUTS, Pairs, load_pairs
+from geofm_lib.ssl.pairs import Pairs, load_pairs
 from geofm_lib.ssl.pretraining import read_encoder
 
 log = get_logger()
@@ -133,20 +133,24 @@ def not_evaluable(train: Pairs, test: Pairs, cfg: Config) -> str | None:
 
 
 def headline_scores(rows: list[dict]) -> dict:
-    """The multi-label S1/S2 linear-probe F2 of the SSL encoder and of random init, with their
-    intervals, and their paired difference (the numbers a report leads with)."""
+    """The multi-label linear-probe F2 of the SSL encoder and of random init on S1+S2 (on the
+    optical images alone for single-sensor data: ``headline_input`` says which), with their
+    intervals, and their paired difference (the numbers a report leads with). The keys keep
+    their ``_s1s2`` names for both, so that reports read one set of keys."""
     multi = [r for r in rows if r["task"] == "multi-label"]
     probe = {r["input"]: r for r in multi
              if "linear probe" in r["method"] and not r["method"].startswith("random init")}
     base = {r["input"]: r for r in multi if r["method"] == "random init, linear probe"}
-    out = {"linear_probe_f2_s1s2": round(probe["s1/s2"]["score"], 2),
-           "linear_probe_f2_s1s2_ci": [round(v, 2) for v in probe["s1/s2"]["ci"]],
-           "random_init_f2_s1s2": round(base["s1/s2"]["score"], 2),
-           "random_init_f2_s1s2_ci": [round(v, 2) for v in base["s1/s2"]["ci"]]}
-    if "minus_random_init" in probe["s1/s2"]:  # the paired difference on the same places
-        out["ssl_minus_random_init_f2_s1s2"] = round(probe["s1/s2"]["minus_random_init"], 2)
+    which = "s1/s2" if "s1/s2" in probe else "s2"
+    out = {"headline_input": which,
+           "linear_probe_f2_s1s2": round(probe[which]["score"], 2),
+           "linear_probe_f2_s1s2_ci": [round(v, 2) for v in probe[which]["ci"]],
+           "random_init_f2_s1s2": round(base[which]["score"], 2),
+           "random_init_f2_s1s2_ci": [round(v, 2) for v in base[which]["ci"]]}
+    if "minus_random_init" in probe[which]:  # the paired difference on the same places
+        out["ssl_minus_random_init_f2_s1s2"] = round(probe[which]["minus_random_init"], 2)
         out["ssl_minus_random_init_f2_s1s2_ci"] = [
-            round(v, 2) for v in probe["s1/s2"]["minus_random_init_ci"]]
+            round(v, 2) for v in probe[which]["minus_random_init_ci"]]
     return out
 
 
@@ -238,9 +242,8 @@ def evaluate(cfg: Config, encoder_path: Path, finetune_epochs: int = 5, n_boot: 
     ssl_name = f"{METHOD_LABELS[state.get('method', 'moco')]} {state['mode']}"
     rows = []
     n_tasks = ("multi-label" in tasks) + (single is not None)
-    bar = progress(total=len(INPUTS) * (2 + scratch + finetune) * n_tasks, desc="evaluation",
-                   unit="fit",
-                   disable=not show_progress)
+    bar = progress(total=len(train.input_names) * (2 + scratch + finetune) * n_tasks,
+                   desc="evaluation", unit="fit", disable=not show_progress)
 
     def row(task, method, which, score, ci, n_train, n_test, **extra):
         rows.append({"task": task, "metric": "F2 micro" if task == "multi-label" else
@@ -338,7 +341,7 @@ def evaluate(cfg: Config, encoder_path: Path, finetune_epochs: int = 5, n_boot: 
                 row("single-label", name, which, res["score"], res["ci"], len(k),
                     int(has.sum()))
 
-    for which in INPUTS:
+    for which in train.input_names:  # s1, s2, s1/s2; the optical images alone without SAR
         one_input(which)
     if memo.reused:
         log.info("baselines (random init, supervised from scratch) of %d fit(s) taken from "

@@ -12,6 +12,7 @@ from geofm_lib.config import Config
 from geofm_lib.errors import ConfigError
 from geofm_lib.models.adapters import stem_conv1x1
 from geofm_lib.models.backbones import make_backbone  # noqa: F401 (the SSL encoders)
+from geofm_lib.models.spectral import spectral_first
 
 SSL_FORMAT = "geofm-ssl-1"
 
@@ -95,9 +96,10 @@ def build_task(cfg: Config, bands: list[str], world: int = 1):
                     size=cfg.image_px, augmentation1=augmentations(cfg.ssl_augment, cfg.image_px),
                     augmentation2=augmentations(cfg.ssl_augment, cfg.image_px),
                     gather_distributed=world > 1)
-    if cfg.ssl_adapter == "conv1x1":
+    if cfg.ssl_adapter in ("conv1x1", "spectral"):
+        make = stem_conv1x1 if cfg.ssl_adapter == "conv1x1" else spectral_first
         for net in (task.backbone, task.backbone_momentum):
-            net.conv1 = stem_conv1x1(net.conv1, bands)
+            net.conv1 = make(net.conv1, bands)
     task.backbone_momentum.load_state_dict(task.backbone.state_dict())
     task.projection_head_momentum.load_state_dict(task.projection_head.state_dict())
     for p in (*task.backbone_momentum.parameters(), *task.projection_head_momentum.parameters()):

@@ -77,7 +77,29 @@ class Pairs:
 
     def inputs(self, idx, which: str) -> np.ndarray:
         """Images of one evaluation input: ``s1``, ``s2`` or ``s1/s2``."""
+        if which not in self.input_names:
+            raise PairError(f"these places have no {which!r} input (they have "
+                            f"{', '.join(self.input_names)})")
         return self.compose(idx, optical=which != "s1", sar=which != "s2")
+
+    @property
+    def single_sensor(self) -> bool:
+        """Optical images alone (e.g. hyperspectral scenes): no Sentinel-1 half."""
+        return not self.sar_bands
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        """The evaluation inputs these places have: ``s1``, ``s2``, ``s1/s2``, or only ``s2``
+        (the optical images) for single-sensor data."""
+        return ("s2",) if self.single_sensor else INPUTS
+
+    @property
+    def sensor_name(self) -> str:
+        """What the optical input is called in tables: Sentinel-2's ``s2``, or the product of
+        single-sensor data (e.g. ``enmap_corine``)."""
+        if self.single_sensor and self.optical_dataset:
+            return "/".join(sorted(set(self.optical_dataset)))
+        return "s2"
 
     def raw_optical(self, idx) -> tuple[np.ndarray, list[str]]:
         """(optical images as stored in the shards (e.g. reflectance x 10000), the dataset of
@@ -128,24 +150,35 @@ def load_pairs(cfg: Config, split: str) -> Pairs:
     Sources: two datasets whose samples share ``pair_id`` (BigEarthNet S1/S2 of the simulator,
     BigEarthNet or SSL4EO-S12 through torchgeo), or one dataset with both sensors stacked
     (SEN12MS, ``bigearthnet_s1s2``). Bands are standardised with each dataset's training-split
-    statistics from the shard manifest.
+    statistics from the shard manifest; bands the manifest lists as nodata everywhere (EnMAP's
+    water-vapour bands) are left out, as from the image towers' input.
+
+    Data without any SAR band (hyperspectral EnMAP scenes, an optical-only build) gives
+    single-sensor places: every image its own place, no SAR half (``Pairs.single_sensor``),
+    for ``ssl_mode=augment``.
     """
     folder = build_folder(cfg)
     manifest = load_manifest(folder)
+    optical_only = not any(b in POLARISATIONS for ds in cfg.dataset_keys
+                           for b in manifest["band_stats"][ds]["bands"])
     halves: dict[str, dict] = {}
     opt_bands = sar_bands = None
     vocab: list[str] = []
     for ds in cfg.dataset_keys:
         st = manifest["band_stats"][ds]
         bands = st["bands"]
-        sar_idx = [i for i, b in enumerate(bands) if b in POLARISATIONS]
-        opt_idx = [i for i, b in enumerate(bands) if b not in POLARISATIONS]
+        empty = set(st.get("all_nodata") or ())
+        sar_idx = [i for i, b in enumerate(bands) if b in POLARISATIONS and b not in empty]
+        opt_idx = [i for i, b in enumerate(bands) if b not in POLARISATIONS and b not in empty]
         if opt_idx and not vocab:
             vocab = (manifest.vocabulary(ds)
                      or list(DATASETS[ds].labels if ds in DATASETS else []))
         for n_seen, s in enumerate(iter_shards(shard_paths(folder, split, ds), dense=True)):
             m = s["json"]
-            pid = m.get("pair_id") or (s["__key__"] if sar_idx and opt_idx else None)
+            pid = m.get("pair_id") or (s["__key__"] if (sar_idx and opt_idx) or optical_only
+                                       else None)
+            if optical_only:  # every image a place of its own
+                pid = f"{ds}/{s['__key__']}"
             if pid is None:
                 if n_seen == 0:  # a dataset of unpaired images (a reader pairs all or none):
                     break        # its other samples are not decoded
@@ -174,7 +207,17 @@ def load_pairs(cfg: Config, split: str) -> Pairs:
                         raise PairError(f"{ds}: {part} bands {names} differ from another "
                                         f"dataset's; pair datasets of one sensor product")
                     rec[part] = _standardise(s["img"], st, idx)
-    complete = [pid for pid, r in halves.items() if "sar" in r and "optical" in r]
+    complete = [pid for pid, r in halves.items()
+                if "optical" in r and ("sar" in r or optical_only)]
+    if optical_only:
+        if not complete:
+            raise PairError(f"the {split} split of {', '.join(cfg.dataset_keys)} has no "
+                            f"images; run notebook 01 (data prep) with more samples")
+        complete.sort()
+        n_px = halves[complete[0]]["optical"].shape[1:]
+        for p in complete:
+            halves[p]["sar"] = np.zeros((0, *n_px), np.float32)
+        sar_bands = []
     if not complete:
         raise PairError(
             f"no place in the {split} split has both a Sentinel-1 and an optical image "
@@ -277,9 +320,16 @@ class PairViews(torch.utils.data.Dataset):
     def __init__(self, pairs: Pairs, mode: str, seed: int = 0):
         if mode not in PAIR_MODES:
             raise ValueError(f"unknown ssl_mode {mode!r}; choose one of {', '.join(PAIR_MODES)}")
+        if pairs.single_sensor and mode != "augment":
+            raise PairError(f"ssl_mode={mode} pairs Sentinel-1 with Sentinel-2 images, and "
+                            f"this data has optical images only "
+                            f"({', '.join(sorted(set(pairs.optical_dataset))) or 'one sensor'});"
+                            f" use ssl_mode=augment (two augmentations of each image)")
         self.pairs, self.mode, self.seed = pairs, mode, seed
 
     def __len__(self) -> int:
+        if self.pairs.single_sensor:  # one image per place: each seen once per epoch
+            return len(self.pairs)
         return SAMPLES_PER_PLACE.get(self.mode, 1) * len(self.pairs)
 
     def _view(self, i: int, sensor: str) -> torch.Tensor:
@@ -288,7 +338,10 @@ class PairViews(torch.utils.data.Dataset):
     def __getitem__(self, index) -> dict:
         epoch, i = index if isinstance(index, tuple) else (0, index)
         rng = random.Random(f"{self.seed}-{epoch}-{i}")  # str seeds hash the same everywhere
-        i, sensors = VIEWS[self.mode](i, rng)
+        if self.pairs.single_sensor:
+            sensors = ("s2", "s2")
+        else:
+            i, sensors = VIEWS[self.mode](i, rng)
         q, k = (self._view(i, s) for s in sensors)
         pid = self.pairs.pair_ids[i]
         return {"image": torch.cat([q, k]), "pair_q": pid, "pair_k": pid,

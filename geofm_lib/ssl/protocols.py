@@ -1,0 +1,167 @@
+"""Seed 001's three evaluation protocols for pretrained spectral encoders, over several
+labelled-set sizes (its label-efficiency curves), on the multi-label task (EnMAP-CORINE's F1).
+
+* **frozen encoder**: no encoder weight changes; a linear classifier on its pooled features
+  (the probe of notebook 07: logistic regression per class, ``C`` chosen on a held-out fifth of
+  the labelled set);
+* **adapter fine-tuning**: only the spectral stem (``models.spectral``, a few thousand
+  weights) learns, with a new linear head; the rest of the encoder keeps its weights and
+  BatchNorm statistics;
+* **full fine-tuning**: every weight learns, with a new linear head.
+
+Each protocol runs from each pretrained encoder and from random init of the same architecture,
+on the same labelled places (nested subsets: the 64 places are among the 256), with the same
+recipe; the difference to random init is paired on the same test places with its bootstrap
+interval. The fine-tuning fits run a fixed number of optimiser steps whatever the labelled-set
+size (``steps``), so that small sets are not also trained less. Scores: F1 micro at threshold
+0.5 on the validation places, which no fit sees.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+
+import numpy as np
+
+from geofm_lib.config import Config
+from geofm_lib.errors import ConfigError, DataError, PairError
+from geofm_lib.evaluation.finetune import fit_head
+from geofm_lib.evaluation.probes import (
+    bootstrap_metrics,
+    label_matrix,
+    multilabel_metrics,
+    paired_f2_difference,
+    run_probe,
+)
+from geofm_lib.models.devices import resolve_device, resolve_precision
+from geofm_lib.models.spectral import find_stem, parameter_count
+from geofm_lib.progress import get_logger, progress
+from geofm_lib.ssl.evaluation import features_of, labelled_subset, not_evaluable
+from geofm_lib.ssl.model import make_backbone
+from geofm_lib.ssl.pairs import load_pairs
+from geofm_lib.ssl.pretraining import read_encoder
+
+log = get_logger()
+
+PROTOCOLS = {"frozen": "frozen encoder", "adapter": "fine-tuned spectral adapter",
+             "full": "full fine-tuning"}
+RANDOM = "random init"
+
+
+def protocol_rows(cfg: Config, encoders: dict[str, Path], sizes, protocols=tuple(PROTOCOLS),
+                  steps: int = 40, batch: int = 32, lr: float = 1e-3, n_boot: int = 300,
+                  device: str | None = None, show_progress: bool = True) -> list[dict]:
+    """Rows ``protocol, init, n_labelled, score (F1 micro), ci, minus_random_init (+ ci),
+    trainable, n_test`` for every protocol x init (``encoders``: label -> ``encoder.pt``, and
+    random init of each architecture) x labelled-set size in ``sizes`` (capped at the training
+    places; repeated sizes once)."""
+    unknown = [p for p in protocols if p not in PROTOCOLS]
+    if unknown:
+        raise ConfigError(f"unknown protocol(s) {unknown}; choose from {', '.join(PROTOCOLS)}")
+    if not encoders:
+        raise ConfigError("no pretrained encoder to evaluate: run notebook 07's pretraining "
+                          "first")
+    train, test = load_pairs(cfg, "train"), load_pairs(cfg, "val")
+    why = not_evaluable(train, test, cfg.with_params(labelled_samples=max(sizes)))
+    if why is not None:
+        raise DataError(f"not evaluable: {why}")
+    device = resolve_device(device or cfg.device)
+    precision = resolve_precision(cfg.precision, device)
+    nets, archs = {}, {}
+    for label, path in encoders.items():
+        net, state = read_encoder(Path(path), "cpu")
+        if list(state["bands"]) != train.bands:
+            raise PairError(f"{label} takes {len(state['bands'])} bands "
+                            f"({state['bands'][:3]}...), this data has {len(train.bands)}; "
+                            f"evaluate it on the data it was pretrained on")
+        arch = (state["backbone"], tuple(state["bands"]), state["adapter"],
+                state.get("image_px"))
+        nets[label], archs[label] = net, arch
+    if "adapter" in protocols and any(find_stem(n) is None for n in nets.values()):
+        raise ConfigError("the adapter protocol fine-tunes the spectral stem, and an encoder "
+                          "here has none; pretrain with ssl_adapter=spectral")
+    randoms = {}
+    for arch in dict.fromkeys(archs.values()):
+        name = RANDOM if len(set(archs.values())) == 1 else f"{RANDOM} ({arch[0]})"
+        randoms[arch] = name
+        nets[name] = make_backbone(arch[0], list(arch[1]), arch[2], cfg.seed + 1, arch[3])
+    sizes = sorted({min(int(n), len(train)) for n in sizes})
+    vocab = train.vocabulary
+    y_te = label_matrix(test.labels, vocab).astype(bool)
+    x_te = test.inputs(np.arange(len(test)), "s2" if train.single_sensor else "s1/s2")
+    which = "s2" if train.single_sensor else "s1/s2"
+    order = [*randoms.values(), *encoders]
+    bar = progress(total=len(protocols) * len(order) * len(sizes), desc="protocols",
+                   unit="fit", disable=not show_progress)
+    rows, preds = [], {}
+    feats_te = {}
+    for protocol in protocols:
+        for n in sizes:
+            idx = labelled_subset(train, n, cfg.seed)
+            x_tr = train.inputs(idx, which)
+            y_tr = label_matrix([train.labels[i] for i in idx], vocab)
+            for label in order:
+                net = nets[label]
+                if protocol == "frozen":
+                    if label not in feats_te:
+                        feats_te[label] = features_of(net, x_te, device, precision=precision)
+                    f_tr = features_of(net, x_tr, device, precision=precision)
+                    r = run_probe("linear", f_tr, y_tr.astype(bool), feats_te[label], y_te,
+                                  seed=cfg.seed, n_boot=2)
+                    pred, trainable = r.pred, 0
+                else:
+                    tuned = copy.deepcopy(net)
+                    only = [find_stem(tuned)] if protocol == "adapter" else None
+                    per_epoch = max(1, math.ceil(len(idx) / batch))
+                    fit = fit_head(tuned.to(device), x_tr, y_tr.astype(np.float32),
+                                   max(1, math.ceil(steps / per_epoch)), lr, cfg.seed,
+                                   device, batch=batch, precision=precision, train_only=only)
+                    pred = fit.predict(x_te)
+                    trainable = (parameter_count(only[0]) if only else parameter_count(tuned))
+                m = multilabel_metrics(y_te, pred)
+                ci = bootstrap_metrics(y_te, pred, n_boot=n_boot, seed=cfg.seed)["f1_micro"]
+                row = {"protocol": PROTOCOLS[protocol], "init": label, "n_labelled": len(idx),
+                       "metric": "F1 micro", "score": m["f1_micro"],
+                       "ci": [float(c) for c in ci], "f2_micro": m["f2_micro"],
+                       "trainable": int(trainable), "input": which, "n_test": len(test)}
+                base = randoms.get(archs.get(label))
+                if base is not None and (protocol, n, base) in preds:
+                    d, dci = paired_f2_difference(y_te, pred, preds[(protocol, n, base)],
+                                                  n_boot, cfg.seed, metric="f1_micro")
+                    row.update(minus_random_init=float(d),
+                               minus_random_init_ci=[float(c) for c in dci])
+                preds[(protocol, n, label)] = pred
+                rows.append(row)
+                bar.update(1)
+    bar.close()
+    return rows
+
+
+def protocol_table(rows: list[dict], n_labelled: int | None = None):
+    """Seed 001's table from :func:`protocol_rows`: protocol x init, one column per encoder
+    architecture's init, at ``n_labelled`` places (None: the largest set), cells "score
+    [low-high]" and the paired difference to random init."""
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    n = n_labelled or int(df.n_labelled.max())
+    df = df[df.n_labelled == n]
+
+    def cell(r):
+        s = f"{r.score:.1f} [{r.ci[0]:.1f}-{r.ci[1]:.1f}]"
+        if isinstance(r.get("minus_random_init"), float) and not math.isnan(r.minus_random_init):
+            lo, hi = r.minus_random_init_ci
+            s += f"; {r.minus_random_init:+.1f} [{lo:+.1f}, {hi:+.1f}]"
+        return s
+
+    out = df.assign(cell=df.apply(cell, axis=1))
+    order = list(dict.fromkeys(df.protocol))
+    table = out.pivot_table(index=["protocol", "init"], values="cell", aggfunc="first",
+                            sort=False)
+    table = table.reindex(sorted(table.index, key=lambda k: (order.index(k[0]),)))
+    trainable = out.groupby(["protocol", "init"], sort=False).trainable.first()
+    table["trainable weights"] = [f"{int(trainable[k]):,}" for k in table.index]
+    return table.rename(columns={"cell": f"F1 micro at {n} labels [95 % CI]; minus random "
+                                         f"init [paired CI]"})

@@ -1,0 +1,201 @@
+"""Seed 001's hyperspectral SSL: the spectral stem, single-sensor places for notebook 07, the
+three evaluation protocols, and a HySpecNet-11k-layout fixture pretrained on and evaluated on
+EnMAP-CORINE (seed 001's pipeline: SpectralEarth pretraining, EnMAP-CORINE downstream)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from geofm_lib.catalog import ENMAP_BANDS, water_vapour_bands
+from geofm_lib.errors import AdapterError, PairError
+from geofm_lib.models.spectral import GRID_NM, SpectralStem, find_stem, resampling
+
+WV = set(water_vapour_bands())
+ENMAP_202 = [b.name for b in ENMAP_BANDS if b.name not in WV]
+S2 = ["B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12"]
+
+
+def test_enmap_spectra_land_on_the_grid_with_the_water_vapour_gaps_left_empty():
+    left, right, weight, valid = resampling(ENMAP_202)
+    assert len(ENMAP_202) == 202
+    gap = (GRID_NM > 1360) & (GRID_NM < 1440)  # EnMAP's 1.4 um water-vapour bands left out
+    assert not valid[gap].any()
+    assert valid[(GRID_NM >= 420) & (GRID_NM <= 1280)].all()  # 1295 nm: the first gap band
+    # a grid point between two bands is their linear interpolation
+    stem = SpectralStem(ENMAP_202)
+    x = torch.arange(202, dtype=torch.float32).view(1, 202, 1, 1)
+    spec = stem.on_grid(x)[0, :, 0]
+    nm = np.array([float(b[:-2]) for b in ENMAP_202])
+    g = int(np.flatnonzero(GRID_NM == 700)[0])
+    want = np.interp(700, nm, np.arange(202))
+    assert float(spec[g]) == pytest.approx(want, abs=1e-4)
+    assert float(stem.on_grid(x)[0, g, 1]) == 1.0 and float(stem.on_grid(x)[0, 140, 1]) == 0.0
+
+
+def test_the_stem_places_bands_by_wavelength_not_by_position():
+    torch.manual_seed(0)
+    stem = SpectralStem(ENMAP_202).eval()
+    x = torch.randn(2, 202, 4, 4)
+    perm = torch.randperm(202)
+    shuffled = SpectralStem([ENMAP_202[i] for i in perm]).eval()
+    shuffled.load_state_dict(stem.state_dict())
+    assert torch.allclose(stem(x), shuffled(x[:, perm]), atol=1e-5)
+    # Sentinel-2's ten bands: a sparse spectrum, points near each band only
+    _, _, _, valid = resampling(S2)
+    assert 10 <= valid.sum() <= 20
+    out = SpectralStem(S2)(torch.randn(1, 10, 8, 8))
+    assert out.shape == (1, 32, 8, 8)
+
+
+@pytest.mark.parametrize("bands, match", [
+    (["B04", "VV"], "SAR polarisations"),
+    (["B04", "thermal_mystery"], "no known centre wavelength"),
+])
+def test_the_stem_refuses_bands_it_cannot_place(bands, match):
+    with pytest.raises(AdapterError, match=match):
+        SpectralStem(bands)
+    with pytest.raises(AdapterError, match="takes 1 bands"):
+        SpectralStem(["B04"])(torch.zeros(1, 2, 4, 4))
+
+
+@pytest.mark.parametrize("backbone", ["resnet18", "vit_tiny_patch16"])
+def test_ssl_backbones_take_hyperspectral_input_through_the_stem(backbone):
+    from geofm_lib.models.backbones import make_backbone
+
+    net = make_backbone(backbone, ENMAP_202, "spectral", 0, 32)
+    stem = find_stem(net)
+    assert stem is not None and stem.bands == ENMAP_202
+    with torch.no_grad():
+        assert net.eval()(torch.randn(2, 202, 32, 32)).ndim == 2
+    assert find_stem(make_backbone(backbone, ENMAP_202, "first_layer", 0, 32)) is None
+
+
+def test_adapter_fine_tuning_changes_the_stem_and_nothing_else():
+    from geofm_lib.evaluation.finetune import fit_head
+    from geofm_lib.models.backbones import make_backbone
+
+    net = make_backbone("resnet18", S2, "spectral", 0)
+    stem = find_stem(net)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(16, len(S2), 16, 16)).astype(np.float32)
+    y = (rng.random((16, 3)) < 0.5).astype(np.float32)
+    fit_head(net, x, y, epochs=2, lr=1e-2, seed=0, batch=8, train_only=[stem])
+    stem_keys = {f"conv1.0.{k}" for k in stem.state_dict()}
+    after = net.state_dict()
+    changed = {k for k in after if not torch.equal(before[k], after[k])}
+    assert changed and changed <= stem_keys  # BatchNorm statistics of the ResNet too stay
+    assert any(k.startswith("conv1.0.convs") for k in changed)
+
+
+# --- single-sensor places and the protocols, on simulated EnMAP-CORINE ---------------------
+
+@pytest.fixture(scope="module")
+def enmap_cfg(tmp_path_factory):
+    pytest.importorskip("webdataset")
+    from geofm_lib.config import load_config
+    from geofm_lib.data.build import build_shards
+
+    work = tmp_path_factory.mktemp("enmap")
+    cfg = load_config("ci", experiment="group_H", work_dir=str(work), samples_per_dataset=40,
+                      image_px=16, labelled_samples=24, ssl_batch_size=8, ssl_epochs=1)
+    build_shards(cfg, show_progress=False)
+    return cfg
+
+
+def test_hyperspectral_images_are_single_sensor_places(enmap_cfg):
+    from geofm_lib import ssl
+
+    train = ssl.load_pairs(enmap_cfg, "train")
+    assert train.single_sensor and train.input_names == ("s2",)
+    assert train.bands == ENMAP_202  # the water-vapour bands (nodata everywhere) left out
+    assert train.sar.shape[1] == 0 and train.sensor_name == "enmap_corine"
+    assert np.isfinite(train.optical).all()
+    views = ssl.PairViews(train, "augment", 0)
+    assert len(views) == len(train)
+    item = views[(0, 3)]
+    assert item["image"].shape[0] == 2 * 202 and item["sensor_q"] == "s2"
+    with pytest.raises(PairError, match="use ssl_mode=augment"):
+        ssl.PairViews(train, "sensor", 0)
+    with pytest.raises(PairError, match="no 's1/s2' input"):
+        train.inputs([0], "s1/s2")
+
+
+def test_the_three_protocols_run_from_pretrained_and_random_weights(enmap_cfg):
+    from geofm_lib import ssl
+
+    res = ssl.pretrain(enmap_cfg, show_progress=False)
+    rows = ssl.protocol_rows(enmap_cfg, {"MoCo-v2": res.encoder_path}, [8, 24], steps=2,
+                             n_boot=20, show_progress=False)
+    assert len(rows) == 3 * 2 * 2  # protocols x inits x sizes
+    by = {(r["protocol"], r["init"], r["n_labelled"]): r for r in rows}
+    stem = by[("fine-tuned spectral adapter", "MoCo-v2", 24)]["trainable"]
+    full = by[("full fine-tuning", "MoCo-v2", 24)]["trainable"]
+    assert by[("frozen encoder", "MoCo-v2", 24)]["trainable"] == 0 and 0 < stem < full / 100
+    for r in rows:
+        assert r["metric"] == "F1 micro" and r["ci"][0] <= r["score"] <= r["ci"][1]
+        assert ("minus_random_init" in r) == (r["init"] == "MoCo-v2")
+    table = ssl.protocol_table(rows)
+    assert len(table) == 6 and "24 labels" in table.columns[0]
+    with pytest.raises(Exception, match="unknown protocol"):
+        ssl.protocol_rows(enmap_cfg, {"MoCo-v2": res.encoder_path}, [8], ["linear"])
+
+
+def test_a_hyspecnet_layout_fixture_pretrains_an_encoder_scored_on_enmap_corine(enmap_cfg,
+                                                                                tmp_path):
+    """Seed 001's pipeline in small: 01 on HySpecNet-11k's files (unlabelled), 07's MoCo with
+    the spectral stem on them, then the probes of the protocols on labelled EnMAP-CORINE places
+    with the same 202 bands."""
+    pytest.importorskip("torchgeo")
+    from geofm_lib import ssl
+    from geofm_lib.config import load_config
+    from geofm_lib.data.build import build_shards
+    from tests.test_hyperspectral import _write_hyspecnet
+
+    _write_hyspecnet(tmp_path / "hsn", n_patches=12, px=16)
+    spec = {"reader": "torchgeo", "dataset_class": "HySpecNet11k", "root": str(tmp_path / "hsn")}
+    cfg = load_config("ci", group="custom", datasets=["hyspecnet11k"],
+                      sources={"hyspecnet11k": spec}, image_px=16, samples_per_dataset=50,
+                      work_dir=str(tmp_path / "work"), ssl_mode="augment",
+                      ssl_adapter="spectral", ssl_batch_size=4, ssl_epochs=1)
+    build_shards(cfg, show_progress=False)
+    places = ssl.load_pairs(cfg, "train")
+    assert places.single_sensor and places.bands == ENMAP_202 and not places.vocabulary
+    assert ssl.not_evaluable(places, ssl.load_pairs(cfg, "val"), cfg).startswith(
+        "the data has no labels")
+    res = ssl.pretrain(cfg, show_progress=False)
+    assert res.history and np.isfinite(res.history[-1]["loss"])
+    rows = ssl.protocol_rows(enmap_cfg, {"MoCo-v2 (HySpecNet)": res.encoder_path}, [24],
+                             ["frozen"], n_boot=20, show_progress=False)
+    assert [r["init"] for r in rows] == ["random init", "MoCo-v2 (HySpecNet)"]
+    assert "minus_random_init_ci" in rows[1]
+
+
+@pytest.mark.parametrize("model_name", ["RN50-tiny", "ViT-tiny"])
+def test_clip_image_towers_take_hyperspectral_bands_through_the_stem(model_name):
+    import open_clip
+
+    from geofm_lib.models import factory
+
+    model, tok = factory.create_model(model_name, 32, seed=0, band_adapter="spectral",
+                                      bands=ENMAP_202)
+    stem = find_stem(model.visual)
+    assert stem is not None and stem.bands == ENMAP_202
+    x = torch.randn(4, 202, 32, 32, generator=torch.Generator().manual_seed(0))
+    out = model(x, tok([f"scene {i}" for i in range(4)]))
+    loss = open_clip.ClipLoss()(out["image_features"], out["text_features"], out["logit_scale"])
+    before = [p.detach().clone() for p in stem.parameters()]
+    loss.backward()
+    torch.optim.SGD(model.parameters(), lr=0.1).step()
+    assert torch.isfinite(loss)
+    assert any(not torch.equal(a, b) for a, b in zip(before, stem.parameters(), strict=True))
+
+
+def test_the_spectral_band_adapter_refuses_sar_before_any_work():
+    from geofm_lib.models.inputs import input_spec
+
+    stats = {"s1": {"bands": ["VV", "VH"], "mean": [0, 0], "std": [1, 1]}}
+    with pytest.raises(AdapterError, match="SAR polarisations"):
+        input_spec(stats, "spectral")
