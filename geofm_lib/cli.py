@@ -10,6 +10,7 @@
     geofm params --preset full --experiment group_C_metadata   # show the resolved set
     geofm study --preset demo                  # seed 000's grouped study, side by side
     geofm study --study seed001 --preset demo  # seed 001: MoCo, DINO, MAE x decoders x protocols
+    geofm study --study spectral --preset demo # seed 001: hyperspectral encoders x 3 protocols
     geofm example-corpus                       # a Karpathy-style image-text corpus to try
     geofm bench                                # data-stage benchmarks
     geofm bench-compile [--quick]              # shard compile: workers, bytes per sample
@@ -81,14 +82,17 @@ def _report_args(p: argparse.ArgumentParser) -> None:
 
 def _study_args(p: argparse.ArgumentParser) -> None:
     _preset_and_params(p, "override one parameter in every run (repeatable)")
-    p.add_argument("--study", default="seed000", choices=["seed000", "seed001"],
+    p.add_argument("--study", default="seed000", choices=["seed000", "seed001", "spectral"],
                    help="seed000: CLIP on the resolution groups (study-<preset>.html); seed001: "
-                        "MoCo, DINO and MAE for segmentation (study-seed001-<preset>.html)")
+                        "MoCo, DINO and MAE for segmentation (study-seed001-<preset>.html); "
+                        "spectral: seed 001's hyperspectral encoders under its three "
+                        "protocols on group_H (study-spectral-<preset>.html)")
     p.add_argument("--experiments", default=None,
                    help="seed000: comma-separated experiment sets (default: all five)")
     p.add_argument("--methods", default=None,
-                   help="seed001: comma-separated SSL methods, method or method:backbone "
-                        "(default: moco,dino,mae:vit_small_patch16)")
+                   help="seed001 / spectral: comma-separated SSL methods, method or "
+                        "method:backbone (default: moco,dino,mae:vit_small_patch16; spectral: "
+                        "moco,dino,mae:vit_small_patch8)")
 
 
 def _corpus_args(p: argparse.ArgumentParser) -> None:
@@ -204,17 +208,19 @@ def _params(args) -> None:
 def _study(args) -> None:
     from geofm_lib.report.reports import run_study
 
-    if args.study == "seed001":
+    if args.study in ("seed001", "spectral"):
+        from geofm_lib.report.spectral_study import run_spectral_study
         from geofm_lib.report.ssl_study import run_seed001_study
 
         if args.experiments:
             raise SystemExit("geofm study: --experiments belongs to --study seed000")
         methods = args.methods.split(",") if args.methods else None
-        page = run_seed001_study(args.preset, methods, **_overrides(args.param))
+        run = run_seed001_study if args.study == "seed001" else run_spectral_study
+        page = run(args.preset, methods, **_overrides(args.param))
         print(f"study: reports/{page.name} (and reports/index.html)")
         return
     if args.methods:
-        raise SystemExit("geofm study: --methods belongs to --study seed001")
+        raise SystemExit("geofm study: --methods belongs to --study seed001 or spectral")
     exps = args.experiments.split(",") if args.experiments else None
     page = run_study(args.preset, exps, **_overrides(args.param))
     print(f"study: reports/{page.name} (and reports/index.html)")
@@ -309,7 +315,9 @@ COMMANDS: dict[str, Command] = {
     "params": Command("print the resolved parameters", _run_args, _params),
     "study": Command("seed 000's study (compiled, A, B, C, C+metadata -> "
                      "reports/study-<preset>.html) or, with --study seed001, seed 001's "
-                     "SSL-for-segmentation comparison -> reports/study-seed001-<preset>.html",
+                     "SSL-for-segmentation comparison -> reports/study-seed001-<preset>.html, "
+                     "or with --study spectral its hyperspectral protocols -> "
+                     "reports/study-spectral-<preset>.html",
                      _study_args, _study),
     "index": Command("rebuild reports/index.html (and the study pages)", _no_args, _index),
     "example-corpus": Command("write a Karpathy-style image-text corpus (images/ + "

@@ -86,3 +86,21 @@ SEED001_SEGMENTATION = {
     ("UpConv", "ViT-S"): {"Random": (86.35, 76.03), "MoCo": (87.38, 77.59),
                           "DINO": (88.57, 77.49)},
 }
+
+
+# Seed 001's SpectralEarth table: EnMAP-CORINE multi-label F1 (%) of spectral ResNet-50 / ViT-S
+# encoders under its three protocols (trainable weights: 0, >20 M, the 56 K of the spectral
+# adapter), by pretraining (None: not reported; MAE needs a ViT). Different data and scale.
+SEED001_SPECTRAL = {
+    ("frozen encoder", "random init"): (70.53, 70.42),
+    ("frozen encoder", "MoCo-v2"): (73.97, 73.60),
+    ("frozen encoder", "DINO"): (76.64, 75.06),
+    ("frozen encoder", "MAE"): (None, 72.72),
+    ("full fine-tuning", "random init"): (78.31, 77.78),
+    ("full fine-tuning", "MoCo-v2"): (78.57, 78.40),
+    ("full fine-tuning", "DINO"): (77.98, 78.34),
+    ("full fine-tuning", "MAE"): (None, 78.66),
+    ("fine-tuned spectral adapter", "MoCo-v2"): (76.27, 76.12),
+    ("fine-tuned spectral adapter", "DINO"): (78.43, 77.95),
+    ("fine-tuned spectral adapter", "MAE"): (None, 76.80),
+}

@@ -9,8 +9,8 @@
 #           2. every notebook executed with papermill on the CI preset -> reports/ci-notebooks/
 #              + HTML; the example caption corpus; real BigEarthNet (../shared, when present)
 #           3. seed 001's study on the CI preset (-> reports/study-seed001-ci.html); the
-#              hyperspectral chain (group H: 01-07, 07 with the spectral stem and seed 001's
-#              three protocols -> reports/ci-hyperspectral/); the training benchmark notebook
+#              hyperspectral study (group H: 01, 07 with the spectral stem and seed 001's three
+#              protocols -> reports/study-spectral-ci.html); the training benchmark notebook
 #              in its quick form (-> reports/bench-training/)
 #           4. pytest: the unit tests
 #           5. pytest: nbval re-executing the CI notebooks of step 2 (cells marked
@@ -55,8 +55,8 @@ lane_checks() {
   fi
   step "seed 001 study (ci preset: 01, 07 with every method, 08's whole grid)" \
     geofm study --study seed001 --preset ci
-  step "hyperspectral (group H, ci): 01-07, 07 with the spectral stem and seed 001's protocols" \
-    geofm report --preset ci --experiment group_H -p samples_per_dataset=48 -p run_name=ci-hyperspectral
+  step "seed 001's hyperspectral study (group H, ci: 01, 07 with the spectral stem, 3 protocols)" \
+    geofm study --study spectral --preset ci -p samples_per_dataset=48
   step "training benchmarks (quick: a smoke test of the notebook, not figures)" \
     geofm bench-train --quick
   step "pytest: unit tests" pytest -q tests -m "not reports" -p no:cacheprovider

@@ -4,6 +4,8 @@ EnMAP-CORINE (seed 001's pipeline: SpectralEarth pretraining, EnMAP-CORINE downs
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -199,3 +201,65 @@ def test_the_spectral_band_adapter_refuses_sar_before_any_work():
     stats = {"s1": {"bands": ["VV", "VH"], "mean": [0, 0], "std": [1, 1]}}
     with pytest.raises(AdapterError, match="SAR polarisations"):
         input_spec(stats, "spectral")
+
+
+def test_batchnorm_statistics_are_re_estimated_after_fine_tuning():
+    """A short fit leaves BatchNorm's running averages behind weights that moved; after
+    fit_head they are the plain average over the training images of the final weights."""
+    from geofm_lib.evaluation.finetune import fit_head
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8),
+                              torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                              torch.nn.Flatten())
+    rng = np.random.default_rng(1)
+    x = (rng.normal(size=(32, 3, 8, 8)) * 3 + 2).astype(np.float32)
+    y = (rng.random((32, 2)) < 0.5).astype(np.float32)
+    fit_head(net, x, y, epochs=2, lr=0.05, seed=0, batch=8)
+    with torch.no_grad():
+        z = net[0](torch.from_numpy(x))
+    assert torch.allclose(net[1].running_mean, z.mean((0, 2, 3)), atol=1e-4)
+    assert net[1].momentum == 0.1  # put back for later training
+
+
+# --- the study (`geofm study --study spectral`) ------------------------------------------
+
+def test_the_spectral_study_plan_checks_every_method_before_any_work():
+    from geofm_lib.errors import ConfigError
+    from geofm_lib.report import reports, spectral_study
+
+    plan = spectral_study.study_plan("ci")
+    assert plan["overrides"]["run_name"] == "study-spectral-ci"
+    assert plan["notebook_params"]["07"] == {"also_methods": ["dino", "mae:vit_small_patch8"],
+                                             "also_epochs": None}  # equal epochs for all
+    with pytest.raises(ConfigError, match="ViT"):
+        spectral_study.study_plan("ci", ["moco", "mae"])
+    with pytest.raises(ConfigError, match="spectral stem"):
+        spectral_study.study_plan("ci", ssl_adapter="first_layer")
+    root = Path(__file__).resolve().parents[1]
+    assert set(reports.check_notebook_params(reports.notebooks(root),
+                                             plan["notebook_params"])) == {"07_ssl_pretrain"}
+
+
+def test_the_spectral_study_page_shows_the_run_s_protocols():
+    """After run_all.sh ran `geofm study --study spectral --preset ci`: every row of the
+    largest labelled set on the page, the curves, the paper's table, the index's link."""
+    import json
+
+    root = Path(__file__).resolve().parents[1]
+    page = root / "reports" / "study-spectral-ci.html"
+    if not page.is_file():
+        pytest.skip("no spectral study yet (tests/run_all.sh runs it before pytest)")
+    text = page.read_text()
+    run = root / "reports" / "study-spectral-ci"
+    rows = json.loads((run / "metrics.json").read_text())["07_ssl_pretrain"]["protocols"]
+    n = max(r["n_labelled"] for r in rows)
+    assert {r["protocol"] for r in rows} == {"frozen encoder", "fine-tuned spectral adapter",
+                                             "full fine-tuning"}
+    assert {r["init"] for r in rows} >= {"MoCo-v2", "DINO", "MAE ViT-S/8"}
+    for r in rows:
+        if r["n_labelled"] == n:
+            assert f"<b>{r['score']:.1f}</b>" in text
+    assert "data:image/png;base64," in text and "spectral ResNet-50" in text
+    assert 'href="study-spectral-ci/07_ssl_pretrain.html"' in text
+    assert "study-spectral-ci.html" in (root / "reports" / "index.html").read_text()

@@ -4,7 +4,8 @@ frozen probes).
 
 AdamW (weight decay 0.05), the flips and 90-degree rotations of pretraining, mini-batches in a
 seeded order (a last batch of one image is skipped: BatchNorm cannot train on it), binary
-cross-entropy on multi-hot rows or, with ``single``, cross-entropy on class indices.
+cross-entropy on multi-hot rows or, with ``single``, cross-entropy on class indices; then the
+BatchNorm statistics re-estimated over the training images (``precise_batchnorm``).
 Predictions: threshold 0.5 on the sigmoid, or the arg-max class.
 """
 
@@ -36,6 +37,37 @@ def output_width(net, x: np.ndarray, device: str = "cpu") -> int:
         return int(net(torch.from_numpy(x[:2]).to(device)).shape[1])
 
 
+def precise_batchnorm(trained, net, x: np.ndarray, device: str, batch: int = 64,
+                      precision: str = "fp32") -> int:
+    """BatchNorm statistics of the layers in ``trained`` re-estimated over the images ``x``
+    (no augmentation), as a plain average over batches ("precise BN"), after fine-tuning.
+
+    A fit of a few dozen steps leaves running averages (momentum 0.1) that trail weights which
+    moved much in those steps. With the spectral stem in front of a ResNet this was the
+    difference between 14 % and 47 % single-label accuracy on the demo's EnMAP scenes in eval
+    mode, with the same training loss. Returns the number of layers re-estimated."""
+    layers = [m for m in trained.modules()
+              if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not layers:
+        return 0
+    was = [(m, m.training) for m in net.modules()]
+    momenta = [m.momentum for m in layers]
+    for m in layers:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+        m.train()
+    with torch.no_grad(), autocast(device, precision):
+        for i in range(0, len(x), batch):
+            if len(x[i:i + batch]) < 2:
+                continue
+            net(torch.from_numpy(x[i:i + batch]).to(device))
+    for m, mom in zip(layers, momenta, strict=True):
+        m.momentum = mom
+    for m, training in was:
+        m.train(training)
+    return len(layers)
+
+
 def fit_head(net, x_tr: np.ndarray, y_tr: np.ndarray, epochs: int, lr: float, seed: int,
              device: str = "cpu", batch: int = 64, single: bool = False,
              precision: str = "fp32", train_only=None) -> FineTuned:
@@ -45,7 +77,10 @@ def fit_head(net, x_tr: np.ndarray, y_tr: np.ndarray, epochs: int, lr: float, se
 
     ``train_only``: modules of ``net`` that learn with the head (seed 001's adapter
     fine-tuning: the spectral stem); the rest of ``net`` stays as it is, weights and
-    BatchNorm statistics (eval mode). None: all of ``net`` learns."""
+    BatchNorm statistics (eval mode). None: all of ``net`` learns.
+
+    After training, the BatchNorm statistics of what learned are re-estimated over the
+    training images (``precise_batchnorm``)."""
     dim = output_width(net, x_tr, device)
     torch.manual_seed(seed)
     n_out = int(y_tr.max()) + 1 if single else y_tr.shape[1]
@@ -83,6 +118,9 @@ def fit_head(net, x_tr: np.ndarray, y_tr: np.ndarray, epochs: int, lr: float, se
             losses.append(loss.item())
         history.append({"epoch": epoch + 1,
                         "train_loss": float(np.mean(losses)) if losses else float("nan")})
+    if epochs:
+        precise_batchnorm(net if train_only is None else torch.nn.ModuleList(train_only),
+                          net, x_tr, device, batch, precision)
 
     def predict(x: np.ndarray) -> np.ndarray:
         model.eval()

@@ -19,7 +19,10 @@ parameters) and the head are fine-tuned. This module builds one from the bands' 
 2. **1-D convolutions over the grid**, per pixel: three strided convolutions with ReLU
    (kernel 4 stride 4, then kernel 2 stride 2 twice: 40, 80 and 160 nm between outputs),
    average-pooled to ``positions`` points and mixed by a linear layer into ``out_channels``
-   features per pixel. No normalisation layer: the input is standardised per band already.
+   features per pixel. No normalisation layer: the input is standardised per band, and the
+   backbone's first BatchNorm follows. (A LayerNorm here made random-init features of
+   different scenes nearly identical; fine-tuning's BatchNorm statistics are re-estimated
+   after each fit instead, ``evaluation.finetune.precise_batchnorm``.)
 3. The spatial backbone's first layer then takes those ``out_channels`` maps (``attach``).
 
 Cost: the convolutions run once per pixel, so a 64 x 64 image is 4,096 spectra; at the default

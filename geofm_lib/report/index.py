@@ -92,7 +92,9 @@ def _other_pages(reports_dir: Path) -> str:
     for p in sorted(Path(reports_dir).glob("study-*.html")):
         what = ("seed 001: MoCo, DINO and MAE encoders under every decoder and protocol, "
                 "its findings checked" if p.stem.startswith("study-seed001-") else
-                "seed 000's experiment sets side by side with the paper's tables")
+                "seed 001: hyperspectral encoders with the spectral stem under its three "
+                "protocols, label-efficiency curves" if p.stem.startswith("study-spectral-")
+                else "seed 000's experiment sets side by side with the paper's tables")
         tiles.append(f'<div class="tile"><div class="name"><a href="{html.escape(p.name)}">'
                      f"{html.escape(p.stem)}</a></div><ul><li>{what}</li></ul></div>")
     for p in sorted(Path(reports_dir).glob("bench-*/*.html")):

@@ -39,7 +39,7 @@ from geofm_lib.models.devices import resolve_device, resolve_precision
 from geofm_lib.models.spectral import find_stem, parameter_count
 from geofm_lib.progress import get_logger, progress
 from geofm_lib.ssl.evaluation import features_of, labelled_subset, not_evaluable
-from geofm_lib.ssl.model import make_backbone
+from geofm_lib.ssl.model import backbone_label, make_backbone
 from geofm_lib.ssl.pairs import load_pairs
 from geofm_lib.ssl.pretraining import read_encoder
 
@@ -84,7 +84,8 @@ def protocol_rows(cfg: Config, encoders: dict[str, Path], sizes, protocols=tuple
                           "here has none; pretrain with ssl_adapter=spectral")
     randoms = {}
     for arch in dict.fromkeys(archs.values()):
-        name = RANDOM if len(set(archs.values())) == 1 else f"{RANDOM} ({arch[0]})"
+        name = (RANDOM if len(set(archs.values())) == 1
+                else f"{RANDOM} ({backbone_label(arch[0])})")
         randoms[arch] = name
         nets[name] = make_backbone(arch[0], list(arch[1]), arch[2], cfg.seed + 1, arch[3])
     sizes = sorted({min(int(n), len(train)) for n in sizes})
