@@ -131,10 +131,13 @@ def test_enmap_corine_shards_record_the_water_vapour_bands_as_nodata(tmp_path):
 TILE = "ENMAP01-____L2A-DT0000004950_20221103T162438Z_001_V010110_20221118T145147Z"
 
 
-def _write_hyspecnet(root, n_patches: int = 6, px: int = 16, missing_from_lists=()):
+def _write_hyspecnet(root, n_patches: int = 6, px: int = 16, missing_from_lists=(),
+                     structured: bool = False):
     """HySpecNet-11k's layout: patches/<tile>/<tile>-Y.._X../<...>-SPECTRAL_IMAGE.TIF (224
     int16 bands, the water-vapour ones nodata, band 1 nodata in one corner as at tile edges)
-    and splits/easy/{train,val,test}.csv naming '<tile>/<patch>/<patch>-DATA.npy'."""
+    and splits/easy/{train,val,test}.csv naming '<tile>/<patch>/<patch>-DATA.npy'.
+    ``structured``: each patch two smooth spectra of its own (left and right half) plus
+    noise, instead of noise alone (images an encoder can tell apart)."""
     rasterio = pytest.importorskip("rasterio")
     from rasterio.transform import from_origin
 
@@ -145,6 +148,13 @@ def _write_hyspecnet(root, n_patches: int = 6, px: int = 16, missing_from_lists=
         folder = root / "hyspecnet-11k" / "patches" / TILE / patch
         folder.mkdir(parents=True)
         data = rng.integers(200, 5000, (224, px, px)).astype(np.int16)
+        if structured:
+            band = np.arange(224)[:, None, None]
+            left = 1500 + 1000 * np.sin(band / (15 + 3 * k) + k)
+            right = 2500 + 800 * np.cos(band / (25 - k) + 2 * k)
+            half = np.arange(px)[None, None, :] < px // 2
+            data = (np.where(half, left, right) + rng.normal(0, 60, (224, px, px))).astype(
+                np.int16)
         data[np.array(ENMAP_WATER_VAPOUR) - 1] = ENMAP_NODATA
         data[0, :3, :3] = ENMAP_NODATA
         with rasterio.open(folder / f"{patch}-SPECTRAL_IMAGE.TIF", "w", driver="GTiff",

@@ -263,3 +263,36 @@ def test_the_spectral_study_page_shows_the_run_s_protocols():
     assert "data:image/png;base64," in text and "spectral ResNet-50" in text
     assert 'href="study-spectral-ci/07_ssl_pretrain.html"' in text
     assert "study-spectral-ci.html" in (root / "reports" / "index.html").read_text()
+
+
+def test_hyspecnet_files_go_through_01_and_07_to_the_protocols_on_enmap_corine(tmp_path):
+    """The notebooks themselves: 01 reads HySpecNet-11k's files (unlabelled), 07 pretrains MoCo
+    with the spectral stem on them, cannot score them (no labels) and says so, and runs seed
+    001's protocols on labelled EnMAP-CORINE places (``protocol_data``) with the same bands."""
+    pytest.importorskip("torchgeo")
+    import json
+
+    import yaml
+
+    from geofm_lib.report.reports import run_report
+    from tests.test_hyperspectral import _write_hyspecnet
+
+    _write_hyspecnet(tmp_path / "hsn", n_patches=24, px=16, structured=True)
+    exp = tmp_path / "hyspecnet.yaml"
+    exp.write_text(yaml.safe_dump({
+        "group": "custom", "datasets": ["hyspecnet11k"], "image_px": 16,
+        "samples_per_dataset": 50, "ssl_mode": "augment", "ssl_adapter": "spectral",
+        "ssl_batch_size": 8, "ssl_epochs": 3,
+        "sources": {"hyspecnet11k": {"reader": "torchgeo", "dataset_class": "HySpecNet11k",
+                                     "root": str(tmp_path / "hsn")}}}))
+    folder = run_report("ci", str(exp), chain=["01", "07"], reports_dir=tmp_path / "reports",
+                        notebook_params={"07": {"also_methods": [],
+                                                "protocol_data": "group_H"}},
+                        work_dir=str(tmp_path / "work"), run_name="hsn")
+    m = json.loads((folder / "metrics.json").read_text())["07_ssl_pretrain"]
+    assert m["evaluation"] == "not evaluable" and "no labels" in m["reason"]
+    rows = m["protocols"]
+    assert {r["init"] for r in rows} == {"random init", "MoCo-v2"}
+    assert {r["protocol"] for r in rows} == {"frozen encoder", "fine-tuned spectral adapter",
+                                             "full fine-tuning"}
+    assert m["protocol_data"] != json.loads((folder / "run.json").read_text())["data_hash"]
