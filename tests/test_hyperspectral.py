@@ -220,3 +220,4 @@ def test_the_hyperspectral_benchmark_reports_bytes_per_sample_and_the_loader_aga
     assert r["loader_samples_per_s"] > 0 and r["step_samples_per_s"] > 0
     assert r["loader_vs_step"] == pytest.approx(
         r["loader_samples_per_s"] / r["step_samples_per_s"], rel=0.02)
+    assert r["spectral_step_samples_per_s"] > 0  # the same tower behind the spectral stem

@@ -5,8 +5,8 @@ loader keeps up with training on it. Prints and writes ``<work>/bench/hyperspect
   members) against the same pixels as raw int16 and as float32 (the issue's 14.7 MB at 128 px);
 * **loader vs step**: samples/s of the training stream on these shards (decode, standardise the
   202 measured bands into the model's layout, augment, tokenize) against the optimisation step
-  of a CLIP model taking every band through the ``wavelength`` adapter, at the same batch and
-  image size, on this machine.
+  of a CLIP model taking every band through the ``wavelength`` adapter, and through the
+  ``spectral`` stem, at the same batch and image size, on this machine.
 
     geofm bench-hyperspectral [--quick] [--image-px 128]
 """
@@ -64,9 +64,15 @@ def run(quick: bool = False, image_px: int = 128, samples: int | None = None,
         loader = steps * batch_size / (time.perf_counter() - t0)
         step = our_step_throughput(model, batch_size, image_px, "fp32", "cpu", steps=steps,
                                    warmup_steps=1, band_adapter="wavelength", bands=bands)
+        # the same tower behind seed 001's spectral stem: 1-D convolutions once per pixel
+        spectral = our_step_throughput(model, batch_size, image_px, "fp32", "cpu",
+                                       steps=max(2, steps // 3), warmup_steps=1,
+                                       band_adapter="spectral", bands=bands)
     results["loader_samples_per_s"] = round(loader, 1)
     results["step_samples_per_s"] = round(step["samples_per_s"], 1)
     results["loader_vs_step"] = round(loader / step["samples_per_s"], 2)
+    results["spectral_step_samples_per_s"] = round(spectral["samples_per_s"], 1)
+    results["loader_vs_spectral_step"] = round(loader / spectral["samples_per_s"], 2)
     results["setting"] = (f"{model} with the wavelength adapter on {len(bands)} bands, "
                           f"{image_px} px, batch {batch_size}, fp32, CPU, one process, no "
                           f"loader workers")
