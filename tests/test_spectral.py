@@ -296,3 +296,22 @@ def test_hyspecnet_files_go_through_01_and_07_to_the_protocols_on_enmap_corine(t
     assert {r["protocol"] for r in rows} == {"frozen encoder", "fine-tuned spectral adapter",
                                              "full fine-tuning"}
     assert m["protocol_data"] != json.loads((folder / "run.json").read_text())["data_hash"]
+
+
+def test_the_study_says_when_fine_tuning_is_too_short_to_compare_the_protocols():
+    from geofm_lib.report.spectral_study import findings
+
+    def row(protocol, init, score, lo, hi, **kw):
+        return {"protocol": protocol, "init": init, "n_labelled": 64, "score": score,
+                "ci": [lo, hi], "trainable": 0, "steps": 0 if "frozen" in protocol else 40,
+                **kw}
+
+    diff = {"minus_random_init": 5.0, "minus_random_init_ci": [1.0, 9.0]}
+    rows = [row("frozen encoder", "random init", 40, 35, 45),
+            row("frozen encoder", "DINO", 50, 45, 55, **diff),
+            row("fine-tuned spectral adapter", "DINO", 20, 15, 25, **diff),
+            row("full fine-tuning", "DINO", 30, 25, 35, **diff)]
+    said = " ".join(findings(rows))
+    assert "too short to compare" in said and "40 optimiser steps" in said
+    rows[2]["score"] = rows[3]["score"] = 52
+    assert "too short" not in " ".join(findings(rows))

@@ -127,6 +127,19 @@ def findings(rows: list[dict]) -> list[str]:
         out.append(f"<li>With {smallest} labels, full fine-tuning from {html.escape(r['init'])}"
                    f" against from random init (seed 001: pretraining helps most when labels "
                    f"are scarce): {r['minus_random_init']:+.1f} [{lo:+.1f}, {hi:+.1f}].</li>")
+    tuned = ("fine-tuned spectral adapter", "full fine-tuning")
+    below = [i for i in dict.fromkeys(r["init"] for r in at.values())
+             if ("frozen encoder", i) in at and any((p, i) in at for p in tuned) and all(
+                 at[(p, i)]["score"] < at[("frozen encoder", i)]["ci"][0]
+                 for p in tuned if (p, i) in at)]
+    if below:
+        out.append(f"<li class=down><b>The fine-tuning fits are too short to compare the "
+                   f"protocols</b>: for {html.escape(', '.join(below))} both fine-tuning rows "
+                   f"are below the frozen encoder's interval, although they start from the same "
+                   f"weights and may learn more. Each fit ran "
+                   f"{max(r.get('steps', 0) for r in rows) or 'its'} "
+                   f"optimiser steps with a new head from random weights; raise "
+                   f"<code>protocol_steps</code> before reading the protocols' order.</li>")
     for init in dict.fromkeys(r["init"] for r in pretrained):
         a, f = at.get(("fine-tuned spectral adapter", init)), at.get(("frozen encoder", init))
         if a and f:

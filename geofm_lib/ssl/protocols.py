@@ -126,7 +126,8 @@ def protocol_rows(cfg: Config, encoders: dict[str, Path], sizes, protocols=tuple
                 row = {"protocol": PROTOCOLS[protocol], "init": label, "n_labelled": len(idx),
                        "metric": "F1 micro", "score": m["f1_micro"],
                        "ci": [float(c) for c in ci], "f2_micro": m["f2_micro"],
-                       "trainable": int(trainable), "input": which, "n_test": len(test)}
+                       "trainable": int(trainable), "input": which, "n_test": len(test),
+                       "steps": 0 if protocol == "frozen" else steps}
                 base = randoms.get(archs.get(label))
                 if base is not None and (protocol, n, base) in preds:
                     d, dci = paired_f2_difference(y_te, pred, preds[(protocol, n, base)],
