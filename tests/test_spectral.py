@@ -151,10 +151,11 @@ def test_a_hyspecnet_layout_fixture_pretrains_an_encoder_scored_on_enmap_corine(
     the spectral stem on them, then the probes of the protocols on labelled EnMAP-CORINE places
     with the same 202 bands."""
     pytest.importorskip("torchgeo")
+    from test_hyperspectral import _write_hyspecnet
+
     from geofm_lib import ssl
     from geofm_lib.config import load_config
     from geofm_lib.data.build import build_shards
-    from test_hyperspectral import _write_hyspecnet
 
     _write_hyspecnet(tmp_path / "hsn", n_patches=12, px=16)
     spec = {"reader": "torchgeo", "dataset_class": "HySpecNet11k", "root": str(tmp_path / "hsn")}
@@ -273,9 +274,9 @@ def test_hyspecnet_files_go_through_01_and_07_to_the_protocols_on_enmap_corine(t
     import json
 
     import yaml
+    from test_hyperspectral import _write_hyspecnet
 
     from geofm_lib.report.reports import run_report
-    from test_hyperspectral import _write_hyspecnet
 
     _write_hyspecnet(tmp_path / "hsn", n_patches=24, px=16, structured=True)
     exp = tmp_path / "hyspecnet.yaml"
