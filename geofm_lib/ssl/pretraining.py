@@ -166,6 +166,9 @@ def _pretrain(cfg: Config, show_progress: bool, log_every: int, callbacks) -> SS
                     weights_only=True if resumed else None)  # tensors and plain values only
     run = {"steps": trainer.global_step, "world_size": world, "places": len(all_pairs),
            "places_pretrained": len(pairs), "incomplete_places": pairs.incomplete}
+    bank = getattr(getattr(task, "criterion", None), "memory_bank", None)
+    if bank is not None:  # MoCo: where its queue's pointer ended (keys enqueued, modulo K)
+        run["queue_ptr"] = int(bank.bank_ptr)
     if trainer.global_rank == 0:
         save_checkpoint(out, {
             "format": SSL_FORMAT, "method": cfg.ssl_method, "backbone": cfg.ssl_backbone,
@@ -176,6 +179,9 @@ def _pretrain(cfg: Config, show_progress: bool, log_every: int, callbacks) -> SS
             # MAE's decoder too: the notebook shows its reconstructions
             **({"task_state_dict": task.state_dict()} if cfg.ssl_method == "mae" else {}),
             "params": json.loads(json.dumps(cfg.to_dict()))})
+        # a finished encoder.pt is what every later call reads (it returns above); last.ckpt
+        # (weights, optimiser and loop state: 3-4x encoder.pt) is never read again
+        last.unlink(missing_ok=True)
     return SSLResult(out, monitor.history, round(time.perf_counter() - t0, 1), False, resumed,
                      len(pairs), run)
 
