@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from geofm_lib.models.devices import autocast
+from geofm_lib.models.devices import autocast, channels_last, images_to
 from geofm_lib.models.inputs import augment
 
 
@@ -60,7 +60,7 @@ def precise_batchnorm(trained, net, x: np.ndarray, device: str, batch: int = 64,
         for i in range(0, len(x), batch):
             if len(x[i:i + batch]) < 2:
                 continue
-            net(torch.from_numpy(x[i:i + batch]).to(device))
+            net(images_to(x[i:i + batch], device))
     for m, mom in zip(layers, momenta, strict=True):
         m.momentum = mom
     for m, training in was:
@@ -85,7 +85,7 @@ def fit_head(net, x_tr: np.ndarray, y_tr: np.ndarray, epochs: int, lr: float, se
     torch.manual_seed(seed)
     n_out = int(y_tr.max()) + 1 if single else y_tr.shape[1]
     head = torch.nn.Linear(dim, n_out).to(device)
-    model = torch.nn.Sequential(net, head).to(device)
+    model = channels_last(torch.nn.Sequential(net, head).to(device))
     if train_only is not None:
         learn = {id(p) for m in train_only for p in m.parameters()}
         for p in net.parameters():
@@ -108,7 +108,7 @@ def fit_head(net, x_tr: np.ndarray, y_tr: np.ndarray, epochs: int, lr: float, se
             b = order[i:i + batch]
             if len(b) < 2:
                 continue
-            xb = torch.from_numpy(np.stack([augment(x_tr[j], aug) for j in b])).to(device)
+            xb = images_to(np.stack([augment(x_tr[j], aug) for j in b]), device)
             with autocast(device, precision):
                 logits = model(xb)
             loss = loss_fn(logits.float(), target[b].to(device))
@@ -127,7 +127,7 @@ def fit_head(net, x_tr: np.ndarray, y_tr: np.ndarray, epochs: int, lr: float, se
         out = []
         with torch.no_grad(), autocast(device, precision):
             for i in range(0, len(x), 256):
-                logits = model(torch.from_numpy(x[i:i + 256]).to(device)).float()
+                logits = model(images_to(x[i:i + 256], device)).float()
                 out.append((logits.argmax(1) if single else torch.sigmoid(logits) > 0.5)
                            .cpu().numpy())
         return np.concatenate(out)

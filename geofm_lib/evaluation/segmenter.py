@@ -36,7 +36,7 @@ from geofm_lib.evaluation.segmentation import (
 )
 from geofm_lib.models.adapters import stem_conv1x1
 from geofm_lib.models.backbones import make_backbone
-from geofm_lib.models.devices import autocast
+from geofm_lib.models.devices import autocast, channels_last
 
 DECODERS = {"unet": "Unet", "deeplabv3plus": "DeepLabV3Plus", "upconv": None}
 RESNET_DECODERS = ("unet", "deeplabv3plus")
@@ -217,7 +217,7 @@ class SegmentationRun:
 def _predict(model, x: np.ndarray, device: str, precision: str, batch: int, head):
     """``head(logits)`` of every batch of ``x``, in eval mode, without gradients, concatenated
     (the model moved to ``device`` first)."""
-    model = model.to(device).eval()
+    model = channels_last(model.to(device)).eval()
     out = []
     with torch.no_grad(), autocast(device, precision):
         for i in range(0, len(x), batch):
@@ -295,7 +295,7 @@ def fit_segmenter(model, x_train: np.ndarray, y_train: np.ndarray, x_test: np.nd
     on the test images after every ``eval_every`` epochs and at the end (``_train``: the
     protocols, optimiser and schedule). Cross-entropy per pixel, weighted by
     ``boundary_weights`` when ``boundary_weight`` is not 1."""
-    model = model.to(device)
+    model = channels_last(model.to(device))
     weights = (boundary_weights(y_train, boundary_px, boundary_weight)
                if boundary_weight != 1.0 else (y_train >= 0).astype(np.float32))
 
@@ -348,7 +348,7 @@ def fit_density(model, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndar
     every pixel (targets in percent, below 0 left out) through a sigmoid, mean squared error on
     the cover as a fraction; the same protocols and loop as ``fit_segmenter``; scored by RMSE,
     MAE (percent points) and R^2 with intervals over test images."""
-    model = model.to(device)
+    model = channels_last(model.to(device))
     target = np.where(y_train >= 0, y_train / 100.0, -1.0).astype(np.float32)
 
     def loss_of(logits, idx):

@@ -27,7 +27,7 @@ from geofm_lib.evaluation.probes import (
     run_probe,
 )
 from geofm_lib.io import atomic_write_json
-from geofm_lib.models.devices import autocast, resolve_device, resolve_precision
+from geofm_lib.models.devices import autocast, channels_last, resolve_device, resolve_precision
 from geofm_lib.paths import ssl_dir
 from geofm_lib.progress import get_logger, progress
 from geofm_lib.ssl.model import METHOD_LABELS, make_backbone, parse_method
@@ -44,7 +44,7 @@ def features_of(net, x: np.ndarray, device: str = "cpu", batch: int = 256,
     """Pooled backbone features of images, without gradients, in eval mode, under the autocast
     of ``precision`` (a resolved one); fp32 out. The net is moved to ``device`` first (random
     init is made on the CPU; on a GPU it would meet CUDA inputs with CPU weights)."""
-    net = net.to(device).eval()
+    net = channels_last(net.to(device)).eval()
     out = []
     with torch.no_grad(), autocast(device, precision):
         for i in range(0, len(x), batch):

@@ -52,7 +52,7 @@ from geofm_lib.config import Config
 from geofm_lib.distributed import from_env
 from geofm_lib.errors import CheckpointError, ConfigError
 from geofm_lib.io import folder_lock
-from geofm_lib.models.devices import resolve_device, resolve_precision
+from geofm_lib.models.devices import channels_last, resolve_device, resolve_precision
 from geofm_lib.paths import ssl_dir
 from geofm_lib.progress import get_logger
 from geofm_lib.ssl.model import SSL_FORMAT, make_backbone
@@ -132,7 +132,7 @@ def _pretrain(cfg: Config, show_progress: bool, log_every: int, callbacks) -> SS
     precision = {"fp32": "32-true", "bf16": "bf16-mixed", "fp16": "16-mixed"}[
         resolve_precision(cfg.precision, device)]
     seed_everything(cfg.seed, workers=True, verbose=False)
-    task = build_module(cfg, pairs.bands, world)
+    task = channels_last(build_module(cfg, pairs.bands, world))
     sampler = EpochSampler(len(views), cfg.ssl_batch_size, cfg.seed, rank, world)
     loader = torch.utils.data.DataLoader(
         views, batch_size=cfg.ssl_batch_size // world, sampler=sampler, drop_last=True,
