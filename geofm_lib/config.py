@@ -314,6 +314,11 @@ class Config(BaseModel):
     protocol_steps: int = Field(40, ge=1, le=1_000_000,
                                 description="optimiser steps of each fine-tuning fit of seed "
                                             "001's protocols, whatever the labelled-set size")
+    protocol_recipe: Literal["lp-ft", "new-head"] = Field(
+        "lp-ft", description="fine-tuning fits of seed 001's protocols: lp-ft (the head starts "
+                             "as the frozen features' linear probe; full fine-tuning's encoder "
+                             "at a tenth of the head's rate) | new-head (a random head, one "
+                             "rate)")
     eval_split: Literal["val", "train"] = Field(
         "val", description="split the evaluation notebooks score (train = fitted data)")
     # bookkeeping

@@ -139,10 +139,13 @@ def test_the_three_protocols_run_from_pretrained_and_random_weights(enmap_cfg):
     for r in rows:
         assert r["metric"] == "F1 micro" and r["ci"][0] <= r["score"] <= r["ci"][1]
         assert ("minus_random_init" in r) == (r["init"] == "MoCo-v2")
+        assert r["recipe"] == (None if r["protocol"] == "frozen encoder" else "lp-ft")
     table = ssl.protocol_table(rows)
     assert len(table) == 6 and "24 labels" in table.columns[0]
     with pytest.raises(Exception, match="unknown protocol"):
         ssl.protocol_rows(enmap_cfg, {"MoCo-v2": res.encoder_path}, [8], ["linear"])
+    with pytest.raises(Exception, match="choose from lp-ft, new-head"):
+        ssl.protocol_rows(enmap_cfg, {"MoCo-v2": res.encoder_path}, [8], recipe="lpft")
 
 
 def test_a_hyspecnet_layout_fixture_pretrains_an_encoder_scored_on_enmap_corine(enmap_cfg,
@@ -316,3 +319,51 @@ def test_the_study_says_when_fine_tuning_is_too_short_to_compare_the_protocols()
     assert "too short to compare" in said and "40 optimiser steps" in said
     rows[2]["score"] = rows[3]["score"] = 52
     assert "too short" not in " ".join(findings(rows))
+
+
+def _separable(n=48, d=6, k=3, seed=0):
+    """Images whose mean over pixels carries the labels linearly (a net of one pooling
+    layer sees them as features)."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d, 4, 4)).astype(np.float32)
+    w = rng.normal(size=(d, k))
+    y = (x.mean((2, 3)) @ w > 0).astype(np.float32)
+    return x, y
+
+
+def test_lp_ft_starts_the_head_as_the_frozen_features_probe():
+    """head_init='probe' fits the head on the frozen features before any fine-tuning step:
+    with no epoch at all it already predicts the training labels (linearly separable here),
+    where a new random head guesses."""
+    from geofm_lib.evaluation.finetune import fit_head
+
+    x, y = _separable()
+
+    def pooled():
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Conv2d(6, 6, 1), torch.nn.AdaptiveAvgPool2d(1),
+                                   torch.nn.Flatten())
+
+    lp = fit_head(pooled(), x, y, epochs=0, lr=1e-3, seed=0, head_init="probe")
+    rand = fit_head(pooled(), x, y, epochs=0, lr=1e-3, seed=0)
+    acc = lambda f: float((f.predict(x) == y.astype(bool)).mean())  # noqa: E731
+    assert acc(lp) > 0.9 > 0.75 > acc(rand), (acc(lp), acc(rand))
+    assert lp.history[0]["epoch"] == 0 and lp.history[0]["train_loss"] < 0.3
+    with pytest.raises(ValueError, match="choose random or probe"):
+        fit_head(pooled(), x, y, epochs=0, lr=1e-3, seed=0, head_init="linear")
+
+
+def test_the_encoder_learns_at_its_own_rate():
+    """encoder_lr=0: full fine-tuning changes the head and leaves the encoder's weights."""
+    from geofm_lib.evaluation.finetune import fit_head
+
+    x, y = _separable()
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(6, 6, 1), torch.nn.AdaptiveAvgPool2d(1),
+                              torch.nn.Flatten())
+    before = [p.detach().clone() for p in net.parameters()]
+    fit = fit_head(net, x, y, epochs=2, lr=1e-2, seed=0, batch=16, encoder_lr=0.0)
+    assert all(torch.equal(a, b) for a, b in zip(before, net.parameters(), strict=True))
+    assert fit.history[-1]["train_loss"] < fit.history[0]["train_loss"]
+    fit_head(net, x, y, epochs=1, lr=1e-2, seed=0, batch=16, encoder_lr=1e-2)
+    assert not all(torch.equal(a, b) for a, b in zip(before, net.parameters(), strict=True))

@@ -7,6 +7,11 @@ seeded order (a last batch of one image is skipped: BatchNorm cannot train on it
 cross-entropy on multi-hot rows or, with ``single``, cross-entropy on class indices; then the
 BatchNorm statistics re-estimated over the training images (``precise_batchnorm``).
 Predictions: threshold 0.5 on the sigmoid, or the arg-max class.
+
+``head_init="probe"`` is LP-FT (Kumar et al., 2022): the head starts as a linear probe fitted
+on the encoder's frozen features of the training images (L-BFGS, L2-regularised) rather than
+from random weights, so that the first steps do not push a random head's large gradients into
+pretrained weights; ``encoder_lr`` gives the encoder's weights their own (lower) rate.
 """
 
 from __future__ import annotations
@@ -68,9 +73,48 @@ def precise_batchnorm(trained, net, x: np.ndarray, device: str, batch: int = 64,
     return len(layers)
 
 
+PROBE_L2 = 1e-3  # the warm head's L2 penalty (on the mean loss): its weights stay moderate
+PROBE_ITERATIONS = 100
+
+
+def probe_head(net, head: torch.nn.Linear, x: np.ndarray, target: torch.Tensor, device: str,
+               precision: str = "fp32", single: bool = False, batch: int = 256) -> float:
+    """Fit ``head`` in place as a linear probe on ``net``'s frozen features of ``x`` (eval mode,
+    no augmentation), standardised as the probes of 06/07 do: full-batch L-BFGS (strong Wolfe
+    line search, ``PROBE_ITERATIONS``) on the standardised features, loss + ``PROBE_L2`` *
+    |W|^2, then the standardisation folded into the head's weights and bias. Returns the
+    probe's final training loss (without the penalty)."""
+    net.eval()
+    with torch.no_grad(), autocast(device, precision):
+        feats = torch.cat([net(images_to(x[i:i + batch], device)).float()
+                           for i in range(0, len(x), batch)])
+    mean, std = feats.mean(0), feats.std(0).clamp_min(1e-6)
+    z = (feats - mean) / std
+    target = target.to(device)
+    loss_fn = torch.nn.CrossEntropyLoss() if single else torch.nn.BCEWithLogitsLoss()
+    probe = torch.nn.Linear(z.shape[1], head.out_features).to(device)
+    torch.nn.init.zeros_(probe.weight)
+    torch.nn.init.zeros_(probe.bias)
+    opt = torch.optim.LBFGS(probe.parameters(), lr=1.0, max_iter=PROBE_ITERATIONS,
+                            line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = loss_fn(probe(z), target) + PROBE_L2 * probe.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    with torch.no_grad():
+        head.weight.copy_(probe.weight / std)
+        head.bias.copy_(probe.bias - (probe.weight * (mean / std)).sum(1))
+        return float(loss_fn(head(feats), target))
+
+
 def fit_head(net, x_tr: np.ndarray, y_tr: np.ndarray, epochs: int, lr: float, seed: int,
              device: str = "cpu", batch: int = 64, single: bool = False,
-             precision: str = "fp32", train_only=None) -> FineTuned:
+             precision: str = "fp32", train_only=None, head_init: str = "random",
+             encoder_lr: float | None = None) -> FineTuned:
     """Train ``net`` and a new linear head on (images, targets): multi-label (``y_tr`` 0/1 rows)
     or, with ``single``, single-label (``y_tr`` class indices); forward passes under the
     autocast of ``precision`` (a resolved one), the loss in fp32.
@@ -79,23 +123,35 @@ def fit_head(net, x_tr: np.ndarray, y_tr: np.ndarray, epochs: int, lr: float, se
     fine-tuning: the spectral stem); the rest of ``net`` stays as it is, weights and
     BatchNorm statistics (eval mode). None: all of ``net`` learns.
 
+    ``head_init``: ``random`` (a new head) or ``probe`` (LP-FT: the head fitted first as a
+    linear probe on the frozen features, :func:`probe_head`; the history's first entry, epoch
+    0, is its loss). ``encoder_lr``: the learning rate of ``net``'s weights (None: ``lr``, the
+    head's).
+
     After training, the BatchNorm statistics of what learned are re-estimated over the
     training images (``precise_batchnorm``)."""
+    if head_init not in ("random", "probe"):
+        raise ValueError(f"head_init={head_init!r}: choose random or probe")
     dim = output_width(net, x_tr, device)
     torch.manual_seed(seed)
     n_out = int(y_tr.max()) + 1 if single else y_tr.shape[1]
     head = torch.nn.Linear(dim, n_out).to(device)
     model = channels_last(torch.nn.Sequential(net, head).to(device))
+    target = torch.from_numpy(y_tr.astype(np.int64 if single else np.float32))
+    history = []
+    if head_init == "probe":
+        history.append({"epoch": 0, "train_loss": probe_head(net, head, x_tr, target, device,
+                                                             precision, single)})
     if train_only is not None:
         learn = {id(p) for m in train_only for p in m.parameters()}
         for p in net.parameters():
             p.requires_grad_(id(p) in learn)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr,
-                            weight_decay=0.05)
+    groups = [{"params": list(head.parameters()), "lr": lr},
+              {"params": [p for p in net.parameters() if p.requires_grad],
+               "lr": lr if encoder_lr is None else encoder_lr}]
+    opt = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=0.05)
     loss_fn = torch.nn.CrossEntropyLoss() if single else torch.nn.BCEWithLogitsLoss()
-    target = torch.from_numpy(y_tr.astype(np.int64 if single else np.float32))
     rng, aug = np.random.default_rng(seed), random.Random(seed)
-    history = []
     for epoch in range(epochs):
         model.train()
         if train_only is not None:

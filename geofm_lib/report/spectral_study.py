@@ -138,7 +138,7 @@ def findings(rows: list[dict]) -> list[str]:
                    f"are below the frozen encoder's interval, although they start from the same "
                    f"weights and may learn more. Each fit ran "
                    f"{max(r.get('steps', 0) for r in rows) or 'its'} "
-                   f"optimiser steps with a new head from random weights; raise "
+                   f"optimiser steps ({_recipe(rows)}); raise "
                    f"<code>protocol_steps</code> before reading the protocols' order.</li>")
     for init in dict.fromkeys(r["init"] for r in pretrained):
         a, f = at.get(("fine-tuned spectral adapter", init)), at.get(("frozen encoder", init))
@@ -148,6 +148,15 @@ def findings(rows: list[dict]) -> list[str]:
                        f"to {a['score']:.1f}; in seed 001 it gained 1.8 to 4.1 points. Unpaired "
                        f"intervals {_ci(f['ci'])} and {_ci(a['ci'])}.</li>")
     return out
+
+
+def _recipe(rows: list[dict]) -> str:
+    """How the fine-tuning fits started, in words (rows before the recipe was recorded had a
+    random head)."""
+    recipe = next((r.get("recipe") for r in rows if r.get("steps")), None) or "new-head"
+    return ("LP-FT: the head started as the frozen features' linear probe, full fine-tuning's "
+            "encoder at a tenth of the head's rate" if recipe == "lp-ft" else
+            "a new head from random weights, one learning rate")
 
 
 def _paper_table() -> str:
@@ -174,7 +183,8 @@ def build_spectral_study(reports_dir: Path, preset: str) -> Path:
              f"data {html.escape(str(info.get('data_hash')))}",
              f"{ssl07.get('places_train', '-')} training places, "
              f"{ssl07.get('places_val', '-')} test places",
-             f"{ssl07.get('protocol_steps', '-')} optimiser steps per fine-tuning fit",
+             f"{ssl07.get('protocol_steps', '-')} optimiser steps per fine-tuning fit "
+             f"({_recipe(rows)})",
              "seconds: " + ", ".join(f"{k[:2]} {v:.0f}" for k, v in
                                       (info.get("seconds") or {}).items())]
     status = ("" if info.get("status") == "ok" else
