@@ -562,10 +562,12 @@ PAPER_DATASETS = dict(DATASETS)
 HYPERSPECTRAL_DATASETS: dict[str, Dataset] = {d.key: d for d in (
     Dataset(
         key="enmap_corine", reader="geotiff", name="EnMAP-CORINE", group="H",
-        format_status="EnMAP L2A GeoTIFFs (224 int16 bands, nodata -32768, band descriptions "
-                      "with wavelengths) read by the geotiff reader with options.sensor: enmap, "
-                      "tested on a tile written in that layout; the benchmark's own patch "
-                      "files were not available to check",
+        format_status="EnMAP L2A products as DLR delivers them (a folder with "
+                      "<product>-SPECTRAL_IMAGE.TIF, 224 int16 bands, nodata -32768, and "
+                      "<product>-METADATA.XML with each band's measured centre and width) read "
+                      "by the geotiff reader with the folder as root; single GeoTIFF tiles "
+                      "with options.sensor: enmap. Both tested on files written in those "
+                      "layouts; the benchmark's own patch files were not available to check",
         problem="multi-label classification", sensor="enmap_l2a", gsd_m=30.0, native_px=128,
         labels=BIGEARTHNET_43,
         labels_status="CORINE Land Cover level 3 (BigEarthNet's 43 classes, which "

@@ -93,7 +93,9 @@ class SourceSpec(BaseModel):
     * ``geotiff``: a large scene (``root`` is the .tif, any CRS) cut into patches; ``options``:
       ``labels`` (GeoPackage/GeoJSON polygons or points), ``label_column``, ``stride_px``,
       ``band_names``, ``max_nodata``. Its dataset key may be any name (labels come from the
-      vector file).
+      vector file). ``root`` may also be an EnMAP L1C/L2A product folder (or its
+      METADATA.XML): its SPECTRAL_IMAGE is read with the band centres and widths of the
+      product's metadata.
     * ``xview``, ``coco`` (SeaDronesSee v2), ``dota`` (MAFAT), ``agriculture_vision``,
       ``class_masks`` (Houston Harvey, FloodNet's layout), ``qfabric``: seed 000's datasets in their
       published formats (``data/sources/<reader>.py`` documents each layout); ``options``

@@ -221,3 +221,118 @@ def test_the_hyperspectral_benchmark_reports_bytes_per_sample_and_the_loader_aga
     assert r["loader_vs_step"] == pytest.approx(
         r["loader_samples_per_s"] / r["step_samples_per_s"], rel=0.02)
     assert r["spectral_step_samples_per_s"] > 0  # the same tower behind the spectral stem
+
+
+# --- an EnMAP L2A product in DLR's delivery layout, through the geotiff reader ---------------
+
+PRODUCT = "ENMAP01-____L2A-DT0000001867_20220724T104526Z_008_V010302_20230628T165614Z"
+SHIFT_NM = 0.6  # this product's centres against the nominal ones (they vary by product)
+
+
+def _write_enmap_product(root, px: int = 48, declare_nodata: bool = False, centres=None,
+                         n_bands: int = 224):
+    """A product folder as DLR delivers it: <product>-SPECTRAL_IMAGE.TIF (int16, the
+    water-vapour bands nodata, band 5 nodata along the left edge, no nodata value declared
+    unless ``declare_nodata``), quality layers beside it, and <product>-METADATA.XML with
+    level_X/specific/bandCharacterisation/bandID (centre, FWHM, gain 1e-4, offset 0), plus a
+    quality list whose bandID elements carry no wavelength. Polygons of two CORINE classes in
+    a GeoPackage next to the folder."""
+    rasterio = pytest.importorskip("rasterio")
+    gpd = pytest.importorskip("geopandas")
+    from rasterio.transform import from_origin
+    from shapely.geometry import box
+
+    folder = root / PRODUCT
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(7)
+    data = rng.integers(300, 4000, (n_bands, px, px)).astype(np.int16)
+    data[np.array(ENMAP_WATER_VAPOUR)[np.array(ENMAP_WATER_VAPOUR) <= n_bands] - 1] = ENMAP_NODATA
+    data[4, :, :3] = ENMAP_NODATA
+    transform = from_origin(380000, 5820000, 30, 30)
+    kw = dict(driver="GTiff", width=px, height=px, dtype="int16", crs="EPSG:32633",
+              transform=transform)
+    with rasterio.open(folder / f"{PRODUCT}-SPECTRAL_IMAGE.TIF", "w", count=n_bands,
+                       **kw, **({"nodata": ENMAP_NODATA} if declare_nodata else {})) as f:
+        f.write(data)
+    for layer in ("QL_PIXELMASK", "QL_QUALITY_CLASSES"):
+        with rasterio.open(folder / f"{PRODUCT}-{layer}.TIF", "w", count=1, **kw) as f:
+            f.write(np.zeros((1, px, px), np.int16))
+    centres = centres or [b.center_nm + SHIFT_NM for b in ENMAP_BANDS[:n_bands]]
+    bands = "".join(
+        f'<bandID number="{i + 1}"><wavelengthCenterOfBand>{c:.3f}</wavelengthCenterOfBand>'
+        f"<FWHMOfBand>{7.5 + i / 100:.2f}</FWHMOfBand><GainOfBand>0.0001</GainOfBand>"
+        f"<OffsetOfBand>0</OffsetOfBand></bandID>" for i, c in enumerate(centres))
+    (folder / f"{PRODUCT}-METADATA.XML").write_text(
+        '<?xml version="1.0" encoding="UTF-8"?><level_X><metadata><schema>L2A</schema>'
+        '</metadata><specific><bandCharacterisation>' + bands + "</bandCharacterisation>"
+        '<qualityFlags><bandID number="3"><deadPixels>0</deadPixels></bandID></qualityFlags>'
+        "</specific></level_X>")
+    x0, y1 = 380000, 5820000
+    polygons = gpd.GeoDataFrame(
+        {"name": ["Coniferous forest", "Water bodies"]},
+        geometry=[box(x0, y1 - 24 * 30, x0 + px * 30, y1), box(x0, y1 - px * 30, x0 + px * 30,
+                                                                y1 - 24 * 30)],
+        crs="EPSG:32633")
+    labels = root / "corine.gpkg"
+    polygons.to_file(labels)
+    return folder, labels
+
+
+def _product_cfg(tmp_path, root, labels=None, **kw):
+    from geofm_lib.config import load_config
+
+    spec = {"reader": "geotiff", "root": str(root),
+            **({"options": {"labels": str(labels)}} if labels else {})}
+    return load_config("ci", group="H", sources={"enmap_corine": spec}, image_px=16,
+                       samples_per_dataset=50, val_fraction=0.25,
+                       work_dir=str(tmp_path / "work"), **kw)
+
+
+def test_an_enmap_product_keeps_its_own_band_centres_widths_date_and_nodata(tmp_path):
+    """The product folder is the root: its SPECTRAL_IMAGE is read (not the quality layers),
+    its METADATA.XML gives each band's measured centre and width, bands keep EnMAP's names by
+    band number, the water-vapour bands are all nodata, and the acquisition date comes from
+    the product name (torchgeo's EnMAP pattern)."""
+    pytest.importorskip("torchgeo")
+    from geofm_lib.data import build
+    from geofm_lib.data.shards import iter_shards, load_manifest, shard_paths
+
+    folder, labels = _write_enmap_product(tmp_path / "data")
+    out = build.build_shards(_product_cfg(tmp_path, folder, labels), show_progress=False)
+    m = load_manifest(out)
+    st = m["band_stats"]["enmap_corine"]
+    assert st["bands"] == [b.name for b in ENMAP_BANDS]
+    assert sorted(st["all_nodata"]) == sorted(water_vapour_bands())
+    assert m["source_reports"]["enmap_corine"]["file"] == f"{PRODUCT}-SPECTRAL_IMAGE.TIF"
+    samples = [s for split in ("train", "val")
+               for s in iter_shards(shard_paths(out, split, "enmap_corine"))]
+    assert len(samples) == 9  # 48 px in 16 px patches
+    info = samples[0]["json"]["band_info"]
+    assert info[0]["center_nm"] == pytest.approx(ENMAP_BANDS[0].center_nm + SHIFT_NM, abs=1e-3)
+    assert info[0]["fwhm_nm"] == pytest.approx(7.5) and info[223]["fwhm_nm"] == pytest.approx(9.73)
+    assert info[0]["units"] == "reflectance x 10000" and info[0]["nodata"] == ENMAP_NODATA
+    assert all(s["json"]["date"] == "2022-07-24" for s in samples)
+    by_origin = {tuple(s["json"]["origin_px"]): s["json"] for s in samples}
+    assert by_origin[(0, 0)]["labels"] == ["Coniferous forest"]
+    assert by_origin[(32, 0)]["labels"] == ["Water bodies"]
+    assert set(by_origin[(16, 16)]["labels"]) == {"Coniferous forest", "Water bodies"}
+    # band 5's nodata column is left out of its statistics, not averaged in as -32768
+    assert st["mean"][4] > 300
+
+
+def test_an_enmap_product_that_is_not_whole_is_refused_before_any_patch(tmp_path):
+    pytest.importorskip("torchgeo")
+    from geofm_lib.data import build
+    from geofm_lib.errors import ConfigError
+
+    folder, _ = _write_enmap_product(tmp_path / "a", declare_nodata=True)
+    (folder / f"{PRODUCT}-METADATA.XML").unlink()
+    with pytest.raises(ConfigError, match="METADATA.XML is missing.*copy the whole product"):
+        build.build_shards(_product_cfg(tmp_path / "a", folder), show_progress=False)
+    folder, _ = _write_enmap_product(tmp_path / "b", centres=[500 + 2 * i for i in range(224)])
+    with pytest.raises(ConfigError, match="band 1 is centred at 500.0 nm.*not EnMAP's 224-band"):
+        build.build_shards(_product_cfg(tmp_path / "b", folder), show_progress=False)
+    folder, _ = _write_enmap_product(tmp_path / "c", n_bands=218,
+                                     centres=[b.center_nm for b in ENMAP_BANDS])
+    with pytest.raises(ConfigError, match="has 218 bands, .*METADATA.XML describes 224"):
+        build.build_shards(_product_cfg(tmp_path / "c", folder), show_progress=False)

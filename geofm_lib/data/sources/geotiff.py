@@ -4,12 +4,16 @@ polygons or a class raster.
 
 from __future__ import annotations
 
+import math
 import re
+from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 
 from geofm_lib.bands import resolve_bands
+from geofm_lib.catalog import ENMAP_BANDS, ENMAP_NODATA
 from geofm_lib.config import Config
 from geofm_lib.data.sources.base import (
     BAND_OPTIONS,
@@ -54,24 +58,47 @@ class GeoTiffSource(SourceBase):
                              *BAND_OPTIONS), f"sources.{dataset}.options")
         tif, vec = self._files(cfg, dataset, spec, opts)
         self.cfg, self.dataset, self.tif = cfg, dataset, tif
+        self.product = opts.pop("_product", None)  # an EnMAP product (enmap_product)
+        self.acquired = self.product.date if self.product is not None else None
         # a dataset card (or catalog entry) gives the group, the sensor's bands and the labels
         self.info = cfg.dataset_info(dataset) if dataset in (cfg.dataset_cards or {}) else None
         if self.info is not None and "sensor" not in opts:
             opts["sensor"] = self.info.sensor_spec
         self.max_nodata = float(opts.get("max_nodata", 0.5))
         self._read_raster(opts)
+        if self.product is not None:  # EnMAP's bands by number, with this product's centres
+            self.bands = [replace(r, name=ENMAP_BANDS[i].name)
+                          for i, r in enumerate(self.bands)]
         self._burn_labels(vec, opts)
         self._cut(opts)
         self.datasets = (dataset,)
 
     @staticmethod
     def _files(cfg: Config, dataset: str, spec, opts: dict) -> tuple[Path, Path | None]:
-        """The scene's GeoTIFF and its vector labels (given, or found beside it)."""
+        """The scene's GeoTIFF and its vector labels (given, or found beside it). An EnMAP
+        product (its folder or its METADATA.XML) gives its SPECTRAL_IMAGE and sets ``opts``
+        from its metadata (:func:`enmap_product`)."""
         path = (spec.root if spec is not None else cfg.source_path)
         if not path:
             raise ConfigError(f"{dataset}: a GeoTIFF source needs its file (source_path, or "
                               f"root in sources.{dataset})")
         tif = Path(_resolve_root(path))
+        product = enmap_product(tif, dataset)
+        if product is not None:
+            tif = product.image
+            import rasterio
+
+            with rasterio.open(tif) as src:
+                if src.count != len(product.centres_nm):
+                    raise ConfigError(f"{dataset}: {tif.name} has {src.count} bands, "
+                                      f"{product.metadata.name} describes "
+                                      f"{len(product.centres_nm)}; the two files are not of "
+                                      f"one product")
+                if all(v is None for v in src.nodatavals):
+                    opts.setdefault("nodata", ENMAP_NODATA)  # L1C/L2A's fill value
+            for key, value in product.options().items():
+                opts.setdefault(key, value)
+            opts["_product"] = product
         if tif.is_dir():  # a product stored one band per file
             labels = opts.get("labels")
             vec = Path(_resolve_root(labels)) if labels is not None else None
@@ -280,6 +307,128 @@ class GeoTiffSource(SourceBase):
                           bounds=[round(v, 6) for v in b], origin_px=[y, x],
                           file=self.tif.name, scene_labels=labeller(0, 0, p, p),
                           nodata_pixels=int(self.invalid[y:y + p, x:x + p].sum()),
-                          nodata=None if self.nodata is None else float(self.nodata))
+                          nodata=None if self.nodata is None else float(self.nodata),
+                          **({"date": self.acquired} if self.acquired else {}))
         return Scene(dataset, index, np.ascontiguousarray(image), meta, self.vocabulary,
                      labeller)
+
+
+# --- an EnMAP product in DLR's delivery layout ----------------------------------------------
+
+ENMAP_WAVELENGTH_TOLERANCE_NM = 5.0
+"""How far a product's band centre may lie from the nominal centre of the band with its number
+(torchgeo's table, the catalog's): centres move by well under a nanometre from product to
+product, and a band list that is off by more is not EnMAP's 224-band layout."""
+
+
+@dataclass(frozen=True)
+class EnMAPProduct:
+    """One EnMAP L1C/L2A product: the spectral image, its metadata and what they say."""
+
+    image: Path
+    metadata: Path
+    date: str  # acquisition day (from the product name)
+    centres_nm: tuple[float, ...]
+    fwhm_nm: tuple[float, ...]
+    gains: tuple[float, ...]
+    offsets: tuple[float, ...]
+
+    def units(self) -> str:
+        if all(math.isclose(g, 1e-4, rel_tol=1e-6) for g in self.gains) and not any(
+                self.offsets):
+            return "reflectance x 10000"
+        return "DN (value = DN x GainOfBand + OffsetOfBand of METADATA.XML, per band)"
+
+    def options(self) -> dict:
+        """The geotiff reader's band options: this product's centres and widths, and what its
+        values are. The reader then names each band as the catalog names EnMAP's band of that
+        number (its nominal centre: the same names for every product), while the band records
+        keep this product's measured centres."""
+        return {"band_names": [f"B{i + 1}" for i in range(len(self.centres_nm))],
+                "band_wavelengths_nm": list(self.centres_nm), "band_fwhm_nm": list(self.fwhm_nm),
+                "units": self.units()}
+
+
+def enmap_product(path: Path, dataset: str = "enmap") -> EnMAPProduct | None:
+    """The EnMAP product at ``path`` (its folder, or its ``-METADATA.XML``), None when ``path``
+    is not one. Recognised by torchgeo's ``EnMAP`` file pattern
+    (``ENMAP01-____L2A-DT<datatake>_<date>Z_<tile>_V<version>_<processing>Z-SPECTRAL_IMAGE``);
+    band centres, widths, gains and offsets come from ``<product>-METADATA.XML``
+    (``specific/bandCharacterisation/bandID``), which must be beside the image: a product's
+    centres differ from the nominal ones, and without them the bands would be placed by a
+    table rather than by what was measured."""
+    is_xml = path.is_file() and path.name.upper().endswith("METADATA.XML")
+    folder = path.parent if is_xml else path if path.is_dir() else None
+    if folder is None:
+        return None
+    images = sorted(p for p in folder.glob("ENMAP*SPECTRAL_IMAGE*")
+                    if p.suffix.upper() in (".TIF", ".TIFF"))
+    if not images:
+        if is_xml:
+            raise ConfigError(f"{dataset}: no ENMAP*-SPECTRAL_IMAGE.TIF beside {path.name}; "
+                              f"give the product folder as DLR delivers it")
+        return None
+    if len(images) > 1:
+        raise ConfigError(f"{dataset}: {folder.name}/ holds {len(images)} EnMAP spectral images "
+                          f"({images[0].name}, ...); give each product its own `sources` entry "
+                          f"(root: the product folder)")
+    image = images[0]
+    from torchgeo.datasets import EnMAP  # its product naming; deferred (seconds to import)
+
+    found = re.match(EnMAP.filename_regex, image.name, re.VERBOSE)
+    if found is None:
+        raise ConfigError(f"{dataset}: {image.name} does not follow EnMAP's product naming "
+                          f"(ENMAP01-____L2A-DT<10 digits>_<date>Z_<tile>_V<version>_..."
+                          f"-SPECTRAL_IMAGE.TIF); rename it as DLR delivers it, or read it with "
+                          f"the geotiff reader and options.band_wavelengths_nm")
+    stem = image.name[:image.name.upper().index("-SPECTRAL_IMAGE")]
+    xml = next((p for p in folder.iterdir() if p.name.upper() == f"{stem}-METADATA.XML".upper()),
+               None)
+    if xml is None:
+        raise ConfigError(f"{dataset}: {stem}-METADATA.XML is missing beside {image.name}; the "
+                          f"band centres and widths of this product are in it (copy the whole "
+                          f"product folder)")
+    date = datetime.strptime(found["date"], EnMAP.date_format).date().isoformat()
+    centres, fwhm, gains, offsets = _band_characterisation(xml, dataset)
+    return EnMAPProduct(image, xml, date, centres, fwhm, gains, offsets)
+
+
+def _band_characterisation(xml: Path, dataset: str):
+    """(centres, widths, gains, offsets) per band, in band-number order, checked against the
+    nominal EnMAP table."""
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.parse(xml).getroot()
+    except ET.ParseError as exc:
+        raise ConfigError(f"{dataset}: {xml.name} is not readable XML ({exc}); copy the "
+                          f"product's metadata again") from None
+    rows = {}
+    for band in root.iter("bandID"):
+        centre = band.findtext("wavelengthCenterOfBand")
+        if centre is None:  # bandID elements elsewhere (quality lists) carry no wavelength
+            continue
+        try:
+            rows[int(band.get("number"))] = (float(centre), float(band.findtext("FWHMOfBand")),
+                                             float(band.findtext("GainOfBand") or 1.0),
+                                             float(band.findtext("OffsetOfBand") or 0.0))
+        except (TypeError, ValueError):
+            raise ConfigError(f"{dataset}: {xml.name}: bandID {band.get('number')!r} has no "
+                              f"number, centre or FWHM that reads as a number") from None
+    if not rows:
+        raise ConfigError(f"{dataset}: {xml.name} has no specific/bandCharacterisation/bandID "
+                          f"with wavelengthCenterOfBand; it is not an EnMAP product's metadata")
+    numbers = sorted(rows)
+    if numbers != list(range(1, len(numbers) + 1)) or len(numbers) > len(ENMAP_BANDS):
+        raise ConfigError(f"{dataset}: {xml.name} numbers its bands {numbers[:3]}...{numbers[-1]}"
+                          f"; expected 1..{len(ENMAP_BANDS)} without gaps")
+    off = [(n, rows[n][0], ENMAP_BANDS[n - 1].center_nm) for n in numbers
+           if abs(rows[n][0] - ENMAP_BANDS[n - 1].center_nm) > ENMAP_WAVELENGTH_TOLERANCE_NM]
+    if off:
+        n, got, nominal = off[0]
+        raise ConfigError(f"{dataset}: {xml.name}: band {n} is centred at {got:.1f} nm, EnMAP's "
+                          f"band {n} at {nominal:.1f} nm ({len(off)} band(s) more than "
+                          f"{ENMAP_WAVELENGTH_TOLERANCE_NM:g} nm off); this is not EnMAP's "
+                          f"224-band layout: read it with the geotiff reader and "
+                          f"options.band_names / band_wavelengths_nm")
+    return tuple(tuple(rows[n][k] for n in numbers) for k in range(4))
