@@ -2,7 +2,7 @@
 
     work/shards/<data_hash>/             the shard build of a data configuration (01)
     work/checkpoints/<train_hash>/       a CLIP run's checkpoints, ``last.pt`` (03)
-    work/checkpoints/<ssl_hash>/         an SSL run's ``encoder.pt`` (07; ``last.ckpt`` while it runs)
+    work/checkpoints/<ssl_hash>/         an SSL run's ``encoder.pt`` (07; ``last.ckpt`` until done)
     work/features/<encoder>-<data>-<split>-<precision>.npz   cached embeddings (06)
     work/runs/<run>/                     a run's stage records, predictions, map, overlays
 """
