@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 from pathlib import Path
 
 from geofm_lib.config import load_config
@@ -21,7 +20,7 @@ from geofm_lib.errors import ConfigError
 from geofm_lib.io import atomic_write_bytes
 from geofm_lib.papers import SEED001_SPECTRAL
 from geofm_lib.paths import project_root
-from geofm_lib.report.ssl_study import _ci, _diff
+from geofm_lib.report.ssl_study import _ci, _diff, read_study_run
 from geofm_lib.ssl.model import method_config, parse_method
 
 EXPERIMENT = "group_H"
@@ -171,12 +170,7 @@ def _paper_table() -> str:
 def build_spectral_study(reports_dir: Path, preset: str) -> Path:
     """``reports/study-spectral-<preset>.html`` from the study's report run."""
     run = Path(reports_dir) / study_name(preset)
-    metrics_path = run / "metrics.json"
-    if not metrics_path.is_file():
-        raise ConfigError(f"no study run in reports/{run.name}/: run `geofm study --study "
-                          f"spectral --preset {preset}` first")
-    metrics = json.loads(metrics_path.read_text())
-    info = json.loads((run / "run.json").read_text())
+    metrics, info, status = read_study_run(run, "spectral", preset)
     ssl07 = metrics.get("07_ssl_pretrain") or {}
     rows = ssl07.get("protocols") or []
     facts = [f"preset <b>{html.escape(preset)}</b>",
@@ -187,9 +181,6 @@ def build_spectral_study(reports_dir: Path, preset: str) -> Path:
              f"({_recipe(rows)})",
              "seconds: " + ", ".join(f"{k[:2]} {v:.0f}" for k, v in
                                       (info.get("seconds") or {}).items())]
-    status = ("" if info.get("status") == "ok" else
-              f"<p class=down><b>The study run failed</b>: "
-              f"{html.escape(str((info.get('failed') or {}).get('error')))}</p>")
     if rows:
         table, found = _protocol_table(rows), "".join(findings(rows))
         curves = (f"<img alt='label-efficiency curves' "

@@ -274,15 +274,26 @@ def _gpu_time(cfg, path: Path | None = None) -> str:
             f"an epoch is {bench['places_per_epoch']:,} places):</p><ul>{rows}</ul>")
 
 
-def build_seed001_study(reports_dir: Path, preset: str) -> Path:
-    """``reports/study-seed001-<preset>.html`` from the study's report run."""
-    run = Path(reports_dir) / study_name(preset)
+def read_study_run(run: Path, study: str, preset: str) -> tuple[dict, dict, str]:
+    """(metrics, run record, status paragraph) of a study's report run in ``run`` (``study``
+    and ``preset`` for the command that makes it); the paragraph is empty when the run
+    succeeded and says why it failed otherwise."""
     metrics_path = run / "metrics.json"
     if not metrics_path.is_file():
         raise ConfigError(f"no study run in reports/{run.name}/: run `geofm study --study "
-                          f"seed001 --preset {preset}` first")
+                          f"{study} --preset {preset}` first")
     metrics = json.loads(metrics_path.read_text())
     info = json.loads((run / "run.json").read_text())
+    status = ("" if info.get("status") == "ok" else
+              f"<p class=down><b>The study run failed</b>: "
+              f"{html.escape(str((info.get('failed') or {}).get('error')))}</p>")
+    return metrics, info, status
+
+
+def build_seed001_study(reports_dir: Path, preset: str) -> Path:
+    """``reports/study-seed001-<preset>.html`` from the study's report run."""
+    run = Path(reports_dir) / study_name(preset)
+    metrics, info, status = read_study_run(run, "seed001", preset)
     ssl07, seg = metrics.get("07_ssl_pretrain") or {}, metrics.get("08_segmentation") or {}
     backbones = seg.get("backbones") or {}
     facts = [f"preset <b>{html.escape(preset)}</b>",
@@ -296,9 +307,6 @@ def build_seed001_study(reports_dir: Path, preset: str) -> Path:
                  if k in backbones),
              "seconds: " + ", ".join(f"{k[:2]} {v:.0f}" for k, v in
                                       (info.get("seconds") or {}).items())]
-    status = ("" if info.get("status") == "ok" else
-              f"<p class=down><b>The study run failed</b>: "
-              f"{html.escape(str((info.get('failed') or {}).get('error')))}</p>")
     page = _PAGE.format(
         preset=html.escape(preset), run=html.escape(run.name), status=status,
         facts=" · ".join(facts), findings="".join(findings(seg)),
