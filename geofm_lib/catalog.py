@@ -529,6 +529,11 @@ REAL_DATASETS: dict[str, Dataset] = {d.key: d for d in (
           128, (), _WORLD, "unlabelled",
           "11,483 EnMAP L2A patches of 128 x 128 px, 224 bands (the 22 water-vapour bands are "
           "nodata), for self-supervised learning; torchgeo's HySpecNet11k reads them."),
+    _real("spectral_earth", "SpectralEarth (EnMAP)", "self-supervised pretraining",
+          "enmap_l2a", 30.0, 128, (), _WORLD, "unlabelled",
+          "Seed 001's pretraining data: EnMAP L2A patches of 128 x 128 px with 202 bands (the "
+          "water-vapour bands removed), one or more acquisitions per location; the "
+          "spectral_earth reader reads the authors' layout."),
     _real("sen12ms", "SEN12MS", "multi-label classification", "sentinel1_sentinel2_l1c", 10.0,
           256, IGBP_17, _WORLD, "area",
           "Labels: the IGBP classes of the MODIS land-cover layer covering at least 1 % of a "

@@ -49,7 +49,7 @@ from geofm_lib.models.names import check_pretrained, known_model_names
 
 # The readers of the ``sources`` parameter (``data.sources.registry.READERS`` opens each).
 READERS = ("simulator", "torchgeo", "karpathy", "geotiff", "table", "xview", "coco", "dota",
-           "agriculture_vision", "class_masks", "qfabric")
+           "agriculture_vision", "class_masks", "qfabric", "spectral_earth")
 # The whole-run ``source`` values (one reader for every dataset of the run).
 SOURCES = ("simulator", "bigearthnet", "geotiff")
 
@@ -100,6 +100,9 @@ class SourceSpec(BaseModel):
       ``class_masks`` (Houston Harvey, FloodNet's layout), ``qfabric``: seed 000's datasets in their
       published formats (``data/sources/<reader>.py`` documents each layout); ``options``
       ``min_object_share``, ``min_mask_share``, ``min_valid`` set how patches are labelled.
+    * ``spectral_earth``: SpectralEarth's EnMAP patches (``enmap/<location>/*.tif``, dataset
+      ``spectral_earth``) and its EnMAP-CORINE task (``enmap/``, ``corine/``, ``splits/``,
+      dataset ``enmap_corine``), ``data/sources/spectral_earth.py``.
     * ``table``: a CSV or Parquet file (``captions_file`` under ``root``) with columns
       ``image`` (path, relative to ``images_dir``), ``caption`` or ``captions`` ("|"-separated),
       optional ``labels`` ("|"-separated), ``lon``/``lat`` and ``split``.

@@ -336,3 +336,103 @@ def test_an_enmap_product_that_is_not_whole_is_refused_before_any_patch(tmp_path
                                      centres=[b.center_nm for b in ENMAP_BANDS])
     with pytest.raises(ConfigError, match="has 218 bands, .*METADATA.XML describes 224"):
         build.build_shards(_product_cfg(tmp_path / "c", folder), show_progress=False)
+
+
+# --- SpectralEarth's release layout (pretraining patches and EnMAP-CORINE) ----------------------
+
+def _write_tif(path, data, **kw):
+    rasterio = pytest.importorskip("rasterio")
+    from rasterio.transform import from_origin
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with rasterio.open(path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1],
+                       count=data.shape[0], dtype=data.dtype, crs="EPSG:32632",
+                       transform=from_origin(500000, 5300000, 30, 30), **kw) as f:
+        f.write(data)
+
+
+def _write_spectral_earth(root, px: int = 16, n_bands: int = 202):
+    """enmap/<location>/<acquisition>.tif (locations with 2, 1, 1 and 1 acquisitions), and
+    EnMAP-CORINE: enmap/<sample>.tif + corine/<sample>.tif (CORINE codes) +
+    splits/enmap_corine/{train,val,test}.txt, one sample in no list."""
+    rng = np.random.default_rng(3)
+
+    def image():
+        return rng.integers(100, 5000, (n_bands, px, px)).astype(np.int16)
+
+    for k, n in enumerate((2, 1, 1, 1)):
+        for a in range(n):
+            _write_tif(root / "pre" / "enmap" / f"{k:04d}" / f"{k:04d}_{a}.tif", image())
+    codes = {"s0": {311: ..., 512: (slice(0, 4), slice(0, 4))}, "s1": {312: ...},
+             "s2": {231: ..., 335: (slice(0, 8), slice(None)), 242: (0, 0)},
+             "s3": {0: ..., 511: (slice(8, None), slice(None))}, "s4": {324: ...},
+             "s5": {111: ...}}
+    for name, fill in codes.items():
+        mask = np.zeros((1, px, px), np.int16)
+        for code, where in fill.items():
+            if where is ...:
+                mask[0] = code
+            else:
+                mask[0][where] = code
+        _write_tif(root / "ben" / "enmap" / f"{name}.tif", image())
+        _write_tif(root / "ben" / "corine" / f"{name}.tif", mask)
+    splits = root / "ben" / "splits" / "enmap_corine"
+    splits.mkdir(parents=True)
+    (splits / "train.txt").write_text("s0.tif\ns1.tif\ns2.tif\n")
+    (splits / "val.txt").write_text("s3.tif\n")
+    (splits / "test.txt").write_text("s4.tif\n")  # s5 is in no list
+    return root / "pre", root / "ben"
+
+
+def test_spectral_earth_patches_and_enmap_corine_in_the_release_layout(tmp_path):
+    pytest.importorskip("webdataset")
+    from geofm_lib.config import load_config
+    from geofm_lib.data import build
+    from geofm_lib.data.shards import iter_shards, load_manifest, shard_paths
+
+    pre, ben = _write_spectral_earth(tmp_path)
+    kept = [b.name for i, b in enumerate(ENMAP_BANDS, 1) if i not in ENMAP_WATER_VAPOUR]
+    cfg = load_config("ci", group="custom", datasets=["spectral_earth"], image_px=16,
+                      sources={"spectral_earth": {"reader": "spectral_earth", "root": str(pre)}},
+                      samples_per_dataset=50, val_fraction=0.25, work_dir=str(tmp_path / "w1"))
+    m = load_manifest(build.build_shards(cfg, show_progress=False))
+    assert m["band_stats"]["spectral_earth"]["bands"] == kept and len(kept) == 202
+    report = m["source_reports"]["spectral_earth"]
+    assert report["locations"] == 4 and report["acquisitions_beyond_the_first"] == 1
+    assert (report["found"], report["used"]) == (5, 4)
+
+    spec = {"reader": "spectral_earth", "root": str(ben), "splits": "official"}
+    cfg = load_config("ci", group="H", sources={"enmap_corine": spec}, image_px=16,
+                      samples_per_dataset=50, work_dir=str(tmp_path / "w2"))
+    out = build.build_shards(cfg, show_progress=False)
+    m = load_manifest(out)
+    got = {s["json"]["image_id"]: (split, s["json"]["labels"]) for split in ("train", "val")
+           for s in iter_shards(shard_paths(out, split, "enmap_corine"))}
+    assert got == {
+        "s0": ("train", ["Broad-leaved forest", "Water bodies"]),  # 311 + 16 px of 512
+        "s1": ("train", ["Coniferous forest"]),
+        # 242 on one pixel counts (SpectralEarth: any pixel); 335 (glaciers) is no label
+        "s2": ("train", ["Pastures", "Complex cultivation patterns"]),
+        "s3": ("val", ["Water courses"]),  # 0 is no data
+        "s4": ("val", ["Transitional woodland/shrub"])}  # test.txt read as validation
+    assert m["source_reports"]["enmap_corine"]["not_used"] == {
+        "not in the train/val/test list(s)": 1}
+
+
+def test_spectral_earth_files_of_another_kind_are_refused(tmp_path):
+    from geofm_lib.config import load_config
+    from geofm_lib.data import build
+    from geofm_lib.errors import ConfigError, DataError
+
+    pre, ben = _write_spectral_earth(tmp_path / "a", n_bands=224)
+    cfg = load_config("ci", group="custom", datasets=["spectral_earth"], image_px=16,
+                      sources={"spectral_earth": {"reader": "spectral_earth", "root": str(pre)}},
+                      work_dir=str(tmp_path / "w"))
+    with pytest.raises(ConfigError, match="has 224 bands; SpectralEarth's patches have 202"):
+        build.build_shards(cfg, show_progress=False)
+    _, ben = _write_spectral_earth(tmp_path / "b")
+    _write_tif(ben / "corine" / "s1.tif", np.full((1, 16, 16), 999, np.int16))
+    cfg = load_config("ci", group="H", image_px=16, work_dir=str(tmp_path / "w2"),
+                      sources={"enmap_corine": {"reader": "spectral_earth", "root": str(ben)}})
+    with pytest.raises(DataError, match="corine/s1.tif holds values \\[999\\]"):
+        build.build_shards(cfg, show_progress=False)

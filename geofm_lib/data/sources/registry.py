@@ -17,6 +17,7 @@ from geofm_lib.data.sources.geotiff import GeoTiffSource
 from geofm_lib.data.sources.karpathy import KarpathySource
 from geofm_lib.data.sources.qfabric import QFabricSource
 from geofm_lib.data.sources.simulator import SimulatorSource
+from geofm_lib.data.sources.spectral_earth import SpectralEarthSource
 from geofm_lib.data.sources.table import TableSource
 from geofm_lib.data.sources.torchgeo_datasets import TorchGeoSource
 from geofm_lib.data.sources.xview import XViewSource
@@ -26,7 +27,7 @@ READERS = {"torchgeo": TorchGeoSource, "karpathy": KarpathySource,
            "geotiff": lambda ds, spec, cfg: GeoTiffSource(cfg, ds, spec), "table": TableSource,
            "xview": XViewSource, "coco": CocoSource, "dota": DotaSource,
            "agriculture_vision": AgricultureVisionSource, "class_masks": ClassMaskSource,
-           "qfabric": QFabricSource}
+           "qfabric": QFabricSource, "spectral_earth": SpectralEarthSource}
 """The reader of each ``sources`` entry, ``(dataset, spec, cfg) -> Source`` (``simulator``
 entries share one simulator); ``config.READERS`` names them."""
 SOURCE_READERS = {"simulator": SimulatorSource, "bigearthnet": BigEarthNetSource,
