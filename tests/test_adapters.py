@@ -139,3 +139,29 @@ def test_group_a_trains_with_all_bands_and_reloads(tmp_path):
     assert model.visual.conv1.in_channels == 14
     rgb = load_config("ci", group="A", work_dir=str(tmp_path), batch_size=8, run_name="t")
     assert rgb.train_hash != cfg.train_hash  # the adapter is part of the run's identity
+
+
+def test_band_slots_standardise_as_the_textbook_formula():
+    """The fused band-adapter input equals (x - mean) / std per band, nodata (and NaN) at 0,
+    slots left empty where the data lacks a band, for int16, uint16 (a nodata value it cannot
+    hold) and float32 products."""
+    rng = np.random.default_rng(0)
+    mean, std = np.array([100.0, 50.0, 7.0], np.float32), np.array([10.0, 5.0, 2.0], np.float32)
+    for dtype, nodata in ((np.int16, (-32768, None, 0)), (np.uint16, (-9999, 3, None)),
+                          (np.float32, (-1.0, None, None))):
+        img = rng.integers(1, 200, (4, 6, 6)).astype(dtype)
+        img[0, 0, :2] = nodata[0] if dtype != np.uint16 else 0
+        img[2, 1, 1] = 0
+        if dtype == np.float32:
+            img[1, 2, 2] = np.nan
+        slots = inputs.BandSlots((0, 1, 3), (1, 2, 4), 5, mean, std, nodata, 4)
+        x = inputs.to_model_input(img, ["a", "b", "c", "d"], slots)
+        want = np.zeros((5, 6, 6), np.float32)
+        for k, (src, slot) in enumerate(zip((0, 1, 3), (1, 2, 4), strict=True)):
+            band = img[src].astype(np.float64)
+            z = (band - mean[k]) / std[k]
+            if nodata[k] is not None:
+                z[band == nodata[k]] = 0.0
+            want[slot] = np.nan_to_num(z, nan=0.0)
+        np.testing.assert_allclose(x, want, atol=1e-5)
+        assert x.dtype == np.float32 and not x[[0, 3]].any()
