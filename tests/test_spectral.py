@@ -367,3 +367,22 @@ def test_the_encoder_learns_at_its_own_rate():
     assert fit.history[-1]["train_loss"] < fit.history[0]["train_loss"]
     fit_head(net, x, y, epochs=1, lr=1e-2, seed=0, batch=16, encoder_lr=1e-2)
     assert not all(torch.equal(a, b) for a, b in zip(before, net.parameters(), strict=True))
+
+
+def test_a_spectral_encoder_goes_under_unet_with_its_stem():
+    """08 on hyperspectral data: the SSL encoder's weights (spectral stem included) load into
+    the UNet's ResNet, also with seed 001's detail stem (stride 1 in the stem's convolution)."""
+    from geofm_lib.evaluation.segmenter import build_segmenter
+    from geofm_lib.models.backbones import make_backbone
+
+    bands = S2
+    enc = make_backbone("resnet18", bands, "spectral", 0)
+    state = enc.state_dict()
+    x = torch.randn(2, len(bands), 32, 32)
+    for stem in ("standard", "detail"):
+        net = build_segmenter("unet", "resnet18", bands, 2, "spectral", state, stem=stem).eval()
+        resnet = net.net.encoder.model if stem == "detail" else net.encoder.model
+        assert torch.equal(find_stem(resnet).mix.weight, find_stem(enc).mix.weight)
+        with torch.no_grad():
+            assert net(x).shape == (2, 2, 32, 32)
+    assert resnet.conv1[-1].stride == (1, 1)

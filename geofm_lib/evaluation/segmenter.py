@@ -37,6 +37,7 @@ from geofm_lib.evaluation.segmentation import (
 from geofm_lib.models.adapters import stem_conv1x1
 from geofm_lib.models.backbones import make_backbone
 from geofm_lib.models.devices import autocast, channels_last
+from geofm_lib.models.spectral import spectral_first
 
 DECODERS = {"unet": "Unet", "deeplabv3plus": "DeepLabV3Plus", "upconv": None}
 RESNET_DECODERS = ("unet", "deeplabv3plus")
@@ -65,6 +66,8 @@ def detail_stem(resnet) -> None:
     """Seed 001's stem on a timm ResNet (in place): conv1 at stride 1, max-pooling removed,
     stride 2 in the first residual block (its first convolution and its shortcut)."""
     conv = resnet.conv1.rgb if hasattr(resnet.conv1, "rgb") else resnet.conv1
+    if isinstance(conv, torch.nn.Sequential):  # the spectral stem, then the convolution
+        conv = conv[-1]
     conv.stride = (1, 1)
     resnet.maxpool = torch.nn.Identity()
     block = resnet.layer1[0]
@@ -153,7 +156,8 @@ def build_segmenter(decoder: str, backbone: str, bands: list[str], n_classes: in
     ViT ``backbone`` (made for ``image_px``), taking ``bands``; the encoder from
     ``encoder_state`` (the state dict of the SSL backbone: the same timm names) or random.
     ``adapter``: ``conv1x1`` puts seed 003's N -> 3 mixer in front of conv1 (the patch
-    embedding of a ViT), as the encoder was pretrained with."""
+    embedding of a ViT), ``spectral`` seed 001's spectral stem, as the encoder was pretrained
+    with."""
     import segmentation_models_pytorch as smp
 
     if decoder not in DECODERS:
@@ -181,6 +185,8 @@ def build_segmenter(decoder: str, backbone: str, bands: list[str], n_classes: in
     resnet = net.encoder.model
     if adapter == "conv1x1":
         resnet.conv1 = stem_conv1x1(resnet.conv1, bands)
+    elif adapter == "spectral":  # seed 001's spectral stem before conv1, as in pretraining
+        resnet.conv1 = spectral_first(resnet.conv1, bands)
     _load_encoder(resnet, encoder_state, backbone, adapter)
     if stem == "detail":
         detail_stem(resnet)

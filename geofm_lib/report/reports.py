@@ -181,15 +181,15 @@ def run_page(book: Path, name: str, parameters: dict, reports_dir: Path | None =
 
 
 def _not_applicable(book: Path, cfg) -> str | None:
-    """Why a chain notebook cannot run on this data (None: it can): 07 needs S1/S2 pairs, or
-    ``ssl_mode=augment`` on single-sensor data (hyperspectral scenes); 08 needs pairs and
+    """Why a chain notebook cannot run on this data (None: it can): 07 and 08 need S1/S2
+    pairs, or ``ssl_mode=augment`` on single-sensor data (hyperspectral scenes); 08 also needs
     masks in the shards."""
     if book.stem.startswith(("07_", "08_")):
         try:
             manifest = load_manifest(build_folder(cfg))
         except Exception:  # noqa: BLE001 - no shards yet: let the notebook say so
             return None
-        single = book.stem.startswith("07_") and cfg.ssl_mode == "augment"
+        single = cfg.ssl_mode == "augment"  # single-sensor images (07 pretrains on them)
         if not may_have_pairs(manifest, cfg.dataset_keys) and not single:
             return ("no Sentinel-1/optical pairs in this data (self-supervised pairs need "
                     "group A, all, or paired sources; ssl_mode=augment pretrains on "
