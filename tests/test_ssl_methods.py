@@ -127,6 +127,30 @@ def test_dino_teacher_follows_the_momentum_rule_and_the_student_sees_every_crop(
     assert cosine_schedule(99, 100, 0.9, 1.0) == pytest.approx(1.0)
 
 
+def test_dino_s_loss_is_computed_in_fp32_under_bf16_autocast(work):
+    """Under bf16 autocast the head's outputs are bf16; the loss (teacher logits / 0.04,
+    softmax, cross-entropy over K outputs) is computed from them cast to fp32, so it is an
+    fp32 number (a bf16 loss moves in steps of 1/16 around 9)."""
+    from lightning.pytorch import Callback, Trainer
+
+    cfg = _cfg(work, **DINO, ssl_augment="none")
+    pairs, batch = _batch(cfg)
+    task = methods.build_module(cfg, pairs.bands)
+    losses = []
+
+    class Grab(Callback):
+        def on_train_batch_end(self, trainer, module, outputs, *args):
+            losses.append(outputs["loss"])
+
+    loader = torch.utils.data.DataLoader([batch] * 2, batch_size=None)
+    with callbacks.quiet_lightning():
+        Trainer(max_steps=2, accelerator="cpu", precision="bf16-mixed", logger=False,
+                enable_checkpointing=False, enable_progress_bar=False,
+                enable_model_summary=False, callbacks=[Grab()]).fit(task, loader)
+    assert len(losses) == 2 and all(v.dtype == torch.float32 for v in losses)
+    assert task.criterion.center.dtype == torch.float32
+
+
 def test_dino_on_a_vit_takes_small_crops_of_whole_patches(work):
     cfg = _cfg(work, **DINO, ssl_backbone="vit_tiny_patch16")
     assert methods.local_crop_px(64, "vit_small_patch16") == 16
