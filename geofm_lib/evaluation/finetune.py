@@ -9,9 +9,12 @@ BatchNorm statistics re-estimated over the training images (``precise_batchnorm`
 Predictions: threshold 0.5 on the sigmoid, or the arg-max class.
 
 ``head_init="probe"`` is LP-FT (Kumar et al., 2022): the head starts as a linear probe fitted
-on the encoder's frozen features of the training images (L-BFGS, L2-regularised) rather than
-from random weights, so that the first steps do not push a random head's large gradients into
-pretrained weights; ``encoder_lr`` gives the encoder's weights their own (lower) rate.
+on the encoder's frozen features of the training images (standardised, L-BFGS, L2-regularised)
+rather than from random weights, so that the first steps do not push a random head's large
+gradients into pretrained weights. The standardisation stays in front of the head, and when
+the whole encoder trains its BatchNorm statistics are first re-estimated on the training images
+(so that the probe sees the features the training steps see). ``encoder_lr`` gives the
+encoder's weights their own (lower) rate.
 """
 
 from __future__ import annotations
@@ -73,42 +76,69 @@ def precise_batchnorm(trained, net, x: np.ndarray, device: str, batch: int = 64,
     return len(layers)
 
 
-PROBE_L2 = 1e-3  # the warm head's L2 penalty (on the mean loss): its weights stay moderate
+PROBE_L2 = (1e-3, 1e-2, 1e-1)  # the warm head's L2 penalties (on the mean loss) to choose from
 PROBE_ITERATIONS = 100
 
 
+class Standardise(torch.nn.Module):
+    """Fixed per-feature standardisation (the statistics of the features it was fitted on)."""
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor):
+        super().__init__()
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
+
+    def forward(self, z):
+        return (z - self.mean) / self.std
+
+
 def probe_head(net, head: torch.nn.Linear, x: np.ndarray, target: torch.Tensor, device: str,
-               precision: str = "fp32", single: bool = False, batch: int = 256) -> float:
+               precision: str = "fp32", single: bool = False,
+               batch: int = 256) -> tuple[float, Standardise]:
     """Fit ``head`` in place as a linear probe on ``net``'s frozen features of ``x`` (eval mode,
     no augmentation), standardised as the probes of 06/07 do: full-batch L-BFGS (strong Wolfe
-    line search, ``PROBE_ITERATIONS``) on the standardised features, loss + ``PROBE_L2`` *
-    |W|^2, then the standardisation folded into the head's weights and bias. Returns the
-    probe's final training loss (without the penalty)."""
+    line search, ``PROBE_ITERATIONS``), loss + l2 * |W|^2 with l2 from ``PROBE_L2`` chosen by
+    the loss on a held-out fifth, then refitted on all. Returns the probe's final
+    training loss (without the penalty) and the standardisation, which goes in front of the
+    head: the head's weights stay at the scale of standardised features, where AdamW's steps
+    (about ``lr`` per weight, whatever the weight's size) are small. Folded into the head
+    instead, the weights of features with a large spread were tiny and the first fine-tuning
+    steps overwrote them."""
     net.eval()
     with torch.no_grad(), autocast(device, precision):
         feats = torch.cat([net(images_to(x[i:i + batch], device)).float()
                            for i in range(0, len(x), batch)])
-    mean, std = feats.mean(0), feats.std(0).clamp_min(1e-6)
-    z = (feats - mean) / std
+    scale = Standardise(feats.mean(0), feats.std(0).clamp_min(1e-6)).to(device)
+    z = scale(feats)
     target = target.to(device)
     loss_fn = torch.nn.CrossEntropyLoss() if single else torch.nn.BCEWithLogitsLoss()
-    probe = torch.nn.Linear(z.shape[1], head.out_features).to(device)
-    torch.nn.init.zeros_(probe.weight)
-    torch.nn.init.zeros_(probe.bias)
-    opt = torch.optim.LBFGS(probe.parameters(), lr=1.0, max_iter=PROBE_ITERATIONS,
-                            line_search_fn="strong_wolfe")
 
-    def closure():
-        opt.zero_grad()
-        loss = loss_fn(probe(z), target) + PROBE_L2 * probe.weight.pow(2).sum()
-        loss.backward()
-        return loss
+    def fit(rows, l2):
+        torch.nn.init.zeros_(head.weight)
+        torch.nn.init.zeros_(head.bias)
+        opt = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=PROBE_ITERATIONS,
+                                line_search_fn="strong_wolfe")
 
-    opt.step(closure)
+        def closure():
+            opt.zero_grad()
+            loss = loss_fn(head(z[rows]), target[rows]) + l2 * head.weight.pow(2).sum()
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+
+    # the penalty chosen on a held-out fifth (as the frozen protocol's probe chooses C)
+    order = torch.from_numpy(np.random.default_rng(len(x)).permutation(len(x))).to(device)
+    n_val = max(1, len(x) // 5)
+    held, rest = order[:n_val], order[n_val:]
+    scores = {}
+    for l2 in PROBE_L2:
+        fit(rest, l2)
+        with torch.no_grad():
+            scores[l2] = float(loss_fn(head(z[held]), target[held]))
+    fit(torch.arange(len(x), device=device), min(scores, key=scores.get))
     with torch.no_grad():
-        head.weight.copy_(probe.weight / std)
-        head.bias.copy_(probe.bias - (probe.weight * (mean / std)).sum(1))
-        return float(loss_fn(head(feats), target))
+        return float(loss_fn(head(z), target)), scale
 
 
 def fit_head(net, x_tr: np.ndarray, y_tr: np.ndarray, epochs: int, lr: float, seed: int,
@@ -136,12 +166,18 @@ def fit_head(net, x_tr: np.ndarray, y_tr: np.ndarray, epochs: int, lr: float, se
     torch.manual_seed(seed)
     n_out = int(y_tr.max()) + 1 if single else y_tr.shape[1]
     head = torch.nn.Linear(dim, n_out).to(device)
-    model = channels_last(torch.nn.Sequential(net, head).to(device))
     target = torch.from_numpy(y_tr.astype(np.int64 if single else np.float32))
     history = []
+    parts = [net]
     if head_init == "probe":
-        history.append({"epoch": 0, "train_loss": probe_head(net, head, x_tr, target, device,
-                                                             precision, single)})
+        if train_only is None:  # every BatchNorm will train: its statistics on these images
+            # first, or a net never run on them (random init: running mean 0, variance 1)
+            # gives the probe features unlike those the training steps see
+            precise_batchnorm(net, net, x_tr, device, batch, precision)
+        loss, scale = probe_head(net, head, x_tr, target, device, precision, single)
+        history.append({"epoch": 0, "train_loss": loss})
+        parts.append(scale)
+    model = channels_last(torch.nn.Sequential(*parts, head).to(device))
     if train_only is not None:
         learn = {id(p) for m in train_only for p in m.parameters()}
         for p in net.parameters():
