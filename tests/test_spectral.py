@@ -332,25 +332,97 @@ def _separable(n=48, d=6, k=3, seed=0):
 
 
 def test_lp_ft_starts_the_head_as_the_frozen_features_probe():
-    """head_init='probe' fits the head on the frozen features before any fine-tuning step:
-    with no epoch at all it already predicts the training labels (linearly separable here),
-    where a new random head guesses."""
+    """head_init='probe' sets the head to the frozen protocol's probe before any fine-tuning
+    step: with no epoch at all it predicts unseen images exactly as run_probe('linear') does
+    on the same frozen features (C chosen on the same held-out fifth), a column constant in
+    the training rows included; a new random head guesses."""
     from geofm_lib.evaluation.finetune import fit_head
+    from geofm_lib.evaluation.probes import run_probe
 
-    x, y = _separable()
+    x, y = _separable(n=160)
+    y[:, 2] = 0  # a class no training image has: the probe predicts it absent, as must the head
+    x_new, _ = _separable(n=200, seed=1)
 
     def pooled():
         torch.manual_seed(0)
         return torch.nn.Sequential(torch.nn.Conv2d(6, 6, 1), torch.nn.AdaptiveAvgPool2d(1),
                                    torch.nn.Flatten())
 
-    lp = fit_head(pooled(), x, y, epochs=0, lr=1e-3, seed=0, head_init="probe")
+    lp = fit_head(pooled(), x, y, epochs=0, lr=1e-3, seed=3, head_init="probe")
+    net = pooled().eval()
+    with torch.no_grad():
+        f, f_new = net(torch.from_numpy(x)).numpy(), net(torch.from_numpy(x_new)).numpy()
+    probe = run_probe("linear", f, y.astype(bool), f_new, np.zeros((200, 3), bool), seed=3,
+                      n_boot=2)
+    head = lp.predict(x_new)
+    assert np.array_equal(head, probe.pred), (head != probe.pred).sum()
+    assert head[:, :2].any() and not head[:, 2].any()
     rand = fit_head(pooled(), x, y, epochs=0, lr=1e-3, seed=0)
     acc = lambda f: float((f.predict(x) == y.astype(bool)).mean())  # noqa: E731
     assert acc(lp) > 0.9 > 0.75 > acc(rand), (acc(lp), acc(rand))
     assert lp.history[0]["epoch"] == 0 and lp.history[0]["train_loss"] < 0.3
     with pytest.raises(ValueError, match="choose random or probe"):
         fit_head(pooled(), x, y, epochs=0, lr=1e-3, seed=0, head_init="linear")
+
+
+def test_lp_ft_single_label_head_is_the_multinomial_probe():
+    """With ``single``, the head starts as fit_single_label_probe's multinomial regression: the
+    same classes for unseen images, a class missing from the training rows never predicted."""
+    from geofm_lib.evaluation.finetune import fit_head
+    from geofm_lib.evaluation.probes import fit_single_label_probe
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 6, 4, 4)).astype(np.float32)
+    w = rng.normal(size=(6, 3))
+    y = np.where(np.arange(120) < 3, 3, (x.mean((2, 3)) @ w).argmax(1))  # class 3: 3 rows
+    x_new = rng.normal(size=(90, 6, 4, 4)).astype(np.float32)
+    net = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    lp = fit_head(net, x, y, epochs=0, lr=1e-3, seed=2, single=True, head_init="probe")
+    probe = fit_single_label_probe(x.mean((2, 3)), y, seed=2)
+    assert np.array_equal(lp.predict(x_new), probe.predict(x_new.mean((2, 3))))
+    # two classes in the rows (scikit-learn's one-logit case), class indices up to 4
+    y2 = np.where(x.mean((2, 3))[:, 0] > 0, 4, 1)
+    lp2 = fit_head(net, x, y2, epochs=0, lr=1e-3, seed=2, single=True, head_init="probe")
+    p2 = fit_single_label_probe(x.mean((2, 3)), y2, seed=2).predict(x_new.mean((2, 3)))
+    assert np.array_equal(lp2.predict(x_new), p2) and set(p2) == {1, 4}
+
+
+def test_frozen_batchnorm_keeps_its_statistics_while_its_scale_learns():
+    """batchnorm='frozen': the running statistics after the fit are those before it (and no
+    precise BN pass replaces them), while BatchNorm's scale and shift learn; 'train'
+    re-estimates them."""
+    from geofm_lib.evaluation.finetune import fit_head, precise_batchnorm
+
+    x, y = _separable()
+
+    def net_bn():
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Conv2d(6, 8, 1), torch.nn.BatchNorm2d(8),
+                                   torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                                   torch.nn.Flatten())
+
+    net = net_bn()
+    bn = net[1]
+    bn.running_mean.fill_(0.3)
+    bn.running_var.fill_(2.0)
+    weight = bn.weight.detach().clone()
+    fit_head(net, x, y, epochs=2, lr=1e-2, seed=0, batch=16, batchnorm="frozen")
+    assert torch.all(bn.running_mean == 0.3) and torch.all(bn.running_var == 2.0)
+    assert not torch.equal(bn.weight, weight)
+    # LP-FT estimates the statistics once on the training images, before the probe, and
+    # keeps them through the fit
+    lp, first = net_bn(), net_bn()
+    precise_batchnorm(first, first, x, "cpu", batch=16)
+    fit_head(lp, x, y, epochs=2, lr=1e-2, seed=0, batch=16, head_init="probe",
+             batchnorm="frozen")
+    assert torch.allclose(lp[1].running_mean, first[1].running_mean)
+    assert torch.allclose(lp[1].running_var, first[1].running_var)
+    other = net_bn()
+    other[1].running_mean.fill_(0.3)
+    fit_head(other, x, y, epochs=2, lr=1e-2, seed=0, batch=16, batchnorm="train")
+    assert not torch.all(other[1].running_mean == 0.3)
+    with pytest.raises(ValueError, match="choose train or frozen"):
+        fit_head(net_bn(), x, y, epochs=0, lr=1e-3, seed=0, batchnorm="eval")
 
 
 def test_the_encoder_learns_at_its_own_rate():

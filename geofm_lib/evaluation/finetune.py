@@ -8,13 +8,15 @@ cross-entropy on multi-hot rows or, with ``single``, cross-entropy on class indi
 BatchNorm statistics re-estimated over the training images (``precise_batchnorm``).
 Predictions: threshold 0.5 on the sigmoid, or the arg-max class.
 
-``head_init="probe"`` is LP-FT (Kumar et al., 2022): the head starts as a linear probe fitted
-on the encoder's frozen features of the training images (standardised, L-BFGS, L2-regularised)
-rather than from random weights, so that the first steps do not push a random head's large
-gradients into pretrained weights. The standardisation stays in front of the head, and when
-the whole encoder trains its BatchNorm statistics are first re-estimated on the training images
-(so that the probe sees the features the training steps see). ``encoder_lr`` gives the
-encoder's weights their own (lower) rate.
+``head_init="probe"`` is LP-FT (Kumar et al., 2022): the head starts as the frozen protocol's
+linear probe of the encoder's features of the training images (the scikit-learn logistic
+regression of ``evaluation.probes``, with its standardisation kept in front of the head), so
+that fine-tuning starts from the frozen protocol's predictions and the first steps do not push
+a random head's large gradients into pretrained weights. When the whole encoder trains, its
+BatchNorm statistics are first estimated on the training images (a random-init net has never
+run). ``encoder_lr`` gives the encoder's weights their own (lower) rate; ``batchnorm="frozen"``
+keeps BatchNorm in eval mode while training (mini-batches of 32 otherwise normalise with their
+own statistics, unlike the probe and the predictions).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from geofm_lib.evaluation.probes import linear_probe_weights, single_label_probe_weights
 from geofm_lib.models.devices import autocast, channels_last, images_to
 from geofm_lib.models.inputs import augment
 
@@ -76,10 +79,6 @@ def precise_batchnorm(trained, net, x: np.ndarray, device: str, batch: int = 64,
     return len(layers)
 
 
-PROBE_L2 = (1e-3, 1e-2, 1e-1)  # the warm head's L2 penalties (on the mean loss) to choose from
-PROBE_ITERATIONS = 100
-
-
 class Standardise(torch.nn.Module):
     """Fixed per-feature standardisation (the statistics of the features it was fitted on)."""
 
@@ -93,58 +92,47 @@ class Standardise(torch.nn.Module):
 
 
 def probe_head(net, head: torch.nn.Linear, x: np.ndarray, target: torch.Tensor, device: str,
-               precision: str = "fp32", single: bool = False,
+               precision: str = "fp32", single: bool = False, seed: int = 0,
                batch: int = 256) -> tuple[float, Standardise]:
-    """Fit ``head`` in place as a linear probe on ``net``'s frozen features of ``x`` (eval mode,
-    no augmentation), standardised as the probes of 06/07 do: full-batch L-BFGS (strong Wolfe
-    line search, ``PROBE_ITERATIONS``), loss + l2 * |W|^2 with l2 from ``PROBE_L2`` chosen by
-    the loss on a held-out fifth, then refitted on all. Returns the probe's final
-    training loss (without the penalty) and the standardisation, which goes in front of the
-    head: the head's weights stay at the scale of standardised features, where AdamW's steps
-    (about ``lr`` per weight, whatever the weight's size) are small. Folded into the head
-    instead, the weights of features with a large spread were tiny and the first fine-tuning
-    steps overwrote them."""
+    """Set ``head`` in place to the frozen protocol's linear probe on ``net``'s features of
+    ``x`` (eval mode, no augmentation): the scikit-learn logistic regression of
+    ``evaluation.probes`` (one-vs-rest, ``C`` chosen by F2 micro on a held-out fifth; with
+    ``single``, multinomial with ``C`` chosen by accuracy), whose predictions the head then
+    makes exactly. Returns the probe's training loss (the fine-tuning loss, no penalty) and
+    its standardisation, which goes in front of the head as a fixed layer: the head's weights
+    stay at the scale of standardised features, where AdamW's steps (about ``lr`` per weight,
+    whatever the weight's size) are small. Folded into the head instead, the weights of
+    features with a large spread were tiny and the first fine-tuning steps overwrote them."""
     net.eval()
     with torch.no_grad(), autocast(device, precision):
         feats = torch.cat([net(images_to(x[i:i + batch], device)).float()
                            for i in range(0, len(x), batch)])
-    scale = Standardise(feats.mean(0), feats.std(0).clamp_min(1e-6)).to(device)
-    z = scale(feats)
-    target = target.to(device)
-    loss_fn = torch.nn.CrossEntropyLoss() if single else torch.nn.BCEWithLogitsLoss()
-
-    def fit(rows, l2):
-        torch.nn.init.zeros_(head.weight)
-        torch.nn.init.zeros_(head.bias)
-        opt = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=PROBE_ITERATIONS,
-                                line_search_fn="strong_wolfe")
-
-        def closure():
-            opt.zero_grad()
-            loss = loss_fn(head(z[rows]), target[rows]) + l2 * head.weight.pow(2).sum()
-            loss.backward()
-            return loss
-
-        opt.step(closure)
-
-    # the penalty chosen on a held-out fifth (as the frozen protocol's probe chooses C)
-    order = torch.from_numpy(np.random.default_rng(len(x)).permutation(len(x))).to(device)
-    n_val = max(1, len(x) // 5)
-    held, rest = order[:n_val], order[n_val:]
-    scores = {}
-    for l2 in PROBE_L2:
-        fit(rest, l2)
-        with torch.no_grad():
-            scores[l2] = float(loss_fn(head(z[held]), target[held]))
-    fit(torch.arange(len(x), device=device), min(scores, key=scores.get))
+    f, y = feats.cpu().numpy(), target.numpy()
+    probe = (single_label_probe_weights(f, y, head.out_features, seed) if single
+             else linear_probe_weights(f, y, seed))
     with torch.no_grad():
-        return float(loss_fn(head(z), target)), scale
+        head.weight.copy_(torch.from_numpy(probe.weight))
+        head.bias.copy_(torch.from_numpy(probe.bias))
+    scale = Standardise(torch.from_numpy(probe.mean), torch.from_numpy(probe.scale)).to(device)
+    loss_fn = torch.nn.CrossEntropyLoss() if single else torch.nn.BCEWithLogitsLoss()
+    with torch.no_grad():
+        return float(loss_fn(head(scale(feats)), target.to(device))), scale
+
+
+def frozen_batchnorm(net) -> list:
+    """Every BatchNorm layer of ``net`` that tracks statistics, put in eval mode: it normalises
+    with its running statistics and keeps them (its scale and shift still learn)."""
+    layers = [m for m in net.modules()
+              if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    for m in layers:
+        m.eval()
+    return layers
 
 
 def fit_head(net, x_tr: np.ndarray, y_tr: np.ndarray, epochs: int, lr: float, seed: int,
              device: str = "cpu", batch: int = 64, single: bool = False,
              precision: str = "fp32", train_only=None, head_init: str = "random",
-             encoder_lr: float | None = None) -> FineTuned:
+             encoder_lr: float | None = None, batchnorm: str = "train") -> FineTuned:
     """Train ``net`` and a new linear head on (images, targets): multi-label (``y_tr`` 0/1 rows)
     or, with ``single``, single-label (``y_tr`` class indices); forward passes under the
     autocast of ``precision`` (a resolved one), the loss in fp32.
@@ -158,10 +146,15 @@ def fit_head(net, x_tr: np.ndarray, y_tr: np.ndarray, epochs: int, lr: float, se
     0, is its loss). ``encoder_lr``: the learning rate of ``net``'s weights (None: ``lr``, the
     head's).
 
-    After training, the BatchNorm statistics of what learned are re-estimated over the
-    training images (``precise_batchnorm``)."""
+    ``batchnorm``: ``train`` (BatchNorm layers that learn normalise each mini-batch by its own
+    statistics; afterwards their running statistics are re-estimated over the training images,
+    ``precise_batchnorm``) or ``frozen`` (every BatchNorm layer normalises with its running
+    statistics throughout and keeps them, so the training steps see the function the probe was
+    fitted to and the one that predicts; their scale and shift still learn)."""
     if head_init not in ("random", "probe"):
         raise ValueError(f"head_init={head_init!r}: choose random or probe")
+    if batchnorm not in ("train", "frozen"):
+        raise ValueError(f"batchnorm={batchnorm!r}: choose train or frozen")
     dim = output_width(net, x_tr, device)
     torch.manual_seed(seed)
     n_out = int(y_tr.max()) + 1 if single else y_tr.shape[1]
@@ -174,7 +167,7 @@ def fit_head(net, x_tr: np.ndarray, y_tr: np.ndarray, epochs: int, lr: float, se
             # first, or a net never run on them (random init: running mean 0, variance 1)
             # gives the probe features unlike those the training steps see
             precise_batchnorm(net, net, x_tr, device, batch, precision)
-        loss, scale = probe_head(net, head, x_tr, target, device, precision, single)
+        loss, scale = probe_head(net, head, x_tr, target, device, precision, single, seed)
         history.append({"epoch": 0, "train_loss": loss})
         parts.append(scale)
     model = channels_last(torch.nn.Sequential(*parts, head).to(device))
@@ -194,6 +187,8 @@ def fit_head(net, x_tr: np.ndarray, y_tr: np.ndarray, epochs: int, lr: float, se
             net.eval()
             for m in train_only:
                 m.train()
+        if batchnorm == "frozen":
+            frozen_batchnorm(net)
         order = rng.permutation(len(x_tr))
         losses = []
         for i in range(0, len(order), batch):
@@ -210,7 +205,7 @@ def fit_head(net, x_tr: np.ndarray, y_tr: np.ndarray, epochs: int, lr: float, se
             losses.append(loss.item())
         history.append({"epoch": epoch + 1,
                         "train_loss": float(np.mean(losses)) if losses else float("nan")})
-    if epochs:
+    if epochs and batchnorm == "train":
         precise_batchnorm(net if train_only is None else torch.nn.ModuleList(train_only),
                           net, x_tr, device, batch, precision)
 

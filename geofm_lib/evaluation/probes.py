@@ -140,18 +140,27 @@ def _make_probe(kind: str, param, seed: int, single: bool = False, n_jobs: int |
 GRIDS = {"linear": (0.01, 0.1, 1.0), "random_forest": (1, 5), "mlp": (1e-3, 1e-1)}
 
 
-def fit_predict(kind, param, x_fit, y_fit, x_eval, seed, n_jobs: int | None = None):
-    """Fit (columns that never vary in the fit data are predicted constant) and predict."""
+def _fit(kind, param, x_fit, y_fit, seed, n_jobs: int | None = None):
+    """The probe fitted on the columns that vary in ``y_fit``; (model or None, those columns)."""
     keep = y_fit.any(axis=0) & ~y_fit.all(axis=0)
-    pred = np.zeros((len(x_eval), y_fit.shape[1]), dtype=bool)
-    pred[:, y_fit.all(axis=0)] = True
     if keep.sum() == 0:
-        return pred
+        return None, keep
     y = y_fit[:, keep]
     single = y.shape[1] == 1 and kind == "linear"
     model = _make_probe(kind, param, seed, single=single, n_jobs=n_jobs)
     with blas_threads_for(x_fit):
         model.fit(x_fit, y[:, 0] if single else y)
+    return model, keep
+
+
+def fit_predict(kind, param, x_fit, y_fit, x_eval, seed, n_jobs: int | None = None):
+    """Fit (columns that never vary in the fit data are predicted constant) and predict."""
+    model, keep = _fit(kind, param, x_fit, y_fit, seed, n_jobs)
+    pred = np.zeros((len(x_eval), y_fit.shape[1]), dtype=bool)
+    pred[:, y_fit.all(axis=0)] = True
+    if model is None:
+        return pred
+    with blas_threads_for(x_fit):
         out = np.asarray(model.predict(x_eval)).astype(bool)
     pred[:, keep] = out.reshape(len(x_eval), -1)
     return pred
@@ -169,11 +178,10 @@ class ProbeResult:
     pred: np.ndarray | None = None  # the test predictions (for paired comparisons)
 
 
-def run_probe(kind: str, x_train, y_train, x_test, y_test, seed: int = 0,
-              n_boot: int = 500, fit_fraction: float = 1.0,
-              n_jobs: int | None = None) -> ProbeResult:
-    """Choose the hyper-parameter on a held-out 20 % of train, refit on all of train (or a
-    ``fit_fraction`` of it, for label-efficiency curves) and score once on test."""
+def _choose(kind, x_train, y_train, seed: int, fit_fraction: float = 1.0,
+            n_jobs: int | None = None):
+    """The hyper-parameter chosen by F2 micro on a seeded held-out 20 % of the training rows:
+    (param, its F2, the rows to refit on)."""
     rng = np.random.default_rng(seed)
     n = len(x_train)
     order = rng.permutation(n)
@@ -189,6 +197,104 @@ def run_probe(kind: str, x_train, y_train, x_test, y_test, seed: int = 0,
         score = multilabel_metrics(y_train[val_idx], pred)["f2_micro"]
         if score > best_score:
             best, best_score = param, score
+    return best, best_score, order
+
+
+CONSTANT_LOGIT = 20.0  # a column the probe predicts constant, as a logit (sigmoid 1 - 2e-9)
+
+
+@dataclass
+class LinearProbeWeights:
+    """A fitted linear probe as arrays, to start a torch head from: standardise with
+    ``mean``/``scale``, then logits ``z @ weight.T + bias`` (threshold 0 = probability 0.5)."""
+
+    mean: np.ndarray     # (features,)
+    scale: np.ndarray    # (features,), 1 where a feature is constant (StandardScaler's rule)
+    weight: np.ndarray   # (classes, features)
+    bias: np.ndarray     # (classes,)
+    param: float         # the chosen C
+
+
+def linear_probe_weights(x_train, y_train, seed: int = 0) -> LinearProbeWeights:
+    """The frozen protocol's linear probe (:func:`run_probe` with ``linear``: ``C`` chosen on
+    the same held-out fifth, refitted on all rows) as weights, for a head that starts where
+    the probe ends (LP-FT). Its logits predict exactly what :func:`fit_predict` predicts: a
+    column that is constant in ``y_train`` gets zero weights and a bias of
+    +-``CONSTANT_LOGIT``."""
+    y_train = np.asarray(y_train).astype(bool)
+    best, _, order = _choose("linear", x_train, y_train, seed)
+    model, keep = _fit("linear", best, x_train[order], y_train[order], seed)
+    d, k = x_train.shape[1], y_train.shape[1]
+    weight, bias = np.zeros((k, d)), np.where(y_train.all(axis=0), CONSTANT_LOGIT,
+                                              -CONSTANT_LOGIT)
+    mean, scale = x_train.mean(0), np.ones(d)
+    if model is not None:
+        scaler, clf = model[0], model[-1]
+        mean, scale = scaler.mean_, scaler.scale_
+        fitted = ([clf] if not hasattr(clf, "estimators_") else clf.estimators_)
+        weight[keep] = np.concatenate([e.coef_ for e in fitted])
+        bias[keep] = np.concatenate([e.intercept_ for e in fitted])
+    return LinearProbeWeights(mean.astype(np.float32), scale.astype(np.float32),
+                              weight.astype(np.float32), bias.astype(np.float32), float(best))
+
+
+def fit_single_label_probe(x_tr, y_tr, seed: int = 0):
+    """Multinomial logistic regression on standardised frozen features (a scikit-learn
+    pipeline), ``C`` chosen by accuracy on a seeded held-out 20 % of the training rows, then
+    refitted on all of them. The tolerance is 1e-3 instead of scikit-learn's 1e-4: on the
+    demo's 37 classes x 512 features that is 4-5x faster (122 vs 419 lbfgs iterations) with the
+    same test accuracy (0.76). Rows of a single class: a pipeline that always predicts it."""
+    from sklearn.dummy import DummyClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if len(np.unique(y_tr)) < 2:
+        return make_pipeline(StandardScaler(), DummyClassifier(strategy="most_frequent")).fit(
+            x_tr, y_tr)
+    order = np.random.default_rng(seed).permutation(len(x_tr))
+    n_val = max(int(round(len(order) * 0.2)), 1)
+    val, fit = order[:n_val], order[n_val:]
+    best, best_acc = 0.1, -1.0  # kept when the fitting rows hold a single class
+    grid = (0.01, 0.1, 1.0) if len(np.unique(y_tr[fit])) > 1 else ()
+    with blas_threads_for(x_tr):  # one BLAS thread: 10x faster on the demo's 512 x 512
+        for c in grid:
+            m = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000, tol=1e-3))
+            acc = float((m.fit(x_tr[fit], y_tr[fit]).predict(x_tr[val]) == y_tr[val]).mean())
+            if acc > best_acc:
+                best, best_acc = c, acc
+        return make_pipeline(StandardScaler(), LogisticRegression(
+            C=best, max_iter=2000, tol=1e-3)).fit(x_tr, y_tr)
+
+
+def single_label_probe_weights(x_tr, y_tr, n_classes: int, seed: int = 0) -> LinearProbeWeights:
+    """:func:`fit_single_label_probe` as weights of a head with ``n_classes`` outputs (class
+    indices ``0..n_classes-1``), whose arg-max predicts what the probe predicts: classes
+    absent from ``y_tr`` get the bias -``CONSTANT_LOGIT``; with two classes the probe's one
+    logit becomes (0, z)."""
+    model = fit_single_label_probe(x_tr, y_tr, seed)
+    scaler, clf = model[0], model[-1]
+    d = x_tr.shape[1]
+    weight, bias = np.zeros((n_classes, d)), np.full(n_classes, -CONSTANT_LOGIT)
+    seen = np.asarray(clf.classes_, dtype=int)
+    if not hasattr(clf, "coef_"):  # one class in the rows
+        bias[seen] = CONSTANT_LOGIT
+        param = float("nan")
+    else:
+        coef, icpt = clf.coef_, clf.intercept_
+        if len(seen) == 2:  # scikit-learn's binary case: one logit for the second class
+            coef, icpt = np.vstack([np.zeros_like(coef), coef]), np.r_[0.0, icpt]
+        weight[seen], bias[seen], param = coef, icpt, float(clf.C)
+    return LinearProbeWeights(scaler.mean_.astype(np.float32), scaler.scale_.astype(np.float32),
+                              weight.astype(np.float32), bias.astype(np.float32), param)
+
+
+def run_probe(kind: str, x_train, y_train, x_test, y_test, seed: int = 0,
+              n_boot: int = 500, fit_fraction: float = 1.0,
+              n_jobs: int | None = None) -> ProbeResult:
+    """Choose the hyper-parameter on a held-out 20 % of train, refit on all of train (or a
+    ``fit_fraction`` of it, for label-efficiency curves) and score once on test."""
+    best, best_score, order = _choose(kind, x_train, y_train, seed, fit_fraction, n_jobs)
     pred = fit_predict(kind, best, x_train[order], y_train[order], x_test, seed, n_jobs)
     return ProbeResult(kind, best, best_score, multilabel_metrics(y_test, pred),
                        bootstrap_metrics(y_test, pred, n_boot=n_boot, seed=seed), len(order),

@@ -16,13 +16,16 @@ interval. The fine-tuning fits run a fixed number of optimiser steps whatever th
 size (``steps``), so that small sets are not also trained less. Scores: F1 micro at threshold
 0.5 on the validation places, which no fit sees.
 
-The fine-tuning recipe (``recipe``): ``lp-ft`` (the default) starts the head as a linear probe of
-the frozen features (LP-FT), and in full fine-tuning the encoder learns at a tenth of the
-head's rate; the adapter protocol's stem learns at the head's rate (it is a few thousand weights,
-tuned like a head). ``new-head``: a random head and one rate for everything, the recipe of
-notebook 07's seed 003 rows. With a random head, 40 steps left both fine-tuning protocols far
-below the frozen probe on the demo's EnMAP scenes (the fits had not caught up with a head that
-the probe fits to convergence).
+The fine-tuning recipe (``recipe``): ``lp-ft`` (the default) starts the head as the frozen
+protocol's own probe of the encoder's features (LP-FT), so that a fine-tuning row starts from the
+frozen row's predictions (exactly, for the adapter protocol; full fine-tuning first estimates
+BatchNorm statistics on the labelled images, which random init needs), and BatchNorm keeps its
+statistics while the fit runs. In full fine-tuning the encoder learns at a tenth of the head's
+rate; the adapter protocol's stem learns at the head's rate (it is a few thousand weights, tuned
+like a head). ``new-head``: a random head, BatchNorm in training mode and one rate for
+everything, the recipe of notebook 07's seed 003 rows. With a random head, 40 steps left both
+fine-tuning protocols far below the frozen probe on the demo's EnMAP scenes (the fits had not
+caught up with a head that the probe fits to convergence).
 """
 
 from __future__ import annotations
@@ -133,7 +136,8 @@ def protocol_rows(cfg: Config, encoders: dict[str, Path], sizes, protocols=tuple
                                    max(1, math.ceil(steps / per_epoch)), lr, cfg.seed,
                                    device, batch=batch, precision=precision, train_only=only,
                                    head_init="probe" if lpft else "random",
-                                   encoder_lr=lr / 10 if lpft and only is None else None)
+                                   encoder_lr=lr / 10 if lpft and only is None else None,
+                                   batchnorm="frozen" if lpft else "train")
                     pred = fit.predict(x_te)
                     trainable = (parameter_count(only[0]) if only else parameter_count(tuned))
                 m = multilabel_metrics(y_te, pred)
