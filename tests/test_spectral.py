@@ -140,6 +140,13 @@ def test_the_three_protocols_run_from_pretrained_and_random_weights(enmap_cfg):
         assert r["metric"] == "F1 micro" and r["ci"][0] <= r["score"] <= r["ci"][1]
         assert ("minus_random_init" in r) == (r["init"] == "MoCo-v2")
         assert r["recipe"] == (None if r["protocol"] == "frozen encoder" else "lp-ft")
+        if r["protocol"] != "frozen encoder":  # convergence: from the probe's start to the end
+            steps, f1 = zip(*r["curve"])
+            assert steps[0] == 0 and steps[-1] >= 2 and f1[-1] == round(r["score"], 2)
+    for init in ("MoCo-v2", "random init"):  # LP-FT's adapter fit starts at the frozen row
+        frozen = by[("frozen encoder", init, 24)]["score"]
+        start = by[("fine-tuned spectral adapter", init, 24)]["curve"][0][1]
+        assert abs(start - frozen) < 1.0, (init, start, frozen)
     table = ssl.protocol_table(rows)
     assert len(table) == 6 and "24 labels" in table.columns[0]
     with pytest.raises(Exception, match="unknown protocol"):
@@ -265,6 +272,8 @@ def test_the_spectral_study_page_shows_the_run_s_protocols():
         if r["n_labelled"] == n:
             assert f"<b>{r['score']:.1f}</b>" in text
     assert "data:image/png;base64," in text and "spectral ResNet-50" in text
+    assert all(r.get("curve") for r in rows if r["protocol"] != "frozen encoder")
+    assert "alt='convergence of the fine-tuning fits'" in text
     assert 'href="study-spectral-ci/07_ssl_pretrain.html"' in text
     assert "study-spectral-ci.html" in (root / "reports" / "index.html").read_text()
 
@@ -319,6 +328,28 @@ def test_the_study_says_when_fine_tuning_is_too_short_to_compare_the_protocols()
     assert "too short to compare" in said and "40 optimiser steps" in said
     rows[2]["score"] = rows[3]["score"] = 52
     assert "too short" not in " ".join(findings(rows))
+
+
+def test_convergence_curves_draw_each_fine_tuning_fit_by_protocol_and_labelled_set():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from geofm_lib.report.plots import convergence_curves
+
+    rows = [{"protocol": p, "init": i, "n_labelled": n, "score": 50.0,
+             "curve": [[0, 40.0], [n // 8, 45.0], [n // 4, 50.0]]}
+            for p in ("fine-tuned spectral adapter", "full fine-tuning")
+            for i in ("random init", "MoCo-v2") for n in (32, 128)]
+    rows.append({"protocol": "frozen encoder", "init": "MoCo-v2", "n_labelled": 32,
+                 "score": 40.0})
+    fig = convergence_curves(rows)
+    axes = fig.axes
+    assert len(axes) == 4 and all(len(ax.lines) == 2 for ax in axes)
+    full_128 = axes[3]
+    assert full_128.get_title() == "128 labelled places"
+    assert list(full_128.lines[1].get_xdata()) == [0, 16, 32]
+    assert full_128.lines[0].get_linestyle() == "--"  # random init dashed
+    assert convergence_curves(rows[-1:]) is None
 
 
 def _separable(n=48, d=6, k=3, seed=0):

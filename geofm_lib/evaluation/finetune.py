@@ -132,7 +132,8 @@ def frozen_batchnorm(net) -> list:
 def fit_head(net, x_tr: np.ndarray, y_tr: np.ndarray, epochs: int, lr: float, seed: int,
              device: str = "cpu", batch: int = 64, single: bool = False,
              precision: str = "fp32", train_only=None, head_init: str = "random",
-             encoder_lr: float | None = None, batchnorm: str = "train") -> FineTuned:
+             encoder_lr: float | None = None, batchnorm: str = "train",
+             augmentation: bool = True, on_epoch=None) -> FineTuned:
     """Train ``net`` and a new linear head on (images, targets): multi-label (``y_tr`` 0/1 rows)
     or, with ``single``, single-label (``y_tr`` class indices); forward passes under the
     autocast of ``precision`` (a resolved one), the loss in fp32.
@@ -150,7 +151,15 @@ def fit_head(net, x_tr: np.ndarray, y_tr: np.ndarray, epochs: int, lr: float, se
     statistics; afterwards their running statistics are re-estimated over the training images,
     ``precise_batchnorm``) or ``frozen`` (every BatchNorm layer normalises with its running
     statistics throughout and keeps them, so the training steps see the function the probe was
-    fitted to and the one that predicts; their scale and shift still learn)."""
+    fitted to and the one that predicts; their scale and shift still learn).
+
+    ``augmentation``: the flips and rotations of pretraining on each training image (False:
+    the images as they are, as the probe saw them).
+
+    ``on_epoch(predict)``: called with the model's ``predict`` after the head's start (epoch 0)
+    and after every epoch; what it returns (a dict) goes into that epoch's history entry: a
+    convergence curve. With ``batchnorm="train"`` the statistics are re-estimated before each
+    call, as at the end."""
     if head_init not in ("random", "probe"):
         raise ValueError(f"head_init={head_init!r}: choose random or probe")
     if batchnorm not in ("train", "frozen"):
@@ -160,7 +169,7 @@ def fit_head(net, x_tr: np.ndarray, y_tr: np.ndarray, epochs: int, lr: float, se
     n_out = int(y_tr.max()) + 1 if single else y_tr.shape[1]
     head = torch.nn.Linear(dim, n_out).to(device)
     target = torch.from_numpy(y_tr.astype(np.int64 if single else np.float32))
-    history = []
+    history = [{"epoch": 0}]
     parts = [net]
     if head_init == "probe":
         if train_only is None:  # every BatchNorm will train: its statistics on these images
@@ -168,7 +177,7 @@ def fit_head(net, x_tr: np.ndarray, y_tr: np.ndarray, epochs: int, lr: float, se
             # gives the probe features unlike those the training steps see
             precise_batchnorm(net, net, x_tr, device, batch, precision)
         loss, scale = probe_head(net, head, x_tr, target, device, precision, single, seed)
-        history.append({"epoch": 0, "train_loss": loss})
+        history[0]["train_loss"] = loss
         parts.append(scale)
     model = channels_last(torch.nn.Sequential(*parts, head).to(device))
     if train_only is not None:
@@ -181,6 +190,24 @@ def fit_head(net, x_tr: np.ndarray, y_tr: np.ndarray, epochs: int, lr: float, se
     opt = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=0.05)
     loss_fn = torch.nn.CrossEntropyLoss() if single else torch.nn.BCEWithLogitsLoss()
     rng, aug = np.random.default_rng(seed), random.Random(seed)
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        model.eval()
+        out = []
+        with torch.no_grad(), autocast(device, precision):
+            for i in range(0, len(x), 256):
+                logits = model(images_to(x[i:i + 256], device)).float()
+                out.append((logits.argmax(1) if single else torch.sigmoid(logits) > 0.5)
+                           .cpu().numpy())
+        return np.concatenate(out)
+
+    def settle():  # the statistics predictions use, after steps with BatchNorm training
+        if batchnorm == "train":
+            precise_batchnorm(net if train_only is None else torch.nn.ModuleList(train_only),
+                              net, x_tr, device, batch, precision)
+
+    if on_epoch is not None:
+        history[0].update(on_epoch(predict))
     for epoch in range(epochs):
         model.train()
         if train_only is not None:
@@ -195,7 +222,8 @@ def fit_head(net, x_tr: np.ndarray, y_tr: np.ndarray, epochs: int, lr: float, se
             b = order[i:i + batch]
             if len(b) < 2:
                 continue
-            xb = images_to(np.stack([augment(x_tr[j], aug) for j in b]), device)
+            xb = images_to(np.stack([augment(x_tr[j], aug) for j in b]) if augmentation
+                           else x_tr[b], device)
             with autocast(device, precision):
                 logits = model(xb)
             loss = loss_fn(logits.float(), target[b].to(device))
@@ -203,20 +231,12 @@ def fit_head(net, x_tr: np.ndarray, y_tr: np.ndarray, epochs: int, lr: float, se
             loss.backward()
             opt.step()
             losses.append(loss.item())
-        history.append({"epoch": epoch + 1,
+        history.append({"epoch": epoch + 1, "steps": len(losses),
                         "train_loss": float(np.mean(losses)) if losses else float("nan")})
-    if epochs and batchnorm == "train":
-        precise_batchnorm(net if train_only is None else torch.nn.ModuleList(train_only),
-                          net, x_tr, device, batch, precision)
-
-    def predict(x: np.ndarray) -> np.ndarray:
-        model.eval()
-        out = []
-        with torch.no_grad(), autocast(device, precision):
-            for i in range(0, len(x), 256):
-                logits = model(images_to(x[i:i + 256], device)).float()
-                out.append((logits.argmax(1) if single else torch.sigmoid(logits) > 0.5)
-                           .cpu().numpy())
-        return np.concatenate(out)
-
+        if on_epoch is not None:
+            settle()
+            history[-1].update(on_epoch(predict))
+    if epochs and on_epoch is None:
+        settle()
+    history = [h for h in history if len(h) > 1]  # epoch 0 says something with a probe head
     return FineTuned(predict, history)

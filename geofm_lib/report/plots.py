@@ -576,6 +576,40 @@ def protocol_curves(rows: list[dict]):
     return fig
 
 
+def convergence_curves(rows: list[dict]):
+    """Seed 001's convergence plot for the fine-tuning protocols: one row of panels per
+    protocol, one column per labelled-set size, test F1 against optimiser steps for each
+    initialisation (step 0: the head's start). Rows without a ``curve`` (the frozen protocol,
+    runs before curves were recorded) are left out; None when no row has one."""
+    import matplotlib.pyplot as plt
+
+    tuned = [r for r in rows if r.get("curve")]
+    if not tuned:
+        return None
+    protocols = list(dict.fromkeys(r["protocol"] for r in tuned))
+    sizes = sorted({r["n_labelled"] for r in tuned})
+    inits = list(dict.fromkeys(r["init"] for r in rows))
+    colours = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(inits)}
+    fig, axes = plt.subplots(len(protocols), len(sizes), squeeze=False, sharey=True,
+                             figsize=(3.4 * len(sizes), 2.7 * len(protocols)))
+    for r in tuned:
+        ax = axes[protocols.index(r["protocol"])][sizes.index(r["n_labelled"])]
+        steps, f1 = zip(*r["curve"])
+        ax.plot(steps, f1, "--" if r["init"].startswith("random init") else "-",
+                marker="o" if len(steps) < 12 else None, markersize=3,
+                color=colours[r["init"]], label=r["init"])
+    for i, protocol in enumerate(protocols):
+        axes[i][0].set_ylabel(f"{protocol}\nF1 micro (%)", fontsize=9)
+        for j, n in enumerate(sizes):
+            axes[i][j].set_title(f"{n} labelled places", fontsize=9)
+            axes[-1][j].set_xlabel("optimiser steps")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8,
+               frameon=False)
+    fig.tight_layout()
+    return fig
+
+
 def segmentation_panel(images: np.ndarray, bands: list[str], targets: np.ndarray,
                        predictions: dict[str, np.ndarray], classes: list[str], n: int = 4):
     """Seed 001's qualitative panel: per test image the image (red/green/blue by band name,
