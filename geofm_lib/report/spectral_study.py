@@ -194,7 +194,7 @@ def build_spectral_study(reports_dir: Path, preset: str) -> Path:
              f"{ssl07.get('places_train', '-')} training places, "
              f"{ssl07.get('places_val', '-')} test places",
              f"{ssl07.get('protocol_steps', '-')} optimiser steps per fine-tuning fit "
-             f"({_recipe(rows)})",
+             f"(rounded up to whole epochs; {_recipe(rows)})",
              "seconds: " + ", ".join(f"{k[:2]} {v:.0f}" for k, v in
                                       (info.get("seconds") or {}).items())]
     if rows:

@@ -19,8 +19,9 @@ micro at threshold 0.5 on the validation places, which no fit sees.
 
 The fine-tuning recipe (``recipe``): ``lp-ft`` (the default) starts the head as the frozen
 protocol's own probe of the encoder's features (LP-FT), so that a fine-tuning row starts from
-the frozen row's predictions (exactly, for the adapter protocol; full fine-tuning first
-estimates BatchNorm statistics on the labelled images, which random init needs), and BatchNorm
+the frozen row's predictions (for the adapter protocol the same classifier on the same
+features, up to bf16 rounding; full fine-tuning first estimates BatchNorm statistics on the
+labelled images), and BatchNorm
 keeps its statistics while the fit runs. The head and the adapter protocol's stem learn at a
 tenth of ``lr`` and full fine-tuning's encoder at a hundredth: the head starts converged, and at
 ``lr`` AdamW's first steps (about ``lr`` per weight, whatever the gradient) took it away from
