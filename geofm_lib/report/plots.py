@@ -598,6 +598,10 @@ def convergence_curves(rows: list[dict]):
         ax.plot(steps, f1, "--" if r["init"].startswith("random init") else "-",
                 marker="o" if len(steps) < 12 else None, markersize=3,
                 color=colours[r["init"]], label=r["init"])
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in axes.flat:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # optimiser steps are whole
     for i, protocol in enumerate(protocols):
         axes[i][0].set_ylabel(f"{protocol}\nF1 micro (%)", fontsize=9)
         for j, n in enumerate(sizes):
