@@ -110,6 +110,8 @@ def _bigearthnet_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--s1", help="folder of Sentinel-1 patch folders")
     p.add_argument("--splits", help="folder with the official {train,val,test}.csv[.bz2]")
     p.add_argument("--sensor", default="s2", choices=["s1", "s2", "pairs"])
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the split by product made without --splits")
 
 
 def _bench_args(p: argparse.ArgumentParser) -> None:
@@ -244,7 +246,8 @@ def _example_corpus(args) -> None:
 def _bigearthnet_root(args) -> None:
     from geofm_lib.data.examples import bigearthnet_torchgeo_root
 
-    counts = bigearthnet_torchgeo_root(args.out, args.s2, args.s1, args.splits, args.sensor)
+    counts = bigearthnet_torchgeo_root(args.out, args.s2, args.s1, args.splits, args.sensor,
+                                       args.seed)
     print(json.dumps(counts))
 
 

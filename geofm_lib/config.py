@@ -20,6 +20,7 @@ import difflib
 import hashlib
 import json
 import os
+import re
 import types
 from pathlib import Path
 from typing import Any, Literal
@@ -354,6 +355,25 @@ class Config(BaseModel):
         return v
 
     @model_validator(mode="after")
+    def _plain_dataset_keys(self):
+        """Dataset keys name shard files and appear on every page: plain identifiers only,
+        and each dataset once."""
+        for where, keys in (("datasets", self.datasets or ()),
+                            ("sources", tuple(self.sources or ())),
+                            ("dataset_cards", tuple(self.dataset_cards or ()))):
+            for key in keys:
+                if not isinstance(key, str) or not DATASET_KEY.match(key):
+                    raise ValueError(
+                        f"{where}: dataset key {key!r} is not a plain name; a key starts with "
+                        f"a letter and holds letters, digits and '_' only, at most 64 "
+                        f"characters (e.g. my_landsat_scene)")
+        repeated = sorted({k for k in self.datasets or () if list(self.datasets).count(k) > 1})
+        if repeated:
+            raise ValueError(f"datasets names {', '.join(repeated)} more than once; name each "
+                             f"dataset once (samples_per_dataset sets how many it gives)")
+        return self
+
+    @model_validator(mode="after")
     def _known_source_keys(self):
         cards = set(self.dataset_cards or {})
         bad = [k for k, spec in (self.sources or {}).items()
@@ -572,9 +592,14 @@ class Config(BaseModel):
 # pairs of BigEarthNet v2 and SSL4EO-S12 through torchgeo share their split and their capped
 # subset too; 4: GeoTIFF samples carry the file's declared nodata value, which stays out of
 # the band statistics), so shards built by older code are not reused under the same hash
-DATA_RULES = 7  # 5: band records (names, wavelengths, nodata per band) in the shards; 6:
+DATASET_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+"""What a dataset key may be (``Config._plain_dataset_keys``)."""
+
+DATA_RULES = 8  # 5: band records (names, wavelengths, nodata per band) in the shards; 6:
 # images compressed losslessly (PNG, Blosc) and tars without pax headers; 7: dense labels
-# (class masks, tree cover) in the samples of sources that have them
+# (class masks, tree cover) in the samples of sources that have them; 8: random splits keep
+# the readers' split units whole (scene, tile, place, block), SSL4EO-S12 seasons paired by
+# date, GeoTIFF patches drawn over the whole scene
 
 
 DATA_KEYS = ("datasets", "dataset_cards", "source", "source_path", "sources",

@@ -121,7 +121,8 @@ MAFAT_ROWS = {  # frame -> rows as in MAFAT's label files (no header, no difficu
                   "8.00 36.00 14.00 42.00 8.00 48.00 2.00 42.00 bus"],  # oriented (a diamond)
     "10011_0_1280": [],                            # a frame without objects: empty file
     "1081_0_5120": ["imagesource:MAFAT", "gsd:0.52",  # DOTA's header lines, if present
-                    "60.0 -4.0 70.0 -4.0 70.0 6.0 60.0 6.0 small_vessel 0"],
+                    "60.0 -4.0 70.0 -4.0 70.0 6.0 60.0 6.0 small_vessel 0",
+                    "20.0 40.0 30.0 40.0 30.0 50.0 20.0 50.0 small_vehicle 0"],
 }
 
 

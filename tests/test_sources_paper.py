@@ -134,6 +134,46 @@ def test_mafat_dota_rows_16_bit_frames_oriented_and_cut_boxes(tmp_path):
     assert {s["json"].get("gsd_header_m") for s in samples} == {None, 0.52}
 
 
+def test_frames_of_one_scene_stay_on_one_side_of_a_random_split(tmp_path):
+    """Issue 36, item 2: MAFAT's frames 10011_0_0 and 10011_1280_0 are neighbouring crops of
+    scene 10011; a split by frame put them on both sides. Every scene now lands on one side,
+    and the manifest counts the scenes per side."""
+    import rasterio
+
+    write_mafat(tmp_path / "mafat")
+    rng = np.random.default_rng(5)
+    images = tmp_path / "mafat" / "train" / "images"
+    for frame in ("10011_1280_0", "10011_1280_1280", "2044_0_0", "2044_0_1280", "3055_0_0",
+                  "3055_1280_0", "P0007__1024__0___0", "P0007__1024__824___0"):
+        with rasterio.open(images / f"{frame}.tif", "w", driver="GTiff", width=64, height=64,
+                           count=1, dtype="uint16") as dst:
+            dst.write(rng.integers(200, 4000, (1, 64, 64), dtype=np.uint16))
+        (images.parent / "labelTxt" / f"{frame}.txt").write_text(
+            "4 4 20 4 20 20 4 20 small_vehicle\n")
+    folder = build.build_shards(_cfg(tmp_path, "mafat", {"reader": "dota",
+                                                         "root": str(tmp_path / "mafat")},
+                                     val_fraction=0.4), None, False)
+    sides: dict = {}
+    for s in _samples(folder):
+        sides.setdefault(s["json"]["scene"], set()).add(s["json"]["split"])
+        assert s["json"]["split_key"] == s["json"]["scene"]
+    assert set(sides) == {"10011", "1081", "2044", "3055", "P0007"}
+    assert all(len(v) == 1 for v in sides.values()), sides
+    assert {"train", "val"} == set().union(*sides.values())
+    units = shards.load_manifest(folder)["split_units"]["mafat"]
+    assert units["train"] + units["val"] == 5 and units["on_both_sides"] == 0
+
+
+def test_one_scene_cannot_be_split_and_the_message_says_why(tmp_path):
+    write_mafat(tmp_path / "mafat")
+    (tmp_path / "mafat" / "train" / "images" / "1081_0_5120.tif").unlink()
+    (tmp_path / "mafat" / "train" / "labelTxt" / "1081_0_5120.txt").unlink()
+    cfg = _cfg(tmp_path, "mafat", {"reader": "dota", "root": str(tmp_path / "mafat")})
+    manifest = shards.load_manifest(build.build_shards(cfg, None, False))
+    with pytest.raises(errors.DataError, match="mafat has no val samples.*one split unit"):
+        build.check_splits(manifest, cfg.dataset_keys)
+
+
 def test_bad_annotations_are_named_or_skipped_and_counted(tmp_path):
     # a frame whose label file is missing
     write_mafat(tmp_path / "m", drop_label="10011_0_1280")

@@ -43,6 +43,33 @@ def _bigearthnet_root(shared: Path, root: Path, sensor: str, splits: bool = Fals
     return root
 
 
+def test_bigearthnet_root_without_lists_splits_by_product_never_one_patch_everywhere(
+        shared_data, tmp_path):
+    """Issue 36, item 2: without --splits every patch went into train, val and test."""
+    from geofm_lib.data.examples import bigearthnet_torchgeo_root
+    from geofm_lib.data.sources.bigearthnet import bigearthnet_product
+
+    src = shared_data / "bigearthnet-v1-examples"
+    counts = bigearthnet_torchgeo_root(tmp_path / "r", src / "BigEarthNet-S2",
+                                       src / "BigEarthNet-S1", None, "s2")
+    listed = {split: [line.split(",")[0] for line in
+                      (tmp_path / "r" / f"bigearthnet-{split}.csv").read_text().splitlines()]
+              for split in ("train", "val", "test")}
+    assert sum(map(len, listed.values())) == len(list((src / "BigEarthNet-S2").iterdir()))
+    assert all(listed.values()) and "not the official lists" in counts["split"]
+    products = {split: {bigearthnet_product(p) for p in names}
+                for split, names in listed.items()}
+    assert not (products["train"] & products["val"]) and not (products["train"] &
+                                                                 products["test"])
+    assert not products["val"] & products["test"]
+    two = tmp_path / "two"
+    (two / "S2").mkdir(parents=True)
+    for name in ("S2A_MSIL2A_20170613T101031_87_48", "S2A_MSIL2A_20170613T101031_87_49"):
+        (two / "S2" / name).mkdir()
+    with pytest.raises(ConfigError, match="1 Sentinel-2 product.*at least three.*--splits"):
+        bigearthnet_torchgeo_root(two / "root", two / "S2", None, None, "s2")
+
+
 @pytest.mark.parametrize("sensor", ["s2", "s1"])
 def test_bigearthnet_real_patches_through_torchgeo(shared_data, tmp_path, sensor):
     root = _bigearthnet_root(shared_data, tmp_path / "ben", sensor)
@@ -359,6 +386,58 @@ def test_geotiff_scene_with_polygons_and_points_any_crs(tmp_path):
     assert idx == [2, 1, 0] and rule == "rgb"
 
 
+def test_geotiff_patches_are_drawn_over_the_scene_and_split_by_blocks(tmp_path):
+    """Issue 36, item 2: the reader took the first patches in raster order (a Landsat run got
+    the top strip only) and split them patch by patch, validation patches beside training
+    ones. Now a cap draws patches over the whole scene, and a random split keeps blocks of
+    split_block_px whole."""
+    tif, labels = _write_scene(tmp_path / "scene")
+    spec = {"reader": "geotiff", "root": str(tif),
+            "options": {"labels": str(labels), "label_column": "kind", "stride_px": 16,
+                        "split_block_px": 48}}
+    cfg = _cfg(tmp_path, {"my_scene": spec}, image_px=32, samples_per_dataset=12,
+               val_fraction=0.3)
+    folder = build.build_shards(cfg, show_progress=False)
+    samples = _all(folder)
+    rows = {s["json"]["origin_px"][0] for s in samples}
+    cols = {s["json"]["origin_px"][1] for s in samples}
+    assert len(samples) == 12 and len(rows) >= 3 and len(cols) >= 3  # not one strip
+    sides: dict = {}
+    for s in samples:
+        y, x = s["json"]["origin_px"]
+        key = s["json"]["split_key"]
+        assert key == f"block {(y + 16) // 48},{(x + 16) // 48}"
+        sides.setdefault(key, set()).add(s["json"]["split"])
+    assert all(len(v) == 1 for v in sides.values()) and len(sides) >= 3
+    assert {"train", "val"} == set().union(*sides.values())
+    m = shards.load_manifest(folder)
+    build.check_splits(m, cfg.dataset_keys)
+    assert m["split_units"]["my_scene"]["on_both_sides"] == 0
+    again = _all(build.build_shards(cfg, show_progress=False))  # the draw is seeded
+    assert sorted(s["json"]["origin_px"] for s in again) == sorted(
+        s["json"]["origin_px"] for s in samples)
+    with pytest.raises(ConfigError, match="split_block_px=16 is smaller than image_px=32"):
+        build.build_shards(_cfg(tmp_path, {"my_scene": {**spec, "options": {
+            **spec["options"], "split_block_px": 16}}}, image_px=32), show_progress=False)
+
+
+def test_landsat_patches_cover_the_scene_not_its_top_strip(shared_data, tmp_path):
+    tif = shared_data / "landsat8-scene" / "LC08_L1TP_224078_20200518_20200518_01_RT.TIF"
+    spec = {"reader": "geotiff", "root": str(tif),
+            "options": {"labels": str(tif.with_name(tif.stem + "_polygons.gpkg"))}}
+    cfg = _cfg(tmp_path, {"landsat": spec}, image_px=128, samples_per_dataset=12,
+               val_fraction=0.25)
+    folder = build.build_shards(cfg, show_progress=False)
+    samples = _all(folder)
+    rows = [s["json"]["origin_px"][0] for s in samples]
+    assert len(samples) == 12 and max(rows) - min(rows) > 1860 / 2  # top to bottom
+    sides: dict = {}
+    for s in samples:
+        sides.setdefault(s["json"]["split_key"], set()).add(s["json"]["split"])
+    assert all(len(v) == 1 for v in sides.values())
+    build.check_splits(shards.load_manifest(folder), cfg.dataset_keys)
+
+
 def test_geotiff_bad_inputs(tmp_path):
     tif, labels = _write_scene(tmp_path / "scene")
     bad = {"reader": "geotiff", "root": str(tif), "options": {"labels": str(labels)}}
@@ -659,16 +738,19 @@ def test_ssl4eo_locations_not_starting_at_zero_and_an_empty_root(tmp_path):
             tmp_path / "empty")}}, work_dir=str(tmp_path / "w2")), show_progress=False)
 
 
-def _write_ssl4eo(root: Path, n_locations: int = 3, first: int = 0) -> None:
-    """SSL4EO-S12's layout for s1 and s2c: location folders with dated season folders."""
+def _write_ssl4eo(root: Path, n_locations: int = 3, first: int = 0,
+                  dates: dict | None = None) -> None:
+    """SSL4EO-S12's layout for s1 and s2c: location folders with dated season folders
+    (``dates``: per split, the acquisition days written at every location)."""
     from rasterio.transform import from_origin
     from torchgeo.datasets import SSL4EOS12
 
     rng = np.random.default_rng(8)
+    dates = dates or {}
     for split, dtype, stamp in (("s2c", "uint16", "{d}T103021_{d}T103027_T32UMU"),
                                 ("s1", "float32", "S1A_IW_GRDH_1SDV_{d}T052153_{d}T052218")):
         for loc in range(first, first + n_locations):
-            for d in ("20200315", "20200620"):
+            for d in dates.get(split, ("20200315", "20200620")):
                 folder = root / split / f"{loc:07}" / stamp.format(d=d)
                 folder.mkdir(parents=True)
                 for band in SSL4EOS12.metadata[split]["bands"]:
@@ -680,6 +762,64 @@ def _write_ssl4eo(root: Path, n_locations: int = 3, first: int = 0) -> None:
                                                              5300000,
                                                              40, 40)) as f:
                         f.write(data)
+
+
+def test_ssl4eo_s12_pairs_by_date_whatever_order_the_season_folders_are_listed_in(
+        tmp_path, monkeypatch):
+    """Issue 36, item 1: torchgeo draws a season per sensor from os.listdir, and the S1 and S2
+    trees list their season folders in different orders, so a seeded draw paired June's S2
+    with September's S1. Here the S1 folders are listed in reverse: every pair still matches
+    the nearest dates, within pair_max_days, recorded per pair."""
+    import os
+
+    s2_days = ("20200315", "20200604", "20200903", "20201210")
+    s1_days = ("20200317", "20200607", "20200906", "20201208")
+    _write_ssl4eo(tmp_path / "ssl4eo", n_locations=6, dates={"s2c": s2_days, "s1": s1_days})
+    listdir = os.listdir
+
+    def listed(path):  # the two trees list their folders in opposite orders
+        names = sorted(listdir(path))
+        return names[::-1] if f"{os.sep}s1{os.sep}" in f"{os.fspath(path)}{os.sep}" else names
+
+    monkeypatch.setattr(os, "listdir", listed)
+    spec = {"reader": "torchgeo", "dataset_class": "SSL4EOS12", "root": str(tmp_path / "ssl4eo")}
+    cfg = _cfg(tmp_path, {"ssl4eo_s12_s2c": spec, "ssl4eo_s12_s1": spec}, image_px=64)
+    folder = build.build_shards(cfg, show_progress=False)
+    samples = _all(folder)
+    by_place: dict = {}
+    for s in samples:
+        by_place.setdefault(s["json"]["location"], {})[s["json"]["dataset"]] = s["json"]
+    assert len(by_place) == 6
+    import datetime as dt
+
+    drawn = set()
+    for place in by_place.values():
+        s2, s1 = place["ssl4eo_s12_s2c"], place["ssl4eo_s12_s1"]
+        gap = abs((dt.date.fromisoformat(s2["date"]) - dt.date.fromisoformat(s1["date"])).days)
+        assert gap <= 3 and s1["pair_gap_days"] == s2["pair_gap_days"] == gap
+        assert s1["pair_id"] == s2["pair_id"] is not None and s2["pair_max_days"] == 15
+        assert s2["season_folder"].startswith(s2["date"].replace("-", ""))
+        drawn.add(s2["date"])
+    assert len(drawn) > 1  # the season is drawn per place, not always the first
+    report = shards.load_manifest(folder)["source_reports"]["ssl4eo_s12_s1"]["pairing"]
+    assert report["paired"] == 6 and report["largest_gap_days"] <= 3
+
+
+def test_ssl4eo_s12_a_place_without_a_close_s1_acquisition_is_read_unpaired(tmp_path):
+    _write_ssl4eo(tmp_path / "ssl4eo", n_locations=3,
+                  dates={"s2c": ("20200315", "20200604"), "s1": ("20200901", "20201201")})
+    spec = {"reader": "torchgeo", "dataset_class": "SSL4EOS12", "root": str(tmp_path / "ssl4eo"),
+            "options": {"pair_max_days": 30}}
+    cfg = _cfg(tmp_path, {"ssl4eo_s12_s2c": spec, "ssl4eo_s12_s1": spec}, image_px=64)
+    folder = build.build_shards(cfg, show_progress=False)
+    metas = [s["json"] for s in _all(folder)]
+    assert all(m["pair_id"] is None and m["pair_gap_days"] > 30 for m in metas)
+    report = shards.load_manifest(folder)["source_reports"]["ssl4eo_s12_s2c"]["pairing"]
+    assert report["paired"] == 0
+    assert report["unpaired: no acquisition of the other sensor within 30 days"] == 3
+    with pytest.raises(ConfigError, match="pair_max_days='a week'"):
+        build.build_shards(_cfg(tmp_path, {"ssl4eo_s12_s2c": {**spec, "options": {
+            "pair_max_days": "a week"}}}, work_dir=str(tmp_path / "w2")), show_progress=False)
 
 
 def test_ssl4eo_s12_locations_pair_s1_and_s2(tmp_path):

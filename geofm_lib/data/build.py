@@ -66,8 +66,14 @@ class Unit:
         return f"{self.split}-{self.dataset}-{self.number:06d}.tar"
 
 
-def split_scenes(n: int, val_fraction: float, seed: int, dataset: str) -> dict[str, list[int]]:
-    """Seeded scene-level split; at least one validation scene when n > 1.
+def split_scenes(n: int, val_fraction: float, seed: int, dataset: str,
+                 keys: list[str | None] | None = None) -> dict[str, list[int]]:
+    """Seeded split by split unit; at least one validation unit when there are two or more.
+
+    ``keys[i]`` is the unit scene ``i`` belongs to (the reader's ``split_key``: the scene a
+    frame was cut from, a tile, a location, a block of a large scene); every scene of a unit
+    lands on one side. A scene without a key is a unit of its own, and with no keys at all the
+    split is the plain seeded split of the scenes (unchanged from before units existed).
 
     Datasets imaging the same places (Sentinel-1 and Sentinel-2 of BigEarthNet v1/v2 and
     SSL4EO-S12, paired by ``pair_id``, scene ``i`` of one the same place as scene ``i`` of the
@@ -75,12 +81,23 @@ def split_scenes(n: int, val_fraction: float, seed: int, dataset: str) -> dict[s
     through the other sensor.
     """
     family = pair_family(dataset)
-    n_val = int(round(n * val_fraction))
-    n_val = min(max(n_val, 1 if n > 1 else 0), n - 1) if n > 1 else 0
-    order = np.random.default_rng([seed, 99, *family.encode()]).permutation(n)
-    val = sorted(order[:n_val].tolist())
-    vs = set(val)
-    return {"train": [i for i in range(n) if i not in vs], "val": val}
+    units: dict[str, list[int]] = {}
+    for i in range(n):
+        key = keys[i] if keys is not None and keys[i] is not None else f"\0{i}"
+        units.setdefault(key, []).append(i)
+    members = list(units.values())
+    m = len(members)
+    n_val = int(round(m * val_fraction))
+    n_val = min(max(n_val, 1 if m > 1 else 0), m - 1) if m > 1 else 0
+    order = np.random.default_rng([seed, 99, *family.encode()]).permutation(m)
+    vs = {i for g in order[:n_val].tolist() for i in members[g]}
+    return {"train": [i for i in range(n) if i not in vs], "val": sorted(vs)}
+
+
+def split_keys(source, dataset: str, n: int) -> list[str | None]:
+    """Each scene's split unit (``Source.split_key``; readers without one: None)."""
+    key_of = getattr(source, "split_key", None)
+    return [key_of(dataset, i) if key_of else None for i in range(n)]
 
 
 def plan_units(cfg: Config, source) -> list[Unit]:
@@ -92,7 +109,8 @@ def plan_units(cfg: Config, source) -> list[Unit]:
     for dataset in source.datasets:
         n = source.count(dataset)
         official = source.splits(dataset)
-        plan = official or split_scenes(n, cfg.val_fraction, cfg.seed, dataset)
+        plan = official or split_scenes(n, cfg.val_fraction, cfg.seed, dataset,
+                                        split_keys(source, dataset, n))
         for split, idx in plan.items():
             for k in range(0, len(idx), scenes_per_shard):
                 units.append(Unit(split, dataset, k // scenes_per_shard,
@@ -336,13 +354,18 @@ def write_unit(cfg: Config, folder: Path, unit: Unit, source) -> dict:
     """Read the scenes of one unit, cut them into patches and write its shard and sidecar
     (atomically); returns the sidecar. Runs in the build's process or in a worker."""
     scenes, unreadable = [], []
+    key_of = getattr(source, "split_key", None)
     for i in unit.scenes:
         try:
-            scenes.append(source.scene(unit.dataset, i))
+            scene = source.scene(unit.dataset, i)
         except (ShardError, DataError) as exc:  # an image that cannot be decoded or used
             if cfg.source_for(unit.dataset).on_bad != "skip":
                 raise
             unreadable.append(str(exc)[:200])
+            continue
+        key = key_of(unit.dataset, i) if key_of else None
+        scene.meta = {**scene.meta, "split_key": key if key is not None else f"scene {i}"}
+        scenes.append(scene)
     patches = Counter()
     samples = [s for sc in scenes for s in _patches(cfg, sc, unit.split, patches)]
     check_physical(samples, unit.dataset)
@@ -353,6 +376,7 @@ def write_unit(cfg: Config, folder: Path, unit: Unit, source) -> dict:
     side["own_captions"] = sum(1 for x in samples if x["json"].get("captions"))
     side["unreadable_skipped"] = unreadable
     side["patches"] = {k: patches[k] for k in ("cut", "dropped", "empty")}
+    side["split_keys"] = sorted({s["json"]["split_key"] for s in samples})
     # normalisation statistics come from train only; val keeps just its label counts
     side.update(split=unit.split, dataset=unit.dataset,
                 stats=_unit_stats(samples if unit.split == "train" else []),
@@ -378,18 +402,45 @@ def check_splits(manifest: dict, datasets) -> None:
         c = counts[ds]
         for split in ("train", "val"):
             if c.get(split, 0) < 1:
-                official = (manifest.get("params", {}).get("sources") or {}).get(ds, {}) \
-                    .get("splits") == "official"
-                fix = (f"the dataset's own {split} list selects none of the files found on "
-                       f"disk (see manifest.json -> source_reports.{ds}); check the list, or "
-                       f"use splits: random") if official else (
-                    f"raise samples_per_dataset (now {manifest['params']['samples_per_dataset']}) "
-                    f"or val_fraction (now {manifest['params']['val_fraction']})")
                 raise DataError(f"{ds} has no {split} samples (train {c.get('train', 0)}, val "
-                                f"{c.get('val', 0)}): {fix}")
+                                f"{c.get('val', 0)}): {_missing_split_cause(manifest, ds, split)}")
+    for ds, unit in (manifest.get("split_units") or {}).items():
+        if unit["on_both_sides"] and not unit["official"]:
+            raise DataError(f"{ds}: {unit['on_both_sides']} split units (scenes, tiles or "
+                            f"places, e.g. {', '.join(unit['examples'][:3])}) have patches in "
+                            f"both train and val; rebuild the shards (work/shards/"
+                            f"{manifest['data_hash']}) with this version of geofm")
     if manifest.get("duplicates_across_splits"):
         raise DataError(f"{manifest['duplicates_across_splits']} images occur in both train and "
                         f"val; rebuild the shards (the build removes such duplicates)")
+
+
+def _missing_split_cause(manifest: dict, ds: str, split: str) -> str:
+    """Why a dataset has no samples in ``split``, and the fix that helps (not always more
+    samples: a single scene, unreadable images or an empty list need something else)."""
+    unit = (manifest.get("split_units") or {}).get(ds, {})
+    unreadable = (manifest.get("unreadable_skipped") or {}).get(ds, 0)
+    patches = (manifest.get("patches") or {}).get(ds, {})
+    params = manifest.get("params", {})
+    if unreadable and not sum(manifest["counts"][ds].values()):
+        return (f"all {unreadable} of its images were unreadable and skipped (on_bad: skip; "
+                f"the reasons are in manifest.json -> unreadable_skipped); fix or replace the "
+                f"files, or check the reader's options")
+    if unit.get("official"):
+        return (f"the dataset's own {split} list selects none of the files found on disk (see "
+                f"manifest.json -> source_reports.{ds}); check the list, or use splits: random")
+    if patches.get("cut") and patches.get("dropped") == patches.get("cut"):
+        return (f"every one of its {patches['cut']} patches was dropped for too little valid "
+                f"area (the reader's min_valid / max_nodata)")
+    units = unit.get("train", 0) + unit.get("val", 0)
+    if units == 1 and unit.get("grouped"):
+        return ("all its images belong to one split unit (one scene, tile, place or block: "
+                "the reader keeps a unit on one side so that neighbouring patches do not leak "
+                "into validation); add images of another scene, use the dataset's own split "
+                "lists (splits: official), or for one large GeoTIFF lower "
+                "options.split_block_px")
+    return (f"raise samples_per_dataset (now {params.get('samples_per_dataset')}) or "
+            f"val_fraction (now {params.get('val_fraction')})")
 
 
 def check_physical(samples: list[dict], dataset: str) -> None:
@@ -437,6 +488,8 @@ def _drop_val_duplicates(folder: Path, sidecars: dict) -> int:
                    own_captions=sum(1 for x in kept if x["json"].get("captions")),
                    unreadable_skipped=side.get("unreadable_skipped", []),
                    patches=side.get("patches", {}),
+                   split_keys=sorted({s["json"]["split_key"] for s in kept
+                                      if "split_key" in s["json"]}),
                    val_labels=dict(Counter(lab for s in kept for lab in s["json"]["labels"])))
         atomic_write_json(folder / (name + ".json"), new)
         sidecars[name] = new

@@ -20,6 +20,8 @@ import numpy as np
 from geofm_lib.data import simulate
 from geofm_lib.data.captions import caption
 from geofm_lib.data.display import display_rgb
+from geofm_lib.data.sources.bigearthnet import bigearthnet_product
+from geofm_lib.errors import ConfigError
 from geofm_lib.io import atomic_write_bytes
 from geofm_lib.progress import progress
 
@@ -70,7 +72,8 @@ def write_karpathy_corpus(folder: Path, n_images: int = 1200, image_px: int = 96
 
 
 def bigearthnet_torchgeo_root(out: Path, s2_dir: Path | None = None, s1_dir: Path | None = None,
-                              splits_dir: Path | None = None, sensor: str = "s2") -> dict:
+                              splits_dir: Path | None = None, sensor: str = "s2",
+                              seed: int = 0) -> dict:
     """Make the root layout torchgeo's ``BigEarthNet`` expects from patch folders as they are
     distributed (``<S2 dir>/<patch>/``, ``<S1 dir>/<patch>/``), with symlinks, nothing copied.
 
@@ -81,9 +84,14 @@ def bigearthnet_torchgeo_root(out: Path, s2_dir: Path | None = None, s1_dir: Pat
     both), and the split of each row from the official lists in ``splits_dir``
     (``{train,val,test}.csv[.bz2]`` of S2 names) when given; patches that no list names (the
     official lists leave out cloudy and snowy patches) are left out and counted. Without
-    ``splits_dir`` every row goes to every split file.
+    ``splits_dir`` the rows are split here by Sentinel-2 product (tile and date: neighbouring
+    patches stay on one side), seeded, about 70/15/15 % of the products to train/val/test;
+    that needs at least three products.
 
-    Returns counts: rows per split and patches left out.
+    Returns counts: rows per split, patches left out and how the split was made.
+
+    Raises:
+        ConfigError: fewer than three products and no ``splits_dir``.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -123,8 +131,30 @@ def bigearthnet_torchgeo_root(out: Path, s2_dir: Path | None = None, s1_dir: Pat
             else:
                 left_out += 1
     else:
-        split_rows = {k: list(rows) for k in split_rows}
+        split_rows = _split_by_product(rows, seed)
     for split, items in split_rows.items():
         atomic_write_bytes(out / f"bigearthnet-{split}.csv",
                            "".join(f"{a},{b}\n" for a, b in items).encode())
-    return {"rows": {k: len(v) for k, v in split_rows.items()}, "left_out": left_out}
+    made = ("the official lists" if splits_dir is not None else
+            f"by Sentinel-2 product (tile and date), seed {seed}: not the official lists")
+    return {"rows": {k: len(v) for k, v in split_rows.items()}, "left_out": left_out,
+            "split": made}
+
+
+def _split_by_product(rows: list[tuple[str, str]], seed: int) -> dict[str, list]:
+    """Rows to train/val/test by the S2 product of their patch (seeded), so that patches of
+    one product (neighbours in one tile on one day) never straddle two splits."""
+    products = sorted({bigearthnet_product(s2) for s2, _ in rows})
+    if len(products) < 3:
+        raise ConfigError(f"the {len(rows)} patches come from {len(products)} Sentinel-2 "
+                          f"product(s); a train/val/test split by product needs at least "
+                          f"three. Give the official lists with --splits, or more patches")
+    order = np.random.default_rng([seed, 7]).permutation(len(products))
+    n_held = max(1, round(0.15 * len(products)))
+    side = {}
+    for rank, k in enumerate(order.tolist()):
+        side[products[k]] = "val" if rank < n_held else "test" if rank < 2 * n_held else "train"
+    out: dict[str, list] = {"train": [], "val": [], "test": []}
+    for row in rows:
+        out[side[bigearthnet_product(row[0])]].append(row)
+    return out

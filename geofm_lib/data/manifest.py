@@ -8,6 +8,7 @@ from collections import Counter, defaultdict
 
 import numpy as np
 
+from geofm_lib.catalog import pair_family
 from geofm_lib.config import Config
 from geofm_lib.data.shards import SCHEMA_VERSION
 
@@ -51,6 +52,32 @@ def _band_records(units: list, sidecars: dict) -> dict[str, list[dict]]:
         info = sidecars[u.file].get("band_info")
         if info and u.dataset not in out:
             out[u.dataset] = info
+    return out
+
+
+def _split_units(cfg: Config, units: list, sidecars: dict) -> dict[str, dict]:
+    """Per dataset: how many split units (scenes, tiles, locations, blocks: the reader's
+    ``split_key``) each side holds, and the units found on both sides, looked up across the
+    sensors of a pair family (S1 and S2 of one place share a unit). A random split never puts
+    a unit on both sides; a dataset's own split lists may (``official``: reported, not
+    changed)."""
+    keys: dict = defaultdict(lambda: {"train": set(), "val": set()})
+    for u in units:
+        keys[u.dataset][u.split].update(sidecars[u.file].get("split_keys", []))
+    family: dict = defaultdict(lambda: {"train": set(), "val": set()})
+    for ds, sides in keys.items():
+        for split, found in sides.items():
+            family[pair_family(ds)][split] |= found
+    out = {}
+    for ds, sides in keys.items():
+        both = family[pair_family(ds)]
+        across = sorted((sides["train"] & both["val"]) | (sides["val"] & both["train"]))
+        out[ds] = {"train": len(sides["train"]), "val": len(sides["val"]),
+                   "official": cfg.source_for(ds).splits == "official",
+                   # the reader groups scenes (else every scene is a unit of its own)
+                   "grouped": any(not k.startswith("scene ")
+                                  for k in sides["train"] | sides["val"]),
+                   "on_both_sides": len(across), "examples": across[:5]}
     return out
 
 
@@ -115,6 +142,7 @@ def make_manifest(cfg: Config, units: list, sidecars: dict, removed: int,
             u.dataset for u in units for _ in sidecars[u.file].get("unreadable_skipped", [])
         ).items()},
         "patches": _patch_counts(units, sidecars),
+        "split_units": _split_units(cfg, units, sidecars),
         "val_duplicates_removed": removed,
         "duplicates_across_splits": len(all_train & all_val),
         "shards": shards,

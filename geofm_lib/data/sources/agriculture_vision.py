@@ -115,4 +115,5 @@ class AgricultureVisionSource(AnnotatedSource):
                  "field_window_px": [int(v) for v in match["win"].split("-")]} if match else {}
         return Item((rgb, files["nir"]) if nir else (rgb,), split=split,
                     masks={label: files[f"labels/{c}"] for c, label in classes.items()},
-                    valid=(files["boundary"], files["mask"]), extra=extra)
+                    valid=(files["boundary"], files["mask"]), extra=extra,
+                    group=f"field {match['field']}" if match else None)

@@ -64,6 +64,9 @@ class Item:
     date: str | None = None
     bounds: list[float] | None = None  # lon0, lat0, lon1, lat1 where the data carries them
     extra: dict = field(default_factory=dict)  # reader-specific metadata (json-safe)
+    # the scene this image was cut from (a MAFAT frame's scene, an Agriculture-Vision field, a
+    # SpectralEarth location): a random split keeps it on one side; None: the image itself
+    group: str | None = None
 
     @property
     def name(self) -> str:
@@ -227,6 +230,9 @@ class AnnotatedSource(SourceBase):
 
     def report(self, dataset: str) -> dict:
         return self._report
+
+    def split_key(self, dataset: str, index: int) -> str | None:
+        return self.items[index].group
 
     # --- one scene --------------------------------------------------------------------------
 

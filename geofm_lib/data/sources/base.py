@@ -51,6 +51,7 @@ class SampleMeta(SceneMeta, total=False):
     """The ``json`` member of a shard sample: its scene's metadata and the patch's own."""
 
     split: str  # train | val
+    split_key: str  # the unit the split kept whole (``Source.split_key``; "scene <i>" if none)
     patch: int
     patch_origin_px: list[int]
     image_px: int
@@ -127,6 +128,10 @@ class Source(Protocol):
     def report(self, dataset: str) -> dict | None:
         """What the reader found (files, skipped rows, ...) for the manifest, or None."""
 
+    def split_key(self, dataset: str, index: int) -> str | None:
+        """The unit a random split keeps whole (the scene a frame or tile was cut from, the
+        place of a location, a block of a large scene), or None: the scene is its own unit."""
+
 
 class SourceBase:
     """Defaults of the :class:`Source` protocol: no official splits, nothing to report."""
@@ -137,6 +142,9 @@ class SourceBase:
         return None
 
     def report(self, dataset: str) -> dict | None:
+        return None
+
+    def split_key(self, dataset: str, index: int) -> str | None:
         return None
 
 

@@ -70,6 +70,13 @@ def _utm_bounds_to_lonlat(meta: dict) -> list[float] | None:
         return None
 
 
+def bigearthnet_product(patch: str) -> str:
+    """The product (tile and acquisition) of a BigEarthNet patch name, without the patch's
+    row and column: ``S2A_MSIL2A_20170613T101031_87_48`` -> ``S2A_MSIL2A_20170613T101031``;
+    v2's ``..._T33UUP_26_57`` -> ``..._T33UUP``."""
+    return patch.rsplit("_", 2)[0] if patch.count("_") >= 2 else patch
+
+
 class BigEarthNetSource(SourceBase):
     """Real BigEarthNet v1.0 patches from ``BigEarthNet-S2/`` and ``BigEarthNet-S1/`` folders."""
 
@@ -105,6 +112,16 @@ class BigEarthNetSource(SourceBase):
         return {"reader": "bigearthnet",
                 **usage(len(self.folders[dataset]), used,
                         over_samples_per_dataset=len(self.folders[dataset]) - used)}
+
+    def split_key(self, dataset: str, index: int) -> str | None:
+        """The Sentinel-2 product a patch was cut from (an S1 patch: its S2 twin's): patches
+        of one product are neighbours, so a random split keeps them on one side."""
+        folder = self.folders[dataset][index]
+        if dataset == "bigearthnet_s1":
+            meta = next(folder.glob("*_labels_metadata.json"), None)
+            twin = json.loads(meta.read_text()).get("corresponding_s2_patch") if meta else None
+            return bigearthnet_product(twin or folder.name)
+        return bigearthnet_product(folder.name)
 
     def scene(self, dataset: str, index: int) -> Scene:
         folder = self.folders[dataset][index]

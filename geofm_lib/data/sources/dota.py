@@ -17,6 +17,7 @@ frames are single-band 16-bit images, read in their own dtype.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -68,13 +69,29 @@ class DotaSource(AnnotatedSource):
                                  "restore it (an empty file marks a frame without objects)")
                     continue
                 objects, gsd = _read_rows(label, vocab, problems, dataset, cfg)
-                item = Item((image,), split=split, objects=objects,
-                            extra={"frame": image.stem, **({"gsd_header_m": gsd} if gsd else {})})
+                scene = frame_scene(image.stem)
+                item = Item((image,), split=split, objects=objects, group=scene,
+                            extra={"frame": image.stem, "scene": scene,
+                                   **({"gsd_header_m": gsd} if gsd else {})})
                 clip_objects(item, image_size(image), problems)
                 items.append(item)
         super().__init__(cfg, dataset, spec, items, info.labels,
                          band_records(dataset, cfg, list(info.sensor_spec.band_names), where),
                          "dota", problems, found)
+
+
+# a frame cut from a larger scene: MAFAT's <scene>_<row>_<col> (10011_1280_0) and the DOTA
+# devkit's crops <image>__<rate>__<left>___<top> (P0001__1024__0___0)
+_MAFAT_FRAME = re.compile(r"^(?P<scene>.+?)_\d+_\d+$")
+_DOTA_CROP = re.compile(r"^(?P<scene>.+?)__[\d.]+__-?\d+___-?\d+$")
+
+
+def frame_scene(stem: str) -> str:
+    """The scene a frame was cut from, by its name (``10011_1280_0`` -> ``10011``); a name in
+    neither pattern is a scene of its own. Frames of one scene overlap or touch, so a random
+    split keeps them on one side."""
+    found = _DOTA_CROP.match(stem) or _MAFAT_FRAME.match(stem)
+    return found["scene"] if found else stem
 
 
 def _read_rows(path: Path, vocab: dict, problems: Problems, dataset: str, cfg: Config):

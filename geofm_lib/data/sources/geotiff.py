@@ -50,12 +50,17 @@ class GeoTiffSource(SourceBase):
     * Nodata: patches with more than ``max_nodata`` (default 0.5) nodata or NaN pixels are
       skipped and counted (``report``); the rest keep their nodata pixels, counted per patch.
     * Footprints: patch bounds reprojected to WGS84.
+    * Which patches: at most ``samples_per_dataset``, a seeded draw spread over the whole
+      scene (not the first ones in raster order), kept in raster order.
+    * Splits: a random split keeps square blocks of ``split_block_px`` (default 4 patches a
+      side) whole, so validation patches are not the neighbours of training patches except
+      along block edges; a scene needs at least two blocks with patches.
     """
 
     def __init__(self, cfg: Config, dataset: str = "geotiff", spec=None):
         opts = dict(spec.options) if spec is not None else {}
         check_options(opts, ("labels", "label_column", "stride_px", "max_nodata",
-                             *BAND_OPTIONS), f"sources.{dataset}.options")
+                             "split_block_px", *BAND_OPTIONS), f"sources.{dataset}.options")
         tif, vec = self._files(cfg, dataset, spec, opts)
         self.cfg, self.dataset, self.tif = cfg, dataset, tif
         self.product = opts.pop("_product", None)  # an EnMAP product (enmap_product)
@@ -263,23 +268,39 @@ class GeoTiffSource(SourceBase):
             invalid |= ~self.image.any(axis=0)  # all bands 0: outside the acquisition
         self.invalid = invalid
         cells = [(y, x) for y in range(0, h - p + 1, stride) for x in range(0, w - p + 1, stride)]
-        self.cells = [(y, x) for y, x in cells
-                      if invalid[y:y + p, x:x + p].mean() <= self.max_nodata]
-        self.skipped = len(cells) - len(self.cells)
+        kept = [(y, x) for y, x in cells if invalid[y:y + p, x:x + p].mean() <= self.max_nodata]
+        self.skipped = len(cells) - len(kept)
+        self.usable = len(kept)
+        # a seeded draw over the whole scene (raster order would take its top strip only)
+        rng = np.random.default_rng([self.cfg.seed, 31, *self.dataset.encode()])
+        take = min(len(kept), self.cfg.samples_for(self.dataset))
+        self.cells = [kept[i] for i in sorted(rng.choice(len(kept), take, replace=False))]
+        self.block_px = int(opts.get("split_block_px", 4 * p))
+        if self.block_px < p:
+            raise ConfigError(f"sources.{self.dataset}.options.split_block_px="
+                              f"{self.block_px} is smaller than image_px={p}; a split block "
+                              f"holds whole patches (default {4 * p}, 4 patches a side)")
 
     def count(self, dataset: str) -> int:
-        return min(len(self.cells), self.cfg.samples_for(dataset))
+        return len(self.cells)
+
+    def split_key(self, dataset: str, index: int) -> str:
+        """The block of the scene that holds the patch's centre (row, column of blocks)."""
+        y, x = self.cells[index]
+        half = self.cfg.image_px // 2
+        return f"block {(y + half) // self.block_px},{(x + half) // self.block_px}"
 
     def report(self, dataset: str) -> dict:
         files = {"band_files": self.band_files} if self.band_files else {}
         used = self.count(dataset)
-        return {"reader": "geotiff", "file": self.tif.name, **files, "patches": len(self.cells),
+        return {"reader": "geotiff", "file": self.tif.name, **files, "patches": self.usable,
                 "skipped_mostly_nodata": self.skipped, "max_nodata": self.max_nodata,
+                "split_block_px": self.block_px,
                 "crs": str(self.crs), "vocabulary_from": "vector file" if self.vocabulary
                 else "none (unlabelled scene)",
-                **usage(len(self.cells) + self.skipped, used,
+                **usage(self.usable + self.skipped, used,
                         more_than_max_nodata=self.skipped,
-                        over_samples_per_dataset=len(self.cells) - used)}
+                        over_samples_per_dataset=self.usable - used)}
 
     def scene(self, dataset: str, index: int) -> Scene:
         from rasterio.warp import transform_bounds

@@ -79,6 +79,9 @@ class MultiSource(SourceBase):
     def scene(self, dataset: str, index: int) -> Scene:
         return self.by_dataset[dataset].scene(dataset, index)
 
+    def split_key(self, dataset: str, index: int) -> str | None:
+        return self.by_dataset[dataset].split_key(dataset, index)
+
     def report(self, dataset: str) -> dict:
         return (self.by_dataset[dataset].report(dataset)
                 or {"reader": type(self.by_dataset[dataset]).__name__})

@@ -122,7 +122,7 @@ class SpectralEarthSource(AnnotatedSource):
             tifs = sorted(p for p in loc.iterdir() if p.suffix.lower() in (".tif", ".tiff"))
             found += len(tifs)
             if tifs:
-                items.append(Item((tifs[0],), extra={"location": loc.name,
+                items.append(Item((tifs[0],), group=loc.name, extra={"location": loc.name,
                                                      "acquisitions": len(tifs)}))
                 later += len(tifs) - 1
         return items, found, {"locations": len(locations),

@@ -34,7 +34,11 @@ from geofm_lib.data.sources.base import (
     label_mapping,
     scene_meta,
 )
-from geofm_lib.data.sources.bigearthnet import BIGEARTHNET_S2_BANDS, _utm_bounds_to_lonlat
+from geofm_lib.data.sources.bigearthnet import (
+    BIGEARTHNET_S2_BANDS,
+    _utm_bounds_to_lonlat,
+    bigearthnet_product,
+)
 from geofm_lib.errors import ConfigError, ShardError
 from geofm_lib.progress import get_logger
 
@@ -127,18 +131,133 @@ def _v2_present(part) -> list[int]:
 
 
 def _ssl4eo_class():
-    """torchgeo's SSL4EOS12, accepting any 7-digit location folders: 0.8.1 checks for
-    extracted files with the glob ``<split>/00000*/*/*.tif``, so a subset of locations that does
-    not start at 0000000 is reported as missing."""
+    """torchgeo's SSL4EOS12 with two fixes.
+
+    * Any 7-digit location folders: 0.8.1 checks for extracted files with the glob
+      ``<split>/00000*/*/*.tif``, so a subset of locations that does not start at 0000000 is
+      reported as missing.
+    * The season is the one the reader chose (``season_of``: :class:`SSL4EOPairing`), not
+      torchgeo's ``random.sample(os.listdir(...))``: ``os.listdir`` lists the season folders
+      in the file system's order, which differs between the ``s1`` and ``s2c`` trees, so the
+      same seed gave an S2 patch of June and an S1 patch of September at one place.
+    """
+    import threading
+    import types
+
+    import torchgeo.datasets.ssl4eo as module
     from torchgeo.datasets import SSL4EOS12
 
-    class SSL4EOS12AnyLocation(SSL4EOS12):
+    lock = threading.Lock()
+
+    class SSL4EOS12Paired(SSL4EOS12):
+        season_of: Callable[[int], str] | None = None  # location -> its season folder's name
+
         def _verify(self):
             if glob.glob(os.path.join(self.root, self.split, "[0-9]" * 7, "*", "*.tif")):
                 return
             super()._verify()
 
-    return SSL4EOS12AnyLocation
+        def __getitem__(self, index: int):
+            if self.season_of is None:
+                return super().__getitem__(index)
+            chosen = self.season_of(index)
+            # torchgeo's module sees an `os` whose listdir shows the chosen season only, so
+            # it reads that one (its band reading unchanged); nothing outside it is touched
+            shown = types.SimpleNamespace(**{k: getattr(os, k) for k in dir(os)
+                                             if not k.startswith("__")})
+            shown.listdir = lambda path: [chosen]
+            with lock:
+                module.os = shown
+                try:
+                    return super().__getitem__(index)
+                finally:
+                    module.os = os
+
+    return SSL4EOS12Paired
+
+
+SSL4EO_DATE = re.compile(r"(?:^|_)(\d{8})T\d{6}")
+"""The acquisition date in an SSL4EO-S12 season folder's name (S2 ``20200315T103021_...``, S1
+``S1A_IW_GRDH_1SDV_20200315T052153_...``)."""
+
+PAIR_MAX_DAYS = 15
+"""Default of the SSL4EO-S12 option ``pair_max_days``: the largest gap in days between the S2
+and the S1 acquisition of a pair. SSL4EO-S12 took S1 in the same season window as S2, mostly
+within days of it."""
+
+
+def ssl4eo_seasons(folder: Path) -> list[tuple[str, dt.date]]:
+    """(season folder, acquisition date) of one location, by date.
+
+    Raises:
+        ConfigError: a season folder whose name carries no date.
+    """
+    out = []
+    for name in sorted(os.listdir(folder)):
+        if not (folder / name).is_dir():
+            continue
+        found = SSL4EO_DATE.search(name)
+        if not found:
+            raise ConfigError(f"SSL4EO-S12: season folder {folder.name}/{name} has no "
+                              f"acquisition date (YYYYMMDDTHHMMSS) in its name; the release "
+                              f"names every season folder by its date")
+        out.append((name, dt.datetime.strptime(found[1], "%Y%m%d").date()))
+    return sorted(out, key=lambda s: (s[1], s[0]))
+
+
+@dataclass(frozen=True)
+class SeasonPair:
+    """The seasons read at one location: the S2 and S1 folders, the gap between their dates
+    (None where one sensor is absent) and whether they form a pair within the tolerance."""
+
+    s2: tuple[str, dt.date] | None
+    s1: tuple[str, dt.date] | None
+    gap_days: int | None
+    paired: bool
+
+
+class SSL4EOPairing:
+    """Which season each sensor reads at a location, the same for both readers.
+
+    A location's S2 season is drawn (seeded by ``seed`` and the location) among the S2
+    acquisitions that have an S1 acquisition within ``max_days``; the S1 season is the one
+    nearest in date to it. Where no S2 acquisition has one, the S2 season is drawn among all
+    and the location is read unpaired (counted). Folder listing order plays no part.
+    """
+
+    def __init__(self, s2_root: Path | None, s1_root: Path | None, seed: int, max_days: int):
+        self.s2_root, self.s1_root, self.seed, self.max_days = s2_root, s1_root, seed, max_days
+        self._cache: dict[int, SeasonPair] = {}
+
+    @staticmethod
+    def _seasons(root: Path | None, location: int) -> list[tuple[str, dt.date]]:
+        folder = root / f"{location:07}" if root is not None else None
+        return ssl4eo_seasons(folder) if folder is not None and folder.is_dir() else []
+
+    def at(self, location: int) -> SeasonPair:
+        if location in self._cache:
+            return self._cache[location]
+        s2 = self._seasons(self.s2_root, location)
+        s1 = self._seasons(self.s1_root, location)
+        rng = np.random.default_rng([self.seed, 41, location])
+
+        def nearest(season):
+            return min(s1, key=lambda b: (abs((b[1] - season[1]).days), b[1], b[0]))
+
+        if s2 and s1:
+            within = [a for a in s2 if abs((nearest(a)[1] - a[1]).days) <= self.max_days]
+            a = (within or s2)[int(rng.integers(len(within or s2)))]
+            b = nearest(a)
+            gap = abs((b[1] - a[1]).days)
+            pair = SeasonPair(a, b, gap, gap <= self.max_days)
+        elif s2 or s1:
+            one = s2 or s1
+            chosen = one[int(rng.integers(len(one)))]
+            pair = SeasonPair(chosen if s2 else None, chosen if s1 else None, None, False)
+        else:
+            raise ConfigError(f"SSL4EO-S12: location {location:07} has no season folder")
+        self._cache[location] = pair
+        return pair
 
 
 def _found_under(root: Path, limit: int = 8) -> str:
@@ -190,7 +309,13 @@ def _bigearthnet_v2_options(dataset: str, opts: dict, spec) -> None:
 
 
 def _ssl4eo_options(dataset: str, opts: dict, spec) -> None:
-    want = "s1" if dataset.endswith("_s1") else "s2c"
+    want = {"ssl4eo_s12_s1": "s1", "ssl4eo_s12_s2a": "s2a"}.get(dataset, "s2c")
+    days = opts.pop("pair_max_days", PAIR_MAX_DAYS)
+    if isinstance(days, bool) or not isinstance(days, int) or not 0 <= days <= 366:
+        raise ConfigError(f"sources.{dataset}.options.pair_max_days={days!r}: the largest gap "
+                          f"in days between a pair's S2 and S1 acquisitions, a whole number "
+                          f"from 0 to 366 (default {PAIR_MAX_DAYS})")
+    opts["_pair_max_days"] = days
     split_opt = opts.pop("split", want)
     if split_opt != want:
         raise ConfigError(f"sources.{dataset}: split {split_opt!r} does not fit the dataset key "
@@ -306,9 +431,15 @@ def _bigearthnet_v2_meta(part, i: int, bands) -> dict:
 
 
 def _ssl4eo_meta(part, i: int, bands) -> dict:
-    loc = Path(part.root) / part.split / f"{i:07}"
-    first = next(iter(sorted(loc.glob("*/*.tif"))), None)
-    return dict(location=f"{i:07}", pair_id=f"ssl4eo-{i:07}",
+    """The location, the season read and its pairing: ``pair_id`` only for a pair within the
+    tolerance; ``pair_gap_days`` between the S2 and S1 acquisitions."""
+    pair = part.pairing.at(i)
+    season = getattr(pair, part.sensor)[0]
+    first = next(iter(sorted((Path(part.root) / part.split / f"{i:07}" / season).glob("*.tif"))),
+                 None)
+    return dict(location=f"{i:07}", pair_id=f"ssl4eo-{i:07}" if pair.paired else None,
+                season_folder=season, pair_gap_days=pair.gap_days,
+                pair_max_days=part.pairing.max_days,
                 footprint={"bounds": _file_bounds_lonlat(first) if first else None,
                            "date": None})
 
@@ -333,6 +464,15 @@ def _file_identity(part, i: int) -> str:
 
 def _bigearthnet_identity(part, i: int) -> str:
     return str(part.folders[i].get("s2") or part.folders[i].get("s1"))
+
+
+def _bigearthnet_product(part, i: int) -> str:
+    return bigearthnet_product(Path(_bigearthnet_identity(part, i)).name)
+
+
+def _sen12ms_scene(part, i: int) -> str:
+    roi, season, _, scene, _ = part.ids[i].split("_", 4)  # ROIs1158_spring_s2_1_p30.tif
+    return f"{roi}_{season}_{scene}"
 
 
 def _ssl4eo_present(part) -> list[int]:
@@ -392,6 +532,9 @@ class TorchGeoClass:
     identity: Callable | None = None  # (part, index) -> the scene's file or patch name, so a
     #                                   scene named by two split lists is read once
     nodata: float | None = None  # the product's value for "no measurement", in every band
+    # (part, index) -> the unit a random split keeps whole (the tile or product a patch was
+    # cut from, a location); None: every image is its own unit
+    split_key: Callable | None = None
 
 
 TORCHGEO_CLASSES: dict[str, TorchGeoClass] = {
@@ -401,7 +544,8 @@ TORCHGEO_CLASSES: dict[str, TorchGeoClass] = {
         "bigearthnet-{train,val,test}.csv with rows '<S2 patch>,<S1 patch>'",
         lambda: _bigearthnet_class(), lambda first, opts, info: first.class_sets[
             opts["num_classes"]], _bigearthnet_bands, _multi_hot, _bigearthnet_meta,
-        _bigearthnet_options, on_disk=_bigearthnet_on_disk, identity=_bigearthnet_identity),
+        _bigearthnet_options, on_disk=_bigearthnet_on_disk, identity=_bigearthnet_identity,
+        split_key=_bigearthnet_product),
     "EuroSAT": TorchGeoClass(
         "ds/images/remote_sensing/otherDatasets/sentinel_2/tif/<Class>/<Class>_<n>.tif "
         "(13-band GeoTIFFs) and eurosat-{train,val,test}.txt (file names)",
@@ -427,13 +571,14 @@ TORCHGEO_CLASSES: dict[str, TorchGeoClass] = {
         lambda: _bigearthnet_v2_class(), lambda first, opts, info: first.class_set,
         _bigearthnet_bands, _multi_hot, _bigearthnet_v2_meta, _bigearthnet_v2_options,
         on_disk=_bigearthnet_v2_on_disk, present=_v2_present,
-        identity=lambda part, i: str(part.metadata_df.loc[i]["patch_id"])),
+        identity=lambda part, i: str(part.metadata_df.loc[i]["patch_id"]),
+        split_key=lambda part, i: bigearthnet_product(str(part.metadata_df.loc[i]["patch_id"]))),
     "SSL4EOS12": TorchGeoClass(
         "<split: s1|s2c|s2a>/<location, 7 digits>/<season folder named by date>/<band>.tif "
         "(e.g. s2c/0000000/20200101T103421_.../B04.tif)",
         _ssl4eo_class, lambda first, opts, info: (), _own_bands, _unlabelled,
         _ssl4eo_meta, _ssl4eo_options, present=_ssl4eo_present, dated=True, split_lists=(),
-        on_disk=_ssl4eo_on_disk),
+        on_disk=_ssl4eo_on_disk, split_key=lambda part, i: f"{i:07}"),
     "SEN12MS": TorchGeoClass(
         "ROIs1158_spring/, ROIs1868_summer/, ROIs1970_fall/, ROIs2017_winter/ each with "
         "{lc,s1,s2}_<scene>/ROIs<...>_{lc,s1,s2}_<scene>_p<patch>.tif, and {train,test}_list.txt "
@@ -442,7 +587,7 @@ TORCHGEO_CLASSES: dict[str, TorchGeoClass] = {
         _torchgeo("SEN12MS"), lambda first, opts, info: info.labels,  # IGBP 1-17, catalog order
         _own_bands, _land_cover_mask, _sen12ms_meta, val_split="test",  # train/test only
         split_lists=("train", "test"), on_disk=_count("ROIs*/s2_*/*.tif"),
-        identity=lambda part, i: str(part.ids[i])),
+        identity=lambda part, i: str(part.ids[i]), split_key=_sen12ms_scene),
     "HySpecNet11k": TorchGeoClass(
         "hyspecnet-11k/patches/<tile>/<tile>-Y<row>_X<col>/<tile>-Y<row>_X<col>-SPECTRAL_IMAGE"
         ".TIF (224-band int16 EnMAP L2A patches, nodata -32768) and hyspecnet-11k/splits/"
@@ -450,7 +595,8 @@ TORCHGEO_CLASSES: dict[str, TorchGeoClass] = {
         _torchgeo("HySpecNet11k"), lambda first, opts, info: (), _enmap_bands, _enmap_l2a,
         _hyspecnet_meta, _hyspecnet_options,
         on_disk=_count("hyspecnet-11k/patches/*/*/*-SPECTRAL_IMAGE.TIF"),
-        identity=lambda part, i: str(part.files[i]), nodata=ENMAP_NODATA),
+        identity=lambda part, i: str(part.files[i]), nodata=ENMAP_NODATA,
+        split_key=lambda part, i: _hyspecnet_file(part, i).parent.parent.name),
 }
 TORCHGEO_LAYOUTS = {name: kind.layout for name, kind in TORCHGEO_CLASSES.items()}
 
@@ -476,6 +622,7 @@ class TorchGeoSource(SourceBase):
         self.ds_info = cfg.dataset_info(dataset)  # the catalog's entry, or a dataset card
         opts = dict(spec.options)
         self.kind.options(dataset, opts, spec)
+        pair_max_days = opts.pop("_pair_max_days", None)
         if "bands" in opts and isinstance(opts["bands"], list):
             opts["bands"] = tuple(opts["bands"])
         split_opt = opts.pop("split", "train")  # SSL4EO-S12's options name its split
@@ -495,6 +642,13 @@ class TorchGeoSource(SourceBase):
                 self.unreadable_lists[n] = str(exc)[:300]
                 log.warning("%s: the %s list cannot be read, its files are not used: %s",
                             dataset, n, str(exc)[:300])
+        self.pairing = None
+        if pair_max_days is not None:  # SSL4EO-S12: seasons paired by date (SSL4EOPairing)
+            self.pairing = self._ssl4eo_pairing(split_opt, pair_max_days)
+            sensor = "s1" if split_opt == "s1" else "s2"
+            for part in self.parts.values():
+                part.pairing, part.sensor = self.pairing, sensor
+                part.season_of = (lambda loc, s=sensor: getattr(self.pairing.at(loc), s)[0])
         first = next(iter(self.parts.values()))
         self.labels = label_mapping(self.kind.class_names(first, opts, self.ds_info),
                                     self.ds_info.labels)
@@ -505,6 +659,26 @@ class TorchGeoSource(SourceBase):
         self.bands = [r.name for r in self.band_records]  # canonical: B01 ... B12, B8A
         self.datasets = (dataset,)
         self._index = self._plan()
+
+    def _ssl4eo_pairing(self, split: str, max_days: int) -> SSL4EOPairing:
+        """Both sensors' season folders at each location: this reader's, and its partner's
+        (the partner dataset's root where the run reads it, else the same root)."""
+        own = Path(_resolve_root(self.spec.root))
+        partners = ("ssl4eo_s12_s2a", "ssl4eo_s12_s2c") if split == "s1" else ("ssl4eo_s12_s1",)
+        other_split, other_root = ("s1", own) if split != "s1" else (None, own)
+        for key in partners:
+            spec = self.cfg.sources.get(key) if self.cfg.sources else None
+            if key in self.cfg.dataset_keys and spec is not None and spec.root:
+                other_split = "s1" if key.endswith("_s1") else key.rsplit("_", 1)[1]
+                other_root = Path(_resolve_root(spec.root))
+                break
+        if other_split is None:  # S1 read alone: the S2 tree beside it, if there is one
+            other_split = next((s for s in ("s2c", "s2a") if (own / s).is_dir()), "s2c")
+        trees = {split: own / split, other_split: other_root / other_split}
+        s2 = next((trees[s] for s in trees if s != "s1"), None)
+        return SSL4EOPairing(s2 if s2 is not None and s2.is_dir() else None,
+                             trees["s1"] if trees.get("s1") and trees["s1"].is_dir() else None,
+                             self.cfg.seed, max_days)
 
     def _open(self, cls_name: str, split: str, opts: dict):
         from torchgeo.datasets.errors import DatasetNotFoundError  # deferred: torchgeo is slow
@@ -582,9 +756,21 @@ class TorchGeoSource(SourceBase):
             not_used["over samples_per_dataset"] = listed - used
         if absent:
             not_used["listed, but no files on disk"] = absent
-        return {"reader": "torchgeo", "class": self.spec.dataset_class,
-                "splits_read": list(self.parts), "found": found, "listed": listed,
-                "used": used, "not_used": not_used, "unreadable_lists": self.unreadable_lists}
+        out = {"reader": "torchgeo", "class": self.spec.dataset_class,
+               "splits_read": list(self.parts), "found": found, "listed": listed,
+               "used": used, "not_used": not_used, "unreadable_lists": self.unreadable_lists}
+        if self.pairing is not None:  # SSL4EO-S12: how the used locations paired
+            pairs = [self.pairing.at(self._locate(k)[1]) for k in range(used)]
+            out["pairing"] = {
+                "max_days": self.pairing.max_days,
+                "paired": sum(p.paired for p in pairs),
+                f"unpaired: no acquisition of the other sensor within "
+                f"{self.pairing.max_days} days": sum(p.gap_days is not None and not p.paired
+                                                      for p in pairs),
+                "unpaired: the other sensor has no folder for the location": sum(
+                    p.gap_days is None for p in pairs),
+                "largest_gap_days": max((p.gap_days for p in pairs if p.paired), default=None)}
+        return out
 
     def count(self, dataset: str) -> int:
         return sum(len(v) for v in self._index.values())
@@ -600,8 +786,15 @@ class TorchGeoSource(SourceBase):
         return out
 
     def _locate(self, index: int) -> tuple[str, int]:
-        flat = [x for v in self._index.values() for x in v]
-        return flat[index]
+        if getattr(self, "_flat", None) is None:
+            self._flat = [x for v in self._index.values() for x in v]
+        return self._flat[index]
+
+    def split_key(self, dataset: str, index: int) -> str | None:
+        if self.kind.split_key is None:
+            return None
+        part_name, i = self._locate(index)
+        return self.kind.split_key(self.parts[part_name], i)
 
     def scene(self, dataset: str, index: int) -> Scene:
         part_name, i = self._locate(index)
