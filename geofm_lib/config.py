@@ -330,6 +330,10 @@ class Config(BaseModel):
     # bookkeeping
     work_dir: str = Field("work", description="artifacts folder (relative to the project root)")
     run_name: str | None = Field(None, description="report name; None = <experiment>-<preset>")
+    cell_timeout_s: int = Field(
+        21600, ge=60, le=7 * 86400,
+        description="a report's notebook cell that runs longer stops the chain, naming the cell "
+                    "(seconds; generous: 6 h, for GPU pretraining cells)")
     preset: str = Field("demo", description="name of the size preset that was applied")
     experiment: str | None = Field(None, description="name of the experiment set applied")
 
@@ -626,7 +630,8 @@ SSL_METHOD_KEYS = {"moco": (),
 
 NOT_HASHED = {"work_dir", "run_name", "num_workers", "device", "preset", "experiment",
                "data_workers", "data_engine", "dask_scheduler", "stream",
-               "compile", "grad_checkpointing", "checkpoint_every_steps", "keep_checkpoints"}
+               "compile", "grad_checkpointing", "checkpoint_every_steps", "keep_checkpoints",
+               "cell_timeout_s"}
 
 
 FIELDS = tuple(Config.model_fields)

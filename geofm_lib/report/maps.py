@@ -140,13 +140,14 @@ def prediction_layers(records: list[dict], thumbnails: dict[str, bytes] | None =
         x0, y0, x1, y1 = _box(bounds, min_size_deg)
         hit = rec.get("hit@1")
         color = {True: HIT_COLOR, False: MISS_COLOR}.get(hit, NA_COLOR)
+        text = html.escape  # folium's tooltip writes these with innerHTML: text, not markup
         feature = {
             "type": "Feature",
             "properties": {
-                "dataset": rec["dataset"], "key": rec["key"],
+                "dataset": text(rec["dataset"]), "key": text(rec["key"]),
                 "result": {True: "hit", False: "miss"}.get(hit, "no labels"),
-                "labels": ", ".join(rec["labels"]) or "-",
-                "predicted": ", ".join(rec["predicted"]) or "-",
+                "labels": text(", ".join(rec["labels"]) or "-"),
+                "predicted": text(", ".join(rec["predicted"]) or "-"),
                 "popup": _popup_html(rec, thumbnails.get(rec["key"])),
                 "style": {"color": color, "fillColor": color, "weight": 1.5,
                           "fillOpacity": 0.55},
@@ -173,7 +174,7 @@ def predictions_map(records: list[dict], thumbnails: dict[str, bytes] | None = N
     for ds, fc in sorted(prediction_layers(records, thumbnails, min_size_deg).items()):
         hits = sum(f["properties"]["result"] == "hit" for f in fc["features"])
         scored = sum(f["properties"]["result"] != "no labels" for f in fc["features"])
-        name = f"{ds}: R@1 {hits}/{scored}"
+        name = f"{html.escape(ds)}: R@1 {hits}/{scored}"  # the layer control shows it as HTML
         folium.GeoJson(
             fc, name=name, style_function=lambda f: f["properties"]["style"],
             popup=folium.GeoJsonPopup(fields=["popup"], labels=False, max_width=360),
@@ -184,7 +185,8 @@ def predictions_map(records: list[dict], thumbnails: dict[str, bytes] | None = N
             all_bounds.append((ring[0][0], ring[0][1], ring[2][0], ring[2][1]))
     for ov in overlays or []:
         folium.raster_layers.ImageOverlay(
-            image=ov["image"], bounds=ov["bounds_latlon"], name=ov["name"], opacity=0.9,
+            image=ov["image"], bounds=ov["bounds_latlon"], name=html.escape(ov["name"]),
+            opacity=0.9,
             interactive=False, cross_origin=False).add_to(m)
         (s, w), (n, e) = ov["bounds_latlon"]
         all_bounds.append((w, s, e, n))

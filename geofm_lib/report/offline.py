@@ -89,6 +89,12 @@ def inline_assets(page: str) -> str:
     return _STYLE.sub(style, _SCRIPT.sub(script, page))
 
 
+SANDBOX = 'sandbox="allow-scripts"'
+"""The map iframe's sandbox: scripts (Leaflet) only; no same origin, forms, popups or top
+navigation."""
+SANDBOX_IFRAME = re.compile(r"<iframe ")
+
+
 def remote_assets(page: str) -> list[str]:
     """The scripts and stylesheets a page still loads from the network (tiles aside)."""
     return _SCRIPT.findall(page) + _STYLE.findall(page)
@@ -100,6 +106,12 @@ class OfflineFigure(Figure):
 
     def render(self, **kwargs) -> str:
         return inline_assets(super().render(**kwargs))
+
+    def _repr_html_(self, **kwargs) -> str:
+        """The notebook view: branca's iframe, sandboxed. Leaflet's scripts run inside it, but
+        as a page of its own origin it cannot reach the report page around it (a label that
+        slipped through as markup stays inside the map), and it opens no windows."""
+        return SANDBOX_IFRAME.sub(f"<iframe {SANDBOX} ", super()._repr_html_(**kwargs), count=1)
 
 
 def offline(m):

@@ -89,10 +89,20 @@ def cooccurrence_heatmap(samples: list[dict], vocabulary: tuple[str, ...], title
 def sample_browser(samples_by_dataset: dict[str, list[dict]]):
     """An ipywidgets browser (for JupyterLab): pick a dataset and a sample, see image + caption.
 
-    In a static HTML report widgets do not run; the notebooks show figures for that.
+    In a static HTML report widgets do not run; the notebooks show figures for that. In a
+    batch run (papermill, ``GEOFM_PROGRESS=text``) no widget is made: nothing can move its
+    slider, and the Output widget's redraws could leave the kernel's reply unanswered (02
+    hung in about 1 of 7 report runs, issue 36). A note says where the browser works.
     """
     import ipywidgets as widgets
     import matplotlib.pyplot as plt
+    from IPython.display import HTML
+
+    if batch_mode():
+        n = sum(len(v) for v in samples_by_dataset.values())
+        return HTML(f"<p><i>Sample browser ({n} samples of {len(samples_by_dataset)} "
+                    f"datasets): interactive when this notebook runs in JupyterLab; a stored "
+                    f"report shows the figures above instead.</i></p>")
 
     names = list(samples_by_dataset)
     pick = widgets.Dropdown(options=names, description="dataset")

@@ -11,6 +11,7 @@ marked failed in the index; it never replaces a good report of the same run (it 
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 import os
@@ -75,14 +76,33 @@ def private_paths(cfg: Config | None) -> list[tuple[str, str]]:
     return sorted(pairs, key=lambda p: -len(p[0]))  # longest first: nested paths stay whole
 
 
-def scrub(text: str, root: Path, cfg: Config | None = None) -> str:
+def scrub(text: str, root: Path, cfg: Config | None = None, markup: bool = False) -> str:
     """Remove the machine's absolute paths from report text: the run's absolute work folder and
-    source roots (as placeholders), the project root (as ``.``) and the home folder (``~``)."""
+    source roots (as placeholders), the project root (as ``.``) and the home folder (``~``).
+    ``markup``: the text is HTML, so the placeholders go in escaped (``&lt;work_dir&gt;``):
+    put in as they are, ``<name root>`` would be a tag."""
     pairs = [*private_paths(cfg), (str(root), "."), (str(Path.home()), "~")]
     for path, repl in pairs:
         if path and path not in ("/", "."):
-            text = text.replace(path, repl)
+            text = text.replace(path, html.escape(repl) if markup else repl)
     return text
+
+
+def scrub_notebook(text: str, root: Path, cfg: Config | None = None) -> str:
+    """:func:`scrub` over an executed notebook's JSON: HTML outputs (``text/html``) get the
+    escaped placeholders, everything else the plain ones."""
+    nb = json.loads(text)
+
+    def walk(node, markup: bool):
+        if isinstance(node, str):
+            return scrub(node, root, cfg, markup)
+        if isinstance(node, list):
+            return [walk(v, markup) for v in node]
+        if isinstance(node, dict):
+            return {k: walk(v, markup or k == "text/html") for k, v in node.items()}
+        return node
+
+    return json.dumps(walk(nb, False), indent=1, ensure_ascii=False) + "\n"
 
 
 def to_html(executed: Path, root: Path, cfg: Config | None = None) -> str:
@@ -95,7 +115,7 @@ def to_html(executed: Path, root: Path, cfg: Config | None = None) -> str:
     nb = tidy(nbformat.read(executed, as_version=4), cfg)
     exporter = HTMLExporter(template_name="lab", embed_images=True)
     body, _ = exporter.from_notebook_node(nb)
-    return scrub(body, root, cfg)
+    return scrub(body, root, cfg, markup=True)
 
 
 class _WorkspaceParameters(logging.Filter):
@@ -130,21 +150,51 @@ def _kernel_manager():
     return UnixSocketKernelManager
 
 
+def _stuck_cell(out: Path, message: str) -> str:
+    """Which cell a timeout stopped: its number among the code cells and its first line."""
+    import nbformat
+
+    try:
+        nb = nbformat.read(out, as_version=4)
+    except Exception:  # noqa: BLE001 - the notebook may not be written yet
+        return message.splitlines()[0][:200]
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    started = [n for n, c in enumerate(code, 1)
+               if c.get("metadata", {}).get("papermill", {}).get("start_time")]
+    if not started:  # papermill stamps each cell as it starts: the last stamped one stopped
+        return message.splitlines()[0][:200]
+    cell = code[started[-1] - 1]
+    first = next((line for line in cell.source.splitlines() if line.strip()), "")
+    return f"code cell {started[-1]}: {first[:120]!r}"
+
+
 def _execute(book: Path, out: Path, parameters: dict, root: Path,
              cfg: Config | None = None) -> None:
     """papermill one notebook into ``out``; its HTML page is written beside it, also when a
     cell fails (the page then shows the error). Both are scrubbed of absolute paths, also
     when the notebook failed."""
     import papermill as pm
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
     from papermill.exceptions import PapermillExecutionError
 
     quiet = _WorkspaceParameters()
     logging.getLogger("papermill").addFilter(quiet)
+    timeout = (cfg.cell_timeout_s if cfg is not None
+               else Config.model_fields["cell_timeout_s"].default)
     try:
         pm.execute_notebook(str(book), str(out), parameters=parameters,
                             cwd=str(root / "notebooks"), progress_bar=False,
                             kernel_name="python3", log_output=False,
-                            kernel_manager_class=_kernel_manager())
+                            kernel_manager_class=_kernel_manager(),
+                            execution_timeout=timeout)
+    except CellTimeoutError as exc:  # a stuck cell ends the chain instead of waiting forever
+        raise NotebookFailed(
+            f"{book.name}: a cell ran longer than cell_timeout_s={timeout} s and was stopped "
+            f"({_stuck_cell(out, str(exc))}); if it is slow rather than stuck, raise "
+            f"cell_timeout_s (-p cell_timeout_s=...)") from None
+    except DeadKernelError as exc:
+        raise NotebookFailed(f"{book.name}: the kernel died ({str(exc)[:200]}); the machine "
+                             f"may have run out of memory") from None
     except PapermillExecutionError as exc:  # the page says where; the command says what
         shown = out.with_suffix(".html")
         try:
@@ -159,7 +209,7 @@ def _execute(book: Path, out: Path, parameters: dict, root: Path,
         logging.getLogger("papermill").removeFilter(quiet)
         if out.exists():
             atomic_write_bytes(out.with_suffix(".html"), to_html(out, root, cfg).encode())
-            atomic_write_bytes(out, scrub(out.read_text(), root, cfg).encode())
+            atomic_write_bytes(out, scrub_notebook(out.read_text(), root, cfg).encode())
 
 
 def run_page(book: Path, name: str, parameters: dict, reports_dir: Path | None = None) -> Path:
@@ -371,7 +421,8 @@ def _run_report_locked(cfg, preset, experiment, chain, books, reports_dir: Path,
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
     })
     for page in sorted(stage_dir(cfg).glob("*.html")):  # standalone pages (maps) of the run
-        atomic_write_bytes(tmp / page.name, scrub(page.read_text(), root, cfg).encode())
+        atomic_write_bytes(tmp / page.name, scrub(page.read_text(), root, cfg, markup=True)
+                           .encode())
     old = reports_dir / f".{final.name}.{os.getpid()}.old"
     if final.exists():
         os.replace(final, old)  # both inside reports_dir: the swap is two renames

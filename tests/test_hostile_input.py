@@ -1,0 +1,136 @@
+"""Hostile and malformed input (issue 36): dataset keys that are not names, datasets named
+twice, markup in labels and keys reaching the pages, a notebook cell that never returns."""
+
+import json
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from geofm_lib.config import load_config, project_root
+from geofm_lib.errors import ConfigError, NotebookFailed
+from geofm_lib.report import maps, reports
+
+HOSTILE = '<img src=x onerror="document.title=\'pwned\'">'
+
+
+@pytest.mark.parametrize("key", [HOSTILE, ".", "a/b", "../x", "with space", "9lives", "é"])
+def test_a_dataset_key_that_is_not_a_plain_name_is_refused(key):
+    spec = {"reader": "geotiff", "root": "scene.tif"}
+    with pytest.raises(ConfigError, match="is not a plain name.*letters, digits and '_'"):
+        load_config("ci", group="custom", sources={key: spec})
+    with pytest.raises(ConfigError, match="is not a plain name"):
+        load_config("ci", group="custom", datasets=[key], sources={"ok_key": spec})
+
+
+def test_a_dataset_named_twice_is_refused():
+    """`datasets=[xview, xview, mafat]` gave 36 samples instead of 24 with exit status 0."""
+    with pytest.raises(ConfigError, match="datasets names xview more than once"):
+        load_config("ci", group="C", datasets=["xview", "xview", "mafat"])
+
+
+def test_placeholders_are_text_in_html_and_plain_elsewhere(tmp_path):
+    cfg = load_config("ci", group="custom", work_dir=str(tmp_path / "w"),
+                      sources={"scene": {"reader": "geotiff", "root": str(tmp_path / "s.tif")}})
+    root = project_root()
+    text = f"read {tmp_path / 's.tif'} into {tmp_path / 'w'}/shards"
+    assert reports.scrub(text, root, cfg) == "read <scene root> into <work_dir>/shards"
+    assert reports.scrub(text, root, cfg, markup=True) == \
+        "read &lt;scene root&gt; into &lt;work_dir&gt;/shards"
+    nb = {"cells": [{"outputs": [{"data": {"text/html": [text], "text/plain": [text]}}]}]}
+    out = json.loads(reports.scrub_notebook(json.dumps(nb), root, cfg))
+    data = out["cells"][0]["outputs"][0]["data"]
+    assert data["text/html"] == ["read &lt;scene root&gt; into &lt;work_dir&gt;/shards"]
+    assert data["text/plain"] == ["read <scene root> into <work_dir>/shards"]
+
+
+def _hostile_records():
+    return [{"dataset": "xview", "key": f"xview-{HOSTILE}", "caption": HOSTILE,
+             "labels": [HOSTILE, "Building"], "predicted": [HOSTILE], "top": [
+                 {"label": HOSTILE, "score": 0.9}], "hit@1": True, "date": "2020-01-01",
+             "footprint": {"bounds": [10.0, 45.0, 10.1, 45.1]}}]
+
+
+def test_map_tooltips_and_layer_names_carry_text_not_markup():
+    """folium's GeoJsonTooltip and the layer control write their strings with innerHTML."""
+    layers = maps.prediction_layers(_hostile_records())
+    props = layers["xview"]["features"][0]["properties"]
+    for field in ("labels", "predicted", "key"):
+        assert "<img" not in props[field] and "&lt;img" in props[field]
+    assert "<img" not in props["popup"]
+    m = maps.predictions_map(_hostile_records())
+    page = m.get_root().render()
+    assert HOSTILE not in page and "<img src=x" not in page
+
+
+def test_a_map_in_a_notebook_is_a_sandboxed_iframe():
+    m = maps.predictions_map(_hostile_records())
+    shown = m._repr_html_()
+    assert shown.count("<iframe ") == 1 and '<iframe sandbox="allow-scripts" ' in shown
+    assert "allow-same-origin" not in shown
+
+
+def test_a_stuck_cell_ends_the_run_naming_the_cell(tmp_path):
+    """`geofm report` could wait forever on a cell that never returned (issue 36, item 4)."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_markdown_cell("text"),
+                nbformat.v4.new_code_cell("import time\n\ntime.sleep(60)  # stuck")]
+    book = tmp_path / "stuck.ipynb"
+    nbformat.write(nb, book)
+    cfg = load_config("ci").model_copy(update={"cell_timeout_s": 2})
+    t0 = time.monotonic()
+    with pytest.raises(NotebookFailed, match=r"stuck.ipynb: a cell ran longer than "
+                                             r"cell_timeout_s=2 s.*code cell 2: 'import time'"):
+        reports._execute(book, tmp_path / "out.ipynb", {}, project_root(), cfg)
+    assert time.monotonic() - t0 < 45
+    assert (tmp_path / "out.html").is_file()  # the page shows how far it got
+    with pytest.raises(ConfigError, match="cell_timeout_s"):
+        load_config("ci", cell_timeout_s=0)
+
+
+def test_the_sample_browser_makes_no_widget_in_a_batch_run(monkeypatch):
+    import numpy as np
+
+    from geofm_lib.report import plots
+
+    monkeypatch.setenv("GEOFM_PROGRESS", "text")
+    sample = {"img": np.zeros((3, 8, 8), np.uint8), "txt": "t", "__key__": "k",
+              "json": {"bands": ["R", "G", "B"], "labels": [], "sensor": "s", "gsd_m": 1.0,
+                       "split": "train"}}
+    shown = plots.sample_browser({"a": [sample, sample]})
+    assert "interactive when this notebook runs in JupyterLab" in shown.data
+    assert "2 samples of 1 datasets" in shown.data
+
+
+def test_hostile_names_stay_text_in_chromium(tmp_path):
+    """A map page with markup in its labels: opened and hovered in Chromium, nothing runs."""
+    import shutil
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("no chromium here (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    page_file = tmp_path / "map.html"
+    maps.save_map(maps.predictions_map(_hostile_records()), page_file)
+    wrapper = tmp_path / "report.html"  # the report page embeds the notebook's iframe
+    wrapper.write_text(f"<html><head><title>ok</title></head><body>"
+                       f"{maps.predictions_map(_hostile_records())._repr_html_()}</body></html>")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox",
+                                                                    "--disable-gpu"])
+        for path in (page_file, wrapper):
+            page = browser.new_page(viewport={"width": 1000, "height": 700})
+            page.goto(Path(path).as_uri())
+            page.wait_for_timeout(800)
+            frame = page.frames[-1]
+            shapes = frame.locator("path.leaflet-interactive")
+            assert shapes.count() == 1
+            box = shapes.first.bounding_box()
+            page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+            page.wait_for_timeout(400)
+            tip = frame.locator(".leaflet-tooltip")
+            assert tip.count() == 1 and HOSTILE.split()[0] in tip.inner_text()  # shown as text
+            assert page.title() != "pwned" and all(f.title() != "pwned" for f in page.frames)
+            assert frame.locator("img[src='x']").count() == 0
+        browser.close()
