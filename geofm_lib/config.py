@@ -19,6 +19,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import math
 import os
 import re
 import types
@@ -955,6 +956,39 @@ def _allowed(key: str) -> str:
 _IPYTHON_NAMES = {"In", "Out", "exit", "quit", "get_ipython", "open"}
 
 
+LOCAL_RANGES: dict[str, tuple[type, float, float | None]] = {
+    "n_per_dataset": (int, 1, None), "n_boot": (int, 10, 100000), "n_examples": (int, 0, 50),
+    "map_samples_per_dataset": (int, 1, 100000), "umap_points": (int, 10, 10 ** 7),
+    "finetune_epochs": (int, 0, 10000), "also_epochs": (int, 1, 10000),
+    "protocol_steps": (int, 1, 10 ** 7), "seg_epochs": (int, 1, 10000),
+    "seg_lr": (float, 1e-7, 1.0), "boundary_weight": (float, 0.0, 1000.0),
+}
+"""(type, lowest, highest or None) of the notebooks' numeric local parameters: checked by
+``from_notebook`` before any work, as the workspace parameters' fields are (issue 36: a
+``seg_lr`` of 1e30 ran and published NaN)."""
+
+
+def check_local_ranges(namespace: dict[str, Any], local: tuple[str, ...]) -> None:
+    """Refuse a notebook-local number of the wrong type or outside its range (``None`` is
+    each one's "use the default").
+
+    Raises:
+        ConfigError: naming the parameter, the value and what is allowed.
+    """
+    for name in local:
+        if name not in LOCAL_RANGES or namespace.get(name) is None:
+            continue
+        kind, lo, hi = LOCAL_RANGES[name]
+        value = namespace[name]
+        number = isinstance(value, (int, float)) and not isinstance(value, bool) and (
+            kind is float or isinstance(value, int))
+        if not number or not math.isfinite(value) or value < lo or (hi is not None and
+                                                                    value > hi):
+            allowed = f"{'a whole number' if kind is int else 'a number'} from {lo:g}" + (
+                f" to {hi:g}" if hi is not None else " up")
+            raise ConfigError(f"parameter {name}={value!r} is out of range: {allowed}")
+
+
 def from_notebook(namespace: dict[str, Any], local: tuple[str, ...] = ()) -> Config:
     """Build the config from a notebook's parameters (and papermill's injected ones).
 
@@ -974,6 +1008,7 @@ def from_notebook(namespace: dict[str, Any], local: tuple[str, ...] = ()) -> Con
                 raise ConfigError(f"parameter {k!r}: {v!r} is not a YAML list or mapping "
                                   f"({str(exc).splitlines()[0]}); write e.g. -p {k} "
                                   f"'[a, b]', or -y '{k}: [a, b]'") from None
+    check_local_ranges(namespace, local)
     params = {
         k: v for k, v in namespace.items()
         if not k.startswith("_") and not k.startswith("PAPERMILL_") and k not in _IPYTHON_NAMES

@@ -134,3 +134,33 @@ def test_hostile_names_stay_text_in_chromium(tmp_path):
             assert page.title() != "pwned" and all(f.title() != "pwned" for f in page.frames)
             assert frame.locator("img[src='x']").count() == 0
         browser.close()
+
+
+@pytest.mark.parametrize("name, value", [("seg_lr", 1e30), ("seg_lr", float("nan")),
+                                         ("seg_epochs", 0), ("n_boot", 2.5),
+                                         ("boundary_weight", -1.0), ("seg_lr", "fast")])
+def test_notebook_local_numbers_have_ranges(name, value):
+    from geofm_lib.config import from_notebook
+
+    with pytest.raises(ConfigError, match=rf"parameter {name}=.* is out of range"):
+        from_notebook({"preset": "ci", name: value}, local=(name,))
+    from_notebook({"preset": "ci", "seg_lr": 1e-3, "n_boot": 300},
+                  local=("seg_lr", "n_boot"))  # in range: fine
+
+
+def test_a_stage_never_records_a_non_finite_result(tmp_path):
+    """08 published density RMSE and R² of NaN with exit status 0 (issue 36, item 9)."""
+    import numpy as np
+
+    from geofm_lib.errors import DataError
+    from geofm_lib.report.runinfo import save_stage
+
+    cfg = load_config("ci", work_dir=str(tmp_path), run_name="nan-check")
+    rows = [{"encoder": "random init", "miou": 34.7}, {"encoder": "moco", "r2": float("nan")}]
+    with pytest.raises(DataError, match=r"08_segmentation: 1 result value\(s\) are not finite, "
+                                        r"e.g. metrics.rows\[1\].r2 = nan"):
+        save_stage(cfg, "08_segmentation", {"rows": rows})
+    with pytest.raises(DataError, match=r"metrics.curve\[2\] = inf"):
+        save_stage(cfg, "06_feature_probes", {"curve": np.array([1.0, 2.0, np.inf])})
+    assert not list(tmp_path.rglob("08_segmentation.json"))
+    assert save_stage(cfg, "08_segmentation", {"rows": rows[:1], "r2": None}).is_file()

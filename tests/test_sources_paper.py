@@ -197,6 +197,50 @@ def test_bad_annotations_are_named_or_skipped_and_counted(tmp_path):
         "objects outside their image": 1}
 
 
+def test_every_file_and_object_is_accounted_for(tmp_path):
+    """Issue 36, item 3: orphan label files, objects in no patch and images skipped as
+    unreadable were counted nowhere, and a dataset emptied by on_bad: skip built with rc 0."""
+    import rasterio
+
+    from geofm_lib.data.manifest import data_accounting
+
+    root = tmp_path / "m"
+    write_mafat(root)
+    labels = root / "train" / "labelTxt"
+    (labels / "20001_0_0.txt").write_text("1 1 9 1 9 9 1 9 small_vehicle\n"
+                                          "2 2 8 2 8 8 2 8 bus\n")  # its frame is absent
+    # 48 px patches of 64 px frames: one patch at (0, 0), a 16 px strip uncut along the edges
+    cfg = _cfg(tmp_path, "mafat", {"reader": "dota", "root": str(root)}, image_px=48)
+    manifest = shards.load_manifest(build.build_shards(cfg, None, False))
+    report = manifest["source_reports"]["mafat"]
+    assert report["not_used"] == {"label files without their image": 1,
+                                  "objects in label files without their image": 2}
+    objects = manifest["objects"]["mafat"]
+    # 10011_0_0: the car and the bus lie in the patch; the container's centre (40, 50) lies in
+    # the strip; the pylon (x 40..52, y -4..8, its centre in the patch) has 44 % of its area
+    # in the patch, under min_object_share 0.5. 1081_0_5120: its car is in, its vessel's
+    # centre (65, 1) in the strip
+    assert objects["objects"] == 6 and objects["in a patch's labels"] == 3
+    assert objects["not in a patch: in the edge strip no whole patch covers"] == 2
+    assert objects["not in a patch: spread over patches, none holds min_object_share of "
+                   "it"] == 1
+    row = data_accounting(manifest)[0]
+    assert row["objects in no patch (why)"].startswith("3: ")
+    assert "label files without their image: 1" in row["not used (why)"]
+    # frames of another band count than the reader's are unreadable: skipped, counted, named
+    bad = tmp_path / "b"
+    write_mafat(bad)
+    for tif in (bad / "train" / "images").glob("*.tif"):
+        with rasterio.open(tif, "w", driver="GTiff", width=64, height=64, count=3,
+                           dtype="uint16") as dst:
+            dst.write(np.ones((3, 64, 64), np.uint16))
+    spec = {"reader": "dota", "root": str(bad), "on_bad": "skip"}
+    with pytest.raises(errors.DataError, match=r"mafat: every one of its 3 images was "
+                                               r"unreadable.*has 3 bands, the reader expects 1"):
+        build.build_shards(_cfg(tmp_path, "mafat", spec, work_dir=str(tmp_path / "w2")),
+                           None, False)
+
+
 def test_xview_unknown_type_ids_missing_images_and_files_without_crs(tmp_path):
     root = tmp_path / "x"
     write_xview(root)
@@ -309,9 +353,10 @@ def test_class_indices_outside_the_list_stop_or_are_skipped(tmp_path):
     spec = {"reader": "class_masks", "root": str(tmp_path / "fn")}
     with pytest.raises(errors.DataError, match=r"6467_lab.png holds class indices \[12\]"):
         build.build_shards(_cfg(tmp_path, "houston_harvey", spec, group="C"), None, False)
-    folder = build.build_shards(_cfg(tmp_path, "houston_harvey", {**spec, "on_bad": "skip"},
-                                     group="C"), None, False)
-    assert shards.load_manifest(folder)["unreadable_skipped"] == {"houston_harvey": 3}
+    with pytest.raises(errors.DataError, match=r"houston_harvey: every one of its 3 images was "
+                                               r"unreadable and skipped \(on_bad: skip\)"):
+        build.build_shards(_cfg(tmp_path, "houston_harvey", {**spec, "on_bad": "skip"},
+                                group="C"), None, False)
 
 
 @pytest.mark.parametrize("date", [4, 0])

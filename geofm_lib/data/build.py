@@ -144,7 +144,8 @@ def _resized_window(full: np.ndarray, p: int, y: int, x: int, h: int, w: int) ->
     return full[rows][:, cols][y:y + h, x:x + w]
 
 
-def _patches(cfg: Config, scene, split: str, counts: Counter | None = None) -> Iterator[dict]:
+def _patches(cfg: Config, scene, split: str, counts: Counter | None = None,
+             objects: Counter | None = None) -> Iterator[dict]:
     missing = missing_scene_keys(scene.meta)
     if missing:
         raise DataError(f"scene {scene.dataset}/{scene.index} from {scene.meta.get('source')!r} "
@@ -167,11 +168,14 @@ def _patches(cfg: Config, scene, split: str, counts: Counter | None = None) -> I
     origins = [(y, x) for y in range(0, h - p + 1, step) for x in range(0, w - p + 1, step)]
     bounds = scene.meta.get("footprint", {}).get("bounds")
     counts = Counter() if counts is None else counts
+    cut = []
     for k, (y, x) in enumerate(origins):
         counts["cut"] += 1
         if scene.keep_window is not None and not scene.keep_window(y, x, p, p):
             counts["dropped"] += 1  # too little valid area (the reader's min_valid)
+            cut.append((y, x, False))
             continue
+        cut.append((y, x, True))
         labels = scene.label_window(y, x, p, p)
         counts["empty"] += not labels
         meta = dict(scene.meta)
@@ -205,6 +209,8 @@ def _patches(cfg: Config, scene, split: str, counts: Counter | None = None) -> I
         if dense:
             meta["dense"] = dense
         yield sample
+    if scene.object_counts is not None and objects is not None:
+        objects.update(scene.object_counts(cut, p))
 
 
 def band_nodata(meta: dict) -> list[float | None]:
@@ -334,10 +340,34 @@ def _build_locked(cfg: Config, folder: Path, source, show_progress: bool,
                               show_progress))
     removed = _drop_val_duplicates(folder, sidecars)
     reports = {ds: r for ds in source.datasets if (r := source.report(ds)) is not None}
+    _refuse_emptied(units, sidecars)
     manifest = make_manifest(cfg, units, sidecars, removed, reports)
     atomic_write_json(folder / "manifest.json", manifest)
     _seed_cache(folder, manifest)  # readers find the build verified without hashing it again
     return folder
+
+
+def _refuse_emptied(units: list[Unit], sidecars: dict) -> None:
+    """A dataset whose every image was skipped as unreadable (``on_bad: skip``) is an error
+    that names why, not a build of 0 samples that exits 0.
+
+    Raises:
+        DataError: the dataset, how many images and the first reasons.
+    """
+    by_ds: dict[str, list] = {}
+    for u in units:
+        side = sidecars[u.file]
+        by_ds.setdefault(u.dataset, [0, []])
+        by_ds[u.dataset][0] += side["n"]
+        by_ds[u.dataset][1] += side.get("unreadable_skipped", [])
+    for ds, (n, why) in by_ds.items():
+        if n == 0 and why:
+            reasons = Counter(why).most_common(2)
+            shown = "; ".join(f"{r} ({k}x)" if k > 1 else r for r, k in reasons)
+            raise DataError(f"{ds}: every one of its {len(why)} images was unreadable and "
+                            f"skipped (on_bad: skip), which leaves the dataset empty: {shown}. "
+                            f"Fix the files or the reader's options (skip only leaves a few "
+                            f"bad files out)")
 
 
 def _finished_unit(folder: Path, unit: Unit) -> dict | None:
@@ -366,8 +396,8 @@ def write_unit(cfg: Config, folder: Path, unit: Unit, source) -> dict:
         key = key_of(unit.dataset, i) if key_of else None
         scene.meta = {**scene.meta, "split_key": key if key is not None else f"scene {i}"}
         scenes.append(scene)
-    patches = Counter()
-    samples = [s for sc in scenes for s in _patches(cfg, sc, unit.split, patches)]
+    patches, objects = Counter(), Counter()
+    samples = [s for sc in scenes for s in _patches(cfg, sc, unit.split, patches, objects)]
     check_physical(samples, unit.dataset)
     side = write_shard(folder / unit.file, samples)
     side["vocabulary"] = list(scenes[0].vocabulary) if scenes else []
@@ -377,6 +407,7 @@ def write_unit(cfg: Config, folder: Path, unit: Unit, source) -> dict:
     side["unreadable_skipped"] = unreadable
     side["patches"] = {k: patches[k] for k in ("cut", "dropped", "empty")}
     side["split_keys"] = sorted({s["json"]["split_key"] for s in samples})
+    side["objects"] = dict(objects)
     # normalisation statistics come from train only; val keeps just its label counts
     side.update(split=unit.split, dataset=unit.dataset,
                 stats=_unit_stats(samples if unit.split == "train" else []),

@@ -81,6 +81,32 @@ def _split_units(cfg: Config, units: list, sidecars: dict) -> dict[str, dict]:
     return out
 
 
+def _with_unreadable(reports: dict, units: list, sidecars: dict) -> dict:
+    """The readers' reports with the images the build skipped as unreadable (``on_bad:
+    skip``) moved from ``used`` to ``not_used``, and the first reasons kept."""
+    reports = {ds: dict(r) for ds, r in reports.items()}
+    why: dict = defaultdict(list)
+    for u in units:
+        why[u.dataset] += sidecars[u.file].get("unreadable_skipped", [])
+    for ds, messages in why.items():
+        if messages and ds in reports:
+            r = reports[ds]
+            r["not_used"] = {**r.get("not_used", {}),
+                             "unreadable (on_bad: skip)": len(messages)}
+            if isinstance(r.get("used"), int):
+                r["used"] = r["used"] - len(messages)
+            r["unreadable_examples"] = list(dict.fromkeys(messages))[:3]
+    return reports
+
+
+def _object_counts(units: list, sidecars: dict) -> dict[str, dict[str, int]]:
+    """Per dataset: annotated objects, and those that went into no patch's labels, by why."""
+    out: dict = defaultdict(Counter)
+    for u in units:
+        out[u.dataset].update(sidecars[u.file].get("objects", {}))
+    return {ds: dict(c) for ds, c in out.items() if c}
+
+
 def make_manifest(cfg: Config, units: list, sidecars: dict, removed: int,
               source_reports: dict | None = None) -> dict:
     counts: dict = defaultdict(lambda: {"train": 0, "val": 0})
@@ -137,7 +163,8 @@ def make_manifest(cfg: Config, units: list, sidecars: dict, removed: int,
         "vocabularies": _vocabularies(units, sidecars),
         "band_records": _band_records(units, sidecars),
         "captions": _caption_counts(units, sidecars),
-        "source_reports": source_reports or {},
+        "source_reports": _with_unreadable(source_reports or {}, units, sidecars),
+        "objects": _object_counts(units, sidecars),
         "unreadable_skipped": {ds: n for ds, n in Counter(
             u.dataset for u in units for _ in sidecars[u.file].get("unreadable_skipped", [])
         ).items()},
@@ -149,3 +176,48 @@ def make_manifest(cfg: Config, units: list, sidecars: dict, removed: int,
         "total_samples": sum(s["n"] for s in shards),
         "total_bytes": sum(s["bytes"] for s in shards),
     }
+
+
+def data_accounting(manifest: dict) -> list[dict]:
+    """One row per dataset of a build: what its reader found on disk, what it used, what it
+    left out and why, the patches cut and dropped, the annotated objects and those in no
+    patch's labels (with why), and the split units on each side. The 01 and 02 pages show it,
+    so that nothing is dropped unsaid.
+
+    Returns:
+        rows of plain values (``pandas.DataFrame(rows)`` shows them as a table).
+    """
+    def why(reasons: dict) -> str:
+        return "; ".join(f"{k}: {v}" for k, v in reasons.items() if v) or "-"
+
+    rows = []
+    reports = manifest.get("source_reports") or {}
+    for ds in manifest.get("datasets", []):
+        report = reports.get(ds, {})
+        patches = (manifest.get("patches") or {}).get(ds, {})
+        objects = (manifest.get("objects") or {}).get(ds, {})
+        units = (manifest.get("split_units") or {}).get(ds, {})
+        counts = manifest["counts"].get(ds, {})
+        missed = {k.removeprefix("not in a patch: "): v for k, v in objects.items()
+                  if k.startswith("not in a patch")}
+        reader = report.get("reader") or "simulator"
+        scenes = units.get("train", 0) + units.get("val", 0)  # one unit a scene, simulated
+        simulated = reader.lower().startswith("simulator")
+        rows.append({
+            "dataset": ds, "reader": reader,
+            "found": report.get("found") if report.get("found") is not None else (
+                f"{scenes} scenes simulated" if simulated else "-"),
+            "used": report.get("used") if report.get("used") is not None else (
+                scenes if simulated else "-"),
+            "not used (why)": why(report.get("not_used") or {}),
+            "patches cut": patches.get("cut"), "dropped (valid area)": patches.get("dropped"),
+            "samples train / val": f"{counts.get('train', 0)} / {counts.get('val', 0)}",
+            "objects": objects.get("objects", "-"),
+            "objects in no patch (why)": (f"{sum(missed.values())}: {why(missed)}"
+                                          if missed else ("0" if objects else "-")),
+            "split units train / val": (f"{units.get('train', 0)} / {units.get('val', 0)}"
+                                        + (f" ({units['on_both_sides']} on both sides, the "
+                                           f"dataset's own lists)"
+                                           if units.get("on_both_sides") else "")),
+        })
+    return rows

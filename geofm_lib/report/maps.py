@@ -39,9 +39,12 @@ def footprint_features(samples: list[dict]) -> dict[str, dict]:
         x0, y0, x1, y1 = bounds
         feature = {
             "type": "Feature",
-            "properties": {"dataset": meta["dataset"], "key": s["__key__"],
-                           "labels": ", ".join(meta["labels"]) or "-",
-                           "date": meta.get("date"), "split": meta.get("split")},
+            # the click popup writes these with innerHTML: escaped, they stay text
+            "properties": {"dataset": html.escape(meta["dataset"]),
+                           "key": html.escape(s["__key__"]),
+                           "labels": html.escape(", ".join(meta["labels"]) or "-"),
+                           "date": html.escape(str(meta.get("date"))),
+                           "split": html.escape(str(meta.get("split")))},
             "geometry": {"type": "Polygon", "coordinates": [[[x0, y0], [x1, y0], [x1, y1],
                                                              [x0, y1], [x0, y0]]]},
         }
@@ -75,7 +78,7 @@ def footprints_map(samples: list[dict], min_size_deg: float = 0.02):
                                              [cx - hx, cy - hy]]]
             all_bounds.append((cx - hx, cy - hy, cx + hx, cy + hy))
         with contextlib.redirect_stdout(io.StringIO()):  # leafmap prints a CRS notice
-            m.add_geojson({**fc, "crs": "EPSG:4326"}, layer_name=ds,
+            m.add_geojson({**fc, "crs": "EPSG:4326"}, layer_name=html.escape(ds),
                           style={"color": color, "weight": 2, "fillOpacity": 0.35,
                                  "fillColor": color}, info_mode="on_click")
         legend[html.escape(ds)] = color

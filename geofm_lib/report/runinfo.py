@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import platform
 import subprocess
 from importlib import metadata
@@ -17,6 +18,7 @@ from pathlib import Path
 import torch
 
 from geofm_lib.config import Config, project_root
+from geofm_lib.errors import DataError
 from geofm_lib.io import atomic_write_json
 from geofm_lib.models import devices
 from geofm_lib.paths import shown, stage_dir
@@ -86,7 +88,19 @@ def run_record(cfg: Config, stage: str, data: dict | None = None,
 
 def save_stage(cfg: Config, stage: str, metrics: dict, data: dict | None = None,
                with_device: bool = False) -> Path:
-    """Write ``<work>/runs/<run>/<stage>.json`` with metrics and the run record, atomically."""
+    """Write ``<work>/runs/<run>/<stage>.json`` with metrics and the run record, atomically.
+
+    Raises:
+        DataError: a metric that is NaN or infinite (a diverged fit, inputs out of range),
+            named by its place in the record: a stage never publishes it as a number.
+    """
+    bad = non_finite(metrics)
+    if bad:
+        where, value = bad[0]
+        raise DataError(f"{stage}: {len(bad)} result value(s) are not finite, e.g. "
+                        f"{where} = {value}; a fit diverged or its inputs are out of range (a "
+                        f"learning rate too high, unflagged nodata). Nothing was recorded; fix "
+                        f"the cause and run the notebook again")
     folder = stage_dir(cfg)
     folder.mkdir(parents=True, exist_ok=True)
     rec = run_record(cfg, stage, data, with_device)
@@ -94,6 +108,23 @@ def save_stage(cfg: Config, stage: str, metrics: dict, data: dict | None = None,
     path = folder / f"{stage}.json"
     atomic_write_json(path, rec)
     return path
+
+
+def non_finite(record, where: str = "metrics") -> list[tuple[str, float]]:
+    """(place, value) of every NaN or infinite float in a nested record."""
+    if isinstance(record, float):
+        return [] if math.isfinite(record) else [(where, record)]
+    if isinstance(record, dict):
+        return [hit for k, v in record.items() for hit in non_finite(v, f"{where}.{k}")]
+    if isinstance(record, (list, tuple)):
+        return [hit for i, v in enumerate(record) for hit in non_finite(v, f"{where}[{i}]")]
+    if hasattr(record, "dtype") and getattr(record, "size", 0):  # numpy values and arrays
+        import numpy as np
+
+        values = np.asarray(record, dtype=float).ravel()
+        bad = np.flatnonzero(~np.isfinite(values))
+        return [(f"{where}[{i}]" if values.size > 1 else where, float(values[i])) for i in bad]
+    return []
 
 
 def load_stages(cfg: Config) -> dict[str, dict]:

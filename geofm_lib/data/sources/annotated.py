@@ -79,12 +79,13 @@ class Problems:
     def __init__(self, on_bad: str, where: str):
         self.skip, self.where, self.counts = on_bad == "skip", where, Counter()
 
-    def bad(self, reason: str, message: str, fix: str) -> None:
-        """Raise DataError (``on_bad: error``) or count ``reason`` (``on_bad: skip``)."""
+    def bad(self, reason: str, message: str, fix: str, n: int = 1) -> None:
+        """Raise DataError (``on_bad: error``) or count ``n`` of ``reason`` (``on_bad:
+        skip``)."""
         if not self.skip:
             raise DataError(f"{self.where}: {message}; {fix}, or set on_bad: skip to leave "
                             f"such items out (counted in the manifest)")
-        self.counts[reason] += 1
+        self.counts[reason] += n
 
     def known(self, reason: str, n: int = 1) -> None:
         """Count an item the dataset's documentation says to leave out (never an error)."""
@@ -286,7 +287,8 @@ class AnnotatedSource(SourceBase):
                 if classes and not item.objects else None)
         return Scene(dataset, index, image, meta, self.vocabulary, labeller.window,
                      keep_window=labeller.keep if item.valid else None,
-                     mask_window=None if mask is None else partial(_window_of, mask))
+                     mask_window=None if mask is None else partial(_window_of, mask),
+                     object_counts=labeller.object_counts if item.objects else None)
 
 
 def _window_of(array: np.ndarray, y: int, x: int, h: int, w: int) -> np.ndarray:
@@ -309,6 +311,7 @@ class _Labeller:
                                                               enumerate(vocabulary)}
         self.valid = valid
         self.h, self.w = valid.shape
+        self.placed = np.zeros(len(self.labels), bool)  # in some kept patch's labels
 
     def _valid_in(self, y: int, x: int, h: int, w: int) -> int:
         return int(self.valid[y:y + h, x:x + w].sum())
@@ -326,8 +329,9 @@ class _Labeller:
             with np.errstate(divide="ignore", invalid="ignore"):
                 share = np.where(self.areas > 0, inside / self.areas,
                                  shapely.contains(win, self.centroids).astype(float))
-            found.update(lab for lab, s in zip(self.labels, share)
-                         if s >= self.opts["min_object_share"])
+            hit = share >= self.opts["min_object_share"]
+            self.placed |= hit
+            found.update(lab for lab, h in zip(self.labels, hit) if h)
         if self.classes:
             n_valid = self._valid_in(y, x, h, w)
             if n_valid:
@@ -337,7 +341,30 @@ class _Labeller:
         return sorted(found, key=self.order.__getitem__)
 
     def scene_labels(self) -> list[str]:
-        return self.window(0, 0, self.h, self.w)
+        labels = self.window(0, 0, self.h, self.w)
+        self.placed[:] = False  # the whole image is no patch
+        return labels
+
+    def object_counts(self, cut: list[tuple[int, int, bool]], p: int) -> dict[str, int]:
+        """The scene's objects and those no kept patch labelled, by why: the object's centre
+        lies in no patch cut (the strip along the edge that no whole patch covers), in a patch
+        dropped for too little valid area, or the object is spread over patches so that none
+        holds ``min_object_share`` of it."""
+        out = {"objects": len(self.labels), "in a patch's labels": int(self.placed.sum())}
+        if self.polys is None or self.placed.all():
+            return out
+        import shapely
+
+        cx, cy = shapely.get_x(self.centroids), shapely.get_y(self.centroids)
+        for i in np.flatnonzero(~self.placed):
+            inside = [kept for y, x, kept in cut
+                      if x <= cx[i] < x + p and y <= cy[i] < y + p]
+            why = ("not in a patch: in the edge strip no whole patch covers" if not inside
+                   else "not in a patch: its patch was dropped (too little valid area)"
+                   if not any(inside) else
+                   "not in a patch: spread over patches, none holds min_object_share of it")
+            out[why] = out.get(why, 0) + 1
+        return out
 
 
 def catalog_labels(dataset: str, cfg: Config, names, where: str) -> list[str]:

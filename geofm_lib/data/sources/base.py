@@ -109,6 +109,9 @@ class Scene:
     # mask (uint8 vocabulary indices and codes) and the tree cover in percent
     mask_window: Callable[[int, int, int, int], np.ndarray] | None = None
     trees_window: Callable[[int, int, int, int], np.ndarray] | None = None
+    # after the build labelled every kept patch: the scene's annotated objects, and those in
+    # no patch's labels by why (``[(y, x, kept)]`` of every window cut, the patch side)
+    object_counts: Callable[[list[tuple[int, int, bool]], int], dict[str, int]] | None = None
 
 
 class Source(Protocol):

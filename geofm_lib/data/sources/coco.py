@@ -110,6 +110,7 @@ def _read_coco(path: Path, images: Path, split: str, dataset: str, cfg: Config,
         if not file.is_file():
             problems.bad("images referenced but absent", f"{path.name} lists {e['file_name']}, "
                          f"which is not in {images}", "unpack all of the split's images there")
+            problems.known("annotations of absent images", len(by_image.pop(int(e["id"]), [])))
             continue
         meta = e.get("meta") or {}
         lon, lat = _position(meta)
@@ -127,7 +128,8 @@ def _read_coco(path: Path, images: Path, split: str, dataset: str, cfg: Config,
     orphans = sum(len(v) for v in by_image.values())
     if orphans:
         problems.bad("annotations of images not listed", f"{path.name}: {orphans} annotations "
-                     f"refer to image ids not in its images list", "use the file as published")
+                     f"refer to image ids not in its images list", "use the file as published",
+                     n=orphans)
     return items, len(entries)
 
 

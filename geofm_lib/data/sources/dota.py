@@ -75,9 +75,29 @@ class DotaSource(AnnotatedSource):
                                    **({"gsd_header_m": gsd} if gsd else {})})
                 clip_objects(item, image_size(image), problems)
                 items.append(item)
+        orphans = _orphan_labels(splits)
+        if orphans["files"]:  # label files whose frame is absent: counted, with their objects
+            problems.known("label files without their image", orphans["files"])
+            problems.known("objects in label files without their image", orphans["objects"])
         super().__init__(cfg, dataset, spec, items, info.labels,
                          band_records(dataset, cfg, list(info.sensor_spec.band_names), where),
                          "dota", problems, found)
+
+
+def _orphan_labels(splits) -> dict[str, int]:
+    """Label files (and their object rows) in ``labelTxt/`` whose image is not in
+    ``images/``: a partial download, or frames removed by hand."""
+    files = objects = 0
+    for _, folder in splits:
+        stems = {p.stem for p in (folder / "images").iterdir()
+                 if p.suffix.lower() in IMAGE_SUFFIXES}
+        labels = folder / "labelTxt"
+        for txt in sorted(labels.glob("*.txt")) if labels.is_dir() else []:
+            if txt.stem not in stems:
+                files += 1
+                objects += sum(1 for line in txt.read_text(errors="replace").splitlines()
+                               if len(line.split()) >= 9)
+    return {"files": files, "objects": objects}
 
 
 # a frame cut from a larger scene: MAFAT's <scene>_<row>_<col> (10011_1280_0) and the DOTA
