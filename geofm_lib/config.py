@@ -26,7 +26,6 @@ import types
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -45,7 +44,7 @@ from geofm_lib.catalog import (
     paper_patches,
 )
 from geofm_lib.errors import ConfigError, PretrainedUnavailable
-from geofm_lib.io import check_name, read_yaml
+from geofm_lib.io import check_name, parse_yaml, read_yaml
 from geofm_lib.models.devices import resolve_device, resolve_precision
 from geofm_lib.models.names import check_pretrained, known_model_names
 
@@ -1003,11 +1002,10 @@ def from_notebook(namespace: dict[str, Any], local: tuple[str, ...] = ()) -> Con
     for k, v in list(namespace.items()):
         if isinstance(v, str) and v.lstrip()[:1] in ("[", "{") and not k.startswith("_"):
             try:
-                namespace[k] = yaml.safe_load(v)
-            except yaml.YAMLError as exc:
-                raise ConfigError(f"parameter {k!r}: {v!r} is not a YAML list or mapping "
-                                  f"({str(exc).splitlines()[0]}); write e.g. -p {k} "
-                                  f"'[a, b]', or -y '{k}: [a, b]'") from None
+                namespace[k] = parse_yaml(v, f"parameter {k!r}")
+            except ConfigError as exc:
+                raise ConfigError(f"{exc}; {v[:80]!r} is not a YAML list or mapping; write "
+                                  f"e.g. -p {k} '[a, b]', or -y '{k}: [a, b]'") from None
     check_local_ranges(namespace, local)
     params = {
         k: v for k, v in namespace.items()

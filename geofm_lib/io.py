@@ -149,10 +149,48 @@ class DuplicateKey(yaml.YAMLError):
         self.key, self.line = key, line
 
 
+MAX_YAML_VALUES = 100_000
+"""The most values a YAML document may hold once its aliases are expanded: a parameter file
+has hundreds; an alias bomb (``a: &a [x, x]``, ``b: &b [*a, *a]``, ...) has billions, and
+hashing or validating it hangs the run."""
+
+MAX_YAML_BYTES = 4 * 1024 * 1024
+"""The largest YAML file read (parameter sets, dataset cards): 4 MiB."""
+
+
+class YamlTooLarge(yaml.YAMLError):
+    pass
+
+
 class StrictLoader(yaml.SafeLoader):
     """``yaml.SafeLoader`` with YAML 1.2 core-schema numbers and booleans and no duplicate
     keys (PyYAML follows YAML 1.1: ``1e-4`` is a string there, ``010`` is eight, ``no`` is
-    False, and a repeated key silently wins)."""
+    False, and a repeated key silently wins), and at most :data:`MAX_YAML_VALUES` values
+    with aliases expanded, counted on the composed nodes before anything is built."""
+
+    def compose_document(self):
+        node = super().compose_document()
+        sizes: dict[int, int] = {}
+
+        def size(n) -> int:  # an alias is the same node object: memoised, so this is linear
+            if id(n) in sizes:
+                return sizes[id(n)]
+            sizes[id(n)] = 1  # a cycle counts once
+            if isinstance(n, yaml.SequenceNode):
+                total = 1 + sum(size(v) for v in n.value)
+            elif isinstance(n, yaml.MappingNode):
+                total = 1 + sum(size(k) + size(v) for k, v in n.value)
+            else:
+                total = 1
+            sizes[id(n)] = total
+            return total
+
+        if node is not None and size(node) > MAX_YAML_VALUES:
+            raise YamlTooLarge(f"the document expands to {size(node):,} values through its "
+                               f"aliases (*name), more than the {MAX_YAML_VALUES:,} a "
+                               f"parameter file may hold; write the values out, or use fewer "
+                               f"nested aliases")
+        return node
 
     def construct_mapping(self, node, deep=False):
         seen = set()
@@ -213,6 +251,8 @@ StrictLoader.add_constructor(_TAG + "bool", _construct_bool)
 def _yaml_problem(exc: Exception) -> str:
     if isinstance(exc, DuplicateKey):
         return f"{exc}; keep one of them"
+    if isinstance(exc, YamlTooLarge):
+        return str(exc)
     mark = getattr(exc, "problem_mark", None)
     where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
     problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
@@ -232,6 +272,10 @@ def read_yaml(path: Path, shown: str | None = None) -> Any:
     path = Path(path)
     shown = shown or path.name
     try:
+        if path.stat().st_size > MAX_YAML_BYTES:
+            raise ConfigError(f"{shown} is {path.stat().st_size / 2**20:.1f} MiB, more than the "
+                              f"{MAX_YAML_BYTES // 2**20} MiB a parameter or card file may be; "
+                              f"is it the right file?")
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{shown} is not UTF-8 text (byte {exc.start}: {exc.reason}); save "

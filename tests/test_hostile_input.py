@@ -164,3 +164,30 @@ def test_a_stage_never_records_a_non_finite_result(tmp_path):
         save_stage(cfg, "06_feature_probes", {"curve": np.array([1.0, 2.0, np.inf])})
     assert not list(tmp_path.rglob("08_segmentation.json"))
     assert save_stage(cfg, "08_segmentation", {"rows": rows[:1], "r2": None}).is_file()
+
+
+def test_a_yaml_alias_bomb_is_refused_at_once_wherever_it_sits(tmp_path):
+    """Issue 36, item 12: aliases in sources.*.options hung for over 120 s and 3.9 GB."""
+    from geofm_lib.io import read_yaml
+
+    lines = ["group: custom", "sources:", "  scene:", "    reader: geotiff", "    root: a.tif",
+             "    options:", "      a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"      a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 9)]
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(lines) + "\n")
+    t0 = time.monotonic()
+    with pytest.raises(ConfigError, match=r"bomb.yaml: the document expands to 490,329,076 "
+                                          r"values through its aliases"):
+        load_config("ci", str(bomb))
+    assert time.monotonic() - t0 < 5
+    assert read_yaml(_write(tmp_path / "ok.yaml", "a: &x {b: 1}\nc: *x\n")) == {
+        "a": {"b": 1}, "c": {"b": 1}}  # a few aliases are fine
+    big = tmp_path / "big.yaml"
+    big.write_bytes(b"# " + b"x" * (5 * 2**20) + b"\n")
+    with pytest.raises(ConfigError, match=r"big.yaml is 5.0 MiB, more than the 4 MiB"):
+        read_yaml(big)
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path

@@ -129,6 +129,7 @@ def test_enmap_corine_shards_record_the_water_vapour_bands_as_nodata(tmp_path):
 # --- HySpecNet-11k through torchgeo, on files in its real layout ------------------------------
 
 TILE = "ENMAP01-____L2A-DT0000004950_20221103T162438Z_001_V010110_20221118T145147Z"
+TILES = (TILE, TILE.replace("_001_", "_002_"), TILE.replace("_001_", "_003_"))
 
 
 def _write_hyspecnet(root, n_patches: int = 6, px: int = 16, missing_from_lists=(),
@@ -144,8 +145,9 @@ def _write_hyspecnet(root, n_patches: int = 6, px: int = 16, missing_from_lists=
     rng = np.random.default_rng(21)
     rows = []
     for k in range(n_patches):
-        patch = f"{TILE}-Y{1460273 + 128 * k:08d}_X{5670694:08d}"
-        folder = root / "hyspecnet-11k" / "patches" / TILE / patch
+        tile = TILES[k % len(TILES)]  # patches of three tiles (a random split keeps a tile whole)
+        patch = f"{tile}-Y{1460273 + 128 * k:08d}_X{5670694:08d}"
+        folder = root / "hyspecnet-11k" / "patches" / tile / patch
         folder.mkdir(parents=True)
         data = rng.integers(200, 5000, (224, px, px)).astype(np.int16)
         if structured:
@@ -163,7 +165,7 @@ def _write_hyspecnet(root, n_patches: int = 6, px: int = 16, missing_from_lists=
                            nodata=ENMAP_NODATA) as f:
             f.write(data)
         if k not in missing_from_lists:
-            rows.append(f"{TILE}/{patch}/{patch}-DATA.npy")
+            rows.append(f"{tile}/{patch}/{patch}-DATA.npy")
     splits = root / "hyspecnet-11k" / "splits" / "easy"
     splits.mkdir(parents=True)
     (splits / "train.csv").write_text("\n".join(rows[:-2]) + "\n")

@@ -856,3 +856,14 @@ def test_ssl4eo_s12_locations_pair_s1_and_s2(tmp_path):
     first = {s["__key__"]: s["json"]["date"] for s in samples
              if s["json"]["dataset"] == "ssl4eo_s12_s2c"}
     assert {s["__key__"]: s["json"]["date"] for s in again} == first  # seasons drawn by seed
+
+
+def test_a_misspelt_torchgeo_option_is_named_before_any_work(tmp_path):
+    """Issue 36, item 5: a misspelt option ended in torchgeo's raw TypeError."""
+    _write_ssl4eo(tmp_path / "ssl4eo", n_locations=2)
+    spec = {"reader": "torchgeo", "dataset_class": "SSL4EOS12", "root": str(tmp_path / "ssl4eo"),
+            "options": {"seasonz": 1}}
+    with pytest.raises(ConfigError, match=r"options: seasonz is not an argument of torchgeo's "
+                                          r"SSL4EOS12 \(did you mean 'seasons'\?\); it takes "
+                                          r"seasons"):
+        build.build_shards(_cfg(tmp_path, {"ssl4eo_s12_s2c": spec}), show_progress=False)

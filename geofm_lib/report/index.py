@@ -10,10 +10,8 @@ import html
 import json
 from pathlib import Path
 
-import yaml
-
 from geofm_lib.catalog import DATASETS
-from geofm_lib.io import atomic_write_bytes, folder_lock
+from geofm_lib.io import atomic_write_bytes, folder_lock, read_yaml
 from geofm_lib.papers import paper_table_for
 from geofm_lib.report.summary import key_metrics, thumbnail
 
@@ -225,7 +223,7 @@ def _study_runs(reports_dir: Path, preset: str) -> dict[str, dict]:
         zs = json.loads(metrics_path.read_text()).get("04_zero_shot_eval")
         if not zs:
             continue
-        params = yaml.safe_load((run_json.parent / "params.yaml").read_text())
+        params = read_yaml(run_json.parent / "params.yaml")
         if exp not in runs or info.get("finished", "") > runs[exp]["finished"]:
             runs[exp] = {"name": run_json.parent.name, "metrics": zs, "params": params,
                          "finished": info.get("finished", "")}

@@ -10,6 +10,7 @@ the same way; a new class is one entry (and a fixture test in its real layout).
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import glob
 import inspect
 import json
@@ -685,7 +686,18 @@ class TorchGeoSource(SourceBase):
 
         cls = self.kind.load()
         kwargs = dict(opts)
-        if "download" in inspect.signature(cls.__init__).parameters:
+        takes = inspect.signature(cls.__init__).parameters
+        unknown = sorted(k for k in kwargs if k not in takes or k in ("self", "root"))
+        if unknown:  # a misspelt option would end in a raw TypeError from the class
+            own = ", ".join(k for k in takes if k not in ("self", "root", "split", "download",
+                                                           "transforms", "checksum"))
+            close = difflib.get_close_matches(unknown[0], list(takes), n=1)
+            verb = "is not an argument" if len(unknown) == 1 else "are not arguments"
+            raise ConfigError(f"sources.{self.dataset}.options: {', '.join(unknown)} {verb} "
+                              f"of torchgeo's {cls_name}"
+                              f"{f' (did you mean {close[0]!r}?)' if close else ''}; it takes "
+                              f"{own or 'no options'}")
+        if "download" in takes:
             kwargs["download"] = self.spec.download
         elif self.spec.download:
             raise ConfigError(f"sources.{self.dataset}: torchgeo's {cls_name} cannot download; "
