@@ -690,10 +690,13 @@ def _read_file(path: Path) -> dict[str, Any]:
 
 
 def _mapping(path: Path, shown: str) -> dict[str, Any]:
-    """A parameter file's key: value mapping (empty file: none), or an error naming it."""
+    """A parameter file's key: value mapping, or an error naming it (an empty file too: it
+    would run the defaults while the user believes their file was read)."""
     data = read_yaml(path, shown)
     if data is None:
-        return {}
+        raise ConfigError(f"{shown} is empty (or only comments): it sets no parameter, and a "
+                          f"run from it would use the defaults; write key: value lines, or "
+                          f"leave out the file")
     if not isinstance(data, dict):
         raise ConfigError(f"{shown} must hold a mapping of key: value, not a "
                           f"{type(data).__name__}")

@@ -36,9 +36,12 @@ def paper_table_for(group: str, caption_metadata: bool) -> tuple[str, dict]:
     """The seed 000 table that matches a run: (its title, {dataset: (R@1, R@5, R@10)}).
 
     Group ``all`` is Table 2; groups A, B and C are Table 3; group C with metadata captions is
-    Table 4. Other combinations (e.g. group A with metadata) were not run in the paper and get
-    an empty table.
+    Table 4. Other combinations (e.g. group A with metadata, or a custom group: another mix of
+    data than any of the paper's models saw) were not run in the paper and get an empty table.
     """
+    if group not in ("A", "B", "C", "all"):
+        return f"no paper table (group {group}: the paper trained one model per group A, B, " \
+               f"C and one on all)", {}
     if caption_metadata:
         if group == "C":
             return PAPER_TABLE_NAMES["group_c_metadata"], PAPER_RESULTS["group_c_metadata"]

@@ -32,6 +32,14 @@ def check_pretrained(model_name: str, pretrained: str) -> str:
     """Validate ``pretrained`` before any download: a local file, or a tag OpenCLIP knows."""
     import open_clip  # deferred: several seconds to import, needed only for a pretrained tag
 
+    if pretrained.startswith(("hf-hub:", "local-dir:")):  # OpenCLIP takes these as the model
+        offline = (" (HF_HUB_OFFLINE=1 is set here, so the hub cannot be reached: download "
+                   "the repository once where it can)") if pretrained.startswith("hf-hub:") \
+            and os.environ.get("HF_HUB_OFFLINE") == "1" else ""
+        raise PretrainedUnavailable(
+            f"pretrained={pretrained!r}: OpenCLIP loads a Hugging Face hub or local-dir model "
+            f"by its model name, with config and weights together: set model={pretrained!r} "
+            f"and pretrained=None{offline}")
     if os.path.sep in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors")):
         path = Path(pretrained).expanduser()
         if not path.is_file():

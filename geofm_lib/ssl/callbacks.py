@@ -122,7 +122,8 @@ class AtomicLast(Callback):
         # weights and optimiser state finite, or the last good last.ckpt stays
         check_finite_state({"model": module.state_dict(),
                             "optimizer": trainer.optimizers[0].state_dict()},
-                           f"{self.path.name} after epoch {trainer.current_epoch + 1}")
+                           f"{self.path.name} after epoch {trainer.current_epoch + 1}",
+                           previous=self.path)
         # one name for all ranks (Lightning writes on rank 0 only); only this run writes
         # here (it holds the folder's lock)
         tmp = self.path.with_name(self.path.name + ".tmp")

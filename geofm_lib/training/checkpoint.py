@@ -37,7 +37,8 @@ def nonfinite_tensors(state, prefix: str = "") -> list[str]:
     return bad
 
 
-def check_finite_state(state: dict, where: str, keys=("model", "optimizer")) -> None:
+def check_finite_state(state: dict, where: str, keys=("model", "optimizer"),
+                       previous: Path | None = None) -> None:
     """Refuse to write a checkpoint whose weights or optimiser state hold NaN or inf.
 
     Raises:
@@ -45,16 +46,21 @@ def check_finite_state(state: dict, where: str, keys=("model", "optimizer")) -> 
     """
     bad = [n for k in keys if k in state for n in nonfinite_tensors(state[k], k)]
     if bad:
+        kept = (f"the last good one ({previous.name}) is kept" if previous is not None and
+                previous.is_file() else "no earlier checkpoint exists (the run diverged before "
+                                        "its first one)")
         raise TrainingDiverged(
             f"{where}: {len(bad)} tensor(s) of the weights or optimiser state are NaN or "
-            f"infinite (e.g. {', '.join(bad[:3])}); the checkpoint was not written and the last "
-            f"good one is kept. Lower lr, keep grad_clip_norm > 0 or use precision='fp32'")
+            f"infinite (e.g. {', '.join(bad[:3])}); the checkpoint was not written and {kept}. "
+            f"Lower lr, keep grad_clip_norm > 0 or use precision='fp32'")
 
 
-def save_checkpoint(path: Path, state: dict) -> None:
+def save_checkpoint(path: Path, state: dict, previous: Path | None = None) -> None:
     """torch.save to a temporary file of this process, fsync, rename: a checkpoint that exists
-    is whole. Weights and optimiser state are checked finite first."""
-    check_finite_state(state, f"checkpoint {path.name}")
+    is whole. Weights and optimiser state are checked finite first (``previous``: the
+    checkpoint that stays when they are not; default ``path`` itself)."""
+    check_finite_state(state, f"checkpoint {path.name}",
+                       previous=path if previous is None else previous)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
@@ -64,7 +70,7 @@ def save_step_checkpoint(folder: Path, state: dict, step: int, keep: int) -> Pat
     """Write ``step-<step>.pt`` atomically, point ``last.pt`` at it (hard link, atomic
     rename), and delete all but the newest ``keep`` step checkpoints."""
     path = folder / f"step-{step:08d}.pt"
-    save_checkpoint(path, state)
+    save_checkpoint(path, state, previous=folder / "last.pt")
     tmp = temporary_name(folder / "last.pt")
     try:
         os.link(path, tmp)

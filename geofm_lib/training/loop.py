@@ -260,7 +260,10 @@ def _restore(run: _Run) -> _Progress:
         saved=f"epoch {start_epoch + 1}, step {start_batch} of it")
     if "rng" in state:
         _set_rng_state(state["rng"], run.device)
-    if run.dist.is_main:
+    if run.dist.is_main and start_epoch >= cfg.epochs:  # nothing left to train
+        log.info("the run in %s is finished (%d of %d epochs): its checkpoint is used as it is",
+                 run.ckpt_dir.name, start_epoch, cfg.epochs)
+    elif run.dist.is_main:
         log.info("resuming from %s: epoch %d of %d, step %d of it", run.ckpt_dir.name,
                  start_epoch + 1, cfg.epochs, start_batch)
         saved, now = state.get("stream") or {"mode": "exact"}, _stream_signature(run)

@@ -376,14 +376,38 @@ def catalog_labels(dataset: str, cfg: Config, names, where: str) -> list[str]:
         raise ConfigError(f"{where}: {exc}") from None
 
 
-def band_records(dataset: str, cfg: Config, names, where: str) -> list[BandRecord]:
+def band_records(dataset: str, cfg: Config, names, where: str,
+                 sample: Path | None = None) -> list[BandRecord]:
     """Band records of the reader's band names, with the wavelengths of the dataset's sensor
-    where its bands carry those names."""
+    where its bands carry those names. ``sample``: an image of the dataset; where its pixel
+    type is not the sensor's (MAFAT's 16-bit frames against the catalog's 8-bit camera), the
+    units say what the files hold."""
     info = cfg.dataset_info(dataset)
     sensor = {b.name: b for b in info.sensor_spec.bands}
     centres = [sensor[n].center_nm if n in sensor else None for n in names]
+    units = info.sensor_spec.scaling
+    dtype = image_dtype(sample) if sample is not None else None
+    if dtype is not None and dtype != info.sensor_spec.dtype and dtype.startswith("uint"):
+        units = f"{dtype[4:]}-bit grey level (the files' digital numbers, {dtype})"
     return resolve_bands(names, wavelengths_nm=centres if any(centres) else None,
-                         units=info.sensor_spec.scaling, where=where)
+                         units=units, where=where)
+
+
+def image_dtype(path: Path) -> str | None:
+    """The pixel type of an image file from its header (None where it cannot be read)."""
+    try:
+        if path.suffix.lower() in (".tif", ".tiff"):
+            import rasterio
+
+            with _quiet(), rasterio.open(path) as src:
+                return src.dtypes[0]
+        from PIL import Image
+
+        with Image.open(path) as im:
+            return {"I;16": "uint16", "I;16B": "uint16", "I": "int32", "F": "float32"}.get(
+                im.mode, "uint8")
+    except Exception:  # noqa: BLE001 - the reader reports unreadable images itself
+        return None
 
 
 def reader_options(spec, dataset: str, own=()) -> dict:

@@ -80,7 +80,8 @@ class DotaSource(AnnotatedSource):
             problems.known("label files without their image", orphans["files"])
             problems.known("objects in label files without their image", orphans["objects"])
         super().__init__(cfg, dataset, spec, items, info.labels,
-                         band_records(dataset, cfg, list(info.sensor_spec.band_names), where),
+                         band_records(dataset, cfg, list(info.sensor_spec.band_names), where,
+                                      sample=items[0].images[0] if items else None),
                          "dota", problems, found)
 
 

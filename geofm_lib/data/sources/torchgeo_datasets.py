@@ -705,12 +705,17 @@ class TorchGeoSource(SourceBase):
         try:
             return cls(root=_resolve_root(self.spec.root), split=split, **kwargs)
         except DatasetNotFoundError as exc:
+            hint = (" BigEarthNet v1 as distributed (BigEarthNet-S2/<patch>/ and "
+                    "BigEarthNet-S1/<patch>/ folders) becomes this layout with `geofm "
+                    "bigearthnet-root <root> --s2 <S2 folder> --s1 <S1 folder> [--splits "
+                    "<official lists>]` (symlinks, nothing copied).") \
+                if cls_name == "BigEarthNet" else ""
             raise ConfigError(
                 f"sources.{self.dataset}: torchgeo's {cls_name} found no complete dataset in "
                 f"root {Path(self.spec.root).name!r} ({exc}). Expected layout under root: "
-                f"{self.kind.layout}; {_found_under(Path(_resolve_root(self.spec.root)))}. "
-                f"Set download: true in the source spec to let torchgeo download it (needs "
-                f"internet)") from None
+                f"{self.kind.layout}; {_found_under(Path(_resolve_root(self.spec.root)))}."
+                f"{hint} Set download: true in the source spec to let torchgeo download it "
+                f"(needs internet)") from None
         except (FileNotFoundError, AssertionError, KeyError, ValueError) as exc:
             raise ConfigError(
                 f"sources.{self.dataset}: {cls_name}(split={split!r}, {opts}) failed: "
