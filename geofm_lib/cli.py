@@ -32,7 +32,7 @@ from pathlib import Path
 import yaml
 
 from geofm_lib.config import check_runtime, load_config, project_root
-from geofm_lib.errors import ConfigError, GeofmError
+from geofm_lib.errors import ConfigError, GeofmError, environment_hint
 from geofm_lib.io import parse_yaml_value
 
 
@@ -352,6 +352,12 @@ def main(argv: list[str] | None = None) -> int:
         COMMANDS[args.cmd].run(args)
     except GeofmError as exc:  # expected faults: one message with the fix, no traceback
         print(f"geofm: error: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, RuntimeError) as exc:  # the machine's faults: disk full, read-only folder
+        hint = environment_hint(str(exc), getattr(exc, "filename", None))
+        if hint is None:
+            raise
+        print(f"geofm: error: {type(exc).__name__}: {str(exc)[:200]}; {hint}", file=sys.stderr)
         return 2
     return 0
 

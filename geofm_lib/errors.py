@@ -59,3 +59,36 @@ class PretrainedUnavailable(GeofmError, RuntimeError):
 
 class NotebookFailed(GeofmError, RuntimeError):
     """A notebook of a report chain stopped with an error (its page shows the cell)."""
+
+
+def environment_hint(message: str, path: str | None = None) -> str | None:
+    """The fix for a fault of the machine rather than the input, from an error's text: a full
+    disk (``OSError`` 28, or torch's ``basic_ios::clear`` / ``PytorchStreamWriter failed``
+    when a checkpoint write runs out of space), a read-only or unwritable folder, a full
+    quota. None for anything else."""
+    import errno
+    import os
+    import shutil
+
+    where = f" ({path})" if path else ""
+    text = message.lower()
+    if f"[errno {errno.ENOSPC}]" in text or "no space left" in text or "basic_ios::clear" in \
+            text or "pytorchstreamwriter failed" in text or f"[errno {errno.EDQUOT}]" in text:
+        free = ""
+        if path:
+            probe = os.path.dirname(os.path.abspath(path)) or "."
+            while probe and not os.path.exists(probe):
+                probe = os.path.dirname(probe)
+            try:
+                free = f"; {shutil.disk_usage(probe).free / 2**30:.1f} GiB free there now"
+            except OSError:
+                free = ""
+        return (f"the disk is full{where}{free}: free space (old builds: geofm's work/shards/, "
+                f"work/checkpoints/), or set work_dir to a folder on a larger disk")
+    if f"[errno {errno.EROFS}]" in text or "read-only file system" in text:
+        return (f"the folder is on a read-only file system{where}: set work_dir (and run reports "
+                f"from a checkout) on a disk you can write")
+    if f"[errno {errno.EACCES}]" in text or f"[errno {errno.EPERM}]" in text:
+        return (f"permission denied{where}: make the folder writable for this user, or set "
+                f"work_dir to a folder you own")
+    return None

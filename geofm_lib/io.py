@@ -93,6 +93,9 @@ def folder_lock(folder: Path, what: str, wait: bool = True, log=None) -> Iterato
 
     path = lock_path(folder)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_symlink():  # opening it would truncate whatever it points at
+        raise BusyError(f"the lock file {path} is a symbolic link; geofm makes plain lock "
+                        f"files: remove the link (rm {path.name}) and run again")
     # thread_local=False and a fresh object each time: the lock belongs to this call
     lock = FileLock(str(path), thread_local=False, is_singleton=False, fallback_to_soft=False)
     try:

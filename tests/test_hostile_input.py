@@ -191,3 +191,56 @@ def test_a_yaml_alias_bomb_is_refused_at_once_wherever_it_sits(tmp_path):
 def _write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
+
+
+def test_a_lock_file_that_is_a_link_is_refused_and_its_target_kept(tmp_path):
+    from geofm_lib.errors import BusyError
+    from geofm_lib.io import folder_lock, lock_path
+
+    target = tmp_path / "precious.txt"
+    target.write_text("keep me")
+    folder = tmp_path / "shards" / "abc"
+    folder.parent.mkdir()
+    lock_path(folder).symlink_to(target)
+    with pytest.raises(BusyError, match=r"lock file .*\.abc\.lock is a symbolic link"):
+        with folder_lock(folder, "the build abc"):
+            pass
+    assert target.read_text() == "keep me"
+
+
+def test_machine_faults_are_one_line_with_the_fix(monkeypatch, capsys):
+    """Disk full, read-only folders: a line naming the fault and the fix, not a traceback."""
+    import errno
+
+    from geofm_lib import cli
+    from geofm_lib.errors import environment_hint
+
+    assert "the disk is full" in environment_hint("[Errno 28] No space left on device")
+    assert "the disk is full" in environment_hint("basic_ios::clear: iostream error")
+    assert "read-only" in environment_hint("[Errno 30] Read-only file system: 'work'")
+    assert environment_hint("KeyError: 'x'") is None
+
+    def full(args):
+        raise OSError(errno.ENOSPC, "No space left on device", "work/shards/x/train-0.tar")
+
+    import dataclasses
+
+    monkeypatch.setitem(cli.COMMANDS, "params",
+                        dataclasses.replace(cli.COMMANDS["params"], run=full))
+    assert cli.main(["params"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "the disk is full (work/shards/x/train-0.tar)" in err
+
+
+def test_a_damaged_report_record_is_named_with_the_fix(tmp_path):
+    from geofm_lib.errors import GeofmError
+
+    run = tmp_path / "reports" / "my-run"
+    run.mkdir(parents=True)
+    (run / "metrics.json").write_text('{"01_data_prep": {"samples": 9')
+    with pytest.raises(GeofmError, match=r"reports/my-run/metrics.json is damaged.*remove "
+                                         r"reports/my-run/"):
+        reports._report_record(run / "metrics.json")
+    (run / "run.json").symlink_to(tmp_path / "elsewhere.json")
+    with pytest.raises(GeofmError, match="run.json is a symbolic link"):
+        reports._report_record(run / "run.json")

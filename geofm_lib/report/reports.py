@@ -34,7 +34,7 @@ from geofm_lib.config import (
     project_root,
 )
 from geofm_lib.data.shards import iter_shards, load_manifest, shard_paths
-from geofm_lib.errors import ConfigError, GeofmError, NotebookFailed
+from geofm_lib.errors import ConfigError, GeofmError, NotebookFailed, environment_hint
 from geofm_lib.io import atomic_write_bytes, atomic_write_json, check_name, folder_lock
 from geofm_lib.paths import build_folder, stage_dir
 from geofm_lib.progress import get_logger
@@ -201,10 +201,11 @@ def _execute(book: Path, out: Path, parameters: dict, root: Path,
             shown = shown.relative_to(root)
         except ValueError:
             shown = Path(shown.parent.name) / shown.name
+        hint = environment_hint(f"{exc.ename}: {exc.evalue}")
         raise NotebookFailed(
             f"{book.name} stopped in cell {exc.exec_count}: {exc.ename}: "
             f"{scrub(str(exc.evalue), root, cfg)} (the executed page with the cell: {shown})"
-        ) from None
+            + (f"; {hint}" if hint else "")) from None
     finally:
         logging.getLogger("papermill").removeFilter(quiet)
         if out.exists():
@@ -389,13 +390,13 @@ def _run_report_locked(cfg, preset, experiment, chain, books, reports_dir: Path,
     previous = {}
     if chain and (final / "run.json").is_file():
         # part of the chain re-run: keep the other notebooks' pages, metrics and timings
-        prev_info = json.loads((final / "run.json").read_text())
+        prev_info = _report_record(final / "run.json")
         if prev_info.get("params_hash") == cfg.hash:
-            for f in final.iterdir():
-                if f.is_file() and not (tmp / f.name).exists() and f.suffix in (".html",
-                                                                                ".ipynb"):
+            for f in final.iterdir():  # never a link: its target is not this report's page
+                if f.is_file() and not f.is_symlink() and not (tmp / f.name).exists() and \
+                        f.suffix in (".html", ".ipynb"):
                     shutil.copyfile(f, tmp / f.name)
-            old_metrics = json.loads((final / "metrics.json").read_text()) \
+            old_metrics = _report_record(final / "metrics.json") \
                 if (final / "metrics.json").is_file() else {}
             metrics = {**{k: v for k, v in old_metrics.items() if k not in timings}, **metrics}
             previous = {k: v for k, v in (prev_info.get("seconds") or {}).items()
@@ -421,6 +422,9 @@ def _run_report_locked(cfg, preset, experiment, chain, books, reports_dir: Path,
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
     })
     for page in sorted(stage_dir(cfg).glob("*.html")):  # standalone pages (maps) of the run
+        if page.is_symlink():  # a link publishes whatever it points at: never followed
+            log.warning("not published: %s is a symbolic link", page.name)
+            continue
         atomic_write_bytes(tmp / page.name, scrub(page.read_text(), root, cfg, markup=True)
                            .encode())
     old = reports_dir / f".{final.name}.{os.getpid()}.old"
@@ -437,11 +441,29 @@ def _run_report_locked(cfg, preset, experiment, chain, books, reports_dir: Path,
     return final
 
 
+def _report_record(path: Path) -> dict:
+    """A report's ``run.json`` or ``metrics.json``, or an error naming the file and the fix
+    (a damaged one, e.g. from a machine that crashed while writing it by hand)."""
+    if path.is_symlink():
+        raise GeofmError(f"reports/{path.parent.name}/{path.name} is a symbolic link; geofm "
+                         f"writes these files itself: remove the link and run again")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise GeofmError(f"reports/{path.parent.name}/{path.name} is damaged ({exc}); remove "
+                         f"reports/{path.parent.name}/ (or run the whole chain again, without "
+                         f"--notebooks) so the report is made anew") from None
+    if not isinstance(data, dict):
+        raise GeofmError(f"reports/{path.parent.name}/{path.name} holds no record; remove "
+                         f"reports/{path.parent.name}/ and run again")
+    return data
+
+
 def _failed_target(final: Path) -> Path:
     """Where a failed chain publishes its pages: the run's own folder, unless that holds a
     good report of an earlier run, which a failure must not replace; then ``<run>-failed``."""
     info = final / "run.json"
-    if info.is_file() and json.loads(info.read_text()).get("status", "ok") != "failed":
+    if info.is_file() and _report_record(info).get("status", "ok") != "failed":
         target = final.with_name(final.name + "-failed")
         if target.is_symlink() or (target.exists() and not (target.is_dir()
                                                             and _is_report(target))):
