@@ -35,6 +35,31 @@ def temporary_name(path: Path) -> Path:
     return path.with_name(f"{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
 
 
+_TEMPORARY = re.compile(r"\.(\d+)-[0-9a-f]{8}\.tmp$")
+
+
+def remove_stale_temporaries(folder: Path) -> int:
+    """Remove the temporary files (:func:`temporary_name`) in ``folder`` whose writing process
+    is gone (killed mid-write: a step checkpoint's 24-96 MB stayed for good). Call it while
+    holding the folder's lock. Returns how many were removed."""
+    removed = 0
+    for tmp in Path(folder).glob("*.tmp") if Path(folder).is_dir() else ():
+        found = _TEMPORARY.search(tmp.name)
+        if found is None or tmp.is_symlink():
+            continue
+        pid = int(found[1])
+        try:
+            os.kill(pid, 0)
+            continue  # its writer still runs
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue  # a process of another user has that pid
+        tmp.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """A temporary path to write ``path``'s new content to (by any writer: rasterio, torch,

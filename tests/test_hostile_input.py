@@ -244,3 +244,45 @@ def test_a_damaged_report_record_is_named_with_the_fix(tmp_path):
     (run / "run.json").symlink_to(tmp_path / "elsewhere.json")
     with pytest.raises(GeofmError, match="run.json is a symbolic link"):
         reports._report_record(run / "run.json")
+
+
+def test_unfinished_writes_of_dead_processes_are_removed(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from geofm_lib.io import remove_stale_temporaries, temporary_name
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    stale = tmp_path / f"step-00000040.pt.{dead}-0badcafe.tmp"
+    stale.write_bytes(b"x" * 1000)
+    mine = temporary_name(tmp_path / "step-00000080.pt")  # this process is alive
+    mine.write_bytes(b"y")
+    other = tmp_path / "notes.tmp"
+    other.write_text("not ours")
+    assert remove_stale_temporaries(tmp_path) == 1
+    assert not stale.exists() and mine.exists() and other.exists()
+    assert str(os.getpid()) in mine.name
+
+
+def test_build_workers_end_when_the_build_is_killed(tmp_path):
+    """A killed parallel build left its workers (and through them the forkserver and the
+    resource tracker) alive; each worker now watches the build's pid."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import os, sys, time\n"
+            "from geofm_lib.data import parallel\n"
+            "pid = int(sys.argv[1])\n"
+            "parallel._die_with(pid, every_s=0.1)\n"
+            "time.sleep(30)\n")
+    parent = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    worker = subprocess.Popen([sys.executable, "-c", code, str(parent.pid)],
+                              env={**os.environ, "PYTHONPATH": str(project_root())})
+    time.sleep(3)
+    assert worker.poll() is None  # the build runs: the worker stays
+    parent.kill()
+    parent.wait()
+    assert worker.wait(timeout=10) == 1

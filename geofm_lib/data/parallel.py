@@ -17,6 +17,7 @@ import multiprocessing as mp
 import os
 import pickle
 import sys
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -45,8 +46,10 @@ def resolve_workers(cfg: Config, pending: int) -> int:
 _SOURCE = None  # the data source of this worker process (set once per process)
 
 
-def _init_worker(cfg: Config, source_blob: bytes | None) -> None:
+def _init_worker(cfg: Config, source_blob: bytes | None, build_pid: int | None = None) -> None:
     global _SOURCE
+    if build_pid is not None:
+        _die_with(build_pid)
     _one_thread()
     if source_blob is not None:
         _SOURCE = pickle.loads(source_blob)
@@ -54,6 +57,27 @@ def _init_worker(cfg: Config, source_blob: bytes | None) -> None:
         from geofm_lib.data.sources.registry import open_source
 
         _SOURCE = open_source(cfg)
+
+
+def _die_with(pid: int, every_s: float = 1.0) -> None:
+    """End this worker when the build process ``pid`` is gone (killed: no clean shutdown). A
+    worker's parent is the forkserver, not the build, so the parent-death signal would not
+    fire; a watcher thread checks the build's pid instead. Without it, a killed build left its
+    workers waiting for work forever, and they kept the forkserver and the resource tracker
+    alive with them (issue 36)."""
+    import threading
+
+    def watch():
+        while True:
+            time.sleep(every_s)
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                os._exit(1)  # noqa: SLF001 - no clean-up to run: the build is gone
+            except PermissionError:  # the pid was reused by another user's process
+                os._exit(1)
+
+    threading.Thread(target=watch, name="geofm-build-watch", daemon=True).start()
 
 
 def _one_thread() -> None:
@@ -157,7 +181,7 @@ def _run_processes(cfg, folder, units, source, task, opened_here, workers, bar) 
     queue, out, running = deque(units), {}, {}
     with _main_not_reimported(), ProcessPoolExecutor(
             workers - 1, mp_context=_pool_context(), initializer=_init_worker,
-            initargs=(cfg, blob)) as pool:
+            initargs=(cfg, blob, os.getpid())) as pool:
         try:
             while queue or running:
                 while queue and len(running) < 3 * (workers - 1):

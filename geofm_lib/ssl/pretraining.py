@@ -51,7 +51,7 @@ import torch
 from geofm_lib.config import Config
 from geofm_lib.distributed import from_env
 from geofm_lib.errors import CheckpointError, ConfigError
-from geofm_lib.io import folder_lock
+from geofm_lib.io import folder_lock, remove_stale_temporaries
 from geofm_lib.models.devices import channels_last, resolve_device, resolve_precision
 from geofm_lib.paths import ssl_dir
 from geofm_lib.progress import get_logger
@@ -95,6 +95,7 @@ def pretrain(cfg: Config, show_progress: bool = True, log_every: int = 2,
         return _pretrain(cfg, show_progress, log_every, callbacks)
     with folder_lock(folder, f"the checkpoints of SSL run {cfg.ssl_hash} ({cfg.name})",
                      wait=False):
+        remove_stale_temporaries(folder)  # encoder.pt's unfinished writes of a killed run
         return _pretrain(cfg, show_progress, log_every, callbacks)
 
 

@@ -26,7 +26,7 @@ from geofm_lib.config import Config
 from geofm_lib.data.shards import Manifest, iter_shards, load_manifest, shard_paths
 from geofm_lib.errors import ConfigError, DataError, ShardError, TrainingDiverged
 from geofm_lib.evaluation.retrieval import encode_split, summary_metrics, zero_shot
-from geofm_lib.io import folder_lock
+from geofm_lib.io import folder_lock, remove_stale_temporaries
 from geofm_lib.models import devices
 from geofm_lib.models.devices import resolve_device, resolve_precision
 from geofm_lib.models.factory import count_parameters, create_model
@@ -165,6 +165,8 @@ def train(cfg: Config, on_step: Callable | None = None, on_epoch: Callable | Non
         return _train(cfg, on_step, on_epoch, loss_hook, show_progress)
     with folder_lock(ckpt_dir, f"the checkpoints of training run {cfg.train_hash} "
                                f"({cfg.name})", wait=False):
+        if remove_stale_temporaries(ckpt_dir):
+            log.info("removed the unfinished writes of an interrupted run in %s", ckpt_dir.name)
         return _train(cfg, on_step, on_epoch, loss_hook, show_progress)
 
 
