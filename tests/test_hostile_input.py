@@ -286,3 +286,60 @@ def test_build_workers_end_when_the_build_is_killed(tmp_path):
     parent.kill()
     parent.wait()
     assert worker.wait(timeout=10) == 1
+
+
+def _small_build(tmp_path):
+    from geofm_lib.data import build
+
+    cfg = load_config("ci", group="A", datasets=["bigearthnet_s2"], samples_per_dataset=8,
+                      image_px=32, shard_size=4, work_dir=str(tmp_path / "w"))
+    return cfg, build.build_shards(cfg, show_progress=False)
+
+
+def test_a_sidecar_edited_by_hand_does_not_reach_a_rebuilt_manifest(tmp_path):
+    from geofm_lib.data import build, shards
+
+    cfg, folder = _small_build(tmp_path)
+    before = shards.load_manifest(folder)["band_stats"]
+    side_path = sorted(folder.glob("train-*.tar.json"))[0]
+    side = json.loads(side_path.read_text())
+    side["stats"]["sum"] = [v * 3 for v in side["stats"]["sum"]]  # sha256 still the tar's
+    side_path.write_text(json.dumps(side))
+    (folder / "manifest.json").unlink()  # the manifest is made again from the sidecars
+    build.build_shards(cfg, show_progress=False)
+    assert shards.load_manifest(folder)["band_stats"] == before
+    assert json.loads(side_path.read_text())["stats"]["sum"] != side["stats"]["sum"]
+
+
+def test_a_shard_changed_with_its_sidecar_is_caught_on_read(tmp_path):
+    from geofm_lib.data import shards
+    from geofm_lib.errors import ShardError
+
+    _, folder = _small_build(tmp_path)
+    tar = sorted(folder.glob("train-*.tar"))[0]
+    side_path = tar.with_name(tar.name + ".json")
+    side = json.loads(side_path.read_text())
+    side["content"][0] = "0" * 32  # as if the first image had been swapped in tar and sidecar
+    side_path.write_text(json.dumps(side))
+    with pytest.raises(ShardError, match=r"does not match the content hash its sidecar "
+                                         r"recorded"):
+        list(shards.iter_shards([tar]))
+
+
+def test_a_payload_with_another_band_count_is_named(tmp_path):
+    import io
+
+    import numpy as np
+
+    from geofm_lib.data import shards
+    from geofm_lib.errors import ShardError
+
+    meta = {k: None for k in shards.SAMPLE_KEYS}
+    meta.update(bands=["B02", "B03", "B04", "B08"], dataset="bigearthnet_s2")
+    buf = io.BytesIO()
+    np.save(buf, np.zeros((2, 8, 8), np.float32))  # a Sentinel-1 image: VV, VH
+    raw = {"__key__": "s2-000", "__url__": "train-x.tar", "img.npy": buf.getvalue(),
+           "txt": b"t", "json": json.dumps(meta).encode()}
+    with pytest.raises(ShardError, match=r"sample 's2-000' holds an image of shape \(2, 8, 8\), "
+                                         r"but its record lists 4 bands \(B02, B03, B04, B08\)"):
+        shards.decode_sample(raw)

@@ -371,13 +371,36 @@ def _refuse_emptied(units: list[Unit], sidecars: dict) -> None:
 
 
 def _finished_unit(folder: Path, unit: Unit) -> dict | None:
-    """The sidecar of a shard already written whole, else None."""
+    """The sidecar of a shard already written whole, else None. The sidecar's statistics and
+    band records are checked against the shard's own samples first: the manifest is made from
+    them, and a sidecar edited by hand (or by a bug) would carry wrong normalisation into every
+    run (issue 36)."""
     side_path, tar_path = folder / (unit.file + ".json"), folder / unit.file
-    if side_path.is_file() and tar_path.is_file():
+    if not (side_path.is_file() and tar_path.is_file()):
+        return None
+    try:
         side = json.loads(side_path.read_text())
-        if side.get("sha256") == file_sha256(tar_path):
-            return side
-    return None
+    except (ValueError, UnicodeDecodeError):
+        return None  # a damaged sidecar: the shard is written again
+    if not isinstance(side, dict) or side.get("sha256") != file_sha256(tar_path):
+        return None
+    try:
+        samples = list(iter_shards([tar_path]))
+    except ShardError as exc:
+        log.warning("writing %s again: %s", unit.file, exc)
+        return None
+    fresh = _unit_stats(samples if side.get("split") == "train" else [])
+    told = side.get("stats") or {}
+    same = all(np.allclose(np.asarray(told.get(k, []), float), np.asarray(fresh.get(k, []),
+                                                                          float), rtol=1e-9)
+               for k in ("sum", "sumsq", "band_pixels")) and \
+        told.get("pixels") == fresh.get("pixels") and told.get("labels") == fresh.get("labels")
+    records = samples[0]["json"].get("band_info", []) if samples else []
+    if not same or side.get("band_info", []) != records or side.get("n") != len(samples):
+        log.warning("writing %s again: its sidecar's statistics or band records do not match "
+                    "the samples in the shard", unit.file)
+        return None
+    return side
 
 
 def write_unit(cfg: Config, folder: Path, unit: Unit, source) -> dict:

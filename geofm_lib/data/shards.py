@@ -177,6 +177,13 @@ def decode_sample(raw: dict, dense: bool = False) -> dict:
         raise ShardError(f"shard {Path(str(url)).name}: sample {key!r} has no {missing} in its "
                          f"json member (it was not written by this workspace's data stage, or "
                          f"by an older one) - {_REBUILD}")
+    img, bands = out["img"], meta.get("bands") or []
+    if img.ndim != 3 or (bands and img.shape[0] != len(bands)):
+        listed = ", ".join(bands[:4]) + (" ..." if len(bands) > 4 else "")
+        raise ShardError(f"shard {Path(str(url)).name}: sample {key!r} holds an image of shape "
+                         f"{tuple(img.shape)}, but its record lists {len(bands)} bands "
+                         f"({listed}); its payload is another product's (or was replaced) - "
+                         f"{_REBUILD}")
     return out
 
 
@@ -190,13 +197,17 @@ def iter_shards(paths: Iterable[Path], dense: bool = False) -> Iterator[dict]:
     for path in paths:
         path = Path(path)
         last = None
+        expected = _sidecar_content(path)
         try:
             # every process reads the shards it is given: no splitting by node or worker (the
             # training stream splits samples itself, see training.TrainStream)
-            for raw in wds.WebDataset(str(path), shardshuffle=False, empty_check=False,
-                                      nodesplitter=None, workersplitter=None):
+            for k, raw in enumerate(wds.WebDataset(str(path), shardshuffle=False,
+                                                   empty_check=False, nodesplitter=None,
+                                                   workersplitter=None)):
                 sample = decode_sample(raw, dense)
                 last = sample["__key__"]
+                if expected is not None and k % CONTENT_CHECK_EVERY == 0:
+                    _check_content(path, k, sample, expected)
                 yield sample
         except ShardError:
             raise
@@ -204,6 +215,29 @@ def iter_shards(paths: Iterable[Path], dense: bool = False) -> Iterator[dict]:
             after = f"after member {last}.json" if last else "at its first member"
             raise ShardError(f"shard {path.name} is truncated or corrupt {after} "
                              f"({type(exc).__name__}: {str(exc)[:200]}); {_REBUILD}") from exc
+
+
+CONTENT_CHECK_EVERY = 8
+"""Every how many samples a reader checks the image against its sidecar's content hash (the
+tar's sha256 is checked whole; this catches a tar and sidecar changed together, at about 1/8
+of a SHA-256 over the pixels per sample)."""
+
+
+def _sidecar_content(path: Path) -> list | None:
+    side = path.with_name(path.name + ".json")
+    try:
+        data = json.loads(side.read_text())
+        return list(zip(data["keys"], data["content"], strict=True))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # no sidecar (a shard read alone): the tar's own checks apply
+
+
+def _check_content(path: Path, k: int, sample: dict, expected: list) -> None:
+    digest = hashlib.sha256(sample["img"].tobytes()).hexdigest()[:32]
+    if k >= len(expected) or expected[k] != (sample["__key__"], digest):
+        raise ShardError(f"shard {path.name}: sample {sample['__key__']!r} does not match the "
+                         f"content hash its sidecar recorded when it was written (the tar and "
+                         f"its sidecar were changed after the build) - {_REBUILD}")
 
 
 def content_hashes(paths: Iterable[Path]) -> set[str]:
