@@ -523,6 +523,10 @@ REAL_DATASETS: dict[str, Dataset] = {d.key: d for d in (
           "sentinel2_l1c", 10.0, 264, (), _WORLD, "unlabelled",
           "Unlabelled: for self-supervised encoders (issue 8); 4 seasons per location.",
           pair="ssl4eo_s12_s1"),
+    _real("ssl4eo_s12_s2a", "SSL4EO-S12 Sentinel-2 L2A", "self-supervised pretraining",
+          "sentinel2_l2a", 10.0, 264, (), _WORLD, "unlabelled",
+          "SSL4EO-S12's s2a folder: the L2A product (12 bands, no B10), the level of "
+          "BigEarthNet; unlabelled.", pair="ssl4eo_s12_s1"),
     _real("ssl4eo_s12_s1", "SSL4EO-S12 Sentinel-1 GRD", "self-supervised pretraining",
           "sentinel1_grd", 10.0, 264, (), _WORLD, "unlabelled", pair="ssl4eo_s12_s2c"),
     _real("hyspecnet11k", "HySpecNet-11k", "self-supervised pretraining", "enmap_l2a", 30.0,

@@ -343,3 +343,15 @@ def test_a_payload_with_another_band_count_is_named(tmp_path):
     with pytest.raises(ShardError, match=r"sample 's2-000' holds an image of shape \(2, 8, 8\), "
                                          r"but its record lists 4 bands \(B02, B03, B04, B08\)"):
         shards.decode_sample(raw)
+
+
+def test_umap_on_too_few_images_says_what_it_needs():
+    import numpy as np
+
+    from geofm_lib.errors import DataError
+    from geofm_lib.evaluation import umap_2d
+
+    with pytest.raises(DataError, match="needs at least 4 images, these are 3: raise "
+                                        "samples_per_dataset"):
+        umap_2d(np.random.default_rng(0).normal(size=(3, 8)))
+    assert umap_2d(np.random.default_rng(0).normal(size=(6, 8))).shape == (6, 2)

@@ -438,3 +438,28 @@ def test_spectral_earth_files_of_another_kind_are_refused(tmp_path):
                       sources={"enmap_corine": {"reader": "spectral_earth", "root": str(ben)}})
     with pytest.raises(DataError, match="corine/s1.tif holds values \\[999\\]"):
         build.build_shards(cfg, show_progress=False)
+
+
+def test_a_hyspecnet_patch_read_as_a_geotiff_is_recognised_as_enmap(tmp_path):
+    """Issue 36, item 5: a HySpecNet-11k patch through the geotiff reader had bands band1 ...
+    band224 without wavelengths and no date; its name says EnMAP L2A and the day."""
+    from geofm_lib.config import load_config
+    from geofm_lib.data import build, shards
+
+    _write_hyspecnet(tmp_path / "hsn", n_patches=3, px=32)
+    tif = sorted((tmp_path / "hsn").rglob("*-SPECTRAL_IMAGE.TIF"))[0]
+    cfg = load_config("ci", group="custom", image_px=16, samples_per_dataset=4,
+                      val_fraction=0.25, work_dir=str(tmp_path / "w"),
+                      sources={"patch": {"reader": "geotiff", "root": str(tif),
+                                         "options": {"split_block_px": 16}}})
+    folder = build.build_shards(cfg, show_progress=False)
+    m = shards.load_manifest(folder)
+    report = m["source_reports"]["patch"]
+    assert report["recognised"].startswith("EnMAP L2A by its file name")
+    assert report["acquired"] == "2022-11-03"
+    sample = next(shards.iter_shards(shards.shard_paths(folder, "train")))
+    assert sample["json"]["bands"] == [b.name for b in ENMAP_BANDS]
+    assert sample["json"]["date"] == "2022-11-03"
+    info = sample["json"]["band_info"]
+    assert abs(info[0]["center_nm"] - ENMAP_BANDS[0].center_nm) < 1e-6
+    assert all(b["nodata"] == ENMAP_NODATA for b in info)

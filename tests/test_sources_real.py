@@ -748,7 +748,10 @@ def _write_ssl4eo(root: Path, n_locations: int = 3, first: int = 0,
     rng = np.random.default_rng(8)
     dates = dates or {}
     for split, dtype, stamp in (("s2c", "uint16", "{d}T103021_{d}T103027_T32UMU"),
+                                ("s2a", "uint16", "{d}T103021_{d}T103027_T32UMU"),
                                 ("s1", "float32", "S1A_IW_GRDH_1SDV_{d}T052153_{d}T052218")):
+        if split == "s2a" and "s2a" not in dates:
+            continue  # written where asked for (L2A: 12 bands, no B10)
         for loc in range(first, first + n_locations):
             for d in dates.get(split, ("20200315", "20200620")):
                 folder = root / split / f"{loc:07}" / stamp.format(d=d)
@@ -867,3 +870,31 @@ def test_a_misspelt_torchgeo_option_is_named_before_any_work(tmp_path):
                                           r"SSL4EOS12 \(did you mean 'seasons'\?\); it takes "
                                           r"seasons"):
         build.build_shards(_cfg(tmp_path, {"ssl4eo_s12_s2c": spec}), show_progress=False)
+
+
+def test_ssl4eo_l2a_can_be_chosen_and_l1c_beside_l2a_is_named(tmp_path):
+    """Issue 36, item 5: SSL4EO-S12's s2a folder could not be chosen, and L1C (13 bands) beside
+    BigEarthNet's L2A (12) failed with a PairError naming neither dataset nor B10."""
+    from geofm_lib import ssl
+    from geofm_lib.errors import PairError
+
+    days = ("20200315", "20200620")
+    _write_ssl4eo(tmp_path / "ssl4eo", n_locations=4, dates={"s2c": days, "s2a": days,
+                                                             "s1": days})
+    spec = {"reader": "torchgeo", "dataset_class": "SSL4EOS12", "root": str(tmp_path / "ssl4eo")}
+    cfg = _cfg(tmp_path, {"ssl4eo_s12_s2a": spec, "ssl4eo_s12_s1": spec}, image_px=64)
+    build.build_shards(cfg, show_progress=False)
+    train = ssl.load_pairs(cfg, "train")
+    assert len(train.optical_bands) == 12 and "B10" not in train.optical_bands
+    assert train.incomplete == 0 and train.sar_bands == ["VV", "VH"]
+    mixed = load_config("ci", group="custom", image_px=64, samples_per_dataset=8,
+                        val_fraction=0.25, work_dir=str(tmp_path / "w2"),
+                        datasets=["ssl4eo_s12_s2c", "ssl4eo_s12_s1", "bigearthnet_s2",
+                                  "bigearthnet_s1"],
+                        sources={"ssl4eo_s12_s2c": spec, "ssl4eo_s12_s1": spec})
+    build.build_shards(mixed, show_progress=False)
+    with pytest.raises(PairError, match=r"optical images of bigearthnet_s2 and ssl4eo_s12_s2c "
+                                        r"cannot share one input layout: ssl4eo_s12_s2c has "
+                                        r"B10, which bigearthnet_s2 lacks.*ssl4eo_s12_s2a"):
+        ssl.load_pairs(mixed, "train")
+

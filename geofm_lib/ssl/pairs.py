@@ -144,6 +144,24 @@ def may_have_pairs(manifest: Manifest, datasets) -> bool:
     return "both" in kinds or {"sar", "optical"} <= kinds
 
 
+def _band_mismatch(part: str, ds: str, names: list[str], other: str,
+                   theirs: list[str]) -> str:
+    """Why two datasets cannot share a pair layout, naming both and the bands they differ in
+    (e.g. SSL4EO-S12's L1C with B10 beside BigEarthNet's L2A without it)."""
+    only_here = [b for b in names if b not in theirs]
+    only_there = [b for b in theirs if b not in names]
+    differ = "; ".join(x for x in (
+        f"{ds} has {', '.join(only_here)}, which {other} lacks" if only_here else "",
+        f"{other} has {', '.join(only_there)}, which {ds} lacks" if only_there else "")
+        if x) or f"the same bands in another order ({', '.join(names)} against " \
+                 f"{', '.join(theirs)})"
+    level = (" (Sentinel-2 L1C has B10, the cirrus band; L2A products drop it: use one product "
+             "level, e.g. SSL4EO-S12's s2a (L2A) beside BigEarthNet, as ssl4eo_s12_s2a)"
+             if "B10" in only_here + only_there else "")
+    return (f"the {part} images of {ds} and {other} cannot share one input layout: {differ}"
+            f"{level}; pair datasets of one sensor product")
+
+
 def load_pairs(cfg: Config, split: str) -> Pairs:
     """The places of ``split`` with both a Sentinel-1 and an optical image.
 
@@ -163,6 +181,7 @@ def load_pairs(cfg: Config, split: str) -> Pairs:
                            for b in manifest["band_stats"][ds]["bands"])
     halves: dict[str, dict] = {}
     opt_bands = sar_bands = None
+    first_of: dict[str, str] = {}  # part -> the dataset whose bands set it
     vocab: list[str] = []
     for ds in cfg.dataset_keys:
         st = manifest["band_stats"][ds]
@@ -197,15 +216,15 @@ def load_pairs(cfg: Config, split: str) -> Pairs:
             for part, idx in (("sar", sar_idx), ("optical", opt_idx)):
                 if idx:
                     names = [bands[i] for i in idx]
+                    first_of.setdefault(part, ds)
                     if part == "sar":
                         sar_bands = sar_bands or names
-                        ok = names == sar_bands
+                        ok, theirs = names == sar_bands, sar_bands
                     else:
                         opt_bands = opt_bands or names
-                        ok = names == opt_bands
+                        ok, theirs = names == opt_bands, opt_bands
                     if not ok:
-                        raise PairError(f"{ds}: {part} bands {names} differ from another "
-                                        f"dataset's; pair datasets of one sensor product")
+                        raise PairError(_band_mismatch(part, ds, names, first_of[part], theirs))
                     rec[part] = _standardise(s["img"], st, idx)
     complete = [pid for pid, r in halves.items()
                 if "optical" in r and ("sar" in r or optical_only)]

@@ -64,7 +64,9 @@ class GeoTiffSource(SourceBase):
         tif, vec = self._files(cfg, dataset, spec, opts)
         self.cfg, self.dataset, self.tif = cfg, dataset, tif
         self.product = opts.pop("_product", None)  # an EnMAP product (enmap_product)
-        self.acquired = self.product.date if self.product is not None else None
+        self.recognised = opts.pop("_recognised", None)  # what the file name told
+        self.acquired = self.product.date if self.product is not None else \
+            date_from_name(tif.name)
         # a dataset card (or catalog entry) gives the group, the sensor's bands and the labels
         self.info = cfg.dataset_info(dataset) if dataset in (cfg.dataset_cards or {}) else None
         if self.info is not None and "sensor" not in opts:
@@ -104,6 +106,23 @@ class GeoTiffSource(SourceBase):
             for key, value in product.options().items():
                 opts.setdefault(key, value)
             opts["_product"] = product
+        elif tif.is_file() and ENMAP_IMAGE.search(tif.name) and not {"sensor", "band_names",
+                                                                       "band_wavelengths_nm"} & \
+                set(opts):
+            # an EnMAP spectral image without its METADATA.XML (a HySpecNet-11k patch): the
+            # bands by number at EnMAP's nominal centres, its fill value as nodata
+            import rasterio
+
+            with rasterio.open(tif) as src:
+                count, declared = src.count, src.nodatavals
+            if count == len(ENMAP_BANDS):
+                opts["sensor"] = "enmap"
+                opts["band_names"] = [f"band{i + 1}" for i in range(count)]  # by number
+                if all(v is None for v in declared):
+                    opts.setdefault("nodata", ENMAP_NODATA)
+                opts.setdefault("units", "reflectance x 10000")
+                opts["_recognised"] = ("EnMAP L2A by its file name (no METADATA.XML beside it, "
+                                       "as in HySpecNet-11k): EnMAP's nominal band centres")
         if tif.is_dir():  # a product stored one band per file
             labels = opts.get("labels")
             vec = Path(_resolve_root(labels)) if labels is not None else None
@@ -293,7 +312,9 @@ class GeoTiffSource(SourceBase):
     def report(self, dataset: str) -> dict:
         files = {"band_files": self.band_files} if self.band_files else {}
         used = self.count(dataset)
-        return {"reader": "geotiff", "file": self.tif.name, **files, "patches": self.usable,
+        recognised = {"recognised": self.recognised} if self.recognised else {}
+        return {"reader": "geotiff", "file": self.tif.name, **files, **recognised,
+                "acquired": self.acquired, "patches": self.usable,
                 "skipped_mostly_nodata": self.skipped, "max_nodata": self.max_nodata,
                 "split_block_px": self.block_px,
                 "crs": str(self.crs), "vocabulary_from": "vector file" if self.vocabulary
@@ -332,6 +353,31 @@ class GeoTiffSource(SourceBase):
                           **({"date": self.acquired} if self.acquired else {}))
         return Scene(dataset, index, np.ascontiguousarray(image), meta, self.vocabulary,
                      labeller)
+
+
+ENMAP_IMAGE = re.compile(r"^ENMAP01-_{4}L[12][ABC]-DT\d{10}_\d{8}T\d{6}Z_\d{3}_V\d{6}_\d{8}T"
+                         r"\d{6}Z.*SPECTRAL_IMAGE\.TIF$", re.IGNORECASE)
+"""An EnMAP spectral image's file name (DLR's products, HySpecNet-11k's patches)."""
+
+_NAME_DATES = (  # (file name pattern, the acquisition date's groups): the formats that carry one
+    re.compile(r"ENMAP01-_{4}L[12][ABC]-DT\d{10}_(\d{4})(\d{2})(\d{2})T"),  # EnMAP
+    re.compile(r"^L[COTEM]0\d_L\w{3}_\d{6}_(\d{4})(\d{2})(\d{2})_"),  # Landsat collections
+    re.compile(r"^S2[ABC]_MSIL\w{2}_(\d{4})(\d{2})(\d{2})T"),  # Sentinel-2 products
+    re.compile(r"^S1[ABC]_\w{2}_\w{4}_\w{4}_(\d{4})(\d{2})(\d{2})T"),  # Sentinel-1 products
+)
+
+
+def date_from_name(name: str) -> str | None:
+    """The acquisition date (ISO) where a file name's format carries one: EnMAP, Landsat
+    (``LC08_L1TP_224078_20200518_...``), Sentinel-1/2 product names; None otherwise."""
+    for pattern in _NAME_DATES:
+        found = pattern.search(name)
+        if found:
+            try:
+                return datetime(*map(int, found.groups())).date().isoformat()
+            except ValueError:
+                return None
+    return None
 
 
 # --- an EnMAP product in DLR's delivery layout ----------------------------------------------
