@@ -223,3 +223,20 @@ def test_band_per_file_product(tmp_path):
     np.testing.assert_array_equal(s["img"][3], np.repeat(np.repeat(b05, 2, 0), 2, 1)
                                   [y:y + 32, x:x + 32])
     assert inputs.input_bands(m.bands("my_s2"))[1] == "sentinel2_true_colour"
+
+
+def test_patches_of_one_16_bit_scene_share_one_colour_scale():
+    """Issue 36, item 7: each Landsat patch was stretched on its own, so a dark patch of water
+    and a bright one of fields looked alike; shown together they now share the stretch."""
+    from geofm_lib.data.display import display_ranges, display_rgb
+
+    rng = np.random.default_rng(0)
+    dark = rng.integers(7000, 8000, (3, 16, 16)).astype(np.uint16)
+    bright = rng.integers(15000, 20000, (3, 16, 16)).astype(np.uint16)
+    bands = ["B", "G", "R"]
+    alone = [display_rgb(x, bands).mean() for x in (dark, bright)]
+    assert abs(alone[0] - alone[1]) < 0.1  # per-patch stretch: alike
+    ranges = display_ranges([dark, bright], bands)
+    shared = [display_rgb(x, bands, ranges).mean() for x in (dark, bright)]
+    assert shared[1] - shared[0] > 0.5  # one scale: the dark patch stays dark
+    assert display_ranges([np.zeros((3, 4, 4), np.uint8)], bands) is None  # 8 bit: as stored

@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from geofm_lib.data.display import display_rgb
+from geofm_lib.data.display import display_ranges, display_rgb
 from geofm_lib.data.shards import Manifest
 from geofm_lib.evaluation.metrics import label_matrix
 from geofm_lib.progress import batch_mode
@@ -29,13 +29,17 @@ def sample_grid(samples_by_dataset: dict[str, list[dict]], n: int = 6, title_cha
     rows = len(samples_by_dataset)
     fig, axes = plt.subplots(rows, n, figsize=(2.2 * n, 2.5 * rows), squeeze=False)
     for r, (ds, samples) in enumerate(samples_by_dataset.items()):
+        # one colour scale per dataset (16-bit products: the row's pooled stretch)
+        ranges = display_ranges([s["img"] for s in samples], samples[0]["json"]["bands"]) \
+            if samples and len({tuple(s["json"]["bands"]) for s in samples}) == 1 else None
         for c in range(n):
             ax = axes[r, c]
             ax.axis("off")
             if c >= len(samples):
                 continue
             s = samples[c]
-            ax.imshow(display_rgb(s["img"], s["json"]["bands"]), interpolation="nearest")
+            ax.imshow(display_rgb(s["img"], s["json"]["bands"], ranges),
+                      interpolation="nearest")
             labels = ", ".join(s["json"]["labels"]) or "(no labels)"
             ax.set_title(textwrap.fill(textwrap.shorten(labels, title_chars), 34), fontsize=7)
             if c == 0:
@@ -283,11 +287,26 @@ def per_class_recall_plot(recall: np.ndarray, support: np.ndarray, vocabulary, t
     return fig
 
 
-def thumbnail_png(image: np.ndarray, bands: list[str], px: int = 96) -> bytes:
+def thumbnails_png(samples: dict[str, dict], px: int = 96) -> dict[str, bytes]:
+    """Small PNGs of samples (by key) for map popups, one colour scale per dataset (16-bit
+    products: the dataset's pooled stretch, so neighbouring patches of one scene match)."""
+    by_ds: dict[tuple, list[str]] = {}
+    for key, s in samples.items():
+        by_ds.setdefault((s["json"]["dataset"], tuple(s["json"]["bands"])), []).append(key)
+    out = {}
+    for (_, bands), keys in by_ds.items():
+        ranges = display_ranges([samples[k]["img"] for k in keys], list(bands))
+        for k in keys:
+            out[k] = thumbnail_png(samples[k]["img"], list(bands), px, ranges)
+    return out
+
+
+def thumbnail_png(image: np.ndarray, bands: list[str], px: int = 96,
+                  ranges: list[tuple[float, float]] | None = None) -> bytes:
     """A small PNG of a product (display conventions above), for map popups."""
     from PIL import Image
 
-    rgb = (display_rgb(image, bands) * 255).clip(0, 255).astype(np.uint8)
+    rgb = (display_rgb(image, bands, ranges) * 255).clip(0, 255).astype(np.uint8)
     im = Image.fromarray(rgb).resize((px, px), Image.NEAREST)
     buf = io.BytesIO()
     im.save(buf, format="PNG", optimize=True)
