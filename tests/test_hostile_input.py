@@ -164,6 +164,14 @@ def test_a_stage_never_records_a_non_finite_result(tmp_path):
         save_stage(cfg, "06_feature_probes", {"curve": np.array([1.0, 2.0, np.inf])})
     assert not list(tmp_path.rglob("08_segmentation.json"))
     assert save_stage(cfg, "08_segmentation", {"rows": rows[:1], "r2": None}).is_file()
+    # a score not defined on the images (no boundary anywhere) is null, only where declared so
+    undefined = [{"boundary_f1": float("nan"), "ci": {"boundary_f1": [float("nan"), 1.0]}}]
+    path = save_stage(cfg, "08_segmentation", {"rows": undefined},
+                      undefined=("boundary_f1", "ci"))
+    assert json.loads(path.read_text())["metrics"]["rows"][0] == {
+        "boundary_f1": None, "ci": {"boundary_f1": [None, 1.0]}}
+    with pytest.raises(DataError, match=r"metrics.rows\[1\].r2 = nan"):
+        save_stage(cfg, "08_segmentation", {"rows": rows}, undefined=("boundary_f1", "ci"))
 
 
 def test_a_yaml_alias_bomb_is_refused_at_once_wherever_it_sits(tmp_path):

@@ -87,13 +87,18 @@ def run_record(cfg: Config, stage: str, data: dict | None = None,
 
 
 def save_stage(cfg: Config, stage: str, metrics: dict, data: dict | None = None,
-               with_device: bool = False) -> Path:
+               with_device: bool = False, undefined: tuple[str, ...] = ()) -> Path:
     """Write ``<work>/runs/<run>/<stage>.json`` with metrics and the run record, atomically.
+
+    ``undefined``: keys whose NaN means "not defined on this data", not a failure (08's
+    boundary F1 of images without any boundary, the IoU of a class in neither the targets nor
+    the predictions, and their intervals): recorded as null.
 
     Raises:
         DataError: a metric that is NaN or infinite (a diverged fit, inputs out of range),
             named by its place in the record: a stage never publishes it as a number.
     """
+    metrics = _nan_to_null(metrics, set(undefined)) if undefined else metrics
     bad = non_finite(metrics)
     if bad:
         where, value = bad[0]
@@ -108,6 +113,17 @@ def save_stage(cfg: Config, stage: str, metrics: dict, data: dict | None = None,
     path = folder / f"{stage}.json"
     atomic_write_json(path, rec)
     return path
+
+
+def _nan_to_null(record, keys: set[str], inside: bool = False):
+    """The record with NaN replaced by None under the keys named (at any depth)."""
+    if isinstance(record, dict):
+        return {k: _nan_to_null(v, keys, inside or k in keys) for k, v in record.items()}
+    if isinstance(record, (list, tuple)):
+        return [_nan_to_null(v, keys, inside) for v in record]
+    if inside and isinstance(record, float) and math.isnan(record):
+        return None
+    return record
 
 
 def non_finite(record, where: str = "metrics") -> list[tuple[str, float]]:

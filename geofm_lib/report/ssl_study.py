@@ -75,7 +75,15 @@ def run_seed001_study(preset: str = "demo", methods=None, reports_dir: Path | No
 # --- the page ---------------------------------------------------------------------------------
 
 def _ci(ci) -> str:
-    return f" <span class=ci>[{ci[0]:.1f}, {ci[1]:.1f}]</span>" if ci else ""
+    """An interval, or nothing where it is not defined (null bounds: no boundary anywhere)."""
+    if not ci or any(v is None or v != v for v in ci):
+        return ""
+    return f" <span class=ci>[{ci[0]:.1f}, {ci[1]:.1f}]</span>"
+
+
+def _score(value) -> str:
+    """A score, or 'n/a' where it is not defined on the test images (recorded as null)."""
+    return "n/a" if value is None or value != value else f"{value:.1f}"
 
 
 def _diff(d: float, ci, lower_is_better: bool = False) -> str:
@@ -203,7 +211,7 @@ def _details_table(seg: dict) -> str:
     if not rows:
         return "<p>no variants run</p>"
     body = "".join(f"<tr><th>{html.escape(r['variant'])}</th><td><b>{r['mean_iou']:.1f}</b>"
-                   f"{_ci(r['ci']['mean_iou'])}</td><td>{r['boundary_f1']:.1f}"
+                   f"{_ci(r['ci']['mean_iou'])}</td><td>{_score(r['boundary_f1'])}"
                    f"{_ci(r['ci'].get('boundary_f1'))}</td><td>{r['overall_accuracy']:.1f}</td>"
                    f"</tr>" for r in rows)
     return ("<table><thead><tr><th>variant</th><th>mean IoU</th><th>boundary F1</th>"
