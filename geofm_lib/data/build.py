@@ -66,32 +66,48 @@ class Unit:
         return f"{self.split}-{self.dataset}-{self.number:06d}.tar"
 
 
-def split_scenes(n: int, val_fraction: float, seed: int, dataset: str,
-                 keys: list[str | None] | None = None) -> dict[str, list[int]]:
-    """Seeded split by split unit; at least one validation unit when there are two or more.
+def split_scenes(n: int, val_fraction: float, seed: int, dataset: str) -> dict[str, list[int]]:
+    """Seeded scene-level split of a reader without split units; at least one validation
+    scene when n > 1.
 
-    ``keys[i]`` is the unit scene ``i`` belongs to (the reader's ``split_key``: the scene a
-    frame was cut from, a tile, a location, a block of a large scene); every scene of a unit
-    lands on one side. A scene without a key is a unit of its own, and with no keys at all the
-    split is the plain seeded split of the scenes (unchanged from before units existed).
-
-    Datasets imaging the same places (Sentinel-1 and Sentinel-2 of BigEarthNet v1/v2 and
-    SSL4EO-S12, paired by ``pair_id``, scene ``i`` of one the same place as scene ``i`` of the
-    other) share the split of their scenes, so a validation place is never seen in training
-    through the other sensor.
+    Datasets imaging the same places (Sentinel-1 and Sentinel-2 of the simulator's BigEarthNet,
+    paired by ``pair_id``, scene ``i`` of one the same place as scene ``i`` of the other) share
+    the split of their scenes, so a validation place is never seen in training through the
+    other sensor. Readers that name split units are split by :func:`split_units`.
     """
     family = pair_family(dataset)
-    units: dict[str, list[int]] = {}
-    for i in range(n):
-        key = keys[i] if keys is not None and keys[i] is not None else f"\0{i}"
-        units.setdefault(key, []).append(i)
-    members = list(units.values())
-    m = len(members)
+    n_val = int(round(n * val_fraction))
+    n_val = min(max(n_val, 1 if n > 1 else 0), n - 1) if n > 1 else 0
+    order = np.random.default_rng([seed, 99, *family.encode()]).permutation(n)
+    val = sorted(order[:n_val].tolist())
+    vs = set(val)
+    return {"train": [i for i in range(n) if i not in vs], "val": val}
+
+
+def split_units(units_by_dataset: dict[str, set[str]], val_fraction: float, seed: int,
+                family: str) -> set[str]:
+    """The validation units of a pair family (one dataset, or the sensors of one place),
+    decided once for the whole family: a unit (scene, tile, place, block) is on one side for
+    every dataset that has it, whichever units each dataset holds.
+
+    A seeded permutation of the family's units (sorted, so the draw does not depend on reading
+    order) gives ``val_fraction`` of them to validation; then a dataset with two or more units
+    and none in validation gets its first unit in the permutation moved there (for the whole
+    family), and one with all its units in validation gets its last moved back.
+    """
+    union = sorted(set().union(*units_by_dataset.values())) if units_by_dataset else []
+    m = len(union)
     n_val = int(round(m * val_fraction))
     n_val = min(max(n_val, 1 if m > 1 else 0), m - 1) if m > 1 else 0
-    order = np.random.default_rng([seed, 99, *family.encode()]).permutation(m)
-    vs = {i for g in order[:n_val].tolist() for i in members[g]}
-    return {"train": [i for i in range(n) if i not in vs], "val": sorted(vs)}
+    order = [union[i] for i in np.random.default_rng([seed, 99, *family.encode()])
+             .permutation(m).tolist()]
+    val = set(order[:n_val])
+    for _, units in sorted(units_by_dataset.items()):
+        if len(units) > 1 and not units & val:
+            val.add(next(k for k in order if k in units))
+        if len(units) > 1 and units <= val:
+            val.discard(next(k for k in reversed(order) if k in units))
+    return val
 
 
 def split_keys(source, dataset: str, n: int) -> list[str | None]:
@@ -106,11 +122,28 @@ def plan_units(cfg: Config, source) -> list[Unit]:
     per_scene = max((cfg.effective_scene_px - cfg.image_px) // step + 1, 1) ** 2
     scenes_per_shard = max(cfg.shard_size // per_scene, 1)
     units = []
+    counts = {ds: source.count(ds) for ds in source.datasets}
+    official = {ds: source.splits(ds) for ds in source.datasets}
+    keys = {ds: split_keys(source, ds, counts[ds]) for ds in source.datasets
+            if official[ds] is None}
+    keyed = {ds: k for ds, k in keys.items() if any(v is not None for v in k)}
+    val_units: dict[str, set[str]] = {}  # per pair family: its validation units
+    for family in sorted({pair_family(ds) for ds in keyed}):
+        members = {ds: {k if k is not None else f"{ds} scene {i}" for i, k in enumerate(ks)}
+                   for ds, ks in keyed.items() if pair_family(ds) == family}
+        val_units[family] = split_units(members, cfg.val_fraction, cfg.seed, family)
     for dataset in source.datasets:
-        n = source.count(dataset)
-        official = source.splits(dataset)
-        plan = official or split_scenes(n, cfg.val_fraction, cfg.seed, dataset,
-                                        split_keys(source, dataset, n))
+        n = counts[dataset]
+        if official[dataset] is not None:
+            plan = official[dataset]
+        elif dataset in keyed:
+            val = val_units[pair_family(dataset)]
+            ks = [k if k is not None else f"{dataset} scene {i}"
+                  for i, k in enumerate(keyed[dataset])]
+            plan = {"train": [i for i in range(n) if ks[i] not in val],
+                    "val": [i for i in range(n) if ks[i] in val]}
+        else:
+            plan = split_scenes(n, cfg.val_fraction, cfg.seed, dataset)
         for split, idx in plan.items():
             for k in range(0, len(idx), scenes_per_shard):
                 units.append(Unit(split, dataset, k // scenes_per_shard,
