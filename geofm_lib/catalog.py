@@ -391,11 +391,13 @@ DATASETS: dict[str, Dataset] = {d.key: d for d in (
         name="QFabric", group="C", problem="change detection",
         sensor="worldview2_rgb", gsd_m=0.50, native_px=20480,
         labels=QFABRIC_CHANGE_TYPE + QFABRIC_CHANGE_STATUS + QFABRIC_LAND,
-        labels_status="partly unconfirmed: change types (6) and change statuses (9) are "
-                      "QFabric's; the 18 land/urban context classes are reconstructed so that "
-                      "the total matches the 33 labels of seed 000 Table 2 and include every "
-                      "context class seed 000 Fig. 2 shows; their exact names could not be "
-                      "checked offline",
+        labels_status="the simulator's: change types (6) and statuses (9) are QFabric's; the "
+                      "18 land/urban context classes are reconstructed so that the total "
+                      "matches the 33 labels of seed 000 Table 2 and include every context "
+                      "class seed 000 Fig. 2 shows. Real files: the qfabric reader takes the "
+                      "release's own vocabulary from its metadata.json (32 names in public "
+                      "code that reads it, Materials Introduced, Urban Slum, Coastal and "
+                      "Grass Land among them; data/sources/qfabric.py)",
         regions=(Region("Indian subcontinent", 72.0, 12.0, 88.0, 29.0),
                  Region("Middle East", 44.0, 23.0, 56.0, 30.0),
                  Region("North America", -122.0, 30.0, -75.0, 45.0),

@@ -252,7 +252,7 @@ QFABRIC_LOCATIONS = {
 }
 
 
-def write_qfabric(root: Path, urban=None) -> dict:
+def write_qfabric(root: Path, urban=None, geography=None, statuses=None) -> dict:
     import rasterio
     from rasterio.transform import from_origin
 
@@ -261,8 +261,9 @@ def write_qfabric(root: Path, urban=None) -> dict:
     coco.mkdir(parents=True, exist_ok=True)
     (root / "images").mkdir(exist_ok=True)
     options = [list(o) for o in QFABRIC_OPTIONS]
-    if urban:
-        options[2] = urban
+    for k, given in ((1, statuses), (2, urban), (3, geography)):  # the release's own lists
+        if given:
+            options[k] = list(given)
     (coco / "metadata.json").write_text(json.dumps({
         "dataset": {s: [f"{loc}.json" for loc, (sp, _) in QFABRIC_LOCATIONS.items() if sp == s]
                     for s in ("train", "val")},

@@ -386,15 +386,27 @@ def test_qfabric_change_polygons_with_the_status_at_the_scene_date(tmp_path, dat
     assert ("Operational" if date == 4 else "Greenland") in by[("loc_0001", 0, 0)]
 
 
-def test_qfabric_context_names_the_catalog_does_not_list(tmp_path):
-    write_qfabric(tmp_path / "qf", urban=["Dense Urban", "Urban Slum", "Rural"])
-    spec = {"reader": "qfabric", "root": str(tmp_path / "qf")}
-    with pytest.raises(errors.ConfigError, match="class 'Urban Slum' of the reader has no label"):
-        build.build_shards(_cfg(tmp_path, "qfabric", spec, group="C"), None, False)
-    folder = build.build_shards(_cfg(tmp_path, "qfabric", {
-        **spec, "options": {"context_labels": False}}, group="C"), None, False)
+def test_qfabric_reads_the_release_vocabulary_with_its_own_names(tmp_path):
+    """Issue 36, item 6: the catalog's reconstructed context names refused the release's own
+    ("Urban Slum", "Industrial" as an urban type, "Lakes", ...), and context_labels: false did
+    not help for "Materials Introduced", a change status."""
+    statuses = QFABRIC_OPTIONS[1][:4] + ["Materials Introduced"] + QFABRIC_OPTIONS[1][4:]
+    write_qfabric(tmp_path / "qf", urban=["Industrial", "Urban Slum", "Rural"],
+                  geography=["Lakes", "Grass Land"], statuses=statuses)
+    spec = {"reader": "qfabric", "root": str(tmp_path / "qf"), "splits": "official"}
+    folder = build.build_shards(_cfg(tmp_path, "qfabric", spec, group="C"), None, False)
+    m = shards.load_manifest(folder)
+    vocab = m["vocabularies"]["qfabric"]
+    # the urban "Industrial" is its own label beside the change type; "Lakes" is the paper's Lake
+    assert {"Industrial", "Industrial Area", "Lake", "Urban Slum", "Grassland",
+            "Materials Introduced"} <= set(vocab)  # "Grass Land": the catalog's Grassland
+    assert "Lakes" not in vocab and "Wetland" not in vocab  # only what the release lists
+    report = m["source_reports"]["qfabric"]
+    assert report["labels_not_in_catalog"] == ["Materials Introduced", "Urban Slum"]
     labels = {lab for s in _samples(folder) for lab in s["json"]["labels"]}
-    assert labels and labels <= set(QFABRIC_OPTIONS[0] + QFABRIC_OPTIONS[1])
+    # loc_0001's first polygon: urban type 1 (Urban Slum), geography 0 (Lakes); the second:
+    # urban type 0 (Industrial); at the last date, status 8 of the shifted list: Construction Done
+    assert {"Urban Slum", "Lake", "Industrial Area", "Construction Done"} <= labels
 
 
 def test_the_six_datasets_from_their_real_layouts_through_notebooks_01_to_05(tmp_path):

@@ -15,10 +15,19 @@ the first ``options`` list of metadata.json), the status at each date (``{"0": [
 "4": [i]}``, the second list), the urban types (third list) and the geography types (fourth).
 A scene is the image of one date (``options.date``, default the last); its labels are the
 change type, the status *at that date*, and (``options.context_labels``, default true) the
-context labels of the polygons inside each patch, by polygon area share. Label names map to the
-catalog's QFabric vocabulary by name; the catalog's context names are reconstructed (see the
-catalog), so names it does not list are an error naming them: leave the context out with
-``context_labels: false`` or declare the labels in a dataset card.
+context labels of the polygons inside each patch, by polygon area share.
+
+Vocabulary: the release's own, from the ``options`` lists of ``metadata.json``. Public code that
+reads the release lists 6 change types, 10 statuses (with ``Materials Introduced``), 5 urban
+types (``Dense Urban``, ``Sparse Urban``, ``Rural``, ``Industrial``, ``Urban Slum``) and 11
+geography types (``Desert``, ``Sparse Forest``, ``Lakes``, ``Dense Forest``, ``River``,
+``Coastal``, ``Farms``, ``Hills``, ``Snow``, ``Barren Land``, ``Grass Land``): 32 names, where
+seed 000 counts 33. A name is spelt as the catalog spells it where the catalog has it (by name,
+case and separators aside: ``Grass Land`` is ``Grassland``), with two aliases (:data:`RELEASE_ALIASES`): the urban type
+``Industrial`` is ``Industrial Area`` (the change type of that name is another label) and
+``Lakes`` is ``Lake``, as seed 000's Fig. 2 writes it. A name the catalog lacks is kept as the
+release writes it and listed in the reader's report (``labels_not_in_catalog``); the catalog's
+context names are a reconstruction for the simulator (see the catalog).
 """
 
 from __future__ import annotations
@@ -34,14 +43,17 @@ from geofm_lib.data.sources.annotated import (
     Item,
     Problems,
     band_records,
-    catalog_labels,
     clip_objects,
     image_size,
     open_root,
     raster_lonlat,
     reader_options,
 )
+from geofm_lib.data.sources.base import _norm
 from geofm_lib.errors import ConfigError
+
+RELEASE_ALIASES = {(2, "Industrial"): "Industrial Area", (3, "Lakes"): "Lake"}
+"""(options list, the release's name) -> the catalog's label, where the two differ."""
 
 
 class QFabricSource(AnnotatedSource):
@@ -64,9 +76,13 @@ class QFabricSource(AnnotatedSource):
             raise ConfigError(f"{where}: metadata.json lists {len(lists)} label sets; QFabric's "
                               f"has change types, change statuses and context labels")
         context = bool(opts.get("context_labels", True))
-        names = [n for i, opts_i in enumerate(lists) if i < 2 or context for n in opts_i]
-        mapped = dict(zip(names, catalog_labels(dataset, cfg, names, f"{where} (metadata.json)"),
-                          strict=True))
+        catalog = {_norm(v): v for v in cfg.dataset_info(dataset).labels}
+        # each list's names: the catalog's spelling, an alias, or the release's own name
+        mapped = [{n: RELEASE_ALIASES.get((i, n)) or catalog.get(_norm(n), n) for n in names}
+                  for i, names in enumerate(lists)]
+        used = [label for i, m in enumerate(mapped) if i < 2 or context for label in m.values()]
+        vocabulary = [v for v in cfg.dataset_info(dataset).labels if v in used] + [
+            v for v in dict.fromkeys(used) if v not in catalog.values()]
         date = int(opts.get("date", 4))
         problems = Problems(spec.on_bad, where)
         items, found = [], 0
@@ -77,10 +93,13 @@ class QFabricSource(AnnotatedSource):
                                   problems)
                 if item is not None:
                     items.append(item)
-        super().__init__(cfg, dataset, spec, items, cfg.dataset_info(dataset).labels,
+        super().__init__(cfg, dataset, spec, items, vocabulary,
                          band_records(dataset, cfg, ["R", "G", "B"], where), "qfabric",
-                         problems, found, report={"date_index": date,
-                                                  "context_labels": context})
+                         problems, found, report={
+                             "date_index": date, "context_labels": context,
+                             "vocabulary_from": "the release's metadata.json",
+                             "labels_not_in_catalog": [v for v in vocabulary
+                                                       if v not in catalog.values()]})
 
     @staticmethod
     def _coco_folder(root: Path, opts: dict, where: str) -> Path:
@@ -119,18 +138,19 @@ class QFabricSource(AnnotatedSource):
             try:
                 poly = np.asarray(a["segmentation"][0], float).reshape(-1, 2)
                 props = a["properties"]
-                picked = [lists[0][i] for i in props[0]["labels"]]
+                picked = [mapped[0][lists[0][i]] for i in props[0]["labels"]]
                 status = props[1]["labels"]
-                picked += [lists[1][i] for i in status.get(str(date % len(images)), [])]
+                picked += [mapped[1][lists[1][i]]
+                           for i in status.get(str(date % len(images)), [])]
                 if context:
-                    picked += [lists[k][i] for k in (2, 3) if k < len(props) and k < len(lists)
-                               for i in props[k]["labels"]]
+                    picked += [mapped[k][lists[k][i]] for k in (2, 3)
+                               if k < len(props) and k < len(lists) for i in props[k]["labels"]]
             except (KeyError, IndexError, TypeError, ValueError) as exc:
                 problems.bad("malformed annotations", f"{path.name}: annotation "
                              f"{a.get('id', '?')} ({type(exc).__name__}: {exc})",
                              "use the release's files")
                 continue
-            objects += [(mapped[n], poly) for n in dict.fromkeys(picked)]
+            objects += [(label, poly) for label in dict.fromkeys(picked)]
         bounds, _ = raster_lonlat(image)
         item = Item((image,), split=split, objects=objects, bounds=bounds,
                     date=str(entry.get("date_captured") or entry.get("date") or "")[:10] or None,
