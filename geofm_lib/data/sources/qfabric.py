@@ -25,9 +25,10 @@ geography types (``Desert``, ``Sparse Forest``, ``Lakes``, ``Dense Forest``, ``R
 seed 000 counts 33. A name is spelt as the catalog spells it where the catalog has it (by name,
 case and separators aside: ``Grass Land`` is ``Grassland``), with two aliases
 (:data:`RELEASE_ALIASES`): the urban type ``Industrial`` is ``Industrial Area`` (the change
-type of that name is another label) and ``Lakes`` is ``Lake``, as seed 000's Fig. 2 writes it. A name the catalog lacks is kept as the
-release writes it and listed in the reader's report (``labels_not_in_catalog``); the catalog's
-context names are a reconstruction for the simulator (see the catalog).
+type of that name is another label) and ``Lakes`` is ``Lake``, as seed 000's Fig. 2 writes
+it. A name the catalog lacks is kept as the release writes it and listed in the reader's report
+(``labels_not_in_catalog``); the catalog's context names are a reconstruction for the simulator
+(see the catalog).
 """
 
 from __future__ import annotations
