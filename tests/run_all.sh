@@ -118,7 +118,7 @@ else
   if [ "$skip_demo" != "1" ]; then LANE=demo lane_demo; fi
 fi
 step "pytest: quality bars, reports in chromium (read what the lanes made)" \
-  pytest -q tests -m reports -p no:cacheprovider
+  pytest -q tests -m reports -p no:cacheprovider -rxX
 
 echo "== timing summary (steps of one lane run one after the other; the lanes side by side)"
 while IFS=$'\t' read -r lane name secs; do

@@ -187,10 +187,14 @@ def test_finetune_scores_the_val_split_and_refuses_unlabelled_data(tmp_path):
     training.train(cfg, show_progress=False)
     r = encoders.finetune(cfg, "init", "agriculture_vision", epochs=2, batch_size=4, n_boot=20)
     n_val = shards.load_manifest(paths.build_folder(cfg))["counts"]["agriculture_vision"]["val"]
-    assert r.n_test == n_val and len(r.history) == 2
+    # LP-FT (the default recipe): the probe head's starting loss, then one row per epoch
+    assert r.n_test == n_val and r.recipe == "lp-ft" and [h["epoch"] for h in r.history] == [
+        0, 1, 2]
     assert 0 <= r.test["f2_micro"] <= 100 and r.ci["f2_micro"][0] <= r.ci["f2_micro"][1]
     with pytest.raises(ValueError, match="no labels to fine-tune"):
         encoders.finetune(cfg, "init", "no_such_dataset", epochs=1)
+    with pytest.raises(ValueError, match="unknown fine-tuning recipe"):
+        encoders.finetune(cfg, "init", "agriculture_vision", epochs=1, recipe="lpft")
 
 
 def _group_a(tmp_path, **kw):

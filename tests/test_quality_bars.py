@@ -62,7 +62,9 @@ def test_trained_encoder_beats_its_random_init_twin_with_the_linear_probe():
 
 def test_sensor_pairs_beat_random_init_in_the_linear_probe_on_s1_s2():
     """Issue 8's bar: MoCo-v2 with S1/S2 pairs of a place, linear probe on the labelled places
-    with S1+S2 input, above the same ResNet at random initialisation."""
+    with S1+S2 input, above the same ResNet at random initialisation (since issue 37 with its
+    BatchNorm statistics estimated; that random init is at the label-prior floor on the demo,
+    so the bar against the strongest fair baseline is the one below)."""
     path = DEMO / "metrics.json"
     if not path.is_file():
         pytest.skip("no demo report")
@@ -74,22 +76,67 @@ def test_sensor_pairs_beat_random_init_in_the_linear_probe_on_s1_s2():
     assert m["ssl_minus_random_init_f2_s1s2_ci"][0] > 0, m
 
 
-def test_pretrained_encoders_beat_random_init_in_segmentation_with_few_labels():
-    """Issue 20's bar (seed 001's finding): the MoCo and DINO encoders of 07, frozen, under a
-    UNet trained on the fewest labelled places, segment tree cover with a higher mean IoU than
-    the same encoder at random init, the paired 95 % interval of the difference above 0."""
+@pytest.mark.xfail(strict=False, reason=(
+    "issue 37, measured 2026-12-05 (AMD EPYC, fp32): on the demo, random convolutional features "
+    "(RCF) under the same linear probe score F2 60.6 [54.5, 66.0] on S1+S2 against MoCo-v2's "
+    "54.9 [48.9, 60.4]: MoCo-v2 minus RCF -5.7 [-10.1, -0.9] (paired). Against the strongest "
+    "fair baseline the bar does not hold; it is reported here, not loosened (XPASS: it holds "
+    "on that machine, then drop the mark)"))
+def test_sensor_pairs_beat_the_strongest_fair_baseline_in_the_linear_probe_on_s1_s2():
+    """Issue 8's bar restated against the fair baselines (issue 37): MoCo-v2's S1+S2 probe above
+    the stronger of random init (BatchNorm statistics estimated) and RCF, the paired 95 %
+    interval of the difference above 0."""
     path = DEMO / "metrics.json"
     if not path.is_file():
         pytest.skip("no demo report")
-    m = json.loads(path.read_text())["08_segmentation"]
+    m = json.loads(path.read_text())["07_ssl_pretrain"]
+    assert m["strongest_baseline"] in ("random init", "RCF")
+    print(f"MoCo-v2 {m['linear_probe_f2_s1s2']} minus {m['strongest_baseline']}: "
+          f"{m['ssl_minus_strongest_f2_s1s2']} {m['ssl_minus_strongest_f2_s1s2_ci']}; floor "
+          f"{m['label_prior_f2_s1s2']}, random init at the floor: {m['random_init_at_floor']}")
+    assert m["ssl_minus_strongest_f2_s1s2_ci"][0] > 0, m
+
+
+def _segmentation():
+    path = DEMO / "metrics.json"
+    if not path.is_file():
+        pytest.skip("no demo report")
+    return json.loads(path.read_text())
+
+
+def test_every_segmenter_clears_the_majority_class_floor_with_few_labels():
+    """Issue 37's floor under 08: with the fewest labelled places every encoder's mean IoU
+    interval (random inits with estimated statistics included) lies above the majority-class
+    map's (on the demo: 34.7, the always-"not tree" map), so no row is a degenerate one."""
+    metrics = _segmentation()
+    m = metrics["08_segmentation"]
     assert m["protocol"] == "frozen" and m["target"] == "trees"
+    assert m["floor"]["name"] == "majority class"
+    assert m["at_floor"] and not any(m["at_floor"].values()), m["at_floor"]
+    for name, (lo, _) in m["mean_iou_ci"].items():
+        assert lo > m["floor"]["mean_iou"], (name, lo, m["floor"])
+    # and DINO (beside MoCo in 07) did not collapse there
+    assert not metrics["07_ssl_pretrain"]["also"]["dino"]["collapsed"]
+
+
+@pytest.mark.xfail(strict=False, reason=(
+    "issue 37, measured 2026-12-05 (AMD EPYC, fp32): once random init's BatchNorm statistics "
+    "are estimated (the fair random init), the frozen MoCo-v2 and DINO encoders under a UNet "
+    "with 64 labelled places are not reliably above it: MoCo-v2 -0.7 [-2.5, +0.7], DINO +1.5 "
+    "[-0.4, +3.4] mIoU (paired; before, against random init without statistics: +5.0 "
+    "[0.6, 10.0] and +7.2 [3.0, 12.3]). Reported, not loosened (XPASS: it holds there)"))
+def test_pretrained_encoders_beat_random_init_in_segmentation_with_few_labels():
+    """Issue 20's bar (seed 001's finding): the MoCo and DINO encoders of 07, frozen, under a
+    UNet trained on the fewest labelled places, segment tree cover with a higher mean IoU than
+    the same encoder at (fair) random init, the paired 95 % interval of the difference above 0."""
+    m = _segmentation()["08_segmentation"]
     assert {"MoCo-v2", "DINO"} <= set(m["minus_random_init"])
+    print({k: (m["minus_random_init"][k], m["minus_random_init_ci"][k])
+           for k in ("MoCo-v2", "DINO")})
     for name in ("MoCo-v2", "DINO"):
         d = m["minus_random_init"][name]
         assert d > 0 and m["minus_random_init_ci"][name][0] > 0, (name, m)
         assert m["mean_iou"][name] > m["mean_iou"]["random init"]
-    # and DINO (beside MoCo in 07) did not collapse there
-    assert not json.loads(path.read_text())["07_ssl_pretrain"]["also"]["dino"]["collapsed"]
 
 
 def test_mae_beside_moco_learns_to_reconstruct_and_does_not_collapse():
@@ -115,6 +162,12 @@ def test_mae_beside_moco_learns_to_reconstruct_and_does_not_collapse():
           f"{seg['minus_random_init_ci'][name]}")
 
 
+@pytest.mark.xfail(strict=False, reason=(
+    "issue 37, measured 2026-12-05 (AMD EPYC, fp32): the CLIP tower's random init scored mIoU "
+    "37.0 (64 labels) and 34.7 (256), the majority-class floor exactly, because its BatchNorm "
+    "statistics were never estimated; with them it scores 61.1 and 65.9, and the tower of 03 "
+    "(62.0, 63.7) is +0.9 [-0.5, +2.6] and -2.2 [-4.1, -0.2] against it (before: +25.0 and "
+    "+29.0). Reported, not loosened (XPASS: it holds there)"))
 def test_the_clip_tower_of_03_beats_its_random_init_in_segmentation():
     """08's other encoder on the demo: 03's CLIP image tower, frozen under the UpConv decoder
     and fed 03's own input, segments tree cover with the fewest labels better than the same

@@ -137,7 +137,11 @@ def test_pretrain_resumes_and_evaluates(work):
     rows = ssl.evaluate(cfg, first.encoder_path, finetune_epochs=1, n_boot=20,
                         show_progress=False)
     assert {r["input"] for r in rows} == set(ssl.INPUTS)
-    assert {r["task"] for r in rows} == {"multi-label", "single-label"} and len(rows) == 24
+    # per input and task: the floor, random init, RCF, the MoCo probe, scratch, fine-tuned
+    assert {r["task"] for r in rows} == {"multi-label", "single-label"} and len(rows) == 36
+    floors_ = [r for r in rows if r.get("floor")]
+    assert {r["method"] for r in floors_} == {"label prior (floor)", "majority class (floor)"}
+    assert all("at_floor" in r for r in rows if r["method"].startswith(("random init", "RCF")))
     for r in rows:
         assert r["ci"][0] <= r["score"] <= r["ci"][1] and 0 <= r["score"] <= 100
         assert r["metric"] == ("F2 micro" if r["task"] == "multi-label" else "accuracy")
@@ -146,10 +150,18 @@ def test_pretrain_resumes_and_evaluates(work):
             and r["task"] == "multi-label"]
     assert all(r["minus_random_init_ci"][0] <= r["minus_random_init"]
                <= r["minus_random_init_ci"][1] for r in moco) and len(moco) == 3
+    assert all(r["minus_rcf_ci"][0] <= r["minus_rcf"] <= r["minus_rcf_ci"][1] for r in moco)
+    head = ssl.headline_scores(rows)
+    assert head["strongest_baseline"] in ("random init", "RCF")
+    assert head["ssl_minus_strongest_f2_s1s2"] == round(
+        moco[-1]["minus_random_init" if head["strongest_baseline"] == "random init"
+                 else "minus_rcf"], 2)
     # the baselines do not depend on the encoder: a second evaluation takes them from the
-    # store beside the checkpoints (12 fits), with the same numbers, and redoes the rest
-    stores = list(cfg.path("checkpoints").glob("ssl-baselines/*.json"))
-    assert len(stores) == 1 and len(json.loads(stores[0].read_text())["rows"]) == 12
+    # store beside the checkpoints (18: random init, RCF and scratch x 3 inputs x 2 tasks),
+    # with the same numbers, and redoes the rest
+    stores = [p for p in cfg.path("checkpoints").glob("ssl-baselines/*.json")  # this backbone's
+              if json.loads(p.read_text())["spec"]["backbone"] == state["backbone"]]
+    assert len(stores) == 1 and len(json.loads(stores[0].read_text())["rows"]) == 18
     fitted = []
     real_fit = ssl_evaluation.fit_head
     with pytest.MonkeyPatch.context() as mp:

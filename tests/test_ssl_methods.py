@@ -273,8 +273,8 @@ def test_pretrain_and_evaluate_as_moco_does(work, kw):
                         show_progress=False, tasks=("multi-label",))
     label = {"dino": "DINO sensor", "mae": "MAE sensor"}[cfg.ssl_method]
     assert {r["method"] for r in rows} == {
-        "random init, linear probe", "supervised from scratch", f"{label}, linear probe",
-        f"{label}, fine-tuned"}
+        "label prior (floor)", "random init, linear probe", "RCF, linear probe",
+        "supervised from scratch", f"{label}, linear probe", f"{label}, fine-tuned"}
     head = ssl.headline_scores(rows)
     assert "ssl_minus_random_init_f2_s1s2_ci" in head
     if cfg.ssl_method == "mae":
@@ -282,8 +282,8 @@ def test_pretrain_and_evaluate_as_moco_does(work, kw):
         frozen = ssl.evaluate(cfg, result.encoder_path, finetune_epochs=1, n_boot=20,
                               show_progress=False, tasks=("multi-label",), finetune=False,
                               scratch=False)
-        assert {r["method"] for r in frozen} == {"random init, linear probe",
-                                                 f"{label}, linear probe"}
+        assert {r["method"] for r in frozen} == {"label prior (floor)", "random init, linear probe",
+                                                 "RCF, linear probe", f"{label}, linear probe"}
         ssl.save_evaluation(cfg, frozen, {"n_boot": 20})
         resnet_cfg = _cfg(work, labelled_samples=12)
         found = ssl.finished_encoders(resnet_cfg, ["mae:vit_tiny_patch16"])

@@ -80,6 +80,38 @@ def test_findings_follow_the_paired_intervals():
     assert "50.0 against 40.0" in conv and "60.0 against 62.0" in conv
 
 
+def test_the_floor_and_a_baseline_at_it_are_said_on_the_study_page():
+    """Issue 37: the majority-class floor leads the findings, a random init whose interval
+    reaches it is named there and flagged in the table, and the probe table shows RCF, the
+    label prior and the margin over the strongest fair baseline."""
+    row = lambda enc, miou, ci, **kw: {"protocol": "frozen", "decoder": "unet",  # noqa: E731
+                                       "encoder": enc, "labelled": 64, "mean_iou": miou,
+                                       "ci": {"mean_iou": ci}, **kw}
+    seg = {"decoder": "unet", "protocols": ["frozen"], "labelled": [64], "few_labels": 64,
+           "floor": {"name": "majority class", "what": "every pixel 'not tree'",
+                     "mean_iou": 34.7, "overall_accuracy": 69.4},
+           "at_floor": {"random init": True, "MoCo-v2": False},
+           "table": [row("majority class (floor)", 34.7, [33.0, 36.0], floor=True,
+                         decoder="-"),
+                     row("random init", 35.0, [33.5, 36.6], at_floor=True),
+                     row("MoCo-v2 (10 steps)", 60.0, [57.0, 63.0], at_floor=False)],
+           "differences": [_diff("MoCo-v2 (10 steps)", "frozen", 64, 25.0, [22.0, 28.0])]}
+    first = ssl_study.findings(seg)[0]
+    assert "The floor" in first and "34.7" in first and "at the floor" in first
+    assert "random init" in first and "MoCo-v2" not in first
+    table = ssl_study._segmentation_table(seg)
+    assert table.count("at the floor") == 1 and "majority class (floor)" in table
+    probes = ssl_study._probe_table({
+        "ssl_method": "moco", "linear_probe_f2_s1s2": 60.0, "linear_probe_f2_s1s2_ci": [57, 63],
+        "random_init_f2_s1s2": 45.0, "random_init_f2_s1s2_ci": [42, 48], "rcf_f2_s1s2": 50.0,
+        "rcf_f2_s1s2_ci": [47, 53], "label_prior_f2_s1s2": 44.0,
+        "label_prior_f2_s1s2_ci": [41, 47], "random_init_at_floor": True,
+        "strongest_baseline": "RCF", "ssl_minus_strongest_f2_s1s2": 10.0,
+        "ssl_minus_strongest_f2_s1s2_ci": [7.0, 13.0]})
+    assert "50.0" in probes and "44.0" in probes and "vs RCF" in probes
+    assert probes.count("at the floor") == 1
+
+
 @pytest.mark.reports
 def test_the_seed001_study_page_shows_the_run_s_numbers():
     """After run_all.sh ran `geofm study --study seed001 --preset ci`: the page, its links, and
@@ -92,7 +124,9 @@ def test_the_seed001_study_page_shows_the_run_s_numbers():
     for link in ("07_ssl_pretrain.html", "08_segmentation.html"):
         assert f'href="study-seed001-ci/{link}"' in text and (run / link).is_file()
     seg = json.loads((run / "metrics.json").read_text())["08_segmentation"]
-    assert {r["decoder"] for r in seg["table"]} == {"unet", "deeplabv3plus", "upconv"}
+    assert {r["decoder"] for r in seg["table"] if not r.get("floor")} == {
+        "unet", "deeplabv3plus", "upconv"}
+    assert any(r.get("floor") for r in seg["table"]) and "The floor" in text  # issue 37
     assert {r["protocol"] for r in seg["table"]} == {"frozen", "finetune"}
     for r in seg["table"]:
         assert f"<b>{r['mean_iou']:.1f}</b>" in text

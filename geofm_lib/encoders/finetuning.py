@@ -32,14 +32,28 @@ class FinetuneResult:
     n_test: int
     seconds: float
     history: list
+    recipe: str = "lp-ft"
+
+
+RECIPES = ("lp-ft", "new-head")
 
 
 def finetune(cfg: Config, encoder: str, dataset: str, epochs: int = 5, lr: float = 3e-4,
              batch_size: int = 64, device: str = "cpu", seed: int = 0,
-             n_boot: int = 300) -> FinetuneResult:
+             n_boot: int = 300, recipe: str = "lp-ft") -> FinetuneResult:
     """Fine-tune an encoder's image tower with a linear multi-label head (binary cross-entropy,
     AdamW, the image augmentations of pretraining) on the dataset's train split; score once on
-    its val split with the metrics of the frozen probes (threshold 0.5)."""
+    its val split with the metrics of the frozen probes (threshold 0.5).
+
+    ``recipe``: ``lp-ft`` (LP-FT, Kumar et al. 2022, the seed 001 protocols' default) starts the
+    head as the frozen linear probe of the tower's features, trains it at a tenth of ``lr`` and
+    the tower at a hundredth, BatchNorm statistics kept; ``new-head`` starts a random head with
+    one rate for all. With ``new-head`` and 3 epochs the demo's fine-tuned CLIP tower scored F2
+    43.2 against 53.5 for the frozen probe of the same tower (issue 37); LP-FT is the remedy
+    for what a random head does first: its large early gradients move the pretrained weights
+    before the head is of any use."""
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown fine-tuning recipe {recipe!r}; choose {', '.join(RECIPES)}")
     vocab = load_manifest(build_folder(cfg)).vocabulary(dataset)
     if not vocab:
         raise ValueError(f"{dataset}: no labels to fine-tune on (caption corpora and "
@@ -57,11 +71,15 @@ def finetune(cfg: Config, encoder: str, dataset: str, epochs: int = 5, lr: float
     x_tr, y_tr = load("train")
     x_te, y_te = load("val")
     t0 = time.perf_counter()
-    tuned = fit_head(tower, x_tr, y_tr, epochs, lr, seed, device, batch=batch_size,
-                     precision=resolve_precision(cfg.precision, device))
+    lpft = recipe == "lp-ft"
+    tuned = fit_head(tower, x_tr, y_tr, epochs, lr / 10 if lpft else lr, seed, device,
+                     batch=batch_size, precision=resolve_precision(cfg.precision, device),
+                     head_init="probe" if lpft else "random",
+                     encoder_lr=lr / 100 if lpft else None,
+                     batchnorm="frozen" if lpft else "train")
     pred = tuned.predict(x_te)
     history = tuned.history
     truth = y_te.astype(bool)
     return FinetuneResult(encoder, dataset, epochs, multilabel_metrics(truth, pred),
                           bootstrap_metrics(truth, pred, n_boot=n_boot, seed=seed), len(x_tr),
-                          len(x_te), round(time.perf_counter() - t0, 1), history)
+                          len(x_te), round(time.perf_counter() - t0, 1), history, recipe)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from geofm_lib.evaluation.finetune import precise_batchnorm
 from geofm_lib.evaluation.segmentation import (
     SegmentationScores,
     boundary_weights,
@@ -238,6 +239,20 @@ def predict_masks(model, x: np.ndarray, device: str = "cpu", precision: str = "f
                     lambda logits: logits.argmax(1).cpu().numpy().astype(np.int16))
 
 
+def estimate_statistics(model, x: np.ndarray | None, device: str = "cpu",
+                        precision: str = "fp32") -> int:
+    """The BatchNorm statistics of ``model``'s encoder estimated over the images ``x`` (no
+    labels; None: nothing is done), before any training: the fair random init. Never
+    estimated, a random-init encoder's statistics are mean 0 and variance 1, its frozen
+    features barely vary, and the demo's frozen random-init UNet learnt the majority class
+    (mIoU 34.7 = the always-"not tree" map). Pretrained encoders carry the statistics of
+    their pretraining on the same images. Returns the number of layers estimated (0: none,
+    e.g. a ViT)."""
+    if x is None:
+        return 0
+    return precise_batchnorm(model.encoder, model.encoder, x, device, 64, precision)
+
+
 def _train(model, x_train: np.ndarray, n_train: int, loss_of, evaluate, *, protocol: str,
            epochs: int, lr: float, batch_size: int, seed: int, device: str, precision: str,
            eval_every: int) -> tuple[list[dict], float]:
@@ -296,12 +311,16 @@ def fit_segmenter(model, x_train: np.ndarray, y_train: np.ndarray, x_test: np.nd
                   epochs: int = 10, lr: float = 1e-3, batch_size: int = 32,
                   boundary_weight: float = 1.0, boundary_px: int = 1, seed: int = 0,
                   device: str = "cpu", precision: str = "fp32", n_boot: int = 300,
-                  eval_every: int = 1) -> SegmentationRun:
+                  eval_every: int = 1, statistics_from: np.ndarray | None = None
+                  ) -> SegmentationRun:
     """Train ``model`` on (x_train, y_train) (targets: class indices, -1 left out) and score it
     on the test images after every ``eval_every`` epochs and at the end (``_train``: the
     protocols, optimiser and schedule). Cross-entropy per pixel, weighted by
-    ``boundary_weights`` when ``boundary_weight`` is not 1."""
+    ``boundary_weights`` when ``boundary_weight`` is not 1. ``statistics_from``: images
+    (no labels) the encoder's BatchNorm statistics are estimated on first
+    (:func:`estimate_statistics`; give it for a random-init encoder)."""
     model = channels_last(model.to(device))
+    estimated = estimate_statistics(model, statistics_from, device, precision)
     weights = (boundary_weights(y_train, boundary_px, boundary_weight)
                if boundary_weight != 1.0 else (y_train >= 0).astype(np.float32))
 
@@ -325,7 +344,8 @@ def fit_segmenter(model, x_train: np.ndarray, y_train: np.ndarray, x_test: np.nd
     return SegmentationRun(history, final, round(seconds, 1), pred,
                            {"protocol": protocol, "epochs": epochs, "lr": lr,
                             "boundary_weight": boundary_weight, "boundary_px": boundary_px,
-                            "n_train": len(x_train), "n_test": len(x_test)})
+                            "n_train": len(x_train), "n_test": len(x_test),
+                            "statistics_estimated": estimated})
 
 
 def predict_density(model, x: np.ndarray, device: str = "cpu", precision: str = "fp32",
@@ -349,12 +369,15 @@ class DensityRun:
 def fit_density(model, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
                 y_test: np.ndarray, *, protocol: str = "finetune", epochs: int = 10,
                 lr: float = 1e-3, batch_size: int = 32, seed: int = 0, device: str = "cpu",
-                precision: str = "fp32", n_boot: int = 300, eval_every: int = 1) -> DensityRun:
+                precision: str = "fp32", n_boot: int = 300, eval_every: int = 1,
+                statistics_from: np.ndarray | None = None) -> DensityRun:
     """Seed 001's tree-density task: ``model`` (one output channel) regresses the tree cover of
     every pixel (targets in percent, below 0 left out) through a sigmoid, mean squared error on
     the cover as a fraction; the same protocols and loop as ``fit_segmenter``; scored by RMSE,
-    MAE (percent points) and R^2 with intervals over test images."""
+    MAE (percent points) and R^2 with intervals over test images. ``statistics_from`` as in
+    ``fit_segmenter``."""
     model = channels_last(model.to(device))
+    estimate_statistics(model, statistics_from, device, precision)
     target = np.where(y_train >= 0, y_train / 100.0, -1.0).astype(np.float32)
 
     def loss_of(logits, idx):

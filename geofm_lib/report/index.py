@@ -184,6 +184,7 @@ p.facts {{ color: #5b6477; font-size: 13px; margin: 0 0 .8rem; }}
 .secs {{ color: #7a8396; font-weight: normal; }}
 .tile ul {{ margin: 0; padding-left: 1.1rem; color: #3b4457; }}
 .ci {{ color: #7a8396; font-size: 12px; }}
+.flag {{ color: #a4262c; }}
 li.skip, .skipped {{ color: #8a4b08; }}
 .more {{ font-size: 13px; margin: .6rem 0 0; }}
 </style></head><body>

@@ -120,6 +120,15 @@ def findings(seg: dict) -> list[str]:
          and d["labelled"] == n and d["decoder"] in (first_dec, "upconv")), None)
     encs = list(dict.fromkeys(_short(d["encoder"]) for d in diffs))
     out = []
+    floor = seg.get("floor")
+    if floor:  # the majority-class map under every score; who does not clear it
+        low = [k for k, v in (seg.get("at_floor") or {}).items() if v]
+        out.append(f"<li><b>The floor</b> ({html.escape(floor['name'])}: "
+                   f"{html.escape(floor['what'])}): mean IoU {floor['mean_iou']:.1f}, OA "
+                   f"{floor['overall_accuracy']:.1f}; "
+                   + (f"<b class=down>at the floor</b> with {seg.get('few_labels')} labelled "
+                      f"places: {html.escape(', '.join(low))}" if low else
+                      "every encoder's interval is above it") + "</li>")
     for enc in encs:
         d = pick(enc, "frozen", few)
         if d:
@@ -178,6 +187,8 @@ def _segmentation_table(seg: dict) -> str:
                 cells.append("<td class=na>not run</td>")
                 continue
             txt = f"<b>{r['mean_iou']:.1f}</b>{_ci(r['ci']['mean_iou'])}"
+            if r.get("at_floor"):
+                txt += " <b class=down>at the floor</b>"
             d = diffs.get((p, dec, enc, n))
             if d:
                 txt += f"<br><span class=sub>vs {html.escape(d['baseline'])}</span> " \
@@ -194,15 +205,32 @@ def _probe_table(ssl07: dict) -> str:
     if "linear_probe_f2_s1s2" in ssl07:
         rows.append((METHOD_LABELS.get(ssl07.get("ssl_method"), "?"), ssl07))
     rows += [(a.get("label", k), a) for k, a in (ssl07.get("also") or {}).items()]
+
+    def base(a, key):  # a baseline's F2 with its interval, flagged at the floor
+        if key + "_f2_s1s2" not in a:
+            return "-"
+        return (f"{a[key + '_f2_s1s2']:.1f}{_ci(a.get(key + '_f2_s1s2_ci'))}"
+                + (" <b class=down>at the floor</b>" if a.get(key + "_at_floor") else ""))
+
+    def margin(a):  # against the strongest fair baseline (records before the floors: random init)
+        if "ssl_minus_strongest_f2_s1s2" in a:
+            return (_diff(a["ssl_minus_strongest_f2_s1s2"], a["ssl_minus_strongest_f2_s1s2_ci"])
+                    + f" <span class=sub>vs {html.escape(str(a.get('strongest_baseline')))}"
+                    "</span>")
+        if "ssl_minus_random_init_f2_s1s2" in a:
+            return (_diff(a["ssl_minus_random_init_f2_s1s2"], a["ssl_minus_random_init_f2_s1s2_ci"])
+                    + " <span class=sub>vs random init</span>")
+        return "-"
+
     body = "".join(
         f"<tr><th>{html.escape(name)}</th><td>{'collapsed' if a.get('collapsed') else 'no'}"
         f"</td><td><b>{a['linear_probe_f2_s1s2']:.1f}</b>{_ci(a.get('linear_probe_f2_s1s2_ci'))}"
-        f"</td><td>{a['random_init_f2_s1s2']:.1f}</td><td>"
-        + (_diff(a["ssl_minus_random_init_f2_s1s2"], a["ssl_minus_random_init_f2_s1s2_ci"])
-           if "ssl_minus_random_init_f2_s1s2" in a else "-") + "</td></tr>"
+        f"</td><td>{base(a, 'random_init')}</td><td>{base(a, 'rcf')}</td>"
+        f"<td>{base(a, 'label_prior')}</td><td>{margin(a)}</td></tr>"
         for name, a in rows if "linear_probe_f2_s1s2" in a)
     return ("<table><thead><tr><th>method</th><th>collapsed</th><th>linear probe F2 s1/s2</th>"
-            "<th>random init (its architecture)</th><th>paired difference</th></tr></thead>"
+            "<th>random init (its architecture, statistics estimated)</th><th>RCF</th>"
+            "<th>floor: label prior</th><th>paired difference to the strongest</th></tr></thead>"
             f"<tbody>{body}</tbody></table>")
 
 

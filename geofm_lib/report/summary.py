@@ -62,6 +62,10 @@ def _num(v, digits: int = 1) -> str:
     return f"{v:,.{digits}f}"
 
 
+_AT_FLOOR = ' <b class="flag">baseline at the floor</b>'
+_BELOW = ' <b class="flag">at the floor</b>'
+
+
 def _ci(ci) -> str:
     return f' <span class="ci">[{ci[0]:.1f}, {ci[1]:.1f}]</span>' if ci else ""
 
@@ -109,6 +113,10 @@ def key_metrics(stage: str, m: dict) -> list[str]:
         means = m.get("mean_f2_micro") or {}
         out = [f"<b>linear probe F2 {_num(means.get('trained/linear'))}</b> trained vs "
                f"{_num(means.get('init/linear'))} at init (mean of datasets)"]
+        if m.get("mean_label_prior_f2_micro") is not None:
+            out.append(f"floor (label prior) {_num(m['mean_label_prior_f2_micro'])}"
+                       + (f";{_BELOW} {html.escape(', '.join(m['at_floor']))}"
+                          if m.get("at_floor") else ""))
         ft = m.get("finetuned") or {}
         if ft:
             ds = next(iter(ft.values()))["dataset"]
@@ -128,9 +136,18 @@ def key_metrics(stage: str, m: dict) -> list[str]:
         return [f"<b>{method} ({html.escape(str(m.get('ssl_mode')))}) linear probe F2 {which} "
                 f"{_num(m.get('linear_probe_f2_s1s2'))}</b>{_ci(m.get('linear_probe_f2_s1s2_ci'))}",
                 f"random init {_num(m.get('random_init_f2_s1s2'))}"
-                f"{_ci(m.get('random_init_f2_s1s2_ci'))}",
-                *([f"difference {m[diff]:+.1f}{_ci(m.get(diff + '_ci'))} (paired)"]
+                f"{_ci(m.get('random_init_f2_s1s2_ci'))}"
+                + (_AT_FLOOR if m.get("random_init_at_floor") else ""),
+                *([f"RCF {_num(m['rcf_f2_s1s2'])}{_ci(m.get('rcf_f2_s1s2_ci'))}"
+                   + (_AT_FLOOR if m.get("rcf_at_floor") else "")
+                   + f"; floor (label prior) {_num(m.get('label_prior_f2_s1s2'))}"
+                   f"{_ci(m.get('label_prior_f2_s1s2_ci'))}"] if "rcf_f2_s1s2" in m else []),
+                *([f"difference {m[diff]:+.1f}{_ci(m.get(diff + '_ci'))} vs random init (paired)"]
                   if diff in m else []),
+                *([f"<b>difference {m['ssl_minus_strongest_f2_s1s2']:+.1f}</b>"
+                   f"{_ci(m.get('ssl_minus_strongest_f2_s1s2_ci'))} vs the strongest fair baseline "
+                   f"({html.escape(str(m.get('strongest_baseline')))}, paired)"]
+                  if "ssl_minus_strongest_f2_s1s2" in m else []),
                 "collapsed" if m.get("collapsed") else
                 f"{_num(m.get('places_pretrained'))} places pretrained, not collapsed",
                 *(f"beside it {html.escape(a.get('label') or name.upper())}: probe F2 "
@@ -144,10 +161,17 @@ def key_metrics(stage: str, m: dict) -> list[str]:
         miou, ci = m.get("mean_iou") or {}, m.get("mean_iou_ci") or {}
         diff, dci = m.get("minus_random_init") or {}, m.get("minus_random_init_ci") or {}
         what = ", ".join(html.escape(str(m.get(k))) for k in ("decoder", "protocol"))
+        low, floor = m.get("at_floor") or {}, m.get("floor") or {}
         return [f"<b>{html.escape(str(m.get('target')))} mean IoU</b> ({what} encoder, "
                 f"{_num(m.get('few_labels'))} labelled):",
                 *(f"{html.escape(name)} {_num(v)}{_ci(ci.get(name))}"
                   + (f", {diff[name]:+.1f}{_ci(dci.get(name))} vs random (paired)"
-                     if name in diff else "") for name, v in miou.items())]
+                     if name in diff else "")
+                  + ((_AT_FLOOR if name.startswith("random init") else _BELOW)
+                     if low.get(name) else "")
+                  for name, v in miou.items()),
+                *([f"floor ({html.escape(str(floor.get('name')))}): mean IoU "
+                   f"{_num(floor.get('mean_iou'))}, OA {_num(floor.get('overall_accuracy'))}"]
+                  if floor else [])]
     return [f"{html.escape(k)}: {_num(v) if isinstance(v, int | float) else html.escape(str(v))}"
             for k, v in m.items() if isinstance(v, int | float | str)][:4]

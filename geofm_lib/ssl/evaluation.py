@@ -16,8 +16,9 @@ import torch
 
 from geofm_lib.config import SSL_MODES, Config
 from geofm_lib.errors import DataError, PairError
+from geofm_lib.evaluation import floors
 from geofm_lib.evaluation.bootstrap import bootstrap_stats
-from geofm_lib.evaluation.finetune import fit_head
+from geofm_lib.evaluation.finetune import fit_head, with_estimated_statistics
 from geofm_lib.evaluation.probes import (
     blas_threads_for,
     bootstrap_metrics,
@@ -118,29 +119,50 @@ def not_evaluable(train: Pairs, test: Pairs, cfg: Config) -> str | None:
 
 
 def headline_scores(rows: list[dict]) -> dict:
-    """The multi-label linear-probe F2 of the SSL encoder and of random init on S1+S2 (on the
-    optical images alone for single-sensor data: ``headline_input`` says which), with their
-    intervals, and their paired difference (the numbers a report leads with). The keys keep
-    their ``_s1s2`` names for both, so that reports read one set of keys."""
+    """The multi-label linear-probe F2 of the SSL encoder and of its baselines on S1+S2 (on
+    the optical images alone for single-sensor data: ``headline_input`` says which), with their
+    intervals: random init (statistics estimated), RCF and the label-prior floor, whether a
+    baseline is at the floor, and the paired differences to random init and to the strongest
+    fair baseline (the number a report leads with). The keys keep their ``_s1s2`` names for
+    both inputs, so that reports read one set of keys."""
     multi = [r for r in rows if r["task"] == "multi-label"]
     probe = {r["input"]: r for r in multi
-             if "linear probe" in r["method"] and not r["method"].startswith("random init")}
+             if "linear probe" in r["method"] and r["method"] not in BASELINE_METHODS}
     base = {r["input"]: r for r in multi if r["method"] == "random init, linear probe"}
     which = "s1/s2" if "s1/s2" in probe else "s2"
+    rnd = lambda v: [round(x, 2) for x in v]  # noqa: E731
     out = {"headline_input": which,
            "linear_probe_f2_s1s2": round(probe[which]["score"], 2),
-           "linear_probe_f2_s1s2_ci": [round(v, 2) for v in probe[which]["ci"]],
+           "linear_probe_f2_s1s2_ci": rnd(probe[which]["ci"]),
            "random_init_f2_s1s2": round(base[which]["score"], 2),
-           "random_init_f2_s1s2_ci": [round(v, 2) for v in base[which]["ci"]]}
+           "random_init_f2_s1s2_ci": rnd(base[which]["ci"])}
     if "minus_random_init" in probe[which]:  # the paired difference on the same places
         out["ssl_minus_random_init_f2_s1s2"] = round(probe[which]["minus_random_init"], 2)
-        out["ssl_minus_random_init_f2_s1s2_ci"] = [
-            round(v, 2) for v in probe[which]["minus_random_init_ci"]]
+        out["ssl_minus_random_init_f2_s1s2_ci"] = rnd(probe[which]["minus_random_init_ci"])
+    rcf = [r for r in multi if r["method"] == "RCF, linear probe" and r["input"] == which]
+    prior = [r for r in multi if r["method"] == "label prior (floor)" and r["input"] == which]
+    if not (rcf and prior and "minus_rcf" in probe[which]):
+        return out  # an evaluation of before the floors (BASELINES_VERSION 2)
+    out.update({"rcf_f2_s1s2": round(rcf[0]["score"], 2), "rcf_f2_s1s2_ci": rnd(rcf[0]["ci"]),
+                "label_prior_f2_s1s2": round(prior[0]["score"], 2),
+                "label_prior_f2_s1s2_ci": rnd(prior[0]["ci"]),
+                "random_init_at_floor": bool(base[which].get("at_floor")),
+                "rcf_at_floor": bool(rcf[0].get("at_floor"))})
+    name = floors.strongest({"random init": base[which]["score"], "RCF": rcf[0]["score"]})
+    key = "minus_random_init" if name == "random init" else "minus_rcf"
+    out["strongest_baseline"] = name
+    out["ssl_minus_strongest_f2_s1s2"] = round(probe[which][key], 2)
+    out["ssl_minus_strongest_f2_s1s2_ci"] = rnd(probe[which][f"{key}_ci"])
     return out
 
 
-BASELINES_VERSION = 2  # bump when the baseline recipe changes: older results are not reused
-# (2: BatchNorm statistics re-estimated after fine-tuning, evaluation.finetune)
+BASELINES_VERSION = 3  # bump when the baseline recipe changes: older results are not reused
+# (2: BatchNorm statistics re-estimated after fine-tuning, evaluation.finetune; 3: random
+# init's statistics estimated on the input's training images, the RCF baseline and the floors)
+
+# the rows that do not depend on the pretraining (shown once when runs are compared)
+BASELINE_METHODS = ("label prior (floor)", "majority class (floor)", "random init, linear probe",
+                    "RCF, linear probe", "supervised from scratch")
 
 
 def _pack(pred: np.ndarray) -> dict:
@@ -228,7 +250,7 @@ def evaluate(cfg: Config, encoder_path: Path, finetune_epochs: int = 5, n_boot: 
     ssl_name = f"{METHOD_LABELS[state.get('method', 'moco')]} {state['mode']}"
     rows = []
     n_tasks = ("multi-label" in tasks) + (single is not None)
-    bar = progress(total=len(train.input_names) * (2 + scratch + finetune) * n_tasks,
+    bar = progress(total=len(train.input_names) * (4 + scratch + finetune) * n_tasks,
                    desc="evaluation", unit="fit", disable=not show_progress)
 
     def row(task, method, which, score, ci, n_train, n_test, **extra):
@@ -247,33 +269,51 @@ def evaluate(cfg: Config, encoder_path: Path, finetune_epochs: int = 5, n_boot: 
         x_tr, x_te = train.inputs(idx, which), test.inputs(np.arange(len(test)), which)
         nets = {ssl_name: ssl_net}
         if not memo.has(which, "random init"):  # its features only feed its probes
-            nets = {"random init": init, **nets}
-        feats = {name: (features_of(net, x_tr, device, precision=precision),
-                        features_of(net, x_te, device, precision=precision))
+            # the fair random init: BatchNorm statistics estimated on this input's training
+            # images (no labels), as the pretrained encoder's come from pretraining on them
+            nets = {"random init": with_estimated_statistics(init, x_tr, device, precision),
+                    **nets}
+        if not memo.has(which, "RCF"):  # random convolutional features, the same probe
+            rcf = floors.rcf_model(x_tr, cfg.seed)
+            nets = {"RCF": rcf, **nets}
+        feats = {name: ((floors.rcf_features(net, x_tr), floors.rcf_features(net, x_te))
+                        if name == "RCF" else
+                        (features_of(net, x_tr, device, precision=precision),
+                         features_of(net, x_te, device, precision=precision)))
                  for name, net in nets.items()}
         if "multi-label" in tasks:
-            def init_probe():
-                i_tr, i_te = feats["random init"]
-                r = run_probe("linear", i_tr, y_tr.astype(bool), i_te, y_te, seed=cfg.seed,
-                              n_boot=n_boot)
-                return {"score": r.test["f2_micro"], "ci": r.ci["f2_micro"],
-                        "precision_micro": r.test["precision_micro"],
-                        "hamming_loss": r.test["hamming_loss"], "pred": _pack(r.pred)}
+            def probe_of(name):
+                def compute():
+                    i_tr, i_te = feats[name]
+                    r = run_probe("linear", i_tr, y_tr.astype(bool), i_te, y_te,
+                                  seed=cfg.seed, n_boot=n_boot)
+                    return {"score": r.test["f2_micro"], "ci": r.ci["f2_micro"],
+                            "precision_micro": r.test["precision_micro"],
+                            "hamming_loss": r.test["hamming_loss"], "pred": _pack(r.pred)}
+                return compute
 
-            base = memo.get(which, "random init", "multi-label", init_probe)
-            init_pred = _unpack(base["pred"], y_te.shape)
-            row("multi-label", "random init, linear probe", which, base["score"], base["ci"],
-                len(idx), len(test), precision_micro=base["precision_micro"],
-                hamming_loss=base["hamming_loss"])
+            prior = floors.label_prior(y_tr, y_te, n_boot, cfg.seed)
+            row("multi-label", "label prior (floor)", which, prior.scores["f2_micro"],
+                prior.ci["f2_micro"], len(idx), len(test), floor=True, what=prior.what)
+            preds = {}
+            for name, label in (("random init", "random init, linear probe"),
+                                ("RCF", "RCF, linear probe")):
+                base = memo.get(which, name, "multi-label", probe_of(name))
+                preds[name] = _unpack(base["pred"], y_te.shape)
+                row("multi-label", label, which, base["score"], base["ci"], len(idx),
+                    len(test), precision_micro=base["precision_micro"],
+                    hamming_loss=base["hamming_loss"],
+                    at_floor=floors.at_floor(base["ci"], prior.scores["f2_micro"]))
             f_tr, f_te = feats[ssl_name]
             r = run_probe("linear", f_tr, y_tr.astype(bool), f_te, y_te, seed=cfg.seed,
                           n_boot=n_boot)
-            # paired with random init on the same places
-            d, dci = paired_f2_difference(y_te, r.pred, init_pred, n_boot, cfg.seed)
+            # paired with each baseline on the same places
+            d, dci = paired_f2_difference(y_te, r.pred, preds["random init"], n_boot, cfg.seed)
+            dr, drci = paired_f2_difference(y_te, r.pred, preds["RCF"], n_boot, cfg.seed)
             row("multi-label", f"{ssl_name}, linear probe", which, r.test["f2_micro"],
                 r.ci["f2_micro"], len(idx), len(test),
                 precision_micro=r.test["precision_micro"], hamming_loss=r.test["hamming_loss"],
-                minus_random_init=d, minus_random_init_ci=dci)
+                minus_random_init=d, minus_random_init_ci=dci, minus_rcf=dr, minus_rcf_ci=drci)
 
             def tuned(start):  # the same recipe for both: only the starting weights differ
                 net = scratch_net() if start is None else copy.deepcopy(start)
@@ -311,9 +351,14 @@ def evaluate(cfg: Config, encoder_path: Path, finetune_epochs: int = 5, n_boot: 
                 score, ci = accuracy_ci(yt, pred, n_boot, cfg.seed)
                 return {"score": score, "ci": ci}
 
+            floor = floors.majority_class_labels(single.y_train, yt, n_boot, cfg.seed)
+            row("single-label", "majority class (floor)", which, floor.scores["accuracy"],
+                floor.ci["accuracy"], len(k), int(has.sum()), floor=True, what=floor.what)
             fits = [("random init, linear probe", lambda: memo.get(
                         which, "random init", "single-label",
                         lambda: probe_single("random init"))),
+                    ("RCF, linear probe", lambda: memo.get(
+                        which, "RCF", "single-label", lambda: probe_single("RCF"))),
                     (f"{ssl_name}, linear probe", lambda: probe_single(ssl_name)),
                     ("supervised from scratch", lambda: memo.get(
                         which, "supervised from scratch", "single-label",
@@ -324,8 +369,10 @@ def evaluate(cfg: Config, encoder_path: Path, finetune_epochs: int = 5, n_boot: 
                         or (name == "supervised from scratch" and not scratch)):
                     continue
                 res = fit()
+                extra = ({"at_floor": floors.at_floor(res["ci"], floor.scores["accuracy"])}
+                         if name in BASELINE_METHODS else {})
                 row("single-label", name, which, res["score"], res["ci"], len(k),
-                    int(has.sum()))
+                    int(has.sum()), **extra)
 
     for which in train.input_names:  # s1, s2, s1/s2; the optical images alone without SAR
         one_input(which)
@@ -354,7 +401,7 @@ def save_evaluation(cfg: Config, rows: list[dict], settings: dict) -> Path:
                                      ("ssl_backbone", "ssl_adapter", "ssl_augment",
                                       "ssl_epochs", "ssl_batch_size", "moco_queue")},
                              "labelled_samples": cfg.labelled_samples, "settings": settings,
-                             "rows": rows})
+                             "baselines_version": BASELINES_VERSION, "rows": rows})
     return path
 
 
@@ -369,7 +416,10 @@ def compare_runs(cfg: Config, settings: dict) -> list[dict]:
         rec = json.loads(path.read_text())
         # the baselines (random init, from scratch) are the architecture's: same backbone and
         # input adapter, or the rows would sit beside another network's baselines
+        # evaluations of an older baseline recipe sit beside another random init: left out
+        # (07 re-evaluates the runs it uses)
         if (rec.get("data_hash") == cfg.data_hash and rec.get("settings") == settings
+                and rec.get("baselines_version", 2) == BASELINES_VERSION
                 and rec.get("labelled_samples") == cfg.labelled_samples
                 and rec["ssl"]["ssl_backbone"] == cfg.ssl_backbone
                 and rec["ssl"]["ssl_adapter"] == cfg.ssl_adapter):
@@ -391,8 +441,9 @@ def compare_runs(cfg: Config, settings: dict) -> list[dict]:
             label += f" [{rec['ssl_hash']}]"
         for r in rec["rows"]:
             # the baselines do not depend on the pretraining: shown once, from the first run
-            base = {"supervised from scratch": "supervised from scratch (labelled set only)",
-                    "random init, linear probe": "random init, linear probe"}.get(r["method"])
+            base = ({"supervised from scratch": "supervised from scratch (labelled set only)"
+                     }.get(r["method"], r["method"]) if r["method"] in BASELINE_METHODS
+                    else None)
             if base:
                 if rec is found[0]:
                     base_rows.append({**r, "run": base, "ssl_hash": None})
