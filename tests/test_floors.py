@@ -174,5 +174,9 @@ def test_the_label_prior_of_every_probed_dataset():
     assert got["x"].scores["labels"] >= 1
     text = " ".join(key_metrics("06_feature_probes", {
         "mean_f2_micro": {"trained/linear": 50.0, "init/linear": 40.0},
-        "mean_label_prior_f2_micro": 38.5, "at_floor": ["init/x/linear"]}))
-    assert "floor (label prior) 38.5" in text and "at the floor" in text and "init/x/linear" in text
+        "mean_label_prior_f2_micro": 38.5, "per_dataset": {"a": 1, "b": 2, "c": 3, "d": 4},
+        "at_floor": ["init/x/linear", "init/y/mlp", "trained/x/linear"]}))
+    assert "floor (label prior) 38.5" in text and "at the floor</b>: 3 of 4 probes" in text
+    assert "linear probe: init on x; trained on x" in text
+    assert "every probe's interval is above it" in " ".join(key_metrics("06_feature_probes", {
+        "mean_f2_micro": {}, "mean_label_prior_f2_micro": 38.5, "at_floor": []}))

@@ -70,6 +70,23 @@ def _ci(ci) -> str:
     return f' <span class="ci">[{ci[0]:.1f}, {ci[1]:.1f}]</span>' if ci else ""
 
 
+def _probes_at_floor(keys: list[str], total: int) -> str:
+    """The probes of 06 whose interval reaches their dataset's label prior, in words: how many
+    of all, and the datasets of each encoder's linear probe (``keys``: encoder/dataset/probe)."""
+    if not keys:
+        return "; every probe's interval is above it"
+    linear: dict[str, list[str]] = {}
+    for key in keys:
+        enc, _, rest = key.partition("/")
+        ds, _, probe = rest.rpartition("/")
+        if probe == "linear":
+            linear.setdefault(enc, []).append(ds)
+    where = "; ".join(f"{html.escape(enc)} on {html.escape(', '.join(ds))}"
+                      for enc, ds in linear.items())
+    return (f";{_BELOW}: {len(keys)} of {total} probes"
+            + (f" (linear probe: {where})" if where else ""))
+
+
 def _protocol_lines(rows: list[dict]) -> list[str]:
     """Seed 001's frozen protocol at the largest labelled set: each pretrained encoder's F1
     and its paired difference to random init."""
@@ -114,9 +131,9 @@ def key_metrics(stage: str, m: dict) -> list[str]:
         out = [f"<b>linear probe F2 {_num(means.get('trained/linear'))}</b> trained vs "
                f"{_num(means.get('init/linear'))} at init (mean of datasets)"]
         if m.get("mean_label_prior_f2_micro") is not None:
-            out.append(f"floor (label prior) {_num(m['mean_label_prior_f2_micro'])}"
-                       + (f";{_BELOW} {html.escape(', '.join(m['at_floor']))}"
-                          if m.get("at_floor") else ""))
+            out.append(f"floor (label prior) {_num(m['mean_label_prior_f2_micro'])} (mean of "
+                       f"datasets)" + _probes_at_floor(m.get("at_floor") or [],
+                                                       len(m.get("per_dataset") or {})))
         ft = m.get("finetuned") or {}
         if ft:
             ds = next(iter(ft.values()))["dataset"]
@@ -153,7 +170,11 @@ def key_metrics(stage: str, m: dict) -> list[str]:
                 *(f"beside it {html.escape(a.get('label') or name.upper())}: probe F2 "
                   f"{_num(a.get('linear_probe_f2_s1s2'))}, difference "
                   f"{a.get('ssl_minus_random_init_f2_s1s2', float('nan')):+.1f}"
-                  f"{_ci(a.get('ssl_minus_random_init_f2_s1s2_ci'))}"
+                  f"{_ci(a.get('ssl_minus_random_init_f2_s1s2_ci'))} vs random init"
+                  + (f", {a['ssl_minus_strongest_f2_s1s2']:+.1f}"
+                     f"{_ci(a.get('ssl_minus_strongest_f2_s1s2_ci'))} vs "
+                     f"{html.escape(str(a.get('strongest_baseline')))}"
+                     if "ssl_minus_strongest_f2_s1s2" in a else "")
                   + (" (collapsed)" if a.get("collapsed") else "")
                   for name, a in (m.get("also") or {}).items()),
                 *_protocol_lines(m.get("protocols") or [])]
