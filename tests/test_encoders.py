@@ -151,6 +151,40 @@ def test_cache_reused_only_when_hashes_match(tmp_path, monkeypatch):
                               show_progress=False).cached
 
 
+def test_the_init_encoder_is_a_fair_random_init(tmp_path):
+    """Issue 37: ``init`` (the ResNet tower at random weights) gets BatchNorm statistics
+    estimated on the run's training images, no labels; the same seed gives the same ones, and
+    its features then vary between images as a trained tower's do."""
+    import torch
+
+    from geofm_lib.config import load_config
+
+    cfg = load_config("ci", group="B", work_dir=str(tmp_path), model="RN50-tiny")
+    build.build_shards(cfg, show_progress=False)
+    model, _ = encoders.load_encoder(cfg, "init")
+    bns = [m for m in model.visual.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bns and not all(torch.all(m.running_var == 1) for m in bns)
+    assert not torch.allclose(bns[0].running_mean, torch.zeros_like(bns[0].running_mean))
+    again, _ = encoders.load_encoder(cfg, "init")
+    assert all(torch.equal(a.running_var, b.running_var) for a, b in zip(
+        bns, [m for m in again.visual.modules() if isinstance(m, torch.nn.BatchNorm2d)],
+        strict=True))
+    vit = load_config("ci", group="B", work_dir=str(tmp_path), model="ViT-tiny")
+    encoders.load_encoder(vit, "init")  # no BatchNorm: nothing to estimate
+    # RCF beside them (issue 37): the same input, torchgeo's filters from the training images,
+    # the same features on every run, and nothing to fine-tune
+    first = encoders.embed(cfg, "rcf", "val", show_progress=False)
+    assert first.features.shape[1] == 512 and np.isfinite(first.features).all()
+    assert not first.cached and encoders.embed(cfg, "rcf", "val", show_progress=False).cached
+    encoders.cache_path(cfg, "rcf", "val").unlink(missing_ok=True)
+    for p in tmp_path.rglob("features/*.npz"):
+        p.unlink()
+    assert np.array_equal(encoders.embed(cfg, "rcf", "val", show_progress=False).features,
+                          first.features)
+    with pytest.raises(ValueError, match="no weights to fine-tune"):
+        encoders.finetune(cfg, "rcf", "agriculture_vision", epochs=1)
+
+
 def test_checkpoint_encoder_of_another_run_and_mismatches(tmp_path):
     import torch
 

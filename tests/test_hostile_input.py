@@ -252,6 +252,29 @@ def test_a_damaged_report_record_is_named_with_the_fix(tmp_path):
     (run / "run.json").symlink_to(tmp_path / "elsewhere.json")
     with pytest.raises(GeofmError, match="run.json is a symbolic link"):
         reports._report_record(run / "run.json")
+    # valid JSON with a stage entry that is no record (the fault round's re-run: a traceback
+    # in the index, and the entry written back into the new metrics.json)
+    (run / "metrics.json").write_text('{"01_data_prep": 5}')
+    with pytest.raises(GeofmError, match=r"metrics.json is damaged: its entry '01_data_prep' "
+                                         r"is a int, not a notebook's record"):
+        reports._report_record(run / "metrics.json")
+    from geofm_lib.report.index import build_index
+
+    (run / "run.json").unlink()
+    (run / "run.json").write_text('{"run": "my-run", "status": "ok"}')
+    assert "my-run" in build_index(tmp_path / "reports").read_text()  # shown, the entry not
+
+
+def test_an_hf_hub_model_offline_is_one_line_with_the_fix(monkeypatch):
+    """The fault round's re-run: following the advice for pretrained=hf-hub:..., model=hf-hub:...
+    offline ended in open_clip's raw RuntimeError."""
+    from geofm_lib.errors import PretrainedUnavailable
+    from geofm_lib.models.factory import create_model
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(PretrainedUnavailable, match=r"model 'hf-hub:laion/nope' is read from the "
+                                                    r"Hugging Face Hub.*HF_HUB_OFFLINE=1 is set"):
+        create_model("hf-hub:laion/nope", 64, None)
 
 
 def test_unfinished_writes_of_dead_processes_are_removed(tmp_path):
@@ -323,15 +346,23 @@ def test_a_shard_changed_with_its_sidecar_is_caught_on_read(tmp_path):
     from geofm_lib.data import shards
     from geofm_lib.errors import ShardError
 
-    _, folder = _small_build(tmp_path)
+    from geofm_lib.data import build
+
+    cfg, folder = _small_build(tmp_path)
     tar = sorted(folder.glob("train-*.tar"))[0]
+    good = [s["__key__"] for s in shards.iter_shards([tar])]
     side_path = tar.with_name(tar.name + ".json")
     side = json.loads(side_path.read_text())
     side["content"][0] = "0" * 32  # as if the first image had been swapped in tar and sidecar
     side_path.write_text(json.dumps(side))
     with pytest.raises(ShardError, match=r"does not match the content hash its sidecar "
-                                         r"recorded"):
+                                         r"recorded.*remove .*\.tar and .*\.tar\.json beside it"):
         list(shards.iter_shards([tar]))
+    # the fix it names works (a resumed build keeps a tar and sidecar that agree)
+    tar.unlink()
+    side_path.unlink()
+    build.build_shards(cfg, show_progress=False)
+    assert [s["__key__"] for s in shards.iter_shards([tar])] == good
 
 
 def test_a_payload_with_another_band_count_is_named(tmp_path):

@@ -167,6 +167,16 @@ def test_eurosat_13_bands_with_georeferenced_footprints(tmp_path):
     assert all(splits[f] == "train" for f in train_files if f in splits)
 
 
+def test_a_split_option_beside_official_splits_is_refused(tmp_path):
+    """The fault round's re-run: options.split under splits: official was ignored silently."""
+    _write_eurosat(tmp_path / "eurosat")
+    cfg = _cfg(tmp_path, {"eurosat": {"reader": "torchgeo", "dataset_class": "EuroSAT",
+                                      "root": str(tmp_path / "eurosat"), "splits": "official",
+                                      "options": {"split": "val"}}})
+    with pytest.raises(ConfigError, match="options.split='val' and splits: official contradict"):
+        build.build_shards(cfg, show_progress=False)
+
+
 def test_eurosat_partial_split_lists_are_reported_not_dropped_silently(tmp_path, caplog):
     names = _write_eurosat(tmp_path / "eurosat", per_class=12)  # 24 files on disk
     crop, sea = (sorted(f for f in names if f.startswith(c)) for c in ("AnnualCrop", "SeaLake"))
@@ -870,6 +880,21 @@ def test_a_misspelt_torchgeo_option_is_named_before_any_work(tmp_path):
                                           r"SSL4EOS12 \(did you mean 'seasons'\?\); it takes "
                                           r"seasons"):
         build.build_shards(_cfg(tmp_path, {"ssl4eo_s12_s2c": spec}), show_progress=False)
+
+
+def test_torchgeo_options_that_geofm_sets_itself_are_refused_with_where_to_set_them(tmp_path):
+    """The issue 36 fault round's re-run: `options: {transforms: x}` ended in a raw TypeError,
+    `options: {root: ...}` was answered "did you mean 'root'?", and `options: {split: val}` was
+    ignored under `splits: official`."""
+    _write_ssl4eo(tmp_path / "ssl4eo", n_locations=2)
+    base = {"reader": "torchgeo", "dataset_class": "SSL4EOS12", "root": str(tmp_path / "ssl4eo")}
+    for opts, said in (({"transforms": "x"}, "transforms is not an option here: geofm reads raw"),
+                       ({"root": "/etc"}, r"root is not an option here: set the folder as the "
+                                          r"source's root"),
+                       ({"download": True}, "download is not an option here: set download")):
+        with pytest.raises(ConfigError, match=said):
+            build.build_shards(_cfg(tmp_path, {"ssl4eo_s12_s2c": {**base, "options": opts}}),
+                               show_progress=False)
 
 
 def test_ssl4eo_l2a_can_be_chosen_and_l1c_beside_l2a_is_named(tmp_path):

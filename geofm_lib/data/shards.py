@@ -235,9 +235,13 @@ def _sidecar_content(path: Path) -> list | None:
 def _check_content(path: Path, k: int, sample: dict, expected: list) -> None:
     digest = hashlib.sha256(sample["img"].tobytes()).hexdigest()[:32]
     if k >= len(expected) or expected[k] != (sample["__key__"], digest):
+        # the tar and its sidecar agree with each other (a resumed build keeps them), so the
+        # fix is to remove both: the next build writes the shard again
         raise ShardError(f"shard {path.name}: sample {sample['__key__']!r} does not match the "
                          f"content hash its sidecar recorded when it was written (the tar and "
-                         f"its sidecar were changed after the build) - {_REBUILD}")
+                         f"its sidecar were changed after the build): remove {path} and "
+                         f"{path.name}.json beside it, then re-run notebooks/01_data_prep.ipynb "
+                         f"(or `geofm data`) with the same parameters to write it again")
 
 
 def content_hashes(paths: Iterable[Path]) -> set[str]:

@@ -11,7 +11,7 @@ import numpy as np
 
 from geofm_lib.config import Config
 from geofm_lib.data.shards import iter_shards, load_manifest, shard_paths
-from geofm_lib.encoders.registry import load_encoder
+from geofm_lib.encoders.registry import kind_of, load_encoder
 from geofm_lib.evaluation.finetune import fit_head
 from geofm_lib.evaluation.metrics import label_matrix
 from geofm_lib.evaluation.probes import bootstrap_metrics, multilabel_metrics
@@ -54,6 +54,9 @@ def finetune(cfg: Config, encoder: str, dataset: str, epochs: int = 5, lr: float
     before the head is of any use."""
     if recipe not in RECIPES:
         raise ValueError(f"unknown fine-tuning recipe {recipe!r}; choose {', '.join(RECIPES)}")
+    if not kind_of(encoder).trainable:
+        raise ValueError(f"{encoder}: has no weights to fine-tune (a fixed feature map); "
+                         f"leave it out of the fine-tuned encoders")
     vocab = load_manifest(build_folder(cfg)).vocabulary(dataset)
     if not vocab:
         raise ValueError(f"{dataset}: no labels to fine-tune on (caption corpora and "

@@ -46,6 +46,7 @@ class EncoderKind:
     load: Callable[[Config, str, str, dict], tuple]  # (cfg, name, device, band_stats)
     prefixed: bool = True  # names are "<kind>:..."; False: the kind's name is the whole name
     reads_data: bool = True  # load needs the band statistics of this run's shards
+    trainable: bool = True  # it has weights to fine-tune (RCF has none)
 
 
 def _file_of(encoder: str) -> Path:
@@ -88,12 +89,96 @@ def _load_trained(cfg: Config, encoder: str, device: str, band_stats: dict):
     return model, stats_from_checkpoint(state)
 
 
+INIT_STATISTICS_PER_DATASET = 128
+"""Training images per dataset (the first of its train shards; no labels) over which the
+``init`` encoder's BatchNorm statistics are estimated."""
+
+
 def _load_init(cfg: Config, encoder: str, device: str, band_stats: dict):
-    """The twin of ``trained``: same architecture and band adapter, random weights."""
+    """The twin of ``trained``: same architecture and band adapter, random weights, and the
+    fair random init: BatchNorm statistics (a ResNet tower's) estimated on training images of
+    every dataset, as the trained tower's come from training on them. Never estimated, they
+    are mean 0 and variance 1, and the demo's 06 probes of ``init`` sat at the label-prior
+    floor on 5 of 8 datasets with the linear probe (issue 37)."""
     stats, bands = input_spec(band_stats, cfg.band_adapter)
     model, _ = create_model(cfg.model, cfg.image_px, cfg.pretrained, device, cfg.seed,
                             band_adapter=cfg.band_adapter, bands=bands)
+    if cfg.pretrained in (None, "", "none"):
+        _estimate_tower_statistics(cfg, model, stats, device)
     return model, stats
+
+
+def _estimate_tower_statistics(cfg: Config, model, stats: dict, device: str) -> int:
+    """BatchNorm statistics of ``model``'s image tower over the first
+    :data:`INIT_STATISTICS_PER_DATASET` training images of each dataset (no labels); the number
+    of layers estimated (0 for a ViT tower)."""
+    import torch
+
+    from geofm_lib.evaluation.finetune import precise_batchnorm
+    from geofm_lib.models.devices import resolve_precision
+
+    if not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+               for m in model.visual.modules()):
+        return 0
+    xs = _training_inputs(cfg, stats)
+    if not len(xs):
+        return 0
+    class ImageTower(torch.nn.Module):  # what precise_batchnorm runs: the image tower alone
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, x):
+            return self.model.encode_image(x)
+
+    return precise_batchnorm(model.visual, ImageTower(), xs, device, 64,
+                             resolve_precision(cfg.precision, device))
+
+
+def _training_inputs(cfg: Config, stats: dict, per_dataset: int = INIT_STATISTICS_PER_DATASET):
+    """The model inputs (N, C, image_px, image_px) of the first ``per_dataset`` training
+    images of each dataset (no labels), normalised as the towers see them."""
+    import numpy as np
+    import torch
+
+    from geofm_lib.data.shards import iter_shards, shard_paths
+    from geofm_lib.models.inputs import to_model_input
+
+    xs = []
+    for ds in cfg.dataset_keys:
+        for n, s in enumerate(iter_shards(shard_paths(build_folder(cfg), "train", ds))):
+            if n >= per_dataset:
+                break
+            x = torch.from_numpy(to_model_input(s["img"], s["json"]["bands"], stats[ds]))
+            if x.shape[-1] != cfg.image_px:  # as encode_split resizes
+                x = torch.nn.functional.interpolate(x[None], size=(cfg.image_px, cfg.image_px),
+                                                    mode="bilinear", antialias=True,
+                                                    align_corners=False)[0]
+            xs.append(x.numpy())
+    return np.stack(xs) if xs else np.zeros((0,), np.float32)
+
+
+def _load_rcf(cfg: Config, encoder: str, device: str, band_stats: dict):
+    """``rcf``: random convolutional features (MOSAIKS; torchgeo's ``RCF``, empirical filters
+    from the training images of every dataset, no labels) on the same input as ``trained``,
+    mean-pooled: a baseline that learnt nothing but the images' patch statistics, fed to the
+    same probes (issue 37)."""
+    import torch
+
+    from geofm_lib.evaluation.floors import rcf_model
+
+    stats, _ = input_spec(band_stats, cfg.band_adapter)
+    rcf = rcf_model(_training_inputs(cfg, stats), cfg.seed)
+
+    class RCFEncoder(torch.nn.Module):  # what encode_split calls
+        def __init__(self):
+            super().__init__()
+            self.rcf = rcf
+
+        def encode_image(self, x):
+            return self.rcf(x.float())
+
+    return RCFEncoder().to(device).eval(), stats
 
 
 def _load_checkpoint(cfg: Config, encoder: str, device: str, band_stats: dict):
@@ -124,8 +209,14 @@ KINDS: dict[str, EncoderKind] = {k.name: k for k in (
                 _load_trained, prefixed=False, reads_data=False),
     EncoderKind("init", "'init'", _no_check,
                 lambda cfg, e: {"model": cfg.model, "image_px": cfg.image_px, "seed": cfg.seed,
-                                "pretrained": cfg.pretrained, "band_adapter": cfg.band_adapter},
+                                "pretrained": cfg.pretrained, "band_adapter": cfg.band_adapter,
+                                # issue 37: BatchNorm statistics estimated on the training images
+                                "batchnorm": "estimated", "data": cfg.data_hash},
                 _load_init, prefixed=False),
+    EncoderKind("rcf", "'rcf'", _no_check,
+                lambda cfg, e: {"rcf": "empirical", "image_px": cfg.image_px, "seed": cfg.seed,
+                                "band_adapter": cfg.band_adapter, "data": cfg.data_hash},
+                _load_rcf, prefixed=False, trainable=False),
     EncoderKind("checkpoint", "'checkpoint:<path to last.pt>'",
                 _check_file("checkpoint file (give the path of a last.pt under "
                             "work/checkpoints/<train_hash>/)"),

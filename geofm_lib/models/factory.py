@@ -65,6 +65,10 @@ def create_model(model_name: str, image_px: int, pretrained: str | None = None,
         quiet.setLevel(logging.ERROR)
         try:
             model = open_clip.create_model(model_name, pretrained=None, **kwargs)
+        except Exception as exc:  # noqa: BLE001  (hf-hub: models read their config online)
+            if not model_name.startswith("hf-hub:"):
+                raise
+            raise _hub_unavailable(model_name, exc) from exc
         finally:
             quiet.setLevel(level)
     else:
@@ -86,8 +90,23 @@ def create_model(model_name: str, image_px: int, pretrained: str | None = None,
             raise AdapterError(f"band_adapter={band_adapter!r} needs the model's input bands "
                                f"(models.inputs.input_spec of the shard manifest)")
         adapt_visual(model.visual, band_adapter, list(bands))
-    tokenizer = open_clip.get_tokenizer(model_name)
+    try:
+        tokenizer = open_clip.get_tokenizer(model_name)
+    except Exception as exc:  # noqa: BLE001  (an hf-hub: tokenizer is read from the hub)
+        if not model_name.startswith("hf-hub:"):
+            raise
+        raise _hub_unavailable(model_name, exc) from exc
     return model, tokenizer
+
+
+def _hub_unavailable(model_name: str, exc: Exception) -> PretrainedUnavailable:
+    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+    return PretrainedUnavailable(
+        f"model {model_name!r} is read from the Hugging Face Hub (its config, tokenizer and "
+        f"weights), which failed: {type(exc).__name__}: {str(exc)[:200]}. "
+        + ("HF_HUB_OFFLINE=1 is set, so nothing can be downloaded; " if offline else "")
+        + "download it once on a machine with internet (cached under ~/.cache/huggingface), "
+          "or use an architecture by name with pretrained=None (`geofm params` lists them)")
 
 
 def count_parameters(model) -> dict:

@@ -13,7 +13,10 @@ from pathlib import Path
 from geofm_lib.catalog import DATASETS
 from geofm_lib.io import atomic_write_bytes, folder_lock, read_yaml
 from geofm_lib.papers import paper_table_for
+from geofm_lib.progress import get_logger
 from geofm_lib.report.summary import key_metrics, thumbnail
+
+log = get_logger()
 
 # The runs-at-a-glance columns when some run has them: (stage, metric key, column title).
 INDEX_COLUMNS = (
@@ -132,6 +135,12 @@ def _index_page(reports_dir: Path) -> str:
         info = json.loads(run_json.read_text())
         metrics_path = folder / "metrics.json"
         metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+        if not isinstance(info, dict) or not isinstance(metrics, dict):
+            log.warning("index: %s left out: its run.json or metrics.json holds no record",
+                        folder.name)
+            continue
+        # an entry that is not a notebook's record (a file edited by hand) is not shown
+        metrics = {k: v for k, v in metrics.items() if isinstance(v, dict)}
         runs.append((folder.name, info, metrics, sorted(folder.glob("*.html"))))
     cols = [c for c in INDEX_COLUMNS if any(c[1] in m.get(c[0], {}) for _, _, m, _ in runs)]
     head = "".join(f"<th>{html.escape(t)}</th>" for _, _, t in cols)

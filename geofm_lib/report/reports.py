@@ -456,6 +456,13 @@ def _report_record(path: Path) -> dict:
     if not isinstance(data, dict):
         raise GeofmError(f"reports/{path.parent.name}/{path.name} holds no record; remove "
                          f"reports/{path.parent.name}/ and run again")
+    if path.name == "metrics.json":  # one record (a mapping) per notebook
+        bad = [k for k, v in data.items() if not isinstance(v, dict)]
+        if bad:
+            raise GeofmError(f"reports/{path.parent.name}/metrics.json is damaged: its entry "
+                             f"{bad[0]!r} is a {type(data[bad[0]]).__name__}, not a notebook's "
+                             f"record; remove reports/{path.parent.name}/ (or run the whole "
+                             f"chain again, without --notebooks) so the report is made anew")
     return data
 
 

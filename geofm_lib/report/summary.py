@@ -129,7 +129,9 @@ def key_metrics(stage: str, m: dict) -> list[str]:
     if stage.startswith("06_"):
         means = m.get("mean_f2_micro") or {}
         out = [f"<b>linear probe F2 {_num(means.get('trained/linear'))}</b> trained vs "
-               f"{_num(means.get('init/linear'))} at init (mean of datasets)"]
+               f"{_num(means.get('init/linear'))} at init"
+               + (f", {_num(means['rcf/linear'])} RCF" if "rcf/linear" in means else "")
+               + " (mean of datasets)"]
         if m.get("mean_label_prior_f2_micro") is not None:
             out.append(f"floor (label prior) {_num(m['mean_label_prior_f2_micro'])} (mean of "
                        f"datasets)" + _probes_at_floor(m.get("at_floor") or [],

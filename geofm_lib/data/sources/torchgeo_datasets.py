@@ -217,6 +217,16 @@ class SeasonPair:
     paired: bool
 
 
+RESERVED_OPTIONS = {
+    "root": "set the folder as the source's root (sources.<key>.root)",
+    "download": "set download: true in the source spec (sources.<key>.download)",
+    "transforms": "geofm reads raw bands and applies its own processing; torchgeo transforms "
+                  "cannot be given from a parameter file",
+}
+"""torchgeo arguments that geofm passes itself (or that are not data): refused as options,
+with where to set them instead."""
+
+
 class SSL4EOPairing:
     """Which season each sensor reads at a location, the same for both readers.
 
@@ -628,6 +638,11 @@ class TorchGeoSource(SourceBase):
             opts["bands"] = tuple(opts["bands"])
         split_opt = opts.pop("split", "train")  # SSL4EO-S12's options name its split
         self.opts = {**opts, "split": split_opt}
+        if spec.splits == "official" and "split" in spec.options:
+            raise ConfigError(f"sources.{dataset}: options.split={spec.options['split']!r} and "
+                              f"splits: official contradict each other (official reads the "
+                              f"train and validation lists); drop the option, or use splits: "
+                              f"random to draw a split from that list alone")
         if spec.splits == "official":
             names = ("train", self.kind.val_split)
         else:  # a random split draws from every file the dataset's split lists name
@@ -686,6 +701,11 @@ class TorchGeoSource(SourceBase):
 
         cls = self.kind.load()
         kwargs = dict(opts)
+        reserved = sorted(k for k in kwargs if k in RESERVED_OPTIONS)
+        if reserved:  # what geofm passes itself: given as options they were ignored or broke
+            k = reserved[0]
+            raise ConfigError(f"sources.{self.dataset}.options: {k} is not an option here: "
+                              f"{RESERVED_OPTIONS[k]}")
         takes = inspect.signature(cls.__init__).parameters
         unknown = sorted(k for k in kwargs if k not in takes or k in ("self", "root"))
         if unknown:  # a misspelt option would end in a raw TypeError from the class
