@@ -343,10 +343,8 @@ def test_a_sidecar_edited_by_hand_does_not_reach_a_rebuilt_manifest(tmp_path):
 
 
 def test_a_shard_changed_with_its_sidecar_is_caught_on_read(tmp_path):
-    from geofm_lib.data import shards
+    from geofm_lib.data import build, shards
     from geofm_lib.errors import ShardError
-
-    from geofm_lib.data import build
 
     cfg, folder = _small_build(tmp_path)
     tar = sorted(folder.glob("train-*.tar"))[0]
