@@ -180,3 +180,37 @@ def test_the_label_prior_of_every_probed_dataset():
     assert "linear probe: init on x; trained on x" in text
     assert "every probe's interval is above it" in " ".join(key_metrics("06_feature_probes", {
         "mean_f2_micro": {}, "mean_label_prior_f2_micro": 38.5, "at_floor": []}))
+
+
+def test_rcf_whitening_is_torchgeo_s_where_it_is_right_and_real_where_it_was_not():
+    """torchgeo's RCF whitens with np.linalg.eig; on patches whose covariance is singular (S1
+    alone: the S2 channels are 0) eig returned complex eigenvectors and torchgeo dropped their
+    imaginary part. The eigh whitening equals torchgeo's on full-rank patches and is an exact
+    ZCA on singular ones (the whitened patches' covariance is the identity on their span)."""
+    import warnings
+
+    import torch
+    from torchgeo.models import RCF
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(40, 3, 12, 12)).astype(np.float32)
+    ours = floors.rcf_model(x, 4, features=64)
+    theirs = RCF(3, 64, 3, -1.0, seed=5, mode="empirical", dataset=floors._Images(x))
+    assert torch.allclose(ours.weights, theirs.weights, rtol=1e-3, atol=1e-3)
+    half = x.copy()
+    half[:, 1:] = 0  # one channel of three: the other two are an absent sensor's zeros
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no ComplexWarning
+        floors.rcf_model(half, 0, features=64)
+    # the whitening itself, against an independent ZCA by SVD, on a singular patch set
+    patches = rng.normal(size=(32, 3, 3, 3))
+    patches[:, 1:] = 0
+    got = floors._symmetric_rcf()._normalize(None, patches.astype(np.float32))
+    p = patches.reshape(32, -1)
+    p = p - p.mean(1, keepdims=True)
+    p = p / np.linalg.norm(p, axis=1, keepdims=True)
+    u, sv, _ = np.linalg.svd(p.T, full_matrices=True)
+    ev = np.zeros(27)
+    ev[:len(sv)] = sv ** 2 / 32
+    zca = u @ np.diag((ev + 0.001) ** -0.5) @ u.T
+    assert np.allclose(got.reshape(32, -1), p @ zca @ zca.T, rtol=1e-4, atol=1e-4)

@@ -214,8 +214,9 @@ KINDS: dict[str, EncoderKind] = {k.name: k for k in (
                                 "batchnorm": "estimated", "data": cfg.data_hash},
                 _load_init, prefixed=False),
     EncoderKind("rcf", "'rcf'", _no_check,
-                lambda cfg, e: {"rcf": "empirical", "image_px": cfg.image_px, "seed": cfg.seed,
-                                "band_adapter": cfg.band_adapter, "data": cfg.data_hash},
+                lambda cfg, e: {"rcf": "empirical, eigh", "image_px": cfg.image_px,
+                                "seed": cfg.seed, "band_adapter": cfg.band_adapter,
+                                "data": cfg.data_hash},
                 _load_rcf, prefixed=False, trainable=False),
     EncoderKind("checkpoint", "'checkpoint:<path to last.pt>'",
                 _check_file("checkpoint file (give the path of a last.pt under "

@@ -179,20 +179,39 @@ def rcf_model(x_train: np.ndarray, seed: int, features: int = RCF_FEATURES,
     """torchgeo's RCF with empirical filters: ``features / 2`` ZCA-whitened patches of the
     training images (no labels) as filters, bias -1, ReLU of both signs, mean-pooled. torchgeo
     ignores a seed of 0 (its filters would differ run to run), so the seed given is offset by
-    one."""
-    import warnings
+    one; and its whitening is done here with a symmetric eigendecomposition
+    (:func:`_symmetric_rcf`)."""
+    x_train = np.asarray(x_train, np.float32)
+    return _symmetric_rcf()(in_channels=x_train.shape[1], features=features,
+                            kernel_size=kernel_size, bias=-1.0, seed=int(seed) + 1,
+                            mode="empirical", dataset=_Images(x_train))
 
+
+def _symmetric_rcf():
+    """torchgeo's ``RCF`` with its ZCA whitening computed by ``np.linalg.eigh``.
+
+    torchgeo 0.8 whitens with ``np.linalg.eig``, the general eigendecomposition, of the patch
+    covariance. Where that covariance is singular, as for 07's S1-only and S2-only inputs (the
+    absent sensor's channels are 0), the zero eigenvalue is repeated and ``eig`` returns complex
+    eigenvectors: measured on the demo's places, imaginary parts up to 0.47 in the eigenvectors,
+    and ``V diag V^T`` is then no whitening at all; torchgeo keeps the real part with a
+    ComplexWarning. The covariance is symmetric, so ``eigh`` gives the same decomposition where
+    ``eig`` is right, and an orthonormal one where it is not. Everything else is torchgeo's."""
     from torchgeo.models import RCF
 
-    x_train = np.asarray(x_train, np.float32)
-    with warnings.catch_warnings():
-        # torchgeo whitens with np.linalg.eig (not eigh) on a symmetric covariance: where
-        # patches repeat (flat simulated fields) it can return complex values, whose real
-        # part torchgeo's float32 cast keeps, with a ComplexWarning (seen in tests/test_ssl.py
-        # on simulated places; the filters stay deterministic)
-        warnings.simplefilter("ignore", np.exceptions.ComplexWarning)
-        return RCF(in_channels=x_train.shape[1], features=features, kernel_size=kernel_size,
-                   bias=-1.0, seed=int(seed) + 1, mode="empirical", dataset=_Images(x_train))
+    class SymmetricRCF(RCF):
+        def _normalize(self, patches, min_divisor: float = 1e-8, zca_bias: float = 0.001):
+            shape = patches.shape
+            p = patches.reshape(shape[0], -1).astype(np.float64)
+            p = p - p.mean(axis=1, keepdims=True)
+            norms = np.linalg.norm(p, axis=1)
+            norms[norms < min_divisor] = 1
+            p = p / norms[:, None]
+            values, vectors = np.linalg.eigh(p.T @ p / shape[0])
+            zca = vectors @ np.diag((values + zca_bias) ** -0.5) @ vectors.T
+            return (p @ zca @ zca.T).reshape(shape).astype(np.float32)
+
+    return SymmetricRCF
 
 
 def rcf_features(model, x: np.ndarray, batch: int = 256) -> np.ndarray:

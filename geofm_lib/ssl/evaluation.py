@@ -156,9 +156,10 @@ def headline_scores(rows: list[dict]) -> dict:
     return out
 
 
-BASELINES_VERSION = 3  # bump when the baseline recipe changes: older results are not reused
+BASELINES_VERSION = 4  # bump when the baseline recipe changes: older results are not reused
 # (2: BatchNorm statistics re-estimated after fine-tuning, evaluation.finetune; 3: random
-# init's statistics estimated on the input's training images, the RCF baseline and the floors)
+# init's statistics estimated on the input's training images, the RCF baseline and the floors;
+# 4: RCF's whitening by a symmetric eigendecomposition, floors._symmetric_rcf)
 
 # the rows that do not depend on the pretraining (shown once when runs are compared)
 BASELINE_METHODS = ("label prior (floor)", "majority class (floor)", "random init, linear probe",
