@@ -92,3 +92,17 @@ def environment_hint(message: str, path: str | None = None) -> str | None:
         return (f"permission denied{where}: make the folder writable for this user, or set "
                 f"work_dir to a folder you own")
     return None
+
+
+def unavailable(what: str, exc: BaseException, fix: str, limit: int = 300) -> str:
+    """The one-line message of something that had to be downloaded or read from a hub and could
+    not be: what failed, the cause, whether HF_HUB_OFFLINE=1 forbids downloads here, and the
+    fix (weights of OpenCLIP and torchgeo, hf-hub: models)."""
+    import os
+
+    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+    return (f"{what}: {type(exc).__name__}: {str(exc)[:limit]}. "
+            + ("HF_HUB_OFFLINE=1 is set: this machine is offline, nothing can be downloaded; "
+               if offline else "")
+            + fix)
+

@@ -24,12 +24,11 @@ when named; offline they fail with the reason, never falling back to random weig
 from __future__ import annotations
 
 import difflib
-import os
 import re
 
 import torch
 
-from geofm_lib.errors import EncoderError
+from geofm_lib.errors import EncoderError, unavailable
 from geofm_lib.models.adapters import band_wavelength_nm, model_bands
 from geofm_lib.models.inputs import BandSlots
 
@@ -126,15 +125,11 @@ def load(encoder: str, band_stats: dict, image_px: int, device: str = "cpu", see
         try:
             net = get_model(name, weights=weights, **kwargs)
         except Exception as exc:  # noqa: BLE001  (download, hub and file errors)
-
-            offline = os.environ.get("HF_HUB_OFFLINE") == "1"
-            raise EncoderError(
-                f"could not load torchgeo weights {weights_name} for {name}: "
-                f"{type(exc).__name__}: {str(exc)[:200]}. "
-                + ("This machine is offline (HF_HUB_OFFLINE=1); " if offline else "")
-                + "download them once where there is internet (torch caches them under "
-                  "~/.cache/torch/hub/checkpoints), or drop the weights name for a "
-                  "random-init baseline") from exc
+            raise EncoderError(unavailable(
+                f"could not load torchgeo weights {weights_name} for {name}", exc,
+                "download them once where there is internet (torch caches them under "
+                "~/.cache/torch/hub/checkpoints), or drop the weights name for a "
+                "random-init baseline", 200)) from exc
     if dofa:
         wavelengths_um = [band_wavelength_nm(b) / 1000.0 for b in layout]
         transform = (torch.nn.Upsample(size=(224, 224), mode="bilinear")

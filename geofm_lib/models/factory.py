@@ -13,11 +13,10 @@ says why and what to do.
 from __future__ import annotations
 
 import logging
-import os
 
 import torch
 
-from geofm_lib.errors import AdapterError, PretrainedUnavailable
+from geofm_lib.errors import AdapterError, PretrainedUnavailable, unavailable
 from geofm_lib.models.adapters import adapt_visual
 from geofm_lib.models.names import CONFIG_DIR, SMALL_MODELS, check_pretrained
 
@@ -77,14 +76,11 @@ def create_model(model_name: str, image_px: int, pretrained: str | None = None,
             model = open_clip.create_model(model_name, pretrained=source,
                                            require_pretrained=True, **kwargs)
         except Exception as exc:  # noqa: BLE001  (network, hub, file format errors)
-            offline = os.environ.get("HF_HUB_OFFLINE") == "1"
-            raise PretrainedUnavailable(
-                f"could not load pretrained weights {pretrained!r} for {model_name!r}: "
-                f"{type(exc).__name__}: {str(exc)[:300]}. "
-                + ("HF_HUB_OFFLINE=1 is set, so nothing can be downloaded; " if offline else "")
-                + "download them once on a machine with internet (they are cached under "
-                  "~/.cache/huggingface), pass a local .pt file, or set pretrained=None to "
-                  "train from scratch") from exc
+            raise PretrainedUnavailable(unavailable(
+                f"could not load pretrained weights {pretrained!r} for {model_name!r}", exc,
+                "download them once on a machine with internet (they are cached under "
+                "~/.cache/huggingface), pass a local .pt file, or set pretrained=None to "
+                "train from scratch")) from exc
     if band_adapter != "rgb":
         if not bands:
             raise AdapterError(f"band_adapter={band_adapter!r} needs the model's input bands "
@@ -100,13 +96,11 @@ def create_model(model_name: str, image_px: int, pretrained: str | None = None,
 
 
 def _hub_unavailable(model_name: str, exc: Exception) -> PretrainedUnavailable:
-    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
-    return PretrainedUnavailable(
+    return PretrainedUnavailable(unavailable(
         f"model {model_name!r} is read from the Hugging Face Hub (its config, tokenizer and "
-        f"weights), which failed: {type(exc).__name__}: {str(exc)[:200]}. "
-        + ("HF_HUB_OFFLINE=1 is set, so nothing can be downloaded; " if offline else "")
-        + "download it once on a machine with internet (cached under ~/.cache/huggingface), "
-          "or use an architecture by name with pretrained=None (`geofm params` lists them)")
+        f"weights), which failed", exc,
+        "download it once on a machine with internet (cached under ~/.cache/huggingface), "
+        "or use an architecture by name with pretrained=None (`geofm params` lists them)", 200))
 
 
 def count_parameters(model) -> dict:
