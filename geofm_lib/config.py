@@ -771,6 +771,11 @@ def _validated(layers: list[tuple[str, dict]], preset: str, experiment: str | No
     problems = []
     for where, values in layers:
         for key, value in values.items():
+            if key in ("preset", "experiment") and where != "overrides":
+                if key == "preset" and value not in (None, preset):
+                    problems.append(f"{where} was made with preset {value!r}; run it with "
+                                    f"--preset {value} (this run's preset is {preset!r})")
+                continue  # a report's params.yaml records both: kept as a record, not a value
             if key not in FIELDS or key in ("preset", "experiment"):
                 problems.append(_unknown_key_message(key, where))
                 continue

@@ -132,26 +132,36 @@ def test_the_index_says_which_baseline_is_at_the_floor():
     """The index's key metrics of 07 and 08 (issue 37): the RCF and label-prior numbers, the
     margin over the strongest fair baseline, the majority-class floor, and each encoder whose
     interval reaches its floor flagged in words."""
+    from geofm_lib.records import SegmentationRecord, SslRecord
     from geofm_lib.report.summary import key_metrics
 
-    m07 = {"ssl_method": "moco", "ssl_mode": "sensor", "linear_probe_f2_s1s2": 60.0,
+    m07 = SslRecord.of({
+           "places_train": 100, "places_val": 20, "places_pretrained": 100, "final_loss": 1.0,
+           "embedding_std": 0.1, "collapsed": False, "table": [], "headline_input": "s1/s2",
+           "ssl_method": "moco", "ssl_mode": "sensor", "linear_probe_f2_s1s2": 60.0,
            "linear_probe_f2_s1s2_ci": [57.0, 63.0], "random_init_f2_s1s2": 45.0,
            "random_init_f2_s1s2_ci": [42.0, 48.0], "random_init_at_floor": True,
            "rcf_f2_s1s2": 50.0, "rcf_f2_s1s2_ci": [47.0, 53.0], "rcf_at_floor": False,
            "label_prior_f2_s1s2": 44.0, "label_prior_f2_s1s2_ci": [41.0, 47.0],
            "ssl_minus_random_init_f2_s1s2": 15.0, "ssl_minus_random_init_f2_s1s2_ci": [12, 18],
            "strongest_baseline": "RCF", "ssl_minus_strongest_f2_s1s2": 10.0,
-           "ssl_minus_strongest_f2_s1s2_ci": [7.0, 13.0]}
+           "ssl_minus_strongest_f2_s1s2_ci": [7.0, 13.0]})
     text = " ".join(key_metrics("07_ssl_pretrain", m07))
     assert "RCF 50.0" in text and "floor (label prior) 44.0" in text
     assert "+10.0" in text and "strongest fair baseline (RCF" in text
     assert text.count("baseline at the floor") == 1
-    m08 = {"target": "trees", "decoder": "unet", "protocol": "frozen", "few_labels": 64,
+    m08 = SegmentationRecord.of({
+           "target": "trees", "decoder": "unet", "protocol": "frozen", "few_labels": 64,
+           "decoders": ["unet"], "input": "s2", "protocols": ["frozen"],
+           "classes": ["not tree", "tree"], "backbones": {}, "labelled": [64], "epochs": 1,
+           "n_test": 10, "minus_random_init": {}, "minus_random_init_ci": {}, "table": [],
+           "differences": [], "details": [], "density": [], "history": {},
            "mean_iou": {"random init": 35.0, "MoCo-v2": 60.0, "CLIP RN50-tiny": 34.0},
            "mean_iou_ci": {"random init": [33.0, 37.0], "MoCo-v2": [57.0, 63.0],
                            "CLIP RN50-tiny": [32.0, 36.0]},
            "at_floor": {"random init": True, "MoCo-v2": False, "CLIP RN50-tiny": True},
-           "floor": {"name": "majority class", "mean_iou": 34.7, "overall_accuracy": 69.4}}
+           "floor": {"name": "majority class", "what": "every pixel 'not tree'",
+                     "mean_iou": 34.7, "overall_accuracy": 69.4}})
     lines = key_metrics("08_segmentation", m08)
     assert "baseline at the floor" in next(x for x in lines if x.startswith("random init"))
     clip = next(x for x in lines if x.startswith("CLIP"))
@@ -162,6 +172,7 @@ def test_the_index_says_which_baseline_is_at_the_floor():
 
 def test_the_label_prior_of_every_probed_dataset():
     from geofm_lib.evaluation.probes import Embeddings
+    from geofm_lib.records import ProbesRecord
     from geofm_lib.report.summary import key_metrics
 
     labels = [["a"], ["a", "b"], ["a"], ["c"], ["b"], ["a"]]
@@ -172,14 +183,17 @@ def test_the_label_prior_of_every_probed_dataset():
                                        "z": ["a"]}, n_boot=10)
     assert set(got) == {"x", "y"}  # z has no images: no floor, no number
     assert got["x"].scores["labels"] >= 1
-    text = " ".join(key_metrics("06_feature_probes", {
-        "mean_f2_micro": {"trained/linear": 50.0, "init/linear": 40.0},
-        "mean_label_prior_f2_micro": 38.5, "per_dataset": {"a": 1, "b": 2, "c": 3, "d": 4},
-        "at_floor": ["init/x/linear", "init/y/mlp", "trained/x/linear"]}))
+    probes = {"encoders": ["trained", "init"], "probes": ["linear"], "datasets": ["x", "y"]}
+    text = " ".join(key_metrics("06_feature_probes", ProbesRecord.of({
+        **probes, "mean_f2_micro": {"trained/linear": 50.0, "init/linear": 40.0},
+        "mean_label_prior_f2_micro": 38.5, "per_dataset": {k: {} for k in "abcd"},
+        "at_floor": ["init/x/linear", "init/y/mlp", "trained/x/linear"]})))
     assert "floor (label prior) 38.5" in text and "at the floor</b>: 3 of 4 probes" in text
     assert "linear probe: init on x; trained on x" in text
-    assert "every probe's interval is above it" in " ".join(key_metrics("06_feature_probes", {
-        "mean_f2_micro": {}, "mean_label_prior_f2_micro": 38.5, "at_floor": []}))
+    assert "every probe's interval is above it" in " ".join(key_metrics(
+        "06_feature_probes", ProbesRecord.of({**probes, "mean_f2_micro": {}, "per_dataset": {},
+                                              "mean_label_prior_f2_micro": 38.5,
+                                              "at_floor": []})))
 
 
 def test_rcf_whitening_is_torchgeo_s_where_it_is_right_and_real_where_it_was_not():

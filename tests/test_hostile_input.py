@@ -7,6 +7,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import record_fixtures
 
 from geofm_lib.config import load_config, project_root
 from geofm_lib.errors import ConfigError, NotebookFailed
@@ -157,21 +158,28 @@ def test_a_stage_never_records_a_non_finite_result(tmp_path):
 
     cfg = load_config("ci", work_dir=str(tmp_path), run_name="nan-check")
     rows = [{"encoder": "random init", "miou": 34.7}, {"encoder": "moco", "r2": float("nan")}]
-    with pytest.raises(DataError, match=r"08_segmentation: 1 result value\(s\) are not finite, "
+    # a notebook of one's own (plain mapping) and a workspace stage (typed record) alike
+    with pytest.raises(DataError, match=r"09_mine: 1 result value\(s\) are not finite, "
                                         r"e.g. metrics.rows\[1\].r2 = nan"):
-        save_stage(cfg, "08_segmentation", {"rows": rows})
+        save_stage(cfg, "09_mine", {"rows": rows})
     with pytest.raises(DataError, match=r"metrics.curve\[2\] = inf"):
-        save_stage(cfg, "06_feature_probes", {"curve": np.array([1.0, 2.0, np.inf])})
-    assert not list(tmp_path.rglob("08_segmentation.json"))
-    assert save_stage(cfg, "08_segmentation", {"rows": rows[:1], "r2": None}).is_file()
+        save_stage(cfg, "09_mine", {"curve": np.array([1.0, 2.0, np.inf])})
+    density = {"encoder": "moco", "labelled": 8, "rmse": 3.0, "mae": 2.0, "r2": float("nan"),
+               "ci": {}}
+    with pytest.raises(DataError, match=r"08_segmentation: .*metrics.density\[0\].r2 = nan"):
+        save_stage(cfg, record_fixtures.segmentation(density=[density]))
+    assert not list(tmp_path.rglob("*.json"))
+    assert save_stage(cfg, "09_mine", {"rows": rows[:1], "r2": None}).is_file()
     # a score not defined on the images (no boundary anywhere) is null, only where declared so
-    undefined = [{"boundary_f1": float("nan"), "ci": {"boundary_f1": [float("nan"), 1.0]}}]
-    path = save_stage(cfg, "08_segmentation", {"rows": undefined},
+    row = record_fixtures.segmentation_row("random init", 40.0, [38.0, 42.0],
+                                           boundary_f1=float("nan"),
+                                           more_ci={"boundary_f1": [float("nan"), 1.0]})
+    path = save_stage(cfg, record_fixtures.segmentation(table=[row]),
                       undefined=("boundary_f1", "ci"))
-    assert json.loads(path.read_text())["metrics"]["rows"][0] == {
-        "boundary_f1": None, "ci": {"boundary_f1": [None, 1.0]}}
+    written = json.loads(path.read_text())["metrics"]["table"][0]
+    assert written["boundary_f1"] is None and written["ci"]["boundary_f1"] == [None, 1.0]
     with pytest.raises(DataError, match=r"metrics.rows\[1\].r2 = nan"):
-        save_stage(cfg, "08_segmentation", {"rows": rows}, undefined=("boundary_f1", "ci"))
+        save_stage(cfg, "09_mine", {"rows": rows}, undefined=("boundary_f1", "ci"))
 
 
 def test_a_yaml_alias_bomb_is_refused_at_once_wherever_it_sits(tmp_path):

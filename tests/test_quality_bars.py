@@ -9,33 +9,40 @@ from pathlib import Path
 
 import pytest
 
+from geofm_lib import records
+
 pytestmark = pytest.mark.reports
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "reports" / "group_all-demo"
 
 
-@pytest.fixture(scope="module")
-def zero_shot():
+def _demo() -> dict[str, records.StageRecord]:
+    """The demo report's typed records (read as the index reads them)."""
     path = DEMO / "metrics.json"
     if not path.is_file():
         pytest.skip("no demo report (tests/run_all.sh makes one unless GEOFM_SKIP_DEMO=1)")
-    metrics = json.loads(path.read_text())
-    assert metrics["04_zero_shot_eval"]["split"] == "val"
-    return metrics["04_zero_shot_eval"]
+    return records.read_run(path)
+
+
+@pytest.fixture(scope="module")
+def zero_shot() -> records.ZeroShotRecord:
+    zs = _demo()["04_zero_shot_eval"]
+    assert zs.split == "val"
+    return zs
 
 
 def test_every_dataset_beats_chance_by_ten_points_with_ci_above_chance(zero_shot):
-    assert len(zero_shot["per_dataset"]) == 8
-    for ds, row in zero_shot["per_dataset"].items():
-        assert row["R@1"] - row["chance_R@1"] >= 10, (ds, row["R@1"], row["chance_R@1"])
-        assert row["R@1_ci95"][0] > row["chance_R@1"], (ds, row["R@1_ci95"])
-        assert zero_shot["quality"]["per_dataset"][ds]["trained > init"], ds
+    assert len(zero_shot.per_dataset) == 8
+    for ds, row in zero_shot.per_dataset.items():
+        assert row.r1 - row.chance_r1 >= 10, (ds, row.r1, row.chance_r1)
+        assert row.r1_ci[0] > row.chance_r1, (ds, row.r1_ci)
+        assert zero_shot.quality["per_dataset"][ds]["trained > init"], ds
 
 
 def test_mean_r1_at_least_twice_mean_chance(zero_shot):
-    assert zero_shot["mean_R@1"] >= 2 * zero_shot["mean_chance_R@1"]
-    assert zero_shot["mean_R@1"] > zero_shot["init_mean_R@1"]
+    assert zero_shot.mean_r1 >= 2 * zero_shot.mean_chance_r1
+    assert zero_shot.mean_r1 > zero_shot.init_mean_r1
 
 
 def test_demo_ran_all_five_notebooks():
@@ -50,14 +57,10 @@ def test_demo_ran_all_five_notebooks():
 
 
 def test_trained_encoder_beats_its_random_init_twin_with_the_linear_probe():
-    path = DEMO / "metrics.json"
-    if not path.is_file():
-        pytest.skip("no demo report")
-    probes = json.loads(path.read_text())["06_feature_probes"]
-    means = probes["mean_f2_micro"]
+    probes = _demo()["06_feature_probes"]
+    means = probes.mean_f2_micro
     assert means["trained/linear"] > means["init/linear"], means
-    ben = probes["per_dataset"]
-    print({k: v for k, v in ben.items() if k.endswith("/linear")})
+    print({k: v for k, v in probes.per_dataset.items() if k.endswith("/linear")})
 
 
 def test_sensor_pairs_beat_random_init_in_the_linear_probe_on_s1_s2():
@@ -65,15 +68,12 @@ def test_sensor_pairs_beat_random_init_in_the_linear_probe_on_s1_s2():
     with S1+S2 input, above the same ResNet at random initialisation (since issue 37 with its
     BatchNorm statistics estimated; that random init is at the label-prior floor on the demo,
     so the bar against the strongest fair baseline is the one below)."""
-    path = DEMO / "metrics.json"
-    if not path.is_file():
-        pytest.skip("no demo report")
-    m = json.loads(path.read_text())["07_ssl_pretrain"]
-    assert m["ssl_mode"] == "sensor" and not m["collapsed"]
-    assert m["linear_probe_f2_s1s2"] > m["random_init_f2_s1s2"], m
+    m = _demo()["07_ssl_pretrain"]
+    assert m.ssl_mode == "sensor" and not m.collapsed
+    assert m.linear_probe_f2_s1s2 > m.random_init_f2_s1s2, m
     # and reliably so: the paired 95 % interval of the difference on the same places is above 0
-    assert m["ssl_method"] == "moco"
-    assert m["ssl_minus_random_init_f2_s1s2_ci"][0] > 0, m
+    assert m.ssl_method == "moco"
+    assert m.ssl_minus_random_init_f2_s1s2_ci[0] > 0, m
 
 
 @pytest.mark.xfail(strict=False, reason=(
@@ -86,37 +86,27 @@ def test_sensor_pairs_beat_the_strongest_fair_baseline_in_the_linear_probe_on_s1
     """Issue 8's bar restated against the fair baselines (issue 37): MoCo-v2's S1+S2 probe above
     the stronger of random init (BatchNorm statistics estimated) and RCF, the paired 95 %
     interval of the difference above 0."""
-    path = DEMO / "metrics.json"
-    if not path.is_file():
-        pytest.skip("no demo report")
-    m = json.loads(path.read_text())["07_ssl_pretrain"]
-    assert m["strongest_baseline"] in ("random init", "RCF")
-    print(f"MoCo-v2 {m['linear_probe_f2_s1s2']} minus {m['strongest_baseline']}: "
-          f"{m['ssl_minus_strongest_f2_s1s2']} {m['ssl_minus_strongest_f2_s1s2_ci']}; floor "
-          f"{m['label_prior_f2_s1s2']}, random init at the floor: {m['random_init_at_floor']}")
-    assert m["ssl_minus_strongest_f2_s1s2_ci"][0] > 0, m
-
-
-def _segmentation():
-    path = DEMO / "metrics.json"
-    if not path.is_file():
-        pytest.skip("no demo report")
-    return json.loads(path.read_text())
+    m = _demo()["07_ssl_pretrain"]
+    assert m.strongest_baseline in ("random init", "RCF")
+    print(f"MoCo-v2 {m.linear_probe_f2_s1s2} minus {m.strongest_baseline}: "
+          f"{m.ssl_minus_strongest_f2_s1s2} {m.ssl_minus_strongest_f2_s1s2_ci}; floor "
+          f"{m.label_prior_f2_s1s2}, random init at the floor: {m.random_init_at_floor}")
+    assert m.ssl_minus_strongest_f2_s1s2_ci[0] > 0, m
 
 
 def test_every_segmenter_clears_the_majority_class_floor_with_few_labels():
     """Issue 37's floor under 08: with the fewest labelled places every encoder's mean IoU
     interval (random inits with estimated statistics included) lies above the majority-class
     map's (on the demo: 34.7, the always-"not tree" map), so no row is a degenerate one."""
-    metrics = _segmentation()
+    metrics = _demo()
     m = metrics["08_segmentation"]
-    assert m["protocol"] == "frozen" and m["target"] == "trees"
-    assert m["floor"]["name"] == "majority class"
-    assert m["at_floor"] and not any(m["at_floor"].values()), m["at_floor"]
-    for name, (lo, _) in m["mean_iou_ci"].items():
-        assert lo > m["floor"]["mean_iou"], (name, lo, m["floor"])
+    assert m.protocol == "frozen" and m.target == "trees"
+    assert m.floor.name == "majority class"
+    assert m.at_floor and not any(m.at_floor.values()), m.at_floor
+    for name, (lo, _) in m.mean_iou_ci.items():
+        assert lo > m.floor.mean_iou, (name, lo, m.floor)
     # and DINO (beside MoCo in 07) did not collapse there
-    assert not metrics["07_ssl_pretrain"]["also"]["dino"]["collapsed"]
+    assert not metrics["07_ssl_pretrain"].also["dino"].collapsed
 
 
 @pytest.mark.xfail(strict=False, reason=(
@@ -129,37 +119,34 @@ def test_pretrained_encoders_beat_random_init_in_segmentation_with_few_labels():
     """Issue 20's bar (seed 001's finding): the MoCo and DINO encoders of 07, frozen, under a
     UNet trained on the fewest labelled places, segment tree cover with a higher mean IoU than
     the same encoder at (fair) random init, the paired 95 % interval of the difference above 0."""
-    m = _segmentation()["08_segmentation"]
-    assert {"MoCo-v2", "DINO"} <= set(m["minus_random_init"])
-    print({k: (m["minus_random_init"][k], m["minus_random_init_ci"][k])
-           for k in ("MoCo-v2", "DINO")})
+    m = _demo()["08_segmentation"]
+    assert {"MoCo-v2", "DINO"} <= set(m.minus_random_init)
+    print({k: (m.minus_random_init[k], m.minus_random_init_ci[k]) for k in ("MoCo-v2", "DINO")})
     for name in ("MoCo-v2", "DINO"):
-        d = m["minus_random_init"][name]
-        assert d > 0 and m["minus_random_init_ci"][name][0] > 0, (name, m)
-        assert m["mean_iou"][name] > m["mean_iou"]["random init"]
+        d = m.minus_random_init[name]
+        assert d > 0 and m.minus_random_init_ci[name][0] > 0, (name, m.minus_random_init)
+        assert m.mean_iou[name] > m.mean_iou["random init"]
 
 
 def test_mae_beside_moco_learns_to_reconstruct_and_does_not_collapse():
     """Issue 20's MAE bar on the demo: the ViT MAE pretrained beside MoCo in 07 lowers its
     reconstruction loss under fixed masks by at least a tenth, its encoder does not collapse,
     07 shows its reconstructions, and 08 scores its encoder against a random ViT (paired)."""
-    path = DEMO / "metrics.json"
-    if not path.is_file():
-        pytest.skip("no demo report")
-    metrics = json.loads(path.read_text())
-    mae = [a for k, a in metrics["07_ssl_pretrain"]["also"].items() if k.startswith("mae")]
-    assert len(mae) == 1, metrics["07_ssl_pretrain"]["also"].keys()
-    first, last = mae[0]["reconstruction_loss"]
+    metrics = _demo()
+    also = metrics["07_ssl_pretrain"].also
+    mae = [a for k, a in also.items() if k.startswith("mae")]
+    assert len(mae) == 1, also.keys()
+    first, last = mae[0].reconstruction_loss
     assert last < 0.9 * first, mae[0]
-    assert not mae[0]["collapsed"]
+    assert not mae[0].collapsed
     page = (DEMO / "07_ssl_pretrain.html").read_text()
     assert "MAE ViT-Ti/16 reconstruction loss" in page
     seg = metrics["08_segmentation"]
-    name = mae[0]["label"]
-    assert name in seg["minus_random_init"] and seg["backbones"][name].startswith("vit_")
-    print(f"MAE reconstruction loss {first} -> {last}; 08 mIoU {seg['mean_iou'][name]} vs "
-          f"{seg['mean_iou']['random init ViT-Ti/16']}, {seg['minus_random_init'][name]:+.1f} "
-          f"{seg['minus_random_init_ci'][name]}")
+    name = mae[0].label
+    assert name in seg.minus_random_init and seg.backbones[name].startswith("vit_")
+    print(f"MAE reconstruction loss {first} -> {last}; 08 mIoU {seg.mean_iou[name]} vs "
+          f"{seg.mean_iou['random init ViT-Ti/16']}, {seg.minus_random_init[name]:+.1f} "
+          f"{seg.minus_random_init_ci[name]}")
 
 
 @pytest.mark.xfail(strict=False, reason=(
@@ -172,14 +159,11 @@ def test_the_clip_tower_of_03_beats_its_random_init_in_segmentation():
     """08's other encoder on the demo: 03's CLIP image tower, frozen under the UpConv decoder
     and fed 03's own input, segments tree cover with the fewest labels better than the same
     tower at random init on the same input (paired 95 % interval above 0)."""
-    path = DEMO / "metrics.json"
-    if not path.is_file():
-        pytest.skip("no demo report")
-    seg = json.loads(path.read_text())["08_segmentation"]
-    clip = [k for k in seg["minus_random_init"] if k.startswith("CLIP ")]
-    assert len(clip) == 1, seg["minus_random_init"].keys()
+    seg = _demo()["08_segmentation"]
+    clip = [k for k in seg.minus_random_init if k.startswith("CLIP ")]
+    assert len(clip) == 1, seg.minus_random_init.keys()
     name = clip[0]
-    assert seg["backbones"][name].startswith("tower:")
-    assert seg["minus_random_init"][name] > 0 and seg["minus_random_init_ci"][name][0] > 0
-    print(f"{name}: mIoU {seg['mean_iou'][name]} vs {seg['mean_iou']['random init ' + name]}, "
-          f"{seg['minus_random_init'][name]:+.1f} {seg['minus_random_init_ci'][name]}")
+    assert seg.backbones[name].startswith("tower:")
+    print(f"{name}: mIoU {seg.mean_iou[name]} vs {seg.mean_iou['random init ' + name]}, "
+          f"{seg.minus_random_init[name]:+.1f} {seg.minus_random_init_ci[name]}")
+    assert seg.minus_random_init[name] > 0 and seg.minus_random_init_ci[name][0] > 0

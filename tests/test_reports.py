@@ -4,6 +4,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from geofm_lib import records
 from geofm_lib.config import project_root
 from geofm_lib.report import index as report_index
 from geofm_lib.report import reports
@@ -19,8 +20,19 @@ def _fake_run(reports_dir: Path, name: str, samples: int, r1: float):
         "git": {"commit": "0123456789abcdef", "dirty": True},
         "seconds": {"01_data_prep": 3.5}, "finished": "2026-11-24 10:00:00"}))
     (folder / "metrics.json").write_text(json.dumps({
-        "01_data_prep": {"samples": samples}, "04_zero_shot_eval": {"mean_R@1": r1}}))
+        "01_data_prep": records.DataPrepRecord(samples=samples, shards=1, megabytes=0.5,
+                                               seconds=1.0, reused_build=False).to_dict(),
+        "04_zero_shot_eval": _zero_shot({}, **{"mean_R@1": r1})}))
     (folder / "01_data_prep.html").write_text("<html></html>")
+
+
+def _zero_shot(per_dataset: dict, **values) -> dict:
+    """A 04 record as the notebook writes it (typed), with the values a test is about."""
+    return records.ZeroShotRecord.of({
+        "per_dataset": {ds: {"images": 10, "labels": 5, "no_labels": 0, **row}
+                        for ds, row in per_dataset.items()},
+        "split": "val", "not_evaluable": {}, "quality": {}, "caption_retrieval": {},
+        **values}).to_dict()
 
 
 def test_index_lists_two_runs_side_by_side(tmp_path):
@@ -77,8 +89,8 @@ def _fake_study_run(reports_dir: Path, exp: str, group: str, metadata: bool, r1:
         f"samples_per_dataset: 1000\nimage_px: 64\n")
     per = {ds: {"R@1": v, "R@5": None if ds == "seadronessee" else 90.0, "R@10": None,
                 "R@1_ci95": [v - 5, v + 5], "chance_R@1": 5.0} for ds, v in r1.items()}
-    (folder / "metrics.json").write_text(json.dumps({"04_zero_shot_eval": {
-        "per_dataset": per, "mean_R@1": sum(r1.values()) / len(r1), "mean_chance_R@1": 5.0}}))
+    (folder / "metrics.json").write_text(json.dumps({"04_zero_shot_eval": _zero_shot(
+        per, **{"mean_R@1": sum(r1.values()) / len(r1), "mean_chance_R@1": 5.0})}))
 
 
 def test_study_page_sets_runs_beside_the_paper_tables(tmp_path):

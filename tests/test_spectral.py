@@ -255,7 +255,7 @@ def test_the_spectral_study_plan_checks_every_method_before_any_work():
 def test_the_spectral_study_page_shows_the_run_s_protocols():
     """After run_all.sh ran `geofm study --study spectral --preset ci`: every row of the
     largest labelled set on the page, the curves, the paper's table, the index's link."""
-    import json
+    from geofm_lib import records
 
     root = Path(__file__).resolve().parents[1]
     page = root / "reports" / "study-spectral-ci.html"
@@ -263,16 +263,16 @@ def test_the_spectral_study_page_shows_the_run_s_protocols():
         pytest.skip("no spectral study yet (tests/run_all.sh runs it before pytest)")
     text = page.read_text()
     run = root / "reports" / "study-spectral-ci"
-    rows = json.loads((run / "metrics.json").read_text())["07_ssl_pretrain"]["protocols"]
-    n = max(r["n_labelled"] for r in rows)
-    assert {r["protocol"] for r in rows} == {"frozen encoder", "fine-tuned spectral adapter",
-                                             "full fine-tuning"}
-    assert {r["init"] for r in rows} >= {"MoCo-v2", "DINO", "MAE ViT-S/8"}
+    rows = records.read_run(run / "metrics.json")["07_ssl_pretrain"].protocols
+    n = max(r.n_labelled for r in rows)
+    assert {r.protocol for r in rows} == {"frozen encoder", "fine-tuned spectral adapter",
+                                          "full fine-tuning"}
+    assert {r.init for r in rows} >= {"MoCo-v2", "DINO", "MAE ViT-S/8"}
     for r in rows:
-        if r["n_labelled"] == n:
-            assert f"<b>{r['score']:.1f}</b>" in text
+        if r.n_labelled == n:
+            assert f"<b>{r.score:.1f}</b>" in text
     assert "data:image/png;base64," in text and "spectral ResNet-50" in text
-    assert all(r.get("curve") for r in rows if r["protocol"] != "frozen encoder")
+    assert all(r.curve for r in rows if r.protocol != "frozen encoder")
     assert "alt='convergence of the fine-tuning fits'" in text
     assert 'href="study-spectral-ci/07_ssl_pretrain.html"' in text
     assert "study-spectral-ci.html" in (root / "reports" / "index.html").read_text()
@@ -288,6 +288,7 @@ def test_hyspecnet_files_go_through_01_and_07_to_the_protocols_on_enmap_corine(t
     import yaml
     from test_hyperspectral import _write_hyspecnet
 
+    from geofm_lib import records
     from geofm_lib.report.reports import run_report
 
     _write_hyspecnet(tmp_path / "hsn", n_patches=24, px=16, structured=True)
@@ -302,22 +303,18 @@ def test_hyspecnet_files_go_through_01_and_07_to_the_protocols_on_enmap_corine(t
                         notebook_params={"07": {"also_methods": [],
                                                 "protocol_data": "group_H"}},
                         work_dir=str(tmp_path / "work"), run_name="hsn")
-    m = json.loads((folder / "metrics.json").read_text())["07_ssl_pretrain"]
-    assert m["evaluation"] == "not evaluable" and "no labels" in m["reason"]
-    rows = m["protocols"]
-    assert {r["init"] for r in rows} == {"random init", "MoCo-v2"}
-    assert {r["protocol"] for r in rows} == {"frozen encoder", "fine-tuned spectral adapter",
-                                             "full fine-tuning"}
-    assert m["protocol_data"] != json.loads((folder / "run.json").read_text())["data_hash"]
+    m = records.read_run(folder / "metrics.json")["07_ssl_pretrain"]
+    assert m.evaluation == "not evaluable" and "no labels" in m.reason
+    assert {r.init for r in m.protocols} == {"random init", "MoCo-v2"}
+    assert {r.protocol for r in m.protocols} == {"frozen encoder", "fine-tuned spectral adapter",
+                                                 "full fine-tuning"}
+    assert m.protocol_data != json.loads((folder / "run.json").read_text())["data_hash"]
 
 
 def test_the_study_says_when_fine_tuning_is_too_short_to_compare_the_protocols():
-    from geofm_lib.report.spectral_study import findings
+    from record_fixtures import protocol_row as row
 
-    def row(protocol, init, score, lo, hi, **kw):
-        return {"protocol": protocol, "init": init, "n_labelled": 64, "score": score,
-                "ci": [lo, hi], "trainable": 0, "steps": 0 if "frozen" in protocol else 40,
-                **kw}
+    from geofm_lib.report.spectral_study import findings
 
     diff = {"minus_random_init": 5.0, "minus_random_init_ci": [1.0, 9.0]}
     rows = [row("frozen encoder", "random init", 40, 35, 45),
@@ -326,7 +323,7 @@ def test_the_study_says_when_fine_tuning_is_too_short_to_compare_the_protocols()
             row("full fine-tuning", "DINO", 30, 25, 35, **diff)]
     said = " ".join(findings(rows))
     assert "too short to compare" in said and "40 optimiser steps" in said
-    rows[2]["score"] = rows[3]["score"] = 52
+    rows[2].score = rows[3].score = 52
     assert "too short" not in " ".join(findings(rows))
 
 

@@ -6,7 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+import record_fixtures
 
+from geofm_lib import records
 from geofm_lib.errors import ConfigError
 from geofm_lib.report import reports, ssl_study
 
@@ -48,12 +50,11 @@ def test_notebook_parameters_must_be_the_notebook_s_own():
 
 
 def _diff(enc, prot, n, d, ci, dec="unet", base="random init"):
-    return {"encoder": enc, "protocol": prot, "labelled": n, "decoder": dec, "baseline": base,
-            "minus_random_init": d, "ci": ci}
+    return record_fixtures.difference(enc, prot, n, d, ci, dec, base)
 
 
 def test_findings_follow_the_paired_intervals():
-    seg = {"decoder": "unet", "differences": [
+    seg = record_fixtures.segmentation(labelled=[64, 900], differences=[
         _diff("MoCo-v2 (10 steps)", "frozen", 64, 5.0, [1.0, 9.0]),
         _diff("MoCo-v2 (10 steps)", "frozen", 900, -2.0, [-3.0, -1.0]),
         _diff("MoCo-v2 (10 steps)", "finetune", 64, 1.0, [-1.0, 3.0]),
@@ -63,11 +64,13 @@ def test_findings_follow_the_paired_intervals():
               base="random init ViT-S/16"),
         _diff("MAE ViT-S/16 (5 steps)", "finetune", 900, 3.0, [1.0, 5.0], dec="upconv",
               base="random init ViT-S/16")],
-        "history": {"frozen|unet|MoCo-v2 (10 steps)|900": [{"val_mean_iou": 50.0},
-                                                          {"val_mean_iou": 60.0}],
-                    "frozen|unet|random init|900": [{"val_mean_iou": 40.0},
-                                                   {"val_mean_iou": 62.0}]}}
-    items = ssl_study.findings(seg)
+        history={"frozen|unet|MoCo-v2 (10 steps)|900": [
+            {"epoch": 1, "train_loss": 1.0, "val_mean_iou": 50.0},
+            {"epoch": 2, "train_loss": 0.5, "val_mean_iou": 60.0}],
+            "frozen|unet|random init|900": [
+            {"epoch": 1, "train_loss": 1.0, "val_mean_iou": 40.0},
+            {"epoch": 2, "train_loss": 0.5, "val_mean_iou": 62.0}]})
+    items = ssl_study.findings(seg)[1:]  # after the floor's line
     text = "\n".join(items)
     moco, dino = items[0], items[1]
     assert "MoCo-v2" in moco and "+5.0" in moco and "holds here" in moco
@@ -84,30 +87,25 @@ def test_the_floor_and_a_baseline_at_it_are_said_on_the_study_page():
     """Issue 37: the majority-class floor leads the findings, a random init whose interval
     reaches it is named there and flagged in the table, and the probe table shows RCF, the
     label prior and the margin over the strongest fair baseline."""
-    row = lambda enc, miou, ci, **kw: {"protocol": "frozen", "decoder": "unet",  # noqa: E731
-                                       "encoder": enc, "labelled": 64, "mean_iou": miou,
-                                       "ci": {"mean_iou": ci}, **kw}
-    seg = {"decoder": "unet", "protocols": ["frozen"], "labelled": [64], "few_labels": 64,
-           "floor": {"name": "majority class", "what": "every pixel 'not tree'",
-                     "mean_iou": 34.7, "overall_accuracy": 69.4},
-           "at_floor": {"random init": True, "MoCo-v2": False},
-           "table": [row("majority class (floor)", 34.7, [33.0, 36.0], floor=True,
-                         decoder="-"),
-                     row("random init", 35.0, [33.5, 36.6], at_floor=True),
-                     row("MoCo-v2 (10 steps)", 60.0, [57.0, 63.0], at_floor=False)],
-           "differences": [_diff("MoCo-v2 (10 steps)", "frozen", 64, 25.0, [22.0, 28.0])]}
+    row = record_fixtures.segmentation_row
+    seg = record_fixtures.segmentation(
+        at_floor={"random init": True, "MoCo-v2": False},
+        table=[row("majority class (floor)", 34.7, [33.0, 36.0], floor=True, decoder="-"),
+               row("random init", 35.0, [33.5, 36.6], at_floor=True),
+               row("MoCo-v2 (10 steps)", 60.0, [57.0, 63.0], at_floor=False)],
+        differences=[_diff("MoCo-v2 (10 steps)", "frozen", 64, 25.0, [22.0, 28.0])])
     first = ssl_study.findings(seg)[0]
     assert "The floor" in first and "34.7" in first and "at the floor" in first
     assert "random init" in first and "MoCo-v2" not in first
     table = ssl_study._segmentation_table(seg)
     assert table.count("at the floor") == 1 and "majority class (floor)" in table
-    probes = ssl_study._probe_table({
+    probes = ssl_study._probe_table(record_fixtures.ssl(**{
         "ssl_method": "moco", "linear_probe_f2_s1s2": 60.0, "linear_probe_f2_s1s2_ci": [57, 63],
         "random_init_f2_s1s2": 45.0, "random_init_f2_s1s2_ci": [42, 48], "rcf_f2_s1s2": 50.0,
         "rcf_f2_s1s2_ci": [47, 53], "label_prior_f2_s1s2": 44.0,
         "label_prior_f2_s1s2_ci": [41, 47], "random_init_at_floor": True,
         "strongest_baseline": "RCF", "ssl_minus_strongest_f2_s1s2": 10.0,
-        "ssl_minus_strongest_f2_s1s2_ci": [7.0, 13.0]})
+        "ssl_minus_strongest_f2_s1s2_ci": [7.0, 13.0]}))
     assert "50.0" in probes and "44.0" in probes and "vs RCF" in probes
     assert probes.count("at the floor") == 1
 
@@ -123,13 +121,12 @@ def test_the_seed001_study_page_shows_the_run_s_numbers():
     run = ROOT / "reports" / "study-seed001-ci"
     for link in ("07_ssl_pretrain.html", "08_segmentation.html"):
         assert f'href="study-seed001-ci/{link}"' in text and (run / link).is_file()
-    seg = json.loads((run / "metrics.json").read_text())["08_segmentation"]
-    assert {r["decoder"] for r in seg["table"] if not r.get("floor")} == {
-        "unet", "deeplabv3plus", "upconv"}
-    assert any(r.get("floor") for r in seg["table"]) and "The floor" in text  # issue 37
-    assert {r["protocol"] for r in seg["table"]} == {"frozen", "finetune"}
-    for r in seg["table"]:
-        assert f"<b>{r['mean_iou']:.1f}</b>" in text
+    seg = records.read_run(run / "metrics.json")["08_segmentation"]
+    assert {r.decoder for r in seg.table if not r.floor} == {"unet", "deeplabv3plus", "upconv"}
+    assert any(r.floor for r in seg.table) and "The floor" in text  # issue 37
+    assert {r.protocol for r in seg.table} == {"frozen", "finetune"}
+    for r in seg.table:
+        assert f"<b>{r.mean_iou:.1f}</b>" in text
     for title in ("findings, checked here", "Frozen features", "Segmentation mean IoU",
                   "Detail preservation", "Seed 001's table", "On a GPU"):
         assert title in text

@@ -10,6 +10,7 @@ import html
 import json
 from pathlib import Path
 
+from geofm_lib import records
 from geofm_lib.catalog import DATASETS
 from geofm_lib.io import atomic_write_bytes, folder_lock, read_yaml
 from geofm_lib.papers import paper_table_for
@@ -18,14 +19,20 @@ from geofm_lib.report.summary import key_metrics, thumbnail
 
 log = get_logger()
 
-# The runs-at-a-glance columns when some run has them: (stage, metric key, column title).
+# The runs-at-a-glance columns when some run has them: (stage, record field, column title).
 INDEX_COLUMNS = (
     ("01_data_prep", "samples", "samples"),
     ("03_pretrain", "final_train_loss", "train loss"),
-    ("04_zero_shot_eval", "mean_R@1", "mean R@1"),
+    ("04_zero_shot_eval", "mean_r1", "mean R@1"),
     ("06_feature_probes", "probe_f2_micro", "linear probe F2 micro"),
     ("07_ssl_pretrain", "linear_probe_f2_s1s2", "SSL probe F2 (s1/s2 or optical)"),
 )
+
+
+def _value(metrics: dict, stage: str, name: str):
+    """A record's field (None: the stage did not run or recorded no such value)."""
+    rec = metrics.get(stage)
+    return getattr(rec, name, None) if isinstance(rec, records.StageRecord) else None
 
 
 def _fmt(v) -> str:
@@ -45,7 +52,7 @@ def _page_tile(run: str, page: Path, seconds: dict, metrics: dict, skipped: dict
               f'figure of {html.escape(page.stem)}">' if thumb else
               '<div class="nofig">no figure</div>')
     secs = seconds.get(page.stem)
-    facts = "".join(f"<li>{m}</li>" for m in key_metrics(page.stem, metrics.get(page.stem, {})))
+    facts = "".join(f"<li>{m}</li>" for m in key_metrics(page.stem, metrics.get(page.stem)))
     note = f'<li class="skip">{html.escape(skipped[page.stem])}</li>' \
         if page.stem in skipped else ""
     return (f'<div class="tile"><a href="{href}">{figure}</a>'
@@ -66,9 +73,12 @@ def _run_card(name: str, info: dict, metrics: dict, pages: list[Path]) -> str:
     facts += [f"{secs:.0f} s", f"<code>{html.escape(commit)}</code>",
               html.escape(info.get("finished", ""))]
     banner = ""
+    if info.get("record_error"):
+        banner = (f'<p class="failed">Its records cannot be read: '
+                  f'{html.escape(info["record_error"])}</p>')
     if info.get("status") == "failed":
         failed = info.get("failed") or {}
-        banner = (f'<p class="failed">FAILED in {html.escape(failed.get("notebook", "?"))}: '
+        banner += (f'<p class="failed">FAILED in {html.escape(failed.get("notebook", "?"))}: '
                   f'{html.escape(failed.get("error", ""))}</p>')
     notebooks = [p for p in pages if p.with_suffix(".ipynb").is_file() or
                  p.stem[:2].isdigit()]
@@ -133,20 +143,23 @@ def _index_page(reports_dir: Path) -> str:
         if folder.name.startswith("."):  # a run being assembled or swapped
             continue
         info = json.loads(run_json.read_text())
-        metrics_path = folder / "metrics.json"
-        metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-        if not isinstance(info, dict) or not isinstance(metrics, dict):
-            log.warning("index: %s left out: its run.json or metrics.json holds no record",
-                        folder.name)
+        if not isinstance(info, dict):
+            log.warning("index: %s left out: its run.json holds no record", folder.name)
             continue
-        # an entry that is not a notebook's record (a file edited by hand) is not shown
-        metrics = {k: v for k, v in metrics.items() if isinstance(v, dict)}
+        metrics_path = folder / "metrics.json"
+        try:
+            metrics = records.read_run(metrics_path) if metrics_path.is_file() else {}
+        except records.RecordError as exc:  # another version, or damaged: said on its card
+            log.warning("index: %s", exc)
+            info = {**info, "record_error": str(exc)}
+            metrics = {}
         runs.append((folder.name, info, metrics, sorted(folder.glob("*.html"))))
-    cols = [c for c in INDEX_COLUMNS if any(c[1] in m.get(c[0], {}) for _, _, m, _ in runs)]
+    cols = [c for c in INDEX_COLUMNS
+            if any(_value(m, c[0], c[1]) is not None for _, _, m, _ in runs)]
     head = "".join(f"<th>{html.escape(t)}</th>" for _, _, t in cols)
     rows, cards = [], []
     for name, info, metrics, pages in runs:
-        cells = "".join(f"<td class=num>{_fmt(metrics.get(s, {}).get(k))}</td>"
+        cells = "".join(f"<td class=num>{_fmt(_value(metrics, s, k))}</td>"
                         for s, k, _ in cols)
         status = ("<span class=failed>failed</span>" if info.get("status") == "failed"
                   else "ok")
@@ -230,7 +243,11 @@ def _study_runs(reports_dir: Path, preset: str) -> dict[str, dict]:
         if info.get("preset") != preset or exp not in STUDY_EXPERIMENTS or \
                 not metrics_path.is_file():
             continue
-        zs = json.loads(metrics_path.read_text()).get("04_zero_shot_eval")
+        try:
+            zs = records.read_run(metrics_path).get("04_zero_shot_eval")
+        except records.RecordError as exc:
+            log.warning("study: %s left out: %s", run_json.parent.name, exc)
+            continue
         if not zs:
             continue
         params = read_yaml(run_json.parent / "params.yaml")
@@ -245,7 +262,7 @@ def build_study(reports_dir: Path, preset: str) -> Path:
     paper's Table 2/3/4 value for the same dataset and setting."""
     runs = _study_runs(reports_dir, preset)
     exps = [e for e in STUDY_EXPERIMENTS if e in runs]
-    datasets = [d for d in DATASETS if any(d in runs[e]["metrics"]["per_dataset"] for e in exps)]
+    datasets = [d for d in DATASETS if any(d in runs[e]["metrics"].per_dataset for e in exps)]
     sections = []
     for k in (1, 5, 10):
         head = "".join(f"<th>{html.escape(e)}<br><span class=sub>{html.escape(runs[e]['name'])}"
@@ -256,12 +273,11 @@ def build_study(reports_dir: Path, preset: str) -> Path:
             for e in exps:
                 p = runs[e]["params"]
                 title, paper = paper_table_for(p["group"], p["caption_metadata"])
-                row = runs[e]["metrics"]["per_dataset"].get(ds)
+                row = runs[e]["metrics"].per_dataset.get(ds)
                 if row is None:
                     cells.append("<td class=na>not in this group</td>")
                     continue
-                here, ci, chance = row.get(f"R@{k}"), row.get(f"R@{k}_ci95"), \
-                    row.get(f"chance_R@{k}")
+                here, ci, chance = row.recall(k), row.recall_ci(k), row.chance(k)
                 ref = paper.get(ds)
                 ref_k = "not reported" if ref is None else ("-" if ref[(1, 5, 10).index(k)]
                                                             is None else ref[(1, 5, 10).index(k)])
@@ -278,9 +294,9 @@ def build_study(reports_dir: Path, preset: str) -> Path:
         sections.append(f"<h2>R@{k}</h2><table><thead><tr><th>dataset</th>{head}</tr></thead>"
                         f"<tbody>{''.join(body)}</tbody></table>")
     means = "".join(
-        f"<tr><th>{html.escape(e)}</th><td>{_fmt(runs[e]['metrics'].get('mean_R@1'))}</td>"
-        f"<td>{_fmt(runs[e]['metrics'].get('mean_chance_R@1'))}</td>"
-        f"<td>{_fmt(runs[e]['metrics'].get('init_mean_R@1'))}</td>"
+        f"<tr><th>{html.escape(e)}</th><td>{_fmt(runs[e]['metrics'].mean_r1)}</td>"
+        f"<td>{_fmt(runs[e]['metrics'].mean_chance_r1)}</td>"
+        f"<td>{_fmt(runs[e]['metrics'].init_mean_r1)}</td>"
         f"<td>{html.escape(paper_table_for(runs[e]['params']['group'], runs[e]['params']['caption_metadata'])[0])}</td>"  # noqa: E501
         f"<td><a href='{html.escape(runs[e]['name'])}/04_zero_shot_eval.html'>04</a> "
         f"<a href='{html.escape(runs[e]['name'])}/map.html'>map</a></td></tr>" for e in exps)

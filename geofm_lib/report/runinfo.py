@@ -17,11 +17,13 @@ from pathlib import Path
 
 import torch
 
+from geofm_lib import records
 from geofm_lib.config import Config, project_root
 from geofm_lib.errors import DataError
 from geofm_lib.io import atomic_write_json
 from geofm_lib.models import devices
 from geofm_lib.paths import shown, stage_dir
+from geofm_lib.records import StageRecord
 
 PACKAGES = ("geofm", "numpy", "torch", "torchvision", "open_clip_torch", "torchgeo",
             "webdataset", "scikit-learn", "umap-learn", "papermill", "nbconvert", "leafmap")
@@ -86,9 +88,15 @@ def run_record(cfg: Config, stage: str, data: dict | None = None,
     return rec
 
 
-def save_stage(cfg: Config, stage: str, metrics: dict, data: dict | None = None,
-               with_device: bool = False, undefined: tuple[str, ...] = ()) -> Path:
-    """Write ``<work>/runs/<run>/<stage>.json`` with metrics and the run record, atomically.
+def save_stage(cfg: Config, record: StageRecord | str, metrics: dict | None = None,
+               data: dict | None = None, with_device: bool = False,
+               undefined: tuple[str, ...] = ()) -> Path:
+    """Write ``<work>/runs/<run>/<stage>.json`` with the stage's record and the run's
+    bookkeeping, atomically: the one writer of stage records.
+
+    ``record``: the typed record of one of the workspace's notebooks (:mod:`geofm_lib.records`),
+    checked against its definition before it is written; or, for a notebook of your own, its
+    stage name with ``metrics`` a mapping of plain values.
 
     ``undefined``: keys whose NaN means "not defined on this data", not a failure (08's
     boundary F1 of images without any boundary, the IoU of a class in neither the targets nor
@@ -97,7 +105,19 @@ def save_stage(cfg: Config, stage: str, metrics: dict, data: dict | None = None,
     Raises:
         DataError: a metric that is NaN or infinite (a diverged fit, inputs out of range),
             named by its place in the record: a stage never publishes it as a number.
+        RecordError: a workspace stage given as a plain mapping, or a record whose values do
+            not match its definition.
     """
+    if isinstance(record, StageRecord):
+        stage, metrics = record.STAGE, record.to_dict()
+    else:
+        stage = str(record)
+        if stage in records.RECORDS:
+            raise records.RecordError(
+                f"{stage}: its record is typed; write records.{records.RECORDS[stage].__name__}"
+                f"(...) with save_stage(cfg, record), not a mapping")
+        if not isinstance(metrics, dict):
+            raise records.RecordError(f"{stage}: give the metrics as a mapping")
     metrics = _nan_to_null(metrics, set(undefined)) if undefined else metrics
     bad = non_finite(metrics)
     if bad:
@@ -106,6 +126,8 @@ def save_stage(cfg: Config, stage: str, metrics: dict, data: dict | None = None,
                         f"{where} = {value}; a fit diverged or its inputs are out of range (a "
                         f"learning rate too high, unflagged nodata). Nothing was recorded; fix "
                         f"the cause and run the notebook again")
+    if isinstance(record, StageRecord):  # what is written reads back as its definition
+        type(record).from_dict(metrics, f"the {stage} record being written")
     folder = stage_dir(cfg)
     folder.mkdir(parents=True, exist_ok=True)
     rec = run_record(cfg, stage, data, with_device)

@@ -15,6 +15,7 @@ import html
 import io
 from pathlib import Path
 
+from geofm_lib import records
 from geofm_lib.config import load_config
 from geofm_lib.errors import ConfigError
 from geofm_lib.io import atomic_write_bytes
@@ -71,19 +72,19 @@ def run_spectral_study(preset: str = "demo", methods=None, reports_dir: Path | N
 
 # --- the page ---------------------------------------------------------------------------------
 
-def _protocol_table(rows: list[dict]) -> str:
+def _protocol_table(rows: list[records.ProtocolRow]) -> str:
     """Seed 001's layout: protocol x initialisation, F1 with its interval, the paired
     difference to random init of the same architecture, trainable weights; the largest
     labelled set."""
-    n = max(r["n_labelled"] for r in rows)
+    n = max(r.n_labelled for r in rows)
     body = []
-    for r in (r for r in rows if r["n_labelled"] == n):
-        d = (_diff(r["minus_random_init"], r["minus_random_init_ci"])
-             if "minus_random_init" in r else "<span class=flat>-</span>")
-        body.append(f"<tr><th>{html.escape(r['protocol'])}</th><td>{html.escape(r['init'])}"
-                    f"</td><td><b>{r['score']:.1f}</b>{_ci(r['ci'])}</td><td>{d}</td>"
-                    f"<td>{r['trainable']:,}</td></tr>")
-    return (f"<p>{n} labelled places, {rows[0]['n_test']} test places.</p><table><thead><tr>"
+    for r in (r for r in rows if r.n_labelled == n):
+        d = (_diff(r.minus_random_init, r.minus_random_init_ci)
+             if r.minus_random_init is not None else "<span class=flat>-</span>")
+        body.append(f"<tr><th>{html.escape(r.protocol)}</th><td>{html.escape(r.init)}"
+                    f"</td><td><b>{r.score:.1f}</b>{_ci(r.ci)}</td><td>{d}</td>"
+                    f"<td>{r.trainable:,}</td></tr>")
+    return (f"<p>{n} labelled places, {rows[0].n_test} test places.</p><table><thead><tr>"
             "<th>protocol</th><th>weights</th><th>F1 micro [95 % CI]</th><th>minus random "
             "init [paired CI]</th><th>trainable encoder weights</th></tr></thead><tbody>"
             + "".join(body) + "</tbody></table>")
@@ -108,60 +109,59 @@ def _paper_gain(protocol: str) -> str:
     return f"{min(gains):.1f} to {max(gains):.1f}"
 
 
-def findings(rows: list[dict]) -> list[str]:
+def findings(rows: list[records.ProtocolRow]) -> list[str]:
     """Seed 001's claims about the protocols, checked on this run's numbers."""
     out = []
-    n = max(r["n_labelled"] for r in rows)
-    at = {(r["protocol"], r["init"]): r for r in rows if r["n_labelled"] == n}
-    pretrained = [r for r in at.values() if "minus_random_init" in r]
-    frozen = [r for r in pretrained if r["protocol"] == "frozen encoder"]
-    for r in frozen:
-        lo, hi = r["minus_random_init_ci"]
+    n = max(r.n_labelled for r in rows)
+    at = {(r.protocol, r.init): r for r in rows if r.n_labelled == n}
+    pretrained = [r for r in at.values() if r.minus_random_init is not None]
+    for r in (r for r in pretrained if r.protocol == "frozen encoder"):
+        lo, hi = r.minus_random_init_ci
         verdict = ("<b class=up>holds here</b>" if lo > 0 else "<b class=down>reversed "
                    "here</b>" if hi < 0 else "<b class=flat>not established here</b>")
-        out.append(f"<li>Pretrained {html.escape(r['init'])} beats random init with a frozen "
-                   f"encoder: {r['minus_random_init']:+.1f} F1 [{lo:+.1f}, {hi:+.1f}], "
+        out.append(f"<li>Pretrained {html.escape(r.init)} beats random init with a frozen "
+                   f"encoder: {r.minus_random_init:+.1f} F1 [{lo:+.1f}, {hi:+.1f}], "
                    f"{verdict}.</li>")
-    smallest = min(r["n_labelled"] for r in rows)
-    few = [r for r in rows if r["n_labelled"] == smallest and "minus_random_init" in r
-           and r["protocol"] == "full fine-tuning"]
-    for r in few:
-        lo, hi = r["minus_random_init_ci"]
-        out.append(f"<li>With {smallest} labels, full fine-tuning from {html.escape(r['init'])}"
+    smallest = min(r.n_labelled for r in rows)
+    for r in rows:
+        if r.n_labelled != smallest or r.minus_random_init is None \
+                or r.protocol != "full fine-tuning":
+            continue
+        lo, hi = r.minus_random_init_ci
+        out.append(f"<li>With {smallest} labels, full fine-tuning from {html.escape(r.init)}"
                    f" against from random init (seed 001: pretraining helps most when labels "
-                   f"are scarce): {r['minus_random_init']:+.1f} [{lo:+.1f}, {hi:+.1f}].</li>")
+                   f"are scarce): {r.minus_random_init:+.1f} [{lo:+.1f}, {hi:+.1f}].</li>")
     tuned = ("fine-tuned spectral adapter", "full fine-tuning")
-    below = [i for i in dict.fromkeys(r["init"] for r in at.values())
+    below = [i for i in dict.fromkeys(r.init for r in at.values())
              if ("frozen encoder", i) in at and any((p, i) in at for p in tuned) and all(
-                 at[(p, i)]["score"] < at[("frozen encoder", i)]["ci"][0]
+                 at[(p, i)].score < at[("frozen encoder", i)].ci[0]
                  for p in tuned if (p, i) in at)]
     if below:
         out.append(f"<li class=down><b>The fine-tuning fits are too short to compare the "
                    f"protocols</b>: for {html.escape(', '.join(below))} both fine-tuning rows "
                    f"are below the frozen encoder's interval, although they start from the same "
                    f"weights and may learn more. Each fit ran "
-                   f"{max(r.get('steps', 0) for r in rows) or 'its'} "
+                   f"{max(r.steps for r in rows) or 'its'} "
                    f"optimiser steps ({_recipe(rows)}); raise "
                    f"<code>protocol_steps</code> before reading the protocols' order.</li>")
     gains = {"fine-tuned spectral adapter": "tuning the spectral adapter",
              "full fine-tuning": "full fine-tuning"}
-    for init in dict.fromkeys(r["init"] for r in pretrained):
+    for init in dict.fromkeys(r.init for r in pretrained):
         f = at.get(("frozen encoder", init))
         for protocol, what in gains.items():
             paper = _paper_gain(protocol)
             a = at.get((protocol, init))
             if a and f:
-                out.append(f"<li>{html.escape(init)}: {what} ({a['trainable']:,} weights) "
-                           f"moves F1 from {f['score']:.1f} (frozen) to {a['score']:.1f}; in "
+                out.append(f"<li>{html.escape(init)}: {what} ({a.trainable:,} weights) "
+                           f"moves F1 from {f.score:.1f} (frozen) to {a.score:.1f}; in "
                            f"seed 001 it gained {paper} points. Unpaired intervals "
-                           f"{_ci(f['ci'])} and {_ci(a['ci'])}.</li>")
+                           f"{_ci(f.ci)} and {_ci(a.ci)}.</li>")
     return out
 
 
-def _recipe(rows: list[dict]) -> str:
-    """How the fine-tuning fits started, in words (rows before the recipe was recorded had a
-    random head)."""
-    recipe = next((r.get("recipe") for r in rows if r.get("steps")), None) or "new-head"
+def _recipe(rows: list[records.ProtocolRow]) -> str:
+    """How the fine-tuning fits started, in words."""
+    recipe = next((r.recipe for r in rows if r.steps), None) or "new-head"
     return ("LP-FT: the head started as the frozen protocol's probe, BatchNorm statistics "
             "kept, head and stem at a tenth of the rate, full fine-tuning's encoder at a "
             "hundredth" if recipe == "lp-ft" else
@@ -187,14 +187,14 @@ def build_spectral_study(reports_dir: Path, preset: str) -> Path:
     """``reports/study-spectral-<preset>.html`` from the study's report run."""
     run = Path(reports_dir) / study_name(preset)
     metrics, info, status = read_study_run(run, "spectral", preset)
-    ssl07 = metrics.get("07_ssl_pretrain") or {}
-    rows = ssl07.get("protocols") or []
+    ssl07 = metrics.get("07_ssl_pretrain")
+    rows = (ssl07.protocols or []) if ssl07 else []
     facts = [f"preset <b>{html.escape(preset)}</b>",
              f"data {html.escape(str(info.get('data_hash')))}",
-             f"{ssl07.get('places_train', '-')} training places, "
-             f"{ssl07.get('places_val', '-')} test places",
-             f"{ssl07.get('protocol_steps', '-')} optimiser steps per fine-tuning fit "
-             f"(rounded up to whole epochs; {_recipe(rows)})",
+             *([f"{ssl07.places_train} training places, {ssl07.places_val} test places",
+                f"{ssl07.protocol_steps if ssl07.protocol_steps is not None else '-'} optimiser "
+                f"steps per fine-tuning fit (rounded up to whole epochs; {_recipe(rows)})"]
+               if ssl07 else ["07 did not run"]),
              "seconds: " + ", ".join(f"{k[:2]} {v:.0f}" for k, v in
                                       (info.get("seconds") or {}).items())]
     if rows:
@@ -204,9 +204,10 @@ def build_spectral_study(reports_dir: Path, preset: str) -> Path:
         from geofm_lib.report.plots import convergence_curves, protocol_curves
 
         table, found = _protocol_table(rows), "".join(findings(rows))
+        plain = [r.to_dict() for r in rows]  # the plots take the rows as the notebook has them
         curves = (f"<img alt='label-efficiency curves' "
-                  f"src='data:image/png;base64,{_png(protocol_curves(rows))}'>")
-        fig = convergence_curves(rows)
+                  f"src='data:image/png;base64,{_png(protocol_curves(plain))}'>")
+        fig = convergence_curves(plain)
         converge = (_CONVERGENCE + f"<img alt='convergence of the fine-tuning fits' "
                     f"src='data:image/png;base64,{_png(fig)}'>" if fig is not None else
                     "<p>This run recorded no convergence curves (07 before they were "

@@ -15,6 +15,7 @@ import html
 import json
 from pathlib import Path
 
+from geofm_lib import records
 from geofm_lib.config import load_config
 from geofm_lib.errors import ConfigError
 from geofm_lib.io import atomic_write_bytes
@@ -106,43 +107,42 @@ def _short(name: str) -> str:
     return name.split(" (")[0]
 
 
-def findings(seg: dict) -> list[str]:
+def findings(seg: records.SegmentationRecord) -> list[str]:
     """Seed 001's findings, each checked on the study's 08 record with the paired interval it
     rests on (HTML list items)."""
-    diffs = seg.get("differences") or []
+    diffs = seg.differences
     if not diffs:
         return ["<li>no pretrained encoder was scored</li>"]
-    labelled = sorted({d["labelled"] for d in diffs})
+    labelled = sorted({d.labelled for d in diffs})
     few, most = labelled[0], labelled[-1]
-    first_dec = seg.get("decoder")  # each encoder's first decoder: UNet on ResNets, UpConv on ViTs
+    first_dec = seg.decoder  # each encoder's first decoder: UNet on ResNets, UpConv on ViTs
     pick = lambda enc, prot, n: next(  # noqa: E731
-        (d for d in diffs if _short(d["encoder"]) == enc and d["protocol"] == prot
-         and d["labelled"] == n and d["decoder"] in (first_dec, "upconv")), None)
-    encs = list(dict.fromkeys(_short(d["encoder"]) for d in diffs))
+        (d for d in diffs if _short(d.encoder) == enc and d.protocol == prot
+         and d.labelled == n and d.decoder in (first_dec, "upconv")), None)
+    encs = list(dict.fromkeys(_short(d.encoder) for d in diffs))
     out = []
-    floor = seg.get("floor")
-    if floor:  # the majority-class map under every score; who does not clear it
-        low = [k for k, v in (seg.get("at_floor") or {}).items() if v]
-        out.append(f"<li><b>The floor</b> ({html.escape(floor['name'])}: "
-                   f"{html.escape(floor['what'])}): mean IoU {floor['mean_iou']:.1f}, OA "
-                   f"{floor['overall_accuracy']:.1f}; "
-                   + (f"<b class=down>at the floor</b> with {seg.get('few_labels')} labelled "
-                      f"places: {html.escape(', '.join(low))}" if low else
-                      "every encoder's interval is above it") + "</li>")
+    floor = seg.floor  # the majority-class map under every score; who does not clear it
+    low = [k for k, v in seg.at_floor.items() if v]
+    out.append(f"<li><b>The floor</b> ({html.escape(floor.name)}: "
+               f"{html.escape(floor.what)}): mean IoU {floor.mean_iou:.1f}, OA "
+               f"{floor.overall_accuracy:.1f}; "
+               + (f"<b class=down>at the floor</b> with {seg.few_labels} labelled "
+                  f"places: {html.escape(', '.join(low))}" if low else
+                  "every encoder's interval is above it") + "</li>")
     for enc in encs:
         d = pick(enc, "frozen", few)
         if d:
             out.append(f"<li><b>Pretraining beats random init, frozen encoder, {few} labelled "
-                       f"places</b> ({html.escape(enc)}, {html.escape(d['decoder'])}): mIoU "
-                       f"{_diff(d['minus_random_init'], d['ci'])} - {_verdict(d['ci'])}</li>")
+                       f"places</b> ({html.escape(enc)}, {html.escape(d.decoder)}): mIoU "
+                       f"{_diff(d.minus_random_init, d.ci)} - {_verdict(d.ci)}</li>")
     for enc in encs:
         a, b = pick(enc, "frozen", few), pick(enc, "frozen", most)
         if a and b and few != most:
             out.append(f"<li><b>Pretraining helps most when labels are scarce</b> "
-                       f"({html.escape(enc)}, frozen): {_diff(a['minus_random_init'], a['ci'])} "
-                       f"with {few} labelled places, {_diff(b['minus_random_init'], b['ci'])} "
-                       f"with {most}; " + ("larger with fewer labels" if a["minus_random_init"]
-                                           > b["minus_random_init"] else
+                       f"({html.escape(enc)}, frozen): {_diff(a.minus_random_init, a.ci)} "
+                       f"with {few} labelled places, {_diff(b.minus_random_init, b.ci)} "
+                       f"with {most}; " + ("larger with fewer labels" if a.minus_random_init
+                                           > b.minus_random_init else
                                            "not larger with fewer labels") + "</li>")
     for enc in encs:
         if not enc.startswith("MAE"):
@@ -151,48 +151,50 @@ def findings(seg: dict) -> list[str]:
         if fz and ft:
             out.append(f"<li><b>MAE gains most from fine-tuning</b> ({html.escape(enc)}, "
                        f"{most} labelled places, against random init of its ViT): frozen "
-                       f"{_diff(fz['minus_random_init'], fz['ci'])}, fine-tuned "
-                       f"{_diff(ft['minus_random_init'], ft['ci'])}</li>")
-    hist = seg.get("history") or {}
+                       f"{_diff(fz.minus_random_init, fz.ci)}, fine-tuned "
+                       f"{_diff(ft.minus_random_init, ft.ci)}</li>")
     for enc in encs:  # convergence: validation mIoU after the first epoch, pretrained vs random
         d = pick(enc, "frozen", most)
         if not d:
             continue
-        mine = hist.get(f"frozen|{d['decoder']}|{d['encoder']}|{most}")
-        base = hist.get(f"frozen|{d['decoder']}|{d['baseline']}|{most}")
-        if mine and base and "val_mean_iou" in mine[0] and "val_mean_iou" in base[0]:
+        mine = _val_miou(seg.history.get(f"frozen|{d.decoder}|{d.encoder}|{most}"))
+        base = _val_miou(seg.history.get(f"frozen|{d.decoder}|{d.baseline}|{most}"))
+        if mine and base:
             out.append(f"<li><b>Faster convergence</b> ({html.escape(enc)}, frozen, {most} "
                        f"labelled places): validation mIoU after epoch 1 "
-                       f"{mine[0]['val_mean_iou']:.1f} against {base[0]['val_mean_iou']:.1f} "
-                       f"for {html.escape(d['baseline'])}; after the last "
-                       f"{mine[-1]['val_mean_iou']:.1f} against {base[-1]['val_mean_iou']:.1f} "
+                       f"{mine[0]:.1f} against {base[0]:.1f} for {html.escape(d.baseline)}; "
+                       f"after the last {mine[-1]:.1f} against {base[-1]:.1f} "
                        f"(one seed, no interval)</li>")
     return out
 
 
-def _segmentation_table(seg: dict) -> str:
-    rows = seg.get("table") or []
-    diffs = {(d["protocol"], d["decoder"], d["encoder"], d["labelled"]): d
-             for d in seg.get("differences") or []}
-    cols = [(p, n) for p in seg.get("protocols", []) for n in seg.get("labelled", [])]
+def _val_miou(history: list[records.EpochRow] | None) -> list[float]:
+    """The validation mean IoU of each evaluated epoch of a fit's history (empty: none)."""
+    return [h.val_mean_iou for h in history or [] if h.val_mean_iou is not None]
+
+
+def _segmentation_table(seg: records.SegmentationRecord) -> str:
+    rows = seg.table
+    diffs = {(d.protocol, d.decoder, d.encoder, d.labelled): d for d in seg.differences}
+    cols = [(p, n) for p in seg.protocols for n in seg.labelled]
     head = "".join(f"<th>{html.escape(p)}<br><span class=sub>{n} labelled</span></th>"
                    for p, n in cols)
     body = []
-    for dec, enc in dict.fromkeys((r["decoder"], r["encoder"]) for r in rows):
+    for dec, enc in dict.fromkeys((r.decoder, r.encoder) for r in rows):
         cells = []
         for p, n in cols:
-            r = next((r for r in rows if (r["decoder"], r["encoder"], r["protocol"],
-                                         r["labelled"]) == (dec, enc, p, n)), None)
+            r = next((r for r in rows if (r.decoder, r.encoder, r.protocol, r.labelled)
+                      == (dec, enc, p, n)), None)
             if r is None:
                 cells.append("<td class=na>not run</td>")
                 continue
-            txt = f"<b>{r['mean_iou']:.1f}</b>{_ci(r['ci']['mean_iou'])}"
-            if r.get("at_floor"):
+            txt = f"<b>{r.mean_iou:.1f}</b>{_ci(r.ci['mean_iou'])}"
+            if r.at_floor:
                 txt += " <b class=down>at the floor</b>"
             d = diffs.get((p, dec, enc, n))
             if d:
-                txt += f"<br><span class=sub>vs {html.escape(d['baseline'])}</span> " \
-                       f"{_diff(d['minus_random_init'], d['ci'])}"
+                txt += f"<br><span class=sub>vs {html.escape(d.baseline)}</span> " \
+                       f"{_diff(d.minus_random_init, d.ci)}"
             cells.append(f"<td>{txt}</td>")
         body.append(f"<tr><th>{html.escape(dec)}</th><th>{html.escape(enc)}</th>"
                     f"{''.join(cells)}</tr>")
@@ -200,63 +202,61 @@ def _segmentation_table(seg: dict) -> str:
             f"<tbody>{''.join(body)}</tbody></table>")
 
 
-def _probe_table(ssl07: dict) -> str:
-    rows = []
-    if "linear_probe_f2_s1s2" in ssl07:
-        rows.append((METHOD_LABELS.get(ssl07.get("ssl_method"), "?"), ssl07))
-    rows += [(a.get("label", k), a) for k, a in (ssl07.get("also") or {}).items()]
+def _probe_table(ssl07: records.SslRecord) -> str:
+    rows: list[tuple[str, records.SslScores]] = []
+    if ssl07.linear_probe_f2_s1s2 is not None:
+        rows.append((METHOD_LABELS.get(ssl07.ssl_method, "?"), ssl07))
+    rows += [(a.label, a) for a in (ssl07.also or {}).values()]
 
-    def base(a, key):  # a baseline's F2 with its interval, flagged at the floor
-        if key + "_f2_s1s2" not in a:
+    def base(score, ci, low):  # a baseline's F2 with its interval, flagged at the floor
+        if score is None:
             return "-"
-        return (f"{a[key + '_f2_s1s2']:.1f}{_ci(a.get(key + '_f2_s1s2_ci'))}"
-                + (" <b class=down>at the floor</b>" if a.get(key + "_at_floor") else ""))
+        return f"{score:.1f}{_ci(ci)}" + (" <b class=down>at the floor</b>" if low else "")
 
-    def margin(a):  # against the strongest fair baseline (records before the floors: random init)
-        if "ssl_minus_strongest_f2_s1s2" in a:
-            return (_diff(a["ssl_minus_strongest_f2_s1s2"], a["ssl_minus_strongest_f2_s1s2_ci"])
-                    + f" <span class=sub>vs {html.escape(str(a.get('strongest_baseline')))}"
-                    "</span>")
-        if "ssl_minus_random_init_f2_s1s2" in a:
-            return (_diff(a["ssl_minus_random_init_f2_s1s2"], a["ssl_minus_random_init_f2_s1s2_ci"])
+    def margin(a: records.SslScores):  # against the strongest fair baseline
+        if a.ssl_minus_strongest_f2_s1s2 is not None:
+            return (_diff(a.ssl_minus_strongest_f2_s1s2, a.ssl_minus_strongest_f2_s1s2_ci)
+                    + f" <span class=sub>vs {html.escape(str(a.strongest_baseline))}</span>")
+        if a.ssl_minus_random_init_f2_s1s2 is not None:
+            return (_diff(a.ssl_minus_random_init_f2_s1s2, a.ssl_minus_random_init_f2_s1s2_ci)
                     + " <span class=sub>vs random init</span>")
         return "-"
 
     body = "".join(
-        f"<tr><th>{html.escape(name)}</th><td>{'collapsed' if a.get('collapsed') else 'no'}"
-        f"</td><td><b>{a['linear_probe_f2_s1s2']:.1f}</b>{_ci(a.get('linear_probe_f2_s1s2_ci'))}"
-        f"</td><td>{base(a, 'random_init')}</td><td>{base(a, 'rcf')}</td>"
-        f"<td>{base(a, 'label_prior')}</td><td>{margin(a)}</td></tr>"
-        for name, a in rows if "linear_probe_f2_s1s2" in a)
+        f"<tr><th>{html.escape(name)}</th><td>{'collapsed' if a.collapsed else 'no'}"
+        f"</td><td><b>{a.linear_probe_f2_s1s2:.1f}</b>{_ci(a.linear_probe_f2_s1s2_ci)}"
+        f"</td><td>{base(a.random_init_f2_s1s2, a.random_init_f2_s1s2_ci, a.random_init_at_floor)}"
+        f"</td><td>{base(a.rcf_f2_s1s2, a.rcf_f2_s1s2_ci, a.rcf_at_floor)}</td>"
+        f"<td>{base(a.label_prior_f2_s1s2, a.label_prior_f2_s1s2_ci, False)}</td>"
+        f"<td>{margin(a)}</td></tr>"
+        for name, a in rows if a.linear_probe_f2_s1s2 is not None)
     return ("<table><thead><tr><th>method</th><th>collapsed</th><th>linear probe F2 s1/s2</th>"
             "<th>random init (its architecture, statistics estimated)</th><th>RCF</th>"
             "<th>floor: label prior</th><th>paired difference to the strongest</th></tr></thead>"
             f"<tbody>{body}</tbody></table>")
 
 
-def _details_table(seg: dict) -> str:
-    rows = seg.get("details") or []
-    if not rows:
+def _details_table(seg: records.SegmentationRecord) -> str:
+    if not seg.details:
         return "<p>no variants run</p>"
-    body = "".join(f"<tr><th>{html.escape(r['variant'])}</th><td><b>{r['mean_iou']:.1f}</b>"
-                   f"{_ci(r['ci']['mean_iou'])}</td><td>{_score(r['boundary_f1'])}"
-                   f"{_ci(r['ci'].get('boundary_f1'))}</td><td>{r['overall_accuracy']:.1f}</td>"
-                   f"</tr>" for r in rows)
+    body = "".join(f"<tr><th>{html.escape(r.variant)}</th><td><b>{r.mean_iou:.1f}</b>"
+                   f"{_ci(r.ci['mean_iou'])}</td><td>{_score(r.boundary_f1)}"
+                   f"{_ci(r.ci.get('boundary_f1'))}</td><td>{r.overall_accuracy:.1f}</td>"
+                   f"</tr>" for r in seg.details)
     return ("<table><thead><tr><th>variant</th><th>mean IoU</th><th>boundary F1</th>"
             f"<th>overall accuracy</th></tr></thead><tbody>{body}</tbody></table>")
 
 
-def _density_table(seg: dict) -> str:
-    rows = seg.get("density") or []
-    if not rows:
+def _density_table(seg: records.SegmentationRecord) -> str:
+    if not seg.density:
         return "<p>not run</p>"
     body = "".join(
-        f"<tr><th>{html.escape(r['encoder'])}</th><td>{r['labelled']}</td>"
-        f"<td><b>{r['rmse']:.1f}</b>{_ci(r['ci']['rmse'])}</td><td>{r['mae']:.1f}"
-        f"{_ci(r['ci']['mae'])}</td><td>{r['r2']:.2f}</td><td>"
-        + (_diff(r["minus_random_init_rmse"], r["minus_random_init_rmse_ci"],
-                 lower_is_better=True) if "minus_random_init_rmse" in r else "-")
-        + "</td></tr>" for r in rows)
+        f"<tr><th>{html.escape(r.encoder)}</th><td>{r.labelled}</td>"
+        f"<td><b>{r.rmse:.1f}</b>{_ci(r.ci['rmse'])}</td><td>{r.mae:.1f}"
+        f"{_ci(r.ci['mae'])}</td><td>{r.r2:.2f}</td><td>"
+        + (_diff(r.minus_random_init_rmse, r.minus_random_init_rmse_ci, lower_is_better=True)
+           if r.minus_random_init_rmse is not None else "-")
+        + "</td></tr>" for r in seg.density)
     return ("<table><thead><tr><th>encoder</th><th>labelled</th><th>RMSE (% cover)</th>"
             "<th>MAE</th><th>R&sup2;</th><th>RMSE minus random init (paired)</th></tr></thead>"
             f"<tbody>{body}</tbody></table>")
@@ -318,7 +318,7 @@ def read_study_run(run: Path, study: str, preset: str) -> tuple[dict, dict, str]
     if not metrics_path.is_file():
         raise ConfigError(f"no study run in reports/{run.name}/: run `geofm study --study "
                           f"{study} --preset {preset}` first")
-    metrics = json.loads(metrics_path.read_text())
+    metrics = records.read_run(metrics_path)
     info = json.loads((run / "run.json").read_text())
     status = ("" if info.get("status") == "ok" else
               f"<p class=down><b>The study run failed</b>: "
@@ -330,26 +330,26 @@ def build_seed001_study(reports_dir: Path, preset: str) -> Path:
     """``reports/study-seed001-<preset>.html`` from the study's report run."""
     run = Path(reports_dir) / study_name(preset)
     metrics, info, status = read_study_run(run, "seed001", preset)
-    ssl07, seg = metrics.get("07_ssl_pretrain") or {}, metrics.get("08_segmentation") or {}
-    backbones = seg.get("backbones") or {}
+    ssl07, seg = metrics.get("07_ssl_pretrain"), metrics.get("08_segmentation")
     facts = [f"preset <b>{html.escape(preset)}</b>",
-             f"data {html.escape(str(info.get('data_hash')))}",
-             f"target {html.escape(str(seg.get('target', '-')))}, input "
-             f"{html.escape(str(seg.get('input', '-')))}",
-             f"{seg.get('epochs', '-')} segmentation epochs, {seg.get('n_test', '-')} test places",
-             "encoders: " + ", ".join(  # in the table's order (the record sorts its keys)
-                 f"{html.escape(k)} ({html.escape(backbone_label(backbones[k]))})"
-                 for k in dict.fromkeys(_short(r["encoder"]) for r in seg.get("table") or [])
-                 if k in backbones),
-             "seconds: " + ", ".join(f"{k[:2]} {v:.0f}" for k, v in
-                                      (info.get("seconds") or {}).items())]
+             f"data {html.escape(str(info.get('data_hash')))}"]
+    if seg:
+        facts += [f"target {html.escape(seg.target)}, input {html.escape(seg.input)}",
+                  f"{seg.epochs} segmentation epochs, {seg.n_test} test places",
+                  "encoders: " + ", ".join(  # in the table's order (the record sorts its keys)
+                      f"{html.escape(k)} ({html.escape(backbone_label(seg.backbones[k]))})"
+                      for k in dict.fromkeys(_short(r.encoder) for r in seg.table)
+                      if k in seg.backbones)]
+    facts.append("seconds: " + ", ".join(f"{k[:2]} {v:.0f}" for k, v in
+                                          (info.get("seconds") or {}).items()))
     page = _PAGE.format(
         preset=html.escape(preset), run=html.escape(run.name), status=status,
-        facts=" · ".join(facts), findings="".join(findings(seg)),
+        facts=" · ".join(facts),
+        findings="".join(findings(seg)) if seg else "<li>08 did not run</li>",
         probes=_probe_table(ssl07) if ssl07 else "<p>07 did not run</p>",
         segmentation=_segmentation_table(seg) if seg else "<p>08 did not run</p>",
-        details=_details_table(seg), density=_density_table(seg), paper=_paper_table(),
-        full=full_preset_plan())
+        details=_details_table(seg) if seg else "", density=_density_table(seg) if seg else "",
+        paper=_paper_table(), full=full_preset_plan())
     out = Path(reports_dir) / f"{study_name(preset)}.html"
     atomic_write_bytes(out, page.encode())
     return out
