@@ -618,6 +618,11 @@ GROUP_DATASETS["custom"] = tuple(DATASETS)  # any catalog dataset, named in `dat
 GROUP_DATASETS["H"] = tuple(HYPERSPECTRAL_DATASETS)  # seed 001's hyperspectral data
 
 
+def group_of(datasets) -> list[str]:
+    """Each dataset's resolution group (A, B, C, H), "custom" for a dataset of one's own."""
+    return [DATASETS[d].group if d in DATASETS else "custom" for d in datasets]
+
+
 def datasets_for(group: str) -> tuple[str, ...]:
     """Dataset keys of a resolution group ("A", "B", "C") or of "all".
 

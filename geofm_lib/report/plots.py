@@ -643,6 +643,21 @@ def convergence_curves(rows: list[dict]):
     return fig
 
 
+def probe_efficiency(curve):
+    """Each encoder's mean linear-probe F2 over the datasets against the share of the training
+    split it was fitted on (``curve``: rows of encoder, fraction, F2 micro)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for name, part in curve.groupby("encoder", sort=False):
+        ax.plot(100 * part["fraction"], part["F2 micro"], "o-", label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("share of the training split, percent")
+    ax.set_ylabel("F2 micro, percent (mean over datasets)")
+    ax.legend()
+    return fig
+
+
 def segmentation_panel(images: np.ndarray, bands: list[str], targets: np.ndarray,
                        predictions: dict[str, np.ndarray], classes: list[str], n: int = 4):
     """Seed 001's qualitative panel: per test image the image (red/green/blue by band name,
