@@ -153,16 +153,23 @@ def _code_cells(name: str) -> list[str]:
 
 
 @pytest.mark.parametrize("book, most", [("06_feature_probes.ipynb", 50),
+                                        ("07_ssl_pretrain.ipynb", 45),
                                         ("08_segmentation.ipynb", 40)])
 def test_the_moved_notebooks_are_sequences_of_library_calls(book, most):
-    """No function definitions, loops, asserts or private calls left in 06 and 08 (issue 37,
-    item 1); their code lines (without the parameters) were 163 and 232 before the move."""
+    """No function definitions, protocol loops, asserts or private calls left in 06, 07 and 08
+    (issue 37, item 1): a loop may only show what a step returned (plots, no assignment, no
+    study call). Their code lines (without the parameters) were 163, 222 and 232 before."""
     cells = _code_cells(book)
     for src in cells[1:]:  # after the parameters
         tree = ast.parse(src)
         for node in ast.walk(tree):
-            assert not isinstance(node, ast.FunctionDef | ast.Lambda | ast.For | ast.While
-                                  | ast.Assert), (type(node).__name__, src[:80])
+            assert not isinstance(node, ast.FunctionDef | ast.Lambda | ast.While | ast.Assert), \
+                (type(node).__name__, src[:80])
+            if isinstance(node, ast.For):
+                inner = list(ast.walk(node))
+                assert not any(isinstance(n, ast.Assign | ast.AugAssign) for n in inner), src
+                assert not any(isinstance(n, ast.Name) and n.id in ("study", "ssl", "segmentation")
+                               for n in inner), src
             if isinstance(node, ast.Attribute):
                 assert not node.attr.startswith("_"), (node.attr, src[:80])
     lines = sum(len([x for x in c.splitlines() if x.strip() and not x.strip().startswith("#")])
@@ -172,6 +179,7 @@ def test_the_moved_notebooks_are_sequences_of_library_calls(book, most):
 
 
 @pytest.mark.parametrize("book, module", [("06_feature_probes.ipynb", "probes"),
+                                          ("07_ssl_pretrain.ipynb", "pretraining"),
                                           ("08_segmentation.ipynb", "segmentation")])
 def test_a_moved_notebook_s_parameters_are_its_study_s_with_their_defaults(book, module):
     import importlib
@@ -218,3 +226,18 @@ def test_06_s_settings_are_checked_with_a_clear_error(params, message):
         probes.settings(load_config("ci"), params)
     ok = probes.settings(load_config("ci"), {})
     assert ok.encoders == ["trained", "init", "rcf"] and ok.finetune_epochs == 3
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"also_methods": ["simclr"]}, "unknown SSL method 'simclr'"),
+    ({"also_methods": ["mae"]}, "ViT"),  # MAE on the run's ResNet
+    ({"protocols": ["frozen", "linear"]}, r"protocols: \['linear'\] not one of frozen"),
+    ({"n_boot": 0}, "n_boot: 0"),
+])
+def test_07_s_settings_are_checked_with_a_clear_error(params, message):
+    from geofm_lib.studies import pretraining
+
+    with pytest.raises(ConfigError, match=message):
+        pretraining.settings(load_config("ci"), params)
+    ok = pretraining.settings(load_config("ci"), {})
+    assert set(ok.also) == {"dino", "mae:vit_tiny_patch16"} and ok.protocols == []
