@@ -202,9 +202,28 @@ def _ssl(args) -> None:
 
 
 def _params(args) -> None:
+    """The resolved parameters as YAML (valid as a parameter file), each with its meaning as a
+    comment, then every notebook's own parameters (``-p NAME=VALUE`` with ``geofm report``,
+    ``-p NAME VALUE`` with papermill)."""
+    from geofm_lib.config import Config
+    from geofm_lib.report.reports import local_parameters, notebooks
+
     cfg = _config(args)
-    print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+    fields = Config.model_fields
+    for key, value in cfg.to_dict().items():
+        text = yaml.safe_dump({key: value}, sort_keys=False).rstrip()
+        what = " ".join((fields[key].description or "").split()) if key in fields else ""
+        if what and "\n" not in text:
+            print(f"{text}  # {what}")
+        else:
+            print((f"# {what}\n" if what else "") + text)
     print(f"# hash {cfg.hash}  data_hash {cfg.data_hash}  run {cfg.name}")
+    print("# each notebook's own parameters: geofm report -p NAME=VALUE (given to every notebook "
+          "that has it; the run gets its own folder), papermill -p NAME VALUE")
+    for stem, params in local_parameters(notebooks(project_root())).items():
+        for name, p in params.items():
+            what = p["help"].replace(" (notebook-local)", "")
+            print(f"#   {stem[:2]} {name} = {p['default']}  ({what})")
 
 
 def _study(args) -> None:

@@ -216,9 +216,11 @@ def rerun_advice(stage: str, folder: Path | None, whole: bool = False) -> str:
         cmd = f"geofm report --preset {info.get('preset') or '<preset>'}"
         if info.get("experiment"):
             cmd += f" --experiment {info['experiment']}"
-        overrides = info.get("overrides") or {}
+        values = dict(info.get("overrides") or {})
+        for params in (info.get("notebook_params") or {}).values():  # e.g. 08's seg_lr
+            values.update(params if isinstance(params, dict) else {})
         cmd += "".join(f" -p {k}={json.dumps(v) if not isinstance(v, str) else v}"
-                       for k, v in overrides.items() if isinstance(overrides, dict))
+                       for k, v in values.items())
         cmd += f" -p run_name={run}{only}"
     what = "the run again" if whole else f"notebooks/{stage}.ipynb for this run"
     return f"Run {what}: {cmd} (or remove reports/{run}/)"

@@ -213,3 +213,36 @@ def test_two_reports_started_at_once_both_finish(tmp_path):
         assert p.returncode == 0, out[-2000:]
     for n in ("a", "b"):
         assert json.loads((tmp_path / "reports" / n / "run.json").read_text())["status"] == "ok"
+
+
+def test_a_notebook_parameter_given_with_p_goes_to_the_notebooks_that_have_it():
+    """Issue 37, item 6 (and issue 36's note): `geofm report -p seg_lr=0.003` reached no
+    notebook; a name that is not a workspace parameter now goes to every notebook of the chain
+    that has it, and a name neither knows is an error with the closest name."""
+    from geofm_lib.errors import ConfigError
+
+    books = reports.notebooks(ROOT)
+    workspace, routed = reports.route_overrides(books, {"seed": 3, "seg_lr": 0.003,
+                                                        "n_boot": 50, "run_name": None})
+    assert workspace == {"seed": 3, "run_name": None}
+    assert routed == {"04": {"n_boot": 50}, "06": {"n_boot": 50}, "07": {"n_boot": 50},
+                      "08": {"seg_lr": 0.003, "n_boot": 50}}
+    only_08 = [b for b in books if b.name.startswith("08")]
+    assert reports.route_overrides(only_08, {"n_boot": 9})[1] == {"08": {"n_boot": 9}}
+    with pytest.raises(ConfigError, match=r"-p seg_rl: neither a workspace parameter nor a "
+                                          r"parameter of .*did you mean 'seg_lr'\?"):
+        reports.route_overrides(books, {"seg_rl": 0.1})
+
+
+def test_geofm_params_describes_every_parameter_and_stays_a_parameter_file(tmp_path):
+    import subprocess
+    import sys
+
+    import yaml
+
+    out = subprocess.run([sys.executable, "-m", "geofm_lib.cli", "params", "--preset", "ci"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=120, check=True).stdout
+    assert "image_px: 32  # side of stored patches, pixels" in out
+    assert "#   08 seg_lr = 0.001  (AdamW learning rate of decoder and head)" in out
+    values = yaml.safe_load(out)
+    assert values["image_px"] == 32 and "seg_lr" not in values  # comments stay comments

@@ -11,6 +11,8 @@ marked failed in the index; it never replaces a good report of the same run (it 
 
 from __future__ import annotations
 
+import difflib
+import hashlib
 import html
 import json
 import logging
@@ -270,6 +272,49 @@ def notebook_parameters(book: Path) -> dict:
     return {k: v.get("default") for k, v in pm.inspect_notebook(str(book)).items()}
 
 
+def local_parameters(books: list[Path]) -> dict[str, dict[str, dict]]:
+    """Each notebook's own parameters (those that are not workspace parameters): notebook stem
+    -> name -> {"default": its text, "help": the comment beside it}."""
+    import papermill as pm
+
+    out = {}
+    for book in books:
+        found = pm.inspect_notebook(str(book))
+        out[book.stem] = {k: {"default": v.get("default"), "help": v.get("help") or ""}
+                          for k, v in found.items()
+                          if k not in FIELDS and k not in ("preset", "experiment")}
+    return out
+
+
+def route_overrides(books: list[Path], overrides: dict) -> tuple[dict, dict[str, dict]]:
+    """``-p`` values split into workspace parameters and notebook parameters: a name that is
+    not a workspace parameter goes to every notebook of ``books`` that has it (``n_boot`` to
+    04, 06, 07 and 08; ``seg_lr`` to 08). A name neither knows is an error naming both lists.
+
+    Returns (workspace overrides, {notebook prefix: {name: value}})."""
+    workspace = {k: v for k, v in overrides.items() if k in FIELDS}
+    rest = {k: v for k, v in overrides.items() if k not in FIELDS and v is not None}
+    routed: dict[str, dict] = {}
+    if not rest:
+        return workspace, routed
+    local = local_parameters(books)
+    for key, value in rest.items():
+        owners = [stem for stem, params in local.items() if key in params]
+        if not owners:
+            if key in ("preset", "experiment"):
+                raise ConfigError(f"{key} is chosen with --{key}, not with -p")
+            close = difflib.get_close_matches(
+                key, list(FIELDS) + [k for params in local.values() for k in params], n=1)
+            raise ConfigError(
+                f"-p {key}: neither a workspace parameter nor a parameter of "
+                f"{', '.join(b.stem for b in books)}"
+                + (f"; did you mean {close[0]!r}?" if close else "")
+                + " (`geofm params` lists both)")
+        for stem in owners:
+            routed.setdefault(stem[:2], {})[key] = value
+    return workspace, routed
+
+
 def check_notebook_params(books: list[Path], notebook_params: dict) -> dict[str, dict]:
     """``notebook_params`` ({notebook prefix: {name: value}}) checked against the notebooks'
     parameters cells before anything runs: an unknown notebook or parameter is an error."""
@@ -307,16 +352,25 @@ def run_report(preset: str = "demo", experiment: str | None = None,
         The run's report folder.
     """
 
-    cfg = load_config(preset, experiment, **overrides)  # fails here on bad parameters
-    experiment = cfg.experiment  # a parameter file's absolute path (notebooks run elsewhere)
     root = project_root()
-    reports_dir = Path(reports_dir or root / "reports")
     books = notebooks(root)
     if chain:
         books = [b for b in books if any(b.name.startswith(c) for c in chain)]
         if not books:
             raise ConfigError(f"no notebook matches {chain}; have "
                               f"{', '.join(b.name for b in notebooks(root))}")
+    overrides, routed = route_overrides(books, overrides)  # -p seg_lr=... goes to 08
+    cfg = load_config(preset, experiment, **overrides)  # fails here on bad parameters
+    experiment = cfg.experiment  # a parameter file's absolute path (notebooks run elsewhere)
+    reports_dir = Path(reports_dir or root / "reports")
+    if routed:
+        notebook_params = {**(notebook_params or {})}
+        for prefix, values in routed.items():
+            notebook_params[prefix] = {**notebook_params.get(prefix, {}), **values}
+        if overrides.get("run_name") is None:  # its own folder: the plain run's pages stay
+            digest = hashlib.sha256(json.dumps(routed, sort_keys=True, default=str).encode())
+            overrides = {**overrides, "run_name": f"{cfg.name}-nb{digest.hexdigest()[:6]}"}
+            cfg = load_config(preset, experiment, **overrides)  # the notebooks get it too
     local = check_notebook_params(books, notebook_params)
     final = reports_dir / check_name(cfg.name, "run_name")
     reports_dir.mkdir(parents=True, exist_ok=True)
