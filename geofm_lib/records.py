@@ -467,6 +467,12 @@ class SegmentationRow(Part):
     iou: dict[str, float | None]
     at_floor: bool | None = optional()
     floor: bool | None = optional()
+    # with repeats (several seeds): each seed's mean IoU (the first is the row's fit), their
+    # mean and sample standard deviation
+    seeds: list[int] | None = optional()
+    mean_iou_per_seed: list[float] | None = optional()
+    mean_iou_over_seeds: float | None = optional()
+    mean_iou_seed_sd: float | None = optional()
 
 
 @dataclass(kw_only=True)
@@ -481,6 +487,11 @@ class SegmentationDifference(Part):
     labelled: int
     minus_random_init: float
     ci: list[float]
+    # with repeats: each seed's difference (pretrained minus random init of the same seed),
+    # their mean and sample standard deviation
+    per_seed: list[float] | None = optional()
+    over_seeds: float | None = optional()
+    seed_sd: float | None = optional()
 
 
 @dataclass(kw_only=True)
@@ -554,6 +565,9 @@ class SegmentationRecord(StageRecord):
     details: list[DetailRow]
     density: list[DensityRow]
     history: dict[str, list[EpochRow]]
+    seeds: list[int] | None = optional()  # with repeats: the seeds of every comparison fit
+    mean_iou_seed_sd: dict[str, float] | None = optional()
+    minus_random_init_seed_sd: dict[str, float] | None = optional()
 
 
 RECORDS: dict[str, type[StageRecord]] = {

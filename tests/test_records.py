@@ -205,6 +205,8 @@ def test_a_moved_notebook_s_parameters_are_its_study_s_with_their_defaults(book,
     ({"seg_epochs": 0}, "seg_epochs: 0; give a positive whole number"),
     ({"protocols": []}, "give at least one each"),
     ({"ssl_methods": ["simclr"]}, "unknown SSL method 'simclr'"),
+    ({"repeats": 0}, "repeats: 0; give at least 1"),
+    ({"repeats": [1, 1]}, "distinct seeds"),
 ])
 def test_08_s_settings_are_checked_with_a_clear_error(params, message):
     from geofm_lib.studies import segmentation
@@ -245,3 +247,29 @@ def test_07_s_settings_are_checked_with_a_clear_error(params, message):
         pretraining.settings(load_config("ci"), params)
     ok = pretraining.settings(load_config("ci"), {})
     assert set(ok.also) == {"dino", "mae:vit_tiny_patch16"} and ok.protocols == []
+
+
+def test_repeats_give_the_seeds_and_their_spread():
+    """Issue 37, item 5: `repeats: N` (or a list of seeds) re-runs every comparison fit; the
+    row keeps the first seed's fit and its bootstrap interval, and adds the mean and the sample
+    standard deviation across the seeds."""
+    from geofm_lib.studies import segmentation
+
+    assert segmentation.seeds_of(1, 7) == [7] and segmentation.seeds_of(3, 7) == [7, 8, 9]
+    assert segmentation.seeds_of([4, 0], 7) == [4, 0]
+    assert segmentation.settings(load_config("ci"), {"repeats": 3}).seeds == [0, 1, 2]
+    mean, sd = segmentation.spread([60.0, 64.0, 65.0])
+    assert mean == pytest.approx(63.0) and sd == pytest.approx(2.6457513, rel=1e-6)
+    assert segmentation.spread([60.0]) == (60.0, 0.0)
+    seg = _with_schema("08_segmentation", _before()["08_segmentation"])
+    row = dict(seg["table"][2], seeds=[0, 1], mean_iou_per_seed=[60.0, 64.0],
+               mean_iou_over_seeds=62.0, mean_iou_seed_sd=2.83)
+    diff = dict(seg["differences"][0], per_seed=[1.0, -1.0], over_seeds=0.0, seed_sd=1.41)
+    rec = records.read("08_segmentation", {**seg, "table": [row], "differences": [diff],
+                                           "seeds": [0, 1], "mean_iou_seed_sd": {"MoCo-v2": 2.8},
+                                           "minus_random_init_seed_sd": {"MoCo-v2": 1.4}}, "x")
+    assert rec.table[0].mean_iou_seed_sd == 2.83 and rec.differences[0].per_seed == [1.0, -1.0]
+    from geofm_lib.report.summary import key_metrics
+
+    text = " ".join(key_metrics("08_segmentation", rec))
+    assert "± 2.8 over 2 seeds" in text and "± 1.4 over 2 seeds" in text

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 from geofm_lib import records
-from geofm_lib.config import load_config
+from geofm_lib.config import FIELDS, load_config
 from geofm_lib.errors import ConfigError
 from geofm_lib.io import atomic_write_bytes
 from geofm_lib.papers import SEED001_SEGMENTATION
@@ -43,11 +43,13 @@ def study_plan(preset: str, methods=None, **overrides) -> dict:
         raise ConfigError("the seed 001 study needs at least one SSL method")
     if "run_name" in overrides and overrides["run_name"] is not None:
         raise ConfigError(f"the study's report is reports/{study_name(preset)}/: drop run_name")
-    base = load_config(preset, None, **overrides)
+    # a notebook's own parameter (08's repeats, seg_lr) goes on to run_report, which routes it
+    workspace = {k: v for k, v in overrides.items() if k in FIELDS}
+    base = load_config(preset, None, **workspace)
     first, backbone = parse_method(methods[0], base.ssl_backbone)
     main = {**overrides, "ssl_method": first, "ssl_backbone": backbone,
             "run_name": study_name(preset)}
-    cfg = load_config(preset, None, **main)
+    cfg = load_config(preset, None, **{k: v for k, v in main.items() if k in FIELDS})
     for spec in methods[1:]:
         method_config(cfg, spec)  # fails here: unknown method, or a backbone it cannot take
     return {"overrides": main, "methods": methods, "notebook_params": {
@@ -189,12 +191,18 @@ def _segmentation_table(seg: records.SegmentationRecord) -> str:
                 cells.append("<td class=na>not run</td>")
                 continue
             txt = f"<b>{r.mean_iou:.1f}</b>{_ci(r.ci['mean_iou'])}"
+            if r.mean_iou_over_seeds is not None:
+                txt += (f"<br><span class=sub>{len(r.seeds)} seeds: "
+                        f"{r.mean_iou_over_seeds:.1f} ± {r.mean_iou_seed_sd:.1f}</span>")
             if r.at_floor:
                 txt += " <b class=down>at the floor</b>"
             d = diffs.get((p, dec, enc, n))
             if d:
                 txt += f"<br><span class=sub>vs {html.escape(d.baseline)}</span> " \
                        f"{_diff(d.minus_random_init, d.ci)}"
+                if d.over_seeds is not None:
+                    txt += (f" <span class=sub>({len(d.per_seed)} seeds: "
+                            f"{d.over_seeds:+.1f} ± {d.seed_sd:.1f})</span>")
             cells.append(f"<td>{txt}</td>")
         body.append(f"<tr><th>{html.escape(dec)}</th><th>{html.escape(enc)}</th>"
                     f"{''.join(cells)}</tr>")

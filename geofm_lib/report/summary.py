@@ -185,6 +185,13 @@ def _ssl_lines(m: records.SslRecord) -> list[str]:
             *_protocol_lines(m.protocols or [])]
 
 
+def _seed_sd(sds: dict | None, name: str, seeds: list | None) -> str:
+    """" ± sd over N seeds" where the run repeated its fits."""
+    if not sds or name not in sds or not seeds:
+        return ""
+    return f' <span class="ci">± {sds[name]:.1f} over {len(seeds)} seeds</span>'
+
+
 def records_label(method: str) -> str:
     return {"dino": "DINO", "mae": "MAE", "moco": "MoCo"}.get(method, html.escape(method))
 
@@ -194,8 +201,10 @@ def _segmentation_lines(m: records.SegmentationRecord) -> list[str]:
     return [f"<b>{html.escape(m.target)} mean IoU</b> ({what} encoder, "
             f"{_num(m.few_labels)} labelled):",
             *(f"{html.escape(name)} {_num(v)}{_ci(m.mean_iou_ci.get(name))}"
+              + _seed_sd(m.mean_iou_seed_sd, name, m.seeds)
               + (f", {m.minus_random_init[name]:+.1f}{_ci(m.minus_random_init_ci.get(name))} "
-                 f"vs random (paired)" if name in m.minus_random_init else "")
+                 f"vs random (paired)" + _seed_sd(m.minus_random_init_seed_sd, name, m.seeds)
+                 if name in m.minus_random_init else "")
               + ((_AT_FLOOR if name.startswith("random init") else _BELOW)
                  if m.at_floor.get(name) else "")
               for name, v in m.mean_iou.items()),

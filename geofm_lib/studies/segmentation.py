@@ -63,6 +63,10 @@ PARAMETERS = {
     "boundary_weight": (3.0, "loss weight of pixels next to a mask boundary in the boundary "
                              "variants"),
     "n_boot": (300, "bootstrap draws for the 95 % intervals"),
+    "repeats": (1, "fits of every comparison row: N (seeds seed, seed+1, ...) or a list of "
+                   "seeds; above one, each row's mean IoU and paired difference also as mean "
+                   "and standard deviation across the seeds, beside the bootstrap interval of "
+                   "the first seed's fit"),
 }
 NAMES = tuple(PARAMETERS)
 
@@ -85,6 +89,7 @@ class Settings:
     density: bool
     boundary_weight: float
     n_boot: int
+    seeds: list[int]
 
     def describe(self, cfg: Config) -> str:
         labels = [ssl.method_label(m, b, cfg.ssl_backbone) for m, b in self.methods.values()]
@@ -93,7 +98,9 @@ class Settings:
                 f"{self.seg_input}; encoders: random init, "
                 f"{', '.join(labels + list(self.other_encoders))}; protocols "
                 f"{', '.join(self.protocols)}; {self.epochs} epochs; device {cfg.device}, "
-                f"precision {cfg.precision}")
+                f"precision {cfg.precision}"
+                + (f"; every fit with seeds {', '.join(map(str, self.seeds))}"
+                   if len(self.seeds) > 1 else ""))
 
 
 def _one_of(name: str, values: list, allowed) -> None:
@@ -141,7 +148,29 @@ def settings(cfg: Config, namespace: dict) -> Settings:
                     ssl_methods=ssl_methods, methods=methods, other_encoders=other,
                     protocols=protocols, labelled=labelled, epochs=int(p["seg_epochs"]),
                     lr=float(p["seg_lr"]), variants=variants, density=bool(p["density"]),
-                    boundary_weight=float(p["boundary_weight"]), n_boot=int(p["n_boot"]))
+                    boundary_weight=float(p["boundary_weight"]), n_boot=int(p["n_boot"]),
+                    seeds=seeds_of(p["repeats"], cfg.seed))
+
+
+def seeds_of(repeats, seed: int) -> list[int]:
+    """The seeds of every fit: ``repeats`` N gives seed, seed+1, ..., seed+N-1; a list is taken
+    as it is (distinct whole numbers). The first seed's fit is the row's."""
+    if isinstance(repeats, int) and not isinstance(repeats, bool):
+        if repeats < 1:
+            raise ConfigError(f"repeats: {repeats}; give at least 1 (or a list of seeds)")
+        return [seed + k for k in range(repeats)]
+    seeds = list(repeats) if isinstance(repeats, list | tuple) else None
+    if not seeds or not all(isinstance(x, int) and not isinstance(x, bool) for x in seeds) \
+            or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"repeats: {repeats!r}; give a number of fits (e.g. 3) or a list of "
+                          f"distinct seeds (e.g. [0, 1, 2])")
+    return seeds
+
+
+def spread(values: list[float]) -> tuple[float, float]:
+    """(mean, sample standard deviation) of one score across seeds (sd 0 for one seed)."""
+    v = np.asarray(values, dtype=float)
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
 
 
 # --- the places -------------------------------------------------------------------------------
@@ -293,20 +322,24 @@ class _Fitter:
         return self._inputs[key][idx]
 
     def fit(self, name: str, decoder: str, protocol: str, idx: np.ndarray,
-            stem: str = "standard", weight: float = 1.0) -> segmenter.SegmentationRun:
+            stem: str = "standard", weight: float = 1.0,
+            seed: int | None = None) -> segmenter.SegmentationRun:
+        """One segmenter fitted and scored; ``seed`` (default the run's) seeds the decoder's
+        initialisation and the batches."""
         cfg, s, p, e = self.cfg, self.s, self.p, self.encoders[name]
+        seed = cfg.seed if seed is None else seed
         stats = self.inputs(name, "train", p.stats_idx) if e.baseline is None else None
         if e.dense is not None:
-            net = e.dense.segmenter(decoder, len(p.classes), cfg.image_px, cfg.seed,
+            net = e.dense.segmenter(decoder, len(p.classes), cfg.image_px, seed,
                                     pretrained=e.pretrained)
         else:
             net = segmenter.build_segmenter(decoder, e.backbone, p.train.bands, len(p.classes),
-                                            cfg.ssl_adapter, e.state, stem=stem, seed=cfg.seed,
+                                            cfg.ssl_adapter, e.state, stem=stem, seed=seed,
                                             image_px=cfg.image_px)
         return segmenter.fit_segmenter(
             net, self.inputs(name, "train", idx), p.y_pool[idx],
             self.inputs(name, "test", np.arange(len(p.test))), p.y_test, p.classes,
-            protocol=protocol, epochs=s.epochs, lr=s.lr, batch_size=BATCH_SIZE, seed=cfg.seed,
+            protocol=protocol, epochs=s.epochs, lr=s.lr, batch_size=BATCH_SIZE, seed=seed,
             device=self.device, precision=self.precision, n_boot=s.n_boot,
             boundary_weight=weight, statistics_from=stats)
 
@@ -333,10 +366,15 @@ class Comparison:
         return self.runs[(self.protocol, e.decoders[0], name, n)]
 
     def table(self) -> pd.DataFrame:
-        """The rows as shown: each score with its 95 % interval."""
+        """The rows as shown: each score with its 95 % interval (of the first seed's fit), and
+        with repeats the mean IoU's mean ± standard deviation across the seeds."""
+        seeds = self.fitter.s.seeds
         out = [{"protocol": r.protocol, "labelled": r.labelled, "decoder": r.decoder,
                 "encoder": r.encoder, **{label: _cell(getattr(r, m), r.ci.get(m))
-                                         for m, label in _SHOWN.items()}} for r in self.rows]
+                                         for m, label in _SHOWN.items()},
+                **({f"mean IoU, {len(seeds)} seeds": _sd_cell(r.mean_iou_over_seeds,
+                                                                r.mean_iou_seed_sd)}
+                   if len(seeds) > 1 else {})} for r in self.rows]
         return pd.DataFrame(out).set_index(["protocol", "labelled", "decoder", "encoder"])
 
     def differences_table(self) -> pd.DataFrame | str:
@@ -345,10 +383,13 @@ class Comparison:
         if not self.differences:
             return "no pretrained encoder (07 has no finished run of ssl_methods, and " \
                    "other_encoders is empty)"
+        seeds = self.fitter.s.seeds
         return pd.DataFrame([{
             "protocol": d.protocol, "labelled": d.labelled, "decoder": d.decoder,
             "encoder": d.encoder, "minus": d.baseline,
-            "mean IoU difference": f"{d.minus_random_init:+.1f} [{d.ci[0]:+.1f}, {d.ci[1]:+.1f}]"}
+            "mean IoU difference": f"{d.minus_random_init:+.1f} [{d.ci[0]:+.1f}, {d.ci[1]:+.1f}]",
+            **({f"over {len(seeds)} seeds": _sd_cell(d.over_seeds, d.seed_sd, sign=True)}
+               if len(seeds) > 1 else {})}
             for d in self.differences]).set_index(["protocol", "labelled", "decoder", "encoder"])
 
     def curves(self) -> tuple[dict, dict]:
@@ -376,6 +417,13 @@ _SHOWN = {"mean_iou": "mean IoU", "overall_accuracy": "overall accuracy",
           "boundary_f1": "boundary F1"}
 
 
+def _sd_cell(mean, sd, sign: bool = False) -> str:
+    """mean ± standard deviation across seeds ("–" for a row without seeds: a floor)."""
+    if mean is None:
+        return "–"
+    return f"{mean:+.1f} ± {sd:.1f}" if sign else f"{mean:.1f} ± {sd:.1f}"
+
+
 def _defined(value) -> bool:
     return value is not None and not (isinstance(value, float) and np.isnan(value))
 
@@ -398,7 +446,8 @@ def compare(cfg: Config, s: Settings, p: Places, encoders: dict[str, Encoder]) -
     fitter = _Fitter(cfg, s, p, encoders)
     floor_of = {n: floors.majority_class_masks(p.y_pool[idx], p.y_test, p.classes, s.n_boot,
                                                cfg.seed) for n, idx in p.subsets.items()}
-    runs, rows = {}, []
+    repeated = len(s.seeds) > 1
+    runs, rows, per_seed = {}, [], {}
     for protocol in s.protocols:
         for n, fl in floor_of.items():
             rows.append(records.SegmentationRow(
@@ -410,18 +459,29 @@ def compare(cfg: Config, s: Settings, p: Places, encoders: dict[str, Encoder]) -
         for name, e in encoders.items():
             for dec in e.decoders:
                 for n, idx in p.subsets.items():
-                    run = runs[(protocol, dec, name, n)] = fitter.fit(name, dec, protocol, idx)
+                    key = (protocol, dec, name, n)
+                    run = runs[key] = fitter.fit(name, dec, protocol, idx, seed=s.seeds[0])
+                    per_seed[key] = [run.final.mean_iou] + [
+                        fitter.fit(name, dec, protocol, idx, seed=k).final.mean_iou
+                        for k in s.seeds[1:]]
                     f = run.final
                     low = floors.at_floor(f.ci["mean_iou"], floor_of[n].scores["mean_iou"])
-                    rows.append(records.SegmentationRow(
+                    row = records.SegmentationRow(
                         protocol=protocol, decoder=dec, encoder=name, labelled=n,
                         mean_iou=f.mean_iou, overall_accuracy=f.overall_accuracy,
                         boundary_f1=f.boundary_f1, ci=f.ci, seconds=run.seconds,
-                        iou=dict(zip(p.classes, f.iou, strict=True)), at_floor=low))
+                        iou=dict(zip(p.classes, f.iou, strict=True)), at_floor=low)
+                    seeds_note = ""
+                    if repeated:
+                        mean, sd = spread(per_seed[key])
+                        row.seeds, row.mean_iou_per_seed = list(s.seeds), per_seed[key]
+                        row.mean_iou_over_seeds, row.mean_iou_seed_sd = mean, sd
+                        seeds_note = f"; {len(s.seeds)} seeds {mean:5.1f} ± {sd:.1f}"
+                    rows.append(row)
                     print(f"{protocol:>8} {dec:<13} {name:<30} {n:>4} labelled: mIoU "
                           f"{f.mean_iou:5.1f} [{f.ci['mean_iou'][0]:.1f}, "
                           f"{f.ci['mean_iou'][1]:.1f}], OA {f.overall_accuracy:5.1f}, boundary "
-                          f"F1 {f.boundary_f1:5.1f} ({run.seconds:.0f} s)"
+                          f"F1 {f.boundary_f1:5.1f} ({run.seconds:.0f} s){seeds_note}"
                           + ("  << at the floor" if low else ""))
     diffs = []
     for (protocol, dec, name, n), run in runs.items():
@@ -431,9 +491,15 @@ def compare(cfg: Config, s: Settings, p: Places, encoders: dict[str, Encoder]) -
         d, ci = seg_scores.paired_miou_difference(
             p.y_test, run.predictions, runs[(protocol, dec, base, n)].predictions,
             len(p.classes), s.n_boot, cfg.seed)
-        diffs.append(records.SegmentationDifference(
+        diff = records.SegmentationDifference(
             protocol=protocol, decoder=dec, encoder=name, baseline=base, labelled=n,
-            minus_random_init=d, ci=list(ci)))
+            minus_random_init=d, ci=list(ci))
+        if repeated:  # each seed's pretrained fit minus the same seed's random init
+            each = [a - b for a, b in zip(per_seed[(protocol, dec, name, n)],
+                                          per_seed[(protocol, dec, base, n)], strict=True)]
+            diff.per_seed = each
+            diff.over_seeds, diff.seed_sd = spread(each)
+        diffs.append(diff)
     return Comparison(runs, rows, floor_of, diffs, fitter)
 
 
@@ -591,4 +657,8 @@ def record(s: Settings, p: Places, encoders: dict[str, Encoder], comparison: Com
         table=comparison.rows, differences=comparison.differences, details=details.rows,
         density=density.rows,
         history={f"{pr}|{dec}|{e}|{n}": r.history
-                 for (pr, dec, e, n), r in comparison.runs.items()})
+                 for (pr, dec, e, n), r in comparison.runs.items()},
+        **({"seeds": s.seeds,
+            "mean_iou_seed_sd": {_short(r.encoder): round(r.mean_iou_seed_sd, 2) for r in rows},
+            "minus_random_init_seed_sd": {k: round(d.seed_sd, 2) for k, d in head.items()}}
+           if len(s.seeds) > 1 else {}))
