@@ -41,3 +41,59 @@ def test_a_hashed_parameter_still_changes_its_hash():
         other = load_config("ci", **{field: value})
         assert getattr(other, moves) != getattr(base, moves), field
     assert load_config("ci", lr=0.123).data_hash == base.data_hash
+
+
+def test_every_field_declares_the_hashes_it_enters():
+    """Hash membership lives on the fields (``json_schema_extra``), not in lists 250 lines
+    below them: every field declares it, and the sets derived from the declarations are the
+    ones the hashes above were made with (2026-12-05, before the split of config.py)."""
+    from geofm_lib.config import (
+        DATA_KEYS,
+        NOT_HASHED,
+        SSL_KEYS,
+        SSL_METHOD_KEYS,
+        TRAIN_KEYS,
+        Config,
+    )
+    from geofm_lib.config.hashing import declared
+
+    found = declared(Config.model_fields)  # raises for a field without a declaration
+    assert set(found) == set(Config.model_fields)
+    assert set(DATA_KEYS) == {"datasets", "dataset_cards", "source", "source_path", "sources",
+                              "samples_per_dataset", "dataset_mix", "image_px", "scene_px",
+                              "patch_stride_px", "caption_metadata", "s2_product",
+                              "val_fraction", "shard_size", "seed"}
+    assert set(TRAIN_KEYS) == {"model", "pretrained", "band_adapter", "batch_size", "epochs",
+                               "lr", "weight_decay", "warmup_fraction", "grad_clip_norm",
+                               "precision", "grad_accum_steps", "seed"}
+    assert set(SSL_KEYS) == {"ssl_mode", "ssl_backbone", "ssl_adapter", "ssl_augment",
+                             "ssl_patches", "ssl_epochs", "ssl_batch_size", "ssl_lr",
+                             "moco_queue", "moco_momentum", "moco_temperature", "precision",
+                             "seed"}
+    assert {k: set(v) for k, v in SSL_METHOD_KEYS.items()} == {
+        "moco": set(), "dino": {"dino_out_dim", "dino_local_crops", "dino_teacher_temp",
+                                "dino_momentum"},
+        "mae": {"mae_mask_ratio", "mae_decoder_dim", "mae_decoder_depth"}}
+    assert NOT_HASHED == {"work_dir", "run_name", "num_workers", "device", "preset",
+                          "experiment", "data_workers", "data_engine", "dask_scheduler",
+                          "stream", "compile", "grad_checkpointing", "checkpoint_every_steps",
+                          "keep_checkpoints", "cell_timeout_s"}
+    # the run's own hash only: what changes a report, not an artifact
+    assert {k for k, v in found.items() if v == []} == {
+        "group", "ssl_method", "labelled_samples", "protocol_sizes", "protocol_steps",
+        "protocol_recipe", "eval_split"}
+
+
+def test_a_field_without_a_declaration_is_named():
+    from pydantic import BaseModel, Field
+
+    from geofm_lib.config.hashing import declared, hashed_in
+
+    class Partial(BaseModel):
+        a: int = Field(1, json_schema_extra=hashed_in("data"))
+        b: int = Field(2)
+
+    with pytest.raises(TypeError, match="Config.b declares no hash membership"):
+        declared(Partial.model_fields)
+    with pytest.raises(ValueError, match="unknown hash set"):
+        hashed_in("dta")
