@@ -273,3 +273,21 @@ def test_repeats_give_the_seeds_and_their_spread():
 
     text = " ".join(key_metrics("08_segmentation", rec))
     assert "± 2.8 over 2 seeds" in text and "± 1.4 over 2 seeds" in text
+
+
+@pytest.mark.parametrize("book", sorted(p.name for p in (ROOT / "notebooks").glob("0*.ipynb")))
+def test_no_notebook_defines_functions_or_asserts(book):
+    """Issue 37: logic lives in the library, where it is tested; a notebook's checks are library
+    calls that raise an error naming the problem (no assert, which `python -O` drops and whose
+    message names no fix)."""
+    for src in _code_cells(book)[1:]:
+        for node in ast.walk(ast.parse(src)):
+            assert not isinstance(node, ast.FunctionDef | ast.Lambda | ast.Assert), \
+                (book, type(node).__name__, src[:80])
+
+
+def test_the_map_draws_the_first_images_of_each_dataset():
+    from geofm_lib.report import maps
+
+    recs = [{"dataset": d, "key": i} for i, d in enumerate("aabacbb")]
+    assert [r["key"] for r in maps.first_per_dataset(recs, 2)] == [0, 1, 2, 4, 5]

@@ -359,3 +359,54 @@ def map_content(html_text: str, with_popups: bool = False) -> dict:
     overlays = len(re.findall(r"L\.imageOverlay\(", text))
     control = re.findall(r'"([^"]+)"\s*:\s*(?:geo_json|image_overlay)_\w+', text)
     return {"layers": layers, "image_overlays": overlays, "layer_names": control}
+
+
+def prediction_summary(records: list[dict]):
+    """Per dataset: the evaluated images, those with a footprint, and R@1 hits and misses (a
+    caption corpus's images have no hit@1)."""
+    import pandas as pd
+
+    rows = {}
+    for r in records:
+        row = rows.setdefault(r["dataset"], {"images": 0, "with footprint": 0, "R@1 hits": 0,
+                                             "R@1 misses": 0})
+        row["images"] += 1
+        row["with footprint"] += int(has_footprint(r.get("footprint")))
+        row["R@1 hits"] += int(r.get("hit@1") is True)
+        row["R@1 misses"] += int(r.get("hit@1") is False)
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("dataset").sort_index()
+
+
+def check_map(content: dict, shown: list[dict], overlays: list) -> None:
+    """The saved map holds what was drawn: one layer per dataset with located images, every
+    located image a feature with its popup, every overlay; otherwise a DataError naming the
+    difference (nothing may be left off a map silently)."""
+    from geofm_lib.errors import DataError
+
+    located = [r for r in shown if has_footprint(r.get("footprint"))]
+    layers = content["layers"]
+    problems = []
+    if len(layers) != len({r["dataset"] for r in located}):
+        problems.append(f"{len(layers)} layers for {len({r['dataset'] for r in located})} "
+                        f"datasets with footprints")
+    if sum(layer["features"] for layer in layers) != len(located):
+        problems.append(f"{sum(layer['features'] for layer in layers)} footprints for "
+                        f"{len(located)} located images")
+    if any(layer["popups"] != layer["features"] for layer in layers):
+        problems.append("a footprint without its popup")
+    if content["image_overlays"] != len(overlays):
+        problems.append(f"{content['image_overlays']} image overlays of {len(overlays)}")
+    if problems:
+        raise DataError("the saved map is not what was drawn: " + "; ".join(problems))
+
+
+def first_per_dataset(records: list[dict], n: int) -> list[dict]:
+    """The first ``n`` records of each dataset, datasets in their order of appearance: what a
+    map draws of each."""
+    out, seen = [], {}
+    for r in records:
+        k = seen.get(r["dataset"], 0)
+        if k < n:
+            out.append(r)
+        seen[r["dataset"]] = k + 1
+    return out

@@ -13,7 +13,7 @@ from .checkpoint import (
     save_step_checkpoint,
     stats_from_checkpoint,
 )
-from .loop import TrainResult, plan_steps, preflight, train, val_loss
+from .loop import TrainResult, plan_steps, preflight, train, val_loss, verify_finished
 from .step import Step, channels_last, make_scheduler, param_groups
 from .stream import TrainStream, train_stream
 
@@ -23,4 +23,5 @@ __all__ = [
     "save_step_checkpoint", "load_checkpoint", "check_checkpoint_run", "stats_from_checkpoint",
     "model_from_checkpoint", "load_trained_model", "TrainResult", "preflight", "plan_steps",
     "train", "val_loss",
+    "verify_finished",
 ]

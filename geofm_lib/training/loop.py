@@ -136,6 +136,31 @@ def plan_steps(cfg: Config, manifest: Manifest) -> tuple[int, int]:
     return n_train, math.ceil(n_train / cfg.batch_size)
 
 
+def verify_finished(cfg: Config, result: TrainResult) -> dict:
+    """The finished checkpoint of a run, read safely (``weights_only``) and checked: marked
+    finished at the configured epoch, every logged loss finite and, over more than one epoch,
+    the training loss lower at the end than after the first. Each failure names what is wrong
+    and what to do; returns the checkpoint's state."""
+    from geofm_lib.errors import CheckpointError, TrainingDiverged
+    from geofm_lib.paths import shown
+
+    state = torch.load(result.checkpoint, map_location="cpu", weights_only=True)
+    if not state.get("finished") or state.get("epoch") != cfg.epochs:
+        raise CheckpointError(f"{shown(result.checkpoint)} is not a finished run of "
+                              f"{cfg.epochs} epochs (epoch {state.get('epoch')}, finished "
+                              f"{bool(state.get('finished'))}); run 03_pretrain again, it resumes")
+    bad = [h["epoch"] for h in result.history
+           if not (math.isfinite(h["train_loss"]) and math.isfinite(h["val_loss"]))]
+    if bad:
+        raise TrainingDiverged(f"the loss is not finite in epoch(s) {bad}; lower lr or check "
+                               f"the inputs for unflagged nodata")
+    first, last = result.history[0]["train_loss"], result.history[-1]["train_loss"]
+    if cfg.epochs > 1 and not last < first:
+        raise TrainingDiverged(f"the training loss did not decrease over {cfg.epochs} epochs "
+                               f"({first:.4f} -> {last:.4f}); lower lr or train longer")
+    return state
+
+
 def train(cfg: Config, on_step: Callable | None = None, on_epoch: Callable | None = None,
           loss_hook: Callable | None = None, show_progress: bool = True) -> TrainResult:
     """Train (or resume, or just load) the CLIP run of ``cfg``; under torchrun, on every rank.
