@@ -26,6 +26,7 @@ import torch
 from geofm_lib import paths, records, ssl
 from geofm_lib.config import Config, load_config
 from geofm_lib.errors import ConfigError, TrainingDiverged
+from geofm_lib.studies import parameters
 
 LOG_EVERY = 5  # pretraining steps between log lines
 CHECK_MIN_PLACES = 16  # fewer validation places: the collapse check runs on the training places
@@ -83,12 +84,10 @@ class Settings:
 def settings(cfg: Config, namespace: dict) -> Settings:
     """07's parameters, and every method beside the run's validated now (MAE needs a ViT
     backbone, MoCo a ResNet), before any work."""
-    p = {k: namespace.get(k, default) for k, (default, _) in PARAMETERS.items()}
-    for name in ("finetune_epochs", "n_boot"):
-        if not isinstance(p[name], int) or isinstance(p[name], bool) or p[name] < 0 \
-                or (name == "n_boot" and p[name] < 1):
-            raise ConfigError(f"{name}: {p[name]!r}; give a whole number (n_boot at least 1)")
-    methods = [p["also_methods"]] if isinstance(p["also_methods"], str) else p["also_methods"]
+    p = parameters.read(namespace, PARAMETERS)
+    parameters.whole("finetune_epochs", p["finetune_epochs"], 0)
+    parameters.whole("n_boot", p["n_boot"], 1)
+    methods = parameters.as_list(p["also_methods"])
     also = {}
     for spec in methods:
         m, b = ssl.parse_method(spec, cfg.ssl_backbone)
@@ -98,7 +97,7 @@ def settings(cfg: Config, namespace: dict) -> Settings:
     protocols = p["protocols"]
     if protocols is None:  # seed 001's protocols need the spectral stem (the adapter tunes it)
         protocols = list(ssl.PROTOCOLS) if cfg.ssl_adapter == "spectral" else []
-    protocols = [protocols] if isinstance(protocols, str) else list(protocols)
+    protocols = parameters.as_list(protocols)
     bad = [x for x in protocols if x not in ssl.PROTOCOLS]
     if bad:
         raise ConfigError(f"protocols: {bad} not one of {', '.join(ssl.PROTOCOLS)}")

@@ -32,6 +32,7 @@ from geofm_lib.evaluation import (
     umap_2d,
 )
 from geofm_lib.models import devices
+from geofm_lib.studies import parameters
 
 FOCUS = "bigearthnet_s2"  # the dataset of the per-class views and of fine-tuning, where present
 EFFICIENCY_BOOT = 20  # bootstrap draws of the label-efficiency probes (their intervals unused)
@@ -65,17 +66,10 @@ class Settings:
                 f"{', '.join(self.probes)}")
 
 
-def _whole(name: str, value, low: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise ConfigError(f"{name}: {value!r}; give a whole number of at least {low}")
-    return value
-
-
 def settings(cfg: Config, namespace: dict) -> Settings:
     """06's parameters from the notebook's namespace, checked before any work."""
-    p = {k: namespace.get(k, default) for k, (default, _) in PARAMETERS.items()}
-    encoders = [p["encoders"]] if isinstance(p["encoders"], str) else list(p["encoders"])
-    probes = [p["probes"]] if isinstance(p["probes"], str) else list(p["probes"])
+    p = parameters.read(namespace, PARAMETERS)
+    encoders, probes = parameters.as_list(p["encoders"]), parameters.as_list(p["probes"])
     if not encoders:
         raise ConfigError("encoders: give at least one, e.g. -p encoders '[trained, init]'")
     for name in encoders:
@@ -88,9 +82,9 @@ def settings(cfg: Config, namespace: dict) -> Settings:
                                 and 0 < f <= 1 for f in fractions):
         raise ConfigError(f"efficiency_fractions: {fractions!r}; give shares in (0, 1], e.g. "
                           f"-p efficiency_fractions '[0.1, 0.5, 1.0]'")
-    return Settings(encoders, probes, _whole("n_boot", p["n_boot"], 1), fractions,
-                    _whole("umap_points", p["umap_points"], 4),
-                    _whole("finetune_epochs", p["finetune_epochs"], 0))
+    return Settings(encoders, probes, parameters.whole("n_boot", p["n_boot"], 1), fractions,
+                    parameters.whole("umap_points", p["umap_points"], 4),
+                    parameters.whole("finetune_epochs", p["finetune_epochs"], 0))
 
 
 # --- features ---------------------------------------------------------------------------------

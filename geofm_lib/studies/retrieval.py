@@ -22,9 +22,10 @@ import pandas as pd
 from geofm_lib import encoders, evaluation, paths, records, training
 from geofm_lib.config import Config
 from geofm_lib.data import shards
-from geofm_lib.errors import ConfigError, DataError
+from geofm_lib.errors import DataError
 from geofm_lib.models import devices
 from geofm_lib.papers import paper_table_for
+from geofm_lib.studies import parameters
 
 INIT_BOOT = 200  # bootstrap draws of the random-init comparison (its intervals are not shown)
 
@@ -50,11 +51,9 @@ class Settings:
 
 
 def settings(cfg: Config, namespace: dict) -> Settings:
-    p = {k: namespace.get(k, default) for k, (default, _) in PARAMETERS.items()}
-    for name, low in (("n_boot", 1), ("n_examples", 0)):
-        if not isinstance(p[name], int) or isinstance(p[name], bool) or p[name] < low:
-            raise ConfigError(f"{name}: {p[name]!r}; give a whole number of at least {low}")
-    return Settings(p["n_boot"], p["n_examples"])
+    p = parameters.read(namespace, PARAMETERS)
+    return Settings(parameters.whole("n_boot", p["n_boot"], 1),
+                    parameters.whole("n_examples", p["n_examples"], 0))
 
 
 @dataclass

@@ -30,6 +30,7 @@ from geofm_lib.errors import ConfigError, DataError
 from geofm_lib.evaluation import floors, segmenter
 from geofm_lib.evaluation import segmentation as seg_scores
 from geofm_lib.models.devices import resolve_device, resolve_precision
+from geofm_lib.studies import parameters
 
 TARGETS = ("trees", "land_cover")
 VARIANTS = ("boundary", "detail", "both")
@@ -110,16 +111,13 @@ def _one_of(name: str, values: list, allowed) -> None:
                           f"{', '.join(allowed)}; fix -p {name} ...")
 
 
-def _as_list(value) -> list:
-    return [value] if isinstance(value, str | int) else list(value)
-
 
 def settings(cfg: Config, namespace: dict) -> Settings:
     """08's parameters from the notebook's namespace (papermill's ``-p`` already applied),
     checked before any work: names, ranges and that the methods and encoders exist."""
-    p = {k: namespace.get(k, default) for k, (default, _) in PARAMETERS.items()}
-    decoders = _as_list(p["decoder"])
-    protocols, variants = _as_list(p["protocols"]), _as_list(p["variants"])
+    p = parameters.read(namespace, PARAMETERS)
+    decoders = parameters.as_list(p["decoder"])
+    protocols, variants = parameters.as_list(p["protocols"]), parameters.as_list(p["variants"])
     _one_of("target", [p["target"]], TARGETS)
     _one_of("seg_input", [p["seg_input"]], ssl.INPUTS)
     _one_of("decoder", decoders, segmenter.RESNET_DECODERS)
@@ -128,22 +126,20 @@ def settings(cfg: Config, namespace: dict) -> Settings:
     if not decoders or not protocols:
         raise ConfigError("decoder and protocols: give at least one each (-p decoder unet "
                           "-p protocols '[frozen]')")
-    labelled = _as_list(p["labelled"])
+    labelled = parameters.as_list(p["labelled"])
     if not labelled or not all(n == "all" or (isinstance(n, int) and not isinstance(n, bool)
                                               and n > 0) for n in labelled):
         raise ConfigError(f"labelled: {labelled!r}; give positive place counts or \"all\", "
                           f"e.g. -p labelled '[64, 256]'")
-    ssl_methods = _as_list(p["ssl_methods"])
+    ssl_methods = parameters.as_list(p["ssl_methods"])
     methods = {spec: ssl.parse_method(spec, cfg.ssl_backbone) for spec in ssl_methods}
-    other = _as_list(p["other_encoders"])
+    other = parameters.as_list(p["other_encoders"])
     for name in other:
         dense_encoders.check_name(name)
     for name in ("seg_epochs", "n_boot"):
-        if not isinstance(p[name], int) or isinstance(p[name], bool) or p[name] < 1:
-            raise ConfigError(f"{name}: {p[name]!r}; give a positive whole number")
+        parameters.whole(name, p[name], 1)
     for name in ("seg_lr", "boundary_weight"):
-        if not isinstance(p[name], int | float) or isinstance(p[name], bool) or p[name] <= 0:
-            raise ConfigError(f"{name}: {p[name]!r}; give a positive number")
+        parameters.positive(name, p[name])
     return Settings(target=p["target"], seg_input=p["seg_input"], decoders=decoders,
                     ssl_methods=ssl_methods, methods=methods, other_encoders=other,
                     protocols=protocols, labelled=labelled, epochs=int(p["seg_epochs"]),
