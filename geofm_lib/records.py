@@ -339,6 +339,10 @@ class FinetunedRow(Part):
     f2_micro: float
     f2_micro_ci95: list[float]
     seconds: float
+    seeds: list[int] | None = optional()  # with repeats: the fit again per seed
+    f2_micro_per_seed: list[float] | None = optional()
+    f2_micro_over_seeds: float | None = optional()
+    f2_micro_seed_sd: float | None = optional()
 
 
 @dataclass(kw_only=True)
@@ -355,6 +359,7 @@ class ProbesRecord(StageRecord):
     at_floor: list[str] = optional()
     finetuned: dict[str, FinetunedRow] = optional()
     label_efficiency: list[dict] | dict = optional()
+    recipes: dict[str, dict] = optional()  # the fitting recipes used, by name, with values
 
 
 # --- 07 ---------------------------------------------------------------------------------------
@@ -420,6 +425,14 @@ class ProtocolRow(Part):
     minus_random_init: float | None = optional()
     minus_random_init_ci: list[float] | None = optional()
     curve: list[list[float]] | None = optional()
+    # with repeats: every fit again per seed (random init of the same seed), mean and sd
+    seeds: list[int] | None = optional()
+    score_per_seed: list[float] | None = optional()
+    score_over_seeds: float | None = optional()
+    score_seed_sd: float | None = optional()
+    minus_random_init_per_seed: list[float] | None = optional()
+    minus_random_init_over_seeds: float | None = optional()
+    minus_random_init_seed_sd: float | None = optional()
 
 
 @dataclass(kw_only=True)
@@ -445,6 +458,7 @@ class SslRecord(StageRecord, SslScores):
     protocol_steps: int | None = optional()
     evaluation: str | None = optional()  # "not evaluable", with the reason
     reason: Any = optional()
+    recipes: dict[str, dict] = optional()  # the fitting recipes used, by name, with values
 
 
 # --- 08 ---------------------------------------------------------------------------------------
@@ -568,6 +582,7 @@ class SegmentationRecord(StageRecord):
     seeds: list[int] | None = optional()  # with repeats: the seeds of every comparison fit
     mean_iou_seed_sd: dict[str, float] | None = optional()
     minus_random_init_seed_sd: dict[str, float] | None = optional()
+    recipes: dict[str, dict] = optional()  # the fitting recipe of every fit, with its values
 
 
 RECORDS: dict[str, type[StageRecord]] = {

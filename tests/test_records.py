@@ -136,6 +136,8 @@ def test_the_ci_records_are_the_same_numbers_as_before_the_move(stage):
     def same(a, b, where=stage):
         if isinstance(a, dict) and isinstance(b, dict):
             keys = (set(a) | set(b)) - {records.SCHEMA_KEY, "seconds"}
+            if where == stage:  # added since: the fitting recipes' values (issue 37, item 4)
+                keys -= {"recipes"}
             for k in keys:
                 assert k in a and k in b, f"{where}.{k} only on one side"
                 same(a[k], b[k], f"{where}.{k}")
@@ -253,8 +255,10 @@ def test_repeats_give_the_seeds_and_their_spread():
     """Issue 37, item 5: `repeats: N` (or a list of seeds) re-runs every comparison fit; the
     row keeps the first seed's fit and its bootstrap interval, and adds the mean and the sample
     standard deviation across the seeds."""
+    from geofm_lib.evaluation.repeats import seeds_of, spread
     from geofm_lib.studies import segmentation
 
+    assert segmentation.seeds_of is seeds_of and segmentation.spread is spread
     assert segmentation.seeds_of(1, 7) == [7] and segmentation.seeds_of(3, 7) == [7, 8, 9]
     assert segmentation.seeds_of([4, 0], 7) == [4, 0]
     assert segmentation.settings(load_config("ci"), {"repeats": 3}).seeds == [0, 1, 2]
@@ -273,6 +277,27 @@ def test_repeats_give_the_seeds_and_their_spread():
 
     text = " ".join(key_metrics("08_segmentation", rec))
     assert "± 2.8 over 2 seeds" in text and "± 1.4 over 2 seeds" in text
+
+
+def test_06_and_07_take_repeats_too():
+    """06's fine-tuning and 07's protocol fits take the same `repeats` (evaluation.repeats),
+    with the same error for a bad value; 06's fine-tuned row carries the seeds' spread."""
+    from geofm_lib.studies import pretraining, probes
+
+    cfg = load_config("ci")
+    assert probes.settings(cfg, {"repeats": 2}).seeds == [0, 1]
+    assert pretraining.settings(cfg, {"repeats": [3, 5]}).seeds == [3, 5]
+    for study in (probes, pretraining):
+        with pytest.raises(ConfigError, match=r"repeats: \[1, 1\]; give a number of fits"):
+            study.settings(cfg, {"repeats": [1, 1]})
+    tuned = probes.FineTuning({"trained": None}, {}, per_seed={"trained": [40.0, 44.0]},
+                              seeds=[0, 1])
+    extra = probes._over_seeds(tuned, "trained")
+    assert extra["f2_micro_over_seeds"] == 42.0 and extra["f2_micro_seed_sd"] == 2.83
+    row = records.FinetunedRow._from_mapping(
+        {"dataset": "d", "epochs": 1, "recipe": "lp-ft", "f2_micro": 40.0,
+         "f2_micro_ci95": [30.0, 50.0], "seconds": 1.0, **extra}, "row")
+    assert row.f2_micro_per_seed == [40.0, 44.0]
 
 
 @pytest.mark.parametrize("book", sorted(p.name for p in (ROOT / "notebooks").glob("0*.ipynb")))

@@ -4,6 +4,7 @@ EnMAP-CORINE (seed 001's pipeline: SpectralEarth pretraining, EnMAP-CORINE downs
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -153,6 +154,38 @@ def test_the_three_protocols_run_from_pretrained_and_random_weights(enmap_cfg):
         ssl.protocol_rows(enmap_cfg, {"MoCo-v2": res.encoder_path}, [8], ["linear"])
     with pytest.raises(Exception, match="choose from lp-ft, new-head"):
         ssl.protocol_rows(enmap_cfg, {"MoCo-v2": res.encoder_path}, [8], recipe="lpft")
+
+
+def test_protocol_repeats_refit_per_seed_and_keep_the_first_seeds_row(enmap_cfg):
+    """repeats: the first seed's rows are those of a run without repeats; every fit again per
+    seed (random init drawn anew), mean and sample sd across seeds, differences paired per
+    seed."""
+    from geofm_lib import ssl
+
+    res = ssl.pretrain(enmap_cfg, show_progress=False)
+    args = dict(steps=2, n_boot=20, show_progress=False)
+    one = ssl.protocol_rows(enmap_cfg, {"MoCo-v2": res.encoder_path}, [8],
+                            ["frozen", "adapter"], **args)
+    seeds = [enmap_cfg.seed, enmap_cfg.seed + 5]
+    rows = ssl.protocol_rows(enmap_cfg, {"MoCo-v2": res.encoder_path}, [8],
+                             ["frozen", "adapter"], seeds=seeds, **args)
+    assert [r["score"] for r in rows] == [r["score"] for r in one]
+    by = {(r["protocol"], r["init"]): r for r in rows}
+    for r in rows:
+        assert r["seeds"] == seeds and r["score_per_seed"][0] == r["score"]
+        assert r["score_over_seeds"] == pytest.approx(np.mean(r["score_per_seed"]))
+        assert r["score_seed_sd"] == pytest.approx(np.std(r["score_per_seed"], ddof=1))
+    moco = by[("fine-tuned spectral adapter", "MoCo-v2")]
+    rand = by[("fine-tuned spectral adapter", "random init")]
+    assert moco["minus_random_init_per_seed"] == pytest.approx(
+        [a - b for a, b in zip(moco["score_per_seed"], rand["score_per_seed"], strict=True)])
+    assert "minus_random_init_per_seed" not in rand
+    # the frozen pretrained encoder's probe is deterministic: the same score for every seed
+    frozen = by[("frozen encoder", "MoCo-v2")]["score_per_seed"]
+    assert frozen[0] == frozen[1]
+    table = ssl.protocol_table(rows)
+    assert "F1 micro over 2 seeds" in table.columns
+    assert table.loc[("frozen encoder", "random init"), "minus random init over 2 seeds"] == "–"
 
 
 def test_a_hyspecnet_layout_fixture_pretrains_an_encoder_scored_on_enmap_corine(enmap_cfg,
@@ -359,6 +392,15 @@ def _separable(n=48, d=6, k=3, seed=0):
     return x, y
 
 
+def _recipe(**changes):
+    """new-head with the fields a test is about changed (evaluation.fitting's recipes)."""
+    import dataclasses
+
+    from geofm_lib.evaluation.fitting import RECIPES
+
+    return dataclasses.replace(RECIPES["new-head"], name="test", **changes)
+
+
 def test_lp_ft_starts_the_head_as_the_frozen_features_probe():
     """head_init='probe' sets the head to the frozen protocol's probe before any fine-tuning
     step: with no epoch at all it predicts unseen images exactly as run_probe('linear') does
@@ -376,7 +418,7 @@ def test_lp_ft_starts_the_head_as_the_frozen_features_probe():
         return torch.nn.Sequential(torch.nn.Conv2d(6, 6, 1), torch.nn.AdaptiveAvgPool2d(1),
                                    torch.nn.Flatten())
 
-    lp = fit_head(pooled(), x, y, epochs=0, lr=1e-3, seed=3, head_init="probe")
+    lp = fit_head(pooled(), x, y, epochs=0, lr=1e-3, seed=3, recipe=_recipe(head_init="probe"))
     net = pooled().eval()
     with torch.no_grad():
         f, f_new = net(torch.from_numpy(x)).numpy(), net(torch.from_numpy(x_new)).numpy()
@@ -390,7 +432,7 @@ def test_lp_ft_starts_the_head_as_the_frozen_features_probe():
     assert acc(lp) > 0.9 > 0.75 > acc(rand), (acc(lp), acc(rand))
     assert lp.history[0]["epoch"] == 0 and lp.history[0]["train_loss"] < 0.3
     with pytest.raises(ValueError, match="choose random or probe"):
-        fit_head(pooled(), x, y, epochs=0, lr=1e-3, seed=0, head_init="linear")
+        fit_head(pooled(), x, y, epochs=0, lr=1e-3, seed=0, recipe=_recipe(head_init="linear"))
 
 
 def test_lp_ft_single_label_head_is_the_multinomial_probe():
@@ -405,12 +447,14 @@ def test_lp_ft_single_label_head_is_the_multinomial_probe():
     y = np.where(np.arange(120) < 3, 3, (x.mean((2, 3)) @ w).argmax(1))  # class 3: 3 rows
     x_new = rng.normal(size=(90, 6, 4, 4)).astype(np.float32)
     net = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
-    lp = fit_head(net, x, y, epochs=0, lr=1e-3, seed=2, single=True, head_init="probe")
+    lp = fit_head(net, x, y, epochs=0, lr=1e-3, seed=2, single=True,
+                  recipe=_recipe(head_init="probe"))
     probe = fit_single_label_probe(x.mean((2, 3)), y, seed=2)
     assert np.array_equal(lp.predict(x_new), probe.predict(x_new.mean((2, 3))))
     # two classes in the rows (scikit-learn's one-logit case), class indices up to 4
     y2 = np.where(x.mean((2, 3))[:, 0] > 0, 4, 1)
-    lp2 = fit_head(net, x, y2, epochs=0, lr=1e-3, seed=2, single=True, head_init="probe")
+    lp2 = fit_head(net, x, y2, epochs=0, lr=1e-3, seed=2, single=True,
+                   recipe=_recipe(head_init="probe"))
     p2 = fit_single_label_probe(x.mean((2, 3)), y2, seed=2).predict(x_new.mean((2, 3)))
     assert np.array_equal(lp2.predict(x_new), p2) and set(p2) == {1, 4}
 
@@ -434,27 +478,28 @@ def test_frozen_batchnorm_keeps_its_statistics_while_its_scale_learns():
     bn.running_mean.fill_(0.3)
     bn.running_var.fill_(2.0)
     weight = bn.weight.detach().clone()
-    fit_head(net, x, y, epochs=2, lr=1e-2, seed=0, batch=16, batchnorm="frozen")
+    fit_head(net, x, y, epochs=2, lr=1e-2, seed=0, batch=16, recipe=_recipe(batchnorm="frozen"))
     assert torch.all(bn.running_mean == 0.3) and torch.all(bn.running_var == 2.0)
     assert not torch.equal(bn.weight, weight)
     # LP-FT estimates the statistics once on the training images, before the probe, and
     # keeps them through the fit
     lp, first = net_bn(), net_bn()
     precise_batchnorm(first, first, x, "cpu", batch=16)
-    fit_head(lp, x, y, epochs=2, lr=1e-2, seed=0, batch=16, head_init="probe",
-             batchnorm="frozen")
+    fit_head(lp, x, y, epochs=2, lr=1e-2, seed=0, batch=16,
+             recipe=_recipe(head_init="probe", batchnorm="frozen"))
     assert torch.allclose(lp[1].running_mean, first[1].running_mean)
     assert torch.allclose(lp[1].running_var, first[1].running_var)
     other = net_bn()
     other[1].running_mean.fill_(0.3)
-    fit_head(other, x, y, epochs=2, lr=1e-2, seed=0, batch=16, batchnorm="train")
+    fit_head(other, x, y, epochs=2, lr=1e-2, seed=0, batch=16, recipe=_recipe(batchnorm="train"))
     assert not torch.all(other[1].running_mean == 0.3)
     with pytest.raises(ValueError, match="choose train or frozen"):
-        fit_head(net_bn(), x, y, epochs=0, lr=1e-3, seed=0, batchnorm="eval")
+        fit_head(net_bn(), x, y, epochs=0, lr=1e-3, seed=0, recipe=_recipe(batchnorm="eval"))
 
 
 def test_the_encoder_learns_at_its_own_rate():
-    """encoder_lr=0: full fine-tuning changes the head and leaves the encoder's weights."""
+    """An encoder rate of 0 (a recipe's encoder divisor of infinity): full fine-tuning changes
+    the head and leaves the encoder's weights."""
     from geofm_lib.evaluation.finetune import fit_head
 
     x, y = _separable()
@@ -462,10 +507,11 @@ def test_the_encoder_learns_at_its_own_rate():
     net = torch.nn.Sequential(torch.nn.Conv2d(6, 6, 1), torch.nn.AdaptiveAvgPool2d(1),
                               torch.nn.Flatten())
     before = [p.detach().clone() for p in net.parameters()]
-    fit = fit_head(net, x, y, epochs=2, lr=1e-2, seed=0, batch=16, encoder_lr=0.0)
+    fit = fit_head(net, x, y, epochs=2, lr=1e-2, seed=0, batch=16,
+                   recipe=_recipe(encoder_lr_divisor=math.inf))
     assert all(torch.equal(a, b) for a, b in zip(before, net.parameters(), strict=True))
     assert fit.history[-1]["train_loss"] < fit.history[0]["train_loss"]
-    fit_head(net, x, y, epochs=1, lr=1e-2, seed=0, batch=16, encoder_lr=1e-2)
+    fit_head(net, x, y, epochs=1, lr=1e-2, seed=0, batch=16, recipe=_recipe())
     assert not all(torch.equal(a, b) for a, b in zip(before, net.parameters(), strict=True))
 
 

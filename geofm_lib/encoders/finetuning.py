@@ -13,6 +13,7 @@ from geofm_lib.config import Config
 from geofm_lib.data.shards import iter_shards, load_manifest, shard_paths
 from geofm_lib.encoders.registry import kind_of, load_encoder
 from geofm_lib.evaluation.finetune import fit_head
+from geofm_lib.evaluation.fitting import HEAD_RECIPES
 from geofm_lib.evaluation.metrics import label_matrix
 from geofm_lib.evaluation.probes import bootstrap_metrics, multilabel_metrics
 from geofm_lib.models.devices import resolve_precision
@@ -35,7 +36,7 @@ class FinetuneResult:
     recipe: str = "lp-ft"
 
 
-RECIPES = ("lp-ft", "new-head")
+RECIPES = HEAD_RECIPES
 
 
 def finetune(cfg: Config, encoder: str, dataset: str, epochs: int = 5, lr: float = 3e-4,
@@ -74,12 +75,8 @@ def finetune(cfg: Config, encoder: str, dataset: str, epochs: int = 5, lr: float
     x_tr, y_tr = load("train")
     x_te, y_te = load("val")
     t0 = time.perf_counter()
-    lpft = recipe == "lp-ft"
-    tuned = fit_head(tower, x_tr, y_tr, epochs, lr / 10 if lpft else lr, seed, device,
-                     batch=batch_size, precision=resolve_precision(cfg.precision, device),
-                     head_init="probe" if lpft else "random",
-                     encoder_lr=lr / 100 if lpft else None,
-                     batchnorm="frozen" if lpft else "train")
+    tuned = fit_head(tower, x_tr, y_tr, epochs, lr, seed, device, batch=batch_size,
+                     precision=resolve_precision(cfg.precision, device), recipe=recipe)
     pred = tuned.predict(x_te)
     history = tuned.history
     truth = y_te.astype(bool)

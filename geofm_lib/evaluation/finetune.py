@@ -1,6 +1,7 @@
-"""Fine-tuning an encoder with a linear head: the one recipe behind notebook 06's fine-tuned
-encoders and notebook 07's fine-tuned MoCo backbone (seed 001 and 003's protocol beside the
-frozen probes).
+"""Fine-tuning an encoder with a linear head: notebook 06's fine-tuned encoders and notebook
+07's fine-tuned backbones (seed 001 and 003's protocols beside the frozen probes), through the
+one fitting loop with a named recipe (:mod:`geofm_lib.evaluation.fitting`: ``lp-ft`` or
+``new-head``).
 
 AdamW (weight decay 0.05), the flips and 90-degree rotations of pretraining, mini-batches in a
 seeded order (a last batch of one image is skipped: BatchNorm cannot train on it), binary
@@ -29,6 +30,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from geofm_lib.evaluation import fitting
+from geofm_lib.evaluation.fitting import Recipe
 from geofm_lib.evaluation.probes import linear_probe_weights, single_label_probe_weights
 from geofm_lib.models.devices import autocast, channels_last, images_to
 from geofm_lib.models.inputs import augment
@@ -40,6 +43,7 @@ class FineTuned:
 
     predict: Callable[[np.ndarray], np.ndarray]
     history: list[dict] = field(default_factory=list)
+    recipe: Recipe | None = None
 
 
 def output_width(net, x: np.ndarray, device: str = "cpu") -> int:
@@ -147,39 +151,37 @@ def frozen_batchnorm(net) -> list:
 
 def fit_head(net, x_tr: np.ndarray, y_tr: np.ndarray, epochs: int, lr: float, seed: int,
              device: str = "cpu", batch: int = 64, single: bool = False,
-             precision: str = "fp32", train_only=None, head_init: str = "random",
-             encoder_lr: float | None = None, batchnorm: str = "train",
-             augmentation: bool = True, on_epoch=None) -> FineTuned:
-    """Train ``net`` and a new linear head on (images, targets): multi-label (``y_tr`` 0/1 rows)
-    or, with ``single``, single-label (``y_tr`` class indices); forward passes under the
-    autocast of ``precision`` (a resolved one), the loss in fp32.
+             precision: str = "fp32", train_only=None, recipe: Recipe | str = "new-head",
+             on_epoch=None) -> FineTuned:
+    """Train ``net`` and a new linear head on (images, targets) with a named fitting
+    ``recipe`` (:mod:`evaluation.fitting`: ``lp-ft`` or ``new-head``): multi-label (``y_tr`` 0/1
+    rows) or, with ``single``, single-label (``y_tr`` class indices); forward passes under the
+    autocast of ``precision`` (a resolved one), the loss in fp32. ``lr`` is the base rate the
+    recipe divides for the head and the encoder.
 
-    ``train_only``: modules of ``net`` that learn with the head (seed 001's adapter
-    fine-tuning: the spectral stem); the rest of ``net`` stays as it is, weights and
-    BatchNorm statistics (eval mode). None: all of ``net`` learns.
+    ``train_only``: modules of ``net`` that learn with the head, at the head's rate (seed 001's
+    adapter fine-tuning: the spectral stem); the rest of ``net`` stays as it is, weights and
+    BatchNorm statistics (eval mode). None: all of ``net`` learns, at the recipe's encoder rate.
 
-    ``head_init``: ``random`` (a new head) or ``probe`` (LP-FT: the head fitted first as a
-    linear probe on the frozen features, :func:`probe_head`; the history's first entry, epoch
-    0, is its loss). ``encoder_lr``: the learning rate of ``net``'s weights (None: ``lr``, the
-    head's).
-
-    ``batchnorm``: ``train`` (BatchNorm layers that learn normalise each mini-batch by its own
-    statistics; afterwards their running statistics are re-estimated over the training images,
-    ``precise_batchnorm``) or ``frozen`` (every BatchNorm layer normalises with its running
-    statistics throughout and keeps them, so the training steps see the function the probe was
-    fitted to and the one that predicts; their scale and shift still learn).
-
-    ``augmentation``: the flips and rotations of pretraining on each training image (False:
-    the images as they are, as the probe saw them).
+    The recipe's ``head_init``: ``random`` (a new head) or ``probe`` (LP-FT: the head fitted
+    first as a linear probe on the frozen features, :func:`probe_head`; the history's first
+    entry, epoch 0, is its loss). Its ``batchnorm``: ``train`` (BatchNorm layers that learn
+    normalise each mini-batch by its own statistics; afterwards their running statistics are
+    re-estimated over the training images, ``precise_batchnorm``) or ``frozen`` (every BatchNorm
+    layer normalises with its running statistics throughout and keeps them, so the training
+    steps see the function the probe was fitted to and the one that predicts; their scale and
+    shift still learn). Its ``augmentation``: the flips and rotations of pretraining on each
+    training image (False: the images as they are, as the probe saw them).
 
     ``on_epoch(predict)``: called with the model's ``predict`` after the head's start (epoch 0)
     and after every epoch; what it returns (a dict) goes into that epoch's history entry: a
     convergence curve. With ``batchnorm="train"`` the statistics are re-estimated before each
     call, as at the end."""
-    if head_init not in ("random", "probe"):
-        raise ValueError(f"head_init={head_init!r}: choose random or probe")
-    if batchnorm not in ("train", "frozen"):
-        raise ValueError(f"batchnorm={batchnorm!r}: choose train or frozen")
+    r = fitting.recipe(recipe) if isinstance(recipe, str) else recipe
+    if r.head_init not in ("random", "probe"):
+        raise ValueError(f"recipe {r.name}: head_init={r.head_init!r}: choose random or probe")
+    if r.batchnorm not in ("train", "frozen"):
+        raise ValueError(f"recipe {r.name}: batchnorm={r.batchnorm!r}: choose train or frozen")
     dim = output_width(net, x_tr, device)
     torch.manual_seed(seed)
     n_out = int(y_tr.max()) + 1 if single else y_tr.shape[1]
@@ -187,7 +189,7 @@ def fit_head(net, x_tr: np.ndarray, y_tr: np.ndarray, epochs: int, lr: float, se
     target = torch.from_numpy(y_tr.astype(np.int64 if single else np.float32))
     history = [{"epoch": 0}]
     parts = [net]
-    if head_init == "probe":
+    if r.head_init == "probe":
         if train_only is None:  # every BatchNorm will train: its statistics on these images
             # first, or a net never run on them (random init: running mean 0, variance 1)
             # gives the probe features unlike those the training steps see
@@ -200,12 +202,11 @@ def fit_head(net, x_tr: np.ndarray, y_tr: np.ndarray, epochs: int, lr: float, se
         learn = {id(p) for m in train_only for p in m.parameters()}
         for p in net.parameters():
             p.requires_grad_(id(p) in learn)
-    groups = [{"params": list(head.parameters()), "lr": lr},
+    groups = [{"params": list(head.parameters()), "lr": r.head_lr(lr)},
               {"params": [p for p in net.parameters() if p.requires_grad],
-               "lr": lr if encoder_lr is None else encoder_lr}]
-    opt = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=0.05)
+               "lr": r.head_lr(lr) if train_only is not None else r.encoder_lr(lr)}]
     loss_fn = torch.nn.CrossEntropyLoss() if single else torch.nn.BCEWithLogitsLoss()
-    rng, aug = np.random.default_rng(seed), random.Random(seed)
+    aug = random.Random(seed)
 
     def predict(x: np.ndarray) -> np.ndarray:
         model.eval()
@@ -218,41 +219,38 @@ def fit_head(net, x_tr: np.ndarray, y_tr: np.ndarray, epochs: int, lr: float, se
         return np.concatenate(out)
 
     def settle():  # the statistics predictions use, after steps with BatchNorm training
-        if batchnorm == "train":
+        if r.batchnorm == "train":
             precise_batchnorm(net if train_only is None else torch.nn.ModuleList(train_only),
                               net, x_tr, device, batch, precision)
 
-    if on_epoch is not None:
-        history[0].update(on_epoch(predict))
-    for epoch in range(epochs):
+    def set_modes():
         model.train()
         if train_only is not None:
             net.eval()
             for m in train_only:
                 m.train()
-        if batchnorm == "frozen":
+        if r.batchnorm == "frozen":
             frozen_batchnorm(net)
-        order = rng.permutation(len(x_tr))
-        losses = []
-        for i in range(0, len(order), batch):
-            b = order[i:i + batch]
-            if len(b) < 2:
-                continue
-            xb = images_to(np.stack([augment(x_tr[j], aug) for j in b]) if augmentation
-                           else x_tr[b], device)
-            with autocast(device, precision):
-                logits = model(xb)
-            loss = loss_fn(logits.float(), target[b].to(device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-        history.append({"epoch": epoch + 1, "steps": len(losses),
-                        "train_loss": float(np.mean(losses)) if losses else float("nan")})
+
+    def batch_loss(b: np.ndarray) -> torch.Tensor:
+        xb = images_to(np.stack([augment(x_tr[j], aug) for j in b]) if r.augmentation
+                       else x_tr[b], device)
+        with autocast(device, precision):
+            logits = model(xb)
+        return loss_fn(logits.float(), target[b].to(device))
+
+    def after_epoch(row: dict) -> None:
         if on_epoch is not None:
             settle()
-            history[-1].update(on_epoch(predict))
+            row.update(on_epoch(predict))
+
+    if on_epoch is not None:
+        history[0].update(on_epoch(predict))
+    epochs_run, _ = fitting.fit_epochs(groups, r, n_train=len(x_tr), batch_size=batch,
+                                       seed=seed, epochs=epochs, batch_loss=batch_loss,
+                                       set_modes=set_modes, after_epoch=after_epoch)
+    history += epochs_run
     if epochs and on_epoch is None:
         settle()
     history = [h for h in history if len(h) > 1]  # epoch 0 says something with a probe head
-    return FineTuned(predict, history)
+    return FineTuned(predict, history, r)

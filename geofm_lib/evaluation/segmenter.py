@@ -18,12 +18,12 @@ Seed 001's two detail-preserving changes are parameters:
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from geofm_lib.evaluation import fitting
 from geofm_lib.evaluation.finetune import precise_batchnorm
 from geofm_lib.evaluation.segmentation import (
     SegmentationScores,
@@ -44,6 +44,7 @@ DECODERS = {"unet": "Unet", "deeplabv3plus": "DeepLabV3Plus", "upconv": None}
 RESNET_DECODERS = ("unet", "deeplabv3plus")
 STEMS = ("standard", "detail")
 PROTOCOLS = ("frozen", "finetune")
+RECIPE = fitting.RECIPES["segmentation"]  # the fitting recipe of every segmenter
 
 
 class _Resized(torch.nn.Module):
@@ -256,15 +257,16 @@ def estimate_statistics(model, x: np.ndarray | None, device: str = "cpu",
 def _train(model, x_train: np.ndarray, n_train: int, loss_of, evaluate, *, protocol: str,
            epochs: int, lr: float, batch_size: int, seed: int, device: str, precision: str,
            eval_every: int) -> tuple[list[dict], float]:
-    """The loop both tasks share: ``loss_of(logits, idx)`` the batch loss of the images
-    ``idx``, ``evaluate()`` the validation scores (a dict) after every ``eval_every`` epochs.
-    ``frozen`` trains the decoder and head only (the encoder's weights and BatchNorm
-    statistics stay as given), ``finetune`` everything (the encoder at a tenth of ``lr``);
-    AdamW with a cosine schedule over the run."""
+    """Both tasks' fit through the one fitting loop (recipe ``segmentation``):
+    ``loss_of(logits, idx)`` the batch loss of the images ``idx``, ``evaluate()`` the
+    validation scores (a dict) after every ``eval_every`` epochs. ``frozen`` trains the decoder
+    and head only (the encoder's weights and BatchNorm statistics stay as given), ``finetune``
+    everything (the encoder at the recipe's lower rate)."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; choose {', '.join(PROTOCOLS)}")
     if n_train == 0:
         raise ValueError("no labelled training images")
+    r = RECIPE
     encoder = model.encoder
     enc_params = list(encoder.parameters())
     enc_ids = {id(p) for p in enc_params}
@@ -272,38 +274,29 @@ def _train(model, x_train: np.ndarray, n_train: int, loss_of, evaluate, *, proto
     if protocol == "frozen":
         for p in enc_params:
             p.requires_grad = False
-        groups = [{"params": rest, "lr": lr}]
+        groups = [{"params": rest, "lr": r.head_lr(lr)}]
     else:
-        groups = [{"params": rest, "lr": lr}, {"params": enc_params, "lr": lr / 10}]
-    opt = torch.optim.AdamW(groups, weight_decay=1e-4)
-    steps_per_epoch = max(1, int(np.ceil(n_train / batch_size)))
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps_per_epoch)
-    rng = np.random.default_rng([seed, 8])
+        groups = [{"params": rest, "lr": r.head_lr(lr)},
+                  {"params": enc_params, "lr": r.encoder_lr(lr)}]
     torch.manual_seed(seed)
-    history: list[dict] = []
-    t0 = time.perf_counter()
-    for epoch in range(1, epochs + 1):
+
+    def set_modes():
         model.train()
         if protocol == "frozen":
             encoder.eval()  # frozen: BatchNorm statistics as pretrained
-        order = rng.permutation(n_train)
-        total, n = 0.0, 0
-        for i in range(0, len(order), batch_size):
-            idx = np.sort(order[i:i + batch_size])
-            with autocast(device, precision):
-                logits = model(torch.from_numpy(x_train[idx]).to(device))
-            loss = loss_of(logits.float(), idx)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += float(loss.detach()) * len(idx)
-            n += len(idx)
-        row = {"epoch": epoch, "train_loss": total / n}
-        if epoch % eval_every == 0 or epoch == epochs:
+
+    def batch_loss(idx: np.ndarray) -> torch.Tensor:
+        with autocast(device, precision):
+            logits = model(torch.from_numpy(x_train[idx]).to(device))
+        return loss_of(logits.float(), idx)
+
+    def after_epoch(row: dict) -> None:
+        if row["epoch"] % eval_every == 0 or row["epoch"] == epochs:
             row.update(evaluate())
-        history.append(row)
-    return history, time.perf_counter() - t0
+
+    return fitting.fit_epochs(groups, r, n_train=n_train, batch_size=batch_size, seed=seed,
+                              epochs=epochs, batch_loss=batch_loss, set_modes=set_modes,
+                              after_epoch=after_epoch)
 
 
 def fit_segmenter(model, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,

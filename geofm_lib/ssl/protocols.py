@@ -43,7 +43,9 @@ import numpy as np
 
 from geofm_lib.config import Config
 from geofm_lib.errors import ConfigError, DataError, PairError
+from geofm_lib.evaluation import repeats
 from geofm_lib.evaluation.finetune import fit_head, precise_batchnorm
+from geofm_lib.evaluation.fitting import HEAD_RECIPES
 from geofm_lib.evaluation.probes import (
     bootstrap_metrics,
     label_matrix,
@@ -51,6 +53,7 @@ from geofm_lib.evaluation.probes import (
     paired_f2_difference,
     run_probe,
 )
+from geofm_lib.evaluation.repeats import spread
 from geofm_lib.models.devices import resolve_device, resolve_precision
 from geofm_lib.models.spectral import find_stem, parameter_count
 from geofm_lib.progress import get_logger, progress
@@ -64,17 +67,24 @@ log = get_logger()
 PROTOCOLS = {"frozen": "frozen encoder", "adapter": "fine-tuned spectral adapter",
              "full": "full fine-tuning"}
 RANDOM = "random init"
-RECIPES = ("lp-ft", "new-head")
+RECIPES = HEAD_RECIPES
 
 
 def protocol_rows(cfg: Config, encoders: dict[str, Path], sizes, protocols=tuple(PROTOCOLS),
                   steps: int = 40, batch: int = 32, lr: float = 1e-3, n_boot: int = 300,
                   device: str | None = None, show_progress: bool = True,
-                  recipe: str = "lp-ft") -> list[dict]:
+                  recipe: str = "lp-ft", seeds: list[int] | None = None) -> list[dict]:
     """Rows ``protocol, init, n_labelled, score (F1 micro), ci, minus_random_init (+ ci),
     trainable, n_test`` for every protocol x init (``encoders``: label -> ``encoder.pt``, and
     random init of each architecture) x labelled-set size in ``sizes`` (capped at the training
-    places; repeated sizes once)."""
+    places; repeated sizes once).
+
+    ``seeds`` (repeats, :mod:`evaluation.repeats`; None: ``[cfg.seed]``): every fit again with
+    each further seed (random init drawn anew and its statistics estimated, the head, batch
+    order and augmentation seeded), on the same labelled subsets and test places. A row keeps
+    the first seed's fit and interval and adds ``score_per_seed``, ``score_over_seeds`` and
+    ``score_seed_sd``; its difference to random init the same per seed (pretrained minus
+    random init of the same seed)."""
     if recipe not in RECIPES:
         raise ConfigError(f"protocol recipe {recipe!r}: choose from {', '.join(RECIPES)}")
     unknown = [p for p in protocols if p not in PROTOCOLS]
@@ -102,12 +112,13 @@ def protocol_rows(cfg: Config, encoders: dict[str, Path], sizes, protocols=tuple
     if "adapter" in protocols and any(find_stem(n) is None for n in nets.values()):
         raise ConfigError("the adapter protocol fine-tunes the spectral stem, and an encoder "
                           "here has none; pretrain with ssl_adapter=spectral")
+    seeds = list(seeds) if seeds else [cfg.seed]
     randoms = {}
     for arch in dict.fromkeys(archs.values()):
         name = (RANDOM if len(set(archs.values())) == 1
                 else f"{RANDOM} ({backbone_label(arch[0])})")
         randoms[arch] = name
-        nets[name] = make_backbone(arch[0], list(arch[1]), arch[2], cfg.seed + 1, arch[3])
+        nets[name] = make_backbone(arch[0], list(arch[1]), arch[2], seeds[0] + 1, arch[3])
     sizes = sorted({min(int(n), len(train)) for n in sizes})
     vocab = train.vocabulary
     which = "s2" if train.single_sensor else "s1/s2"
@@ -120,43 +131,50 @@ def protocol_rows(cfg: Config, encoders: dict[str, Path], sizes, protocols=tuple
     x_stats = train.inputs(labelled_subset(train, max(sizes), cfg.seed), which)
     for name in randoms.values():
         precise_batchnorm(nets[name], nets[name], x_stats, "cpu", batch, "fp32")
+    nets_of = {seeds[0]: nets}  # by seed: the pretrained encoders, random init drawn anew
+    for k in seeds[1:]:
+        nets_of[k] = dict(nets)
+        for arch, name in randoms.items():
+            nets_of[k][name] = make_backbone(arch[0], list(arch[1]), arch[2], k + 1, arch[3])
+            precise_batchnorm(nets_of[k][name], nets_of[k][name], x_stats, "cpu", batch,
+                              "fp32")
     del x_stats
     order = [*randoms.values(), *encoders]
-    bar = progress(total=len(protocols) * len(order) * len(sizes), desc="protocols",
-                   unit="fit", disable=not show_progress)
-    rows, preds = [], {}
+    bar = progress(total=len(protocols) * len(order) * len(sizes) * len(seeds),
+                   desc="protocols", unit="fit", disable=not show_progress)
+    rows, preds, per_seed = [], {}, {}
     feats_te = {}
+
+    def fit(protocol: str, label: str, seed: int, x_tr, y_tr, n: int):
+        """(test predictions, trainable parameters, convergence curve) of one fit."""
+        net = nets_of[seed][label]
+        if protocol == "frozen":
+            key = (label, seed if label in randoms.values() else None)
+            if key not in feats_te:
+                feats_te[key] = features_of(net, x_te, device, precision=precision)
+            f_tr = features_of(net, x_tr, device, precision=precision)
+            r = run_probe("linear", f_tr, y_tr.astype(bool), feats_te[key], y_te, seed=seed,
+                          n_boot=2)
+            return r.pred, 0, None
+        tuned = copy.deepcopy(net)
+        only = [find_stem(tuned)] if protocol == "adapter" else None
+        per_epoch = max(1, math.ceil(n / batch))
+        tuned_fit = fit_head(tuned.to(device), x_tr, y_tr.astype(np.float32),
+                             max(1, math.ceil(steps / per_epoch)), lr, seed, device,
+                             batch=batch, precision=precision, train_only=only, recipe=recipe,
+                             on_epoch=lambda predict: {"f1_micro": multilabel_metrics(
+                                 y_te, predict(x_te))["f1_micro"]})
+        trainable = parameter_count(only[0]) if only else parameter_count(tuned)
+        return tuned_fit.predict(x_te), trainable, _curve(tuned_fit.history)
+
     for protocol in protocols:
         for n in sizes:
             idx = labelled_subset(train, n, cfg.seed)
             x_tr = train.inputs(idx, which)
             y_tr = label_matrix([train.labels[i] for i in idx], vocab)
             for label in order:
-                net = nets[label]
-                if protocol == "frozen":
-                    if label not in feats_te:
-                        feats_te[label] = features_of(net, x_te, device, precision=precision)
-                    f_tr = features_of(net, x_tr, device, precision=precision)
-                    r = run_probe("linear", f_tr, y_tr.astype(bool), feats_te[label], y_te,
-                                  seed=cfg.seed, n_boot=2)
-                    pred, trainable = r.pred, 0
-                else:
-                    tuned = copy.deepcopy(net)
-                    only = [find_stem(tuned)] if protocol == "adapter" else None
-                    per_epoch = max(1, math.ceil(len(idx) / batch))
-                    lpft = recipe == "lp-ft"
-                    fit = fit_head(tuned.to(device), x_tr, y_tr.astype(np.float32),
-                                   max(1, math.ceil(steps / per_epoch)),
-                                   lr / 10 if lpft else lr, cfg.seed, device, batch=batch,
-                                   precision=precision, train_only=only,
-                                   head_init="probe" if lpft else "random",
-                                   encoder_lr=lr / 100 if lpft and only is None else None,
-                                   batchnorm="frozen" if lpft else "train",
-                                   on_epoch=lambda predict: {"f1_micro": multilabel_metrics(
-                                       y_te, predict(x_te))["f1_micro"]})
-                    pred = fit.predict(x_te)
-                    trainable = (parameter_count(only[0]) if only else parameter_count(tuned))
-                    curve = _curve(fit.history)
+                pred, trainable, curve = fit(protocol, label, seeds[0], x_tr, y_tr, len(idx))
+                bar.update(1)
                 m = multilabel_metrics(y_te, pred)
                 ci = bootstrap_metrics(y_te, pred, n_boot=n_boot, seed=cfg.seed)["f1_micro"]
                 row = {"protocol": PROTOCOLS[protocol], "init": label, "n_labelled": len(idx),
@@ -167,15 +185,32 @@ def protocol_rows(cfg: Config, encoders: dict[str, Path], sizes, protocols=tuple
                        "recipe": None if protocol == "frozen" else recipe}
                 if protocol != "frozen":
                     row["curve"] = curve
+                key = (protocol, n, label)
+                if len(seeds) > 1:
+                    per_seed[key] = [m["f1_micro"]]
+                    for k in seeds[1:]:
+                        per_seed[key].append(multilabel_metrics(
+                            y_te, fit(protocol, label, k, x_tr, y_tr, len(idx))[0])["f1_micro"])
+                        bar.update(1)
+                    mean, sd = spread(per_seed[key])
+                    row.update(seeds=seeds, score_per_seed=per_seed[key],
+                               score_over_seeds=mean, score_seed_sd=sd)
                 base = randoms.get(archs.get(label))
                 if base is not None and (protocol, n, base) in preds:
                     d, dci = paired_f2_difference(y_te, pred, preds[(protocol, n, base)],
                                                   n_boot, cfg.seed, metric="f1_micro")
                     row.update(minus_random_init=float(d),
                                minus_random_init_ci=[float(c) for c in dci])
-                preds[(protocol, n, label)] = pred
+                    if len(seeds) > 1:  # each seed's fit minus the same seed's random init
+                        each = [a - b for a, b in zip(per_seed[key],
+                                                      per_seed[(protocol, n, base)],
+                                                      strict=True)]
+                        mean, sd = spread(each)
+                        row.update(minus_random_init_per_seed=each,
+                                   minus_random_init_over_seeds=mean,
+                                   minus_random_init_seed_sd=sd)
+                preds[key] = pred
                 rows.append(row)
-                bar.update(1)
     bar.close()
     return rows
 
@@ -216,5 +251,22 @@ def protocol_table(rows: list[dict], n_labelled: int | None = None):
     table = table.reindex(sorted(table.index, key=lambda k: (order.index(k[0]),)))
     trainable = out.groupby(["protocol", "init"], sort=False).trainable.first()
     table["trainable weights"] = [f"{int(trainable[k]):,}" for k in table.index]
+    if "score_seed_sd" in df:  # repeats: mean ± sd across seeds beside the first seed's fit
+        seeds = len(df.seeds.iloc[0])
+        by = out.set_index(["protocol", "init"])
+        table[f"F1 micro over {seeds} seeds"] = [
+            repeats.cell(by.score_over_seeds[k], by.score_seed_sd[k]) for k in table.index]
+        if "minus_random_init_seed_sd" in df:
+            table[f"minus random init over {seeds} seeds"] = [
+                repeats.cell(*_defined(by.minus_random_init_over_seeds[k],
+                                       by.minus_random_init_seed_sd[k]), sign=True)
+                for k in table.index]
     return table.rename(columns={"cell": f"F1 micro at {n} labels [95 % CI]; minus random "
                                          f"init [paired CI]"})
+
+
+def _defined(mean, sd) -> tuple:
+    """(mean, sd), or (None, None) for a row without the value (random init's own row)."""
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return None, None
+    return mean, sd

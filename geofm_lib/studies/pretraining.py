@@ -26,6 +26,9 @@ import torch
 from geofm_lib import paths, records, ssl
 from geofm_lib.config import Config, load_config
 from geofm_lib.errors import ConfigError, TrainingDiverged
+from geofm_lib.evaluation import fitting
+from geofm_lib.evaluation.repeats import seeds_of
+from geofm_lib.ssl import evaluation as ssl_evaluation
 from geofm_lib.studies import parameters
 
 LOG_EVERY = 5  # pretraining steps between log lines
@@ -44,6 +47,9 @@ PARAMETERS = {
                             "EnMAP-CORINE, e.g. group_H); None: this run's places"),
     "also_epochs": (5, "their pretraining epochs (demo: half of MoCo's 10, a CPU budget); None: "
                        "ssl_epochs"),
+    "repeats": (1, "fits of seed 001's protocol rows: N (seeds seed, seed+1, ...) or a list of "
+                   "seeds; above one, every fit again per seed (random init drawn anew) and mean "
+                   "± sd across the seeds beside the first seed's interval"),
 }
 NAMES = tuple(PARAMETERS)
 
@@ -55,6 +61,7 @@ class Settings:
     also: dict[str, Config]  # key (method, or method:backbone) -> its config
     protocols: list[str]
     protocol_data: str | None
+    seeds: list[int] = field(default_factory=list)  # repeats of the protocol fits
 
     @property
     def evaluation_settings(self) -> dict:
@@ -101,7 +108,8 @@ def settings(cfg: Config, namespace: dict) -> Settings:
     bad = [x for x in protocols if x not in ssl.PROTOCOLS]
     if bad:
         raise ConfigError(f"protocols: {bad} not one of {', '.join(ssl.PROTOCOLS)}")
-    return Settings(p["finetune_epochs"], p["n_boot"], also, protocols, p["protocol_data"])
+    return Settings(p["finetune_epochs"], p["n_boot"], also, protocols, p["protocol_data"],
+                    seeds_of(p["repeats"], cfg.seed))
 
 
 # --- the places -------------------------------------------------------------------------------
@@ -366,7 +374,7 @@ def protocols(cfg: Config, s: Settings, p: Places, encoder_path: Path,
     encoders.update({b.label: b.result.encoder_path for b in also.values()})
     rows = ssl.protocol_rows(cfg_eval, encoders, cfg.protocol_sizes, s.protocols,
                              steps=cfg.protocol_steps, n_boot=s.n_boot,
-                             recipe=cfg.protocol_recipe)
+                             recipe=cfg.protocol_recipe, seeds=s.seeds)
     return Protocols(rows, steps=cfg.protocol_steps, recipe=cfg.protocol_recipe,
                      data_hash=cfg_eval.data_hash)
 
@@ -386,7 +394,16 @@ def record(cfg: Config, p: Places, result, check: dict, ev: Evaluation,
         "embedding_std": round(check["embedding_std"], 5), "collapsed": bool(check["collapsed"]),
         "final_loss": round(result.history[-1]["loss"], 4) if result.history else None,
         **scores, "table": ev.rows, **prot.fields(),
-        "also": {k: b.entry for k, b in also.items()}})
+        "also": {k: b.entry for k, b in also.items()}, "recipes": recipes_used(ev, prot)})
+
+
+def recipes_used(ev: Evaluation, prot: Protocols) -> dict[str, dict]:
+    """The fitting recipes of the stage's fits, with their values: seed 003's fine-tuned and
+    from-scratch rows (``new-head``), seed 001's protocols (``protocol_recipe``)."""
+    names = [ssl_evaluation.FIT_RECIPE] if ev.rows else []
+    if prot.rows and prot.recipe:
+        names.append(prot.recipe)
+    return {n: fitting.recipe(n).values() for n in dict.fromkeys(names)}
 
 
 def runs_on_this_data(cfg: Config, s: Settings, p: Places) -> pd.DataFrame | str:

@@ -24,13 +24,16 @@ from geofm_lib.encoders import check_encoder_name, embed, finetune, kind_of
 from geofm_lib.errors import ConfigError
 from geofm_lib.evaluation import (
     PROBES,
+    fitting,
     floors,
     label_matrix,
     mean_over_datasets,
     probe_datasets,
+    repeats,
     run_probes,
     umap_2d,
 )
+from geofm_lib.evaluation.repeats import seeds_of, spread
 from geofm_lib.models import devices
 from geofm_lib.studies import parameters
 
@@ -48,6 +51,8 @@ PARAMETERS = {
                              "label-efficiency curve: shares of the train split"),
     "umap_points": (3000, "points in the UMAP views"),
     "finetune_epochs": (3, "fine-tuning protocol on the focus dataset; 0 skips it"),
+    "repeats": (1, "fine-tuning fits per encoder: N (seeds seed, seed+1, ...) or a list of seeds; "
+                   "above one, mean ± sd across the seeds beside the first seed's interval"),
 }
 NAMES = tuple(PARAMETERS)
 
@@ -60,6 +65,7 @@ class Settings:
     efficiency_fractions: list[float]
     umap_points: int
     finetune_epochs: int
+    seeds: list[int] = field(default_factory=list)  # repeats of the fine-tuning fits
 
     def describe(self, cfg: Config) -> str:
         return (f"run {cfg.name}: encoders {', '.join(self.encoders)}; probes "
@@ -84,7 +90,8 @@ def settings(cfg: Config, namespace: dict) -> Settings:
                           f"-p efficiency_fractions '[0.1, 0.5, 1.0]'")
     return Settings(encoders, probes, parameters.whole("n_boot", p["n_boot"], 1), fractions,
                     parameters.whole("umap_points", p["umap_points"], 4),
-                    parameters.whole("finetune_epochs", p["finetune_epochs"], 0))
+                    parameters.whole("finetune_epochs", p["finetune_epochs"], 0),
+                    seeds_of(p["repeats"], cfg.seed))
 
 
 # --- features ---------------------------------------------------------------------------------
@@ -273,6 +280,8 @@ class FineTuning:
     results: dict
     frozen: dict
     why: str = ""
+    per_seed: dict = field(default_factory=dict)  # with repeats: name -> F2 micro per seed
+    seeds: list[int] = field(default_factory=list)
 
     def table(self) -> pd.DataFrame | str:
         if not self.results:
@@ -284,7 +293,9 @@ class FineTuning:
             "fine-tuned F2 micro": round(r.test["f2_micro"], 1),
             "fine-tuned 95% CI": "{:.1f}-{:.1f}".format(*r.ci["f2_micro"]),
             "fine-tuned F2 macro": round(r.test["f2_macro"], 1),
-            "recipe": r.recipe, "epochs": r.epochs, "seconds": r.seconds}
+            "recipe": r.recipe, "epochs": r.epochs, "seconds": r.seconds,
+            **({f"fine-tuned F2 micro, {len(self.seeds)} seeds": repeats.cell(
+                *spread(self.per_seed[name]))} if len(self.seeds) > 1 else {})}
             for name, r in self.results.items()}).T
 
 
@@ -296,12 +307,32 @@ def fine_tune(cfg: Config, s: Settings, f: Features, p: Probes) -> FineTuning:
         print(why)
         return FineTuning({}, {}, why)
     device = devices.resolve_device(cfg.device)
-    results = {name: finetune(cfg, name, f.focus, epochs=s.finetune_epochs, device=device,
-                              seed=cfg.seed, n_boot=s.n_boot)
-               for name in s.encoders if kind_of(name).trainable}
+    seeds = s.seeds or [cfg.seed]
+    results, per_seed = {}, {}
+    for name in s.encoders:
+        if not kind_of(name).trainable:
+            continue
+        results[name] = finetune(cfg, name, f.focus, epochs=s.finetune_epochs, device=device,
+                                 seed=seeds[0], n_boot=s.n_boot)
+        per_seed[name] = [results[name].test["f2_micro"]] + [
+            finetune(cfg, name, f.focus, epochs=s.finetune_epochs, device=device, seed=k,
+                     n_boot=2).test["f2_micro"] for k in seeds[1:]]
+        if len(seeds) > 1:
+            print(f"{name} fine-tuned over {len(seeds)} seeds: F2 micro "
+                  f"{repeats.cell(*spread(per_seed[name]))}")
     frozen = ({name: p.results[(name, f.focus)]["linear"] for name in s.encoders}
               if "linear" in s.probes else {})
-    return FineTuning(results, frozen)
+    return FineTuning(results, frozen, per_seed=per_seed, seeds=seeds)
+
+
+def _over_seeds(tuned: FineTuning, name: str) -> dict:
+    """A fine-tuned row's repeats: its seeds, F2 micro per seed, their mean and sd."""
+    if len(tuned.seeds) < 2:
+        return {}
+    mean, sd = spread(tuned.per_seed[name])
+    return {"seeds": tuned.seeds, "f2_micro_per_seed": [round(v, 2) for v in
+                                                         tuned.per_seed[name]],
+            "f2_micro_over_seeds": round(mean, 2), "f2_micro_seed_sd": round(sd, 2)}
 
 
 def record(s: Settings, f: Features, p: Probes, curve: pd.DataFrame,
@@ -332,7 +363,9 @@ def record(s: Settings, f: Features, p: Probes, curve: pd.DataFrame,
         "finetuned": {name: {"dataset": r.dataset, "epochs": r.epochs, "recipe": r.recipe,
                              "f2_micro": round(r.test["f2_micro"], 2),
                              "f2_micro_ci95": [round(x, 2) for x in r.ci["f2_micro"]],
-                             "seconds": r.seconds} for name, r in tuned.results.items()}}
+                             "seconds": r.seconds, **_over_seeds(tuned, name)}
+                      for name, r in tuned.results.items()},
+        "recipes": {r.recipe: fitting.recipe(r.recipe).values() for r in tuned.results.values()}}
     if "linear" in s.probes and s.encoders:
         values["probe_f2_micro"] = mean_over_datasets(p.results, s.encoders[0], "linear",
                                                       f.labelled)

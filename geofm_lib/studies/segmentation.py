@@ -27,8 +27,9 @@ from geofm_lib.config import Config
 from geofm_lib.data import masks as dense
 from geofm_lib.encoders import dense as dense_encoders
 from geofm_lib.errors import ConfigError, DataError
-from geofm_lib.evaluation import floors, segmenter
+from geofm_lib.evaluation import floors, repeats, segmenter
 from geofm_lib.evaluation import segmentation as seg_scores
+from geofm_lib.evaluation.repeats import seeds_of, spread
 from geofm_lib.models.devices import resolve_device, resolve_precision
 from geofm_lib.studies import parameters
 
@@ -146,27 +147,6 @@ def settings(cfg: Config, namespace: dict) -> Settings:
                     lr=float(p["seg_lr"]), variants=variants, density=bool(p["density"]),
                     boundary_weight=float(p["boundary_weight"]), n_boot=int(p["n_boot"]),
                     seeds=seeds_of(p["repeats"], cfg.seed))
-
-
-def seeds_of(repeats, seed: int) -> list[int]:
-    """The seeds of every fit: ``repeats`` N gives seed, seed+1, ..., seed+N-1; a list is taken
-    as it is (distinct whole numbers). The first seed's fit is the row's."""
-    if isinstance(repeats, int) and not isinstance(repeats, bool):
-        if repeats < 1:
-            raise ConfigError(f"repeats: {repeats}; give at least 1 (or a list of seeds)")
-        return [seed + k for k in range(repeats)]
-    seeds = list(repeats) if isinstance(repeats, list | tuple) else None
-    if not seeds or not all(isinstance(x, int) and not isinstance(x, bool) for x in seeds) \
-            or len(set(seeds)) != len(seeds):
-        raise ConfigError(f"repeats: {repeats!r}; give a number of fits (e.g. 3) or a list of "
-                          f"distinct seeds (e.g. [0, 1, 2])")
-    return seeds
-
-
-def spread(values: list[float]) -> tuple[float, float]:
-    """(mean, sample standard deviation) of one score across seeds (sd 0 for one seed)."""
-    v = np.asarray(values, dtype=float)
-    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
 
 
 # --- the places -------------------------------------------------------------------------------
@@ -368,7 +348,7 @@ class Comparison:
         out = [{"protocol": r.protocol, "labelled": r.labelled, "decoder": r.decoder,
                 "encoder": r.encoder, **{label: _cell(getattr(r, m), r.ci.get(m))
                                          for m, label in _SHOWN.items()},
-                **({f"mean IoU, {len(seeds)} seeds": _sd_cell(r.mean_iou_over_seeds,
+                **({f"mean IoU, {len(seeds)} seeds": repeats.cell(r.mean_iou_over_seeds,
                                                                 r.mean_iou_seed_sd)}
                    if len(seeds) > 1 else {})} for r in self.rows]
         return pd.DataFrame(out).set_index(["protocol", "labelled", "decoder", "encoder"])
@@ -384,7 +364,7 @@ class Comparison:
             "protocol": d.protocol, "labelled": d.labelled, "decoder": d.decoder,
             "encoder": d.encoder, "minus": d.baseline,
             "mean IoU difference": f"{d.minus_random_init:+.1f} [{d.ci[0]:+.1f}, {d.ci[1]:+.1f}]",
-            **({f"over {len(seeds)} seeds": _sd_cell(d.over_seeds, d.seed_sd, sign=True)}
+            **({f"over {len(seeds)} seeds": repeats.cell(d.over_seeds, d.seed_sd, sign=True)}
                if len(seeds) > 1 else {})}
             for d in self.differences]).set_index(["protocol", "labelled", "decoder", "encoder"])
 
@@ -411,13 +391,6 @@ class Comparison:
 
 _SHOWN = {"mean_iou": "mean IoU", "overall_accuracy": "overall accuracy",
           "boundary_f1": "boundary F1"}
-
-
-def _sd_cell(mean, sd, sign: bool = False) -> str:
-    """mean ± standard deviation across seeds ("–" for a row without seeds: a floor)."""
-    if mean is None:
-        return "–"
-    return f"{mean:+.1f} ± {sd:.1f}" if sign else f"{mean:.1f} ± {sd:.1f}"
 
 
 def _defined(value) -> bool:
@@ -654,6 +627,7 @@ def record(s: Settings, p: Places, encoders: dict[str, Encoder], comparison: Com
         density=density.rows,
         history={f"{pr}|{dec}|{e}|{n}": r.history
                  for (pr, dec, e, n), r in comparison.runs.items()},
+        recipes={segmenter.RECIPE.name: segmenter.RECIPE.values()},
         **({"seeds": s.seeds,
             "mean_iou_seed_sd": {_short(r.encoder): round(r.mean_iou_seed_sd, 2) for r in rows},
             "minus_random_init_seed_sd": {k: round(d.seed_sd, 2) for k, d in head.items()}}
