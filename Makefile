@@ -42,8 +42,9 @@ data: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/geofm bench
 
+# as root (every container user) JupyterLab exits unless told --allow-root
 lab: $(STAMP)
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root)
 
 clean-work:
 	rm -rf work reports/*/ reports/index.html

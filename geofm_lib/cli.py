@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import sys
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,14 +37,27 @@ from geofm_lib.errors import ConfigError, GeofmError, environment_hint
 from geofm_lib.io import parse_yaml_value
 
 
-def _overrides(pairs: list[str]) -> dict:
-    """``-p key=value`` pairs; values are YAML 1.2 (64 -> int, 1e-4 -> float, true -> bool,
-    C -> 'C', [a, b] -> list); a key given twice is an error."""
+def _pairs(groups: list) -> list[tuple[str, str]]:
+    """(key, value) of each ``-p``: ``-p key=value`` or papermill's ``-p key value``."""
+    out = []
+    for group in groups or []:
+        words = [group] if isinstance(group, str) else list(group)
+        if len(words) == 1 and "=" in words[0]:
+            out.append(tuple(words[0].split("=", 1)))
+        elif len(words) == 2 and "=" not in words[0]:
+            out.append((words[0], words[1]))
+        else:
+            shown = " ".join(words)
+            raise ConfigError(f"-p takes key=value or key value, got -p {shown} (e.g. -p "
+                              f"image_px=64 or -p group C; one parameter per -p)")
+    return out
+
+
+def _overrides(groups: list) -> dict:
+    """``-p key=value`` (or ``-p key value``) pairs; values are YAML 1.2 (64 -> int, 1e-4 ->
+    float, true -> bool, C -> 'C', [a, b] -> list); a key given twice is an error."""
     out = {}
-    for pair in pairs or []:
-        if "=" not in pair:
-            raise ConfigError(f"-p takes key=value, got {pair!r} (e.g. -p image_px=64)")
-        key, value = pair.split("=", 1)
+    for key, value in _pairs(groups):
         key = key.strip()
         if key in ("preset", "experiment"):
             raise ConfigError(f"{key} is chosen with --{key}, not with -p: write "
@@ -63,7 +77,9 @@ def _rank() -> int:
 
 def _preset_and_params(p: argparse.ArgumentParser, params_help: str) -> None:
     p.add_argument("--preset", default="demo", help="ci | demo | full (parameters/)")
-    p.add_argument("-p", "--param", action="append", metavar="KEY=VALUE", help=params_help)
+    p.add_argument("-p", "--param", action="append", nargs="+", metavar=("KEY=VALUE", "VALUE"),
+                   help=f"{params_help}: -p key=value or, as papermill takes it, -p key value; "
+                        f"`geofm params` lists the keys")
 
 
 def _run_args(p: argparse.ArgumentParser) -> None:
@@ -77,7 +93,7 @@ def _run_args(p: argparse.ArgumentParser) -> None:
 def _report_args(p: argparse.ArgumentParser) -> None:
     _run_args(p)
     p.add_argument("--notebooks", default=None,
-                   help="comma-separated prefixes, e.g. 01,02 (default: all)")
+                   help="comma-separated prefixes, e.g. 01,02 (default: all of notebooks/)")
 
 
 def _study_args(p: argparse.ArgumentParser) -> None:
@@ -325,22 +341,43 @@ class Command:
     help: str
     arguments: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace], None]
+    writes: str = "nothing (prints only)"
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The description as written, each option's default after its help (where it has one)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default not in (None, False, argparse.SUPPRESS) and "default" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
+RUN_OUTPUT = ("work/ (shards under work/shards/<data hash>, checkpoints under "
+              "work/checkpoints/<hash>, stage records under work/runs/<run>/)")
 
 
 COMMANDS: dict[str, Command] = {
-    "report": Command("execute notebooks and publish HTML reports", _report_args, _report),
-    "data": Command("build WebDataset shards for a parameter set", _run_args, _data),
+    "report": Command("execute notebooks and publish HTML reports", _report_args, _report,
+                      "reports/<run>/ (a page and the executed .ipynb per notebook, "
+                      "metrics.json, params.yaml, run.json), reports/index.html, and "
+                      + RUN_OUTPUT),
+    "data": Command("build WebDataset shards for a parameter set", _run_args, _data,
+                    "work/shards/<data hash>/ (shards, manifest.json, dataset card)"),
     "train": Command("train the CLIP run of a parameter set (as notebook 03; under torchrun "
                      "on every rank)", _run_args, _train),
     "ssl": Command("MoCo-v2 pretraining of a parameter set (as notebook 07; under torchrun on "
-                   "every rank)", _run_args, _ssl),
-    "params": Command("print the resolved parameters", _run_args, _params),
+                   "every rank)", _run_args, _ssl, RUN_OUTPUT),
+    "params": Command("print the resolved parameters, each with what it means, and each "
+                      "notebook's own", _run_args, _params),
     "study": Command("seed 000's study (compiled, A, B, C, C+metadata -> "
                      "reports/study-<preset>.html) or, with --study seed001, seed 001's "
                      "SSL-for-segmentation comparison -> reports/study-seed001-<preset>.html, "
                      "or with --study spectral its hyperspectral protocols -> "
                      "reports/study-spectral-<preset>.html",
-                     _study_args, _study),
+                     _study_args, _study, "reports/study-*.html and a report folder per "
+                     "run, and " + RUN_OUTPUT),
     "index": Command("rebuild reports/index.html (and the study pages)", _no_args, _index),
     "example-corpus": Command("write a Karpathy-style image-text corpus (images/ + "
                               "dataset.json) from the simulator", _corpus_args,
@@ -365,7 +402,10 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
     for name, command in COMMANDS.items():
-        command.arguments(sub.add_parser(name, help=command.help))
+        command.arguments(sub.add_parser(
+            name, help=command.help, formatter_class=_HelpFormatter,
+            description=textwrap.fill(f"{command.help[0].upper()}{command.help[1:]}.", 90)
+            + "\n\n" + textwrap.fill(f"Writes: {command.writes}.", 90)))
     args = parser.parse_args(argv)
     try:
         COMMANDS[args.cmd].run(args)

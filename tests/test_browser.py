@@ -104,3 +104,26 @@ def test_report_page_map_and_picture_work_offline(browser):
     pictures = page.eval_on_selector_all(
         "img[src^='data:image/png']", "els => els.map(e => e.complete && e.naturalWidth > 0)")
     assert pictures and all(pictures)  # the static map and the other figures
+
+
+def test_every_report_page_requests_nothing_outside_itself(browser):
+    """Issue 38, item 2: no script, style or font from outside the page. Each notebook page,
+    the map and the index are loaded with the network off; every request that is not the page
+    itself or a data: URL is counted (the index may also show the thumbnails published beside
+    it under reports/). Base-map tiles of the web map are the one exception left (until the
+    vendored basemap of item 4)."""
+    folder = _report(REPORTS / "ci-notebooks" / "run.json").parent
+    counts = {}
+    for path in sorted(folder.glob("*.html")) + [REPORTS / "index.html"]:
+        page, remote = _offline_page(browser)
+        requests = []
+        page.on("request", lambda r, out=requests: out.append(r.url))
+        page.goto(path.as_uri(), wait_until="load")
+        page.wait_for_timeout(300)
+        own = (REPORTS.as_uri() + "/") if path.name == "index.html" else path.as_uri()
+        outside = [u for u in requests if not u.startswith((own, "data:", "about:"))
+                   and "tile.openstreetmap.org" not in u]
+        counts[path.name] = len(outside)
+        assert outside == [], (path.name, outside[:5])
+        page.close()
+    print("requests outside the page, per page:", counts)

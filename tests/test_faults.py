@@ -473,6 +473,16 @@ def test_numbers_parse_as_yaml_1_2(tmp_path, monkeypatch, capsys):
     assert rc == 2 and "given twice" in err
 
 
+
+def test_p_takes_papermill_s_key_value_too(capsys):
+    """Issue 38, item 6: `geofm data -p group C` (papermill's habit) is -p group=C."""
+    assert cli._overrides([["group", "C"], ["image_px=48"]]) == {"group": "C", "image_px": 48}
+    rc, out = _cli(capsys, "params", "--preset", "ci", "-p", "group", "C", "-p", "image_px=48")
+    assert rc == 0
+    rc, err = _cli(capsys, "params", "--preset", "ci", "-p", "group", "C", "extra")
+    assert rc == 2 and "-p takes key=value or key value, got -p group C extra" in err
+
+
 @pytest.mark.parametrize("text, words", [
     ("lr: 1e-4\nlr: 2e-4\n", r"parameters/bad\.yaml: key 'lr' appears twice.*line 2"),
     ("group: [A\n", r"parameters/bad\.yaml: YAML syntax error at line"),

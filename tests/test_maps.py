@@ -63,6 +63,13 @@ def test_offline_pages_say_which_cdn_link_they_do_not_know():
     out = offline.inline_assets(page)
     assert offline.remote_assets(out) == ["https://example.org/new-plugin.js"]
     assert "fontawesome" not in out and len(out) > 100_000
+    # protocol-relative addresses (leafmap's legend): from disk they were file://code.jquery...
+    page = ('<link rel="stylesheet" href="//code.jquery.com/ui/1.12.1/themes/base/jquery-ui.css">'
+            '<script src="//code.jquery.com/ui/1.12.1/jquery-ui.js"></script>'
+            '<script src="//example.org/other.js"></script>')
+    out = offline.inline_assets(page)
+    assert offline.remote_assets(out) == ["//example.org/other.js"]
+    assert "jquery-ui.css" not in out and "jQuery UI" in out
 
 
 def test_overlay_bounds_are_reprojected_to_wgs84(tmp_path):
@@ -108,3 +115,16 @@ def test_static_picture_has_a_panel_per_dataset_and_is_what_the_page_prints(tmp_
     maps.save_map(maps.predictions_map(_records()), out, picture=png)
     page = out.read_text()
     assert "@media print{.folium-map{display:none" in page and 'class="geofm-print"' in page
+
+
+def test_a_saved_map_is_titled_after_its_run(tmp_path):
+    import folium
+
+    from geofm_lib.report import maps
+
+    path = tmp_path / "group<C>-demo" / "map.html"
+    path.parent.mkdir()
+    maps.save_map(folium.Map(location=[0, 0], zoom_start=2), path)
+    text = path.read_text()
+    assert "<title>map · group&lt;C&gt;-demo · geofm</title>" in text
+    assert text.count("<title>") == 1 and "jQuery UI" not in text.split("</head>")[0]

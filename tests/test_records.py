@@ -113,6 +113,35 @@ def test_the_index_shows_a_run_with_an_old_record_and_says_what_to_rerun(tmp_pat
         "run_name=old-run" in page
 
 
+def test_the_index_headline_gives_intervals_and_floors_and_says_what_does_not_clear_them(
+        tmp_path):
+    """Issue 38, item 3: each headline number with its interval and chance level or floor; a
+    run whose numbers do not clear them says so in words (the ci run's records)."""
+    from geofm_lib.report.index import build_index
+
+    before = _before()
+    reports = tmp_path / "reports"
+    folder = reports / "ci-run"
+    _write_run(folder, {st: _with_schema(st, before[st]) for st in (
+        "04_zero_shot_eval", "06_feature_probes", "07_ssl_pretrain", "08_segmentation")})
+    (folder / "run.json").write_text(json.dumps({"status": "ok", "preset": "ci"}))
+    page = build_index(reports).read_text()
+    row = page.split('<a href="#ci-run">ci-run</a>')[1].split("</tr>")[0]
+    zs = before["04_zero_shot_eval"]
+    assert f"{zs['mean_R@1']:.1f} <span class=chance>(chance {zs['mean_chance_R@1']:.3g}" in row
+    ssl = before["07_ssl_pretrain"]
+    lo, hi = ssl["linear_probe_f2_s1s2_ci"]
+    assert f"{ssl['linear_probe_f2_s1s2']:.1f} <span class=ci>[{lo:.1f}, {hi:.1f}]</span>" in row
+    seg = before["08_segmentation"]
+    first = next(iter(seg["mean_iou"]))
+    assert f"floor {seg['floor']['mean_iou']:.1f}" in row
+    # the ci run's SSL interval reaches its label prior: said in words, and the run is not "ok"
+    assert lo <= ssl["label_prior_f2_s1s2"]
+    assert "<div class=warn>SSL probe's interval reaches the label prior" in row
+    assert "<td>ran<div class=warn>" in row
+    assert first in row
+
+
 @pytest.mark.reports
 @pytest.mark.parametrize("stage", ["04_zero_shot_eval", "06_feature_probes", "07_ssl_pretrain",
                                    "08_segmentation"])

@@ -15,7 +15,7 @@ from geofm_lib.catalog import DATASETS
 from geofm_lib.io import atomic_write_bytes, folder_lock, read_yaml
 from geofm_lib.papers import paper_table_for
 from geofm_lib.progress import get_logger
-from geofm_lib.report.summary import key_metrics, thumbnail
+from geofm_lib.report.summary import headline, key_metrics, thumbnail
 
 log = get_logger()
 
@@ -23,9 +23,10 @@ log = get_logger()
 INDEX_COLUMNS = (
     ("01_data_prep", "samples", "samples"),
     ("03_pretrain", "final_train_loss", "train loss"),
-    ("04_zero_shot_eval", "mean_r1", "mean R@1"),
-    ("06_feature_probes", "probe_f2_micro", "linear probe F2 micro"),
-    ("07_ssl_pretrain", "linear_probe_f2_s1s2", "SSL probe F2 (s1/s2 or optical)"),
+    ("04_zero_shot_eval", "mean_r1", "mean R@1 (chance)"),
+    ("06_feature_probes", "probe_f2_micro", "linear probe F2 micro (label prior)"),
+    ("07_ssl_pretrain", "linear_probe_f2_s1s2", "SSL probe F2 [95 % CI] (floor)"),
+    ("08_segmentation", "mean_iou", "segmentation mIoU [95 % CI] (floor)"),
 )
 
 
@@ -159,10 +160,16 @@ def _index_page(reports_dir: Path) -> str:
     head = "".join(f"<th>{html.escape(t)}</th>" for _, _, t in cols)
     rows, cards = [], []
     for name, info, metrics, pages in runs:
-        cells = "".join(f"<td class=num>{_fmt(_value(metrics, s, k))}</td>"
-                        for s, k, _ in cols)
+        cells, warnings = [], []
+        for s, k, _ in cols:
+            cell, words = headline(s, metrics.get(s))
+            cells.append(f"<td class=num>{cell or _fmt(_value(metrics, s, k))}</td>")
+            warnings += [words] if words else []
+        cells = "".join(cells)
         status = ("<span class=failed>failed</span>" if info.get("status") == "failed"
-                  else "ok")
+                  else "ran" if warnings else "ok")
+        if warnings:  # a run whose numbers do not clear chance or the floor says so
+            status += "".join(f"<div class=warn>{w}</div>" for w in warnings)
         rows.append(f'<tr><td><b><a href="#{html.escape(name)}">{html.escape(name)}</a></b>'
                     f"</td><td>{status}</td>{cells}</tr>")
         cards.append(_run_card(name, info, metrics, pages))
@@ -187,6 +194,8 @@ table {{ border-collapse: collapse; font-size: 14px; margin-bottom: 1.5rem; }}
 th, td {{ padding: .4rem .8rem; border-bottom: 1px solid #e3e6ec; text-align: left; }}
 th {{ background: #f4f6fa; font-weight: 600; }}
 td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
+.warn {{ color: #b42318; font-size: 12px; }}
+.chance {{ color: #7a8396; font-size: 12px; }}
 a {{ color: #2457c5; text-decoration: none; }}
 a:hover {{ text-decoration: underline; }}
 code {{ font-size: 12px; }}

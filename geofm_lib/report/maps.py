@@ -318,10 +318,17 @@ def scene_files(cfg) -> list:
     return [f for f in files if f.is_file()]
 
 
-def save_map(m, path, picture: bytes | None = None) -> None:
+def save_map(m, path, picture: bytes | None = None, title: str | None = None) -> None:
     """Write a map as a standalone HTML page (atomically). ``picture`` (PNG bytes, e.g. from
-    :func:`static_map`) is what the page prints: on paper and in PDFs it replaces the map."""
+    :func:`static_map`) is what the page prints: on paper and in PDFs it replaces the map.
+    ``title``: the page's title (default "map · <folder> · geofm"; folium's own page is titled
+    after a jQuery UI demo)."""
     page = m.get_root().render()
+    title = html.escape(title or f"map · {Path(path).parent.name} · geofm")
+    page, found = re.subn(r"<title>.*?</title>", f"<title>{title}</title>", page, count=1,
+                          flags=re.S)
+    if not found:
+        page = page.replace("<head>", f"<head><title>{title}</title>", 1)
     if picture is not None:
         b64 = base64.b64encode(picture).decode()
         page = page.replace("</body>", (

@@ -49,10 +49,14 @@ DROPPED = (
     "https://cdn.jsdelivr.net/npm/@fortawesome/fontawesome-free@6.2.0/css/all.min.css",
     "https://cdn.jsdelivr.net/gh/python-visualization/folium/folium/templates/"
     "leaflet.awesome.rotate.min.css",
+    # leafmap's legend is dragged with jQuery UI's draggable, which needs none of the theme's
+    # widget styles (written protocol-relative, so that a page opened from disk asked
+    # file://code.jquery.com/... for it)
+    "https://code.jquery.com/ui/1.12.1/themes/base/jquery-ui.css",
 )
 
-_SCRIPT = re.compile(r'<script src="(https?://[^"]+)"></script>')
-_STYLE = re.compile(r'<link rel="stylesheet" href="(https?://[^"]+)"\s*/?>')
+_SCRIPT = re.compile(r'<script src="((?:https?:)?//[^"]+)"></script>')
+_STYLE = re.compile(r'<link rel="stylesheet" href="((?:https?:)?//[^"]+)"\s*/?>')
 _CSS_URL = re.compile(r"""url\(['"]?(images/[\w@.-]+\.png)['"]?\)""")
 
 
@@ -72,15 +76,20 @@ def _style(name: str) -> str:
     return "<style>" + text.replace("</style", "<\\/style") + "</style>"
 
 
+def _absolute(url: str) -> str:
+    """A protocol-relative address (``//host/...``) as the https one it stands for."""
+    return "https:" + url if url.startswith("//") else url
+
+
 def inline_assets(page: str) -> str:
     """A rendered folium page with every known CDN script and stylesheet put inline and the
     icon-only stylesheets left out."""
     def script(m: re.Match) -> str:
-        name = SCRIPTS.get(m.group(1))
+        name = SCRIPTS.get(_absolute(m.group(1)))
         return _script(name) if name else m.group(0)
 
     def style(m: re.Match) -> str:
-        url = m.group(1)
+        url = _absolute(m.group(1))
         if url in DROPPED:
             return ""
         name = STYLES.get(url)

@@ -8,7 +8,15 @@ JupyterLab). Its HTML page is for reading, so :func:`tidy` makes three changes t
   the run set them;
 * progress bars written as text lines every 10 s (batch runs) are cut to the last line of each
   bar; the log and the ``.ipynb`` keep them all;
-* a cell whose only result is a bare path repr (``PosixPath(...)``) shows nothing.
+* a cell whose only result is a bare path repr (``PosixPath(...)``) shows nothing;
+* a bookkeeping cell (tagged ``bookkeeping``: the one that writes the stage record) is left
+  out, unless it failed.
+
+The page itself (``templates/geofm``, issue 38) is JupyterLab's with nothing loaded from
+outside it, a real title, a header (:func:`header`: the way to the index and to the run's other
+notebooks, filled in by :func:`link_pages` once the run's pages exist; a summary box with the
+stage's key numbers; the contents from its headings, :func:`add_contents`), and code and logs
+folded under ``<details>`` (no script needed).
 """
 
 from __future__ import annotations
@@ -118,9 +126,15 @@ def collapse_progress(text: str) -> str:
     return "\n".join(k for k in kept if k is not None)
 
 
+def _failed(cell) -> bool:
+    return any(o.get("output_type") == "error" for o in cell.get("outputs", []))
+
+
 def tidy(nb, cfg=None):
     """A copy of an executed notebook (nbformat node) arranged for its HTML page."""
     nb = copy.deepcopy(nb)
+    nb.cells = [c for c in nb.cells if "bookkeeping" not in c.get("metadata", {}).get(
+        "tags", []) or _failed(c)]
     cells = nb.cells
     tags = [set(c.get("metadata", {}).get("tags", [])) for c in cells]
     p = next((i for i, t in enumerate(tags) if "parameters" in t), None)
@@ -148,5 +162,148 @@ def tidy(nb, cfg=None):
                 if set(out.get("data", {})) == {"text/plain"} and _PATH_REPR.match(plain):
                     continue
             outputs.append(out)
-        cell["outputs"] = outputs
+        cell["outputs"] = _logs_apart(outputs)
     return nb
+
+
+_LOG_LINE = re.compile(r"^\d\d:\d\d:\d\d geofm: ")
+
+
+def _logs_apart(outputs: list) -> list:
+    """Log lines (``HH:MM:SS geofm: ...``) and progress bars of a cell's stdout moved into a
+    stream of their own, ahead of the rest, which the page folds as the cell's log; what the
+    cell prints as its results stays as it is."""
+    out = []
+    for o in outputs:
+        if o.get("output_type") != "stream" or o.get("name") != "stdout":
+            out.append(o)
+            continue
+        lines = o["text"].split("\n")
+        logs = [line for line in lines if _LOG_LINE.match(line) or PROGRESS.match(line)]
+        if not logs:
+            out.append(o)
+            continue
+        rest = "\n".join(line for line in lines
+                         if not (_LOG_LINE.match(line) or PROGRESS.match(line))).strip("\n")
+        out.append(nbformat.v4.new_output("stream", name="stderr", text="\n".join(logs)))
+        if rest:
+            out.append(nbformat.v4.new_output("stream", name="stdout", text=rest + "\n"))
+    return out
+
+
+# --- the page around the notebook ------------------------------------------------------------
+
+NAV = re.compile(r"<!--geofm:nav-->.*?<!--/geofm:nav-->", re.S)
+TOC = "<!--geofm:toc-->"
+_HEADING = re.compile(r'<h([1-3]) id="([^"]+)"[^>]*>(.*?)</h\1>', re.S)
+_TAG = re.compile(r"<[^>]+>")
+
+CSS = """
+.geofm-top { margin: 0 20px 0 calc(var(--jp-cell-prompt-width, 64px) + 20px); }
+.geofm-nav { font: 14px/1.4 system-ui, sans-serif; padding: 6px 0 10px;
+  border-bottom: 1px solid #ddd; margin-bottom: 12px; }
+.geofm-nav a { text-decoration: none; }
+.geofm-nav .geofm-run { color: #555; margin: 0 12px; }
+.geofm-summary { font: 14px/1.5 system-ui, sans-serif; background: #f4f8fc;
+  border: 1px solid #c9dbec; border-radius: 6px; padding: 8px 14px; margin: 8px 0 12px; }
+.geofm-summary.geofm-failed { background: #fdf1f0; border-color: #e8b4ae; }
+.geofm-summary ul { margin: 4px 0; padding-left: 20px; }
+.geofm-summary .geofm-meta { color: #555; font-size: 12px; }
+.geofm-summary .geofm-warn { color: #b42318; }
+.geofm-toc { font: 13px/1.5 system-ui, sans-serif; margin: 0 0 12px; }
+.geofm-toc ul { margin: 2px 0; padding-left: 20px; }
+details.geofm-code > summary, details.geofm-log > summary { cursor: pointer; color: #666;
+  font: 12px system-ui, sans-serif; margin: 2px 0 2px 70px; }
+details.geofm-log > summary { margin-left: 0; }
+"""
+
+
+def page_heading(nb) -> str:
+    """The notebook's first level-1 heading (plain text), or its name."""
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            for line in cell.source.splitlines():
+                if line.startswith("# "):
+                    return line[2:].strip()
+    return str(nb.metadata.get("title") or "notebook")
+
+
+def page_title(nb, run: str) -> str:
+    """"<the notebook's first heading> · <run> · geofm" (plain text)."""
+    return f"{page_heading(nb)} · {run} · geofm"
+
+
+def header(run: str, heading: str, summary: list[str] | None, failed: str | None = None,
+           executed: str | None = None) -> str:
+    """The top of a page: the navigation (the index; the run's other notebooks once
+    :func:`link_pages` has run), the summary box (``summary``: HTML lines, already escaped;
+    ``failed``: why the notebook stopped) and the place of the contents. ``run`` and
+    ``heading`` are user text (escaped here)."""
+    nav = (f'<!--geofm:nav--><nav class="geofm-nav"><a href="../index.html">&#8962; all runs'
+           f'</a><span class="geofm-run">run <b>{html.escape(run)}</b></span>'
+           f'</nav><!--/geofm:nav-->')
+    if summary is None and not failed:  # a page outside a run's chain (the benchmarks)
+        return f'<div class="geofm-top">{nav}{TOC}</div>'
+    lines = []
+    if failed:
+        lines.append(f"<b>This notebook stopped with an error</b>: {html.escape(failed)}; the "
+                     f"failing cell is shown below.")
+    lines += list(summary or [])
+    if not lines:
+        lines.append("No numbers recorded by this notebook.")
+    meta = f'<div class="geofm-meta">{html.escape(executed)}</div>' if executed else ""
+    box = (f'<div class="geofm-summary{" geofm-failed" if failed else ""}">'
+           f'<b>Key numbers</b> <span class="geofm-meta">{html.escape(heading)}</span><ul>'
+           + "".join(f"<li>{x}</li>" for x in lines)
+           + f"</ul>{meta}</div>")
+    return f'<div class="geofm-top">{nav}{box}{TOC}</div>'
+
+
+def add_contents(page: str) -> str:
+    """The contents (the page's h2 and h3 headings, linked) in place of the placeholder."""
+    entries = [(int(level), anchor, _TAG.sub("", text).replace("¶", "").strip())
+               for level, anchor, text in _HEADING.findall(page) if level != "1"]
+    if not entries:
+        return page.replace(TOC, "")
+    items = "".join(
+        f'<li style="margin-left:{(level - 2) * 16}px"><a href="#{anchor}">{text}</a></li>'
+        for level, anchor, text in entries)
+    return page.replace(TOC, f'<details class="geofm-toc" open><summary>Contents</summary>'
+                             f'<ul>{items}</ul></details>', 1)
+
+
+def link_pages(folder, order: list[str], run: str | None = None) -> int:
+    """Give every notebook page in ``folder`` its way to the index and to the previous and
+    next notebook page that exists there (``order``: the notebooks' stems in chain order;
+    ``run``: the run's name, default the folder's). Returns how many pages were rewritten."""
+    from pathlib import Path
+
+    from geofm_lib.io import atomic_write_bytes
+
+    folder = Path(folder)
+    present = [stem for stem in order if (folder / f"{stem}.html").is_file()]
+    run = run or folder.name
+    done = 0
+    for i, stem in enumerate(present):
+        page = folder / f"{stem}.html"
+        text = page.read_text(encoding="utf-8")
+        if not NAV.search(text):
+            continue
+        prev = (f'<a href="{html.escape(present[i - 1])}.html">&larr; '
+                f'{html.escape(_label(present[i - 1]))}</a>' if i > 0 else "")
+        nxt = (f'<a href="{html.escape(present[i + 1])}.html">{html.escape(_label(present[i + 1]))}'
+               f' &rarr;</a>' if i + 1 < len(present) else "")
+        nav = (f'<!--geofm:nav--><nav class="geofm-nav"><a href="../index.html">&#8962; all '
+               f'runs</a><span class="geofm-run">run <b>{html.escape(run)}</b></span>{prev}'
+               f'{" · " if prev and nxt else ""}{nxt}</nav><!--/geofm:nav-->')
+        m = NAV.search(text)
+        new = text[:m.start()] + nav + text[m.end():]
+        if new != text:
+            atomic_write_bytes(page, new.encode("utf-8"))
+            done += 1
+    return done
+
+
+def _label(stem: str) -> str:
+    """``07_ssl_pretrain`` -> ``07 ssl pretrain``."""
+    return stem.replace("_", " ")

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import yaml
 
+from geofm_lib import records
 from geofm_lib.config import (
     FIELDS,
     NOT_HASHED,
@@ -40,9 +41,11 @@ from geofm_lib.errors import ConfigError, GeofmError, NotebookFailed, environmen
 from geofm_lib.io import atomic_write_bytes, atomic_write_json, check_name, folder_lock
 from geofm_lib.paths import build_folder, stage_dir
 from geofm_lib.progress import get_logger
+from geofm_lib.report import pages
 from geofm_lib.report.index import STUDY_EXPERIMENTS, build_index, build_study
 from geofm_lib.report.pages import tidy
 from geofm_lib.report.runinfo import git_state, load_stages, package_versions
+from geofm_lib.report.summary import headline, key_metrics
 from geofm_lib.ssl.pairs import may_have_pairs
 
 log = get_logger()
@@ -107,17 +110,50 @@ def scrub_notebook(text: str, root: Path, cfg: Config | None = None) -> str:
     return json.dumps(walk(nb, False), indent=1, ensure_ascii=False) + "\n"
 
 
-def to_html(executed: Path, root: Path, cfg: Config | None = None) -> str:
-    """A self-contained HTML page of an executed notebook (images inline), arranged for
-    reading (``pages.tidy``: the resolved parameters as a table, progress bars cut to their
-    last line)."""
+TEMPLATES = Path(__file__).with_name("templates")
+
+
+def to_html(executed: Path, root: Path, cfg: Config | None = None,
+            summary: list[str] | None = None, failed: str | None = None) -> str:
+    """A self-contained HTML page of an executed notebook (images inline, nothing loaded from
+    outside the page), arranged for reading (``pages.tidy``: the resolved parameters as a
+    table, progress bars cut to their last line, the bookkeeping cell left out) in the
+    workspace's layout (``templates/geofm``: title, navigation, ``summary`` box with the
+    stage's key numbers or why it ``failed``, contents, code and logs folded)."""
     import nbformat
     from nbconvert import HTMLExporter
 
     nb = tidy(nbformat.read(executed, as_version=4), cfg)
-    exporter = HTMLExporter(template_name="lab", embed_images=True)
-    body, _ = exporter.from_notebook_node(nb)
-    return scrub(body, root, cfg, markup=True)
+    run = cfg.name if cfg is not None else executed.parent.name.lstrip(".").split(".")[0]
+    heading = pages.page_heading(nb)
+    nb.metadata["title"] = pages.page_title(nb, run)
+    stamp = nb.metadata.get("papermill", {}).get("end_time")
+    executed_at = (f"executed {stamp[:19].replace('T', ' ')} UTC with papermill; the .ipynb "
+                   f"beside this page keeps every cell and output") if stamp else None
+    exporter = HTMLExporter(template_name="geofm", embed_images=True,
+                            extra_template_basedirs=[str(TEMPLATES)])
+    resources = {"geofm": {"css": pages.CSS, "header": pages.header(
+        run, heading, summary, failed, executed_at)}}
+    body, _ = exporter.from_notebook_node(nb, resources=resources)
+    return scrub(pages.add_contents(body), root, cfg, markup=True)
+
+
+def _summary(book: Path, cfg: Config | None) -> list[str] | None:
+    """The key numbers of the stage record ``book`` just wrote (HTML lines; None: a page
+    outside a run's chain, which has no record)."""
+    if cfg is None:
+        return None
+    rec = load_stages(cfg).get(book.stem)
+    if not rec:
+        return []
+    try:
+        typed = records.read(book.stem, rec.get("metrics", {}), f"the {book.stem} record") \
+            if book.stem in records.RECORDS else rec.get("metrics", {})
+    except records.RecordError as exc:
+        return [html.escape(str(exc))]
+    _, words = headline(book.stem, typed)  # what does not clear its chance level or floor
+    return key_metrics(book.stem, typed) + (
+        [f'<b class="geofm-warn">{words}</b>'] if words else [])
 
 
 class _WorkspaceParameters(logging.Filter):
@@ -181,6 +217,7 @@ def _execute(book: Path, out: Path, parameters: dict, root: Path,
 
     quiet = _WorkspaceParameters()
     logging.getLogger("papermill").addFilter(quiet)
+    failed = "it did not finish"
     timeout = (cfg.cell_timeout_s if cfg is not None
                else Config.model_fields["cell_timeout_s"].default)
     try:
@@ -189,15 +226,19 @@ def _execute(book: Path, out: Path, parameters: dict, root: Path,
                             kernel_name="python3", log_output=False,
                             kernel_manager_class=_kernel_manager(),
                             execution_timeout=timeout)
+        failed = None
     except CellTimeoutError as exc:  # a stuck cell ends the chain instead of waiting forever
+        failed = f"a cell ran longer than cell_timeout_s={timeout} s"
         raise NotebookFailed(
             f"{book.name}: a cell ran longer than cell_timeout_s={timeout} s and was stopped "
             f"({_stuck_cell(out, str(exc))}); if it is slow rather than stuck, raise "
             f"cell_timeout_s (-p cell_timeout_s=...)") from None
     except DeadKernelError as exc:
+        failed = "the kernel died (out of memory?)"
         raise NotebookFailed(f"{book.name}: the kernel died ({str(exc)[:200]}); the machine "
                              f"may have run out of memory") from None
     except PapermillExecutionError as exc:  # the page says where; the command says what
+        failed = f"{exc.ename}: {scrub(str(exc.evalue), root, cfg)}"[:400]
         shown = out.with_suffix(".html")
         try:
             shown = shown.relative_to(root)
@@ -211,7 +252,9 @@ def _execute(book: Path, out: Path, parameters: dict, root: Path,
     finally:
         logging.getLogger("papermill").removeFilter(quiet)
         if out.exists():
-            atomic_write_bytes(out.with_suffix(".html"), to_html(out, root, cfg).encode())
+            page = to_html(out, root, cfg, summary=None if failed else _summary(book, cfg),
+                           failed=failed)
+            atomic_write_bytes(out.with_suffix(".html"), page.encode())
             atomic_write_bytes(out, scrub_notebook(out.read_text(), root, cfg).encode())
 
 
@@ -481,6 +524,7 @@ def _run_report_locked(cfg, preset, experiment, chain, books, reports_dir: Path,
             continue
         atomic_write_bytes(tmp / page.name, scrub(page.read_text(), root, cfg, markup=True)
                            .encode())
+    pages.link_pages(tmp, [b.stem for b in notebooks(root)], final.name)
     old = reports_dir / f".{final.name}.{os.getpid()}.old"
     if final.exists():
         os.replace(final, old)  # both inside reports_dir: the swap is two renames

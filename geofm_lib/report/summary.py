@@ -210,3 +210,63 @@ def _segmentation_lines(m: records.SegmentationRecord) -> list[str]:
               for name, v in m.mean_iou.items()),
             f"floor ({html.escape(m.floor.name)}): mean IoU {_num(m.floor.mean_iou)}, OA "
             f"{_num(m.floor.overall_accuracy)}"]
+
+
+def _interval(ci) -> str:
+    return (f' <span class=ci>[{ci[0]:.1f}, {ci[1]:.1f}]</span>'
+            if isinstance(ci, list | tuple) and len(ci) == 2 else "")
+
+
+def headline(stage: str, rec) -> tuple[str, str | None]:
+    """A headline cell (HTML) with its interval and its chance level or floor, and, where the
+    number does not clear them, the words that say so (None: it clears them, or nothing is
+    there to clear)."""
+    if isinstance(rec, records.ZeroShotRecord) and rec.mean_r1 is not None:
+        scored = [r for r in rec.per_dataset.values() if r.r1_ci and r.chance_r1 is not None]
+        above = sum(r.r1_ci[0] > r.chance_r1 for r in scored)
+        cell = (f"{rec.mean_r1:.1f} <span class=chance>(chance {_short(rec.mean_chance_r1)}; "
+                f"above chance in {above}/{len(scored)})</span>")
+        return cell, ("R@1 not above chance in any dataset" if scored and not above else None)
+    if isinstance(rec, records.ProbesRecord) and rec.probe_f2_micro is not None:
+        first = rec.encoders[0] if rec.encoders else ""
+        low = [k for k in rec.at_floor if k.startswith(f"{first}/") and k.endswith("/linear")]
+        cell = (f"{rec.probe_f2_micro:.1f} <span class=chance>(label prior "
+                f"{_short(rec.mean_label_prior_f2_micro)})</span>")
+        return cell, (f"{html.escape(first)} linear probe at the label prior in {len(low)} "
+                      f"dataset(s)" if low else None)
+    if isinstance(rec, records.SslRecord) and rec.linear_probe_f2_s1s2 is not None:
+        ci = rec.linear_probe_f2_s1s2_ci
+        floor = rec.label_prior_f2_s1s2
+        cell = (f"{rec.linear_probe_f2_s1s2:.1f}{_interval(ci)} <span class=chance>(label "
+                f"prior {_short(floor)})</span>")
+        d, dci = rec.ssl_minus_strongest_f2_s1s2, rec.ssl_minus_strongest_f2_s1s2_ci
+        if d is not None:
+            cell += (f"<br><span class=chance>{d:+.1f}{_interval(dci)} vs "
+                     f"{html.escape(rec.strongest_baseline or 'the strongest baseline')}</span>")
+        words = []
+        if ci and floor is not None and ci[0] <= floor:
+            words.append("SSL probe's interval reaches the label prior")
+        if dci and dci[0] <= 0:
+            words.append("not above the strongest fair baseline")
+        return cell, "; ".join(words) or None
+    if isinstance(rec, records.SegmentationRecord) and rec.mean_iou:
+        first = next(iter(rec.mean_iou))
+        cell = (f"{rec.mean_iou[first]:.1f}{_interval(rec.mean_iou_ci.get(first))} "
+                f"<span class=chance>({html.escape(first)}, {rec.few_labels} labels; floor "
+                f"{rec.floor.mean_iou:.1f})</span>")
+        d = rec.minus_random_init.get(first)
+        dci = rec.minus_random_init_ci.get(first)
+        if d is not None:
+            cell += f"<br><span class=chance>{d:+.1f}{_interval(dci)} vs random init</span>"
+        words = []
+        if rec.at_floor.get(first):
+            words.append(f"{html.escape(first)} at the majority-class floor")
+        if dci and dci[0] <= 0:
+            words.append(f"{html.escape(first)} not above its random init")
+        return cell, "; ".join(words) or None
+    return "", None
+
+
+def _short(v) -> str:
+    """A number as the headline shows it (3 significant digits), or '-'."""
+    return f"{v:.3g}" if isinstance(v, int | float) else "-"
