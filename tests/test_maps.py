@@ -128,3 +128,44 @@ def test_a_saved_map_is_titled_after_its_run(tmp_path):
     text = path.read_text()
     assert "<title>map · group&lt;C&gt;-demo · geofm</title>" in text
     assert text.count("<title>") == 1 and "jQuery UI" not in text.split("</head>")[0]
+
+
+def test_every_map_carries_the_offline_basemap_under_its_data(tmp_path):
+    """Issue 38, item 4: Natural Earth's countries inside the page (not clickable), so a map
+    opened offline shows coasts and borders; the map checks still count only the data."""
+    from geofm_lib.report import basemap
+
+    m = maps.predictions_map(_records())
+    path = tmp_path / "run" / "map.html"
+    path.parent.mkdir()
+    maps.save_map(m, path)
+    text = path.read_text()
+    content = maps.map_content(text)
+    assert content["basemap"] and basemap.NAME not in content["layer_names"]
+    assert sum(layer["features"] for layer in content["layers"]) == 6  # the footprints only
+    starts = [m.start() for m in re.finditer(r"geo_json_\w+_add\(", text)] + [len(text)]
+    calls = [text[a:b] for a, b in zip(starts, starts[1:])]
+    assert '"basemap": 1' in calls[0]  # added first: drawn underneath the data
+    assert not any('"basemap": 1' in c for c in calls[1:])
+    assert "Germany" in text
+    world = basemap.countries()
+    assert len(world["features"]) == 177 and all(basemap.is_basemap({"features": [f]})
+                                                 for f in world["features"])
+
+
+def test_static_panels_keep_latitude_on_earth_and_their_true_aspect():
+    """xView's footprints spread over 270 degrees of longitude: the panel's latitude stays
+    within -90..90 (it went to 175); a panel at 60 degrees north draws a degree of longitude
+    half as long as one of latitude."""
+    (w, s), (e, n), aspect = maps.panel_limits(-120, -30, 150, 60)
+    assert -90 <= s < -30 and 60 < n <= 90 and -180 <= w and e <= 180
+    (w, s), (e, n), aspect = maps.panel_limits(10.0, 59.9, 10.2, 60.1)
+    assert aspect == pytest.approx(2.0, rel=1e-3)
+    assert (e - w) / aspect == pytest.approx(n - s, rel=1e-6)  # square on the page
+    assert w < 10.0 and e > 10.2 and s < 59.9 and n > 60.1
+    fig, png = maps.static_map(_records())
+    from matplotlib.collections import PolyCollection
+
+    ax = fig.axes[0]
+    assert any(isinstance(c, PolyCollection) for c in ax.collections)  # the countries
+    assert ax.get_ylim()[1] <= 90 and png[:4] == b"\x89PNG"

@@ -157,9 +157,11 @@ def test_the_ci_records_are_the_same_numbers_as_before_the_move(stage):
     before = _before()
     device = json.loads(run.read_text()).get("device") or {}
     torch_version = json.loads(run.read_text())["packages"]["torch"]
-    if device.get("precision") != before["precision"] or torch_version != before["torch"]:
-        pytest.skip(f"this run used {device.get('precision')} and torch {torch_version}; the "
-                    f"fixture was made with {before['precision']} and torch {before['torch']}")
+    if device.get("precision") != before["precision"] or torch_version != before["torch"] \
+            or device.get("threads") != before["threads"]:
+        pytest.skip(f"this run used {device.get('precision')}, torch {torch_version} and "
+                    f"{device.get('threads')} thread(s); the fixture was made with "
+                    f"{before['precision']}, torch {before['torch']} and {before['threads']}")
     now = records.read_run(path)[stage].to_dict()
 
     def same(a, b, where=stage):

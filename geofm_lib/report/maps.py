@@ -22,6 +22,7 @@ import numpy as np
 from geofm_lib.data.display import display_rgb
 from geofm_lib.data.sources.base import _resolve_root
 from geofm_lib.io import atomic_path, atomic_write_bytes
+from geofm_lib.report import basemap
 from geofm_lib.report.offline import offline
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
@@ -64,6 +65,7 @@ def footprints_map(samples: list[dict], min_size_deg: float = 0.02):
     layers = footprint_features(samples)
     m = offline(leafmap.Map(center=[30, 0], zoom=2, draw_control=False, measure_control=False,
                             fullscreen_control=False))
+    basemap.add_to(m)  # coasts and borders that need no network, under the footprints
     legend = {}
     all_bounds = []
     for i, (ds, fc) in enumerate(sorted(layers.items())):
@@ -173,6 +175,7 @@ def predictions_map(records: list[dict], thumbnails: dict[str, bytes] | None = N
 
     m = offline(leafmap.Map(center=[30, 0], zoom=2, draw_control=False, measure_control=False,
                             fullscreen_control=False))
+    basemap.add_to(m)  # coasts and borders that need no network, under the footprints
     all_bounds = []
     for ds, fc in sorted(prediction_layers(records, thumbnails, min_size_deg).items()):
         hits = sum(f["properties"]["result"] == "hit" for f in fc["features"])
@@ -202,10 +205,32 @@ def predictions_map(records: list[dict], thumbnails: dict[str, bytes] | None = N
     return m
 
 
+def panel_limits(west: float, south: float, east: float, north: float,
+                 pad: float = 0.08, least_deg: float = 0.05) -> tuple:
+    """The (west, south), (east, north) corners and the aspect (y per x unit) of a square-
+    looking lon/lat panel around data bounds: one degree of longitude drawn ``cos(latitude)``
+    as long as one of latitude, the shorter side widened to the longer, ``pad`` of a side
+    around the data, latitude kept within -90..90 and longitude within -180..180 where the
+    span allows."""
+    cx, cy = (west + east) / 2, (south + north) / 2
+    shrink = max(np.cos(np.radians(cy)), 0.05)
+    half_x = max(east - west, least_deg) / 2 * (1 + 2 * pad)
+    half_y = max(north - south, least_deg) / 2 * (1 + 2 * pad)
+    if half_x * shrink < half_y:
+        half_x = half_y / shrink
+    else:
+        half_y = half_x * shrink
+    half_y, half_x = min(half_y, 90.0), min(half_x, 180.0)
+    cy = min(max(cy, -90 + half_y), 90 - half_y)
+    cx = min(max(cx, -180 + half_x), 180 - half_x)
+    return (cx - half_x, cy - half_y), (cx + half_x, cy + half_y), 1 / shrink
+
+
 def static_map(records: list[dict], columns: int = 4, dpi: int = 110) -> tuple:
-    """The map as a picture, for PDFs and print: one panel per dataset on a plain background
-    (lon/lat axes), its footprints as boxes coloured by R@1 hit, miss or no labels. Returns
-    ``(figure, png bytes)``; boxes narrower than 1 % of a panel are drawn at that size."""
+    """The map as a picture, for PDFs and print: one panel per dataset over Natural Earth's
+    countries (lon/lat axes at their true aspect, limits from the data, :func:`panel_limits`),
+    its footprints as boxes coloured by R@1 hit, miss or no labels. Returns ``(figure, png
+    bytes)``; boxes narrower than 1 % of a panel are drawn at that size."""
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch, Rectangle
 
@@ -218,26 +243,25 @@ def static_map(records: list[dict], columns: int = 4, dpi: int = 110) -> tuple:
         ax.axis("off")
     for ax, (ds, fc) in zip(axes.flat, sorted(layers.items()), strict=False):
         rings = [f["geometry"]["coordinates"][0] for f in fc["features"]]
-        x0 = min(r[0][0] for r in rings)
-        x1 = max(r[2][0] for r in rings)
-        y0 = min(r[0][1] for r in rings)
-        y1 = max(r[2][1] for r in rings)
-        span = max(x1 - x0, y1 - y0, 1e-3)
+        west, east, aspect = panel_limits(
+            min(r[0][0] for r in rings), min(r[0][1] for r in rings),
+            max(r[2][0] for r in rings), max(r[2][1] for r in rings))
+        span = max(east[0] - west[0], east[1] - west[1])
         least = span * 0.01
+        basemap.draw(ax, (west[0], west[1], east[0], east[1]))
         for f, r in zip(fc["features"], rings, strict=True):
             bx0, by0, bx1, by1 = _box((r[0][0], r[0][1], r[2][0], r[2][1]), least)
             color = f["properties"]["style"]["color"]
             ax.add_patch(Rectangle((bx0, by0), bx1 - bx0, by1 - by0, facecolor=color,
-                                   edgecolor=color, alpha=0.7, linewidth=0.6))
-        pad = span * 0.08
-        ax.set_xlim(x0 - pad, x0 + span + pad)
-        ax.set_ylim(y0 - pad, y0 + span + pad)
-        ax.set_aspect("equal", adjustable="box")
+                                   edgecolor=color, alpha=0.8, linewidth=0.6, zorder=2))
+        ax.set_xlim(west[0], east[0])
+        ax.set_ylim(west[1], east[1])
+        ax.set_aspect(aspect, adjustable="box")
         hits = sum(f["properties"]["result"] == "hit" for f in fc["features"])
         scored = sum(f["properties"]["result"] != "no labels" for f in fc["features"])
         ax.set_title(f"{ds}: R@1 {hits}/{scored}", fontsize=9)
         ax.tick_params(labelsize=7)
-        ax.set_facecolor("#f7f7f7")
+        ax.set_facecolor("#dbe7f0")  # the sea, under Natural Earth's countries
     if not layers:
         axes.flat[0].text(0.5, 0.5, "no evaluated image has a footprint", ha="center",
                           va="center", transform=axes.flat[0].transAxes)
@@ -352,6 +376,8 @@ def map_content(html_text: str, with_popups: bool = False) -> dict:
             fc = json.loads(m.group(1))
         except json.JSONDecodeError:
             continue
+        if basemap.is_basemap(fc):  # the countries under the data, not a data layer
+            continue
         feats = fc.get("features", [])
         layers.append({
             "datasets": sorted({f["properties"].get("dataset") for f in feats}),
@@ -364,8 +390,10 @@ def map_content(html_text: str, with_popups: bool = False) -> dict:
                if with_popups else {}),
         })
     overlays = len(re.findall(r"L\.imageOverlay\(", text))
-    control = re.findall(r'"([^"]+)"\s*:\s*(?:geo_json|image_overlay)_\w+', text)
-    return {"layers": layers, "image_overlays": overlays, "layer_names": control}
+    control = [name for name in re.findall(r'"([^"]+)"\s*:\s*(?:geo_json|image_overlay)_\w+',
+                                           text) if name != basemap.NAME]
+    return {"layers": layers, "image_overlays": overlays, "layer_names": control,
+            "basemap": basemap.NAME in text}
 
 
 def prediction_summary(records: list[dict]):
