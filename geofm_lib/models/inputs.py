@@ -166,7 +166,7 @@ def input_spec(band_stats: dict, band_adapter: str = "rgb"
     bands = model_bands([[b for b in st["bands"] if b not in set(st.get("all_nodata", ()))]
                          for st in band_stats.values()])
     for ds, st in band_stats.items():
-        if st.get("all_nodata"):  # README, "Bands": dropped with a printed line, not an error
+        if st.get("all_nodata"):  # docs/bands.md: dropped with a printed line, not an error
             log.warning("%s: %d band(s) entirely nodata in the training split are left out "
                         "of the model input: %s", ds, len(st["all_nodata"]),
                         describe(list(st["all_nodata"])))

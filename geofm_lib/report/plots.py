@@ -202,8 +202,14 @@ def training_curves(steps, losses, epochs: list[dict], total_steps: int | None =
         ax2.plot([e["epoch"] for e in epochs], [e["val_mean_R@1"] for e in epochs], "o-",
                  color="#2ca02c", label="val mean R@1")
         ax2.set_xticks([e["epoch"] for e in epochs])
-    if total_steps:
-        ax.set_xlim(0, total_steps)
+        ax2.margins(x=0.08)
+        chance = [e.get("val_mean_chance_R@1") for e in epochs]
+        if any(c is not None for c in chance):  # the exact chance level of the same images
+            ax2.plot([e["epoch"] for e in epochs], [np.nan if c is None else c for c in chance],
+                     "--", color="black", lw=1, label="chance")
+        ax2.legend(fontsize=8)
+    if total_steps:  # the last point (at total_steps) stays inside the frame
+        ax.set_xlim(0, total_steps * 1.03)
     ax.set_xlabel("step")
     ax.set_ylabel("CLIP loss")
     ax.set_title("contrastive loss", fontsize=10)
@@ -217,27 +223,52 @@ def training_curves(steps, losses, epochs: list[dict], total_steps: int | None =
 
 
 def recall_bars(table, chance_table=None, title: str = ""):
-    """Grouped bars of R@1/5/10 per dataset from a results table; chance as black ticks."""
+    """Grouped bars of R@1/5/10 per dataset from a results table, each with its 95 % interval
+    (the table's "R@K 95% CI" column) as an error bar and chance as a black tick; the legend
+    sits above the axes, where it hides no bar."""
     import matplotlib.pyplot as plt
 
     ks = [c for c in ("R@1", "R@5", "R@10") if c in table.columns]
-    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(table)), 3.8))
+    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(table)), 4.2))
     width = 0.8 / len(ks)
     colors = ("#2457c5", "#6a9be0", "#b5cdf0")
     x = np.arange(len(table))
     for i, k in enumerate(ks):
-        vals = [np.nan if v == "-" else float(v) for v in table[k]]
-        ax.bar(x + (i - (len(ks) - 1) / 2) * width, vals, width, label=k, color=colors[i])
+        vals = np.array([np.nan if v == "-" else float(v) for v in table[k]])
+        at = x + (i - (len(ks) - 1) / 2) * width
+        low, high = _interval_column(table.get(f"{k} 95% CI"), len(vals))
+        err = np.vstack([np.clip(vals - low, 0, None), np.clip(high - vals, 0, None)])
+        ax.bar(at, vals, width, label=k, color=colors[i], yerr=err, capsize=2,
+               error_kw={"elinewidth": 0.8, "ecolor": "#333333"})
         chance = [np.nan if v == "-" else float(v) for v in table[f"chance {k}"]]
-        ax.scatter(x + (i - (len(ks) - 1) / 2) * width, chance, marker="_", s=120,
-                   color="black", zorder=3, label="chance" if i == 0 else None)
+        ax.scatter(at, chance, marker="_", s=120, color="black", zorder=3,
+                   label="chance" if i == 0 else None)
     ax.set_xticks(x, table.index, rotation=20, ha="right", fontsize=8)
     ax.set_ylabel("percent of images")
     ax.set_ylim(0, 105)
-    ax.set_title(title or "image-to-text R@K per dataset ('-' cells left blank)", fontsize=10)
-    ax.legend(fontsize=8, ncol=4)
+    ax.set_title(title or "image-to-text R@K per dataset ('-' cells left blank)", fontsize=10,
+                 pad=24)
+    ax.legend(fontsize=8, ncol=len(ks) + 1, loc="lower center", bbox_to_anchor=(0.5, 1.0),
+              frameon=False, borderaxespad=0.2)
+    fig.text(0.99, 0.01, "error bars: 95 % bootstrap interval over images", ha="right",
+             fontsize=7, color="#555555")
     fig.tight_layout()
     return fig
+
+
+def _interval_column(column, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(low, high) arrays from a column of "low-high" strings ("-" or missing: NaN)."""
+    low, high = np.full(n, np.nan), np.full(n, np.nan)
+    if column is None:
+        return low, high
+    for j, cell in enumerate(column):
+        parts = str(cell).rsplit("-", 1) if cell not in ("-", None) else []
+        if len(parts) == 2:
+            try:
+                low[j], high[j] = float(parts[0]), float(parts[1])
+            except ValueError:
+                pass
+    return low, high
 
 
 def prediction_examples(examples: list[tuple[str, dict, dict]], ncols: int = 4):

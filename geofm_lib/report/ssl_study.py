@@ -307,7 +307,7 @@ def _gpu_time(cfg, path: Path | None = None) -> str:
     if (bench.get("preset") != "full" or bench.get("image_px") != cfg.image_px
             or not bench.get("machine", {}).get("gpu")):
         return ("<p>Its time on a GPU is not measured on this machine: run "
-                "<code>geofm bench-ssl --preset full</code> there (the README lists one "
+                "<code>geofm bench-ssl --preset full</code> there (docs/benchmarks.md lists one "
                 "H200's numbers).</p>")
     rows = "".join(
         f"<li>{html.escape(k)}: {v['samples_per_s']:,.0f} samples/s, "

@@ -423,6 +423,7 @@ def _validate(run: _Run, record: dict) -> None:
                                    vocabularies=run.manifest.get("vocabularies")))
     record.update({"val_loss": val_loss(enc, cfg.batch_size, cfg.seed),
                    "val_mean_R@1": zs["mean_R@1"], "val_mean_R@5": zs["mean_R@5"],
+                   "val_mean_chance_R@1": zs["mean_chance_R@1"],  # the floor under R@1
                    "logit_scale": enc.logit_scale})
 
 

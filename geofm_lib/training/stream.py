@@ -63,7 +63,7 @@ class TrainStream(torch.utils.data.IterableDataset):
       them and continues with exactly the batches an uninterrupted run would have seen.
 
     Every process reads the raw bytes of the whole stream and decodes only its share: exact,
-    at the price of reading ``W`` times the bytes (fine for one node; see the README).
+    at the price of reading ``W`` times the bytes (fine for one node; see docs/training.md).
     """
 
     def __init__(self, folder: Path, manifest: dict, datasets: list[str], channel_stats: dict,

@@ -201,7 +201,7 @@ _LABEL_ALIASES = {"sealake": "Sea or lake",  # EuroSAT
                   "lifesavingappliances": "Life-saving appliance"}  # SeaDronesSee v2
 
 
-# options every reader of raster files takes to describe its bands (README, "Bands")
+# options every reader of raster files takes to describe its bands (docs/bands.md)
 BAND_OPTIONS = ("band_names", "band_wavelengths_nm", "band_fwhm_nm", "sensor", "units", "nodata")
 
 _DESCRIBED_NM = re.compile(r"(\d+(?:\.\d+)?)\s*(nm|nanomet\w*|um|µm|microm\w*)\b", re.I)

@@ -2,7 +2,7 @@
 carry a change type, a change status per date, and urban and geography context labels.
 
 Layout (``root``; the release's vector folder as read by public code that loads it: *not
-confirmed against the release itself*, see the README)::
+confirmed against the release itself*, see docs/data.md)::
 
     vectors/<split folder>/COCO/metadata.json     {"dataset": {"train": [...], "val": [...]},
                                                    "label:metadata": [{"options": [...]} x 4]}

@@ -778,7 +778,7 @@ class TorchGeoSource(SourceBase):
 
     def report(self, dataset: str) -> dict:
         """What the reader found: images on disk, those the split lists name, those used, and
-        why the rest were not (README, "Nothing dropped unsaid")."""
+        why the rest were not (docs/data.md, "Nothing dropped unsaid")."""
         listed, used = len(self._listed()), self.count(dataset)
         # list rows without files (a partial download): only lists name rows (not SSL4EO)
         absent = (sum(len(p) for p in self.parts.values()) - listed
