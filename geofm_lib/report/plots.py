@@ -682,10 +682,15 @@ def probe_efficiency(curve):
     fig, ax = plt.subplots(figsize=(6, 3.6))
     for name, part in curve.groupby("encoder", sort=False):
         ax.plot(100 * part["fraction"], part["F2 micro"], "o-", label=name)
+    floor = curve.attrs.get("floor")
+    if floor is not None:  # the label prior (each label's training frequency), same average
+        ax.axhline(floor, ls="--", color="black", lw=1, label="label prior (floor)")
     ax.set_xscale("log")
     ax.set_xlabel("share of the training split, percent")
     ax.set_ylabel("F2 micro, percent (mean over datasets)")
-    ax.legend()
+    ax.set_title("one fit per share and dataset: intervals at the full share in the table",
+                 fontsize=8)
+    ax.legend(fontsize=8)
     return fig
 
 

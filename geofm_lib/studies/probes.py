@@ -269,7 +269,12 @@ def label_efficiency(cfg: Config, s: Settings, f: Features, p: Probes) -> pd.Dat
              "F2 micro": float(np.mean([score(name, frac, ds) for ds in f.labelled]))
              if f.labelled else None}
             for name in s.encoders for frac in s.efficiency_fractions]
-    return pd.DataFrame(rows, columns=["encoder", "fraction", "F2 micro"]).dropna()
+    curve = pd.DataFrame(rows, columns=["encoder", "fraction", "F2 micro"]).dropna()
+    labelled = [ds for ds in f.labelled if ds in p.prior]
+    if labelled:  # the floor under the curve: the label prior, averaged the same way
+        curve.attrs["floor"] = float(np.mean([p.prior[ds].scores["f2_micro"]
+                                              for ds in labelled]))
+    return curve
 
 
 @dataclass
