@@ -222,17 +222,22 @@ def _params(args) -> None:
     comment, then every notebook's own parameters (``-p NAME=VALUE`` with ``geofm report``,
     ``-p NAME VALUE`` with papermill)."""
     from geofm_lib.config import Config
+    from geofm_lib.config.loading import value_origins
     from geofm_lib.report.reports import local_parameters, notebooks
 
     cfg = _config(args)
+    origins = value_origins(args.preset, args.experiment, **_overrides(args.param))
     fields = Config.model_fields
     for key, value in cfg.to_dict().items():
         text = yaml.safe_dump({key: value}, sort_keys=False).rstrip()
         what = " ".join((fields[key].description or "").split()) if key in fields else ""
-        if what and "\n" not in text:
+        source = {"preset": "--preset", "experiment": "--experiment"}.get(
+            key, origins.get(key, "schema default"))
+        what = f"{what} [{source}]" if what else f"[{source}]"
+        if "\n" not in text:
             print(f"{text}  # {what}")
         else:
-            print((f"# {what}\n" if what else "") + text)
+            print(f"# {what}\n{text}")
     print(f"# hash {cfg.hash}  data_hash {cfg.data_hash}  run {cfg.name}")
     print("# each notebook's own parameters: geofm report -p NAME=VALUE (given to every notebook "
           "that has it; the run gets its own folder), papermill -p NAME VALUE")
@@ -412,6 +417,9 @@ def main(argv: list[str] | None = None) -> int:
     except GeofmError as exc:  # expected faults: one message with the fix, no traceback
         print(f"geofm: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `geofm params | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (OSError, RuntimeError) as exc:  # the machine's faults: disk full, read-only folder
         hint = environment_hint(str(exc), getattr(exc, "filename", None))
         if hint is None:

@@ -240,9 +240,14 @@ def test_geofm_params_describes_every_parameter_and_stays_a_parameter_file(tmp_p
 
     import yaml
 
-    out = subprocess.run([sys.executable, "-m", "geofm_lib.cli", "params", "--preset", "ci"],
+    out = subprocess.run([sys.executable, "-m", "geofm_lib.cli", "params", "--preset", "ci",
+                          "--experiment", "group_C", "-p", "lr", "0.002"],
                          capture_output=True, text=True, cwd=ROOT, timeout=120, check=True).stdout
-    assert "image_px: 32  # side of stored patches, pixels" in out
+    # each value with what it means and where it came from (issue 38, item 6)
+    assert "image_px: 32  # side of stored patches, pixels [parameters/ci.yaml]" in out
+    assert "group: C  # " in out and "[parameters/group_C.yaml]" in out.split("group: C")[1]
+    assert "lr: 0.002  # " in out and out.split("lr: 0.002")[1].split("\n")[0].endswith("[-p]")
+    assert "[schema default]" in out and "[parameters/defaults.yaml]" in out
     assert "#   08 seg_lr = 0.001  (AdamW learning rate of decoder and head)" in out
     values = yaml.safe_load(out)
     assert values["image_px"] == 32 and "seg_lr" not in values  # comments stay comments

@@ -119,6 +119,25 @@ def load_config(preset: str = "demo", experiment: str | None = None,
     return cfg
 
 
+def value_origins(preset: str = "demo", experiment: str | None = None,
+                  **overrides: Any) -> dict[str, str]:
+    """Where each parameter's value comes from, as ``load_config`` layers them: the last of
+    parameters/defaults.yaml, the preset's file, the experiment set (or your own file) and
+    ``-p`` that sets it; a key none of them sets has the schema's default."""
+    layers = [("parameters/defaults.yaml", _read_set("defaults")),
+              (f"parameters/{preset}.yaml", _read_set(preset))]
+    if experiment is not None:
+        layers.append((experiment, _read_file(Path(experiment))) if is_parameter_file(experiment)
+                      else (f"parameters/{experiment}.yaml", _read_set(experiment)))
+    layers.append(("-p", {k: v for k, v in overrides.items() if v is not None}))
+    origin = {key: "schema default" for key in FIELDS}
+    for where, values in layers:
+        for key in values:
+            if key in FIELDS:
+                origin[key] = where
+    return origin
+
+
 def _validated(layers: list[tuple[str, dict]], preset: str, experiment: str | None
                ) -> Config:
     """The Config of merged parameter layers (later wins), validated and checked."""
