@@ -201,7 +201,9 @@ def predictions_map(records: list[dict], thumbnails: dict[str, bytes] | None = N
                       [max(b[3] for b in all_bounds), max(b[2] for b in all_bounds)]])
     m.add_legend(title="zero-shot R@1", legend_dict={"hit": HIT_COLOR, "miss": MISS_COLOR,
                                                      "no labels": NA_COLOR})
-    folium.LayerControl(collapsed=False).add_to(m)
+    # top left, under the zoom buttons: the legend sits bottom right, and in JupyterLab's shorter
+    # frame a layer list at the top right ran into it
+    folium.LayerControl(collapsed=False, position="topleft").add_to(m)
     return m
 
 
