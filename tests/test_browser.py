@@ -72,8 +72,9 @@ def test_index_figures_all_load_offline(browser):
 def _check_map(frame, content):
     frame.wait_for_selector(".leaflet-container", timeout=20_000)
     footprints = sum(layer["features"] for layer in content["layers"])
+    dots = sum(layer.get("dots", 0) for layer in content["layers"])  # 05: a dot per footprint
     drawn = frame.eval_on_selector_all("path.leaflet-interactive", "els => els.length")
-    assert drawn == footprints, (drawn, footprints)
+    assert drawn == footprints + dots, (drawn, footprints, dots)
     overlays = frame.eval_on_selector_all(
         "img.leaflet-image-layer", "els => els.map(e => e.complete && e.naturalWidth > 0)")
     assert len(overlays) == content["image_overlays"] and all(overlays)

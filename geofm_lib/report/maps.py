@@ -165,6 +165,18 @@ def prediction_layers(records: list[dict], thumbnails: dict[str, bytes] | None =
     return out
 
 
+def _with_dots(fc: dict) -> dict:
+    """The footprints plus a point at each one's centre (drawn as a dot of fixed size in
+    pixels, :func:`predictions_map`): a box metres wide is invisible at world zoom."""
+    dots = []
+    for f in fc["features"]:
+        ring = f["geometry"]["coordinates"][0]
+        centre = [(ring[0][0] + ring[2][0]) / 2, (ring[0][1] + ring[2][1]) / 2]
+        dots.append({"type": "Feature", "properties": f["properties"],
+                     "geometry": {"type": "Point", "coordinates": centre}})
+    return {**fc, "features": fc["features"] + dots}
+
+
 def predictions_map(records: list[dict], thumbnails: dict[str, bytes] | None = None,
                     overlays: list[dict] | None = None, min_size_deg: float = 0.02):
     """A leafmap map: one layer per dataset of footprints coloured by R@1 hit (green) or miss
@@ -182,9 +194,10 @@ def predictions_map(records: list[dict], thumbnails: dict[str, bytes] | None = N
         scored = sum(f["properties"]["result"] != "no labels" for f in fc["features"])
         name = f"{html.escape(ds)}: R@1 {hits}/{scored}"  # the layer control shows it as HTML
         folium.GeoJson(
-            fc, name=name, style_function=lambda f: f["properties"]["style"],
+            _with_dots(fc), name=name, style_function=lambda f: f["properties"]["style"],
             popup=folium.GeoJsonPopup(fields=["popup"], labels=False, max_width=360),
             tooltip=folium.GeoJsonTooltip(fields=["dataset", "result", "labels"]),
+            marker=folium.CircleMarker(radius=4, fill=True, fill_opacity=0.9, weight=1),
         ).add_to(m)
         for f in fc["features"]:
             ring = f["geometry"]["coordinates"][0]
@@ -380,8 +393,10 @@ def map_content(html_text: str, with_popups: bool = False) -> dict:
             continue
         if basemap.is_basemap(fc):  # the countries under the data, not a data layer
             continue
-        feats = fc.get("features", [])
+        every = fc.get("features", [])
+        feats = [f for f in every if f.get("geometry", {}).get("type") != "Point"]
         layers.append({
+            "dots": len(every) - len(feats),
             "datasets": sorted({f["properties"].get("dataset") for f in feats}),
             "features": len(feats),
             "popups": sum("popup" in f["properties"] for f in feats),
