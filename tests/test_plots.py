@@ -50,3 +50,19 @@ def test_training_curves_show_chance_and_keep_the_last_point_in_the_frame():
     assert any(list(ln.get_ydata()) == [15.0, 15.0] for ln in r1_ax.get_lines())
     lo, hi = r1_ax.get_xlim()
     assert lo < 1 and hi > 2
+
+
+def test_per_class_chance_is_the_random_ranking_s_recall_by_hand():
+    from geofm_lib.evaluation.metrics import per_class_chance
+
+    # 4 labels; image 0 has labels {0, 1} (|y|/n = 2/4), image 1 has {0} (1/4), label 3 absent
+    truth = np.array([[1, 1, 0, 0], [1, 0, 0, 0], [0, 0, 1, 0]], dtype=bool)
+    chance = per_class_chance(truth)
+    assert chance[0] == (50.0 + 25.0) / 2 and chance[1] == 50.0 and chance[2] == 25.0
+    assert np.isnan(chance[3])
+    # a random ranking, many times: the empirical recall of label 0 approaches its chance
+    from geofm_lib.evaluation.metrics import per_class_recall, rank
+
+    rng = np.random.default_rng(0)
+    hits = [per_class_recall(rank(rng.random((3, 4))), truth)[0][0] for _ in range(4000)]
+    assert abs(np.mean(hits) - chance[0]) < 1.5

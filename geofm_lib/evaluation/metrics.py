@@ -112,6 +112,18 @@ def per_class_recall(ranking: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray
     return recall, support
 
 
+def per_class_chance(truth: np.ndarray) -> np.ndarray:
+    """Each label's recall under a random ranking, in percent (nan where absent): a label of an
+    image with ``|y|`` of ``n`` labels lands in its top-``|y|`` set with probability
+    ``|y| / n``, averaged over the images that have the label."""
+    truth = truth.astype(bool)
+    per_image = truth.sum(axis=1) / max(truth.shape[1], 1)
+    support = truth.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(support > 0, 100.0 * (truth * per_image[:, None]).sum(axis=0)
+                        / np.maximum(support, 1), np.nan)
+
+
 def average_precision(scores: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """(N,) average precision of each image's label ranking (nan without labels)."""
     order = rank(scores)

@@ -302,14 +302,20 @@ def prediction_examples(examples: list[tuple[str, dict, dict]], ncols: int = 4):
 
 
 def per_class_recall_plot(recall: np.ndarray, support: np.ndarray, vocabulary, title: str = "",
-                          top: int = 30):
-    """Horizontal bars of per-class recall (top-|y| predicted sets), with class support."""
+                          top: int = 30, chance: np.ndarray | None = None):
+    """Horizontal bars of per-class recall (top-|y| predicted sets), with class support and,
+    given ``chance`` (:func:`evaluation.metrics.per_class_chance`), each class's chance recall
+    as a black tick."""
     import matplotlib.pyplot as plt
 
     order = [i for i in np.argsort(-support) if support[i] > 0][:top]
     fig, ax = plt.subplots(figsize=(7, 0.26 * max(len(order), 3) + 0.9))
     names = [f"{textwrap.shorten(vocabulary[i], 40)} (n={int(support[i])})" for i in order]
     ax.barh(names[::-1], [recall[i] for i in order][::-1], color="#4C72B0")
+    if chance is not None:
+        ax.scatter([chance[i] for i in order][::-1], names[::-1], marker="|", s=120,
+                   color="black", zorder=3, label="chance (random ranking)")
+        ax.legend(fontsize=7, loc="lower right")
     ax.set_xlim(0, 100)
     ax.set_xlabel("recall, percent (label in the image's top-|y| prediction)")
     ax.tick_params(axis="y", labelsize=7)

@@ -23,6 +23,7 @@ from geofm_lib import encoders, evaluation, paths, records, training
 from geofm_lib.config import Config
 from geofm_lib.data import shards
 from geofm_lib.errors import DataError
+from geofm_lib.evaluation.metrics import per_class_chance
 from geofm_lib.models import devices
 from geofm_lib.papers import paper_table_for
 from geofm_lib.studies import parameters
@@ -90,8 +91,10 @@ class Scored:
         return t2i
 
     def per_class_recall(self) -> dict[str, tuple]:
-        """Per dataset: (recall of each label, its support, the vocabulary)."""
-        return {ds: (*evaluation.per_class_recall(r.ranking, r.truth), r.vocabulary)
+        """Per dataset: (recall of each label, its support, the vocabulary, its chance recall
+        under a random ranking)."""
+        return {ds: (*evaluation.per_class_recall(r.ranking, r.truth), r.vocabulary,
+                     per_class_chance(r.truth))
                 for ds, r in self.results.items()}
 
     def label_predictions(self) -> list[dict]:
