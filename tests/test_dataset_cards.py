@@ -126,3 +126,26 @@ def test_a_user_dataset_through_notebooks_01_to_05(tmp_path, monkeypatch):
     run = json.loads((out / "run.json").read_text())
     assert run["status"] == "ok" and str(tmp_path) not in json.dumps(run)
     assert str(tmp_path) not in (out / "01_data_prep.html").read_text()
+
+
+def test_a_split_column_is_used_with_splits_official_and_said_to_be_ignored_without(tmp_path):
+    """A newcomer's CSV with a split column and no `splits: official`: the split is seeded by
+    val_fraction, and the reader says the column is not used (never dropped unsaid)."""
+    import pandas as pd
+
+    from geofm_lib.data.sources.table import TableSource
+
+    _write_plots(tmp_path / "plots", n=6)
+    table = pd.read_csv(tmp_path / "plots" / "plots.csv")
+    table["split"] = ["train"] * 4 + ["val", "test"]
+    table.to_csv(tmp_path / "plots" / "plots.csv", index=False)
+    cfg = load_config("ci", str(_params(tmp_path / "p.yaml", tmp_path / "plots")))
+    plain = TableSource("forest_plots", cfg.sources["forest_plots"], cfg)
+    assert plain.splits("forest_plots") is None
+    assert plain.report("forest_plots")["split_column"].startswith("ignored")
+    sources = {"forest_plots": {**cfg.sources["forest_plots"].model_dump(), "splits": "official"}}
+    cfg = load_config("ci", str(_params(tmp_path / "q.yaml", tmp_path / "plots")),
+                      sources=sources)
+    official = TableSource("forest_plots", cfg.sources["forest_plots"], cfg)
+    assert official.splits("forest_plots") == {"train": [0, 1, 2, 3], "val": [4, 5]}
+    assert "split_column" not in official.report("forest_plots")

@@ -487,6 +487,18 @@ class Config(BaseModel):
         return self
 
     # -- derived values ---------------------------------------------------------------------
+    def source_summary(self) -> str:
+        """Where each dataset's samples come from, in words: the ``sources`` entries with their
+        readers, the rest from ``source`` (the simulator unless set)."""
+        named = {k: v.reader for k, v in (self.sources or {}).items() if k in self.dataset_keys}
+        rest = [k for k in self.dataset_keys if k not in named]
+        parts = [", ".join(f"{k} from your files ({r} reader)" for k, r in named.items())] \
+            if named else []
+        if rest:
+            parts.append(f"{', '.join(rest)} from {self.source}" if named
+                         else f"source {self.source}")
+        return "; ".join(parts)
+
     @property
     def dataset_keys(self) -> tuple[str, ...]:
         """The datasets this run uses: the group's, narrowed by ``datasets`` if given."""

@@ -91,8 +91,11 @@ def preflight(cfg: Config) -> tuple[Path, dict]:
                          f"01_data_prep with the same parameters")
     n_train = manifest.train_samples(cfg.dataset_keys)
     if n_train < cfg.batch_size:
+        fits = max(2, 2 ** int(np.log2(max(n_train // 4, 2))))  # four steps per epoch or more
         raise ConfigError(f"batch_size={cfg.batch_size} is larger than the {n_train} training "
-                         f"samples; lower batch_size or raise samples_per_dataset")
+                         f"samples; lower batch_size (e.g. -p batch_size={fits}, four steps per "
+                         f"epoch, with -p epochs=5 or more on so few samples) or raise "
+                         f"samples_per_dataset")
 
     for ds in cfg.dataset_keys:
         if ds not in manifest["band_stats"]:

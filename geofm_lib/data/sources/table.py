@@ -21,6 +21,7 @@ from geofm_lib.data.sources.base import (
     usage,
 )
 from geofm_lib.errors import ConfigError, ShardError
+from geofm_lib.progress import get_logger
 
 # --- a generic table of images, captions, labels and coordinates ----------------------------
 
@@ -48,6 +49,8 @@ def _split_field(value) -> list[str]:
         return []
     return [v.strip() for v in str(value).split("|") if v.strip()]
 
+
+log = get_logger()
 
 class TableSource(SourceBase):
     """Images listed in a CSV or Parquet table with captions, labels and coordinates.
@@ -110,6 +113,14 @@ class TableSource(SourceBase):
                               f"(they are counted in the manifest)")
         for _, _, kind in problems:
             self.skipped[kind] += 1
+        # a split column is only a split with splits: official; said, never dropped unsaid
+        self.split_column_ignored = "split" in df.columns and spec.splits != "official"
+        if self.split_column_ignored:
+            named = df["split"].astype(str).value_counts().to_dict()
+            log.warning("%s: %s has a split column (%s); it is not used: the split is seeded "
+                        "by val_fraction. Set splits: official in sources.%s to use it",
+                        dataset, table.name, ", ".join(f"{k} {v}" for k, v in named.items()),
+                        dataset)
         # a catalog dataset or a dataset card fixes the vocabulary; else the table's labels
         self.info = cfg.dataset_info(dataset) if dataset in DATASETS or dataset in (
             cfg.dataset_cards or {}) else None
@@ -145,6 +156,8 @@ class TableSource(SourceBase):
         kept = self.found - sum(self.skipped.values())
         return {"reader": "table", "rows_used": len(self.rows), "skipped": dict(self.skipped),
                 "on_bad": self.spec.on_bad,
+                **({"split_column": "ignored: set splits: official to use it"}
+                   if self.split_column_ignored else {}),
                 **usage(self.found, len(self.rows), **self.skipped,
                         over_samples_per_dataset=kept - len(self.rows))}
 
