@@ -298,6 +298,19 @@ def check_folder(folder: Path) -> None:
                          f"work_dir")
 
 
+def ensure_shards(cfg: Config, show_progress: bool = True) -> Path:
+    """The build folder of ``cfg``, built first when it holds no finished build: a notebook run
+    on its own (``papermill notebooks/03_pretrain.ipynb out.ipynb -p group C`` from a fresh
+    clone) builds its data through the same call as 01_data_prep, saying so in one line. A
+    source that cannot be read (a real data root that is absent) fails as 01 would, naming it."""
+    folder = build_folder(cfg)
+    if (folder / "manifest.json").is_file():
+        return folder
+    log.info("no shards for data %s yet (01_data_prep has not run with these parameters): "
+             "building them now, as it would", cfg.data_hash)
+    return build_shards(cfg, show_progress=show_progress)
+
+
 def build_shards(cfg: Config, source=None, show_progress: bool = True) -> Path:
     """Build (or resume, or reuse, or repair) the shards of ``cfg``; returns the build folder.
 

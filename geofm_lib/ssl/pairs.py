@@ -13,9 +13,9 @@ import torch
 from geofm_lib.bands import POLARISATIONS
 from geofm_lib.catalog import DATASETS
 from geofm_lib.config import SSL_MODES, Config
+from geofm_lib.data.build import ensure_shards
 from geofm_lib.data.shards import Manifest, iter_shards, load_manifest, shard_paths
 from geofm_lib.errors import ConfigError, PairError
-from geofm_lib.paths import build_folder
 
 INPUTS = ("s1", "s2", "s1/s2")
 
@@ -175,7 +175,7 @@ def load_pairs(cfg: Config, split: str) -> Pairs:
     single-sensor places: every image its own place, no SAR half (``Pairs.single_sensor``),
     for ``ssl_mode=augment``.
     """
-    folder = build_folder(cfg)
+    folder = ensure_shards(cfg)  # built first when 01_data_prep has not run
     manifest = load_manifest(folder)
     optical_only = not any(b in POLARISATIONS for ds in cfg.dataset_keys
                            for b in manifest["band_stats"][ds]["bands"])

@@ -23,6 +23,7 @@ import torch
 
 from geofm_lib import distributed
 from geofm_lib.config import Config
+from geofm_lib.data.build import ensure_shards
 from geofm_lib.data.shards import Manifest, iter_shards, load_manifest, shard_paths
 from geofm_lib.errors import ConfigError, DataError, ShardError, TrainingDiverged
 from geofm_lib.evaluation.retrieval import encode_split, summary_metrics, zero_shot
@@ -31,7 +32,7 @@ from geofm_lib.models import devices
 from geofm_lib.models.devices import resolve_device, resolve_precision
 from geofm_lib.models.factory import count_parameters, create_model
 from geofm_lib.models.inputs import input_spec, stats_to_state
-from geofm_lib.paths import build_folder, checkpoint_dir
+from geofm_lib.paths import checkpoint_dir
 from geofm_lib.progress import get_logger, progress
 from geofm_lib.training.checkpoint import (
     CHECKPOINT_FORMAT,
@@ -82,9 +83,10 @@ def _caption_lengths(folder: Path, tokenizer, limit: int = 2000) -> np.ndarray:
 
 
 def preflight(cfg: Config) -> tuple[Path, dict]:
-    """Check everything a training run needs before the model is built (cheap)."""
-    folder = build_folder(cfg)
-    manifest = load_manifest(folder)  # names 01_data_prep when missing
+    """Check everything a training run needs before the model is built (cheap once the data
+    is there; without it, the shards are built first, as 01_data_prep would)."""
+    folder = ensure_shards(cfg)
+    manifest = load_manifest(folder)
     missing = [ds for ds in cfg.dataset_keys if ds not in manifest["counts"]]
     if missing:
         raise ShardError(f"the shards in {folder.name} have no {missing}; re-run "
