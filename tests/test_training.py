@@ -179,3 +179,23 @@ def test_model_input_mapping():
     # three bands without names or wavelengths are not taken for R, G, B
     with pytest.raises(ValueError, match="band_adapter: first_layer or conv1x1"):
         inputs.input_bands(["band1", "band2", "band3"])
+
+
+def test_a_notebook_run_alone_trains_the_clip_run_first_and_a_finished_one_is_left(
+        tmp_path, monkeypatch):
+    """Issue 39: 04/05/06 without 03 before them train through 03's call; a finished run is
+    loaded, never trained again; an unfinished one resumes."""
+    from geofm_lib.training import loop
+
+    calls = []
+    monkeypatch.setattr(loop, "train", lambda cfg, **kw: calls.append(cfg.train_hash))
+    cfg = load_config("ci", group="B", work_dir=str(tmp_path), epochs=1)  # its own folder
+    training.ensure_trained(cfg)  # no checkpoint yet
+    assert calls == [cfg.train_hash]
+    folder = paths.checkpoint_dir(cfg)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save({"finished": False}, folder / "last.pt")
+    training.ensure_trained(cfg)  # stopped part-way: resumed
+    torch.save({"finished": True}, folder / "last.pt")
+    training.ensure_trained(cfg)  # finished: left as it is
+    assert calls == [cfg.train_hash, cfg.train_hash]

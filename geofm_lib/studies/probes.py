@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from geofm_lib import paths, records
+from geofm_lib import records, training
 from geofm_lib.config import Config
 from geofm_lib.data import shards
+from geofm_lib.data.build import ensure_shards
 from geofm_lib.encoders import check_encoder_name, embed, finetune, kind_of
 from geofm_lib.errors import ConfigError
 from geofm_lib.evaluation import (
@@ -165,7 +166,9 @@ class Features:
 def features(cfg: Config, s: Settings) -> Features:
     """Each encoder's features of both splits (extracted once, then read from the cache)."""
     device = devices.resolve_device(cfg.device)
-    manifest = shards.load_manifest(paths.build_folder(cfg))
+    if "trained" in s.encoders:  # run alone: 03's training first (its shards too), one line
+        training.ensure_trained(cfg)
+    manifest = shards.load_manifest(ensure_shards(cfg))
     vocabularies = {ds: manifest.vocabulary(ds) for ds in cfg.dataset_keys}
     labelled = [ds for ds in cfg.dataset_keys if vocabularies[ds]]
     emb = {(name, split): embed(cfg, name, split, device)

@@ -119,6 +119,7 @@ def score(cfg: Config, s: Settings) -> Scored:
     split: every image encoded once, label prompts and captions ranked, R@K with intervals."""
     device = devices.resolve_device(cfg.device)
     precision = devices.resolve_precision(cfg.precision, device)  # as 03 validated
+    training.ensure_trained(cfg)  # run alone: 03's training first (one log line)
     model, tokenizer, state = training.load_trained_model(cfg, device)
     stats = training.stats_from_checkpoint(state)
     folder = paths.build_folder(cfg)

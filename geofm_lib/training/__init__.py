@@ -13,7 +13,15 @@ from .checkpoint import (
     save_step_checkpoint,
     stats_from_checkpoint,
 )
-from .loop import TrainResult, plan_steps, preflight, train, val_loss, verify_finished
+from .loop import (
+    TrainResult,
+    ensure_trained,
+    plan_steps,
+    preflight,
+    train,
+    val_loss,
+    verify_finished,
+)
 from .step import Step, channels_last, make_scheduler, param_groups
 from .stream import TrainStream, train_stream
 
@@ -22,6 +30,6 @@ __all__ = [
     "CHECKPOINT_FORMAT", "nonfinite_tensors", "check_finite_state", "save_checkpoint",
     "save_step_checkpoint", "load_checkpoint", "check_checkpoint_run", "stats_from_checkpoint",
     "model_from_checkpoint", "load_trained_model", "TrainResult", "preflight", "plan_steps",
-    "train", "val_loss",
+    "train", "val_loss", "ensure_trained",
     "verify_finished",
 ]

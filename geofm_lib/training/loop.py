@@ -166,6 +166,22 @@ def verify_finished(cfg: Config, result: TrainResult) -> dict:
     return state
 
 
+def ensure_trained(cfg: Config, show_progress: bool = True) -> None:
+    """Make sure ``cfg``'s CLIP run has finished: a notebook run on its own (04, 05, 06 without
+    03 before it) trains it first, through 03's call (resuming an interrupted run; its shards
+    built first when missing), saying so in one line."""
+    path = checkpoint_dir(cfg) / "last.pt"
+    if path.is_file():
+        try:
+            if torch.load(path, map_location="cpu", weights_only=True).get("finished"):
+                return
+        except Exception:  # noqa: BLE001 - unreadable: load_trained_model says what to do
+            return
+    log.info("no finished CLIP run for train hash %s (03_pretrain has not run with these "
+             "parameters): training it now, as it would", cfg.train_hash)
+    train(cfg, show_progress=show_progress)
+
+
 def train(cfg: Config, on_step: Callable | None = None, on_epoch: Callable | None = None,
           loss_hook: Callable | None = None, show_progress: bool = True) -> TrainResult:
     """Train (or resume, or just load) the CLIP run of ``cfg``; under torchrun, on every rank.
