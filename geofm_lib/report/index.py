@@ -337,7 +337,9 @@ th.ds {{ font-weight: 600; }}
 .ci {{ color: #5b6477; font-size: 11px; }} .chance {{ color: #7a8396; font-size: 11px; }}
 .paper {{ color: #8a4b08; font-size: 11px; }} td.na {{ color: #b0b6c3; }}
 a {{ color: #2457c5; text-decoration: none; margin-right: .5rem; }}
+nav.top {{ font-size: 14px; padding-bottom: .5rem; border-bottom: 1px solid #e3e6ec; }}
 </style></head><body>
+<nav class="top"><a href="index.html">&#8962; all runs</a></nav>
 <h1>Seed 000 at {preset} scale: resolution groups side by side</h1>
 <p>{n} study run(s) of preset <b>{preset}</b>. Each cell: zero-shot image-to-text R@K on the
 validation split (percent of images with a true label among the top K label prompts) with its

@@ -238,7 +238,11 @@ thead th {{ background: #f4f6fa; font-weight: 600; }}
 .up {{ color: #1a7f37; }} .down {{ color: #b42318; }} .flat {{ color: #7a8396; }}
 .facts {{ color: #5b6477; font-size: 13px; }} img {{ max-width: 100%; }}
 a {{ color: #2457c5; text-decoration: none; margin-right: .5rem; }}
+nav.top {{ font-size: 14px; padding-bottom: .5rem; border-bottom: 1px solid #e3e6ec; }}
 </style></head><body>
+<nav class="top"><a href="index.html">&#8962; all runs</a> ·
+<a href="{run}/07_ssl_pretrain.html">07 page</a> ·
+<a href="{run}/01_data_prep.html">01 page</a></nav>
 <h1>Seed 001 at {preset} scale: hyperspectral encoders under three protocols</h1>
 <p class=facts>{facts}</p>
 {status}
