@@ -66,3 +66,12 @@ def test_per_class_chance_is_the_random_ranking_s_recall_by_hand():
     rng = np.random.default_rng(0)
     hits = [per_class_recall(rank(rng.random((3, 4))), truth)[0][0] for _ in range(4000)]
     assert abs(np.mean(hits) - chance[0]) < 1.5
+
+
+def test_per_class_bars_draw_the_label_prior_of_each_class():
+    fig = plots.per_class_bars({"trained": [80.0, 10.0, 0.0], "rcf": [60.0, 5.0, 0.0]},
+                               ["forest", "water", "urban"], support=[5, 2, 0],
+                               floor=[71.4, 0.0, 0.0])
+    ax = fig.axes[0]
+    ticks = [c for c in ax.collections if c.get_label() == "label prior (floor)"]
+    assert len(ticks) == 1 and sorted(ticks[0].get_offsets()[:, 0].tolist()) == [0.0, 71.4]

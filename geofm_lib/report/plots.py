@@ -399,8 +399,10 @@ def umap_one_vs_rest(xy: np.ndarray, y: np.ndarray, vocabulary, max_classes: int
     return fig
 
 
-def per_class_bars(values: dict[str, list[float]], vocabulary, support=None, title: str = ""):
-    """Grouped horizontal bars of a per-class metric for several encoders/probes."""
+def per_class_bars(values: dict[str, list[float]], vocabulary, support=None, title: str = "",
+                   floor: list[float] | None = None):
+    """Grouped horizontal bars of a per-class metric for several encoders/probes; ``floor``:
+    each class's score under the floor (the label prior), a black tick across its group."""
     import matplotlib.pyplot as plt
 
     names = list(values)
@@ -416,6 +418,9 @@ def per_class_bars(values: dict[str, list[float]], vocabulary, support=None, tit
                                                      if support is not None else "")
               for i in order]
     ax.set_yticks(np.arange(len(order)) + h * (len(names) - 1) / 2, labels, fontsize=7)
+    if floor is not None:
+        ax.scatter([floor[i] for i in order], np.arange(len(order)) + h * (len(names) - 1) / 2,
+                   marker="|", s=300, color="black", zorder=3, label="label prior (floor)")
     ax.invert_yaxis()
     ax.set_xlim(0, 100)
     ax.set_xlabel("F2, percent")

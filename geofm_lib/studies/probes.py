@@ -29,6 +29,7 @@ from geofm_lib.evaluation import (
     floors,
     label_matrix,
     mean_over_datasets,
+    multilabel_metrics,
     probe_datasets,
     repeats,
     run_probes,
@@ -193,6 +194,16 @@ class Probes:
     @property
     def at_floor(self) -> list[dict]:
         return [r for r in self.rows if r["at the floor"]]
+
+    def prior_f2_per_class(self, f: Features, ds: str) -> list[float] | None:
+        """Each label's F2 under the label prior of ``ds`` (its floor, on the same test
+        images), for the per-class bars."""
+        if ds not in self.prior:
+            return None
+        y_tr = f.of(f.first, "train", ds)[1]
+        y_te = f.of(f.first, "val", ds)[1]
+        pred = floors.prior_predictions(y_tr, len(y_te), self.prior[ds].scores["threshold"])
+        return multilabel_metrics(y_te.astype(bool), pred)["f2_per_class"]
 
     def table(self) -> pd.DataFrame:
         cols = ["encoder", "dataset", "probe", "param", "F2 micro", "F2 micro 95% CI",
