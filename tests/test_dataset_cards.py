@@ -149,3 +149,19 @@ def test_a_split_column_is_used_with_splits_official_and_said_to_be_ignored_with
     official = TableSource("forest_plots", cfg.sources["forest_plots"], cfg)
     assert official.splits("forest_plots") == {"train": [0, 1, 2, 3], "val": [4, 5]}
     assert "split_column" not in official.report("forest_plots")
+
+
+def test_the_02_page_shows_the_dataset_card(tmp_path):
+    """A newcomer's card (name, GSD, bands with wavelengths, units) is on the 02 page, not
+    only in params.yaml: data.manifest.dataset_cards."""
+    from geofm_lib.data.manifest import dataset_cards
+
+    _write_plots(tmp_path / "plots", n=8)
+    cfg = load_config("ci", str(_params(tmp_path / "p.yaml", tmp_path / "plots")),
+                      work_dir=str(tmp_path / "work"), samples_per_dataset=8)
+    m = shards.load_manifest(build.build_shards(cfg, show_progress=False))
+    (row,) = dataset_cards(cfg, m)
+    assert row["name"] == CARD["name"] and row["GSD (m)"] == 0.5 and row["card"] == "yours"
+    assert row["bands"] == "B 475 nm, G 555 nm, R 660 nm, nir 833 nm"
+    assert row["from"] == "your files (table reader)" and row["units"] == CARD["units"]
+    assert row["labels"] == 3

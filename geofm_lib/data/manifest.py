@@ -178,6 +178,32 @@ def make_manifest(cfg: Config, units: list, sidecars: dict, removed: int,
     }
 
 
+def dataset_cards(cfg: Config, manifest) -> list[dict]:
+    """One row per dataset of a build: what it is (the catalog's entry or your dataset card:
+    name, group, ground sample distance, where its samples come from) and its bands as they
+    entered the shards (name, centre wavelength or polarisation, units, nodata). The 02 page
+    shows it beside the data accounting."""
+    rows = []
+    for ds in manifest["datasets"]:
+        info = cfg.dataset_info(ds)
+        bands = [b.name + (f" {b.center_nm:g} nm" if b.center_nm else
+                           f" ({b.polarisation})" if b.polarisation and b.polarisation != b.name
+                           else "")
+                 for b in manifest.band_records(ds)]
+        units = sorted({b.units for b in manifest.band_records(ds) if b.units})
+        nodata = sorted({b.nodata for b in manifest.band_records(ds) if b.nodata is not None})
+        spec = cfg.source_for(ds)
+        rows.append({"dataset": ds, "name": info.name, "group": info.group,
+                     "GSD (m)": info.gsd_m,
+                     "from": (f"your files ({spec.reader} reader)" if spec.reader != "simulator"
+                              else "the simulator"),
+                     "card": "yours" if ds in (cfg.dataset_cards or {}) else "catalog",
+                     "bands": ", ".join(bands) or "-", "units": ", ".join(units) or "-",
+                     "nodata": ", ".join(f"{v:g}" for v in nodata) or "-",
+                     "labels": len(manifest.vocabulary(ds))})
+    return rows
+
+
 def data_accounting(manifest: dict) -> list[dict]:
     """One row per dataset of a build: what its reader found on disk, what it used, what it
     left out and why, the patches cut and dropped, the annotated objects and those in no
