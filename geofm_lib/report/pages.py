@@ -239,9 +239,7 @@ def header(run: str, heading: str, summary: list[str] | None, failed: str | None
     :func:`link_pages` has run), the summary box (``summary``: HTML lines, already escaped;
     ``failed``: why the notebook stopped) and the place of the contents. ``run`` and
     ``heading`` are user text (escaped here)."""
-    nav = (f'<!--geofm:nav--><nav class="geofm-nav"><a href="../index.html">&#8962; all runs'
-           f'</a><span class="geofm-run">run <b>{html.escape(run)}</b></span>'
-           f'</nav><!--/geofm:nav-->')
+    nav = _nav(run)
     if summary is None and not failed:  # a page outside a run's chain (the benchmarks)
         return f'<div class="geofm-top">{nav}{TOC}</div>'
     lines = []
@@ -289,19 +287,26 @@ def link_pages(folder, order: list[str], run: str | None = None) -> int:
         text = page.read_text(encoding="utf-8")
         if not NAV.search(text):
             continue
-        prev = (f'<a href="{html.escape(present[i - 1])}.html">&larr; '
-                f'{html.escape(_label(present[i - 1]))}</a>' if i > 0 else "")
-        nxt = (f'<a href="{html.escape(present[i + 1])}.html">{html.escape(_label(present[i + 1]))}'
-               f' &rarr;</a>' if i + 1 < len(present) else "")
-        nav = (f'<!--geofm:nav--><nav class="geofm-nav"><a href="../index.html">&#8962; all '
-               f'runs</a><span class="geofm-run">run <b>{html.escape(run)}</b></span>{prev}'
-               f'{" · " if prev and nxt else ""}{nxt}</nav><!--/geofm:nav-->')
+        nav = _nav(run, present[i - 1] if i > 0 else None,
+                   present[i + 1] if i + 1 < len(present) else None)
         m = NAV.search(text)
         new = text[:m.start()] + nav + text[m.end():]
         if new != text:
             atomic_write_bytes(page, new.encode("utf-8"))
             done += 1
     return done
+
+
+def _nav(run: str, prev: str | None = None, nxt: str | None = None) -> str:
+    """The navigation of a notebook page: the index, the run, and the previous and next pages
+    (their stems; None: none), between the markers :func:`link_pages` replaces."""
+    before = (f'<a href="{html.escape(prev)}.html">&larr; {html.escape(_label(prev))}</a>'
+              if prev else "")
+    after = (f'<a href="{html.escape(nxt)}.html">{html.escape(_label(nxt))} &rarr;</a>'
+             if nxt else "")
+    return (f'<!--geofm:nav--><nav class="geofm-nav"><a href="../index.html">&#8962; all runs'
+            f'</a><span class="geofm-run">run <b>{html.escape(run)}</b></span>{before}'
+            f'{" · " if before and after else ""}{after}</nav><!--/geofm:nav-->')
 
 
 def _label(stem: str) -> str:
