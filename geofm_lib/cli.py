@@ -94,6 +94,13 @@ def _report_args(p: argparse.ArgumentParser) -> None:
     _run_args(p)
     p.add_argument("--notebooks", default=None,
                    help="comma-separated prefixes, e.g. 01,02 (default: all of notebooks/)")
+    p.add_argument("--force", action="store_true",
+                   help="execute every notebook; by default a notebook whose source, "
+                        "parameters, library and inputs are those of its last finished "
+                        "execution is not executed again: its page is republished")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="notebooks executed side by side where the graph allows (default: one "
+                        "per two cores; 1: one after another)")
 
 
 def _study_args(p: argparse.ArgumentParser) -> None:
@@ -172,7 +179,8 @@ def _report(args) -> None:
     from geofm_lib.report.reports import run_report
 
     chain = args.notebooks.split(",") if args.notebooks else None
-    folder = run_report(args.preset, args.experiment, chain=chain, **_overrides(args.param))
+    folder = run_report(args.preset, args.experiment, chain=chain, force=args.force,
+                        jobs=args.jobs, **_overrides(args.param))
     print(f"report: {folder.relative_to(folder.parent.parent)}/ and reports/index.html")
 
 
@@ -245,6 +253,28 @@ def _params(args) -> None:
         for name, p in params.items():
             what = p["help"].replace(" (notebook-local)", "")
             print(f"#   {stem[:2]} {name} = {p['default']}  ({what})")
+
+
+def _graph(args) -> None:
+    """The chain's graph with the times of the run's last report: per notebook what it needs,
+    reads and writes and how long it took; the critical path. Also written to
+    work/bench/chain-<run>.json."""
+    from geofm_lib.io import atomic_write_json
+    from geofm_lib.report import graph
+    from geofm_lib.report.reports import notebooks
+
+    cfg = _config(args)
+    info_path = project_root() / "reports" / cfg.name / "run.json"
+    info = json.loads(info_path.read_text()) if info_path.is_file() else None
+    t = graph.timings(info, [b.stem for b in notebooks(project_root())])
+    print(graph.format_timings(t))
+    if info is None:
+        print(f"no report of run {cfg.name} yet (reports/{cfg.name}/run.json): the graph alone")
+        return
+    out = project_root() / "work" / "bench" / f"chain-{cfg.name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out, t)
+    print(f"written: work/bench/{out.name}")
 
 
 def _study(args) -> None:
@@ -383,6 +413,9 @@ COMMANDS: dict[str, Command] = {
                      "reports/study-spectral-<preset>.html",
                      _study_args, _study, "reports/study-*.html and a report folder per "
                      "run, and " + RUN_OUTPUT),
+    "graph": Command("the notebooks as a dependency graph (what each needs, reads and writes) "
+                     "with the times of the run's last report and its critical path",
+                     _run_args, _graph, "work/bench/chain-<run>.json"),
     "index": Command("rebuild reports/index.html (and the study pages)", _no_args, _index),
     "example-corpus": Command("write a Karpathy-style image-text corpus (images/ + "
                               "dataset.json) from the simulator", _corpus_args,

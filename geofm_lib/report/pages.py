@@ -249,12 +249,26 @@ def header(run: str, heading: str, summary: list[str] | None, failed: str | None
     lines += list(summary or [])
     if not lines:
         lines.append("No numbers recorded by this notebook.")
-    meta = f'<div class="geofm-meta">{html.escape(executed)}</div>' if executed else ""
+    meta = (f'<div class="geofm-meta">{html.escape(executed)}{REUSED_EMPTY}</div>'
+            if executed else "")
     box = (f'<div class="geofm-summary{" geofm-failed" if failed else ""}">'
            f'<b>Key numbers</b> <span class="geofm-meta">{html.escape(heading)}</span><ul>'
            + "".join(f"<li>{x}</li>" for x in lines)
            + f"</ul>{meta}</div>")
     return f'<div class="geofm-top">{nav}{box}{TOC}</div>'
+
+
+REUSED_EMPTY = '<span class="geofm-reused"></span>'
+_REUSED = re.compile(r'<span class="geofm-reused">.*?</span>', re.S)
+
+
+def mark_reused(page: str, when: str) -> str:
+    """A page republished from the execution cache says so, under its key numbers (the
+    execution it shows is an earlier one: its own stamp stays)."""
+    note = (f'<span class="geofm-reused"><br><b>Republished {html.escape(when)} UTC without '
+            f'executing</b>: its source, parameters, library and inputs are those of the '
+            f'execution above (<code>geofm report --force</code> executes it again)</span>')
+    return _REUSED.sub(lambda _: note, page, count=1)
 
 
 def add_contents(page: str) -> str:

@@ -41,7 +41,7 @@ from geofm_lib.errors import ConfigError, GeofmError, NotebookFailed, environmen
 from geofm_lib.io import atomic_write_bytes, atomic_write_json, check_name, folder_lock
 from geofm_lib.paths import build_folder, stage_dir
 from geofm_lib.progress import get_logger
-from geofm_lib.report import pages
+from geofm_lib.report import graph, pages
 from geofm_lib.report.index import STUDY_EXPERIMENTS, build_index, build_study
 from geofm_lib.report.pages import tidy
 from geofm_lib.report.runinfo import git_state, load_stages, package_versions
@@ -114,12 +114,14 @@ TEMPLATES = Path(__file__).with_name("templates")
 
 
 def to_html(executed: Path, root: Path, cfg: Config | None = None,
-            summary: list[str] | None = None, failed: str | None = None) -> str:
+            summary: list[str] | None = None, failed: str | None = None,
+            provenance: str | None = None) -> str:
     """A self-contained HTML page of an executed notebook (images inline, nothing loaded from
     outside the page), arranged for reading (``pages.tidy``: the resolved parameters as a
     table, progress bars cut to their last line, the bookkeeping cell left out) in the
     workspace's layout (``templates/geofm``: title, navigation, ``summary`` box with the
-    stage's key numbers or why it ``failed``, contents, code and logs folded)."""
+    stage's key numbers or why it ``failed``, contents, code and logs folded). ``provenance``:
+    what the execution was keyed on (:func:`graph.describe`), shown under the key numbers."""
     import nbformat
     from nbconvert import HTMLExporter
 
@@ -130,6 +132,8 @@ def to_html(executed: Path, root: Path, cfg: Config | None = None,
     stamp = nb.metadata.get("papermill", {}).get("end_time")
     executed_at = (f"executed {stamp[:19].replace('T', ' ')} UTC with papermill; the .ipynb "
                    f"beside this page keeps every cell and output") if stamp else None
+    if executed_at and provenance:
+        executed_at += f". Keyed on {provenance}"
     exporter = HTMLExporter(template_name="geofm", embed_images=True,
                             extra_template_basedirs=[str(TEMPLATES)])
     resources = {"geofm": {"css": pages.CSS, "header": pages.header(
@@ -167,18 +171,30 @@ class _WorkspaceParameters(logging.Filter):
                     and msg.split(": ", 1)[1] in FIELDS)
 
 
-def _kernel_manager():
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def _kernel_manager(threads: int | None = None):
     """The kernel manager papermill starts kernels with. On Linux the kernel listens on Unix
     sockets named after its own connection file, not on TCP ports: with TCP, two notebook runs
     started at the same moment (two reports at once) can pick the same free ports, and one
-    client then waits forever for a kernel that never receives its requests."""
+    client then waits forever for a kernel that never receives its requests. ``threads``: the
+    kernel's share of the cores when notebooks run side by side (its environment's
+    OMP_NUM_THREADS and friends, which torch and BLAS read when they start)."""
     from jupyter_client.manager import AsyncKernelManager
     from traitlets import CaselessStrEnum, default
 
-    if not sys.platform.startswith("linux"):  # macOS socket paths can exceed their limit
-        return AsyncKernelManager
+    class Manager(AsyncKernelManager):
+        async def _async_pre_start_kernel(self, **kw):
+            if threads is not None:
+                kw["env"] = {**kw.get("env", os.environ),
+                             **{v: str(threads) for v in THREAD_VARIABLES}}
+            return await super()._async_pre_start_kernel(**kw)
 
-    class UnixSocketKernelManager(AsyncKernelManager):
+    if not sys.platform.startswith("linux"):  # macOS socket paths can exceed their limit
+        return Manager
+
+    class UnixSocketKernelManager(Manager):
         transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
 
         @default("ip")
@@ -207,10 +223,12 @@ def _stuck_cell(out: Path, message: str) -> str:
 
 
 def _execute(book: Path, out: Path, parameters: dict, root: Path,
-             cfg: Config | None = None) -> None:
+             cfg: Config | None = None, provenance=None, threads: int | None = None) -> None:
     """papermill one notebook into ``out``; its HTML page is written beside it, also when a
     cell fails (the page then shows the error). Both are scrubbed of absolute paths, also
-    when the notebook failed."""
+    when the notebook failed. ``provenance``: called after a successful execution, the line
+    saying what it was keyed on (shown on the page). ``threads``: the kernel's thread count
+    (OMP_NUM_THREADS and friends; None: as this process has it)."""
     import papermill as pm
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
     from papermill.exceptions import PapermillExecutionError
@@ -221,10 +239,14 @@ def _execute(book: Path, out: Path, parameters: dict, root: Path,
     timeout = (cfg.cell_timeout_s if cfg is not None
                else Config.model_fields["cell_timeout_s"].default)
     try:
+        # the kernel starts in notebooks/ (nbclient's resources path), not through papermill's
+        # cwd=, which changes this process's directory: two notebooks side by side would
+        # leave it in the wrong place
         pm.execute_notebook(str(book), str(out), parameters=parameters,
-                            cwd=str(root / "notebooks"), progress_bar=False,
+                            resources={"metadata": {"path": str(root / "notebooks")}},
+                            progress_bar=False,
                             kernel_name="python3", log_output=False,
-                            kernel_manager_class=_kernel_manager(),
+                            kernel_manager_class=_kernel_manager(threads),
                             execution_timeout=timeout)
         failed = None
     except CellTimeoutError as exc:  # a stuck cell ends the chain instead of waiting forever
@@ -253,7 +275,8 @@ def _execute(book: Path, out: Path, parameters: dict, root: Path,
         logging.getLogger("papermill").removeFilter(quiet)
         if out.exists():
             page = to_html(out, root, cfg, summary=None if failed else _summary(book, cfg),
-                           failed=failed)
+                           failed=failed,
+                           provenance=provenance() if provenance and not failed else None)
             atomic_write_bytes(out.with_suffix(".html"), page.encode())
             atomic_write_bytes(out, scrub_notebook(out.read_text(), root, cfg).encode())
 
@@ -378,7 +401,8 @@ def check_notebook_params(books: list[Path], notebook_params: dict) -> dict[str,
 
 def run_report(preset: str = "demo", experiment: str | None = None,
                chain: list[str] | None = None, reports_dir: Path | None = None,
-               notebook_params: dict | None = None, **overrides) -> Path:
+               notebook_params: dict | None = None, force: bool = False,
+               jobs: int | None = None, **overrides) -> Path:
     """Execute the notebook chain for a parameter set and publish it under reports/.
 
     Args:
@@ -389,6 +413,10 @@ def run_report(preset: str = "demo", experiment: str | None = None,
         notebook_params: parameters of one notebook only (its own, such as 08's
             ``decoder``), ``{"08": {"decoder": ["unet", "deeplabv3plus"]}}``; checked against
             the notebooks' parameters cells before anything runs.
+        force: execute every notebook, also those whose last execution had the same source,
+            parameters, library and inputs (by default their pages are republished).
+        jobs: notebooks executed side by side where the graph allows (None: from the cores
+            this process may use, :func:`auto_jobs`; 1: one after another).
         **overrides: single parameters, as papermill ``-p`` would pass them.
 
     Returns:
@@ -419,7 +447,7 @@ def run_report(preset: str = "demo", experiment: str | None = None,
     reports_dir.mkdir(parents=True, exist_ok=True)
     with folder_lock(final, f"the report folder reports/{cfg.name}", wait=False):
         return _run_report_locked(cfg, preset, experiment, chain, books, reports_dir, final,
-                                  root, overrides, local)
+                                  root, overrides, local, force=force, jobs=jobs)
 
 
 def remove_stale(reports_dir: Path, name: str) -> list[str]:
@@ -441,7 +469,8 @@ def _is_report(folder: Path) -> bool:
 
 
 def _run_report_locked(cfg, preset, experiment, chain, books, reports_dir: Path, final: Path,
-                       root: Path, overrides: dict, local: dict | None = None) -> Path:
+                       root: Path, overrides: dict, local: dict | None = None,
+                       force: bool = False, jobs: int | None = None) -> Path:
     """The body of :func:`run_report`, run while holding the report folder's lock: the
     notebooks run into ``.<run>.<pid>.tmp/``, which replaces ``<run>/`` only when all
     succeeded. Only folders inside ``reports_dir`` that a report run made are ever removed."""
@@ -456,29 +485,9 @@ def _run_report_locked(cfg, preset, experiment, chain, books, reports_dir: Path,
               **{k: v for k, v in overrides.items() if v is not None}}
     os.environ.setdefault("GEOFM_PROGRESS", "text")
     os.environ["GEOFM_ROOT"] = str(root)
-    timings = {}
-    skipped = {}
-    failure = None
-    for book in books:
-        if failure is not None:  # the later notebooks read what the failed one would write
-            skipped[book.stem] = f"not run: {failure['notebook']} failed before it"
-            continue
-        why = _not_applicable(book, cfg)
-        if why:  # e.g. the SSL notebook on data without S1/S2 pairs
-            log.info("skipping %s: %s", book.name, why)
-            skipped[book.stem] = why
-            continue
-        t0 = time.perf_counter()
-        log.info("running %s (%s)", book.name, cfg.name)
-        out = tmp / book.name
-        try:
-            _execute(book, out, {**params, **(local or {}).get(book.stem, {})}, root, cfg)
-        except NotebookFailed as exc:  # the pages that ran are published, marked failed
-            failure = {"notebook": book.stem, "error": str(exc).split(" (the executed page")[0]
-                       .splitlines()[0][:400], "exception": exc}
-            continue
-        timings[book.stem] = round(time.perf_counter() - t0, 1)
-        log.info("%s done in %.1f s", book.name, timings[book.stem])
+    chain_run = Chain(cfg, books, tmp, root, params, local or {}, force=force, jobs=jobs)
+    chain_run.run()
+    timings, skipped, failure = chain_run.seconds, chain_run.skipped, chain_run.failure
     if failure is not None:
         final = _failed_target(final)
     stages = load_stages(cfg)
@@ -514,6 +523,9 @@ def _run_report_locked(cfg, preset, experiment, chain, books, reports_dir: Path,
             {k: v for k, v in overrides.items() if v is not None and k not in NOT_HASHED}),
             root, cfg)),
         "notebook_params": local or {},
+        # notebooks whose page was republished from an earlier execution (nothing changed)
+        "reused": chain_run.reused,
+        "jobs": chain_run.jobs,
         "status": "failed" if failure else "ok",
         "failed": {k: v for k, v in failure.items() if k != "exception"} if failure else None,
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -537,6 +549,179 @@ def _run_report_locked(cfg, preset, experiment, chain, books, reports_dir: Path,
         raise NotebookFailed(f"{shown}; the pages that ran are in reports/{final.name}/ "
                              f"(marked failed in reports/index.html)") from None
     return final
+
+
+def auto_jobs() -> int:
+    """How many notebooks run side by side by default: one per two cores this process may use
+    (each gets its share of the threads), so one after another on one or two cores, where two
+    notebooks of one thread each gain little over one of two threads and change its numbers
+    in the last digits (the thread count changes torch's sums)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
+        (os.cpu_count() or 1)
+    return max(1, cores // 2)
+
+
+class Chain:
+    """One report's notebooks executed as a dependency graph (:mod:`geofm_lib.report.graph`):
+    a notebook starts when the notebooks it needs have finished, up to ``jobs`` at a time; one
+    whose last finished execution had the same key and whose products are still there is not
+    executed (its cached page is republished); a failed notebook stops its dependants only."""
+
+    def __init__(self, cfg, books: list[Path], tmp: Path, root: Path, params: dict,
+                 local: dict, force: bool = False, jobs: int | None = None):
+        self.cfg, self.books, self.tmp, self.root = cfg, books, tmp, root
+        self.params, self.local, self.force = params, local, force
+        self.jobs = max(1, int(jobs)) if jobs else auto_jobs()
+        self.stems = [b.stem for b in books]
+        self.state: dict[str, str] = {}  # ok | reused | failed | blocked | not applicable
+        self.seconds: dict[str, float] = {}
+        self.skipped: dict[str, str] = {}
+        self.reused: dict[str, str] = {}
+        self.failure: dict | None = None
+        self._packages = package_versions()
+
+    def parameters(self, book: Path) -> dict:
+        return {**self.params, **self.local.get(book.stem, {})}
+
+    def inputs(self, book: Path) -> dict:
+        return graph.execution_inputs(book, self.cfg, self.parameters(book), self.stems,
+                                      self._packages)
+
+    # --- the execution cache: work/runs/<run>/executed/<notebook>.{json,ipynb,html} --------
+
+    def cache_files(self, stem: str) -> tuple[Path, Path, Path]:
+        folder = stage_dir(self.cfg) / "executed"
+        return folder / f"{stem}.json", folder / f"{stem}.ipynb", folder / f"{stem}.html"
+
+    def cached(self, book: Path) -> dict | None:
+        """The last finished execution of ``book`` if it may stand for one now: same key, and
+        every product (the stage record included) as it left them. None: execute it."""
+        meta, nb, page = self.cache_files(book.stem)
+        if self.force or not (meta.is_file() and nb.is_file() and page.is_file()):
+            return None
+        try:
+            entry = json.loads(meta.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+        if entry.get("key") != graph.execution_key(self.inputs(book)):
+            return None
+        now = graph.products(self.cfg, book.stem)
+        if now != entry.get("products") or (book.stem in graph.STEPS
+                                            and now.get("record") is None):
+            return None
+        return entry
+
+    def remember(self, book: Path, inputs: dict, seconds: float) -> None:
+        """Keep the finished execution (notebook, page, key, products) for the next run."""
+        meta, nb, page = self.cache_files(book.stem)
+        meta.parent.mkdir(parents=True, exist_ok=True)
+        out = self.tmp / book.name
+        atomic_write_bytes(nb, out.read_bytes())
+        atomic_write_bytes(page, out.with_suffix(".html").read_bytes())
+        atomic_write_json(meta, {
+            "notebook": book.stem, "key": graph.execution_key(inputs), "inputs": inputs,
+            "products": graph.products(self.cfg, book.stem), "seconds": seconds,
+            "executed": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())})
+
+    def republish(self, book: Path, entry: dict) -> None:
+        _, nb, page = self.cache_files(book.stem)
+        shutil.copyfile(nb, self.tmp / book.name)
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
+        atomic_write_bytes(self.tmp / f"{book.stem}.html",
+                           pages.mark_reused(page.read_text(), when).encode())
+        self.seconds[book.stem] = entry.get("seconds", 0.0)
+        self.reused[book.stem] = entry.get("executed", "")
+
+    # --- running ----------------------------------------------------------------------------
+
+    def execute(self, book: Path) -> float:
+        """Execute one notebook into the run's temporary folder (in a worker thread)."""
+        t0 = time.perf_counter()
+        log.info("running %s (%s)", book.name, self.cfg.name)
+        kept: dict = {}
+
+        def provenance() -> str:  # after the run: the inputs it used, built here or not
+            kept["inputs"] = self.inputs(book)
+            return graph.describe(kept["inputs"])
+
+        _execute(book, self.tmp / book.name, self.parameters(book), self.root, self.cfg,
+                 provenance=provenance, threads=self._threads())
+        seconds = round(time.perf_counter() - t0, 1)
+        self.remember(book, kept.get("inputs") or self.inputs(book), seconds)
+        log.info("%s done in %.1f s", book.name, seconds)
+        return seconds
+
+    def _threads(self) -> int | None:
+        """Threads per kernel when notebooks run side by side (None: torch's own choice)."""
+        if self.jobs == 1:
+            return None
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
+            (os.cpu_count() or 1)
+        return max(1, cores // self.jobs)
+
+    def ready(self, book: Path) -> str | None:
+        """"wait", "blocked" (a notebook it needs failed) or None (it may start)."""
+        for n in graph.needs(book.stem, self.stems):
+            st = self.state.get(n)
+            if st is None:
+                return "wait"
+            if st in ("failed", "blocked"):
+                self.skipped[book.stem] = (self.skipped.get(n) if st == "blocked"
+                                           else f"not run: {n} failed before it")
+                return "blocked"
+        return None
+
+    def start(self, book: Path, pool, running: dict) -> None:
+        why = _not_applicable(book, self.cfg)
+        if why:  # e.g. the SSL notebook on data without S1/S2 pairs
+            log.info("skipping %s: %s", book.name, why)
+            self.skipped[book.stem] = why
+            self.state[book.stem] = "not applicable"
+            return
+        entry = self.cached(book)
+        if entry is not None:
+            log.info("%s: unchanged since its execution of %s UTC (source, parameters, "
+                     "library, inputs): its page is republished", book.name, entry["executed"])
+            self.republish(book, entry)
+            self.state[book.stem] = "reused"
+            return
+        running[pool.submit(self.execute, book)] = book
+
+    def run(self) -> None:
+        from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+        pending, running = list(self.books), {}
+        with ThreadPoolExecutor(max_workers=self.jobs) as pool:
+            while pending or running:
+                for book in list(pending):
+                    if len(running) >= self.jobs:
+                        break
+                    status = self.ready(book)
+                    if status == "wait":
+                        continue
+                    pending.remove(book)
+                    if status == "blocked":
+                        self.state[book.stem] = "blocked"
+                        continue
+                    self.start(book, pool, running)
+                if not running:  # reused or skipped notebooks may have freed others
+                    if pending and all(self.ready(b) == "wait" for b in pending):
+                        raise GeofmError(f"the chain cannot go on: {pending[0].stem} waits for "
+                                         f"a notebook that is not in it")
+                    continue
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    book = running.pop(fut)
+                    try:
+                        self.seconds[book.stem] = fut.result()
+                        self.state[book.stem] = "ok"
+                    except NotebookFailed as exc:  # the pages that ran are published, marked
+                        self.state[book.stem] = "failed"
+                        if self.failure is None:
+                            self.failure = {
+                                "notebook": book.stem,
+                                "error": str(exc).split(" (the executed page")[0]
+                                .splitlines()[0][:400], "exception": exc}
 
 
 def _report_record(path: Path) -> dict:

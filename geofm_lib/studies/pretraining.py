@@ -25,9 +25,10 @@ import torch
 
 from geofm_lib import paths, records, ssl
 from geofm_lib.config import Config, load_config
-from geofm_lib.errors import ConfigError, TrainingDiverged
+from geofm_lib.errors import ConfigError, DataError, TrainingDiverged
 from geofm_lib.evaluation import fitting
 from geofm_lib.evaluation.repeats import seeds_of
+from geofm_lib.progress import get_logger
 from geofm_lib.ssl import evaluation as ssl_evaluation
 from geofm_lib.studies import parameters
 
@@ -174,6 +175,31 @@ def pretrain(cfg: Config):
         print(f"loaded the finished encoder from checkpoints/{result.encoder_path.parent.name}/ "
               f"(no training)")
     return result
+
+
+def ensure_encoders(cfg: Config, methods) -> dict[str, Path]:
+    """The finished encoder of each method of ``methods`` on this data
+    (``ssl.finished_encoders``: 07's evaluated runs); a method 07 has not pretrained (08 run
+    on its own) is pretrained first through 07's call with 07's default settings (the run's
+    own method with ``cfg``, the others for ``also_epochs`` epochs, as 07 pretrains them
+    beside it, so a later 07 loads them), saying so in one line."""
+    s = settings(cfg, {})
+    out = {}
+    for spec in methods:
+        try:
+            out.update(ssl.finished_encoders(cfg, [spec]))
+            continue
+        except DataError:
+            pass
+        m, b = ssl.parse_method(spec, cfg.ssl_backbone)
+        key = m if b == cfg.ssl_backbone else f"{m}:{b}"
+        cfg_m = cfg if (m, b) == (cfg.ssl_method, cfg.ssl_backbone) else s.also.get(key) \
+            or ssl.method_config(cfg, spec, PARAMETERS["also_epochs"][0])
+        get_logger().info("no finished %s encoder on data %s (07_ssl_pretrain has not run with "
+                          "these parameters): pretraining it now, as it would (ssl run %s)",
+                          spec, cfg.data_hash, cfg_m.ssl_hash)
+        out[spec] = ssl.pretrain(cfg_m, log_every=LOG_EVERY).encoder_path
+    return out
 
 
 def collapse_check(p: Places, encoder_path: Path, name: str = "the encoder") -> dict:

@@ -26,6 +26,7 @@ from geofm_lib.errors import DataError
 from geofm_lib.evaluation.metrics import per_class_chance
 from geofm_lib.models import devices
 from geofm_lib.papers import paper_table_for
+from geofm_lib.progress import get_logger
 from geofm_lib.studies import parameters
 
 INIT_BOOT = 200  # bootstrap draws of the random-init comparison (its intervals are not shown)
@@ -249,6 +250,18 @@ def write_predictions(cfg: Config, sc: Scored) -> tuple[Path, int]:
     out = evaluation.write_predictions(paths.predictions_file(cfg), preds)
     print(f"{len(preds)} predictions -> {paths.shown(out)}")
     return out, len(preds)
+
+
+def ensure_predictions(cfg: Config) -> Path:
+    """04's per-image predictions of this run (``paths.predictions_file``); a notebook run on
+    its own (05 before 04) scores the evaluation split first through 04's calls (CLIP trained
+    first when 03 has not run, its shards before it), saying so in one line."""
+    path = paths.predictions_file(cfg)
+    if path.is_file():
+        return path
+    get_logger().info("no predictions of run %s yet (04_zero_shot_eval has not run with these "
+                      "parameters): scoring the evaluation split now, as it would", cfg.name)
+    return write_predictions(cfg, score(cfg, settings(cfg, {})))[0]
 
 
 def record(cfg: Config, sc: Scored, init: AtInit, q: Quality,

@@ -31,7 +31,7 @@ from geofm_lib.evaluation import floors, repeats, segmenter
 from geofm_lib.evaluation import segmentation as seg_scores
 from geofm_lib.evaluation.repeats import seeds_of, spread
 from geofm_lib.models.devices import resolve_device, resolve_precision
-from geofm_lib.studies import parameters
+from geofm_lib.studies import parameters, pretraining
 
 TARGETS = ("trees", "land_cover")
 VARIANTS = ("boundary", "detail", "both")
@@ -247,7 +247,7 @@ def lineup(cfg: Config, s: Settings, p: Places) -> dict[str, Encoder]:
     beside random init of that backbone) and each of ``other_encoders`` beside its own
     architecture at random init, fed the same input."""
     encoders = {"random init": Encoder(cfg.ssl_backbone)}
-    for spec, path in ssl.finished_encoders(cfg, s.ssl_methods).items():
+    for spec, path in pretraining.ensure_encoders(cfg, s.ssl_methods).items():
         m, b = s.methods[spec]
         base = "random init" if b == cfg.ssl_backbone else f"random init {ssl.backbone_label(b)}"
         encoders.setdefault(base, Encoder(b))

@@ -1,0 +1,194 @@
+"""Issue 39: the report chain as a dependency graph (``report/graph.py``), the execution cache
+and notebooks side by side (``reports.Chain``)."""
+
+import json
+import shutil
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from geofm_lib.config import load_config
+from geofm_lib.report import graph, reports
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_table_declares_every_notebook_and_needs_what_it_reads():
+    stems = [b.stem for b in reports.notebooks(ROOT)]
+    assert set(graph.STEPS) == set(stems)
+    writer = {a: stem for stem, s in graph.STEPS.items() for a in s.writes}
+    assert set(writer) <= set(graph.ARTIFACTS)
+
+    def upstream(stem):  # every notebook a notebook waits for, directly or not
+        out = set()
+        for n in graph.STEPS[stem].needs:
+            out |= {n} | upstream(n)
+        return out
+
+    for stem, s in graph.STEPS.items():
+        assert all(stems.index(n) < stems.index(stem) for n in s.needs), stem  # a DAG in order
+        for a in s.reads:  # what it reads is written by a notebook it waits for
+            assert writer[a] in upstream(stem), (stem, a)
+        assert s.alone, stem  # the page of the chain says what it builds when run alone
+    # the graph is wider than a line: 07 needs only 01's shards, 04 and 06 only 03's checkpoint
+    assert graph.needs("07_ssl_pretrain", stems) == ["01_data_prep"]
+    assert graph.needs("06_feature_probes", stems) == ["03_pretrain"]
+    cfg = load_config("ci")
+    assert graph.artifact(cfg, "shards").named_by == f"data {cfg.data_hash}"
+    assert graph.artifact(cfg, "clip checkpoint").named_by == f"train {cfg.train_hash}"
+    assert graph.artifact(cfg, "ssl encoder").named_by == f"ssl {cfg.ssl_hash}"
+
+
+def test_critical_path_is_the_longest_dependent_chain():
+    stems = list(graph.STEPS)
+    t = {"01_data_prep": 10, "02_explore_data": 5, "03_pretrain": 100, "04_zero_shot_eval": 10,
+         "05_map_viz": 5, "06_feature_probes": 50, "07_ssl_pretrain": 200, "08_segmentation": 80}
+    assert graph.critical_path(t, stems) == (290, ["01_data_prep", "07_ssl_pretrain",
+                                                   "08_segmentation"])
+    t["06_feature_probes"] = 400
+    assert graph.critical_path(t, stems) == (510, ["01_data_prep", "03_pretrain",
+                                                   "06_feature_probes"])
+    # a notebook of your own waits for every notebook before it
+    assert graph.needs("09_mine", stems + ["09_mine"]) == stems
+
+
+def _workspace(root: Path, cells: dict[str, str]) -> Path:
+    """A workspace whose notebooks each run ``cells[name]`` after reading their config."""
+    (root / "parameters").mkdir(parents=True)
+    for name in ("defaults", "ci"):
+        shutil.copyfile(ROOT / "parameters" / f"{name}.yaml", root / "parameters" / f"{name}.yaml")
+    (root / "notebooks").mkdir()
+    for name, code in cells.items():
+        params = nbformat.v4.new_code_cell('preset = "ci"\nexperiment = None')
+        params.metadata["tags"] = ["parameters"]
+        nb = nbformat.v4.new_notebook()
+        nb.cells = [params, nbformat.v4.new_code_cell(
+            "import os, time\nfrom geofm_lib.config import from_notebook\n"
+            "from geofm_lib.report.runinfo import save_stage\n"
+            "cfg = from_notebook(globals())\n" + code)]
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                     "language": "python"}
+        nb.metadata["language_info"] = {"name": "python"}
+        nbformat.write(nb, root / "notebooks" / f"{name}.ipynb")
+    return root
+
+
+def _run(root: Path, **kw) -> dict:
+    reports.run_report("ci", reports_dir=root / "reports", run_name="r",
+                       work_dir=str(root / "work"), **kw)
+    return json.loads((root / "reports" / "r" / "run.json").read_text())
+
+
+def test_a_notebook_is_skipped_only_when_source_parameters_and_inputs_match(tmp_path,
+                                                                           monkeypatch):
+    root = _workspace(tmp_path / "ws", {
+        "01_first": 'save_stage(cfg, "01_first", {"lr": cfg.lr, "t": time.time()})',
+        "02_second": 'save_stage(cfg, "02_second", {"seed": cfg.seed})'})
+    monkeypatch.setenv("GEOFM_ROOT", str(root))
+    assert _run(root)["reused"] == {}  # nothing executed before: both run
+    page = (root / "reports" / "r" / "01_first.html").read_text()
+    assert "Keyed on source" in page and "Republished" not in page
+
+    info = _run(root)  # nothing changed: both republished, not executed
+    assert set(info["reused"]) == {"01_first", "02_second"}
+    assert info["status"] == "ok" and set(info["seconds"]) == {"01_first", "02_second"}
+    page = (root / "reports" / "r" / "01_first.html").read_text()
+    assert "Republished" in page and "--force" in page
+    metrics = json.loads((root / "reports" / "r" / "metrics.json").read_text())
+    assert metrics["01_first"]["lr"] == 5e-4 and metrics["02_second"]["seed"] == 0
+
+    # the source of 02 changes: 02 executes, 01 does not
+    book = root / "notebooks" / "02_second.ipynb"
+    nb = nbformat.read(book, as_version=4)
+    nb.cells[1].source += "\nprint('changed')"
+    nbformat.write(nb, book)
+    assert set(_run(root)["reused"]) == {"01_first"}
+
+    # a parameter changes: 01 executes, and 02 after it (its input, 01's record, is new)
+    assert _run(root, lr=0.01)["reused"] == {}
+    assert json.loads((root / "reports" / "r" / "metrics.json").read_text())[
+        "01_first"]["lr"] == 0.01
+    assert set(_run(root, lr=0.01)["reused"]) == {"01_first", "02_second"}
+
+    # an input changes (01's record, which 02 reads, rewritten): 02 executes
+    rec = root / "work" / "runs" / "r" / "01_first.json"
+    rec.write_text(rec.read_text().replace('"t": ', '"t": 1.0, "u": '))
+    assert _run(root, lr=0.01)["reused"] == {}  # 01: its product changed; 02: its input
+
+    # a product gone: the notebook executes again
+    (root / "work" / "runs" / "r" / "02_second.json").unlink()
+    assert set(_run(root, lr=0.01)["reused"]) == {"01_first"}
+
+    # --force executes everything
+    assert _run(root, lr=0.01, force=True)["reused"] == {}
+
+
+def test_independent_notebooks_run_side_by_side_and_a_failure_stops_only_its_dependants(
+        tmp_path, monkeypatch):
+    stamp = ('save_stage(cfg, "{n}", {{"start": time.time(), "threads": '
+             'os.environ.get("OMP_NUM_THREADS"), "cwd": os.getcwd(), '
+             '"end": (time.sleep(4), time.time())[1]}})')
+    here = Path.cwd()
+    root = _workspace(tmp_path / "ws", {
+        "01_a": stamp.format(n="01_a"), "02_b": stamp.format(n="02_b"),
+        "03_c": 'raise RuntimeError("c broke")', "04_d": stamp.format(n="04_d"),
+        "05_e": stamp.format(n="05_e")})
+    monkeypatch.setenv("GEOFM_ROOT", str(root))
+    monkeypatch.setattr(graph, "STEPS", {  # 01, 02 and 03 independent; 04 needs 03; 05 needs 01
+        "01_a": graph.Step((), (), (), "-"), "02_b": graph.Step((), (), (), "-"),
+        "03_c": graph.Step((), (), (), "-"), "04_d": graph.Step(("03_c",), (), (), "-"),
+        "05_e": graph.Step(("01_a",), (), (), "-")})
+    with pytest.raises(reports.NotebookFailed, match="03_c.ipynb stopped"):
+        _run(root, jobs=2)
+    info = json.loads((root / "reports" / "r" / "run.json").read_text())
+    assert info["jobs"] == 2 and info["failed"]["notebook"] == "03_c"
+    assert info["skipped"] == {"04_d": "not run: 03_c failed before it"}  # 05 still ran
+    m = json.loads((root / "reports" / "r" / "metrics.json").read_text())
+    assert set(m) == {"01_a", "02_b", "05_e"}
+    a, b = m["01_a"], m["02_b"]
+    assert a["start"] < b["end"] and b["start"] < a["end"]  # 01 and 02 at the same time
+    assert m["05_e"]["start"] >= a["end"]  # 05 after what it needs
+    assert a["threads"] == b["threads"] and int(a["threads"]) >= 1  # each kernel its share
+    # every kernel starts in notebooks/; this process stays where it was (papermill's cwd=
+    # changes the process's directory, which two notebooks at once would leave wrong)
+    assert {m[n]["cwd"] for n in m} == {str(root / "notebooks")} and Path.cwd() == here
+
+
+def test_one_job_runs_in_order_and_a_failure_stops_the_rest_of_a_plain_chain(tmp_path,
+                                                                             monkeypatch):
+    """Notebooks of your own (not in the table) wait for every notebook before them."""
+    root = _workspace(tmp_path / "ws", {
+        "01_a": 'raise RuntimeError("a broke")', "02_b": 'save_stage(cfg, "02_b", {"x": 1})'})
+    monkeypatch.setenv("GEOFM_ROOT", str(root))
+    with pytest.raises(reports.NotebookFailed, match="01_a.ipynb stopped"):
+        _run(root, jobs=3)
+    info = json.loads((root / "reports" / "r" / "run.json").read_text())
+    assert info["skipped"] == {"02_b": "not run: 01_a failed before it"}
+
+
+def test_notebooks_run_alone_building_what_they_read(tmp_path):
+    """Item 2: 05 from an empty work folder builds 01's shards, trains 03's CLIP and scores
+    04's predictions through their own calls, a line each; 08 then pretrains the encoder 07
+    would. Both publish their records."""
+    work = tmp_path / "work"
+    params = {"preset": "ci", "work_dir": str(work), "run_name": "alone"}
+    cfg = load_config("ci", work_dir=str(work), run_name="alone")
+    books = {b.stem: b for b in reports.notebooks(ROOT)}
+    out = tmp_path / "05.ipynb"
+    reports._execute(books["05_map_viz"], out, params, ROOT, cfg)
+    text = out.read_text()
+    for line in (f"no shards for data {cfg.data_hash} yet", "no finished CLIP run for train hash",
+                 "no predictions of run alone yet"):
+        assert line in text, line
+    for name in ("shards", "clip checkpoint", "predictions", "map"):
+        assert graph.artifact(cfg, name).digest() is not None, name
+    assert graph.products(cfg, "05_map_viz")["record"] is not None
+
+    assert graph.artifact(cfg, "ssl encoder").digest() is None  # 07 has not run
+    out = tmp_path / "08.ipynb"
+    reports._execute(books["08_segmentation"], out, {**params, "ssl_methods": ["moco"]}, ROOT,
+                     cfg)
+    assert "no finished moco encoder on data" in out.read_text()
+    assert graph.artifact(cfg, "ssl encoder").digest() is not None  # 07 would load it
+    assert graph.products(cfg, "08_segmentation")["record"] is not None
