@@ -125,3 +125,8 @@ while IFS=$'\t' read -r lane name secs; do
   printf '  %-7s %-66s %5d s\n' "$lane" "$name" "$secs"
 done < "$TIMES"
 printf '  %-74s %5d s\n' "total (this script, wall)" "$((SECONDS - t_all))"
+# each chain's notebooks with their times and the critical path of the graph (also written to
+# work/bench/chain-<run>.json)
+echo "== the chains as graphs (geofm graph)"
+geofm graph --preset ci -p run_name=ci-notebooks
+if [ "$skip_demo" != "1" ]; then geofm graph --preset demo; fi

@@ -192,3 +192,57 @@ def test_notebooks_run_alone_building_what_they_read(tmp_path):
     assert "no finished moco encoder on data" in out.read_text()
     assert graph.artifact(cfg, "ssl encoder").digest() is not None  # 07 would load it
     assert graph.products(cfg, "08_segmentation")["record"] is not None
+
+
+def test_geofm_graph_prints_times_and_the_critical_path(tmp_path, monkeypatch, capsys):
+    from geofm_lib import cli
+
+    monkeypatch.setenv("GEOFM_ROOT", str(tmp_path))
+    shutil.copytree(ROOT / "parameters", tmp_path / "parameters")
+    shutil.copytree(ROOT / "notebooks", tmp_path / "notebooks")
+    assert cli.main(["graph", "--preset", "ci"]) == 0
+    assert "the graph alone" in capsys.readouterr().out
+    run = tmp_path / "reports" / "group_all-ci"
+    run.mkdir(parents=True)
+    seconds = {"01_data_prep": 5, "02_explore_data": 4, "03_pretrain": 30,
+               "04_zero_shot_eval": 10, "05_map_viz": 6, "06_feature_probes": 50,
+               "07_ssl_pretrain": 70, "08_segmentation": 28}
+    (run / "run.json").write_text(json.dumps({
+        "run": "group_all-ci", "finished": "2026-12-06 05:00:00", "jobs": 1,
+        "seconds": seconds, "reused": {"01_data_prep": "2026-12-06 04:00:00"}}))
+    assert cli.main(["graph", "--preset", "ci"]) == 0
+    out = capsys.readouterr().out
+    assert "critical path 01 -> 07 -> 08 103 s" in out and "take 203 s" in out
+    assert "republished without executing in this report: 01" in out
+    saved = json.loads((tmp_path / "work" / "bench" / "chain-group_all-ci.json").read_text())
+    assert saved["critical_path"] == ["01_data_prep", "07_ssl_pretrain", "08_segmentation"]
+
+
+def test_the_advice_to_build_a_missing_input_is_the_exact_command(tmp_path, capsys):
+    """Where a notebook run alone cannot build its shards, the error gives the command with the
+    same parameters (plain `geofm data` builds another data hash)."""
+    import shlex
+
+    from geofm_lib import cli
+    from geofm_lib.config import command_for
+    from geofm_lib.data import build
+    from geofm_lib.errors import GeofmError
+
+    for cfg in (load_config("demo", group="C"),
+                load_config("ci", datasets=["xview", "mafat"], run_name="2024", lr=0.01,
+                            work_dir=str(tmp_path / "w"))):
+        words = shlex.split(command_for(cfg))
+        assert words[:2] == ["geofm", "data"]
+        assert cli.main(["params"] + words[2:]) == 0  # the same parameters, read back
+        last = capsys.readouterr().out.strip().splitlines()
+        line = next(x for x in last if x.startswith("# hash"))
+        assert line == f"# hash {cfg.hash}  data_hash {cfg.data_hash}  run {cfg.name}"
+    card = tmp_path / "mine.yaml"  # a data folder of yours that is absent
+    card.write_text("group: custom\ndataset_cards:\n  plots:\n    name: Plots\n    gsd_m: 0.5\n"
+                    "    labels: [trees, road]\n    bands: [{name: R, center_nm: 665}]\n"
+                    f"sources:\n  plots: {{reader: geotiff, root: {tmp_path / 'absent'}}}\n")
+    cfg = load_config("ci", str(card), work_dir=str(tmp_path / "w"), lr=0.001)
+    with pytest.raises(GeofmError, match=r"no GeoTIFF.*build them alone with exactly these "
+                                         r"parameters: geofm data --preset ci --experiment "
+                                         r"\S+mine.yaml -p lr=0.001 -p work_dir="):
+        build.ensure_shards(cfg)

@@ -29,7 +29,13 @@ from geofm_lib.config.choices import (
     vit_patch_px,
 )
 from geofm_lib.config.hashing import DATA_RULES, digest
-from geofm_lib.config.loading import CARD_FILE, check_runtime, load_config, parameter_sets
+from geofm_lib.config.loading import (
+    CARD_FILE,
+    check_runtime,
+    command_for,
+    load_config,
+    parameter_sets,
+)
 from geofm_lib.config.notebook import LOCAL_RANGES, check_local_ranges, from_notebook
 from geofm_lib.config.root import is_parameter_file, project_root
 from geofm_lib.config.schema import (
@@ -50,7 +56,7 @@ __all__ = [
     "CARD_FILE", "DATA_KEYS", "DATA_RULES", "DATASET_KEY", "FIELDS", "LOCAL_RANGES",
     "NOT_HASHED", "PRESETS", "READERS", "SOURCES", "SSL_BACKBONES", "SSL_KEYS",
     "SSL_METHOD_KEYS", "SSL_METHODS", "SSL_MODES", "TRAIN_KEYS", "CardBand", "Config",
-    "DatasetCard", "SourceSpec", "check_local_ranges", "check_runtime", "digest",
+    "DatasetCard", "SourceSpec", "check_local_ranges", "check_runtime", "command_for", "digest",
     "from_notebook", "is_parameter_file", "load_config", "parameter_sets", "project_root",
     "vit_patch_px",
 ]

@@ -15,7 +15,7 @@ from geofm_lib.config.choices import PRESETS, READERS
 from geofm_lib.config.root import is_parameter_file, project_root
 from geofm_lib.config.schema import FIELDS, Config, DatasetCard, SourceSpec
 from geofm_lib.errors import ConfigError, PretrainedUnavailable
-from geofm_lib.io import check_name, read_yaml
+from geofm_lib.io import check_name, parse_yaml_value, read_yaml
 from geofm_lib.models.devices import resolve_device, resolve_precision
 from geofm_lib.models.names import check_pretrained
 
@@ -117,6 +117,31 @@ def load_config(preset: str = "demo", experiment: str | None = None,
         if base != cfg.hash:
             cfg = cfg.model_copy(update={"run_name": f"{cfg.name}-{cfg.hash[:6]}"})
     return cfg
+
+
+def command_for(cfg: Config, sub: str = "data") -> str:
+    """The ``geofm <sub>`` command with exactly ``cfg``'s parameters: its preset, its
+    experiment set or file, and a ``-p`` for each value that differs from what those give
+    (``work_dir`` and ``run_name`` included), so that advice to run another stage first is
+    advice that works."""
+    import json
+    import shlex
+
+    base = load_config(cfg.preset, cfg.experiment).to_dict()
+    mine = cfg.to_dict()
+    differ = {k: v for k, v in mine.items()
+              if k not in ("preset", "experiment", "run_name") and v != base.get(k)}
+    if mine.get("run_name") != load_config(cfg.preset, cfg.experiment, **differ).run_name:
+        differ["run_name"] = mine["run_name"]  # given, not the name the overrides make
+    parts = ["geofm", sub, "--preset", cfg.preset]
+    if cfg.experiment:
+        parts += ["--experiment", cfg.experiment]
+    for key, value in differ.items():
+        text = value if isinstance(value, str) else json.dumps(value)
+        if isinstance(value, str) and parse_yaml_value(value, key) != value:
+            text = json.dumps(value)  # a name such as "2024" or "true" stays a string
+        parts += ["-p", f"{key}={text}"]
+    return " ".join(shlex.quote(str(x)) for x in parts)
 
 
 def value_origins(preset: str = "demo", experiment: str | None = None,

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from geofm_lib.catalog import DATASETS, pair_family
-from geofm_lib.config import Config
+from geofm_lib.config import Config, command_for
 from geofm_lib.data.captions import caption, join_labels
 from geofm_lib.data.manifest import make_manifest
 from geofm_lib.data.masks import DENSE_MEMBERS
@@ -36,7 +36,7 @@ from geofm_lib.data.shards import (
 )
 from geofm_lib.data.sources.base import missing_scene_keys
 from geofm_lib.data.sources.registry import open_source
-from geofm_lib.errors import DataError, ShardError
+from geofm_lib.errors import DataError, GeofmError, ShardError
 from geofm_lib.io import atomic_write_json, folder_lock
 from geofm_lib.paths import build_folder
 from geofm_lib.progress import get_logger
@@ -308,7 +308,13 @@ def ensure_shards(cfg: Config, show_progress: bool = True) -> Path:
         return folder
     log.info("no shards for data %s yet (01_data_prep has not run with these parameters): "
              "building them now, as it would", cfg.data_hash)
-    return build_shards(cfg, show_progress=show_progress)
+    try:
+        return build_shards(cfg, show_progress=show_progress)
+    except GeofmError as exc:  # e.g. a data folder of yours that is absent: say how to retry
+        raise type(exc)(
+            f"{exc}. This notebook builds its shards (data {cfg.data_hash}) as 01_data_prep "
+            f"does, and they cannot be built: fix that, then run this notebook again, or build "
+            f"them alone with exactly these parameters: {command_for(cfg, 'data')}") from None
 
 
 def build_shards(cfg: Config, source=None, show_progress: bool = True) -> Path:

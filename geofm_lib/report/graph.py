@@ -240,11 +240,11 @@ def timings(run_info: dict | None, stems: list[str]) -> dict:
              "writes": list(step(stem).writes), "seconds": seconds.get(stem),
              "reused": stem in reused, "skipped": (info.get("skipped") or {}).get(stem)}
             for stem in stems]
-    executed = {k: v for k, v in seconds.items() if k not in reused}
-    path_s, path = critical_path(executed, stems)
+    path_s, path = critical_path(seconds, stems)  # a republished page: its execution's time
     return {"run": info.get("run"), "finished": info.get("finished"), "jobs": info.get("jobs"),
-            "notebooks": rows, "sum_seconds": round(sum(executed.values()), 1),
-            "critical_path": path, "critical_path_seconds": round(path_s, 1)}
+            "notebooks": rows, "sum_seconds": round(sum(seconds.values()), 1),
+            "republished": sorted(reused), "critical_path": path,
+            "critical_path_seconds": round(path_s, 1)}
 
 
 def format_timings(t: dict) -> str:
@@ -257,9 +257,12 @@ def format_timings(t: dict) -> str:
                      f"{', '.join(r['reads']) or '-':28s} {', '.join(r['writes']) or '-':18s} "
                      f"{secs:>8s}" + (f"  skipped: {r['skipped']}" if r["skipped"] else ""))
     if t["run"]:
-        lines.append(f"run {t['run']} (finished {t['finished']}, jobs {t['jobs'] or 1}): "
-                     f"{t['sum_seconds']:.0f} s executed one after another; critical path "
+        lines.append(f"run {t['run']} (finished {t['finished']}, jobs {t['jobs'] or 1}): the "
+                     f"executions take {t['sum_seconds']:.0f} s one after another; critical path "
                      f"{' -> '.join(n[:2] for n in t['critical_path']) or '-'} "
-                     f"{t['critical_path_seconds']:.0f} s (the least it takes with notebooks "
-                     f"side by side)")
+                     f"{t['critical_path_seconds']:.0f} s (the least they take side by side)")
+        if t["republished"]:
+            lines.append(f"republished without executing in this report: "
+                         f"{', '.join(n[:2] for n in t['republished'])} (their times are those "
+                         f"of the executions they show)")
     return "\n".join(lines)

@@ -44,7 +44,8 @@ def _fmt(v) -> str:
     return html.escape(str(v)) if v is not None else ""
 
 
-def _page_tile(run: str, page: Path, seconds: dict, metrics: dict, skipped: dict) -> str:
+def _page_tile(run: str, page: Path, seconds: dict, metrics: dict, skipped: dict,
+               reused: dict | None = None) -> str:
     """One notebook of a run: its headline figure (a link to the page), time, key metrics."""
     href = f"{html.escape(run)}/{html.escape(page.name)}"
     executed = page.with_suffix(".ipynb")
@@ -58,7 +59,9 @@ def _page_tile(run: str, page: Path, seconds: dict, metrics: dict, skipped: dict
         if page.stem in skipped else ""
     return (f'<div class="tile"><a href="{href}">{figure}</a>'
             f'<div class="name"><a href="{href}">{html.escape(page.stem)}</a>'
-            f'{f" <span class=secs>{secs:.0f} s</span>" if secs is not None else ""}</div>'
+            f'{f" <span class=secs>{secs:.0f} s</span>" if secs is not None else ""}'
+            f'{" <span class=secs>(republished)</span>" if page.stem in (reused or {}) else ""}'
+            f'</div>'
             f"<ul>{facts}{note}</ul></div>")
 
 
@@ -71,7 +74,10 @@ def _run_card(name: str, info: dict, metrics: dict, pages: list[Path]) -> str:
     if info.get("overrides"):  # what makes this run differ from the plain parameter set
         facts.append(html.escape(", ".join(f"{k}={v}" for k, v in info["overrides"].items()
                                            if k != "run_name")))
-    facts += [f"{secs:.0f} s", f"<code>{html.escape(commit)}</code>",
+    reused = info.get("reused") or {}
+    facts += [f"{secs:.0f} s" + (f" ({len(reused)} of {len(info.get('seconds') or {})} pages "
+                                 f"republished unchanged)" if reused else ""),
+              f"<code>{html.escape(commit)}</code>",
               html.escape(info.get("finished", ""))]
     banner = ""
     if info.get("record_error"):
@@ -85,7 +91,7 @@ def _run_card(name: str, info: dict, metrics: dict, pages: list[Path]) -> str:
                  p.stem[:2].isdigit()]
     others = [p for p in pages if p not in notebooks]
     tiles = "".join(_page_tile(name, p, info.get("seconds") or {}, metrics,
-                               info.get("skipped") or {}) for p in notebooks)
+                               info.get("skipped") or {}, reused) for p in notebooks)
     extra = " ".join(f'<a href="{html.escape(name)}/{html.escape(p.name)}">{html.escape(p.name)}'
                      f"</a>" for p in others)
     skipped = "".join(f"<li>{html.escape(k)}: {html.escape(v)}</li>"
