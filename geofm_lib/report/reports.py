@@ -556,9 +556,13 @@ def auto_jobs() -> int:
     (each gets its share of the threads), so one after another on one or two cores, where two
     notebooks of one thread each gain little over one of two threads and change its numbers
     in the last digits (the thread count changes torch's sums)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
+    return max(1, _cores() // 2)
+
+
+def _cores() -> int:
+    """The cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
         (os.cpu_count() or 1)
-    return max(1, cores // 2)
 
 
 class Chain:
@@ -655,9 +659,7 @@ class Chain:
         """Threads per kernel when notebooks run side by side (None: torch's own choice)."""
         if self.jobs == 1:
             return None
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
-            (os.cpu_count() or 1)
-        return max(1, cores // self.jobs)
+        return max(1, _cores() // self.jobs)
 
     def ready(self, book: Path) -> str | None:
         """"wait", "blocked" (a notebook it needs failed) or None (it may start)."""
