@@ -17,15 +17,17 @@
 #              NBVAL_CHECK_OUTPUT must reproduce their output)
 #   demo    6. the demo pipeline (01-08 on the demo preset, CPU) whose metrics the quality-bar
 #              tests check; GEOFM_SKIP_DEMO=1 skips it (`make test-fast`). It is the longer
-#              lane (measured: demo 1064 s against 766 s of checks before nbval), so nbval
-#              moved to the checks lane
+#              lane (measured 2026-12-06: 3,082 s of one core against about 1,950 s of checks),
+#              so it may use both cores and runs two notebooks at a time where the graph
+#              allows (`--jobs 2`, one thread per kernel, as on one pinned core): 07 -> 08, its
+#              longest path, beside 02-06, the second kernel sharing the checks lane's core
 # then, on both cores:
 #           7. pytest, the tests marked `reports`: the quality bars and the reports in headless
 #              chromium with the network off (they read what steps 2-5 made)
 # Most of the checks lane is single-threaded (kernels starting, imports, tiny tensors), so the
 # two lanes overlap almost fully (measured: 25.4 min one step after another on both cores, 18.4
 # with the lanes). Without two cores, or with the demo skipped, the steps run one after the
-# other, unpinned.
+# other, unpinned, the demo one notebook at a time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 GEOFM_PROGRESS=text GEOFM_ROOT="$PWD"
@@ -70,7 +72,9 @@ nbval() {
 }
 
 lane_demo() {
-  step "demo pipeline 01-08 (quality bars)" geofm report --preset demo
+  # two notebooks at a time where the graph allows (07 -> 08 beside 02-06), one thread each:
+  # the lane may use both cores, so its second kernel shares the checks lane's core
+  step "demo pipeline 01-08 (quality bars)" geofm report --preset demo --jobs "${DEMO_JOBS:-1}"
 }
 
 if [ "${1:-}" = "--lane" ]; then  # one lane, started by the main script below
@@ -87,10 +91,10 @@ mapfile -t cores < <(python -c 'import os; print(*sorted(os.sched_getaffinity(0)
 skip_demo=${GEOFM_SKIP_DEMO:-0}
 if [ "$skip_demo" != "1" ] && [ "${#cores[@]}" -ge 2 ] && command -v taskset >/dev/null \
     && command -v setsid >/dev/null; then
-  echo "== two lanes: checks on CPU ${cores[0]}, demo on CPU ${cores[1]} (logs in $LOGS/)"
+  echo "== two lanes: checks on CPU ${cores[0]}, demo on CPUs ${cores[0]},${cores[1]} with two notebooks at a time (logs in $LOGS/)"
   declare -A pid
   setsid taskset -c "${cores[0]}" bash "$0" --lane checks > "$LOGS/checks.log" 2>&1 & pid[checks]=$!
-  setsid taskset -c "${cores[1]}" bash "$0" --lane demo > "$LOGS/demo.log" 2>&1 & pid[demo]=$!
+  DEMO_JOBS=2 setsid taskset -c "${cores[0]},${cores[1]}" bash "$0" --lane demo > "$LOGS/demo.log" 2>&1 & pid[demo]=$!
   failed=
   for _ in 1 2; do  # print each lane's log as it ends; a failed lane stops the other one
     set +e; wait -n -p done_pid "${pid[@]}"; rc=$?; set -e

@@ -135,10 +135,12 @@ def test_independent_notebooks_run_side_by_side_and_a_failure_stops_only_its_dep
         "03_c": 'raise RuntimeError("c broke")', "04_d": stamp.format(n="04_d"),
         "05_e": stamp.format(n="05_e")})
     monkeypatch.setenv("GEOFM_ROOT", str(root))
-    monkeypatch.setattr(graph, "STEPS", {  # 01, 02 and 03 independent; 04 needs 03; 05 needs 01
+    # 01, 02 and 03 independent (each heads a path of two, so they start in order); 04 needs
+    # 03; 05 needs 01 and 02
+    monkeypatch.setattr(graph, "STEPS", {
         "01_a": graph.Step((), (), (), "-"), "02_b": graph.Step((), (), (), "-"),
         "03_c": graph.Step((), (), (), "-"), "04_d": graph.Step(("03_c",), (), (), "-"),
-        "05_e": graph.Step(("01_a",), (), (), "-")})
+        "05_e": graph.Step(("01_a", "02_b"), (), (), "-")})
     with pytest.raises(reports.NotebookFailed, match="03_c.ipynb stopped"):
         _run(root, jobs=2)
     info = json.loads((root / "reports" / "r" / "run.json").read_text())
@@ -148,11 +150,26 @@ def test_independent_notebooks_run_side_by_side_and_a_failure_stops_only_its_dep
     assert set(m) == {"01_a", "02_b", "05_e"}
     a, b = m["01_a"], m["02_b"]
     assert a["start"] < b["end"] and b["start"] < a["end"]  # 01 and 02 at the same time
-    assert m["05_e"]["start"] >= a["end"]  # 05 after what it needs
+    assert m["05_e"]["start"] >= max(a["end"], b["end"])  # 05 after what it needs
     assert a["threads"] == b["threads"] and int(a["threads"]) >= 1  # each kernel its share
     # every kernel starts in notebooks/; this process stays where it was (papermill's cwd=
     # changes the process's directory, which two notebooks at once would leave wrong)
     assert {m[n]["cwd"] for n in m} == {str(root / "notebooks")} and Path.cwd() == here
+
+
+def test_the_scheduler_starts_the_head_of_the_longest_remaining_path_first():
+    """With fewer cores than ready notebooks, the one heading the longest path to the end
+    starts first: after 01, 03 (03 -> 08 by count; 03 -> 06 by the demo's times) and 07
+    (07 -> 08) before 02, so 07 -> 08 does not wait; by count where a time is missing."""
+    chain = list(graph.STEPS)
+    by_count = graph.priorities({}, chain)
+    assert by_count["01_data_prep"] == 4 and by_count["03_pretrain"] == 3
+    assert by_count["07_ssl_pretrain"] == 2 and by_count["02_explore_data"] == 1
+    demo = dict(zip(chain, [40, 26, 249, 30, 23, 647, 1223, 835]))
+    by_time = graph.priorities(demo, chain)
+    assert by_time["07_ssl_pretrain"] == 1223 + 835 and by_time["03_pretrain"] == 249 + 835
+    assert max(by_time, key=by_time.get) == "01_data_prep"
+    assert graph.priorities({**demo, "02_explore_data": 0}, chain) == by_count
 
 
 def test_one_job_runs_in_order_and_a_failure_stops_the_rest_of_a_plain_chain(tmp_path,
@@ -168,30 +185,31 @@ def test_one_job_runs_in_order_and_a_failure_stops_the_rest_of_a_plain_chain(tmp
 
 
 def test_notebooks_run_alone_building_what_they_read(tmp_path):
-    """Item 2: 05 from an empty work folder builds 01's shards, trains 03's CLIP and scores
-    04's predictions through their own calls, a line each; 08 then pretrains the encoder 07
-    would. Both publish their records."""
+    """Item 2: 08 from an empty work folder builds 01's shards, trains 03's CLIP (its
+    other_encoders include `clip`) and pretrains the encoder 07 would, through their own calls,
+    a line each; 05 then scores 04's predictions the same way. Both publish their records."""
     work = tmp_path / "work"
     params = {"preset": "ci", "work_dir": str(work), "run_name": "alone"}
     cfg = load_config("ci", work_dir=str(work), run_name="alone")
     books = {b.stem: b for b in reports.notebooks(ROOT)}
-    out = tmp_path / "05.ipynb"
-    reports._execute(books["05_map_viz"], out, params, ROOT, cfg)
-    text = out.read_text()
-    for line in (f"no shards for data {cfg.data_hash} yet", "no finished CLIP run for train hash",
-                 "no predictions of run alone yet"):
-        assert line in text, line
-    for name in ("shards", "clip checkpoint", "predictions", "map"):
-        assert graph.artifact(cfg, name).digest() is not None, name
-    assert graph.products(cfg, "05_map_viz")["record"] is not None
-
-    assert graph.artifact(cfg, "ssl encoder").digest() is None  # 07 has not run
     out = tmp_path / "08.ipynb"
     reports._execute(books["08_segmentation"], out, {**params, "ssl_methods": ["moco"]}, ROOT,
                      cfg)
-    assert "no finished moco encoder on data" in out.read_text()
-    assert graph.artifact(cfg, "ssl encoder").digest() is not None  # 07 would load it
+    text = out.read_text()
+    for line in (f"no shards for data {cfg.data_hash} yet", "no finished CLIP run for train hash",
+                 "no finished moco encoder on data"):
+        assert line in text, line
+    for name in ("shards", "clip checkpoint", "ssl encoder"):  # 03 and 07 would load them
+        assert graph.artifact(cfg, name).digest() is not None, name
     assert graph.products(cfg, "08_segmentation")["record"] is not None
+
+    assert graph.artifact(cfg, "predictions").digest() is None  # 04 has not run
+    out = tmp_path / "05.ipynb"
+    reports._execute(books["05_map_viz"], out, params, ROOT, cfg)
+    assert "no predictions of run alone yet" in out.read_text()
+    for name in ("predictions", "map"):
+        assert graph.artifact(cfg, name).digest() is not None, name
+    assert graph.products(cfg, "05_map_viz")["record"] is not None
 
 
 def test_geofm_graph_prints_times_and_the_critical_path(tmp_path, monkeypatch, capsys):

@@ -402,6 +402,28 @@ def test_umap_on_too_few_images_says_what_it_needs():
     assert umap_2d(np.random.default_rng(0).normal(size=(6, 8))).shape == (6, 2)
 
 
+def test_umap_kernels_are_compiled_once_per_machine_not_once_per_process():
+    """umap-learn compiles its kernels without numba's on-disk cache; umap_2d turns it on, so
+    the kernels it ran were looked up in the cache (a hit, or a miss that wrote them) and
+    notebook 06's first UMAP in a later process loads them instead of compiling (measured:
+    4.4 s against 32.1 s for a 300-point UMAP in a fresh process, docs/benchmarks.md)."""
+    import sys
+
+    import numpy as np
+    from numba.core.dispatcher import Dispatcher
+
+    from geofm_lib.evaluation import umap_2d
+
+    umap_2d(np.random.default_rng(1).normal(size=(20, 8)))
+    ran = [obj for name, mod in list(sys.modules.items()) if name.startswith("umap.") and mod
+           for obj in vars(mod).values() if isinstance(obj, Dispatcher) and obj.overloads]
+    assert len(ran) >= 4, ran  # the neighbours, the fuzzy graph (two) and the layout's epochs
+    for kernel in ran:
+        stats = kernel.stats
+        assert stats.cache_path is not None, kernel
+        assert sum(stats.cache_hits.values()) + sum(stats.cache_misses.values()) > 0, kernel
+
+
 def test_a_pair_family_splits_its_units_once_for_every_sensor():
     """The S1 and S2 readers of BigEarthNet hold different patches of partly the same
     products; a unit's side is decided for the family, so no product straddles the split

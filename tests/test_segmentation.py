@@ -287,6 +287,45 @@ def test_protocols_train_what_they_say_and_the_model_learns(protocol):
     assert run.final.n_pixels == 16 * 16 * 16 - 16  # the left-out pixels are not scored
 
 
+@pytest.mark.parametrize("decoder,backbone,stem", [("unet", "resnet18", "detail"),
+                                                    ("upconv", "vit_tiny_patch16", "standard")])
+def test_frozen_features_computed_once_give_the_fit_of_an_encoder_run_on_every_batch(
+        decoder, backbone, stem, monkeypatch, caplog):
+    """The frozen protocol keeps its encoder's features of the training and test images
+    (computed once) and trains the decoder on them: the same losses, scores and predictions,
+    to the bit, as running the frozen encoder on every batch (its budget set to nothing),
+    for a UNet on a ResNet with the detail stem (logits resized) and the UpConv decoder on a
+    ViT; segmentation and the density regressor. Above the budget it says so and runs the
+    encoder on every batch."""
+    import logging
+
+    from geofm_lib.evaluation import segmenter
+
+    x, y = _toy(24, px=32)
+    xt, yt = _toy(10, px=32, seed=1)
+    runs = {}
+    for budget in (0, segmenter.FEATURE_CACHE_BYTES):
+        monkeypatch.setattr(segmenter, "FEATURE_CACHE_BYTES", budget)
+        with caplog.at_level(logging.INFO, logger="geofm"):
+            caplog.clear()
+            net = segmenter.build_segmenter(decoder, backbone, BANDS, 2, stem=stem, seed=0,
+                                            image_px=32)
+            seg = segmenter.fit_segmenter(net, x, y, xt, yt, ["no", "yes"], protocol="frozen",
+                                          epochs=2, batch_size=8, n_boot=10, statistics_from=x)
+            net = segmenter.build_segmenter(decoder, backbone, BANDS, 1, stem=stem, seed=0,
+                                            image_px=32)
+            den = segmenter.fit_density(net, x, np.where(y < 0, -1, 80.0 * y + 10), xt,
+                                        np.where(yt < 0, -1, 80.0 * yt + 10), protocol="frozen",
+                                        epochs=2, batch_size=8, n_boot=10)
+            runs[budget] = (seg, den, caplog.text)
+    (seg0, den0, said), (seg1, den1, quiet) = runs[0], runs[segmenter.FEATURE_CACHE_BYTES]
+    assert "runs on every batch" in said and "runs on every batch" not in quiet
+    for a, b in ((seg0, seg1), (den0, den1)):
+        assert a.history == b.history
+        assert np.array_equal(a.predictions, b.predictions)
+    assert seg0.final.mean_iou == seg1.final.mean_iou and den0.final == den1.final
+
+
 def test_detail_stem_keeps_the_input_resolution_longer():
     import torch
 

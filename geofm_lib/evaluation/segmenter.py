@@ -39,12 +39,14 @@ from geofm_lib.models.adapters import stem_conv1x1
 from geofm_lib.models.backbones import make_backbone
 from geofm_lib.models.devices import autocast, channels_last
 from geofm_lib.models.spectral import spectral_first
+from geofm_lib.progress import get_logger
 
 DECODERS = {"unet": "Unet", "deeplabv3plus": "DeepLabV3Plus", "upconv": None}
 RESNET_DECODERS = ("unet", "deeplabv3plus")
 STEMS = ("standard", "detail")
 PROTOCOLS = ("frozen", "finetune")
 RECIPE = fitting.RECIPES["segmentation"]  # the fitting recipe of every segmenter
+log = get_logger()
 
 
 class _Resized(torch.nn.Module):
@@ -112,12 +114,15 @@ class UpConvViT(torch.nn.Module):
         self.decoder, self.head = _upconv(vit.embed_dim, vit.patch_embed.patch_size[0],
                                           n_classes, width)
 
-    def forward(self, x):
+    def encode(self, x):
+        """The encoder's part: the patch tokens as a (D, H/p, W/p) map."""
         tokens = self.encoder.forward_features(x)[:, self.encoder.num_prefix_tokens:]
         p = self.encoder.patch_embed.patch_size[0]
         h, w = x.shape[-2] // p, x.shape[-1] // p
-        fmap = tokens.transpose(1, 2).reshape(x.shape[0], -1, h, w)
-        return self.head(self.decoder(fmap))
+        return tokens.transpose(1, 2).reshape(x.shape[0], -1, h, w)
+
+    def forward(self, x):
+        return self.head(self.decoder(self.encode(x)))
 
 
 class UpConvMap(torch.nn.Module):
@@ -210,6 +215,105 @@ def _load_encoder(net, state: dict | None, backbone: str, adapter: str) -> None:
                          f"{missing[:3]}, unexpected {unexpected[:3]}")
 
 
+FEATURE_CACHE_BYTES = 2 * 1024 ** 3
+"""The most a fit keeps of its frozen encoder's features (training and test images together);
+above it the encoder runs on every batch, as the fine-tuning protocol's does."""
+
+
+def _parts(model):
+    """(encode, decode) of a segmenter of :func:`build_segmenter` (or :class:`UpConvMap`):
+    ``encode(x)`` what its encoder gives (a feature map, or smp's list of them) and
+    ``decode(features, size)`` the logits at ``size`` from that; ``decode(encode(x),
+    x.shape[-2:])`` is ``model(x)``, the same operations in the same order."""
+    if isinstance(model, _Resized):
+        encode, inner = _parts(model.net)
+
+        def decode(f, size):
+            out = inner(f, size)
+            if out.shape[-2:] != size:
+                out = torch.nn.functional.interpolate(out, size=size, mode="bilinear",
+                                                      align_corners=False)
+            return out
+        return encode, decode
+    if isinstance(model, UpConvViT):
+        return model.encode, lambda f, size: model.head(model.decoder(f))
+    if isinstance(model, UpConvMap):
+        return model.encoder, lambda f, size: model.head(model.decoder(f))
+    if hasattr(model, "segmentation_head") and getattr(model, "classification_head", None) is None:
+        return model.encoder, lambda f, size: model.segmentation_head(model.decoder(f))
+    raise TypeError(f"{type(model).__name__} is not a segmenter of build_segmenter")
+
+
+def _as_list(f) -> list[torch.Tensor]:
+    return [f] if torch.is_tensor(f) else list(f)
+
+
+class _Forward:
+    """How a fit gets its logits. Fine-tuning: the whole model on every batch. The frozen
+    protocol: the encoder's weights and BatchNorm statistics never change, so its features of
+    the training and test images are computed once (eval mode, no gradients, batches of 64, on
+    the fit's device) and the decoder trains and predicts from them, instead of the encoder
+    running again on every training batch and every evaluation pass (08 on the demo: six
+    epochs and six evaluations per fit). Where those features would take more than
+    :data:`FEATURE_CACHE_BYTES`, the encoder runs on every batch, saying so."""
+
+    def __init__(self, model, protocol: str, x_train: np.ndarray, x_test: np.ndarray,
+                 device: str, precision: str, batch: int = 64):
+        self.model, self.device, self.precision, self.batch = model, device, precision, batch
+        self.x_train, self.x_test = x_train, x_test
+        self.size = tuple(x_train.shape[-2:])
+        self.train_f = self.test_f = None
+        if protocol != "frozen" or not len(x_train):
+            return
+        encode, self.decode = _parts(model)
+        model.encoder.eval()
+        with torch.no_grad(), autocast(device, precision):
+            one = _as_list(encode(torch.from_numpy(x_train[:1]).to(device)))
+        per_image = sum(t.numel() * t.element_size() for t in one)
+        total = per_image * (len(x_train) + len(x_test))
+        if total > FEATURE_CACHE_BYTES:
+            log.info("frozen encoder: its features of %d images would take %.1f GiB, above "
+                     "the %.0f GiB kept (segmenter.FEATURE_CACHE_BYTES); it runs on every "
+                     "batch", len(x_train) + len(x_test), total / 1024 ** 3,
+                     FEATURE_CACHE_BYTES / 1024 ** 3)
+            return
+        self.train_f = self._encode_all(encode, x_train)
+        self.test_f = self._encode_all(encode, x_test)
+
+    def _encode_all(self, encode, x: np.ndarray) -> list[torch.Tensor]:
+        parts = []
+        with torch.no_grad(), autocast(self.device, self.precision):
+            for i in range(0, len(x), self.batch):
+                parts.append(_as_list(encode(torch.from_numpy(x[i:i + self.batch])
+                                             .to(self.device))))
+        return [torch.cat(level) for level in zip(*parts)]
+
+    def _decode(self, feats: list[torch.Tensor], rows) -> torch.Tensor:
+        f = [t[rows] for t in feats]
+        f = [t.contiguous(memory_format=torch.channels_last) if t.ndim == 4 else t for t in f]
+        return self.decode(f[0] if len(f) == 1 else f, self.size)
+
+    def train_logits(self, idx: np.ndarray) -> torch.Tensor:
+        """The logits of the training images ``idx`` (call under autocast; gradients flow
+        into what trains)."""
+        if self.train_f is None:
+            return self.model(torch.from_numpy(self.x_train[idx]).to(self.device))
+        return self._decode(self.train_f, torch.from_numpy(np.asarray(idx)).to(self.device))
+
+    def test(self, head) -> np.ndarray:
+        """``head(logits)`` of every test image, in eval mode, without gradients, in batches
+        of 64 (:func:`_predict`'s)."""
+        if self.test_f is None:
+            return _predict(self.model, self.x_test, self.device, self.precision, self.batch,
+                            head)
+        self.model.eval()
+        out = []
+        with torch.no_grad(), autocast(self.device, self.precision):
+            for i in range(0, len(self.x_test), self.batch):
+                out.append(head(self._decode(self.test_f, slice(i, i + self.batch))))
+        return np.concatenate(out)
+
+
 @dataclass
 class SegmentationRun:
     """A fitted segmenter's history (train loss and validation scores per epoch) and its
@@ -233,11 +337,18 @@ def _predict(model, x: np.ndarray, device: str, precision: str, batch: int, head
     return np.concatenate(out)
 
 
+def _mask_head(logits) -> np.ndarray:
+    return logits.argmax(1).cpu().numpy().astype(np.int16)
+
+
+def _density_head(logits) -> np.ndarray:
+    return (100 * torch.sigmoid(logits.float()[:, 0])).cpu().numpy().astype(np.float32)
+
+
 def predict_masks(model, x: np.ndarray, device: str = "cpu", precision: str = "fp32",
                   batch: int = 64) -> np.ndarray:
     """Class index of every pixel (N, H, W)."""
-    return _predict(model, x, device, precision, batch,
-                    lambda logits: logits.argmax(1).cpu().numpy().astype(np.int16))
+    return _predict(model, x, device, precision, batch, _mask_head)
 
 
 def estimate_statistics(model, x: np.ndarray | None, device: str = "cpu",
@@ -254,11 +365,12 @@ def estimate_statistics(model, x: np.ndarray | None, device: str = "cpu",
     return precise_batchnorm(model.encoder, model.encoder, x, device, 64, precision)
 
 
-def _train(model, x_train: np.ndarray, n_train: int, loss_of, evaluate, *, protocol: str,
+def _train(model, forward: _Forward, n_train: int, loss_of, evaluate, *, protocol: str,
            epochs: int, lr: float, batch_size: int, seed: int, device: str, precision: str,
            eval_every: int) -> tuple[list[dict], float]:
     """Both tasks' fit through the one fitting loop (recipe ``segmentation``):
-    ``loss_of(logits, idx)`` the batch loss of the images ``idx``, ``evaluate()`` the
+    ``loss_of(logits, idx)`` the batch loss of the images ``idx`` (their logits from
+    ``forward``), ``evaluate()`` the
     validation scores (a dict) after every ``eval_every`` epochs. ``frozen`` trains the decoder
     and head only (the encoder's weights and BatchNorm statistics stay as given), ``finetune``
     everything (the encoder at the recipe's lower rate)."""
@@ -287,7 +399,7 @@ def _train(model, x_train: np.ndarray, n_train: int, loss_of, evaluate, *, proto
 
     def batch_loss(idx: np.ndarray) -> torch.Tensor:
         with autocast(device, precision):
-            logits = model(torch.from_numpy(x_train[idx]).to(device))
+            logits = forward.train_logits(idx)
         return loss_of(logits.float(), idx)
 
     def after_epoch(row: dict) -> None:
@@ -323,16 +435,19 @@ def fit_segmenter(model, x_train: np.ndarray, y_train: np.ndarray, x_test: np.nd
         per_pixel = torch.nn.functional.cross_entropy(logits, yb.clamp_min(0), reduction="none")
         return (per_pixel * wb).sum() / wb.sum().clamp_min(1e-6)
 
+    forward = _Forward(model, protocol, x_train, x_test, device, precision)
+    last = {}  # the test predictions of the last evaluation (after the last epoch: the final)
+
     def evaluate():
-        pred = predict_masks(model, x_test, device, precision)
+        last["pred"] = pred = forward.test(_mask_head)
         s = scores(sum(confusion(t, p, len(classes)) for t, p in zip(y_test, pred, strict=True)))
         return {"val_mean_iou": s["mean_iou"], "val_overall_accuracy": s["overall_accuracy"]}
 
-    history, seconds = _train(model, x_train, len(x_train), loss_of, evaluate,
+    history, seconds = _train(model, forward, len(x_train), loss_of, evaluate,
                               protocol=protocol, epochs=epochs, lr=lr, batch_size=batch_size,
                               seed=seed, device=device, precision=precision,
                               eval_every=eval_every)
-    pred = predict_masks(model, x_test, device, precision)
+    pred = last["pred"] if epochs > 0 else forward.test(_mask_head)
     final = evaluate_masks(y_test, pred, classes, n_boot=n_boot, seed=seed)
     return SegmentationRun(history, final, round(seconds, 1), pred,
                            {"protocol": protocol, "epochs": epochs, "lr": lr,
@@ -344,8 +459,7 @@ def fit_segmenter(model, x_train: np.ndarray, y_train: np.ndarray, x_test: np.nd
 def predict_density(model, x: np.ndarray, device: str = "cpu", precision: str = "fp32",
                     batch: int = 64) -> np.ndarray:
     """Tree cover of every pixel in percent (N, H, W): 100 x the sigmoid of the one output."""
-    return _predict(model, x, device, precision, batch, lambda logits: (
-        100 * torch.sigmoid(logits.float()[:, 0])).cpu().numpy().astype(np.float32))
+    return _predict(model, x, device, precision, batch, _density_head)
 
 
 @dataclass
@@ -379,15 +493,18 @@ def fit_density(model, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndar
         err = (torch.sigmoid(logits[:, 0]) - yb.clamp_min(0)) ** 2
         return (err * valid).sum() / valid.sum().clamp_min(1.0)
 
+    forward = _Forward(model, protocol, x_train, x_test, device, precision)
+    last = {}  # the test predictions of the last evaluation (after the last epoch: the final)
+
     def evaluate():
-        s = density_scores(density_sums(y_test, predict_density(model, x_test, device,
-                                                                 precision)))
+        last["pred"] = pred = forward.test(_density_head)
+        s = density_scores(density_sums(y_test, pred))
         return {"val_rmse": s["rmse"], "val_r2": s["r2"]}
 
-    history, seconds = _train(model, x_train, len(x_train), loss_of, evaluate,
+    history, seconds = _train(model, forward, len(x_train), loss_of, evaluate,
                               protocol=protocol, epochs=epochs, lr=lr, batch_size=batch_size,
                               seed=seed, device=device, precision=precision,
                               eval_every=eval_every)
-    pred = predict_density(model, x_test, device, precision)
+    pred = last["pred"] if epochs > 0 else forward.test(_density_head)
     return DensityRun(history, evaluate_density(y_test, pred, n_boot, seed), round(seconds, 1),
                       pred)

@@ -70,8 +70,11 @@ STEPS: dict[str, Step] = {
                               "trains CLIP as 03 does when its encoders include `trained`"),
     "07_ssl_pretrain": Step(("01_data_prep",), ("shards",), ("ssl encoder",),
                             "builds the shards as 01 does"),
-    "08_segmentation": Step(("07_ssl_pretrain",), ("shards", "ssl encoder"), (),
-                            "pretrains the SSL encoders of its ssl_methods as 07 does"),
+    # 08's default other_encoders include `clip`, 03's image tower
+    "08_segmentation": Step(("03_pretrain", "07_ssl_pretrain"),
+                            ("shards", "clip checkpoint", "ssl encoder"), (),
+                            "pretrains the SSL encoders of its ssl_methods as 07 does, and "
+                            "trains CLIP as 03 does when its other_encoders include `clip`"),
 }
 
 
@@ -135,6 +138,19 @@ def critical_path(seconds: dict[str, float], chain: list[str]) -> tuple[float, l
                      default=(0.0, []), key=lambda t: t[0])
         best[stem] = (before[0] + seconds.get(stem, 0.0), before[1] + [stem])
     return max(best.values(), default=(0.0, []), key=lambda t: t[0])
+
+
+def priorities(seconds: dict[str, float], chain: list[str]) -> dict[str, float]:
+    """Each notebook's longest path to the end of ``chain`` (itself and what waits on it), by
+    ``seconds`` where every notebook has a time, else by counting notebooks: with fewer cores
+    than ready notebooks the scheduler starts the one heading the longest path first, so that
+    07 -> 08 (the demo's longest) does not wait behind 02, 04, 05 or 06."""
+    weight = seconds if all(seconds.get(s) for s in chain) else dict.fromkeys(chain, 1.0)
+    out: dict[str, float] = {}
+    for stem in reversed(chain):  # dependants come later in the chain
+        after = [out[d] for d in chain if d in out and stem in needs(d, chain)]
+        out[stem] = weight[stem] + max(after, default=0.0)
+    return out
 
 
 # --- digests ----------------------------------------------------------------------------------

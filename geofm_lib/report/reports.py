@@ -615,6 +615,16 @@ class Chain:
             return None
         return entry
 
+    def last_seconds(self) -> dict[str, float]:
+        """Each notebook's time at its last execution in this run folder (where known)."""
+        out = {}
+        for stem in self.stems:
+            try:
+                out[stem] = float(json.loads(self.cache_files(stem)[0].read_text())["seconds"])
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
+        return out
+
     def remember(self, book: Path, inputs: dict, seconds: float) -> None:
         """Keep the finished execution (notebook, page, key, products) for the next run."""
         meta, nb, page = self.cache_files(book.stem)
@@ -693,6 +703,9 @@ class Chain:
         from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
         pending, running = list(self.books), {}
+        if self.jobs > 1:  # the head of the longest remaining path first, else in order
+            rank = graph.priorities(self.last_seconds(), self.stems)
+            pending.sort(key=lambda b: -rank[b.stem])
         with ThreadPoolExecutor(max_workers=self.jobs) as pool:
             while pending or running:
                 for book in list(pending):

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from geofm_lib import records, ssl
+from geofm_lib import records, ssl, training
 from geofm_lib.config import Config
 from geofm_lib.data import masks as dense
 from geofm_lib.encoders import dense as dense_encoders
@@ -261,6 +261,8 @@ def lineup(cfg: Config, s: Settings, p: Places) -> dict[str, Encoder]:
         print(f"other_encoders take the optical bands they were trained on, not "
               f"seg_input={s.seg_input}")
     for name in s.other_encoders:
+        if name == "clip":  # run alone: 03's training first (one log line)
+            training.ensure_trained(cfg)
         enc = dense_encoders.dense_encoder(cfg, name, p.train, cfg.image_px)
         base = f"random init {enc.label.split(' (')[0]}"
         backbone = f"{enc.kind}:{enc.backbone}"
