@@ -406,7 +406,7 @@ def test_umap_kernels_are_compiled_once_per_machine_not_once_per_process():
     """umap-learn compiles its kernels without numba's on-disk cache; umap_2d turns it on, so
     the kernels it ran were looked up in the cache (a hit, or a miss that wrote them) and
     notebook 06's first UMAP in a later process loads them instead of compiling (measured:
-    4.4 s against 32.1 s for a 300-point UMAP in a fresh process, docs/benchmarks.md)."""
+    2.0 s against 16.0 s for a process's first 300-point UMAP, docs/benchmarks.md)."""
     import sys
 
     import numpy as np

@@ -26,8 +26,8 @@ def _umap():
 
     umap-learn compiles most of its kernels (the exact neighbours of a small set, the fuzzy
     graph, the layout's epochs) without numba's on-disk cache, so every process paid the
-    compilation on its first UMAP: 16 s of a 300-point UMAP's 16.6 s on this repository's
-    2-core CI machine, in every run of notebook 06. Caching them (numba's own ``cache=True``
+    compilation on its first UMAP (a 300-point UMAP: 16.0 s on this repository's 2-core CI
+    machine), in every run of notebook 06. Caching them (numba's own ``cache=True``
     machinery, ``Dispatcher.enable_caching``) writes the compiled code beside umap's sources
     (``umap/__pycache__``, or numba's user-wide cache where that is read-only), keyed by
     numba on the source file, the argument types and the CPU: a later process loads it (2.0 s
