@@ -61,6 +61,9 @@ def device_info() -> dict:
             info["gpu"] = torch.cuda.get_device_name(0)
             info["gpus"] = torch.cuda.device_count()
         info["threads"] = torch.get_num_threads()
+        # the CPU kernels torch chose (AVX2, AVX512 ...): fp32 sums differ in the last digits
+        # from one to another, so a run's numbers are reproduced only on the same capability
+        info["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
         info["cpu_native_bf16"] = devices.cpu_has_native_bf16()
     except ImportError:
         info["cuda"] = False
