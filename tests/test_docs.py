@@ -21,8 +21,8 @@ DOCS = ROOT / "docs"
 MAX_README_LINES = 260
 
 # programs a recipe may use besides make, geofm, python, torchrun, papermill and bash scripts
-ALLOWED_PROGRAMS = {"cd", "conda", "export", "git", "jupyter", "mamba", "pip", "pytest", "ruff",
-                    "source", "uv"}
+ALLOWED_PROGRAMS = {"cd", "conda", "dask", "export", "git", "jupyter", "mamba", "pip", "pytest",
+                    "ruff", "source", "uv"}
 ALLOWED_PYTHON_MODULES = {"pip", "pytest", "ipykernel", "geofm_lib.cli"}
 SHELL_BLOCKS = {"", "bash", "sh", "shell", "console"}
 REPO_DIRS = ("parameters/", "notebooks/", "tools/", "tests/", "docs/", ".ci/", "geofm_lib/")
