@@ -39,6 +39,12 @@ def test_step_fed_by_a_loader_takes_a_new_batch_every_step():
     r = bench_train.our_step_throughput("RN50-tiny", batch_size=4, image_px=32, steps=3,
                                         warmup_steps=1, threads=1, feed=feed())
     assert len(taken) == 4 and r["samples_per_s"] > 0
+    # as the loop reads back now (the GPU section's "after"): every batch still taken once
+    taken.clear()
+    r = bench_train.our_step_throughput("RN50-tiny", batch_size=4, image_px=32, steps=3,
+                                        warmup_steps=1, threads=1, feed=feed(),
+                                        readback="window")
+    assert len(taken) == 4 and r["readback"] == "window" and r["samples_per_s"] > 0
 
 
 def test_seed001_step_benchmark_times_every_method_and_segmenter(tmp_path, monkeypatch):

@@ -136,3 +136,60 @@ def test_each_ssl_method_s_loss_on_cuda_bf16_matches_cpu_fp32(method, monkeypatc
     cpu = loss(module, "cpu", "fp32")  # first: the module then moves to the GPU
     gpu = loss(module, "cuda", "bf16")
     assert gpu == pytest.approx(cpu, rel=0.03, abs=1e-3), (cpu, gpu)
+
+
+def test_the_step_never_waits_for_the_gpu():
+    """Issue 40: no host synchronisation inside the training step on CUDA (bf16 autocast, fused
+    AdamW, clipping): torch's sync debug mode turns any synchronising call into an error."""
+    open_clip = pytest.importorskip("open_clip")
+    from geofm_lib import training
+    from geofm_lib.models import factory
+
+    model, tok = factory.create_model("ViT-tiny", 32, device="cuda", seed=0)
+    opt = torch.optim.AdamW(training.param_groups(model, 0.1), lr=1e-3, fused=True)
+    step = training.Step(model, model, open_clip.ClipLoss(), opt,
+                         training.make_scheduler(opt, 10, 0.1),
+                         torch.amp.GradScaler("cuda", enabled=False),
+                         lambda: devices.autocast("cuda", "bf16"), 1, 1.0, False)
+    x = torch.randn(8, 3, 32, 32, device="cuda")
+    t = tok([f"scene {i}" for i in range(8)]).cuda()
+    step(x, t)  # first call: lazy initialisation (optimiser state) may synchronise
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        losses = [step(x, t) for _ in range(3)]
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert all(torch.isfinite(torch.stack(losses)).tolist())
+
+
+def test_the_device_feed_on_cuda_prepares_what_the_host_feed_does():
+    """Stored-type pixels prepared on the GPU against the host path (elementwise float32 IEEE
+    arithmetic and pixel moves: equal up to 1e-6)."""
+    import random
+
+    import numpy as np
+
+    from geofm_lib.models import factory, inputs
+    from geofm_lib.training import feed, stream
+
+    _, tok = factory.create_model("RN50-tiny", 32)
+    bands = ["B02", "B03", "B04", "B08"]
+    stats, _ = inputs.input_spec({"s2": {"bands": bands, "mean": [900.0, 1e3, 1.1e3, 2e3],
+                                         "std": [300.0, 320.0, 350.0, 700.0],
+                                         "nodata": [None, 0, None, None]}})
+    rng = np.random.default_rng(0)
+    samples = []
+    for i in range(8):
+        img = rng.integers(0, 4000, (4, 16, 16)).astype(np.uint16)
+        img[1, :2] = 0
+        samples.append({"img": img, "txt": f"scene {i}",
+                        "json": {"dataset": "s2", "bands": bands, "captions": []}})
+    table = feed.FeedTable(stats, ["s2"])
+    raw = feed.collate_raw(tok)([feed.prepare_raw(s, table, random.Random(i))
+                                 for i, s in enumerate(samples)]).pin_memory()
+    dev, _ = feed.to_model(raw, table, "cuda", 16, channels_last=False)
+    host = stream._collate(tok, 16)([
+        (inputs.augment(inputs.to_model_input(s["img"], bands, stats["s2"]), random.Random(i)),
+         s["txt"]) for i, s in enumerate(samples)])[0]
+    torch.testing.assert_close(dev.cpu(), host, rtol=0, atol=1e-6)

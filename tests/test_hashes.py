@@ -76,8 +76,8 @@ def test_every_field_declares_the_hashes_it_enters():
         "mae": {"mae_mask_ratio", "mae_decoder_dim", "mae_decoder_depth"}}
     assert NOT_HASHED == {"work_dir", "run_name", "num_workers", "device", "preset",
                           "experiment", "data_workers", "data_engine", "dask_scheduler",
-                          "stream", "compile", "grad_checkpointing", "checkpoint_every_steps",
-                          "keep_checkpoints", "cell_timeout_s"}
+                          "stream", "feed", "compile", "grad_checkpointing",
+                          "checkpoint_every_steps", "keep_checkpoints", "cell_timeout_s"}
     # the run's own hash only: what changes a report, not an artifact
     assert {k for k, v in found.items() if v == []} == {
         "group", "ssl_method", "labelled_samples", "protocol_sizes", "protocol_steps",

@@ -126,3 +126,83 @@ def test_gradient_accumulation_gives_the_full_batch_update():
 def test_batch_must_split_over_processes_and_micro_batches(work):
     with pytest.raises(ValueError, match="grad_accum_steps=3 does not divide batch_size=8"):
         _cfg(work, grad_accum_steps=3)  # refused with the parameters, before any work
+
+
+_READBACKS = ("item", "tolist", "__bool__", "__float__", "__int__")
+
+
+@pytest.mark.parametrize("accum", [1, 2])
+def test_the_step_never_reads_a_tensor_back_and_skips_an_overflow_on_the_device(monkeypatch,
+                                                                                 accum):
+    """Issue 40: no host synchronisation inside the step. Every way a tensor's value reaches
+    Python is made to fail while the step runs (fused AdamW, clipping, accumulation); an
+    overflowing step is still skipped, by the fused kernel (weights and Adam's step count
+    unchanged), and says so in ``bad``."""
+    model, tok = factory.create_model("ViT-tiny", 32, seed=0)
+    opt = torch.optim.AdamW(training.param_groups(model, 0.1), lr=1e-3, fused=True)
+    step = training.Step(model, model, open_clip.ClipLoss(), opt,
+                         training.make_scheduler(opt, 10, 0.1),
+                         torch.amp.GradScaler("cpu", enabled=False),
+                         lambda: torch.autocast("cpu", enabled=False), accum, 1.0, False)
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    t = tok(["a", "b", "c", "d"])
+
+    def no_readback(*a, **k):
+        raise AssertionError("the step read a tensor back to the host")
+
+    with monkeypatch.context() as m:
+        for name in _READBACKS:
+            m.setattr(torch.Tensor, name, no_readback)
+        step(x, t)
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        step(x, t, loss_hook=lambda loss, s: loss * 1e37)  # finite loss, overflowing gradients
+    assert float(step.bad) == 1.0 and step.overflowed
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert {int(s["step"]) for s in opt.state.values()} == {1}
+    step(x, t)
+    assert float(step.bad) == 0.0 and {int(s["step"]) for s in opt.state.values()} == {2}
+
+
+def test_losses_read_back_every_few_steps_are_those_of_every_step(work, tmp_path, monkeypatch):
+    """The loop reads the losses back every READBACK_STEPS steps (and before checkpoints and at
+    epoch ends): the losses, ``on_step``'s calls and the weights are those of reading every
+    step back."""
+    from geofm_lib.training import loop
+
+    runs = []
+    for window in (1, 4):
+        monkeypatch.setattr(loop, "READBACK_STEPS", window)
+        calls: list = []
+        cfg = _cfg(_fresh(work, tmp_path, f"w{window}"), batch_size=4, epochs=2,
+                   checkpoint_every_steps=0)
+        result = training.train(cfg, on_step=lambda s, e, loss, lr, calls=calls:
+                                calls.append((s, e, loss)), show_progress=False)
+        runs.append((result, calls))
+    (one, calls1), (four, calls4) = runs
+    assert len(one.step_losses) == 10 and calls1 == calls4
+    assert [c[0] for c in calls4] == list(range(1, 11)) and four.step_losses == one.step_losses
+    a = torch.load(one.checkpoint, weights_only=True)["model"]
+    b = torch.load(four.checkpoint, weights_only=True)["model"]
+    assert all(torch.equal(v, b[k]) for k, v in a.items())
+
+
+def test_every_attention_block_of_both_towers_runs_fused_attention(monkeypatch):
+    """Issue 40: the towers' attention is PyTorch's fused ``scaled_dot_product_attention``
+    (open_clip's blocks call ``nn.MultiheadAttention`` without weights, which dispatches to it;
+    flash or memory-efficient kernels on a GPU), forward and backward in training mode."""
+    import torch.nn.functional as F
+
+    calls = []
+    fused = F.scaled_dot_product_attention
+
+    def counted(*args, **kw):
+        calls.append(args[0].shape)
+        return fused(*args, **kw)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", counted)
+    model, tok = factory.create_model("ViT-tiny", 32, seed=0)
+    model.train()
+    out = model(torch.randn(2, 3, 32, 32), tok(["a", "b"]))
+    (out["image_features"].sum() + out["text_features"].sum()).backward()
+    blocks = len(model.visual.transformer.resblocks) + len(model.transformer.resblocks)
+    assert len(calls) == blocks == 7

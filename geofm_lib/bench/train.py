@@ -72,13 +72,19 @@ def our_step_throughput(model_name: str = "RN50-tiny", batch_size: int = 64,
                         compile: bool = False, grad_checkpointing: bool = False,
                         count_flops: bool = False, channels_last: bool = True,
                         feed=None, band_adapter: str = "rgb",
-                        bands: list[str] | None = None) -> dict:
+                        bands: list[str] | None = None, readback: str = "step") -> dict:
     """Samples/s of ``training.Step`` on a fixed in-memory batch (no data loading), with the
     image tower in channels-last layout as ``training.train`` has it (``channels_last=False``:
     the layout before that optimisation). With ``feed`` (an iterator of ``(images, tokens)``
     batches, e.g. the training stream on real shards) every step takes the next batch from it
     and moves it to the device, so the figure is the rate of training fed by that loader.
-    ``band_adapter``/``bands``: the image tower takes those bands (``models.adapters``)."""
+    ``band_adapter``/``bands``: the image tower takes those bands (``models.adapters``).
+
+    ``readback="step"``: every step's loss is read back (``loss.item()``, as open_clip_train
+    logs it, and as the loop did before issue 40) and each step is timed on its own;
+    ``"window"``: as the loop does now, the losses are read back every
+    ``loop.READBACK_STEPS`` steps, so the host queues steps ahead of the device, and the rate
+    is the steps' total time (one sync before and after them)."""
     import open_clip
 
     old_threads = torch.get_num_threads()
@@ -123,23 +129,45 @@ def our_step_throughput(model_name: str = "RN50-tiny", batch_size: int = 64,
             opt.zero_grad(set_to_none=True)
         if device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+
+        def one(images, tokens):
+            if feed is not None:  # a device feed's batches are on the device already
+                images, tokens = next(feed)
+                images = images.to(device, non_blocking=True, memory_format=fmt)
+                tokens = tokens.to(device, non_blocking=True)
+            return step(images, tokens)
+
         times = []
-        for i in range(steps + warmup_steps):
+        if readback == "step":
+            for i in range(steps + warmup_steps):
+                _sync(device)
+                t0 = time.perf_counter()
+                float(one(images, tokens).item())  # every step's loss read back
+                _sync(device)
+                if i >= warmup_steps:
+                    times.append(time.perf_counter() - t0)
+            rate = batch_size / statistics.median(times)
+            mean_rate = batch_size / statistics.fmean(times)
+        else:
+            from geofm_lib.training.loop import READBACK_STEPS
+
+            for _ in range(warmup_steps):
+                one(images, tokens)
             _sync(device)
             t0 = time.perf_counter()
-            if feed is not None:
-                images, tokens = next(feed)
-                images = images.to(device, non_blocking=True,
-                                   memory_format=torch.channels_last if channels_last
-                                   else torch.contiguous_format)
-                tokens = tokens.to(device, non_blocking=True)
-            loss = step(images, tokens)
-            float(loss.item())  # the loop logs every step's loss, as open_clip_train does
+            pending = []
+            for _ in range(steps):
+                pending.append(one(images, tokens).detach())
+                if len(pending) >= READBACK_STEPS:
+                    torch.stack(pending).tolist()
+                    pending = []
+            torch.stack(pending).tolist() if pending else None
             _sync(device)
-            if i >= warmup_steps:
-                times.append(time.perf_counter() - t0)
-        out = {"samples_per_s": batch_size / statistics.median(times),
-               "samples_per_s_mean": batch_size / statistics.fmean(times),
+            seconds = time.perf_counter() - t0
+            times = [seconds / steps] * steps
+            rate = mean_rate = batch_size * steps / seconds
+        out = {"samples_per_s": rate, "samples_per_s_mean": mean_rate, "readback": readback,
                "step_seconds": [round(t, 5) for t in times], "threads": torch.get_num_threads()}
         if device.startswith("cuda"):
             out["peak_memory_GiB"] = torch.cuda.max_memory_allocated() / 2**30
@@ -165,16 +193,16 @@ def _bench_config(work: Path, quick: bool, **kw):
 
 
 def shard_feed(cfg, num_workers: int = 0, mode: str = "exact", batch_size: int | None = None,
-               pin_memory: bool = False):
+               pin_memory: bool = False, device: str | None = None):
     """The training stream of ``cfg``'s built shards (rank 0 of 1), as ``training.train``
-    reads it."""
+    reads it; with ``device``, the device feed (stored integer types, prepared there)."""
     folder = build_folder(cfg)
     manifest = load_manifest(folder)
     stats, _ = input_spec(manifest.band_stats_for(cfg.dataset_keys))
     _, tok = create_model(cfg.model, cfg.image_px)
     return train_stream(folder, manifest, list(cfg.dataset_keys), stats, tok,
                         batch_size or cfg.batch_size, cfg.image_px, cfg.seed, 0, num_workers,
-                        pin_memory=pin_memory, mode=mode)
+                        pin_memory=pin_memory, mode=mode, device=device)
 
 
 def loader_throughput(cfg, batches: int = 20, warmup_batches: int = 2,
@@ -359,9 +387,13 @@ def _cpu_sections(results: dict, quick: bool, steps: int, cores: int, with_openc
 
 
 def _cuda_section(quick: bool, steps: int, cores: int, device: str,
-                  with_openclip: bool) -> dict:
-    # 4. the GPU figures: the step on a batch in memory, then fed by the sharded stream
-    # reading real 224 px shards of the eight datasets, beside that stream's rate alone
+                  with_openclip: bool, with_compile: bool = True) -> dict:
+    # 4. the GPU figures, before and after issue 40 in one run: the step on a batch in memory,
+    # then fed by the sharded stream reading real 224 px shards of the eight datasets, beside
+    # that stream's rate alone. before: every step's loss read back, float32 batches from the
+    # loader; after: losses read back every READBACK_STEPS steps, the device feed (stored
+    # integer types through pinned memory, prepared on the GPU, one batch prefetched); after +
+    # compile: the same with torch.compile
     gpu: dict = {}
     workers = max(1, min(8, cores - 2))
     with tempfile.TemporaryDirectory() as tmp:
@@ -371,24 +403,40 @@ def _cuda_section(quick: bool, steps: int, cores: int, device: str,
         build_shards(gcfg, show_progress=False)
         print(f"224 px shards built in {time.perf_counter() - t0:.0f} s", flush=True)
         for name, px, bs in (("ViT-B-16", 224, 256), ("ViT-B-32", 224, 256)):
-            r = our_step_throughput(name, bs, px, "bf16", device, steps=steps,
-                                    count_flops=True)
-            r.pop("step_seconds")
-            fed = our_step_throughput(
-                name, bs, px, "bf16", device, steps=steps, count_flops=True,
-                feed=shard_feed(gcfg, workers, "sharded", bs, pin_memory=True))
-            r.update({"fed_samples_per_s": fed["samples_per_s"],
-                      "fed_MFU": fed.get("MFU"),
-                      "fed_peak_memory_GiB": fed.get("peak_memory_GiB"),
-                      "loader_workers": workers})
-            gpu[f"{name}@{px}px bf16 batch {bs}"] = r
-            print(f"{name}: {r['samples_per_s']:.0f} samples/s in memory (MFU "
-                  f"{r.get('MFU', float('nan')):.2f}), {fed['samples_per_s']:.0f} fed by the "
-                  f"stream", flush=True)
-        loader = loader_throughput(gcfg, batches=steps, num_workers=workers,
-                                   mode="sharded")
-        gpu["sharded stream alone, 224 px batch 256"] = {
-            "samples_per_s": loader["samples_per_s"], "loader_workers": workers}
+            row: dict = {"loader_workers": workers}
+            variants = [("before", "step", False, None), ("after", "window", False, device)]
+            if with_compile:
+                variants.append(("after_compiled", "window", True, device))
+            for label, readback, compiled, feed_device in variants:
+                r = our_step_throughput(name, bs, px, "bf16", device, steps=steps,
+                                        count_flops=True, readback=readback, compile=compiled)
+                fed = our_step_throughput(
+                    name, bs, px, "bf16", device, steps=steps, count_flops=True,
+                    readback=readback, compile=compiled,
+                    feed=shard_feed(gcfg, workers, "sharded", bs, pin_memory=True,
+                                    device=feed_device))
+                row[label] = {"samples_per_s": r["samples_per_s"], "MFU": r.get("MFU"),
+                              "peak_memory_GiB": r.get("peak_memory_GiB"),
+                              "flops_per_step": r.get("flops_per_step"),
+                              "fed_samples_per_s": fed["samples_per_s"],
+                              "fed_MFU": fed.get("MFU"),
+                              "fed_over_in_memory": fed["samples_per_s"] / r["samples_per_s"]}
+                print(f"{name} {label}: {r['samples_per_s']:.0f} samples/s in memory (MFU "
+                      f"{r.get('MFU') or float('nan'):.3f}), {fed['samples_per_s']:.0f} fed "
+                      f"({fed['samples_per_s'] / r['samples_per_s']:.2f}x)", flush=True)
+            gpu[f"{name}@{px}px bf16 batch {bs}"] = row
+        for label, feed_device in (("host feed", None), ("device feed", device)):
+            it = shard_feed(gcfg, workers, "sharded", 256, pin_memory=True, device=feed_device)
+            for _ in range(3):
+                next(it)
+            _sync(device)
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                next(it)
+            _sync(device)
+            gpu[f"sharded stream alone, 224 px batch 256, {label}"] = {
+                "samples_per_s": steps * 256 / (time.perf_counter() - t0),
+                "loader_workers": workers}
     if with_openclip:
         theirs = bench_openclip.openclip_train_throughput(
             "ViT-B-16", 256, 224, "bf16", device, steps=steps)

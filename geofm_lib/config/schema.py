@@ -261,6 +261,12 @@ class Config(BaseModel):
                             "and loader worker reads its own share: throughput grows with "
                             "them), auto = sharded when processes x workers > 1",
         json_schema_extra=NOT_HASHED_FIELD)
+    feed: Literal["auto", "host", "device"] = Field(
+        "auto", description="where training patches are standardised and augmented: host "
+                            "(loader, float32 batches) or device (they cross in their stored "
+                            "integer type and are prepared on the GPU, one batch prefetched); "
+                            "auto = device on CUDA, host on the CPU",
+        json_schema_extra=NOT_HASHED_FIELD)
     grad_accum_steps: int = Field(
         1, ge=1, le=4096, description="split each batch into this many micro-batches (less "
                                       "memory; the contrastive loss still sees the whole batch)",

@@ -40,6 +40,7 @@ from geofm_lib.training.checkpoint import (
     load_checkpoint,
     save_step_checkpoint,
 )
+from geofm_lib.training.feed import feed_mode
 from geofm_lib.training.step import (
     Step,
     _rng_state,
@@ -374,19 +375,62 @@ def _stream_signature(run: _Run) -> dict:
             "num_workers": cfg.num_workers if mode == "sharded" else None}
 
 
-def _diverged(run: _Run, prog: _Progress, loss, epoch: int) -> TrainingDiverged:
+def _diverged(run: _Run, prog: _Progress, bad: _Pending, loss: float, norm: float | None
+              ) -> TrainingDiverged:
     """The error for a non-finite loss or gradient, saying what is kept and what to change."""
-    cfg, step = run.cfg, run.step
+    cfg = run.cfg
     kept = (f"the last good checkpoint ({prog.saved}) is kept in checkpoints/"
             f"{run.ckpt_dir.name}/" if prog.saved else "no checkpoint was written yet")
-    what = (f"the gradient norm became {step.grad_norm} (the loss was {loss.item():.4g}; the "
-            f"update was not applied)" if step.overflowed and torch.isfinite(loss)
-            else f"loss became {loss.item()}")
+    what = (f"the gradient norm became {norm} (the loss was {loss:.4g}; the update was not "
+            f"applied)" if math.isfinite(loss) else f"loss became {loss}")
     return TrainingDiverged(
-        f"{what} at epoch {epoch + 1}, step {prog.step + 1} "
-        f"(lr {run.scheduler.get_last_lr()[0]:.2e}); training stopped and {kept}. "
+        f"{what} at epoch {bad.epoch + 1}, step {bad.step} "
+        f"(lr {bad.lr_used:.2e}); training stopped and {kept}. "
         f"Lower lr (now {cfg.lr:g}), keep grad_clip_norm > 0 (now "
         f"{cfg.grad_clip_norm:g}) or use precision='fp32' (now {run.precision}).")
+
+
+# Steps between two readbacks of the losses from the device: the step itself never waits for
+# the device (a skipped update is decided there), so on a GPU the host queues up to this many
+# steps ahead. The losses are also read back before every checkpoint and at the end of every
+# epoch, so a non-finite step is always found before anything is written.
+READBACK_STEPS = 16
+
+
+@dataclass
+class _Pending:
+    """A step whose loss is still on the device."""
+
+    step: int  # 1-based, over the run
+    epoch: int
+    loss: torch.Tensor
+    bad: torch.Tensor  # 1.0: the update was skipped (non-finite loss or gradient norm)
+    norm: torch.Tensor | None
+    lr_used: float  # the step's learning rate
+    lr: float  # the schedule's next one (what ``on_step`` is given)
+
+
+def _read_back(run: _Run, prog: _Progress, pending: list[_Pending], on_step, bar) -> None:
+    """Read the pending steps' losses back (one wait for the device), record them in order,
+    call ``on_step`` for each; a non-finite one stops training (nothing was written after
+    it, and its update was skipped)."""
+    if not pending:
+        return
+    rows = torch.stack([torch.stack([p.loss.float(), p.bad.float(),
+                                     p.norm.float() if p.norm is not None
+                                     else torch.zeros((), device=p.loss.device)])
+                        for p in pending]).tolist()
+    for p, (loss, bad, norm) in zip(pending, rows, strict=True):
+        if bad:
+            bar.close()
+            pending.clear()
+            raise _diverged(run, prog, p, loss, norm if p.norm is not None else None)
+        prog.epoch_losses.append(loss)
+        prog.step_losses.append(loss)
+        bar.update(1)
+        if on_step is not None and run.dist.is_main:
+            on_step(p.step, p.epoch + 1, loss, p.lr)
+    pending.clear()
 
 
 def _train_epoch(run: _Run, prog: _Progress, epoch: int, on_step, loss_hook,
@@ -397,33 +441,34 @@ def _train_epoch(run: _Run, prog: _Progress, epoch: int, on_step, loss_hook,
     first = prog.start_batch if epoch == prog.start_epoch else 0
     if epoch != prog.start_epoch:
         prog.epoch_losses, prog.epoch_seconds = [], 0.0
+    on_device = feed_mode(cfg.feed, run.device) == "device"
     it = train_stream(run.folder, run.manifest, list(cfg.dataset_keys), run.stats,
                       run.tokenizer, cfg.batch_size, cfg.image_px, cfg.seed, epoch,
                       cfg.num_workers, start_batch=first, rank=dist.rank,
                       world_size=dist.world_size, pin_memory=run.device.startswith("cuda"),
-                      mode=cfg.stream)
+                      mode=cfg.stream, device=run.device if on_device else None)
     t0 = time.perf_counter() - prog.epoch_seconds
     bar = progress(total=n, initial=first, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
                    disable=not (show_progress and dist.is_main))
+    pending: list[_Pending] = []
     for in_epoch in range(first, n):
-        images, tokens = next(it)
+        images, tokens = next(it)  # the device feed's are on the device already
         images = images.to(run.device, non_blocking=True, memory_format=torch.channels_last)
-        loss = run.step(images, tokens.to(run.device, non_blocking=True), loss_hook, prog.step)
-        if not torch.isfinite(loss) or run.step.overflowed:
-            bar.close()
-            raise _diverged(run, prog, loss, epoch)
+        tokens = tokens.to(run.device, non_blocking=True)
+        lr_used = run.scheduler.get_last_lr()[0]
+        loss = run.step(images, tokens, loss_hook, prog.step)
         prog.step += 1
-        prog.epoch_losses.append(float(loss.item()))
-        prog.step_losses.append(prog.epoch_losses[-1])
-        bar.update(1)
-        if (cfg.checkpoint_every_steps and prog.step % cfg.checkpoint_every_steps == 0
-                and in_epoch + 1 < n and dist.is_main):
+        pending.append(_Pending(prog.step, epoch, loss.detach(), run.step.bad, run.step.norm,
+                                lr_used, run.scheduler.get_last_lr()[0]))
+        checkpoint = (cfg.checkpoint_every_steps and prog.step % cfg.checkpoint_every_steps == 0
+                      and in_epoch + 1 < n and dist.is_main)
+        if checkpoint or len(pending) >= READBACK_STEPS or in_epoch + 1 == n:
+            _read_back(run, prog, pending, on_step, bar)
+        if checkpoint:
             save_step_checkpoint(run.ckpt_dir, _snapshot(run, prog, epoch, in_epoch + 1, False,
                                                          time.perf_counter() - t0),
                                  prog.step, cfg.keep_checkpoints)
             prog.saved = f"epoch {epoch + 1}, step {in_epoch + 1} of it"
-        if on_step is not None and dist.is_main:
-            on_step(prog.step, epoch + 1, prog.epoch_losses[-1], run.scheduler.get_last_lr()[0])
     bar.close()
     seconds = time.perf_counter() - t0
     return {"epoch": epoch + 1, "step": prog.step,

@@ -63,14 +63,27 @@ class Step:
     cached features of the others, so the loss and the gradients are those of the whole batch.
     The temperature's gradient, which every micro-batch's loss would add in full, is divided by
     the number of micro-batches. With BatchNorm towers the micro-batches have their own batch
-    statistics (as in open_clip_train)."""
+    statistics (as in open_clip_train).
+
+    The step never waits for the device: a non-finite loss or gradient norm is found on the
+    device and, with a fused optimiser (the training loop's AdamW), the update is skipped there
+    through the optimiser's ``found_inf`` (as torch's grad scaler does), so the host reads the
+    loss back only when the loop asks (every few steps, see ``loop.READBACK_STEPS``). Another
+    optimiser makes the step read the check back at once (one sync) to skip the update."""
 
     def __init__(self, model, raw_model, loss_fn, optimizer, scheduler, scaler, autocast,
                  accum: int, clip_norm: float, ddp: bool):
         self.model, self.raw, self.loss_fn = model, raw_model, loss_fn
         self.opt, self.sched, self.scaler, self.autocast = optimizer, scheduler, scaler, autocast
         self.accum, self.clip_norm, self.ddp = accum, clip_norm, ddp
-        self.grad_norm: float | None = None  # of the last step, before clipping
+        self.norm: torch.Tensor | None = None  # of the last step, before clipping (on device)
+        self.bad: torch.Tensor | None = None  # 1.0 when the last update was skipped (device)
+        self._fused = bool(optimizer.defaults.get("fused"))
+
+    @property
+    def grad_norm(self) -> float | None:
+        """The last step's gradient norm before clipping (reads it back from the device)."""
+        return None if self.norm is None else float(self.norm)
 
     @property
     def overflowed(self) -> bool:
@@ -86,40 +99,48 @@ class Step:
             return self.loss_fn(out["image_features"], out["text_features"], out["logit_scale"])
 
     def __call__(self, images, tokens, loss_hook=None, step=0):
-        """Forward, backward and update on one batch; returns the loss (before the update).
+        """Forward, backward and update on one batch; returns the loss (before the update), a
+        tensor on the device.
 
-        A finite loss can still give infinite or NaN gradients (an overflow in backward);
-        then ``grad_norm`` is not finite and the update is skipped, so the weights stay as
-        they were (the loop stops with :class:`TrainingDiverged`). With fp16 the grad scaler
-        handles overflows itself (it skips such steps and lowers its scale)."""
+        A non-finite loss, or a finite loss with infinite or NaN gradients (an overflow in
+        backward), skips the update, so the weights stay as they were: ``bad`` is then 1 and,
+        for an overflow, ``grad_norm`` not finite (the loop stops with
+        :class:`TrainingDiverged` when it reads them back). With fp16 the grad scaler handles
+        overflows itself (it skips such steps and lowers its scale)."""
         self.opt.zero_grad(set_to_none=True)
-        self.grad_norm = None
+        self.norm = self.bad = None
         if self.accum == 1:
             loss = self.loss(images, tokens)
             if loss_hook is not None:
                 loss = loss_hook(loss, step)
-            if not torch.isfinite(loss):
-                return loss
             self.scaler.scale(loss).backward()
         else:
             loss = self._accumulated(images, tokens, loss_hook, step)
-            if not torch.isfinite(loss):
-                return loss
+        params = [q for q in self.raw.parameters() if q.grad is not None]
         if self.clip_norm > 0:
             self.scaler.unscale_(self.opt)
-            norm = torch.nn.utils.clip_grad_norm_(self.raw.parameters(), self.clip_norm)
+            self.norm = torch.nn.utils.clip_grad_norm_(params, self.clip_norm)
         elif not self.scaler.is_enabled():
-            norm = torch.nn.utils.get_total_norm(
-                [q.grad for q in self.raw.parameters() if q.grad is not None])
+            self.norm = torch.nn.utils.get_total_norm([q.grad for q in params])
+        if self.scaler.is_enabled():  # the scaler finds and skips overflows itself
+            self.scaler.step(self.opt)
+            self.scaler.update()
+            self.bad = (~torch.isfinite(loss.detach())).float()
         else:
-            norm = None
-        if norm is not None:
-            self.grad_norm = float(norm)
-            if not math.isfinite(self.grad_norm) and not self.scaler.is_enabled():
-                self.opt.zero_grad(set_to_none=True)
+            bad = ~torch.isfinite(loss.detach())
+            if self.norm is not None:
+                bad |= ~torch.isfinite(self.norm)
+            self.bad = bad.float()
+            if self._fused:  # the fused kernel skips the update on the device
+                self.opt.found_inf = self.bad
+                try:
+                    self.opt.step()
+                finally:
+                    del self.opt.found_inf
+            elif bool(self.bad):  # one sync: this optimiser cannot skip on the device
                 return loss
-        self.scaler.step(self.opt)
-        self.scaler.update()
+            else:
+                self.opt.step()
         self.sched.step()
         with torch.no_grad():  # OpenCLIP's training clamps the temperature at 100
             self.raw.logit_scale.clamp_(0, math.log(100))
@@ -143,8 +164,6 @@ class Step:
                                         out["logit_scale"])
                 if loss_hook is not None:
                     loss = loss_hook(loss, step)
-                if not torch.isfinite(loss):
-                    return loss
                 self.scaler.scale(loss).backward()
             loss_value = loss.detach() if loss_value is None else loss_value
         if self.raw.logit_scale.grad is not None:

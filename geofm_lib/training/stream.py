@@ -16,6 +16,7 @@ import webdataset as wds
 from geofm_lib.data.shards import decode_sample, shard_paths
 from geofm_lib.errors import ConfigError
 from geofm_lib.models.inputs import augment, to_model_input
+from geofm_lib.training.feed import FeedTable, Prefetcher, collate_raw, prepare_raw
 
 
 def _prepare(raw: dict, channel_stats: dict, rng: random.Random) -> tuple[np.ndarray, str]:
@@ -69,7 +70,7 @@ class TrainStream(torch.utils.data.IterableDataset):
     def __init__(self, folder: Path, manifest: dict, datasets: list[str], channel_stats: dict,
                  tokenizer, batch_size: int, image_px: int, seed: int, epoch: int,
                  start_batch: int = 0, rank: int = 0, world_size: int = 1,
-                 shuffle_buffer: int = 2000):
+                 shuffle_buffer: int = 2000, table: FeedTable | None = None):
         super().__init__()
         if batch_size % world_size:
             raise ConfigError(f"batch_size={batch_size} is not divisible by the {world_size} "
@@ -81,7 +82,18 @@ class TrainStream(torch.utils.data.IterableDataset):
         self.epoch_seed = seed * 100_003 + epoch
         self.start_batch, self.rank = start_batch, rank
         self.shuffle_buffer = shuffle_buffer
+        self.table = table  # the device feed's: batches are ``RawBatch``es
         self.bytes_read = 0  # raw member bytes pulled from the shards (in this process)
+
+    def _sample(self, raw: dict, rng: random.Random):
+        if self.table is None:
+            return _prepare(raw, self.stats, rng)
+        return prepare_raw(decode_sample(raw), self.table, rng)
+
+    def _collate(self):
+        if self.table is None:
+            return _collate(self.tokenizer, self.image_px)
+        return collate_raw(self.tokenizer)
 
     def _counted(self, src):
         for raw in src:
@@ -105,14 +117,14 @@ class TrainStream(torch.utils.data.IterableDataset):
         info = torch.utils.data.get_worker_info()
         worker, n_workers = (info.id, info.num_workers) if info is not None else (0, 1)
         lo, hi = self.rank * self.local, (self.rank + 1) * self.local
-        collate = _collate(self.tokenizer, self.image_px)
+        collate = self._collate()
         batch = []
         for j, raw in enumerate(self._raw_samples()):
             b, pos = divmod(j, self.batch_size)
             if b < self.start_batch or (b - self.start_batch) % n_workers != worker \
                     or not lo <= pos < hi:
                 continue
-            batch.append(_prepare(raw, self.stats, random.Random(self.epoch_seed * 1_000_003 + j)))
+            batch.append(self._sample(raw, random.Random(self.epoch_seed * 1_000_003 + j)))
             if len(batch) == self.local:
                 yield collate(batch)
                 batch = []
@@ -174,13 +186,13 @@ class ShardedStream(TrainStream):
         role = (worker + self.start_batch) % n_workers
         readers, reader = self.world_size * n_workers, self.rank * n_workers + role
         skip = max(0, -(-(self.start_batch - role) // n_workers)) * self.local
-        collate = _collate(self.tokenizer, self.image_px)
+        collate = self._collate()
         batch = []
         for j, raw in enumerate(self.reader_samples(reader, readers)):
             if j < skip:
                 continue
             seed = (self.epoch_seed * 1_000_003 + reader) * 1_000_033 + j
-            batch.append(_prepare(raw, self.stats, random.Random(seed)))
+            batch.append(self._sample(raw, random.Random(seed)))
             if len(batch) == self.local:
                 yield collate(batch)
                 batch = []
@@ -211,16 +223,28 @@ def stream_mode(mode: str, world_size: int, num_workers: int) -> str:
 def train_stream(folder: Path, manifest: dict, datasets: list[str], channel_stats: dict,
                  tokenizer, batch_size: int, image_px: int, seed: int, epoch: int,
                  num_workers: int = 0, start_batch: int = 0, rank: int = 0,
-                 world_size: int = 1, pin_memory: bool = False, mode: str = "exact"):
+                 world_size: int = 1, pin_memory: bool = False, mode: str = "exact",
+                 device: str | None = None, channels_last: bool = True):
     """An endless iterator of this process's (images, tokens) batches: ``TrainStream`` (exact:
     the same global batches for any number of processes and workers) or ``ShardedStream``
-    (each reader reads its own share; see ``stream_mode`` for ``auto``)."""
+    (each reader reads its own share; see ``stream_mode`` for ``auto``).
+
+    With ``device`` (the device feed, ``training.feed``) the batches cross to it in their
+    stored integer type and arrive there standardised and augmented, one batch prefetched;
+    without, they are float32 host tensors (the host feed)."""
     cls = ShardedStream if stream_mode(mode, world_size, num_workers) == "sharded" \
         else TrainStream
+    table = FeedTable(channel_stats, datasets) if device is not None else None
     stream = cls(folder, manifest, datasets, channel_stats, tokenizer, batch_size,
-                 image_px, seed, epoch, start_batch, rank, world_size=world_size)
+                 image_px, seed, epoch, start_batch, rank, world_size=world_size, table=table)
     if num_workers:
-        return iter(torch.utils.data.DataLoader(
+        it = iter(torch.utils.data.DataLoader(
             stream, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
             prefetch_factor=4, persistent_workers=False))
-    return iter(stream)
+    else:
+        it = iter(stream)
+        if pin_memory and table is not None:
+            it = (b.pin_memory() for b in it)
+    if table is None:
+        return it
+    return Prefetcher(it, table, device, image_px, channels_last)
