@@ -153,6 +153,8 @@ def _bench_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-ddp", action="store_true", help="skip the torchrun 1-vs-2 runs")
     p.add_argument("--gpu-only", action="store_true",
                    help="only the CUDA figures (skip the CPU comparisons)")
+    p.add_argument("--compile", action="store_true",
+                   help="CUDA figures: also the torch.compile'd step (minutes of compiling)")
 
 
 def _bench_ssl_args(p: argparse.ArgumentParser) -> None:
@@ -340,7 +342,7 @@ def _bench_train(args) -> None:
         from geofm_lib.bench.train import run as train_bench
 
         print(json.dumps(train_bench(args.quick, args.device or "cuda", not args.no_openclip,
-                                     with_cpu=False), indent=1))
+                                     with_cpu=False, with_compile=args.compile), indent=1))
         return
     from geofm_lib.report.reports import run_page
 

@@ -64,3 +64,21 @@ def test_seed001_step_benchmark_times_every_method_and_segmenter(tmp_path, monke
                                       for p in ("frozen", "finetune")}
     assert r["ssl"]["DINO"]["epoch_seconds"] == pytest.approx(  # both rounded to 0.1
         r["places_per_epoch"] / r["ssl"]["DINO"]["samples_per_s"], rel=0.01, abs=0.06)
+
+
+def test_the_gpu_section_runs_before_and_after_on_the_cpu(monkeypatch):
+    """The code path of the GPU table (issue 40), at toy sizes on the CPU, so a GPU session
+    does not spend its minutes on a crash: before (every loss read back, float32 batches) and
+    after (read back every few steps, the device feed) for a model, in memory and fed."""
+    monkeypatch.setattr(bench_train, "_bench_config", lambda work, quick, **kw:
+                        bench_train.load_config("ci", group="B", work_dir=str(work),
+                                                image_px=kw["image_px"],
+                                                batch_size=kw["batch_size"], shard_size=8))
+    gpu = bench_train._cuda_section(True, 2, 2, "cpu", with_openclip=False,
+                                    models=(("ViT-tiny", 32, 8),))
+    row = gpu["ViT-tiny@32px bf16 batch 8"]
+    for label in ("before", "after"):
+        assert row[label]["samples_per_s"] > 0 and row[label]["fed_samples_per_s"] > 0
+        assert row[label]["flops_per_step"] > 0
+    assert {k.rsplit(", ", 1)[1] for k in gpu if k.startswith("sharded stream alone")} == \
+        {"host feed", "device feed"}

@@ -25,7 +25,7 @@ $PY -c "import torch, timm, lightning; print('torch', torch.__version__, 'timm',
 T0=$(date +%s)
 step() { echo "== $1: $(( $(date +%s) - T0 )) s"; }
 STEPS=${STEPS:-"ssl tests train"}   # a subset to rerun, e.g. STEPS="tests train"
-TESTS=${TESTS:-"tests/test_gpu.py tests/test_training.py tests/test_ssl.py tests/test_ssl_methods.py"}
+TESTS=${TESTS:-"tests/test_gpu.py tests/test_feed.py tests/test_training.py tests/test_training_scale.py tests/test_ssl.py tests/test_ssl_methods.py"}
 
 case " $STEPS " in *" ssl "*)
 step "bench-ssl"
@@ -40,7 +40,8 @@ timeout "${TEST_LIMIT:-240}" $PY -m pytest -q -p no:cacheprovider -o addopts="-r
 
 case " $STEPS " in *" train "*)
 step "bench-train --gpu-only"
-timeout "${TRAIN_LIMIT:-200}" $PY -m geofm_lib.cli bench-train --gpu-only --device cuda \
+# before and after issue 40 in one run; BENCH_COMPILE=--compile adds the torch.compile'd step
+timeout "${TRAIN_LIMIT:-300}" $PY -m geofm_lib.cli bench-train --gpu-only --device cuda ${BENCH_COMPILE:-} \
     2>&1 | tee "$OUT/bench_train.log" | tail -60
 cp work/bench/training_gpu.json "$OUT/bench_train_gpu.json" 2>/dev/null ;; esac
 step "done"

@@ -315,7 +315,7 @@ def ddp_scaling(shard_work: Path, quick: bool, model: str = "RN50-tiny") -> dict
 
 
 def run(quick: bool = False, device: str | None = None, with_openclip: bool = True,
-        with_ddp: bool = True, with_cpu: bool = True) -> dict:
+        with_ddp: bool = True, with_cpu: bool = True, with_compile: bool = False) -> dict:
     """All training benchmarks that fit this machine; returns and writes the results.
     ``with_cpu=False``: the CUDA figures (section 4) alone."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -328,7 +328,8 @@ def run(quick: bool = False, device: str | None = None, with_openclip: bool = Tr
     if with_cpu:
         _cpu_sections(results, quick, steps, cores, with_openclip, with_ddp)
     if device.startswith("cuda"):
-        results["cuda"] = _cuda_section(quick, steps, cores, device, with_openclip)
+        results["cuda"] = _cuda_section(quick, steps, cores, device, with_openclip,
+                                        with_compile)
     for section in results.values():  # round floats for reading
         if isinstance(section, dict):
             for k, v in list(section.items()):
@@ -386,8 +387,12 @@ def _cpu_sections(results: dict, quick: bool, steps: int, cores: int, with_openc
             results["ddp_gloo_cpu"] = ddp_scaling(work, quick)
 
 
+GPU_MODELS = (("ViT-B-16", 224, 256), ("ViT-B-32", 224, 256))
+
+
 def _cuda_section(quick: bool, steps: int, cores: int, device: str,
-                  with_openclip: bool, with_compile: bool = True) -> dict:
+                  with_openclip: bool, with_compile: bool = False,
+                  models: tuple = GPU_MODELS) -> dict:
     # 4. the GPU figures, before and after issue 40 in one run: the step on a batch in memory,
     # then fed by the sharded stream reading real 224 px shards of the eight datasets, beside
     # that stream's rate alone. before: every step's loss read back, float32 batches from the
@@ -397,12 +402,13 @@ def _cuda_section(quick: bool, steps: int, cores: int, device: str,
     gpu: dict = {}
     workers = max(1, min(8, cores - 2))
     with tempfile.TemporaryDirectory() as tmp:
-        gcfg = _bench_config(Path(tmp), quick, image_px=224, batch_size=256,
+        px, bs = models[0][1], models[0][2]
+        gcfg = _bench_config(Path(tmp), quick, image_px=px, batch_size=bs,
                              samples_per_dataset=100 if quick else 600, shard_size=128)
         t0 = time.perf_counter()
         build_shards(gcfg, show_progress=False)
-        print(f"224 px shards built in {time.perf_counter() - t0:.0f} s", flush=True)
-        for name, px, bs in (("ViT-B-16", 224, 256), ("ViT-B-32", 224, 256)):
+        print(f"{px} px shards built in {time.perf_counter() - t0:.0f} s", flush=True)
+        for name, px, bs in models:
             row: dict = {"loader_workers": workers}
             variants = [("before", "step", False, None), ("after", "window", False, device)]
             if with_compile:
@@ -426,7 +432,7 @@ def _cuda_section(quick: bool, steps: int, cores: int, device: str,
                       f"({fed['samples_per_s'] / r['samples_per_s']:.2f}x)", flush=True)
             gpu[f"{name}@{px}px bf16 batch {bs}"] = row
         for label, feed_device in (("host feed", None), ("device feed", device)):
-            it = shard_feed(gcfg, workers, "sharded", 256, pin_memory=True, device=feed_device)
+            it = shard_feed(gcfg, workers, "sharded", bs, pin_memory=True, device=feed_device)
             for _ in range(3):
                 next(it)
             _sync(device)
@@ -434,8 +440,8 @@ def _cuda_section(quick: bool, steps: int, cores: int, device: str,
             for _ in range(steps):
                 next(it)
             _sync(device)
-            gpu[f"sharded stream alone, 224 px batch 256, {label}"] = {
-                "samples_per_s": steps * 256 / (time.perf_counter() - t0),
+            gpu[f"sharded stream alone, {px} px batch {bs}, {label}"] = {
+                "samples_per_s": steps * bs / (time.perf_counter() - t0),
                 "loader_workers": workers}
     if with_openclip:
         theirs = bench_openclip.openclip_train_throughput(
