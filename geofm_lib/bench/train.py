@@ -219,6 +219,34 @@ def loader_throughput(cfg, batches: int = 20, warmup_batches: int = 2,
             "num_workers": num_workers, "mode": mode}
 
 
+def feed_host_side(cfg, batches: int = 20, warmup_batches: int = 2) -> dict:
+    """What a loader process does per sample and what crosses to the device, for the host
+    feed (decode, pick bands, standardise, augment, float32 batches) against the device feed's
+    host side (decode, pick bands, draw the augmentation: stored types), on ``cfg``'s shards."""
+    from geofm_lib.training.feed import FeedTable
+
+    folder = build_folder(cfg)
+    manifest = load_manifest(folder)
+    stats, _ = input_spec(manifest.band_stats_for(cfg.dataset_keys))
+    _, tok = create_model(cfg.model, cfg.image_px)
+    out = {}
+    for label, table in (("host", None), ("device", FeedTable(stats, list(cfg.dataset_keys)))):
+        it = iter(TrainStream(folder, manifest, list(cfg.dataset_keys), stats, tok,
+                              cfg.batch_size, cfg.image_px, cfg.seed, 0, table=table))
+        for _ in range(warmup_batches):
+            next(it)
+        nbytes, t0 = 0, time.perf_counter()
+        for _ in range(batches):
+            b = next(it)
+            nbytes += b.nbytes if table is not None else b[0].numel() * b[0].element_size()
+        seconds = time.perf_counter() - t0
+        out[label] = {"samples_per_s": batches * cfg.batch_size / seconds,
+                      "bytes_per_sample": nbytes / (batches * cfg.batch_size)}
+    out["bytes_ratio"] = out["device"]["bytes_per_sample"] / out["host"]["bytes_per_sample"]
+    out["loader_speedup"] = out["device"]["samples_per_s"] / out["host"]["samples_per_s"]
+    return out
+
+
 def stream_scaling(cfg, quick: bool) -> dict:
     """Samples/s delivered to rank 0 of ``W`` simulated ranks (one process; rank 0's stream
     alone, as on a node of its own) with 0, 1, 2 loader workers, in both stream modes, and the
@@ -375,6 +403,7 @@ def _cpu_sections(results: dict, quick: bool, steps: int, cores: int, with_openc
                                   shard_size=128)
         build_shards(scale_cfg, show_progress=False)
         results["stream_scaling"] = stream_scaling(scale_cfg, quick)
+        results["feed_host_side"] = feed_host_side(cfg, batches=8 if quick else 20)
         results["loader_vs_step"] = {
             "batch_size": cfg.batch_size, "image_px": cfg.image_px,
             "datasets": len(cfg.dataset_keys),
