@@ -58,6 +58,9 @@ def test_seed001_step_benchmark_times_every_method_and_segmenter(tmp_path, monke
                       methods=["moco", "dino", "mae:vit_tiny_patch16"], work_dir=str(tmp_path))
     assert set(r["ssl"]) == {"MoCo-v2", "DINO", "MAE ViT-Ti/16"}
     assert all(v["samples_per_s"] > 0 and v["timed_steps"] == 2 for v in r["ssl"].values())
+    # the FLOPs behind MFU (issue 40): counted per sample for every system (no peak on a CPU)
+    assert all(v["flops_per_sample"] > 0 and "MFU" not in v
+               for v in (*r["ssl"].values(), *r["segmentation"].values()))
     assert set(r["segmentation"]) == {f"{d} on {b}, {p}" for d, b in
                                       [("unet", "resnet18"), ("deeplabv3plus", "resnet18"),
                                        ("upconv", "vit_tiny_patch16")]

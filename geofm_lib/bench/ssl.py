@@ -49,9 +49,22 @@ def _reset_memory(device: str) -> None:
         torch.cuda.reset_peak_memory_stats()
 
 
+def _mfu(flops: float, samples_per_s: float, batch: int, device: str) -> dict:
+    """FLOPs per step and sample, and MFU where the device's peak is known."""
+    from geofm_lib.bench.train import _peak_flops
+
+    out = {"flops_per_sample": round(flops / batch)}
+    peak = _peak_flops(torch.cuda.get_device_name()) if device.startswith("cuda") else None
+    if peak and flops:
+        out["MFU"] = round(flops * samples_per_s / batch / peak, 4)
+    return out
+
+
 def ssl_step_rate(cfg, steps: int, warmup: int, device: str, precision: str) -> dict:
-    """Samples/s of ``cfg.ssl_method``'s Lightning step on one fixed batch of paired views."""
+    """Samples/s of ``cfg.ssl_method``'s Lightning step on one fixed batch of paired views,
+    its FLOPs and MFU."""
     from lightning.pytorch import Callback, Trainer
+    from torch.utils.flop_counter import FlopCounterMode
 
     from geofm_lib.ssl.callbacks import quiet_lightning
 
@@ -74,17 +87,25 @@ def ssl_step_rate(cfg, steps: int, warmup: int, device: str, precision: str) -> 
             if batch_idx == warmup - 1:
                 _reset_memory(device)
 
-    module = build_module(cfg, BANDS)
-    loader = torch.utils.data.DataLoader([batch] * (steps + warmup), batch_size=None)
     lightning_precision = {"fp32": "32-true", "bf16": "bf16-mixed", "fp16": "16-mixed"}[precision]
-    with quiet_lightning():
-        Trainer(max_steps=steps + warmup, accelerator="gpu" if device.startswith("cuda")
-                else "cpu", devices=1, precision=lightning_precision, logger=False,
-                enable_checkpointing=False, enable_progress_bar=False,
-                enable_model_summary=False, callbacks=[Clock()]).fit(module, loader)
+
+    def fit(n: int, callbacks=()):
+        module = build_module(cfg, BANDS)
+        loader = torch.utils.data.DataLoader([batch] * n, batch_size=None)
+        with quiet_lightning():
+            Trainer(max_steps=n, accelerator="gpu" if device.startswith("cuda")
+                    else "cpu", devices=1, precision=lightning_precision, logger=False,
+                    enable_checkpointing=False, enable_progress_bar=False,
+                    enable_model_summary=False, callbacks=list(callbacks)).fit(module, loader)
+
+    with FlopCounterMode(display=False) as counter:  # one step, counted
+        fit(1)
+    flops = counter.get_total_flops()
+    fit(steps + warmup, [Clock()])
     times = [b - a for a, b in zip(ends[warmup - 1:], ends[warmup:])]
-    return {"samples_per_s": round(b / statistics.median(times), 1), "batch_size": b,
-            "timed_steps": len(times), **_memory(device)}
+    rate = b / statistics.median(times)
+    return {"samples_per_s": round(rate, 1), "batch_size": b, "timed_steps": len(times),
+            **_mfu(flops, rate, b, device), **_memory(device)}
 
 
 def segmentation_step_rate(decoder: str, backbone: str, protocol: str, image_px: int,
@@ -108,6 +129,14 @@ def segmentation_step_rate(decoder: str, backbone: str, protocol: str, image_px:
     model.train()
     if protocol == "frozen":
         encoder.eval()
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:  # one step's forward and backward
+        with autocast(device, precision):
+            logits = model(x.to(device))
+        torch.nn.functional.cross_entropy(logits.float(), y.to(device)).backward()
+    flops = counter.get_total_flops()
+    opt.zero_grad(set_to_none=True)
     times = []
     for i in range(steps + warmup):
         if i == warmup:
@@ -125,8 +154,10 @@ def segmentation_step_rate(decoder: str, backbone: str, protocol: str, image_px:
         _sync(device)
         if i >= warmup:
             times.append(time.perf_counter() - t0)
-    return {"samples_per_s": round(batch_size / statistics.median(times), 1),
-            "batch_size": batch_size, "timed_steps": len(times), **_memory(device)}
+    rate = batch_size / statistics.median(times)
+    return {"samples_per_s": round(rate, 1), "batch_size": batch_size,
+            "timed_steps": len(times), **_mfu(flops, rate, batch_size, device),
+            **_memory(device)}
 
 
 def run(preset: str = "full", device: str | None = None, quick: bool = False,
@@ -161,6 +192,7 @@ def run(preset: str = "full", device: str | None = None, quick: bool = False,
         results["ssl"][label] = r
         print(f"{label:>18}: {r['samples_per_s']:8.1f} samples/s "
               f"({r['epoch_seconds']} s per epoch of {cfg.samples_per_dataset:,} places)"
+              + (f", MFU {r['MFU']:.3f}" if "MFU" in r else "")
               + (f", peak {r['peak_memory_GiB']} GiB" if "peak_memory_GiB" in r else ""),
               flush=True)
         if mcfg.ssl_backbone.startswith("vit_"):
@@ -175,6 +207,7 @@ def run(preset: str = "full", device: str | None = None, quick: bool = False,
             key = f"{decoder} on {backbone}, {protocol}"
             results["segmentation"][key] = r
             print(f"{key:>34}: {r['samples_per_s']:8.1f} samples/s"
+                  + (f", MFU {r['MFU']:.3f}" if "MFU" in r else "")
                   + (f", peak {r['peak_memory_GiB']} GiB" if "peak_memory_GiB" in r else ""),
                   flush=True)
     write_results("ssl.json", results)
