@@ -64,8 +64,8 @@ def test_every_field_declares_the_hashes_it_enters():
                               "patch_stride_px", "caption_metadata", "s2_product",
                               "val_fraction", "shard_size", "seed"}
     assert set(TRAIN_KEYS) == {"model", "pretrained", "band_adapter", "batch_size", "epochs",
-                               "lr", "weight_decay", "warmup_fraction", "grad_clip_norm",
-                               "precision", "grad_accum_steps", "seed"}
+                               "loss", "lr", "weight_decay", "warmup_fraction",
+                               "grad_clip_norm", "precision", "grad_accum_steps", "seed"}
     assert set(SSL_KEYS) == {"ssl_mode", "ssl_backbone", "ssl_adapter", "ssl_augment",
                              "ssl_patches", "ssl_epochs", "ssl_batch_size", "ssl_lr",
                              "moco_queue", "moco_momentum", "moco_temperature", "precision",
@@ -97,3 +97,16 @@ def test_a_field_without_a_declaration_is_named():
         declared(Partial.model_fields)
     with pytest.raises(ValueError, match="unknown hash set"):
         hashed_in("dta")
+
+
+def test_a_later_field_at_its_first_value_keeps_the_published_hashes():
+    """``loss`` came after the pinned hashes: at ``clip`` no hash changes; ``siglip`` names
+    another training run (and another report)."""
+    from geofm_lib.config import load_config
+
+    cfg = load_config("demo")
+    assert cfg.loss == "clip"
+    assert cfg.model_copy(update={"loss": "clip"}).train_hash == cfg.train_hash
+    siglip = load_config("demo", loss="siglip")
+    assert siglip.train_hash != cfg.train_hash and siglip.hash != cfg.hash
+    assert siglip.data_hash == cfg.data_hash

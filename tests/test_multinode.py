@@ -93,13 +93,14 @@ def _kill(proc) -> None:
     proc.wait(timeout=30)
 
 
-def _nodes(work: Path, tmp: Path, tag: str):
-    """The README's two torchrun lines started side by side (a fresh rendezvous port)."""
+def _nodes(work: Path, tmp: Path, tag: str, extra: tuple = ()):
+    """The README's two torchrun lines started side by side (a fresh rendezvous port), with
+    ``extra`` parameters after them."""
     ports = {"dask": 0, "rdzv": _free_port()}
     lines = [ln for ln in readme_block() if ln.startswith("torchrun")]
     assert [("--node_rank 0" in ln, "--node_rank 1" in ln) for ln in lines] == \
         [(True, False), (False, True)]
-    return [_start(localised(ln, work, ports), tmp / f"{tag}-node{i}.log")
+    return [_start(localised(ln, work, ports) + list(extra), tmp / f"{tag}-node{i}.log")
             for i, ln in enumerate(lines)]
 
 
@@ -114,10 +115,10 @@ def _wait(procs, tmp: Path, tag: str, timeout: float = 240) -> None:
         assert rc == 0, f"{tag} node {i}: {rc}\n" + (tmp / f"{tag}-node{i}.log").read_text()[-3000:]
 
 
-def _cfg(work: Path):
+def _cfg(work: Path, **kw):
     return load_config("ci", group="B", work_dir=str(work), batch_size=8, run_name="t",
                        model="ViT-tiny", precision="fp32", stream="exact", epochs=EPOCHS,
-                       checkpoint_every_steps=2)
+                       checkpoint_every_steps=2, **kw)
 
 
 def _digests(folder: Path) -> dict:
@@ -177,22 +178,41 @@ def straight(cluster_work, tmp_path_factory):
     return training.load_checkpoint(paths.checkpoint_dir(_cfg(work)) / "last.pt")
 
 
-def test_two_nodes_follow_the_one_process_loss_curve(straight, cluster_work, tmp_path):
-    """Two nodes of one gloo process each against one process with the same global batch of 8
-    (``stream: exact``): ClipLoss gathers the features with gradients, so both optimise the
-    same loss; they may differ by float reduction order only (1e-4)."""
+def _follows_one_process(two: dict, cluster_work, tmp_path, **kw) -> None:
     import shutil
 
     work = tmp_path / "one"
     shutil.copytree(cluster_work[0] / "shards", work / "shards")
-    one = training.train(_cfg(work), show_progress=False)
-    assert straight["world_size"] == 2 and straight["finished"]
-    assert len(straight["step_losses"]) == len(one.step_losses) == 3 * EPOCHS
-    for a, b in zip(one.step_losses, straight["step_losses"], strict=True):
-        assert abs(a - b) <= 1e-4 * max(1.0, abs(a)), (one.step_losses, straight["step_losses"])
+    one = training.train(_cfg(work, **kw), show_progress=False)
+    assert two["world_size"] == 2 and two["finished"]
+    assert len(two["step_losses"]) == len(one.step_losses) == 3 * EPOCHS
+    for a, b in zip(one.step_losses, two["step_losses"], strict=True):
+        assert abs(a - b) <= 1e-4 * max(1.0, abs(a)), (one.step_losses, two["step_losses"])
     ref = torch.load(one.checkpoint, weights_only=True)["model"]
+    assert set(ref) == set(two["model"])
     for k, v in ref.items():
-        assert torch.allclose(v, straight["model"][k], atol=1e-4), k
+        assert torch.allclose(v, two["model"][k], atol=1e-4), k
+
+
+def test_two_nodes_follow_the_one_process_loss_curve(straight, cluster_work, tmp_path):
+    """Two nodes of one gloo process each against one process with the same global batch of 8
+    (``stream: exact``): ClipLoss gathers the features with gradients, so both optimise the
+    same loss; they may differ by float reduction order only (1e-4)."""
+    _follows_one_process(straight, cluster_work, tmp_path)
+
+
+def test_siglip_on_two_nodes_follows_one_process(cluster_work, tmp_path):
+    """``loss: siglip`` (issue 41): SigLipLoss exchanges the text features between the ranks,
+    each rank's loss is its images' share and the loop logs their mean: the two-node run
+    follows the one-process run's losses and weights (1e-4)."""
+    import shutil
+
+    work = tmp_path / "two"
+    shutil.copytree(cluster_work[0] / "shards", work / "shards")
+    _wait(_nodes(work, tmp_path, "siglip", ("-p", "loss=siglip")), tmp_path, "siglip")
+    two = training.load_checkpoint(paths.checkpoint_dir(_cfg(work, loss="siglip")) / "last.pt")
+    assert "logit_bias" in two["model"]
+    _follows_one_process(two, cluster_work, tmp_path, loss="siglip")
 
 
 def test_two_nodes_killed_mid_epoch_resume_bit_identically(straight, cluster_work, tmp_path):

@@ -5,6 +5,7 @@ gloo "nodes" against one process, killed and resumed) are in test_multinode.py."
 import os
 import shutil
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -102,17 +103,22 @@ def test_killed_and_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(wo
                             paths.checkpoint_dir(cfg) / steps[-1])
 
 
-def test_gradient_accumulation_gives_the_full_batch_update():
-    """ViT (LayerNorm only): 4 micro-batches give the update of one batch of 8."""
+@pytest.mark.parametrize("kind", ["clip", "siglip"])
+def test_gradient_accumulation_gives_the_full_batch_update(kind):
+    """ViT (LayerNorm only): 4 micro-batches give the update of one batch of 8, for CLIP's
+    loss and SigLIP's (whose logit bias, like the scale, gets its gradient once)."""
+    from open_clip.loss import SigLipLoss
+
     results = []
     for accum in (1, 4):
-        model, tok = factory.create_model("ViT-tiny", 32, seed=0)
+        model, tok = factory.create_model("ViT-tiny", 32, seed=0, loss=kind)
         g = torch.Generator().manual_seed(1)
         x = torch.randn(8, 3, 32, 32, generator=g)
         t = tok([f"scene number {i}" for i in range(8)])
         opt = torch.optim.SGD(model.parameters(), lr=1.0)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
-        step = training.Step(model, model, open_clip.ClipLoss(), opt, sched,
+        step = training.Step(model, model,
+                             SigLipLoss() if kind == "siglip" else open_clip.ClipLoss(), opt, sched,
                              torch.amp.GradScaler("cpu", enabled=False),
                              lambda: torch.autocast("cpu", enabled=False), accum, 0.0, False)
         loss = step(x, t)
@@ -206,3 +212,17 @@ def test_every_attention_block_of_both_towers_runs_fused_attention(monkeypatch):
     (out["image_features"].sum() + out["text_features"].sum()).backward()
     blocks = len(model.visual.transformer.resblocks) + len(model.transformer.resblocks)
     assert len(calls) == blocks == 7
+
+
+def test_siglip_trains_and_reloads_with_its_bias(work, tmp_path):
+    """``loss: siglip``: the model starts with SigLIP's scale (10) and bias (-10), trains, keeps
+    its bias in the checkpoint, and reloads with it (its validation loss is SigLIP's)."""
+    model, _ = factory.create_model("ViT-tiny", 32, seed=0, loss="siglip")
+    assert float(model.logit_scale.detach().exp()) == pytest.approx(10.0)
+    assert float(model.logit_bias.detach()) == -10.0
+    cfg = _cfg(_fresh(work, tmp_path, "siglip"), model="ViT-tiny", loss="siglip", epochs=2)
+    result = training.train(cfg, show_progress=False)
+    assert len(result.step_losses) == 6 and all(np.isfinite(result.step_losses))
+    loaded, _, state = training.load_trained_model(cfg)
+    assert "logit_bias" in state["model"] and float(loaded.logit_bias.detach()) != -10.0
+    assert all(np.isfinite(h["val_loss"]) for h in result.history)

@@ -28,6 +28,16 @@ SETS = ("data", "train", "ssl", "ssl:moco", "ssl:dino", "ssl:mae")
 NOT_HASHED_FIELD = {"hashed_in": None}
 
 
+# Fields added after hashes were published enter every hash only when set to something other
+# than this value, so the runs, checkpoints and records made before keep their names.
+OMITTED_AT = {"loss": "clip"}
+
+
+def omit_defaults(d: dict) -> dict:
+    """``d`` without the later fields that still have their first value (``OMITTED_AT``)."""
+    return {k: v for k, v in d.items() if not (k in OMITTED_AT and v == OMITTED_AT[k])}
+
+
 def hashed_in(*sets: str) -> dict:
     """A field's declaration: the hashes it enters (none: the run's own hash only)."""
     bad = [s for s in sets if s not in SETS]

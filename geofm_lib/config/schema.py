@@ -41,6 +41,7 @@ from geofm_lib.config.hashing import (
     hashed_in,
     keys_in,
     not_hashed,
+    omit_defaults,
 )
 from geofm_lib.config.root import is_parameter_file, project_root
 from geofm_lib.errors import ConfigError
@@ -235,6 +236,11 @@ class Config(BaseModel):
     batch_size: int = Field(64, ge=2, le=65536, description="samples per optimisation step",
         json_schema_extra=hashed_in("train"))
     epochs: int = Field(2, ge=1, le=10_000, description="passes over the training shards",
+        json_schema_extra=hashed_in("train"))
+    loss: Literal["clip", "siglip"] = Field(
+        "clip", description="contrastive loss: clip (softmax over the batch, open_clip's "
+                            "ClipLoss) or siglip (pairwise sigmoid with a learned bias, "
+                            "open_clip's SigLipLoss; logit scale starts at log 10, bias at -10)",
         json_schema_extra=hashed_in("train"))
     lr: float = Field(5.0e-4, gt=0.0, le=1.0, description="peak learning rate",
         json_schema_extra=hashed_in("train"))
@@ -590,7 +596,8 @@ class Config(BaseModel):
     @property
     def hash(self) -> str:
         """Stable 12-hex hash of everything that changes results (not paths or names)."""
-        return digest({k: v for k, v in self.to_dict().items() if k not in NOT_HASHED})
+        return digest(omit_defaults({k: v for k, v in self.to_dict().items()
+                                     if k not in NOT_HASHED}))
 
     @property
     def data_hash(self) -> str:
@@ -605,7 +612,8 @@ class Config(BaseModel):
         """Hash of what determines a training run (data + model + optimisation): its checkpoints
         live under ``<work>/checkpoints/<train_hash>/``."""
         d = self.to_dict()
-        return digest({"data": self.data_hash, **{k: d[k] for k in TRAIN_KEYS}})
+        return digest({"data": self.data_hash,
+                       **omit_defaults({k: d[k] for k in TRAIN_KEYS})})
 
     @property
     def ssl_learning_rate(self) -> float:

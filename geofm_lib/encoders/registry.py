@@ -29,7 +29,12 @@ from geofm_lib.models.names import known_model_names
 from geofm_lib.paths import build_folder
 from geofm_lib.progress import get_logger
 from geofm_lib.ssl.pretraining import read_encoder
-from geofm_lib.training.checkpoint import load_checkpoint, load_trained_model, stats_from_checkpoint
+from geofm_lib.training.checkpoint import (
+    load_checkpoint,
+    load_trained_model,
+    loss_of,
+    stats_from_checkpoint,
+)
 
 log = get_logger()
 
@@ -275,7 +280,7 @@ def _from_checkpoint(cfg: Config, path: str, device: str, stats: dict, band_stat
                            f"this data is {cfg.image_px} px; use data of the same image_px")
     adapter, bands = state.get("band_adapter", "rgb"), state.get("model_bands")
     model, _ = create_model(state["model_name"], state["image_px"], None, device, cfg.seed,
-                            band_adapter=adapter, bands=bands)
+                            band_adapter=adapter, bands=bands, loss=loss_of(state))
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as exc:

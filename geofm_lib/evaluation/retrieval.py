@@ -61,6 +61,7 @@ class Encoded:
     meta: list[dict]  # footprint, date, sensor, gsd_m, shard file
     caption_features: np.ndarray | None = None  # (N, D) when captions were encoded
     logit_scale: float = 1.0
+    logit_bias: float | None = None  # SigLIP models' learned bias
     all_captions: list[list[str]] = field(default_factory=list)  # every caption of each image
 
 
@@ -134,7 +135,9 @@ def encode_split(model, tokenizer, paths, channel_stats: dict, device: str = "cp
         keys=keys, datasets=np.array(dsets), labels=labels, captions=captions, meta=meta,
         caption_features=np.concatenate(cap_feats) if cap_feats else None,
         logit_scale=float(model.logit_scale.exp().item()) if hasattr(model, "logit_scale")
-        else 1.0, all_captions=all_captions)  # image-only encoders (torchgeo) have none
+        else 1.0, all_captions=all_captions,  # image-only encoders (torchgeo) have none
+        logit_bias=float(model.logit_bias.item())
+        if getattr(model, "logit_bias", None) is not None else None)
 
 
 # --- the zero-shot evaluation -------------------------------------------------------------------

@@ -13,6 +13,7 @@ says why and what to do.
 from __future__ import annotations
 
 import logging
+import math
 
 import torch
 
@@ -31,7 +32,7 @@ def register_configs() -> None:
 
 def create_model(model_name: str, image_px: int, pretrained: str | None = None,
                  device: str = "cpu", seed: int = 0, band_adapter: str = "rgb",
-                 bands: list[str] | None = None):
+                 bands: list[str] | None = None, loss: str = "clip"):
     """An OpenCLIP model and its tokenizer.
 
     Args:
@@ -44,6 +45,8 @@ def create_model(model_name: str, image_px: int, pretrained: str | None = None,
         band_adapter: ``rgb`` (3-channel tower) or a band adapter (``conv1x1``,
             ``first_layer``, ``wavelength``) that makes the tower take ``bands``.
         bands: the model's input bands (``input_spec``); needed with a band adapter.
+        loss: ``clip``, or ``siglip``: the model gets SigLIP's learned logit bias (initial
+            -10) and its logit scale starts at log 10, as open_clip_train does for SigLIP.
 
     Returns:
         (model, tokenizer)
@@ -57,6 +60,10 @@ def create_model(model_name: str, image_px: int, pretrained: str | None = None,
     register_configs()
     torch.manual_seed(seed)
     kwargs = dict(force_image_size=image_px, output_dict=True, device=device)
+    if loss == "siglip":
+        kwargs.update(init_logit_scale=math.log(10), init_logit_bias=-10.0)
+    elif loss != "clip":
+        raise ValueError(f"loss={loss!r}; choose clip or siglip")
     if pretrained is None:
         # OpenCLIP logs a warning for random init; from scratch is what was asked for here
         quiet = logging.getLogger()

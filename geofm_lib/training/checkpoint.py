@@ -126,11 +126,16 @@ def stats_from_checkpoint(state: dict) -> dict:
     return stats_from_state(state["channel_stats"])
 
 
+def loss_of(state: dict) -> str:
+    """The loss a checkpoint was trained with (SigLIP models carry a logit bias)."""
+    return "siglip" if "logit_bias" in state["model"] else "clip"
+
+
 def model_from_checkpoint(state: dict, device: str = "cpu", seed: int = 0):
     """(model, tokenizer) of a checkpoint's architecture, band adapter and weights."""
     model, tokenizer = create_model(state["model_name"], state["image_px"], None, device, seed,
                                     band_adapter=state.get("band_adapter", "rgb"),
-                                    bands=state.get("model_bands"))
+                                    bands=state.get("model_bands"), loss=loss_of(state))
     model.load_state_dict(state["model"])
     return model, tokenizer
 

@@ -267,7 +267,7 @@ def _setup(cfg: Config) -> _Run:
     precision = resolve_precision(cfg.precision, device.split(":")[0])
     stats, bands = input_spec(manifest.band_stats_for(cfg.dataset_keys), cfg.band_adapter)
     model, tokenizer = create_model(cfg.model, cfg.image_px, cfg.pretrained, device, cfg.seed,
-                                    band_adapter=cfg.band_adapter, bands=bands)
+                                    band_adapter=cfg.band_adapter, bands=bands, loss=cfg.loss)
     if cfg.grad_checkpointing:
         model.set_grad_checkpointing(True)
     channels_last(model)
@@ -278,11 +278,30 @@ def _setup(cfg: Config) -> _Run:
                                   fused=device.startswith(("cuda", "cpu")) or None)
     scheduler = make_scheduler(optimizer, steps_per_epoch * cfg.epochs, cfg.warmup_fraction)
     scaler = torch.amp.GradScaler(device.split(":")[0], enabled=(precision == "fp16"))
-    loss_fn = open_clip.ClipLoss(gather_with_grad=dist.enabled, rank=dist.rank,
-                                 world_size=dist.world_size)
+    loss_fn = make_loss(cfg.loss, dist)
     return _Run(cfg, folder, manifest, dist, device, precision, stats, bands, model, tokenizer,
                 optimizer, scheduler, scaler, loss_fn, n_train, steps_per_epoch,
                 checkpoint_dir(cfg))
+
+
+def make_loss(kind: str, dist: distributed.Dist):
+    """open_clip's contrastive loss of a run: ``ClipLoss`` (features of all ranks gathered with
+    gradients, so every rank's loss is the whole batch's) or ``SigLipLoss`` (each rank's images
+    against every rank's texts, exchanged between neighbours; the rank's loss is its share,
+    which the loop averages over the ranks for the logged value)."""
+    if kind == "siglip":
+        from open_clip.loss import SigLipLoss
+
+        return SigLipLoss(rank=dist.rank, world_size=dist.world_size)
+    return open_clip.ClipLoss(gather_with_grad=dist.enabled, rank=dist.rank,
+                              world_size=dist.world_size)
+
+
+def _rank_mean(loss: torch.Tensor, dist: distributed.Dist) -> torch.Tensor:
+    """A loss averaged over the ranks (a collective on the device; no host sync)."""
+    total = loss.detach().float().clone()
+    torch.distributed.all_reduce(total)
+    return total / dist.world_size
 
 
 def _restore(run: _Run) -> _Progress:
@@ -457,6 +476,8 @@ def _train_epoch(run: _Run, prog: _Progress, epoch: int, on_step, loss_hook,
         tokens = tokens.to(run.device, non_blocking=True)
         lr_used = run.scheduler.get_last_lr()[0]
         loss = run.step(images, tokens, loss_hook, prog.step)
+        if cfg.loss == "siglip" and dist.enabled:  # each rank's loss is its share
+            loss = _rank_mean(loss, dist)
         prog.step += 1
         pending.append(_Pending(prog.step, epoch, loss.detach(), run.step.bad, run.step.norm,
                                 lr_used, run.scheduler.get_last_lr()[0]))
@@ -530,19 +551,21 @@ def _train(cfg: Config, on_step, on_epoch, loss_hook, show_progress: bool) -> Tr
 
 
 def val_loss(enc, batch_size: int, seed: int = 0) -> float:
-    """Mean CLIP loss of the val captions and images in fixed, shuffled batches."""
+    """Mean contrastive loss of the val captions and images in fixed, shuffled batches (CLIP's,
+    or SigLIP's for a model with a logit bias)."""
     if enc.caption_features is None or len(enc.keys) < 2:
         return math.nan
     order = np.random.default_rng(seed).permutation(len(enc.keys))
-    loss_fn = open_clip.ClipLoss()
+    loss_fn = make_loss("siglip" if enc.logit_bias is not None else "clip", distributed.Dist())
     img = torch.from_numpy(enc.image_features)
     txt = torch.from_numpy(enc.caption_features)
     scale = torch.tensor(enc.logit_scale)
+    extra = () if enc.logit_bias is None else (torch.tensor(enc.logit_bias),)
     losses, weights = [], []
     for i in range(0, len(order), batch_size):
         b = torch.from_numpy(order[i:i + batch_size])
         if len(b) < 2:
             continue
-        losses.append(float(loss_fn(img[b], txt[b], scale)))
+        losses.append(float(loss_fn(img[b], txt[b], scale, *extra)))
         weights.append(len(b))
     return float(np.average(losses, weights=weights))

@@ -93,10 +93,17 @@ class Step:
         return (self.grad_norm is not None and not math.isfinite(self.grad_norm)
                 and not self.scaler.is_enabled())
 
+    def _loss(self, image_features, text_features, out):
+        """The contrastive loss; SigLIP models (a ``logit_bias`` in their output) pass it on."""
+        if out.get("logit_bias") is not None:
+            return self.loss_fn(image_features, text_features, out["logit_scale"],
+                                out["logit_bias"])
+        return self.loss_fn(image_features, text_features, out["logit_scale"])
+
     def loss(self, images, tokens):
         with self.autocast():
             out = self.model(images, tokens)
-            return self.loss_fn(out["image_features"], out["text_features"], out["logit_scale"])
+            return self._loss(out["image_features"], out["text_features"], out)
 
     def __call__(self, images, tokens, loss_hook=None, step=0):
         """Forward, backward and update on one batch; returns the loss (before the update), a
@@ -159,13 +166,14 @@ class Step:
             with sync:
                 with self.autocast():
                     out = self.model(x, t)
-                    loss = self.loss_fn(torch.cat(img[:i] + [out["image_features"]] + img[i + 1:]),
-                                        torch.cat(txt[:i] + [out["text_features"]] + txt[i + 1:]),
-                                        out["logit_scale"])
+                    loss = self._loss(torch.cat(img[:i] + [out["image_features"]] + img[i + 1:]),
+                                      torch.cat(txt[:i] + [out["text_features"]] + txt[i + 1:]),
+                                      out)
                 if loss_hook is not None:
                     loss = loss_hook(loss, step)
                 self.scaler.scale(loss).backward()
             loss_value = loss.detach() if loss_value is None else loss_value
-        if self.raw.logit_scale.grad is not None:
-            self.raw.logit_scale.grad.div_(self.accum)
+        for p in (self.raw.logit_scale, getattr(self.raw, "logit_bias", None)):
+            if p is not None and p.grad is not None:  # added in full by every micro-batch
+                p.grad.div_(self.accum)
         return loss_value
