@@ -91,7 +91,8 @@ def _check_open_clip(encoder: str) -> None:
 
 def _load_trained(cfg: Config, encoder: str, device: str, band_stats: dict):
     model, _, state = load_trained_model(cfg, device)
-    return model, stats_from_checkpoint(state)
+    return model, _with_unseen(state, stats_from_checkpoint(state), band_stats, "this run's "
+                               "checkpoint")
 
 
 INIT_STATISTICS_PER_DATASET = 128
@@ -187,8 +188,7 @@ def _load_rcf(cfg: Config, encoder: str, device: str, band_stats: dict):
 
 
 def _load_checkpoint(cfg: Config, encoder: str, device: str, band_stats: dict):
-    stats, _ = input_spec(band_stats, "rgb")
-    return _from_checkpoint(cfg, encoder.split(":", 1)[1], device, stats, band_stats)
+    return _from_checkpoint(cfg, encoder.split(":", 1)[1], device, band_stats)
 
 
 def _load_open_clip(cfg: Config, encoder: str, device: str, band_stats: dict):
@@ -255,16 +255,37 @@ def check_encoder_name(encoder: str) -> None:
     kind_of(encoder).check(encoder)
 
 
+def tokenizer_for(cfg: Config, encoder: str):
+    """The tokenizer of an encoder's text tower (``trained``, ``init``, ``checkpoint:``,
+    ``open_clip:``), or None for image-only encoders (torchgeo, ssl, rcf)."""
+    import open_clip
+
+    kind = kind_of(encoder).name
+    if kind in ("trained", "init"):
+        name = cfg.model
+    elif kind == "checkpoint":
+        name = load_checkpoint(_file_of(encoder), map_location="cpu")["model_name"]
+    elif kind == "open_clip":
+        name = encoder.split(":")[1]
+    else:
+        return None
+    return open_clip.get_tokenizer(name)
+
+
 def encoder_hash(cfg: Config, encoder: str) -> str:
     """What an encoder's embedding cache is keyed on (12 hex digits)."""
     basis = kind_of(encoder).basis(cfg, encoder)
     return hashlib.sha256(json.dumps(basis, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def load_encoder(cfg: Config, encoder: str, device: str = "cpu"):
-    """(model, channel stats) for an encoder name (see the module docstring)."""
+def load_encoder(cfg: Config, encoder: str, device: str = "cpu", band_stats: dict | None = None):
+    """(model, channel stats) for an encoder name (see the module docstring). ``band_stats``
+    (manifest-style band statistics by name, e.g. a scene's) replaces those of the run's
+    shards: the returned stats then cover those inputs too."""
     kind = kind_of(encoder)
     kind.check(encoder)
+    if band_stats is not None:
+        return kind.load(cfg, encoder, device, band_stats)
     band_stats = {}
     if kind.reads_data:
         manifest = load_manifest(build_folder(cfg))
@@ -272,7 +293,7 @@ def load_encoder(cfg: Config, encoder: str, device: str = "cpu"):
     return kind.load(cfg, encoder, device, band_stats)
 
 
-def _from_checkpoint(cfg: Config, path: str, device: str, stats: dict, band_stats: dict):
+def _from_checkpoint(cfg: Config, path: str, device: str, band_stats: dict):
     """The image tower of a geofm checkpoint from another run (e.g. group A's on this data)."""
     state = load_checkpoint(Path(path).expanduser(), map_location=device)
     if state["image_px"] != cfg.image_px:
@@ -286,17 +307,24 @@ def _from_checkpoint(cfg: Config, path: str, device: str, stats: dict, band_stat
     except RuntimeError as exc:
         raise EncoderError(f"checkpoint {Path(path).name} does not fit architecture "
                            f"{state['model_name']!r}: {str(exc)[:200]}") from None
-    missing = [ds for ds in cfg.dataset_keys if ds not in state["channel_stats"]]
-    if missing:  # normalise unseen datasets with this data's own training statistics
-        log.info("checkpoint has no input statistics for %s; using this data's", missing)
-        if bands is not None:  # ... placed in the checkpoint's band layout
-            unknown = {ds: [b for b in band_stats[ds]["bands"] if b not in bands]
-                       for ds in missing}
-            unknown = {ds: b for ds, b in unknown.items() if b}
-            if unknown:
-                raise EncoderError(f"checkpoint {Path(path).name} takes bands {bands}; "
-                                   f"{unknown} are not among them (train with these datasets, "
-                                   f"or drop them)")
-            stats.update({ds: BandSlots.place(band_stats[ds], bands) for ds in missing})
+    return model, _with_unseen(state, stats_from_checkpoint(state), band_stats,
+                               f"checkpoint {Path(path).name}")
 
-    return model, {**stats, **stats_from_checkpoint(state)}
+
+def _with_unseen(state: dict, stats: dict, band_stats: dict, what: str) -> dict:
+    """A checkpoint's input statistics, plus those of datasets it never saw (``band_stats``
+    keys outside the checkpoint: another run's datasets, a scene): standardised with their own
+    statistics, placed in the checkpoint's band layout by name."""
+    missing = [ds for ds in band_stats if ds not in state["channel_stats"]]
+    if not missing:
+        return stats
+    log.info("%s has no input statistics for %s; using their own", what, missing)
+    bands = state.get("model_bands")
+    if bands is None:
+        return {**input_spec({ds: band_stats[ds] for ds in missing}, "rgb")[0], **stats}
+    unknown = {ds: [b for b in band_stats[ds]["bands"] if b not in bands] for ds in missing}
+    unknown = {ds: b for ds, b in unknown.items() if b}
+    if unknown:
+        raise EncoderError(f"{what} takes bands {bands}; {unknown} are not among them (train "
+                           f"with these datasets, or drop them)")
+    return {**{ds: BandSlots.place(band_stats[ds], bands) for ds in missing}, **stats}

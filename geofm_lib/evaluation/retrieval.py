@@ -78,6 +78,23 @@ def encode_texts(model, tokenizer, texts: Sequence[str], device: str = "cpu",
     return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
 
 
+def encode_images(model, images, device: str = "cpu", image_px: int | None = None,
+                  precision: str = "fp32") -> np.ndarray:
+    """(N, D) L2-normalised float32 embeddings of model inputs ((N, C, H, W) or a list of
+    (C, H, W)), resized to ``image_px`` (bilinear, antialiased) when they are another size;
+    the tower runs under ``precision``'s autocast, the normalisation in fp32 (in bf16 a norm is
+    only good to ~1e-2)."""
+    x = torch.from_numpy(np.ascontiguousarray(np.stack(images) if isinstance(images, list)
+                                              else images)).to(device)
+    if image_px and x.shape[-1] != image_px:
+        x = torch.nn.functional.interpolate(x, size=(image_px, image_px), mode="bilinear",
+                                            antialias=True, align_corners=False)
+    with torch.no_grad():
+        with autocast(device, precision):
+            img = model.encode_image(x)
+        return torch.nn.functional.normalize(img.float(), dim=-1).cpu().numpy()
+
+
 def encode_split(model, tokenizer, paths, channel_stats: dict, device: str = "cpu",
                  batch_size: int = 128, image_px: int | None = None,
                  with_captions: bool = False, limit: int | None = None,
@@ -92,18 +109,11 @@ def encode_split(model, tokenizer, paths, channel_stats: dict, device: str = "cp
     def flush():
         if not batch_imgs:
             return
-        x = torch.from_numpy(np.stack(batch_imgs)).to(device)
-        if image_px and x.shape[-1] != image_px:
-            x = torch.nn.functional.interpolate(x, size=(image_px, image_px), mode="bilinear",
-                                                antialias=True, align_corners=False)
-        with torch.no_grad():
-            with autocast(device, precision):  # the towers at the run's precision ...
-                img = model.encode_image(x)
-                txt = model.encode_text(tokenizer(batch_txt).to(device)) if with_captions else None
-            # ... the L2 normalisation in fp32 (in bf16 a norm is only good to ~1e-2)
-            feats.append(torch.nn.functional.normalize(img.float(), dim=-1).cpu().numpy())
-            if txt is not None:
-                cap_feats.append(torch.nn.functional.normalize(txt.float(), dim=-1).cpu().numpy())
+        feats.append(encode_images(model, batch_imgs, device, image_px, precision))
+        if with_captions:
+            with torch.no_grad(), autocast(device, precision):
+                txt = model.encode_text(tokenizer(batch_txt).to(device))
+            cap_feats.append(torch.nn.functional.normalize(txt.float(), dim=-1).cpu().numpy())
         batch_imgs.clear()
         batch_txt.clear()
 

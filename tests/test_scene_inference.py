@@ -1,0 +1,221 @@
+"""Tiled inference over whole scenes (issue 41 item 1): the maps do not depend on how much of the
+scene fits in memory, keep the scene's CRS and grid, keep nodata out, and agree with the model
+run directly on tiles cut from the whole array; the products are Cloud-Optimized GeoTIFFs."""
+
+import numpy as np
+import pytest
+
+from geofm_lib import errors
+from geofm_lib.encoders import scene as sc
+
+H, W = 150, 200  # scene pixels; tiles of 32 (ci image_px) with stride 16, cells of 4
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A ci configuration (group B, ViT-tiny) with its shards: the ``init`` encoder (random
+    weights, a text tower) needs nothing trained."""
+    from geofm_lib.config import load_config
+    from geofm_lib.data import build
+
+    work = tmp_path_factory.mktemp("scene-run")
+    cfg = load_config("ci", group="B", work_dir=str(work), model="ViT-tiny", precision="fp32")
+    build.build_shards(cfg, show_progress=False)
+    return cfg
+
+
+def write_scene(path, *, crs="EPSG:32621", nodata=0, bands=("red", "green", "blue")):
+    """A uint16 RGB scene in UTM with smooth fields and two kinds of nodata: a corner of the
+    scene nodata in every band (as a Landsat scene's edge) and a strip nodata in blue alone."""
+    import rasterio
+    from rasterio.enums import ColorInterp
+    from rasterio.transform import from_origin
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:H, 0:W]
+    base = np.stack([3000 + 1500 * np.sin(xx / 17.0 + k) * np.cos(yy / 23.0 - k)
+                     for k in range(3)]) + rng.normal(0, 60, (3, H, W))
+    img = np.clip(base, 1, 60000).astype(np.uint16)
+    img[:, :40, :50] = nodata  # a corner with no data at all
+    img[2, 100:110, :] = nodata  # one band's nodata strip
+    transform = from_origin(500000.0, 7000000.0, 30.0, 30.0)
+    with rasterio.open(path, "w", driver="GTiff", height=H, width=W, count=3, dtype="uint16",
+                       crs=crs, transform=transform, nodata=nodata, photometric="RGB") as dst:
+        dst.write(img)
+        dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue]
+    return img, transform
+
+
+@pytest.fixture(scope="module")
+def scene_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("scene") / "LC08_scene.tif"
+    img, transform = write_scene(path)
+    return path, img, transform
+
+
+def _embed(cfg, path, **kw):
+    return sc.embed_scene(cfg, path, "init", stride_px=16, cell_px=4, use_cache=False,
+                          show_progress=False, **kw)
+
+
+def test_the_same_maps_whatever_fits_in_memory(run, scene_file, tmp_path):
+    path, _, _ = scene_file
+    whole = _embed(run, path, memory_mb=512)
+    rows = _embed(run, path, memory_mb=0.05)  # a band of tile rows: 3 * 32 * 208 * 2 bytes
+    tiles = _embed(run, path, memory_mb=0.001)
+    assert (whole.meta["read_mode"], rows.meta["read_mode"], tiles.meta["read_mode"]) == \
+        ("whole", "rows", "tiles")
+    assert whole.meta["reads"] == 1 and tiles.meta["reads"] == int(tiles.kept.sum())
+    assert rows.meta["reads"] == len({i // whole.tiling.cols for i in np.flatnonzero(rows.kept)})
+    for other in (rows, tiles):
+        assert np.array_equal(other.kept, whole.kept)
+        assert np.array_equal(other.invalid_cells, whole.invalid_cells)
+        assert np.array_equal(other.features, whole.features, equal_nan=True)
+    classes, queries = ["water", "crop", "tree"], ["flooded road"]
+    import rasterio
+
+    a = sc.write_products(run, whole, tmp_path / "a", classes=classes, queries=queries)
+    b = sc.write_products(run, tiles, tmp_path / "b", classes=classes, queries=queries,
+                          memory_mb=0.001)  # the products blended and written a few rows a time
+    assert set(a) == {"class_map", "class_score", "query-flooded-road", "embeddings"}
+    for name in a:
+        with rasterio.open(a[name]) as x, rasterio.open(b[name]) as y:
+            assert np.array_equal(x.read(), y.read(), equal_nan=True), name
+
+
+def test_tiles_match_the_model_on_the_whole_array(run, scene_file):
+    """The reader, padding and mapping against the plainest route: cut tiles out of the
+    whole scene in memory and hand them to the encoder."""
+    from geofm_lib.encoders import load_encoder
+    from geofm_lib.evaluation.retrieval import encode_images
+    from geofm_lib.models.inputs import to_model_input
+
+    path, img, _ = scene_file
+    se = _embed(run, path)
+    t = se.tiling
+    assert (t.rows, t.cols) == (1 + -(-(H - 32) // 16), 1 + -(-(W - 32) // 16))
+    assert se.bands == ["R", "G", "B"]
+    model, stats = load_encoder(run, "init", band_stats={sc.SCENE: se.band_stats})
+    padded = np.zeros((3, (t.rows - 1) * 16 + 32, (t.cols - 1) * 16 + 32), np.uint16)
+    padded[:, :H, :W] = img
+    inside = np.zeros(padded.shape[1:], bool)
+    inside[:H, :W] = True
+    last = t.count - 1  # the bottom-right tile: part padding
+    for i in (int(np.flatnonzero(se.kept)[0]), last):
+        y, x = t.origin(i)
+        xin = to_model_input(padded[:, y:y + 32, x:x + 32], ["R", "G", "B"], stats[sc.SCENE])
+        xin[:, ~inside[y:y + 32, x:x + 32]] = 0
+        assert se.kept[i]
+        np.testing.assert_allclose(se.features[i], encode_images(model, [xin])[0], atol=1e-6)
+
+
+def test_crs_grid_and_cog_layout_preserved(run, scene_file, tmp_path):
+    import rasterio
+    from affine import Affine
+
+    path, _, transform = scene_file
+    se = _embed(run, path)
+    out = sc.write_products(run, se, tmp_path, classes=["water", "crop"], queries=["field"])
+    with rasterio.open(path) as src:
+        crs = src.crs
+    for name, file in out.items():
+        with rasterio.open(file) as dst:
+            assert dst.crs == crs, name
+            assert dst.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG", name
+            if name == "embeddings":
+                assert (dst.height, dst.width) == (se.tiling.rows, se.tiling.cols)
+                assert dst.count == se.features.shape[1]
+                # pixel (r, c) is tile (r, c)'s central stride square
+                assert dst.transform == transform @ Affine.translation(8, 8) @ Affine.scale(16)
+                assert np.array_equal(dst.read()[:, 2, 3], se.features[2 * se.tiling.cols + 3])
+            else:
+                assert dst.transform == transform @ Affine.scale(4)
+                assert (dst.height, dst.width) == (-(-H // 4), -(-W // 4))
+                # the products cover the scene's extent (rounded up to whole cells)
+                assert dst.bounds.left == src.bounds.left and dst.bounds.top == src.bounds.top
+    with rasterio.open(out["class_map"]) as cm:
+        assert cm.nodata == sc.CLASS_NODATA and cm.colormap(1)[0][:3] == sc.PALETTE[0]
+        assert cm.tags()["classes"] == '["water", "crop"]'
+        values = cm.read(1)
+        assert set(np.unique(values)) <= {0, 1, sc.CLASS_NODATA}
+        assert cm.overviews(1) or max(cm.shape) <= 256
+
+
+def test_nodata_is_kept_out_of_every_product(run, scene_file, tmp_path):
+    import rasterio
+
+    path, _, _ = scene_file
+    se = _embed(run, path)
+    out = sc.write_products(run, se, tmp_path, classes=["water", "crop"], queries=["field"])
+    # the all-nodata corner (rows < 40, cols < 50) and the blue strip (rows 100..110): whole
+    # cells of 4 px inside them are nodata in every product
+    with rasterio.open(out["class_map"]) as f:
+        cm = f.read(1)
+    with rasterio.open(out["query-field"]) as f:
+        heat = f.read(1)
+    with rasterio.open(out["class_score"]) as f:
+        score = f.read(1)
+    for sl in (np.s_[:10, :12], np.s_[25:27, :]):
+        assert (cm[sl] == sc.CLASS_NODATA).all() and np.isnan(heat[sl]).all() \
+            and np.isnan(score[sl]).all()
+    valid = ~se.invalid_cells
+    assert valid.sum() > 0.8 * valid.size - 10 * 12 - 2 * valid.shape[1]
+    assert (cm[valid] != sc.CLASS_NODATA).all() and np.isfinite(heat[valid]).all()
+    assert np.array_equal(np.isnan(heat), np.isnan(score))
+    # the first tile lies inside the corner: no embedding
+    assert not se.kept[0] and np.isnan(se.features[0]).all() and se.nodata_fraction[0] == 1
+    # half-padding tiles at the bottom edge are kept only within max_nodata
+    assert (se.kept == (se.nodata_fraction <= 0.5)).all()
+    strict = _embed(run, path, max_nodata=0.0)
+    assert strict.kept.sum() < se.kept.sum()
+
+
+def test_blend_is_a_weighted_mean_of_the_tiles_over_each_cell(run, scene_file):
+    path, _, _ = scene_file
+    se = _embed(run, path)
+    n = se.tiling.count
+    same = se.blend(np.full((n, 1), 0.25, np.float32))[..., 0]
+    assert np.allclose(same[~np.isnan(same)], 0.25)
+    # one tile alone: its value over its own cells, nothing elsewhere
+    alone = sc.SceneEmbeddings(**{**se.__dict__, "kept": np.eye(1, n, 30, dtype=bool)[0],
+                                  "invalid_cells": np.zeros_like(se.invalid_cells)})
+    one = alone.blend(np.arange(n, dtype=np.float32)[:, None])[..., 0]
+    y, x = se.tiling.origin(30)
+    assert np.all(one[y // 4:y // 4 + 8, x // 4:x // 4 + 8] == 30)
+    assert np.isnan(one).sum() == one.size - 64
+    # heatmaps from the cached tile embeddings: the query product, and the argmax class map
+    text = np.random.default_rng(1).normal(size=(2, se.features.shape[1])).astype(np.float32)
+    idx, score = se.class_map(text)
+    heat0, heat1 = se.heatmap(text[0]), se.heatmap(text[1])
+    ok = ~np.isnan(heat0)
+    assert np.array_equal(idx[ok], (heat1 > heat0)[ok].astype(int))
+    assert np.allclose(score[ok], np.maximum(heat0, heat1)[ok], atol=1e-6)
+    assert (idx[~ok] == -1).all()
+
+
+def test_cache_and_bad_input(run, scene_file, tmp_path):
+    import rasterio
+
+    path, _, _ = scene_file
+    first = sc.embed_scene(run, path, "init", stride_px=16, cell_px=4, show_progress=False)
+    again = sc.embed_scene(run, path, "init", stride_px=16, cell_px=4, show_progress=False)
+    assert not first.meta["cached"] and again.meta["cached"]
+    assert np.array_equal(first.features, again.features, equal_nan=True)
+    other = sc.embed_scene(run, path, "init", stride_px=32, cell_px=4, show_progress=False)
+    assert not other.meta["cached"]
+    with pytest.raises(errors.ConfigError, match="no such file"):
+        sc.open_scene(tmp_path / "nope.tif")
+    flat = tmp_path / "no_crs.tif"
+    with rasterio.open(flat, "w", driver="GTiff", height=8, width=8, count=1,
+                       dtype="uint8") as dst:
+        dst.write(np.zeros((1, 8, 8), np.uint8))
+    with pytest.raises(errors.ConfigError, match="no CRS"):
+        sc.open_scene(flat)
+    with pytest.raises(errors.ConfigError, match="cell_px 5 must divide"):
+        sc.embed_scene(run, path, "init", stride_px=16, cell_px=5, show_progress=False)
+    with pytest.raises(errors.ConfigError, match="one of this run's datasets"):
+        sc.embed_scene(run, path, "init", stats="sentinel2", show_progress=False)
+    # a dataset's statistics need its bands in the scene, by name
+    with pytest.raises(errors.DataError, match="missing"):
+        sc.embed_scene(run, path, "init", stats="seadronessee", show_progress=False,
+                       options={"band_names": ["band1", "band2", "band3"]})
