@@ -50,6 +50,11 @@ def overlays_dir(cfg: Config) -> Path:
     return stage_dir(cfg) / "overlays"
 
 
+def scene_dir(cfg: Config) -> Path:
+    """Notebook 09's scene products (COGs per encoder) and its map."""
+    return stage_dir(cfg) / "scene"
+
+
 def shown(path: Path | str) -> str:
     """A path as pages and run records show it: relative to the project (no machine paths)."""
     p = Path(path)

@@ -585,9 +585,46 @@ class SegmentationRecord(StageRecord):
     recipes: dict[str, dict] = optional()  # the fitting recipe of every fit, with its values
 
 
+# --- 09 ---------------------------------------------------------------------------------------
+
+
+@dataclass(kw_only=True)
+class SceneAccuracy(Part):
+    """A class map's per-cell accuracy against a scene's truth (09), or a floor's."""
+
+    accuracy: float
+    ci95: list[float] | None = optional(omit_none=False)  # chance has none
+    cells: int
+    blocks: int
+
+
+@dataclass(kw_only=True)
+class SceneMapRecord(StageRecord):
+    STAGE: ClassVar[str] = "09_scene_maps"
+    scene: str  # the file's name
+    simulated: bool
+    dataset: str | None = optional(omit_none=False)  # the simulated scene's dataset
+    encoder: str
+    baseline: str | None = optional(omit_none=False)
+    classes: list[str]
+    queries: list[str]
+    tile_px: int
+    stride_px: int
+    cell_px: int
+    tiles: int
+    tiles_kept: int
+    stats: str
+    accuracy: dict[str, SceneAccuracy] | None = optional(omit_none=False)
+    not_scored: str | None = optional(omit_none=False)
+    query_seconds: float
+    products: list[str]
+    map_megabytes: float
+
+
 RECORDS: dict[str, type[StageRecord]] = {
     r.STAGE: r for r in (DataPrepRecord, ExploreRecord, PretrainRecord, ZeroShotRecord,
-                         MapRecord, ProbesRecord, SslRecord, SegmentationRecord)}
+                         MapRecord, ProbesRecord, SslRecord, SegmentationRecord,
+                         SceneMapRecord)}
 
 
 def record_type(stage: str) -> type[StageRecord]:

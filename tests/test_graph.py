@@ -165,7 +165,7 @@ def test_the_scheduler_starts_the_head_of_the_longest_remaining_path_first():
     by_count = graph.priorities({}, chain)
     assert by_count["01_data_prep"] == 4 and by_count["03_pretrain"] == 3
     assert by_count["07_ssl_pretrain"] == 2 and by_count["02_explore_data"] == 1
-    demo = dict(zip(chain, [40, 26, 249, 30, 23, 647, 1223, 835]))
+    demo = dict(zip(chain, [40, 26, 249, 30, 23, 647, 1223, 835, 20]))
     by_time = graph.priorities(demo, chain)
     assert by_time["07_ssl_pretrain"] == 1223 + 835 and by_time["03_pretrain"] == 249 + 835
     assert max(by_time, key=by_time.get) == "01_data_prep"

@@ -219,3 +219,78 @@ def test_cache_and_bad_input(run, scene_file, tmp_path):
     with pytest.raises(errors.DataError, match="missing"):
         sc.embed_scene(run, path, "init", stats="seadronessee", show_progress=False,
                        options={"band_names": ["band1", "band2", "band3"]})
+
+
+def test_geoparquet_round_trip_for_scene_tiles_and_shards(run, scene_file, tmp_path):
+    """Issue 41 item 3: embeddings out as GeoParquet, read back by geopandas unchanged."""
+    import geopandas as gpd
+    import rasterio
+
+    from geofm_lib.encoders import embed, export
+
+    path, _, _ = scene_file
+    se = _embed(run, path)
+    file = export.write_geoparquet(export.scene_table(se), tmp_path / "scene.parquet")
+    back = gpd.read_parquet(file)
+    gdf, vectors = export.read_geoparquet(file)
+    assert len(back) == se.kept.sum() and back.crs.to_epsg() == 32621
+    assert np.array_equal(vectors, se.features[se.kept])
+    with rasterio.open(path) as src:  # tile (row, col) covers its pixels in the scene's CRS
+        left, top = src.transform @ (16 * back["col"].iloc[0], 16 * back["row"].iloc[0])
+    minx, miny, maxx, maxy = back.geometry.iloc[0].bounds
+    assert (minx, maxy) == (left, top) and maxx - minx == 32 * 30 == maxy - miny
+    assert set(back.columns) >= {"key", "dataset", "labels", "vector", "geometry",
+                                 "nodata_fraction"}
+    # a shard split: one row per image, footprints in WGS84, labels as lists
+    emb = embed(run, "init", "val", show_progress=False)
+    shards = export.write_geoparquet(export.shard_table(run, "init", "val"),
+                                     tmp_path / "val.parquet")
+    gdf, vectors = export.read_geoparquet(shards)
+    assert gdf.crs.to_epsg() == 4326 and len(gdf) == len(emb.keys)
+    order = {k: i for i, k in enumerate(emb.keys.tolist())}
+    assert np.array_equal(vectors, emb.features[[order[k] for k in gdf["key"]]])
+    assert [list(x) for x in gdf["labels"]] == [emb.labels[order[k]] for k in gdf["key"]]
+    assert gdf.geometry.notna().all() and set(gdf["dataset"]) == set(run.dataset_keys)
+
+
+def test_simulated_scene_files_and_the_accuracy_against_their_truth(tmp_path):
+    """09's default scene: a GeoTIFF in its UTM zone with bands named and its truth raster on
+    the same grid; the class map's accuracy counts cells by the truth's majority in each, and
+    its interval resamples blocks of cells."""
+    import rasterio
+
+    from geofm_lib.data.simulated_scene import utm_epsg, write_simulated_scene
+    from geofm_lib.studies import scene_maps as study
+
+    files = write_simulated_scene(tmp_path, "qfabric", 64, seed=0)
+    with rasterio.open(files.image) as img, rasterio.open(files.truth) as truth:
+        assert img.crs == truth.crs and img.transform == truth.transform
+        assert img.crs.to_epsg() == utm_epsg(*_centre(img)) and img.descriptions == ("R", "G", "B")
+        assert img.tags()["dataset"] == "qfabric" and abs(img.res[0] - 0.5) < 1e-9
+        t = truth.read(1)
+    assert set(np.unique(t)) <= set(range(len(files.classes))) | {-1}
+    assert utm_epsg(9.2, 45.5) == 32632 and utm_epsg(-58.0, -34.6) == 32721
+    # truth on cells of 4 px: each cell's most frequent class, -1 where none covers half
+    tiling = sc.Tiling(64, 64, 16, 8, 4, tuple(rasterio.open(files.image).transform)[:6], "")
+    cells = study.truth_cells(files.truth, tiling)
+    assert cells.shape == (16, 16)
+    block = t[8:12, 20:24]
+    values, counts = np.unique(block, return_counts=True)
+    expect = values[counts.argmax()] if counts.max() * 2 >= 16 else -1
+    assert cells[2, 5] == expect
+    # accuracy: all right, all wrong, half right by blocks
+    right = np.ones((16, 16), bool)
+    acc, ci, n, blocks = study._block_accuracy(right, right, 200, 0)
+    assert (acc, ci, n, blocks) == (100.0, (100.0, 100.0), 256, 4)
+    half = np.zeros((16, 16), bool)
+    half[:8] = True  # two blocks right, two wrong: the interval spans the block draws
+    acc, ci, _, _ = study._block_accuracy(half, right, 400, 0)
+    assert acc == 50.0 and ci[0] < 50 < ci[1] and ci[0] >= 0 and ci[1] <= 100
+
+
+def _centre(src):
+    from rasterio.warp import transform
+
+    x, y = (src.bounds.left + src.bounds.right) / 2, (src.bounds.top + src.bounds.bottom) / 2
+    (lon,), (lat,) = transform(src.crs, "EPSG:4326", [x], [y])
+    return lon, lat

@@ -52,6 +52,7 @@ class EncoderKind:
     prefixed: bool = True  # names are "<kind>:..."; False: the kind's name is the whole name
     reads_data: bool = True  # load needs the band statistics of this run's shards
     trainable: bool = True  # it has weights to fine-tune (RCF has none)
+    fits_on_data: bool = False  # load estimates something on the run's training images
 
 
 def _file_of(encoder: str) -> Path:
@@ -217,12 +218,12 @@ KINDS: dict[str, EncoderKind] = {k.name: k for k in (
                                 "pretrained": cfg.pretrained, "band_adapter": cfg.band_adapter,
                                 # issue 37: BatchNorm statistics estimated on the training images
                                 "batchnorm": "estimated", "data": cfg.data_hash},
-                _load_init, prefixed=False),
+                _load_init, prefixed=False, fits_on_data=True),
     EncoderKind("rcf", "'rcf'", _no_check,
                 lambda cfg, e: {"rcf": "empirical, eigh", "image_px": cfg.image_px,
                                 "seed": cfg.seed, "band_adapter": cfg.band_adapter,
                                 "data": cfg.data_hash},
-                _load_rcf, prefixed=False, trainable=False),
+                _load_rcf, prefixed=False, trainable=False, fits_on_data=True),
     EncoderKind("checkpoint", "'checkpoint:<path to last.pt>'",
                 _check_file("checkpoint file (give the path of a last.pt under "
                             "work/checkpoints/<train_hash>/)"),
@@ -260,6 +261,9 @@ def tokenizer_for(cfg: Config, encoder: str):
     ``open_clip:``), or None for image-only encoders (torchgeo, ssl, rcf)."""
     import open_clip
 
+    from geofm_lib.models.factory import register_configs
+
+    register_configs()  # geofm's small configs name their tokenizer too
     kind = kind_of(encoder).name
     if kind in ("trained", "init"):
         name = cfg.model
@@ -284,13 +288,13 @@ def load_encoder(cfg: Config, encoder: str, device: str = "cpu", band_stats: dic
     shards: the returned stats then cover those inputs too."""
     kind = kind_of(encoder)
     kind.check(encoder)
-    if band_stats is not None:
+    if band_stats is not None and not kind.fits_on_data:
         return kind.load(cfg, encoder, device, band_stats)
-    band_stats = {}
+    run_stats = {}
     if kind.reads_data:
         manifest = load_manifest(build_folder(cfg))
-        band_stats = manifest.band_stats_for(cfg.dataset_keys)
-    return kind.load(cfg, encoder, device, band_stats)
+        run_stats = manifest.band_stats_for(cfg.dataset_keys)
+    return kind.load(cfg, encoder, device, {**run_stats, **(band_stats or {})})
 
 
 def _from_checkpoint(cfg: Config, path: str, device: str, band_stats: dict):

@@ -75,6 +75,8 @@ STEPS: dict[str, Step] = {
                             ("shards", "clip checkpoint", "ssl encoder"), (),
                             "pretrains the SSL encoders of its ssl_methods as 07 does, and "
                             "trains CLIP as 03 does when its other_encoders include `clip`"),
+    "09_scene_maps": Step(("03_pretrain",), ("shards", "clip checkpoint"), ("scene maps",),
+                          "trains CLIP as 03 does (its shards first)"),
 }
 
 
@@ -103,11 +105,12 @@ def artifact(cfg: Config, name: str) -> Artifact:
         return Artifact(name, paths.predictions_file(cfg), f"run {cfg.name}")
     if name == "map":
         return Artifact(name, paths.map_file(cfg), f"run {cfg.name}")
-    raise KeyError(f"no artifact {name!r}; have shards, clip checkpoint, ssl encoder, "
-                   f"predictions, map")
+    if name == "scene maps":
+        return Artifact(name, paths.scene_dir(cfg) / "map.html", f"run {cfg.name}")
+    raise KeyError(f"no artifact {name!r}; have {', '.join(ARTIFACTS)}")
 
 
-ARTIFACTS = ("shards", "clip checkpoint", "ssl encoder", "predictions", "map")
+ARTIFACTS = ("shards", "clip checkpoint", "ssl encoder", "predictions", "map", "scene maps")
 
 
 def record_path(cfg: Config, stem: str) -> Path:

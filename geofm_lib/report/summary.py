@@ -146,8 +146,29 @@ def key_metrics(stage: str, m: records.StageRecord | dict | None) -> list[str]:
         return _ssl_lines(m)
     if isinstance(m, records.SegmentationRecord):
         return _segmentation_lines(m)
+    if isinstance(m, records.SceneMapRecord):
+        return _scene_lines(m)
     return [f"{html.escape(k)}: {_num(v) if isinstance(v, int | float) else html.escape(str(v))}"
             for k, v in m.items() if isinstance(v, int | float | str)][:4]
+
+
+def _scene_lines(m: records.SceneMapRecord) -> list[str]:
+    """09: the class map's accuracy beside its baseline and floors, or why it is not scored."""
+    out = [f"{_num(m.tiles_kept)} of {_num(m.tiles)} tiles of {html.escape(m.scene)}, "
+           f"{len(m.queries)} query heatmaps ({_num(m.query_seconds, 2)} s per query)"]
+    if not m.accuracy:
+        return out + [f"class map not scored: {html.escape(str(m.not_scored))}"]
+    acc = m.accuracy
+    main, base = acc.get(m.encoder), acc.get(m.baseline) if m.baseline else None
+    floor = next((v for k, v in acc.items() if k.startswith("majority class")), None)
+    line = f"<b>class map accuracy {_num(main.accuracy)}</b>{_ci(main.ci95)}" if main else ""
+    if base is not None:
+        line += f", {html.escape(m.baseline)} {_num(base.accuracy)}{_ci(base.ci95)}"
+    if floor is not None:
+        line += f"; floor (majority class) {_num(floor.accuracy)}"
+        if main and main.ci95 and floor.accuracy >= main.ci95[0]:
+            line += _BELOW
+    return [line, *out]
 
 
 def _ssl_lines(m: records.SslRecord) -> list[str]:
