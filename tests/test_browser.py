@@ -128,3 +128,67 @@ def test_every_report_page_requests_nothing_outside_itself(browser):
         assert outside == [], (path.name, outside[:5])
         page.close()
     print("requests outside the page, per page:", counts)
+
+
+def test_query_box_redraws_the_heatmap_in_jupyterlab(browser, tmp_path):
+    """Issue 41 item 2: notebook 09 opened in JupyterLab (a real server, this browser), run
+    with the ci run's parameters; a query typed into the box and entered redraws its heatmap
+    from the cached tile embeddings, and the box says how long it took."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import papermill
+
+    _report(REPORTS / "ci-notebooks" / "09_scene_maps.html")  # its run's checkpoint and cache
+    papermill.execute_notebook(str(ROOT / "notebooks" / "09_scene_maps.ipynb"),
+                               str(tmp_path / "scene.ipynb"), prepare_only=True,
+                               parameters={"preset": "ci", "run_name": "ci-notebooks"})
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}",
+         "--ServerApp.token=", "--ServerApp.password=", f"--ServerApp.root_dir={tmp_path}",
+         "--ServerApp.disable_check_xsrf=True", "--allow-root"],
+        env=dict(os.environ, GEOFM_ROOT=str(ROOT), HF_HUB_OFFLINE="1"),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.5).close()
+                break
+            except OSError:
+                time.sleep(0.3)
+        page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+        page.goto(f"http://127.0.0.1:{port}/lab/tree/scene.ipynb")
+        page.wait_for_selector(".jp-Notebook", timeout=120000)
+        page.get_by_text("| Idle").first.wait_for(timeout=120000)  # the kernel is up
+        page.locator(".jp-Notebook").first.click()  # the notebook is the current widget
+        page.get_by_role("menuitem", name="Run", exact=True).click()
+        page.get_by_text("Run All Cells", exact=True).click()
+        box = page.locator("input[placeholder='a text query, e.g. flooded road']")
+        try:
+            box.wait_for(timeout=300000)
+        except Exception:
+            page.screenshot(path=str(tmp_path / "no-box.png"))
+            raise
+        status = page.locator(".widget-html-content")
+        status.filter(has_text="heatmap in").first.wait_for(timeout=60000)
+        box.fill("flooded road")
+        box.press("Enter")
+        start = time.perf_counter()
+        done = status.filter(has_text="flooded road")
+        done.first.wait_for(timeout=60000)
+        seconds = time.perf_counter() - start
+        text = done.first.inner_text()
+        print(f"query box: {text!r}; {seconds:.2f} s from Enter to the new status in the browser")
+        assert "heatmap in" in text and seconds < 30
+        frame = page.frame_locator(".widget-output iframe").last
+        frame.locator("text=query: flooded road").first.wait_for(timeout=30000)
+        assert frame.locator("img.leaflet-image-layer").count() >= 3  # scene, class map, heat
+        page.screenshot(path=str(tmp_path / "query-box.png"))
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
