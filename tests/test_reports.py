@@ -226,7 +226,7 @@ def test_a_notebook_parameter_given_with_p_goes_to_the_notebooks_that_have_it():
                                                         "n_boot": 50, "run_name": None})
     assert workspace == {"seed": 3, "run_name": None}
     assert routed == {"04": {"n_boot": 50}, "06": {"n_boot": 50}, "07": {"n_boot": 50},
-                      "08": {"seg_lr": 0.003, "n_boot": 50}}
+                      "08": {"seg_lr": 0.003, "n_boot": 50}, "09": {"n_boot": 50}}
     only_08 = [b for b in books if b.name.startswith("08")]
     assert reports.route_overrides(only_08, {"n_boot": 9})[1] == {"08": {"n_boot": 9}}
     with pytest.raises(ConfigError, match=r"-p seg_rl: neither a workspace parameter nor a "
