@@ -55,3 +55,48 @@ def test_prompts_come_from_the_training_templates():
     assert prompts[23] == "An overhead image showing coniferous forest."
     meta = captions.label_prompts("mafat", metadata=True)
     assert meta[0].startswith("An Aerial panchromatic image at 40 cm resolution")
+
+
+def test_rs5m_style_metadata_captions_from_each_samples_own_metadata(tmp_path):
+    """Issue 41 item 6: caption_metadata lists the fields (sensor, gsd, date, season, place);
+    true stays seed 000's sensor-and-resolution caption word for word, and its hash."""
+    from geofm_lib import errors
+    from geofm_lib.config import load_config
+    from geofm_lib.data import build, shards
+
+    meta = {"sensor": "Sentinel-2 MSI L2A", "gsd_m": 10.0, "date": "2017-01-30",
+            "footprint": {"region": "Patagonia", "center": [-69.5, -45.25]}}
+    fields = captions.metadata_fields(["place", "sensor", "date", "season", "gsd"])
+    assert fields == captions.METADATA_FIELDS  # in one order whatever the list's
+    phrase = captions.metadata_phrase(fields, "bigearthnet_s2", meta)
+    assert phrase == ("a Sentinel-2 MSI L2A image at 10 m resolution taken on 30 January 2017 "
+                      "(summer) near Patagonia (45.2\N{DEGREE SIGN} S, 69.5\N{DEGREE SIGN} W)")
+    assert captions.season("2017-01-30", 48.0) == "winter"  # the north's January
+    assert captions.metadata_phrase(("season",), "x", {"date": "2020-07-01"}) == \
+        "an overhead image taken in summer 2020"  # no place: the north's seasons
+    assert captions.metadata_phrase(("sensor", "gsd", "place"), "not_in_catalog", {}) == \
+        "an overhead image"  # what a sample lacks is left out, never made up
+    # true: the same caption as before, and the prompts carry only dataset-level fields
+    assert captions.metadata_phrase(captions.metadata_fields(True), "xview") == \
+        captions.sensor_phrase("xview")
+    assert captions.label_prompts("xview", ["gsd", "date"])[0].startswith(
+        "An overhead image at 30 cm resolution showing")
+    with pytest.raises(ValueError, match="list any of sensor, gsd, date, season, place"):
+        captions.metadata_fields(["weather"])
+    # the parameter: hashed (a list is other data than true), checked by name
+    plain = load_config("ci", group="B", work_dir=str(tmp_path))
+    table4 = load_config("ci", group="B", work_dir=str(tmp_path), caption_metadata=True)
+    rs5m = load_config("ci", group="B", work_dir=str(tmp_path),
+                       caption_metadata=["sensor", "gsd", "date", "place"])
+    assert len({plain.data_hash, table4.data_hash, rs5m.data_hash}) == 3
+    with pytest.raises(errors.ConfigError, match="caption_metadata"):
+        load_config("ci", group="B", work_dir=str(tmp_path), caption_metadata=["weather"])
+    # built: each caption says its own sample's date and place
+    build.build_shards(rs5m, show_progress=False)
+    samples = list(shards.iter_shards(shards.shard_paths(build.build_folder(rs5m), "train")))
+    for s in samples[:5]:
+        m = s["json"]
+        lon, lat = m["footprint"]["center"]
+        assert m["sensor"] in s["txt"] and f"{abs(lat):.1f}\N{DEGREE SIGN}" in s["txt"]
+        y, mo, d = m["date"].split("-")
+        assert f"{int(d)} {captions._MONTHS[int(mo) - 1]} {y}" in s["txt"]

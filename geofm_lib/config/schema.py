@@ -193,7 +193,10 @@ class Config(BaseModel):
                                        "0 = image_px (no overlap), image_px/2 overlaps by half "
                                        "(as SEN12MS's patches)",
         json_schema_extra=hashed_in("data"))
-    caption_metadata: bool = Field(False, description="add sensor and resolution to captions",
+    caption_metadata: bool | list[Literal["sensor", "gsd", "date", "season", "place"]] = Field(
+        False, description="metadata in the captions: true = sensor and resolution (seed 000, "
+                           "Table 4); a list of sensor, gsd, date, season, place = RS5M-style "
+                           "captions from each sample's own metadata",
         json_schema_extra=hashed_in("data"))
     s2_product: Literal["L2A", "L1C"] = Field(
         "L2A", description="Sentinel-2 product the simulator renders: L2A (12 bands, as "

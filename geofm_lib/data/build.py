@@ -228,9 +228,9 @@ def _patches(cfg: Config, scene, split: str, counts: Counter | None = None,
                 meta["pair_id"] = f"{scene.meta['pair_id']}-p{k}"
         if meta.get("captions"):  # an image-text corpus: its own captions, the first as txt
             text = meta["captions"][0]
-        elif scene.dataset in DATASETS:
+        elif scene.dataset in DATASETS or isinstance(cfg.caption_metadata, list):
             text = caption(scene.dataset, labels, cfg.caption_metadata, cfg.seed,
-                           scene.index * 4096 + k)
+                           scene.index * 4096 + k, meta)
         else:  # a custom source (e.g. a GeoTIFF scene) has no catalog entry for sensor phrases
             text = "An overhead image showing " + join_labels(labels) + "."
         sample = {"__key__": f"{scene.dataset}-{scene.index:07d}-{k:03d}",
