@@ -315,6 +315,7 @@ class ZeroShotRecord(StageRecord):
     paper_table: str | None = optional(omit_none=False)
     caption_retrieval: dict[str, dict]
     mean_recall: float | None = optional()
+    public_models: dict[str, dict] | None = optional()  # public RS-CLIP models beside ours
 
 
 @dataclass(kw_only=True)

@@ -3,7 +3,15 @@
 
 from .embeddings import cache_path, embed
 from .finetuning import FinetuneResult, finetune
-from .registry import KINDS, EncoderKind, check_encoder_name, encoder_hash, kind_of, load_encoder
+from .registry import (
+    KINDS,
+    EncoderKind,
+    check_encoder_name,
+    encoder_hash,
+    kind_of,
+    load_encoder,
+    tokenizer_for,
+)
 from .torchgeo_weights import (
     PREFIX,
     SUPPORTED,
@@ -16,6 +24,7 @@ from .torchgeo_weights import (
 
 __all__ = [
     "EncoderKind", "KINDS", "kind_of", "check_encoder_name", "encoder_hash", "load_encoder",
+    "tokenizer_for",
     "embed", "cache_path", "FinetuneResult", "finetune", "PREFIX", "SUPPORTED", "parse",
     "canonical_band", "place_bands", "load", "TorchGeoEncoder",
 ]

@@ -6,7 +6,9 @@
 * ``open_clip:<model>:<tag>``: an OpenCLIP model with pretrained weights (downloaded once,
   offline it fails with the reason);
 * ``ssl:<encoder.pt>``: the MoCo-v2 ResNet of notebook 07, on the bands it was trained on;
-* ``torchgeo:<model>[:<weights>]``: a torchgeo backbone (``encoders/torchgeo_weights.py``).
+* ``torchgeo:<model>[:<weights>]``: a torchgeo backbone (``encoders/torchgeo_weights.py``);
+* ``remoteclip:<arch>``, ``georsclip:<arch>``, ``skyclip:<arch>`` (``[:<file>]``): the public
+  remote-sensing CLIP models with their own preprocessing (``encoders/public_clip.py``).
 """
 
 from __future__ import annotations
@@ -20,9 +22,9 @@ from pathlib import Path
 
 from geofm_lib.config import Config
 from geofm_lib.data.shards import file_sha256, load_manifest
-from geofm_lib.encoders import torchgeo_weights
+from geofm_lib.encoders import public_clip, torchgeo_weights
 from geofm_lib.encoders.torchgeo_weights import TorchGeoEncoder, parse, place_bands
-from geofm_lib.errors import EncoderError
+from geofm_lib.errors import EncoderError, PretrainedUnavailable
 from geofm_lib.models.factory import create_model
 from geofm_lib.models.inputs import BandSlots, input_spec
 from geofm_lib.models.names import known_model_names
@@ -210,6 +212,21 @@ def _load_ssl(cfg: Config, encoder: str, device: str, band_stats: dict):
     return TorchGeoEncoder(net, None, None).to(device).eval(), stats
 
 
+def _public_basis(cfg: Config, encoder: str) -> dict:
+    """A public model's cache key: its name and its file's name and size (hashing a 0.6-1.7 GB
+    checkpoint on every key would cost more than the embeddings it keys)."""
+    try:
+        path = public_clip.weights_file(encoder)
+        file = {"file": path.name, "bytes": path.stat().st_size}
+    except PretrainedUnavailable:
+        file = {}
+    return {"name": encoder.split(":")[0] + ":" + encoder.split(":")[1], **file}
+
+
+def _load_public(cfg: Config, encoder: str, device: str, band_stats: dict):
+    return public_clip.load(encoder, band_stats, device)
+
+
 KINDS: dict[str, EncoderKind] = {k.name: k for k in (
     EncoderKind("trained", "'trained'", _no_check, lambda cfg, e: {"train_hash": cfg.train_hash},
                 _load_trained, prefixed=False, reads_data=False),
@@ -232,6 +249,8 @@ KINDS: dict[str, EncoderKind] = {k.name: k for k in (
                 _load_open_clip),
     EncoderKind("torchgeo", "'torchgeo:<model>[:<weights>]'", parse, _named_basis,
                 _load_torchgeo),
+    *(EncoderKind(name, f"'{name}:<arch>[:<file>]'", public_clip.check, _public_basis,
+                  _load_public) for name in public_clip.PUBLIC),
     EncoderKind("ssl", "'ssl:<path to encoder.pt>'",
                 _check_file("file (give the encoder.pt that notebook 07 wrote under "
                             "work/checkpoints/<ssl_hash>/)"),
@@ -269,7 +288,7 @@ def tokenizer_for(cfg: Config, encoder: str):
         name = cfg.model
     elif kind == "checkpoint":
         name = load_checkpoint(_file_of(encoder), map_location="cpu")["model_name"]
-    elif kind == "open_clip":
+    elif kind == "open_clip" or kind in public_clip.PUBLIC:
         name = encoder.split(":")[1]
     else:
         return None

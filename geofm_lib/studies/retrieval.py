@@ -22,7 +22,8 @@ import pandas as pd
 from geofm_lib import encoders, evaluation, paths, records, training
 from geofm_lib.config import Config
 from geofm_lib.data import shards
-from geofm_lib.errors import DataError
+from geofm_lib.encoders.public_clip import PUBLIC
+from geofm_lib.errors import ConfigError, DataError
 from geofm_lib.evaluation.metrics import per_class_chance
 from geofm_lib.models import devices
 from geofm_lib.papers import paper_table_for
@@ -34,6 +35,8 @@ INIT_BOOT = 200  # bootstrap draws of the random-init comparison (its intervals 
 PARAMETERS = {
     "n_boot": (2000, "bootstrap draws for the 95 % intervals"),
     "n_examples": (2, "best and worst images shown per dataset"),
+    "public_models": ([], "public remote-sensing CLIP models scored beside ours, e.g. "
+                          "remoteclip:ViT-B-32, georsclip:ViT-B-32, skyclip:ViT-B-32"),
 }
 NAMES = tuple(PARAMETERS)
 
@@ -42,6 +45,7 @@ NAMES = tuple(PARAMETERS)
 class Settings:
     n_boot: int
     n_examples: int
+    public_models: tuple[str, ...] = ()
 
     def describe(self, cfg: Config) -> str:
         out = f"run {cfg.name}: evaluating the {cfg.eval_split} split of " \
@@ -54,8 +58,14 @@ class Settings:
 
 def settings(cfg: Config, namespace: dict) -> Settings:
     p = parameters.read(namespace, PARAMETERS)
+    public = tuple(parameters.as_list(p["public_models"] or []))
+    for name in public:  # names and files checked now; missing weights say so when loaded
+        if encoders.kind_of(name).name not in PUBLIC:
+            raise ConfigError(f"public_models: {name!r} is not a public remote-sensing CLIP "
+                            f"model; write one of {', '.join(f'{k}:<arch>' for k in PUBLIC)}")
+        encoders.check_encoder_name(name)
     return Settings(parameters.whole("n_boot", p["n_boot"], 1),
-                    parameters.whole("n_examples", p["n_examples"], 0))
+                    parameters.whole("n_examples", p["n_examples"], 0), public)
 
 
 @dataclass
@@ -213,6 +223,53 @@ def at_init(cfg: Config, sc: Scored) -> AtInit:
 
 
 @dataclass
+class Public:
+    """Public remote-sensing CLIP models on the same images, prompts and chance level."""
+
+    results: dict[str, dict]  # model name -> dataset -> DatasetResult
+
+    def table(self, sc: Scored) -> pd.DataFrame | str:
+        if not self.results:
+            return ("public_models is empty: no public model scored (e.g. -p public_models "
+                    "'[\"remoteclip:ViT-B-32\"]'; docs/notebooks.md says where their weights go)")
+        rows = {}
+        for ds, r in sc.results.items():
+            if r.recall[1] is None:
+                continue
+            row = {"R@1 ours": round(r.recall[1], 1), "95 % CI ours": [round(v, 1) for v in
+                                                                        r.ci[1]]}
+            for name, res in self.results.items():
+                row[f"R@1 {name}"] = round(res[ds].recall[1], 1)
+                row[f"95 % CI {name}"] = [round(v, 1) for v in res[ds].ci[1]]
+            row["chance R@1"] = round(r.chance[1], 1)
+            rows[ds] = row
+        return pd.DataFrame(rows).T
+
+    def means(self) -> dict[str, dict]:
+        return {name: {k: v for k, v in evaluation.summary_metrics(res).items()
+                       if k.startswith("mean_R@")} for name, res in self.results.items()}
+
+
+def beside_public(cfg: Config, s: Settings, sc: Scored) -> Public:
+    """Each of ``public_models`` over the same evaluation images with the same prompts and
+    bootstrap, through its own preprocessing (``encoders.public_clip``)."""
+    out = {}
+    for name in s.public_models:
+        model, stats = encoders.load_encoder(cfg, name, sc.device)
+        tokenizer = encoders.tokenizer_for(cfg, name)
+        enc = evaluation.encode_split(model, tokenizer, sc.eval_shards, stats, sc.device,
+                                      image_px=None, show_progress=False,
+                                      precision=sc.precision)
+        out[name] = evaluation.zero_shot(model, tokenizer, enc, cfg.caption_metadata,
+                                         n_boot=s.n_boot, seed=cfg.seed, device=sc.device,
+                                         vocabularies=sc.vocabularies)
+        means = evaluation.summary_metrics(out[name])
+        print(f"{name}: mean R@1 {means['mean_R@1']} over {len(out[name])} datasets "
+              f"({len(enc.keys)} images)")
+    return Public(out)
+
+
+@dataclass
 class Quality:
     """Issue 4's bars: per dataset R@1 at least 10 above chance, its interval above chance and
     above the model at init; the mean R@1 at least twice the mean chance."""
@@ -265,8 +322,14 @@ def ensure_predictions(cfg: Config) -> Path:
 
 
 def record(cfg: Config, sc: Scored, init: AtInit, q: Quality,
-           paper_name: str) -> records.ZeroShotRecord:
+           paper_name: str, public: Public | None = None) -> records.ZeroShotRecord:
     values = dict(q.summary)
+    if public is not None and public.results:
+        values["public_models"] = {
+            name: {**public.means()[name],
+                   "per_dataset_R@1": {ds: round(r.recall[1], 2) for ds, r in res.items()
+                                       if r.recall[1] is not None}}
+            for name, res in public.results.items()}
     values["split"] = cfg.eval_split
     values["not_evaluable"] = sc.unscored  # the reason instead of a number
     values["init_mean_R@1"] = evaluation.summary_metrics(init.results)["mean_R@1"]
