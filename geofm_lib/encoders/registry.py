@@ -341,7 +341,8 @@ def _with_unseen(state: dict, stats: dict, band_stats: dict, what: str) -> dict:
     missing = [ds for ds in band_stats if ds not in state["channel_stats"]]
     if not missing:
         return stats
-    log.info("%s has no input statistics for %s; using their own", what, missing)
+    log.info("%s has no input statistics for %s: standardised with the band statistics given "
+             "for them", what, missing)
     bands = state.get("model_bands")
     if bands is None:
         return {**input_spec({ds: band_stats[ds] for ds in missing}, "rgb")[0], **stats}
