@@ -294,3 +294,20 @@ def _centre(src):
     x, y = (src.bounds.left + src.bounds.right) / 2, (src.bounds.top + src.bounds.bottom) / 2
     (lon,), (lat,) = transform(src.crs, "EPSG:4326", [x], [y])
     return lon, lat
+
+
+def test_09_picks_its_scene_dataset_or_says_why_it_cannot_run():
+    """09's default scene: qfabric where the run has it, else the run's first dataset with
+    land-cover labels; a run without one (an image-text corpus) is skipped by `geofm report`
+    with the reason, unless a scene_path is given."""
+    from geofm_lib.config import load_config
+    from geofm_lib.studies import scene_maps as study
+
+    assert study.default_dataset(load_config("ci")) == "qfabric"
+    assert study.default_dataset(load_config("ci", group="A")) == "bigearthnet_s2"
+    corpus = load_config("ci", experiment="captions_example")
+    assert study.default_dataset(corpus) is None
+    assert "scene_path" in study.not_applicable(corpus, {})
+    assert study.not_applicable(corpus, {"scene_path": "scene.tif"}) is None
+    with pytest.raises(errors.ConfigError, match="scene_path"):
+        study.settings(corpus, {})

@@ -31,6 +31,15 @@ class SceneFiles:
     dataset: str
 
 
+def label_classes(dataset: str, index: int, seed: int = 0) -> int:
+    """How many land-cover labels scene ``index`` of ``dataset`` is drawn with (its
+    composition does not depend on its size: a small render tells)."""
+    from geofm_lib.data.simulate import MIN_IMAGE_PX
+
+    s = render(dataset, index, seed, image_px=MIN_IMAGE_PX)
+    return sum(RECIPES[dataset].areas[a].label for a in s.layers.area_names)
+
+
 def utm_epsg(lon: float, lat: float) -> int:
     """EPSG code of the UTM zone of a WGS84 point (WGS 84 / UTM north 326xx, south 327xx)."""
     zone = min(60, int(math.floor((lon + 180) / 6)) + 1)

@@ -47,6 +47,7 @@ from geofm_lib.report.pages import tidy
 from geofm_lib.report.runinfo import git_state, load_stages, package_versions
 from geofm_lib.report.summary import headline, key_metrics
 from geofm_lib.ssl.pairs import may_have_pairs
+from geofm_lib.studies.scene_maps import not_applicable as scene_not_applicable
 
 log = get_logger()
 
@@ -299,7 +300,7 @@ def run_page(book: Path, name: str, parameters: dict, reports_dir: Path | None =
     return out.with_suffix(".html")
 
 
-def _not_applicable(book: Path, cfg) -> str | None:
+def _not_applicable(book: Path, cfg, params: dict | None = None) -> str | None:
     """Why a chain notebook cannot run on this data (None: it can): 07 and 08 need S1/S2
     pairs, or ``ssl_mode=augment`` on single-sensor data (hyperspectral scenes); 08 also needs
     masks in the shards."""
@@ -316,6 +317,8 @@ def _not_applicable(book: Path, cfg) -> str | None:
         if book.stem.startswith("08_") and not _has_masks(cfg):
             return ("the shards carry no masks (the simulator, class_masks and "
                     "agriculture_vision sources write them; rebuild older shards with 01)")
+    if book.stem.startswith("09_"):
+        return scene_not_applicable(cfg, params or {})
     return None
 
 
@@ -684,7 +687,7 @@ class Chain:
         return None
 
     def start(self, book: Path, pool, running: dict) -> None:
-        why = _not_applicable(book, self.cfg)
+        why = _not_applicable(book, self.cfg, self.parameters(book))
         if why:  # e.g. the SSL notebook on data without S1/S2 pairs
             log.info("skipping %s: %s", book.name, why)
             self.skipped[book.stem] = why

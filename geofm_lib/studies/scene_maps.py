@@ -24,7 +24,12 @@ import pandas as pd
 
 from geofm_lib import paths
 from geofm_lib.config import Config
-from geofm_lib.data.simulated_scene import SCENE_INDEX, SceneFiles, write_simulated_scene
+from geofm_lib.data.simulated_scene import (
+    SCENE_INDEX,
+    SceneFiles,
+    label_classes,
+    write_simulated_scene,
+)
 from geofm_lib.encoders import check_encoder_name
 from geofm_lib.encoders import scene as tiled
 from geofm_lib.errors import ConfigError
@@ -35,7 +40,8 @@ from geofm_lib.studies import parameters
 PARAMETERS = {
     "scene_path": (None, "a GeoTIFF/COG of yours; None: a simulated scene of scene_dataset"),
     "scene_options": (None, "band_names / sensor / nodata of your file, as a geotiff source's"),
-    "scene_dataset": ("qfabric", "the run dataset whose simulated scene is mapped"),
+    "scene_dataset": (None, "the run dataset whose simulated scene is mapped; None: qfabric "
+                            "where the run has it, else its first with land-cover labels"),
     "scene_px": (None, "side of the simulated scene in pixels; None: 8 tiles"),
     "scene_min_classes": (4, "the simulated scene: the first with this many land-cover labels"),
     "scene_encoder": ("trained", "the encoder mapped (a CLIP: trained, checkpoint:, open_clip:)"),
@@ -82,11 +88,37 @@ class Settings:
                 f"statistics: {self.stats}; baseline: {self.baseline or 'none'}")
 
 
+PREFERRED_DATASET = "qfabric"
+
+
+def default_dataset(cfg: Config) -> str | None:
+    """The run dataset whose simulated scene 09 maps by default: qfabric where the run has it,
+    else the first the simulator draws with land-cover labels (None: none has, e.g. an
+    image-text corpus)."""
+    from geofm_lib.data.recipes import RECIPES
+
+    usable = [ds for ds in cfg.dataset_keys if ds in RECIPES and
+              any(a.label for a in RECIPES[ds].areas.values())]
+    return PREFERRED_DATASET if PREFERRED_DATASET in usable else next(iter(usable), None)
+
+
+def not_applicable(cfg: Config, params: dict) -> str | None:
+    """Why 09 cannot run on this run with these parameters (None: it can)."""
+    if params.get("scene_path") or params.get("scene_dataset") or default_dataset(cfg):
+        return None
+    return ("no dataset of this run has a simulated scene with land-cover labels (an image-text "
+            "corpus, or files of yours): give the scene with -p scene_path /path/scene.tif")
+
+
 def settings(cfg: Config, namespace: dict) -> Settings:
     p = parameters.read(namespace, PARAMETERS)
     path = Path(p["scene_path"]).expanduser() if p["scene_path"] else None
     if path is not None and not path.is_file():
         raise ConfigError(f"scene_path {str(path)!r}: no such file; give a GeoTIFF or COG")
+    if path is None and not p["scene_dataset"]:
+        p["scene_dataset"] = default_dataset(cfg)
+        if p["scene_dataset"] is None:
+            raise ConfigError(not_applicable(cfg, {}))
     if path is None and p["scene_dataset"] not in cfg.dataset_keys:
         raise ConfigError(f"scene_dataset {p['scene_dataset']!r} is not a dataset of this run "
                           f"({', '.join(cfg.dataset_keys)}); name one, or give scene_path")
@@ -98,12 +130,13 @@ def settings(cfg: Config, namespace: dict) -> Settings:
         raise ConfigError(f"scene_queries: {queries!r}; give a list of texts")
     classes = parameters.as_list(p["scene_classes"]) if p["scene_classes"] else None
     stats = p["scene_stats"] or ("scene" if path else p["scene_dataset"])
+    dataset = p["scene_dataset"] or "-"
     opts = p["scene_options"] or {}
     if not isinstance(opts, dict):
         raise ConfigError(f"scene_options: {opts!r}; give a mapping, e.g. "
                           f"{{band_names: [red, green, blue]}}")
     tile_px = parameters.whole("scene_tile_px", p["scene_tile_px"] or cfg.image_px, 8)
-    return Settings(path, opts, p["scene_dataset"],
+    return Settings(path, opts, dataset,
                     parameters.whole("scene_px", p["scene_px"] or 8 * tile_px, 32),
                     parameters.whole("scene_min_classes", p["scene_min_classes"], 1),
                     p["scene_encoder"], p["scene_baseline"] or None, classes, queries,
@@ -113,20 +146,29 @@ def settings(cfg: Config, namespace: dict) -> Settings:
                     parameters.whole("n_boot", p["n_boot"], 10))
 
 
+SCENES_LOOKED_AT = 20
+
+
 def scene(cfg: Config, s: Settings) -> SceneFiles | Path:
     """The scene: ``scene_path``, or the first simulated scene of ``scene_dataset`` (from
-    :data:`SCENE_INDEX` on) whose land cover has ``scene_min_classes`` of its labels."""
+    :data:`SCENE_INDEX` on) with ``scene_min_classes`` land-cover labels; where none of the
+    first :data:`SCENES_LOOKED_AT` has as many, the first with the most (said in a line)."""
     if s.path is not None:
         return s.path
-    folder = cfg.path("scenes", "simulated")
-    for index in range(SCENE_INDEX, SCENE_INDEX + 50):
-        files = write_simulated_scene(folder, s.dataset, s.scene_px, cfg.seed, index)
-        if len(files.classes) >= s.min_classes:
-            return files
-        files.image.unlink()
-        files.truth.unlink()
-    raise ConfigError(f"no simulated {s.dataset} scene among the first 50 has "
-                      f"{s.min_classes} land-cover labels; lower scene_min_classes")
+    counts = {}
+    for index in range(SCENE_INDEX, SCENE_INDEX + SCENES_LOOKED_AT):
+        counts[index] = label_classes(s.dataset, index, cfg.seed)
+        if counts[index] >= s.min_classes:
+            break
+    index = max(counts, key=lambda i: (counts[i], -i))
+    if counts[index] < s.min_classes:
+        print(f"no {s.dataset} scene among the first {SCENES_LOOKED_AT} has {s.min_classes} "
+              f"land-cover labels: scene {index} has the most ({counts[index]})")
+    if counts[index] == 0:
+        raise ConfigError(f"{s.dataset}'s simulated scenes have no land-cover labels to map; "
+                          f"choose another scene_dataset or give scene_path")
+    return write_simulated_scene(cfg.path("scenes", "simulated"), s.dataset, s.scene_px,
+                                 cfg.seed, index)
 
 
 def image_of(sc) -> Path:
