@@ -44,7 +44,7 @@ def test_notebook_parameters_must_be_the_notebook_s_own():
     with pytest.raises(ConfigError, match="08_segmentation has no parameter"):
         reports.check_notebook_params(books, {"08": {"decoders": ["unet"]}})
     with pytest.raises(ConfigError, match="not one notebook"):
-        reports.check_notebook_params(books, {"09": {"x": 1}})
+        reports.check_notebook_params(books, {"10": {"x": 1}})
     with pytest.raises(ConfigError, match="not one notebook"):
         reports.check_notebook_params(books, {"0": {"x": 1}})  # every notebook matches
 
