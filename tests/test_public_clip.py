@@ -118,3 +118,16 @@ def test_04_scores_them_beside_ours_on_the_same_images_and_chance(weights, run, 
     assert set(back.public_models) == {"remoteclip:RN50"}
     assert "mean_R@1" in back.public_models["remoteclip:RN50"]
     assert isinstance(study.Public({}).table(scored), str)  # none asked: said, not a table
+
+
+def test_fine_tuning_trains_the_tower_behind_its_preprocessing(weights, run, monkeypatch):
+    """06's fine-tuning takes an encoder's ``visual``: for a public model it must see the
+    same 224 px normalised input as the frozen embeddings (the bare RN50 tower failed at the
+    run's 32 px)."""
+    folder, _, _, _ = weights
+    monkeypatch.setenv("GEOFM_WEIGHTS", str(folder))
+    model, _ = encoders.load_encoder(run, "remoteclip:RN50")
+    x = torch.rand(2, 3, run.image_px, run.image_px)
+    with torch.no_grad():
+        assert torch.allclose(model.visual(x), model.encode_image(x))
+        assert model.visual(x).shape == (2, 1024)

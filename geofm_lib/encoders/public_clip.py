@@ -137,29 +137,39 @@ def scaling(band_stat: dict, rgb: RGBInput) -> tuple[np.ndarray, np.ndarray]:
     return np.zeros(3, np.float32), np.full(3, max(white, 1e-6), np.float32)
 
 
-class PublicCLIP(torch.nn.Module):
-    """An open_clip model behind its own preprocessing: inputs are the picked bands already in
-    [0, 1]-scaled units (the statistics of :func:`load` do that); here they are clipped,
-    resized to the model's size and normalised with its mean and std."""
+class _PreprocessedTower(torch.nn.Module):
+    """The model's image tower behind its own preprocessing: inputs in [0, 1]-scaled units
+    (the statistics of :func:`load` make them) are clipped, resized to the model's size and
+    normalised with its mean and std. Fine-tuning (06) trains this tower, so it sees the same
+    input as the frozen embeddings."""
 
-    def __init__(self, model, size: int, mean, std):
+    def __init__(self, visual, size: int, mean, std):
         super().__init__()
-        self.model = model
-        self.visual = model.visual
+        self.net = visual
         self.size = size
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
-        self.logit_scale = model.logit_scale
 
-    def preprocess(self, x):
+    def forward(self, x):
         x = x.float().clamp(0, 1)
         if x.shape[-1] != self.size or x.shape[-2] != self.size:
             x = torch.nn.functional.interpolate(x, size=(self.size, self.size), mode="bicubic",
                                                 align_corners=False, antialias=True).clamp(0, 1)
-        return (x - self.mean) / self.std
+        return self.net((x - self.mean) / self.std)
+
+
+class PublicCLIP(torch.nn.Module):
+    """An open_clip model whose image tower (``visual``) carries its own preprocessing."""
+
+    def __init__(self, model, size: int, mean, std):
+        super().__init__()
+        self.model = model
+        self.visual = _PreprocessedTower(model.visual, size, mean, std)
+        self.logit_scale = model.logit_scale
 
     def encode_image(self, x, normalize: bool = False):
-        return self.model.encode_image(self.preprocess(x), normalize=normalize)
+        f = self.visual(x)
+        return torch.nn.functional.normalize(f, dim=-1) if normalize else f
 
     def encode_text(self, tokens, normalize: bool = False):
         return self.model.encode_text(tokens, normalize=normalize)
