@@ -25,7 +25,7 @@ from geofm_lib.data.shards import file_sha256, load_manifest
 from geofm_lib.encoders import public_clip, torchgeo_weights
 from geofm_lib.encoders.torchgeo_weights import TorchGeoEncoder, parse, place_bands
 from geofm_lib.errors import EncoderError, PretrainedUnavailable
-from geofm_lib.models.factory import create_model
+from geofm_lib.models.factory import create_model, register_configs
 from geofm_lib.models.inputs import BandSlots, input_spec
 from geofm_lib.models.names import known_model_names
 from geofm_lib.paths import build_folder
@@ -279,8 +279,6 @@ def tokenizer_for(cfg: Config, encoder: str):
     """The tokenizer of an encoder's text tower (``trained``, ``init``, ``checkpoint:``,
     ``open_clip:``), or None for image-only encoders (torchgeo, ssl, rcf)."""
     import open_clip
-
-    from geofm_lib.models.factory import register_configs
 
     register_configs()  # geofm's small configs name their tokenizer too
     kind = kind_of(encoder).name
