@@ -607,6 +607,7 @@ class SceneMapRecord(StageRecord):
     dataset: str | None = optional(omit_none=False)  # the simulated scene's dataset
     encoder: str
     baseline: str | None = optional(omit_none=False)
+    head: str | None = optional()  # how tiles became classes: zero-shot or the linear probe's
     classes: list[str]
     queries: list[str]
     tile_px: int

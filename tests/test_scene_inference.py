@@ -311,3 +311,68 @@ def test_09_picks_its_scene_dataset_or_says_why_it_cannot_run():
     assert study.not_applicable(corpus, {"scene_path": "scene.tif"}) is None
     with pytest.raises(errors.ConfigError, match="scene_path"):
         study.settings(corpus, {})
+
+
+def test_an_image_only_encoder_maps_the_scene_through_a_linear_probe(run, tmp_path):
+    """An encoder without a text tower (here torchgeo's ResNet-18 at random weights, as an
+    ``ssl:`` encoder of 07 would be) gets its class map from a linear probe fitted on the run's
+    labelled patches of the scene's dataset; its baseline goes through the same probe; its
+    queries are the probe's classes, and free text is refused with the classes named."""
+    import rasterio
+
+    from geofm_lib.encoders import embed
+    from geofm_lib.evaluation.probes import fit_predict
+    from geofm_lib.studies import scene_maps as study
+
+    enc = "torchgeo:resnet18"
+    s = study.settings(run, {"scene_encoder": enc, "scene_px": 96, "scene_min_classes": 2,
+                             "n_boot": 50})
+    assert s.head == sc.PROBE and s.dataset == "agriculture_vision"
+    assert "linear probe on agriculture_vision's labelled train patches" in s.describe(run)
+    assert study.settings(run, {}).head == sc.ZERO_SHOT  # two CLIPs: zero-shot
+    with pytest.raises(errors.ConfigError, match="no text tower"):
+        study.settings(run, {"scene_encoder": enc, "scene_head": "zero-shot"})
+    with pytest.raises(errors.ConfigError, match="scene_dataset"):
+        study.settings(run, {"scene_encoder": enc, "scene_path": __file__})
+    scene = study.scene(run, s)
+    classes = study.classes_of(scene, s)
+    embedded = study.embed(run, s, scene)
+    assert set(embedded) == {enc, "init"}
+    heads = study.heads(run, s, embedded, classes)
+    head = heads[enc]
+    assert head.kind == heads["init"].kind == sc.PROBE and head.classes == tuple(classes)
+    # the head's probabilities are the probe's: thresholded at 0.5 on the patches it was fitted
+    # on they predict what 06's linear probe (same C, same rows) predicts
+    emb = embed(run, enc, "train", show_progress=False)
+    rows = np.flatnonzero(emb.datasets == "agriculture_vision")
+    x = emb.features[rows]
+    y = np.array([[c in emb.labels[i] for c in classes] for i in rows])
+    fake = sc.SceneEmbeddings(embedded[enc].tiling, x, np.ones(len(x), bool),
+                              np.zeros(len(x), np.float32), embedded[enc].invalid_cells, enc,
+                              "patches", [], "", "fp32")
+    probs = head.tile_scores(fake)
+    assert probs.shape == (len(x), len(classes)) and head.patches == len(x)
+    want = fit_predict("linear", head.probe.param, x, y, x, run.seed)
+    assert ((probs > 0.5) == want).mean() > 0.99  # float32 logits vs scikit-learn's float64
+    # the class map is the arg-max of the blended probabilities
+    se = embedded[enc]
+    idx, score = se.class_map(head)
+    blended = se.blend(head.tile_scores(se))
+    ok = idx >= 0
+    np.testing.assert_array_equal(idx[ok], np.nanargmax(blended[ok], -1))
+    assert np.nanmin(score) >= 0 and np.nanmax(score) <= 1
+    # queries: a class of the probe, not free text
+    queries = study.queries_of(s, heads)
+    assert queries == list(classes[:2])
+    heat, _ = study.time_query(run, se, classes[0], head)
+    np.testing.assert_allclose(heat[ok], blended[ok][:, 0], atol=1e-6)
+    with pytest.raises(errors.EncoderError, match=f"one of its probe's classes .*{classes[0]}"):
+        sc.query_scores(run, se, "flooded road", head)
+    out = study.products(run, s, embedded, heads)
+    with rasterio.open(out[enc]["class_score"]) as f:
+        assert f.descriptions == ("probability (linear probe) of the class",)
+        assert "linear probe" in f.tags()["head"] and "agriculture_vision" in f.tags()["head"]
+    with rasterio.open(out[enc][f"query-{sc.slug(classes[0])}"]) as f:
+        assert f.descriptions[0].startswith("probability of")
+    table = study.score(run, s, scene, embedded, heads)
+    assert {enc, "init"} <= set(table.index) and (table["cells"] > 0).all()

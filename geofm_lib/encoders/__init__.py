@@ -8,6 +8,7 @@ from .registry import (
     EncoderKind,
     check_encoder_name,
     encoder_hash,
+    has_text_tower,
     kind_of,
     load_encoder,
     tokenizer_for,
@@ -24,7 +25,7 @@ from .torchgeo_weights import (
 
 __all__ = [
     "EncoderKind", "KINDS", "kind_of", "check_encoder_name", "encoder_hash", "load_encoder",
-    "tokenizer_for",
+    "tokenizer_for", "has_text_tower",
     "embed", "cache_path", "FinetuneResult", "finetune", "PREFIX", "SUPPORTED", "parse",
     "canonical_band", "place_bands", "load", "TorchGeoEncoder",
 ]

@@ -23,12 +23,15 @@ from geofm_lib.paths import build_folder
 
 
 def embed(cfg: Config, encoder: str, split: str, device: str = "cpu",
-          batch_size: int = 256, show_progress: bool = True) -> Embeddings:
+          batch_size: int = 256, show_progress: bool = True,
+          dataset: str | None = None) -> Embeddings:
     """Embeddings of one split for one encoder, computed at ``cfg.precision`` on ``device``;
-    from the cache when its hashes and precision match."""
+    from the cache when its hashes and precision match. ``dataset``: that dataset's images
+    only (an encoder that cannot read the run's other datasets' bands), cached apart."""
     key = encoder_hash(cfg, encoder)
     precision = resolve_precision(cfg.precision, device)
-    path = cache_path(cfg, encoder, split, key, precision)
+    path = cache_path(cfg, encoder, split if dataset is None else f"{split}-{dataset}", key,
+                      precision)
     if path.is_file():
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
@@ -36,8 +39,8 @@ def embed(cfg: Config, encoder: str, split: str, device: str = "cpu",
                     and meta.get("precision") == precision:
                 return Embeddings(z["features"], z["keys"], z["datasets"],
                                   json.loads(str(z["labels"])), encoder, cached=True)
-    model, stats = load_encoder(cfg, encoder, device)
-    enc = encode_split(model, None, shard_paths(build_folder(cfg), split), stats, device,
+    model, stats = load_encoder(cfg, encoder, device, datasets=[dataset] if dataset else None)
+    enc = encode_split(model, None, shard_paths(build_folder(cfg), split, dataset), stats, device,
                        batch_size=batch_size, image_px=cfg.image_px,
                        show_progress=show_progress, precision=precision)
     out = Embeddings(enc.image_features.astype(np.float32), np.array(enc.keys),
@@ -46,7 +49,7 @@ def embed(cfg: Config, encoder: str, split: str, device: str = "cpu",
     np.savez(buf, features=out.features, keys=out.keys, datasets=out.datasets,
              labels=json.dumps(out.labels),
              meta=json.dumps({"encoder": encoder, "encoder_hash": key,
-                              "data_hash": cfg.data_hash, "split": split,
+                              "data_hash": cfg.data_hash, "split": split, "dataset": dataset,
                               "precision": precision}))
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, buf.getvalue())

@@ -275,21 +275,28 @@ def check_encoder_name(encoder: str) -> None:
     kind_of(encoder).check(encoder)
 
 
+def has_text_tower(encoder: str) -> bool:
+    """Whether an encoder is a CLIP model with a text tower (``trained``, ``init``,
+    ``checkpoint:``, ``open_clip:``, the public RS-CLIP models), not an image-only one
+    (torchgeo, ssl, rcf); from its name alone."""
+    kind = kind_of(encoder).name
+    return kind in ("trained", "init", "checkpoint", "open_clip") or kind in public_clip.PUBLIC
+
+
 def tokenizer_for(cfg: Config, encoder: str):
-    """The tokenizer of an encoder's text tower (``trained``, ``init``, ``checkpoint:``,
-    ``open_clip:``), or None for image-only encoders (torchgeo, ssl, rcf)."""
+    """The tokenizer of an encoder's text tower, or None for image-only encoders."""
     import open_clip
 
+    if not has_text_tower(encoder):
+        return None
     register_configs()  # geofm's small configs name their tokenizer too
     kind = kind_of(encoder).name
     if kind in ("trained", "init"):
         name = cfg.model
     elif kind == "checkpoint":
         name = load_checkpoint(_file_of(encoder), map_location="cpu")["model_name"]
-    elif kind == "open_clip" or kind in public_clip.PUBLIC:
-        name = encoder.split(":")[1]
     else:
-        return None
+        name = encoder.split(":")[1]
     return open_clip.get_tokenizer(name)
 
 
@@ -299,10 +306,13 @@ def encoder_hash(cfg: Config, encoder: str) -> str:
     return hashlib.sha256(json.dumps(basis, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def load_encoder(cfg: Config, encoder: str, device: str = "cpu", band_stats: dict | None = None):
+def load_encoder(cfg: Config, encoder: str, device: str = "cpu", band_stats: dict | None = None,
+                 datasets: list[str] | None = None):
     """(model, channel stats) for an encoder name (see the module docstring). ``band_stats``
     (manifest-style band statistics by name, e.g. a scene's) replaces those of the run's
-    shards: the returned stats then cover those inputs too."""
+    shards: the returned stats then cover those inputs too. ``datasets``: only these of the
+    run's datasets are read (an encoder of one sensor beside datasets of others; ``init`` and
+    ``rcf`` still fit on all of them)."""
     kind = kind_of(encoder)
     kind.check(encoder)
     if band_stats is not None and not kind.fits_on_data:
@@ -310,7 +320,10 @@ def load_encoder(cfg: Config, encoder: str, device: str = "cpu", band_stats: dic
     run_stats = {}
     if kind.reads_data:
         manifest = load_manifest(build_folder(cfg))
-        run_stats = manifest.band_stats_for(cfg.dataset_keys)
+        # init and rcf estimate from the whole run's data whatever they are asked to read:
+        # the same model for every caller
+        keep = cfg.dataset_keys if kind.fits_on_data or not datasets else datasets
+        run_stats = manifest.band_stats_for(keep)
     return kind.load(cfg, encoder, device, {**run_stats, **(band_stats or {})})
 
 

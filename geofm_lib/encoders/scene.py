@@ -20,11 +20,15 @@ scene's CRS.
   (the batches are formed in the same order, per-cell counts are exact).
 * **Products** on a grid of ``cell_px`` pixels: each cell is the mean of the tiles covering it,
   weighted by a squared-sine window of the cell's place in the tile (centres count most, so
-  tile seams do not show); a zero-shot class map (argmax of the cosine similarity to the class
-  prompts, its similarity as a second product), similarity heatmaps for text queries, and the
+  tile seams do not show); a class map (the arg-max of a :class:`ClassHead`'s per-class scores,
+  its score as a second product), similarity heatmaps for text queries, and the
   tile embeddings themselves (one band per dimension, one pixel per tile's central
   ``stride_px`` square). A query's heatmap from cached tile embeddings is one matrix product and
   the blend (``SceneEmbeddings.heatmap``).
+* **Class heads**: zero-shot (the cosine similarity of each tile to the class prompts, by the
+  encoder's own text tower) or a linear probe (one logistic regression per class, fitted on the
+  frozen embeddings of labelled patches, as 06's frozen protocol): the way to a class map for
+  encoders without a text tower (``ssl:``, ``torchgeo:``, ``rcf``), and a second view for a CLIP.
 """
 
 from __future__ import annotations
@@ -43,7 +47,12 @@ import numpy as np
 from geofm_lib.config import Config
 from geofm_lib.data.captions import label_prompts
 from geofm_lib.data.shards import file_sha256
-from geofm_lib.encoders.registry import encoder_hash, load_encoder, tokenizer_for
+from geofm_lib.encoders.registry import (
+    encoder_hash,
+    has_text_tower,
+    load_encoder,
+    tokenizer_for,
+)
 from geofm_lib.errors import ConfigError, DataError, EncoderError
 from geofm_lib.evaluation.retrieval import encode_images, encode_texts
 from geofm_lib.io import atomic_path, atomic_write_bytes
@@ -350,10 +359,13 @@ class SceneEmbeddings:
         """(out rows, out cols) similarity of each cell to one text (NaN: nodata)."""
         return self.blend(self.scores(np.asarray(text_feature)[None]))[..., 0]
 
-    def class_map(self, text_features: np.ndarray, rows: tuple[int, int] | None = None):
-        """(class index (-1: nodata), its similarity) per cell: argmax over the class prompts
-        of the blended similarities."""
-        sim = self.blend(self.scores(text_features), rows)
+    def class_map(self, head: ClassHead | np.ndarray, rows: tuple[int, int] | None = None):
+        """(class index (-1: nodata), its score) per cell: the arg-max over the classes of the
+        blended per-class tile scores of ``head`` (a :class:`ClassHead`, or the class prompts'
+        text features: zero-shot)."""
+        tile_scores = head.tile_scores(self) if isinstance(head, ClassHead) else \
+            self.scores(head)
+        sim = self.blend(tile_scores, rows)
         empty = np.isnan(sim).all(axis=-1)
         idx = np.where(empty, -1, np.nanargmax(np.where(empty[..., None], 0, sim), axis=-1))
         score = np.where(empty, np.nan, np.take_along_axis(
@@ -536,9 +548,10 @@ def text_features(cfg: Config, se: SceneEmbeddings, texts: list[str], device: st
     tower of the encoder that embedded the scene (loaded once per process)."""
     tokenizer = tokenizer_for(cfg, se.encoder)
     if tokenizer is None:
-        raise EncoderError(f"encoder {se.encoder!r} has no text tower: class maps and query "
-                           f"heatmaps need a CLIP model (trained, checkpoint:, open_clip:); "
-                           f"its tile embeddings can still be exported")
+        raise EncoderError(f"encoder {se.encoder!r} has no text tower: zero-shot class maps "
+                           f"and free-text queries need a CLIP model (trained, checkpoint:, "
+                           f"open_clip:, remoteclip:); its class map comes from a linear probe "
+                           f"(probe_head; 09: scene_head='probe')")
     key = (encoder_hash(cfg, se.encoder), device)
     if key not in _TEXT_MODELS:
         _TEXT_MODELS.clear()
@@ -549,6 +562,102 @@ def text_features(cfg: Config, se: SceneEmbeddings, texts: list[str], device: st
 
 
 _TEXT_MODELS: dict = {}
+
+
+# --- class heads: how tile embeddings become classes ------------------------------------------
+
+ZERO_SHOT, PROBE = "zero-shot", "linear probe"
+
+
+@dataclass(frozen=True)
+class ClassHead:
+    """Per-class scores of tile embeddings: ``zero-shot`` (cosine similarity to each class's
+    prompt by the encoder's text tower) or a ``linear probe`` (standardise, then one logistic
+    regression per class: a probability), fitted on ``fitted_on``."""
+
+    kind: str
+    classes: tuple[str, ...]
+    text_features: np.ndarray | None = None  # (classes, D): zero-shot
+    probe: object | None = None  # evaluation.probes.LinearProbeWeights: linear probe
+    fitted_on: str = ""  # the labelled patches a probe was fitted on, in words
+    patches: int = 0  # how many
+    unseen: tuple[str, ...] = ()  # classes no fitting patch carries (never predicted)
+
+    @property
+    def score_name(self) -> str:
+        return "cosine similarity" if self.kind == ZERO_SHOT else "probability (linear probe)"
+
+    def tile_scores(self, se: SceneEmbeddings) -> np.ndarray:
+        """(tiles, classes) scores of the kept tiles (NaN rows: not kept)."""
+        if self.kind == ZERO_SHOT:
+            return se.scores(self.text_features)
+        w = self.probe
+        out = np.full((len(se.features), len(self.classes)), np.nan, np.float32)
+        z = (se.features[se.kept] - w.mean) / w.scale
+        out[se.kept] = 1.0 / (1.0 + np.exp(-(z @ w.weight.T + w.bias)))
+        return out
+
+    def describe(self) -> str:
+        if self.kind == ZERO_SHOT:
+            return "zero-shot: cosine similarity to each class prompt"
+        text = (f"linear probe (C = {self.probe.param:g}) fitted on {self.patches} labelled "
+                f"patches of {self.fitted_on}")
+        if self.unseen:
+            text += f"; no patch carries {', '.join(self.unseen)} (never predicted)"
+        return text
+
+
+def zero_shot_head(cfg: Config, se: SceneEmbeddings, classes, device: str = "cpu") -> ClassHead:
+    """The class prompts by the encoder's own text tower (an error for an image-only encoder,
+    which needs :func:`probe_head`)."""
+    return ClassHead(ZERO_SHOT, tuple(classes),
+                     text_features=text_features(cfg, se, list(classes), device))
+
+
+def probe_head(features: np.ndarray, labels: list[list[str]], classes, fitted_on: str,
+               seed: int = 0) -> ClassHead:
+    """A linear probe over ``classes`` fitted on labelled patches' frozen embeddings
+    (``features`` by the same encoder that embedded the scene; ``labels``: each patch's label
+    names), ``C`` chosen on a held-out fifth as 06's linear probe, refitted on all.
+
+    Raises:
+        ConfigError: no patches, or none carries any of ``classes``.
+    """
+    from geofm_lib.evaluation.probes import linear_probe_weights
+
+    classes = tuple(classes)
+    y = np.array([[c in set(lab) for c in classes] for lab in labels], bool).reshape(
+        len(labels), len(classes))
+    if not len(features) or not y.any():
+        raise ConfigError(f"a linear probe over {list(classes)} needs labelled patches carrying "
+                          f"them; {fitted_on} has {len(features)} patches, none with these "
+                          f"labels: choose scene_dataset (the patches) or scene_classes (its "
+                          f"label names)")
+    weights = linear_probe_weights(np.asarray(features, np.float32), y, seed)
+    unseen = tuple(c for c, seen in zip(classes, y.any(axis=0), strict=True) if not seen)
+    return ClassHead(PROBE, classes, probe=weights, fitted_on=fitted_on, patches=len(features),
+                     unseen=unseen)
+
+
+def query_unit(encoder: str) -> str:
+    """What a query's heatmap holds for this encoder."""
+    return "cosine similarity" if has_text_tower(encoder) else "probability (linear probe)"
+
+
+def query_scores(cfg: Config, se: SceneEmbeddings, query: str, head: ClassHead | None = None,
+                 device: str = "cpu") -> tuple[np.ndarray, str]:
+    """(tile scores (tiles, 1), what they are in words) of one query: the cosine similarity to
+    the text by a CLIP's text tower; for an image-only encoder, a class of its probe ``head``."""
+    if has_text_tower(se.encoder):
+        return se.scores(text_features(cfg, se, [query], device)), \
+            f"cosine similarity to {query!r}"
+    if head is not None and head.kind == PROBE and query in head.classes:
+        j = head.classes.index(query)
+        return head.tile_scores(se)[:, j:j + 1], f"probability of {query!r} (linear probe)"
+    raise EncoderError(f"encoder {se.encoder!r} has no text tower: a query must be one of its "
+                       f"probe's classes ({', '.join(head.classes) if head else 'no probe'}), "
+                       f"not {query!r}; free-text queries need a CLIP (trained, checkpoint:, "
+                       f"open_clip:, remoteclip:)")
 
 
 # --- products -----------------------------------------------------------------------------------
@@ -609,12 +718,13 @@ def _row_blocks(h_out: int, w_out: int, k: int, memory_mb: float) -> range:
 
 
 def write_products(cfg: Config, se: SceneEmbeddings, out_dir, *, classes=(), queries=(),
-                   device: str = "cpu", memory_mb: float = 512) -> dict[str, Path]:
+                   head: ClassHead | None = None, device: str = "cpu",
+                   memory_mb: float = 512) -> dict[str, Path]:
     """The scene's maps as COGs in ``out_dir``, in the scene's CRS: ``class_map.tif`` (uint8
     class index, colour table, class names in the tags; 255 nodata) and ``class_score.tif``
-    (its cosine similarity) for ``classes``; ``query-<slug>.tif`` per query (similarity);
-    ``embeddings.tif`` (one band per dimension, one pixel per tile). Rows are blended and
-    written block by block within ``memory_mb``."""
+    (its score) for ``head``'s classes (or ``classes`` zero-shot); ``query-<slug>.tif`` per
+    query (:func:`query_scores`); ``embeddings.tif`` (one band per dimension, one pixel per
+    tile). Rows are blended and written block by block within ``memory_mb``."""
     out_dir = Path(out_dir)
     t = se.tiling
     h_out, w_out = t.out_shape
@@ -623,36 +733,37 @@ def write_products(cfg: Config, se: SceneEmbeddings, out_dir, *, classes=(), que
             "tile_px": str(t.tile_px), "stride_px": str(t.stride_px), "cell_px": str(t.cell_px),
             "stats": se.stats}
     written: dict[str, Path] = {}
-    if classes:
-        if len(classes) > CLASS_NODATA:
-            raise ConfigError(f"{len(classes)} classes: a class map holds at most {CLASS_NODATA}")
-        feats = text_features(cfg, se, list(classes), device)
-        blocks = _row_blocks(h_out, w_out, len(classes), memory_mb)
-        maps = [(r, se.class_map(feats, (r, min(r + blocks.step, h_out)))) for r in blocks]
-        class_tags = {**tags, "classes": json.dumps(list(classes))}
+    if classes and head is None:
+        head = zero_shot_head(cfg, se, classes, device)
+    if head is not None:
+        if len(head.classes) > CLASS_NODATA:
+            raise ConfigError(f"{len(head.classes)} classes: a class map holds at most "
+                              f"{CLASS_NODATA}")
+        blocks = _row_blocks(h_out, w_out, len(head.classes), memory_mb)
+        maps = [(r, se.class_map(head, (r, min(r + blocks.step, h_out)))) for r in blocks]
+        class_tags = {**tags, "classes": json.dumps(list(head.classes)),
+                      "head": head.describe()}
         written["class_map"] = write_cog(
             out_dir / "class_map.tif",
             ((r, np.where(idx < 0, CLASS_NODATA, idx).astype(np.uint8)[None])
              for r, (idx, _) in maps), count=1, dtype="uint8",
             transform=t.out_transform(), nodata=CLASS_NODATA, descriptions=["class"],
             tags=class_tags, colormap={i: (*PALETTE[i % len(PALETTE)], 255)
-                                       for i in range(len(classes))}, **common)
+                                       for i in range(len(head.classes))}, **common)
         written["class_score"] = write_cog(
             out_dir / "class_score.tif", ((r, score[None]) for r, (_, score) in maps), count=1,
             dtype="float32", transform=t.out_transform(), nodata=float("nan"),
-            descriptions=["cosine similarity of the class"], tags=class_tags, **common)
-    if queries:
-        feats = text_features(cfg, se, list(queries), device)
-        blocks = _row_blocks(h_out, w_out, 1, memory_mb)
-        for q, f in zip(queries, feats, strict=True):
-            name = f"query-{slug(q)}"
-            scores = se.scores(f[None])
-            written[name] = write_cog(
-                out_dir / f"{name}.tif",
-                ((r, se.blend(scores, (r, min(r + blocks.step, h_out))).transpose(2, 0, 1))
-                 for r in blocks), count=1, dtype="float32", transform=t.out_transform(),
-                nodata=float("nan"), descriptions=[f"cosine similarity to {q!r}"],
-                tags={**tags, "query": q}, **common)
+            descriptions=[f"{head.score_name} of the class"], tags=class_tags, **common)
+    blocks = _row_blocks(h_out, w_out, 1, memory_mb)
+    for q in queries:
+        name = f"query-{slug(q)}"
+        scores, what = query_scores(cfg, se, q, head, device)
+        written[name] = write_cog(
+            out_dir / f"{name}.tif",
+            ((r, se.blend(scores, (r, min(r + blocks.step, h_out))).transpose(2, 0, 1))
+             for r in blocks), count=1, dtype="float32", transform=t.out_transform(),
+            nodata=float("nan"), descriptions=[what],
+            tags={**tags, "query": q}, **common)
     grid = se.features.reshape(t.rows, t.cols, -1).transpose(2, 0, 1)
     written["embeddings"] = write_cog(
         out_dir / "embeddings.tif", [(0, grid)], count=grid.shape[0], dtype="float32",

@@ -15,6 +15,7 @@ import time
 import numpy as np
 
 from geofm_lib.encoders import scene as tiled
+from geofm_lib.errors import EncoderError
 from geofm_lib.report import basemap
 from geofm_lib.report.maps import raster_overlay_layer
 from geofm_lib.report.offline import offline
@@ -118,9 +119,9 @@ def class_legend(classes) -> dict[str, str]:
 
 
 def panels(scene_rgb: np.ndarray, maps: list[tuple[str, np.ndarray, str]], classes,
-           dpi: int = 100):
-    """One picture: the scene and each map side by side (title, array, 'class' or 'heat').
-    Returns (figure, PNG bytes)."""
+           dpi: int = 100, heat_label: str = "cosine similarity"):
+    """One picture: the scene and each map side by side (title, array, 'class' or 'heat';
+    ``heat_label``: what the heatmaps' values are). Returns (figure, PNG bytes)."""
     import io
 
     import matplotlib.pyplot as plt
@@ -138,7 +139,7 @@ def panels(scene_rgb: np.ndarray, maps: list[tuple[str, np.ndarray, str]], class
             lo, hi = heat_range(arr)
             im = ax.imshow(np.ma.masked_invalid(arr), cmap=HEAT_CMAP, vmin=lo, vmax=hi,
                            interpolation="nearest")
-            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02, label="cosine similarity")
+            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02, label=heat_label)
         ax.set_title(title, fontsize=9)
     for ax in axes:
         ax.set_xticks([])
@@ -154,12 +155,15 @@ def panels(scene_rgb: np.ndarray, maps: list[tuple[str, np.ndarray, str]], class
 
 
 def query_box(cfg, se: tiled.SceneEmbeddings, base: list[dict], legends: list, device="cpu",
-              value: str = ""):
+              value: str = "", head: tiled.ClassHead | None = None):
     """A text box and a map (ipywidgets): a query typed and entered redraws its heatmap from
-    the cached tile embeddings over ``base``'s layers; the time it took is printed beside."""
+    the cached tile embeddings over ``base``'s layers; the time it took is printed beside. An
+    image-only encoder's queries are its probe ``head``'s classes (the box says so)."""
     import ipywidgets as widgets
 
-    text = widgets.Text(value=value, placeholder="a text query, e.g. flooded road",
+    hint = "a text query, e.g. flooded road" if tiled.has_text_tower(se.encoder) else \
+        "a class: " + ", ".join(head.classes if head else ())
+    text = widgets.Text(value=value, placeholder=hint,
                         description="query", continuous_update=False,
                         layout=widgets.Layout(width="420px"))
     button = widgets.Button(description="draw heatmap", button_style="primary")
@@ -172,7 +176,12 @@ def query_box(cfg, se: tiled.SceneEmbeddings, base: list[dict], legends: list, d
             status.value = "type a query, then press Enter"
             return
         start = time.perf_counter()
-        heat = se.heatmap(tiled.text_features(cfg, se, [query], device)[0])
+        try:
+            scores, what = tiled.query_scores(cfg, se, query, head, device)
+        except EncoderError as err:  # a query an image-only encoder cannot take
+            status.value = html.escape(str(err))
+            return
+        heat = se.blend(scores)[..., 0]
         computed = time.perf_counter() - start
         lo, hi = heat_range(heat)
         m = scene_map(base + [overlay(heat_rgba(heat, lo, hi), se.tiling, f"query: {query}")],
@@ -182,7 +191,7 @@ def query_box(cfg, se: tiled.SceneEmbeddings, base: list[dict], legends: list, d
         out.append_display_data(m)  # nbval) that capture waited for a frontend until timeout
         status.value = (f"<b>{html.escape(query)}</b>: heatmap in {computed:.2f} s, drawn in "
                         f"{time.perf_counter() - start:.2f} s "
-                        f"(cosine similarity {lo:.3f} to {hi:.3f})")
+                        f"({html.escape(what)}: {lo:.3f} to {hi:.3f})")
 
     text.observe(lambda change: draw(), names="value")
     button.on_click(draw)

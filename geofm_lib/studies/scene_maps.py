@@ -8,8 +8,11 @@ beside its floors. One function per step:
    run dataset, with its truth raster;
 3. :func:`embed` — the tile embeddings of the trained encoder and of its baseline (``init``: the
    same architecture at random weights), cached;
-4. :func:`products` — the class map, its score and the query heatmaps as COGs;
-5. :func:`score` — per-cell accuracy of each class map against the truth, with a block
+4. :func:`heads` — how each encoder's tiles become classes, the same way for both: zero-shot
+   (class prompts by the text tower) or a linear probe fitted on the run's labelled patches of
+   ``scene_dataset`` (the way for encoders without a text tower: ``ssl:``, ``torchgeo:``);
+5. :func:`products` — the class map, its score and the query heatmaps as COGs;
+6. :func:`score` — per-cell accuracy of each class map against the truth, with a block
    bootstrap interval, beside the majority class of the truth and chance.
 """
 
@@ -30,7 +33,8 @@ from geofm_lib.data.simulated_scene import (
     label_classes,
     write_simulated_scene,
 )
-from geofm_lib.encoders import check_encoder_name
+from geofm_lib.encoders import check_encoder_name, has_text_tower
+from geofm_lib.encoders import embed as embed_split
 from geofm_lib.encoders import scene as tiled
 from geofm_lib.errors import ConfigError
 from geofm_lib.evaluation.bootstrap import interval, resamples
@@ -44,10 +48,15 @@ PARAMETERS = {
                             "where the run has it, else its first with land-cover labels"),
     "scene_px": (None, "side of the simulated scene in pixels; None: 8 tiles"),
     "scene_min_classes": (4, "the simulated scene: the first with this many land-cover labels"),
-    "scene_encoder": ("trained", "the encoder mapped (a CLIP: trained, checkpoint:, open_clip:)"),
+    "scene_encoder": ("trained", "the encoder mapped: a CLIP (trained, checkpoint:, open_clip:, "
+                                 "remoteclip:) or an image-only one (ssl:, torchgeo:, rcf)"),
     "scene_baseline": ("init", "the same maps by this encoder, as the floor beside it"),
+    "scene_head": (None, "zero-shot | probe: how tiles become classes, the same for both "
+                         "encoders; None: zero-shot where both have a text tower, else a "
+                         "linear probe on scene_dataset's labelled train patches"),
     "scene_classes": (None, "class names of the class map; None: the truth's legend"),
-    "scene_queries": (["road", "construction site"], "text queries drawn as heatmaps"),
+    "scene_queries": (None, "queries drawn as heatmaps; None: road and construction site for a "
+                            "CLIP, the probe's first two classes for an image-only encoder"),
     "scene_tile_px": (None, "tile side in scene pixels; None: image_px"),
     "scene_stride_px": (None, "tile step; None: half a tile"),
     "scene_cell_px": (None, "product cell side; None: a quarter of the stride"),
@@ -72,8 +81,9 @@ class Settings:
     min_classes: int
     encoder: str
     baseline: str | None
+    head: str  # tiled.ZERO_SHOT or tiled.PROBE
     classes: list[str] | None
-    queries: list[str]
+    queries: list[str] | None  # None: DEFAULT_QUERIES, or the probe's first classes
     tile_px: int
     stride_px: int | None
     cell_px: int | None
@@ -84,8 +94,11 @@ class Settings:
     def describe(self, cfg: Config) -> str:
         where = str(self.path) if self.path else \
             f"a simulated {self.dataset} scene of {self.scene_px} px"
+        head = self.head if self.head == tiled.ZERO_SHOT else \
+            f"{self.head} on {self.dataset}'s labelled train patches"
         return (f"run {cfg.name}: {self.encoder} over {where}, tiles of {self.tile_px} px, "
-                f"statistics: {self.stats}; baseline: {self.baseline or 'none'}")
+                f"statistics: {self.stats}; baseline: {self.baseline or 'none'}; classes by "
+                f"{head}")
 
 
 PREFERRED_DATASET = "qfabric"
@@ -125,8 +138,12 @@ def settings(cfg: Config, namespace: dict) -> Settings:
     for name in ("scene_encoder", "scene_baseline"):
         if p[name]:
             check_encoder_name(p[name])
-    queries = parameters.as_list(p["scene_queries"] or [])
-    if not all(isinstance(q, str) and q.strip() for q in queries):
+    head = _head_kind(p["scene_head"], [p["scene_encoder"], p["scene_baseline"]])
+    if head == tiled.PROBE and not p["scene_dataset"]:
+        raise ConfigError("scene_head 'probe' fits a linear probe on a run dataset's labelled "
+                          "patches: name it with scene_dataset (its labels are the classes)")
+    queries = None if p["scene_queries"] is None else parameters.as_list(p["scene_queries"])
+    if queries is not None and not all(isinstance(q, str) and q.strip() for q in queries):
         raise ConfigError(f"scene_queries: {queries!r}; give a list of texts")
     classes = parameters.as_list(p["scene_classes"]) if p["scene_classes"] else None
     stats = p["scene_stats"] or ("scene" if path else p["scene_dataset"])
@@ -139,11 +156,31 @@ def settings(cfg: Config, namespace: dict) -> Settings:
     return Settings(path, opts, dataset,
                     parameters.whole("scene_px", p["scene_px"] or 8 * tile_px, 32),
                     parameters.whole("scene_min_classes", p["scene_min_classes"], 1),
-                    p["scene_encoder"], p["scene_baseline"] or None, classes, queries,
+                    p["scene_encoder"], p["scene_baseline"] or None, head, classes, queries,
                     tile_px,
                     p["scene_stride_px"], p["scene_cell_px"], stats,
                     parameters.positive("scene_memory_mb", p["scene_memory_mb"]),
                     parameters.whole("n_boot", p["n_boot"], 10))
+
+
+HEADS = {"zero-shot": tiled.ZERO_SHOT, "probe": tiled.PROBE}
+
+
+def _head_kind(asked, encoders) -> str:
+    """The class head of both encoders: as asked, else zero-shot where each has a text tower
+    and a linear probe otherwise (one head for both: the comparison stays like for like)."""
+    if asked is not None:
+        if asked not in HEADS:
+            raise ConfigError(f"scene_head {asked!r}: choose zero-shot or probe")
+        head = HEADS[asked]
+        if head == tiled.ZERO_SHOT:
+            for name in filter(None, encoders):
+                if not has_text_tower(name):
+                    raise ConfigError(f"scene_head 'zero-shot': {name} has no text tower; use "
+                                      f"scene_head 'probe' (a linear probe on labelled patches)")
+        return head
+    text = all(has_text_tower(name) for name in filter(None, encoders))
+    return tiled.ZERO_SHOT if text else tiled.PROBE
 
 
 SCENES_LOOKED_AT = 20
@@ -195,14 +232,45 @@ def embed(cfg: Config, s: Settings, sc, device: str = "cpu") -> dict[str, tiled.
     return out
 
 
-def products(cfg: Config, s: Settings, embedded: dict, classes: list[str],
+def heads(cfg: Config, s: Settings, embedded: dict, classes: list[str],
+          device: str = "cpu") -> dict[str, tiled.ClassHead]:
+    """Each encoder's class head (``s.head`` for all): the class prompts by its text tower, or a
+    linear probe fitted on its frozen embeddings of ``scene_dataset``'s labelled train patches
+    (06's linear probe; the scene is not among them: simulated scenes are drawn from their own
+    index, :data:`SCENE_INDEX`)."""
+    out = {}
+    for name, se in embedded.items():
+        if s.head == tiled.ZERO_SHOT:
+            out[name] = tiled.zero_shot_head(cfg, se, classes, device)
+            continue
+        emb = embed_split(cfg, name, "train", device, show_progress=False, dataset=s.dataset)
+        out[name] = tiled.probe_head(emb.features, emb.labels, classes,
+                                     f"{s.dataset} (train split)", cfg.seed)
+    return out
+
+
+DEFAULT_QUERIES = ["road", "construction site"]
+
+
+def queries_of(s: Settings, heads: dict) -> list[str]:
+    """The queries drawn: ``scene_queries``; by default two texts for a CLIP, and for an
+    image-only encoder (whose queries are its probe's classes) the first two classes."""
+    if s.queries is not None:
+        return s.queries
+    if has_text_tower(s.encoder):
+        return list(DEFAULT_QUERIES)
+    return list(heads[s.encoder].classes[:2])
+
+
+def products(cfg: Config, s: Settings, embedded: dict, heads: dict,
              device: str = "cpu") -> dict[str, dict[str, Path]]:
     """The COGs of each encoder: ``work/runs/<run>/scene/<encoder>/``."""
     out = {}
     for name, se in embedded.items():
         folder = paths.scene_dir(cfg) / tiled.slug(name)
-        out[name] = tiled.write_products(cfg, se, folder, classes=classes,
-                                         queries=s.queries if name == s.encoder else (),
+        out[name] = tiled.write_products(cfg, se, folder, head=heads[name],
+                                         queries=queries_of(s, heads)
+                                         if name == s.encoder else (),
                                          device=device, memory_mb=s.memory_mb)
     return out
 
@@ -244,14 +312,14 @@ def _block_accuracy(correct: np.ndarray, scored: np.ndarray, n_boot: int, seed: 
     return float(acc), interval(draws), int(n.sum()), int(len(n))
 
 
-def score(cfg: Config, s: Settings, sc, embedded: dict, classes: list[str],
-          device: str = "cpu") -> pd.DataFrame | str:
+def score(cfg: Config, s: Settings, sc, embedded: dict, heads: dict) -> pd.DataFrame | str:
     """Per-cell accuracy of each encoder's class map against the truth raster, with 95 %
     block-bootstrap intervals, beside the truth's majority class (a floor that knows the
     scene's class shares) and chance (1 / classes). A scene of yours has no truth here: said
     instead of scored."""
     if not isinstance(sc, SceneFiles):
         return "a scene of yours has no land-cover truth here: the maps are shown, not scored"
+    classes = list(next(iter(heads.values())).classes)
     if list(classes) != list(sc.classes):
         return (f"scene_classes {classes} are not the truth's legend {list(sc.classes)}: "
                 f"the class map is shown, not scored")
@@ -260,7 +328,7 @@ def score(cfg: Config, s: Settings, sc, embedded: dict, classes: list[str],
     for name, se in embedded.items():
         if truth is None:
             truth = truth_cells(sc.truth, se.tiling)
-        idx, _ = se.class_map(tiled.text_features(cfg, se, list(classes), device))
+        idx, _ = se.class_map(heads[name])
         scored = (truth >= 0) & (idx >= 0)
         acc, ci, cells, blocks = _block_accuracy(idx == truth, scored, s.n_boot, cfg.seed)
         rows[name] = {"accuracy %": round(acc, 1), "95 % CI": [round(v, 1) for v in ci],
@@ -287,9 +355,11 @@ def accuracies(scores: pd.DataFrame | str) -> dict[str, SceneAccuracy] | None:
             for name, r in scores.iterrows()}
 
 
-def time_query(cfg: Config, se: tiled.SceneEmbeddings, query: str, device: str = "cpu"):
-    """(heatmap, seconds) of one text query from the cached tile embeddings: the text tower
-    on the prompt, one matrix product and the blend."""
+def time_query(cfg: Config, se: tiled.SceneEmbeddings, query: str, head=None,
+               device: str = "cpu"):
+    """(heatmap, seconds) of one query from the cached tile embeddings: the text tower on the
+    prompt, one matrix product and the blend (an image-only encoder: the probability of one of
+    its probe ``head``'s classes)."""
     start = time.perf_counter()
-    heat = se.heatmap(tiled.text_features(cfg, se, [query], device)[0])
-    return heat, time.perf_counter() - start
+    scores, _ = tiled.query_scores(cfg, se, query, head, device)
+    return se.blend(scores)[..., 0], time.perf_counter() - start
