@@ -10,7 +10,9 @@ map's differ by well under a cell).
 from __future__ import annotations
 
 import html
+import textwrap
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -22,6 +24,18 @@ from geofm_lib.report.offline import offline
 
 HEAT_CMAP = "magma"
 HEAT_STEPS = 5  # swatches of the heatmap legend
+
+
+def label(encoder: str) -> str:
+    """An encoder's name as a short title: a file path becomes its last folder and file name
+    (``ssl:…/0c7b7caa5acf/encoder.pt``)."""
+    kind, sep, rest = encoder.partition(":")
+    if sep and "/" in rest:
+        head, _, path = rest.rpartition(":") if ":" in rest else ("", "", rest)
+        parts = Path(path).parts
+        short = "/".join(parts[-2:])
+        return f"{kind}:{head + ':' if head else ''}{'…/' if len(parts) > 2 else ''}{short}"
+    return encoder
 
 
 def hex_colour(rgb) -> str:
@@ -140,7 +154,7 @@ def panels(scene_rgb: np.ndarray, maps: list[tuple[str, np.ndarray, str]], class
             im = ax.imshow(np.ma.masked_invalid(arr), cmap=HEAT_CMAP, vmin=lo, vmax=hi,
                            interpolation="nearest")
             fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02, label=heat_label)
-        ax.set_title(title, fontsize=9)
+        ax.set_title(textwrap.fill(title, 34), fontsize=9)
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
