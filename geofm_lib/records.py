@@ -617,6 +617,7 @@ class SceneMapRecord(StageRecord):
     tiles_kept: int
     stats: str
     accuracy: dict[str, SceneAccuracy] | None = optional(omit_none=False)
+    truth: str | None = optional()  # what the class map was scored against
     not_scored: str | None = optional(omit_none=False)
     query_seconds: float
     products: list[str]

@@ -376,3 +376,79 @@ def test_an_image_only_encoder_maps_the_scene_through_a_linear_probe(run, tmp_pa
         assert f.descriptions[0].startswith("probability of")
     table = study.score(run, s, scene, embedded, heads)
     assert {enc, "init"} <= set(table.index) and (table["cells"] > 0).all()
+
+
+def test_a_scene_of_yours_is_scored_against_your_labelled_polygons_and_points(run, scene_file,
+                                                                              tmp_path):
+    """``scene_labels``: polygons and points in any CRS (here WGS84 over a UTM scene) label the
+    product cells: a polygon the cells it covers at least half of, a point its cell; features
+    of other classes are left out and said; a file without the class column or CRS is refused
+    with the fix."""
+    import geopandas as gpd
+    from shapely.geometry import Point, box
+
+    from geofm_lib.studies import scene_maps as study
+
+    path, _, _ = scene_file
+    x0, y0, c = 500000.0, 7000000.0, 120.0  # scene origin; cells of 4 px at 30 m
+
+    def cells(r0, r1, c0, c1, inset=1.0):  # a box over cells [r0:r1, c0:c1]
+        return box(x0 + c0 * c + inset, y0 - r1 * c + inset, x0 + c1 * c - inset,
+                   y0 - r0 * c - inset)
+
+    gdf = gpd.GeoDataFrame(
+        {"name": ["water", "crop", "crop", "glacier", "water"],
+         "geometry": [cells(2, 4, 3, 6), cells(10, 12, 20, 22),
+                      box(x0, y0 - c / 2, x0 + c / 2, y0),  # a quarter of cell (0, 0)
+                      cells(20, 22, 10, 12), Point(x0 + 15.5 * c, y0 - 15.5 * c)]},
+        crs="EPSG:32621").to_crs("EPSG:4326")
+    labels = tmp_path / "labels.gpkg"
+    gdf.to_file(labels, layer="land_cover")
+    s = study.settings(run, {"scene_path": str(path), "scene_labels": str(labels),
+                             "scene_stride_px": 16, "scene_cell_px": 4, "n_boot": 50})
+    assert study.classes_of(path, s) == ["crop", "glacier", "water"]  # the file's, sorted
+    s = study.settings(run, {"scene_path": str(path), "scene_labels": str(labels),
+                             "scene_classes": ["water", "crop"], "scene_stride_px": 16,
+                             "scene_cell_px": 4, "n_boot": 50, "scene_encoder": "init",
+                             "scene_baseline": ""})
+    embedded = study.embed(run, s, path)
+    tiling = embedded["init"].tiling
+    truth, note = study.truth_of(s, path, ["water", "crop"], tiling)
+    assert (truth[2:4, 3:6] == 0).all() and (truth[10:12, 20:22] == 1).all()
+    assert truth[15, 15] == 0 and truth[0, 0] == -1 and (truth[20:22, 10:12] == -1).all()
+    assert int((truth >= 0).sum()) == 6 + 4 + 1
+    assert "1 features of other classes left out" in note and "labels.gpkg" in note
+    heads = study.heads(run, s, embedded, ["water", "crop"])
+    table = study.score(run, s, path, embedded, heads)
+    # every row on the same cells: the water polygon lies in the scene's nodata corner
+    assert (table["cells"] == 5).all() and len(table) == len(embedded) + 2
+    # refused before any work, with the fix
+    gdf.rename(columns={"name": "klass"}).to_file(tmp_path / "other.geojson")
+    bad = study.settings(run, {"scene_path": str(path), "scene_labels":
+                               str(tmp_path / "other.geojson"), "scene_classes": ["water"]})
+    with pytest.raises(errors.ConfigError, match="no column 'name' .*klass.*scene_label_column"):
+        study.truth_of(bad, path, ["water"], tiling)
+    with pytest.raises(errors.ConfigError, match="scene_path"):
+        study.settings(run, {"scene_labels": str(labels)})
+
+
+def test_zero_fill_without_a_declared_nodata_is_said(tmp_path):
+    """A scene padded with 0 but declaring no nodata (as the Landsat scene of ../shared) gets a
+    warning naming the option; with the option, or without such fill, none."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    img = np.full((3, 64, 64), 900, np.uint16)
+    img[:, :, :16] = 0  # a quarter of the scene is fill
+    path = tmp_path / "edge.tif"
+    with rasterio.open(path, "w", driver="GTiff", height=64, width=64, count=3, dtype="uint16",
+                       crs="EPSG:32621", transform=from_origin(0, 0, 30, 30)) as dst:
+        dst.write(img)
+    names = {"band_names": ["blue", "green", "red"]}
+    text = sc.undeclared_fill(sc.open_scene(path, names))
+    assert "25 % of its pixels" in text and "scene_options: {nodata: 0}" in text
+    assert sc.undeclared_fill(sc.open_scene(path, {**names, "nodata": 0})) is None
+    img[:] = 900
+    with rasterio.open(path, "r+") as dst:
+        dst.write(img)
+    assert sc.undeclared_fill(sc.open_scene(path, names)) is None

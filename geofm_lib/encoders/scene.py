@@ -192,6 +192,31 @@ def open_scene(path, options: dict | None = None) -> SceneFile:
                           f"({str(exc)[:200]})") from None
 
 
+FILL_SHARE = 0.01
+"""A scene without a nodata value whose pixels are 0 in every band for more than this share is
+probably padded with 0 (a Landsat or Sentinel-2 scene's edge): said, not assumed."""
+
+
+def undeclared_fill(scene: SceneFile, max_px: int = STATS_PX) -> str | None:
+    """A warning when no band declares nodata yet a share of the pixels (over a
+    nearest-neighbour read) is 0 in every band; None otherwise."""
+    import rasterio
+    from rasterio.enums import Resampling
+
+    if any(b.nodata is not None for b in scene.bands):
+        return None
+    step = max(1, math.ceil(max(scene.height, scene.width) / max_px))
+    shape = (len(scene.bands), -(-scene.height // step), -(-scene.width // step))
+    with rasterio.open(scene.path) as src:
+        data = src.read(out_shape=shape, resampling=Resampling.nearest)
+    share = float((data == 0).all(axis=0).mean())
+    if share <= FILL_SHARE:
+        return None
+    return (f"scene {scene.path.name} declares no nodata, yet {100 * share:.0f} % of its pixels "
+            f"are 0 in every band: if that is fill, give scene_options: {{nodata: 0}} (else "
+            f"those pixels are mapped as land)")
+
+
 def scene_band_stats(scene: SceneFile, max_px: int = STATS_PX) -> dict:
     """Manifest-style band statistics of a scene (``bands``, ``mean``, ``std``, ``nodata``,
     ``all_nodata``) over a nearest-neighbour read of at most ``max_px`` pixels a side,

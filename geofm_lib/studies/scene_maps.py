@@ -54,7 +54,11 @@ PARAMETERS = {
     "scene_head": (None, "zero-shot | probe: how tiles become classes, the same for both "
                          "encoders; None: zero-shot where both have a text tower, else a "
                          "linear probe on scene_dataset's labelled train patches"),
-    "scene_classes": (None, "class names of the class map; None: the truth's legend"),
+    "scene_classes": (None, "class names of the class map; None: the truth's legend, or the "
+                            "classes of scene_labels"),
+    "scene_labels": (None, "labelled polygons or points of your scene (GeoPackage, GeoJSON, "
+                           "shapefile: what geopandas reads) to score its class map against"),
+    "scene_label_column": ("name", "the column of scene_labels that holds each class name"),
     "scene_queries": (None, "queries drawn as heatmaps; None: road and construction site for a "
                             "CLIP, the probe's first two classes for an image-only encoder"),
     "scene_tile_px": (None, "tile side in scene pixels; None: image_px"),
@@ -83,6 +87,8 @@ class Settings:
     baseline: str | None
     head: str  # tiled.ZERO_SHOT or tiled.PROBE
     classes: list[str] | None
+    labels: Path | None  # a vector file of labelled features (a scene of yours)
+    label_column: str
     queries: list[str] | None  # None: DEFAULT_QUERIES, or the probe's first classes
     tile_px: int
     stride_px: int | None
@@ -146,6 +152,13 @@ def settings(cfg: Config, namespace: dict) -> Settings:
     if queries is not None and not all(isinstance(q, str) and q.strip() for q in queries):
         raise ConfigError(f"scene_queries: {queries!r}; give a list of texts")
     classes = parameters.as_list(p["scene_classes"]) if p["scene_classes"] else None
+    labels = Path(p["scene_labels"]).expanduser() if p["scene_labels"] else None
+    if labels is not None and not labels.is_file():
+        raise ConfigError(f"scene_labels {str(labels)!r}: no such file; give a GeoPackage, "
+                          f"GeoJSON or shapefile of labelled polygons or points")
+    if labels is not None and path is None:
+        raise ConfigError("scene_labels scores a scene of yours (scene_path); a simulated scene "
+                          "is scored against its own truth")
     stats = p["scene_stats"] or ("scene" if path else p["scene_dataset"])
     dataset = p["scene_dataset"] or "-"
     opts = p["scene_options"] or {}
@@ -156,7 +169,8 @@ def settings(cfg: Config, namespace: dict) -> Settings:
     return Settings(path, opts, dataset,
                     parameters.whole("scene_px", p["scene_px"] or 8 * tile_px, 32),
                     parameters.whole("scene_min_classes", p["scene_min_classes"], 1),
-                    p["scene_encoder"], p["scene_baseline"] or None, head, classes, queries,
+                    p["scene_encoder"], p["scene_baseline"] or None, head, classes, labels,
+                    str(p["scene_label_column"]), queries,
                     tile_px,
                     p["scene_stride_px"], p["scene_cell_px"], stats,
                     parameters.positive("scene_memory_mb", p["scene_memory_mb"]),
@@ -213,12 +227,95 @@ def image_of(sc) -> Path:
 
 
 def classes_of(sc, s: Settings) -> list[str]:
+    """The class map's classes: ``scene_classes``, else the simulated scene's legend, else the
+    classes named in ``scene_labels`` (sorted)."""
     if s.classes:
         return s.classes
     if isinstance(sc, SceneFiles):
         return list(sc.classes)
+    if s.labels is not None:
+        return sorted(read_labels(s)[s.label_column].astype(str).unique())
     raise ConfigError("scene_classes: give the class names of your scene's map (a file of "
-                      "yours has no legend here)")
+                      "yours has no legend here), or scene_labels to take them from")
+
+
+def read_labels(s: Settings):
+    """The labelled features of ``scene_labels`` (a GeoDataFrame), checked: a CRS, the class
+    column, polygons or points."""
+    import geopandas as gpd
+
+    try:
+        gdf = gpd.read_file(s.labels)
+    except Exception as exc:  # noqa: BLE001 - pyogrio's errors name the format problem
+        raise ConfigError(f"scene_labels {s.labels.name}: cannot be read as vector data "
+                          f"({str(exc)[:200]})") from None
+    if s.label_column not in gdf.columns:
+        raise ConfigError(f"scene_labels {s.labels.name} has no column {s.label_column!r} "
+                          f"(columns: {', '.join(c for c in gdf.columns if c != 'geometry')}); "
+                          f"name the class column with scene_label_column")
+    if gdf.crs is None:
+        raise ConfigError(f"scene_labels {s.labels.name} has no CRS: set it (e.g. in QGIS, or "
+                          f"geopandas' set_crs) so the features can be placed on the scene")
+    kinds = set(gdf.geom_type.dropna())
+    if not kinds <= {"Polygon", "MultiPolygon", "Point", "MultiPoint"}:
+        raise ConfigError(f"scene_labels {s.labels.name}: {sorted(kinds)} geometries; labels are "
+                          f"polygons or points")
+    return gdf[gdf.geometry.notna() & gdf[s.label_column].notna()]
+
+
+LABEL_SAMPLES = 4
+"""Polygons are rasterised at this many samples a cell side; a cell takes the class covering at
+least half of its samples."""
+
+
+def label_cells(s: Settings, classes: list[str], tiling: tiled.Tiling) -> tuple[np.ndarray, str]:
+    """``scene_labels`` on the product cells (class index, -1: unlabelled) and a line saying
+    what was used: polygons by the class covering at least half of a cell (rasterised at
+    :data:`LABEL_SAMPLES` samples a side, in the scene's CRS), points by the cell they fall in
+    (where no polygon labels it). Features of other classes are left out, and said."""
+    from rasterio.features import rasterize
+    from rasterio.transform import Affine
+
+    gdf = read_labels(s)
+    names = gdf[s.label_column].astype(str)
+    known = names.isin(classes)
+    gdf, names = gdf[known].to_crs(tiling.crs), names[known]
+    h, w = tiling.out_shape
+    f = LABEL_SAMPLES
+    fine = Affine(*tiling.out_transform()[:6]) @ Affine.scale(1 / f)
+    index = names.map({c: i for i, c in enumerate(classes)}).to_numpy()
+    polygons = gdf.geom_type.isin(["Polygon", "MultiPolygon"]).to_numpy()
+    cells = np.full((h, w), -1, np.int16)
+    if polygons.any():
+        samples = rasterize(zip(gdf.geometry[polygons], index[polygons], strict=True),
+                            out_shape=(h * f, w * f), transform=fine, fill=-1, dtype="int16")
+        blocks = samples.reshape(h, f, w, f).transpose(0, 2, 1, 3).reshape(h, w, f * f)
+        counts = np.stack([(blocks == j).sum(-1) for j in range(len(classes))], -1)
+        cells = np.where(counts.max(-1) * 2 >= f * f, counts.argmax(-1), -1).astype(np.int16)
+    if (~polygons).any():
+        marks = rasterize(zip(gdf.geometry[~polygons], index[~polygons], strict=True),
+                          out_shape=(h, w), transform=tiling.out_transform(), fill=-1,
+                          dtype="int16")
+        cells = np.where(cells >= 0, cells, marks).astype(np.int16)
+    left = int((~known).sum())
+    note = (f"{s.labels.name}: {int(polygons.sum())} polygons and {int((~polygons).sum())} "
+            f"points of {len(classes)} classes label {int((cells >= 0).sum())} cells"
+            + (f"; {left} features of other classes left out" if left else ""))
+    return cells, note
+
+
+def truth_of(s: Settings, sc, classes: list[str], tiling: tiled.Tiling):
+    """(truth cells, what they are) of the scene: the simulated scene's land cover, your
+    ``scene_labels``, or (None, why not)."""
+    if isinstance(sc, SceneFiles):
+        if list(classes) != list(sc.classes):
+            return None, (f"scene_classes {classes} are not the truth's legend "
+                          f"{list(sc.classes)}: the class map is shown, not scored")
+        return truth_cells(sc.truth, tiling), "the simulated scene's land cover"
+    if s.labels is not None:
+        return label_cells(s, classes, tiling)
+    return None, ("a scene of yours without scene_labels has no truth here: the maps are "
+                  "shown, not scored")
 
 
 def embed(cfg: Config, s: Settings, sc, device: str = "cpu") -> dict[str, tiled.SceneEmbeddings]:
@@ -313,27 +410,27 @@ def _block_accuracy(correct: np.ndarray, scored: np.ndarray, n_boot: int, seed: 
 
 
 def score(cfg: Config, s: Settings, sc, embedded: dict, heads: dict) -> pd.DataFrame | str:
-    """Per-cell accuracy of each encoder's class map against the truth raster, with 95 %
-    block-bootstrap intervals, beside the truth's majority class (a floor that knows the
-    scene's class shares) and chance (1 / classes). A scene of yours has no truth here: said
-    instead of scored."""
-    if not isinstance(sc, SceneFiles):
-        return "a scene of yours has no land-cover truth here: the maps are shown, not scored"
+    """Per-cell accuracy of each encoder's class map against the truth (:func:`truth_of`: the
+    simulated scene's land cover or your ``scene_labels``), with 95 % block-bootstrap
+    intervals, beside the truth's majority class (a floor that knows the class shares) and
+    chance (1 / classes). Without a truth: why, instead of a table."""
     classes = list(next(iter(heads.values())).classes)
-    if list(classes) != list(sc.classes):
-        return (f"scene_classes {classes} are not the truth's legend {list(sc.classes)}: "
-                f"the class map is shown, not scored")
+    truth, what = truth_of(s, sc, classes, next(iter(embedded.values())).tiling)
+    if truth is None:
+        return what
+    if not (truth >= 0).any():
+        return f"{what}: no cell is labelled, so the class map is shown, not scored"
+    # every row on the same cells: labelled, and mapped by every encoder (encoders reading
+    # other bands may have other nodata)
+    maps = {name: se.class_map(heads[name])[0] for name, se in embedded.items()}
+    scored = (truth >= 0) & np.logical_and.reduce([idx >= 0 for idx in maps.values()])
+    if not scored.any():
+        return f"{what}: every labelled cell is nodata in a class map, so nothing is scored"
     rows = {}
-    truth = None
-    for name, se in embedded.items():
-        if truth is None:
-            truth = truth_cells(sc.truth, se.tiling)
-        idx, _ = se.class_map(heads[name])
-        scored = (truth >= 0) & (idx >= 0)
+    for name, idx in maps.items():
         acc, ci, cells, blocks = _block_accuracy(idx == truth, scored, s.n_boot, cfg.seed)
         rows[name] = {"accuracy %": round(acc, 1), "95 % CI": [round(v, 1) for v in ci],
                       "cells": cells, "blocks": blocks}
-    scored = truth >= 0
     major = np.bincount(truth[scored], minlength=len(classes)).argmax()
     acc, ci, cells, blocks = _block_accuracy(truth == major, scored, s.n_boot, cfg.seed)
     rows[f"majority class ({classes[major]}; knows the truth's shares)"] = {
