@@ -67,3 +67,17 @@ def test_bad_parameters_fail_in_the_first_code_cell(path, param, value, words, t
     tagged = [i for i, c in enumerate(code) if "parameters" in c.metadata.get("tags", [])
               or "injected-parameters" in c.metadata.get("tags", [])]
     assert failed == [max(tagged) + 1]  # the first cell after the parameters
+
+
+def test_notebook_parameters_do_not_reuse_a_workspace_parameters_name():
+    """A notebook-local parameter named like a workspace one (09's scene side was `scene_px`,
+    the simulator's rendered scene size) reads as the other on the page's parameter table and
+    in `geofm params`."""
+    import importlib
+
+    import yaml
+
+    workspace = set(yaml.safe_load((ROOT / "parameters" / "defaults.yaml").read_text()))
+    for module in ("pretraining", "probes", "retrieval", "scene_maps", "segmentation"):
+        local = set(importlib.import_module(f"geofm_lib.studies.{module}").PARAMETERS)
+        assert not local & workspace, (module, sorted(local & workspace))

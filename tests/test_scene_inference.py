@@ -325,7 +325,7 @@ def test_an_image_only_encoder_maps_the_scene_through_a_linear_probe(run, tmp_pa
     from geofm_lib.studies import scene_maps as study
 
     enc = "torchgeo:resnet18"
-    s = study.settings(run, {"scene_encoder": enc, "scene_px": 96, "scene_min_classes": 2,
+    s = study.settings(run, {"scene_encoder": enc, "scene_size_px": 96, "scene_min_classes": 2,
                              "n_boot": 50})
     assert s.head == sc.PROBE and s.dataset == "agriculture_vision"
     assert "linear probe on agriculture_vision's labelled train patches" in s.describe(run)

@@ -46,7 +46,7 @@ PARAMETERS = {
     "scene_options": (None, "band_names / sensor / nodata of your file, as a geotiff source's"),
     "scene_dataset": (None, "the run dataset whose simulated scene is mapped; None: qfabric "
                             "where the run has it, else its first with land-cover labels"),
-    "scene_px": (None, "side of the simulated scene in pixels; None: 8 tiles"),
+    "scene_size_px": (None, "side of the simulated scene in pixels; None: 8 tiles"),
     "scene_min_classes": (4, "the simulated scene: the first with this many land-cover labels"),
     "scene_encoder": ("trained", "the encoder mapped: a CLIP (trained, checkpoint:, open_clip:, "
                                  "remoteclip:) or an image-only one (ssl:, torchgeo:, rcf)"),
@@ -81,7 +81,7 @@ class Settings:
     path: Path | None
     options: dict
     dataset: str
-    scene_px: int
+    size_px: int
     min_classes: int
     encoder: str
     baseline: str | None
@@ -99,7 +99,7 @@ class Settings:
 
     def describe(self, cfg: Config) -> str:
         where = str(self.path) if self.path else \
-            f"a simulated {self.dataset} scene of {self.scene_px} px"
+            f"a simulated {self.dataset} scene of {self.size_px} px"
         head = self.head if self.head == tiled.ZERO_SHOT else \
             f"{self.head} on {self.dataset}'s labelled train patches"
         return (f"run {cfg.name}: {self.encoder} over {where}, tiles of {self.tile_px} px, "
@@ -167,7 +167,7 @@ def settings(cfg: Config, namespace: dict) -> Settings:
                           f"{{band_names: [red, green, blue]}}")
     tile_px = parameters.whole("scene_tile_px", p["scene_tile_px"] or cfg.image_px, 8)
     return Settings(path, opts, dataset,
-                    parameters.whole("scene_px", p["scene_px"] or 8 * tile_px, 32),
+                    parameters.whole("scene_size_px", p["scene_size_px"] or 8 * tile_px, 32),
                     parameters.whole("scene_min_classes", p["scene_min_classes"], 1),
                     p["scene_encoder"], p["scene_baseline"] or None, head, classes, labels,
                     str(p["scene_label_column"]), queries,
@@ -218,7 +218,7 @@ def scene(cfg: Config, s: Settings) -> SceneFiles | Path:
     if counts[index] == 0:
         raise ConfigError(f"{s.dataset}'s simulated scenes have no land-cover labels to map; "
                           f"choose another scene_dataset or give scene_path")
-    return write_simulated_scene(cfg.path("scenes", "simulated"), s.dataset, s.scene_px,
+    return write_simulated_scene(cfg.path("scenes", "simulated"), s.dataset, s.size_px,
                                  cfg.seed, index)
 
 
