@@ -192,6 +192,17 @@ def open_scene(path, options: dict | None = None) -> SceneFile:
                           f"({str(exc)[:200]})") from None
 
 
+def _overview(scene: SceneFile, max_px: int) -> np.ndarray:
+    """All bands, nearest-neighbour read at most ``max_px`` pixels a side."""
+    import rasterio
+    from rasterio.enums import Resampling
+
+    step = max(1, math.ceil(max(scene.height, scene.width) / max_px))
+    shape = (len(scene.bands), -(-scene.height // step), -(-scene.width // step))
+    with rasterio.open(scene.path) as src:
+        return src.read(out_shape=shape, resampling=Resampling.nearest)
+
+
 FILL_SHARE = 0.01
 """A scene without a nodata value whose pixels are 0 in every band for more than this share is
 probably padded with 0 (a Landsat or Sentinel-2 scene's edge): said, not assumed."""
@@ -200,15 +211,9 @@ probably padded with 0 (a Landsat or Sentinel-2 scene's edge): said, not assumed
 def undeclared_fill(scene: SceneFile, max_px: int = STATS_PX) -> str | None:
     """A warning when no band declares nodata yet a share of the pixels (over a
     nearest-neighbour read) is 0 in every band; None otherwise."""
-    import rasterio
-    from rasterio.enums import Resampling
-
     if any(b.nodata is not None for b in scene.bands):
         return None
-    step = max(1, math.ceil(max(scene.height, scene.width) / max_px))
-    shape = (len(scene.bands), -(-scene.height // step), -(-scene.width // step))
-    with rasterio.open(scene.path) as src:
-        data = src.read(out_shape=shape, resampling=Resampling.nearest)
+    data = _overview(scene, max_px)
     share = float((data == 0).all(axis=0).mean())
     if share <= FILL_SHARE:
         return None
@@ -221,13 +226,7 @@ def scene_band_stats(scene: SceneFile, max_px: int = STATS_PX) -> dict:
     """Manifest-style band statistics of a scene (``bands``, ``mean``, ``std``, ``nodata``,
     ``all_nodata``) over a nearest-neighbour read of at most ``max_px`` pixels a side,
     nodata and non-finite pixels left out per band."""
-    import rasterio
-    from rasterio.enums import Resampling
-
-    step = max(1, math.ceil(max(scene.height, scene.width) / max_px))
-    shape = (len(scene.bands), -(-scene.height // step), -(-scene.width // step))
-    with rasterio.open(scene.path) as src:
-        data = src.read(out_shape=shape, resampling=Resampling.nearest)
+    data = _overview(scene, max_px)
     mean, std, empty = [], [], []
     for band, values in zip(scene.bands, data, strict=True):
         ok = _valid(values, band.nodata)

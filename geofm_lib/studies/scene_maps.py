@@ -289,9 +289,7 @@ def label_cells(s: Settings, classes: list[str], tiling: tiled.Tiling) -> tuple[
     if polygons.any():
         samples = rasterize(zip(gdf.geometry[polygons], index[polygons], strict=True),
                             out_shape=(h * f, w * f), transform=fine, fill=-1, dtype="int16")
-        blocks = samples.reshape(h, f, w, f).transpose(0, 2, 1, 3).reshape(h, w, f * f)
-        counts = np.stack([(blocks == j).sum(-1) for j in range(len(classes))], -1)
-        cells = np.where(counts.max(-1) * 2 >= f * f, counts.argmax(-1), -1).astype(np.int16)
+        cells = _cell_majority(samples, h, w, f, len(classes))
     if (~polygons).any():
         marks = rasterize(zip(gdf.geometry[~polygons], index[~polygons], strict=True),
                           out_shape=(h, w), transform=tiling.out_transform(), fill=-1,
@@ -383,12 +381,17 @@ def truth_cells(truth: Path, tiling: tiled.Tiling) -> np.ndarray:
     h, w = tiling.out_shape
     padded = np.full((h * c, w * c), -1, np.int16)
     padded[:t.shape[0], :t.shape[1]] = t
-    blocks = padded.reshape(h, c, w, c).transpose(0, 2, 1, 3).reshape(h, w, c * c)
-    k = int(t.max()) + 1 if t.size and t.max() >= 0 else 0
-    counts = np.stack([(blocks == j).sum(-1) for j in range(k)], -1) if k else \
-        np.zeros((h, w, 1), int)
-    best = counts.argmax(-1)
-    return np.where(counts.max(-1) * 2 >= c * c, best, -1).astype(np.int16)
+    return _cell_majority(padded, h, w, c, int(t.max()) + 1 if t.size else 0)
+
+
+def _cell_majority(samples: np.ndarray, h: int, w: int, c: int, k: int) -> np.ndarray:
+    """(h, w) class of each cell of ``c`` x ``c`` samples: the most frequent of classes
+    ``0..k-1`` where it covers at least half of the cell, else -1."""
+    blocks = samples.reshape(h, c, w, c).transpose(0, 2, 1, 3).reshape(h, w, c * c)
+    if k <= 0:
+        return np.full((h, w), -1, np.int16)
+    counts = np.stack([(blocks == j).sum(-1) for j in range(k)], -1)
+    return np.where(counts.max(-1) * 2 >= c * c, counts.argmax(-1), -1).astype(np.int16)
 
 
 def _block_accuracy(correct: np.ndarray, scored: np.ndarray, n_boot: int, seed: int):
